@@ -1,0 +1,1 @@
+"""VeloLLM plugin: AMD GPU probe (amdsmi, amd-smi, rocm-smi, sysfs)."""

@@ -1,0 +1,1 @@
+"""VeloLLM plugin: Apple silicon GPU probe (system_profiler, sysctl)."""

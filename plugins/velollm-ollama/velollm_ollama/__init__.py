@@ -1,0 +1,1 @@
+"""VeloLLM plugin: Ollama backend: benchmark runner, model store, config optimizer."""

@@ -1,0 +1,1 @@
+"""The benchmark engine shared by every backend: suites, runs, statistics, result files."""

