@@ -13,7 +13,7 @@ hookimpl = pluggy.HookimplMarker("velollm")
 
 
 @hookspec
-def detect_gpu():
+def detect_gpu(warn):
     """Return a list of ``velollm_core.models.GpuInfo``, one per GPU this probe sees.
 
     Every vendor plugin answers (an empty list when it sees nothing). The core merges the answers:

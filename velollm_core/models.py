@@ -65,6 +65,7 @@ class GpuInfo(_Model):
     unified_memory: bool = False
     pci_vendor_id: str | None = None
     pci_device_id: str | None = None
+    mig_enabled: bool | None = None
 
 
 class HardwareReport(_Model):
@@ -183,3 +184,5 @@ class ConfigProposal(_Model):
     changes: list[ConfigChange] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     command: list[str] | None = None
+    # The systemd service that runs this runtime (e.g. "ollama"): where --format systemd and --apply write.
+    systemd_unit: str | None = None

@@ -61,6 +61,14 @@ def _register(plugin: object, record: PluginRecord) -> None:
     records[record.name] = record
 
 
+def _describe_error(exc: BaseException) -> str:
+    """One line: the exception and the place it was raised."""
+    last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    where = f" ({last[0].filename}:{last[0].lineno})" if last else ""
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first_line}{where}"
+
+
 def load_plugins() -> None:
     """Register the built-ins and every allowed entry point; runs once per process."""
     global _loaded
@@ -71,8 +79,11 @@ def load_plugins() -> None:
     from velollm_core import __version__
 
     for module_name in BUILTIN_PLUGINS:
-        module = importlib.import_module(module_name)
-        _register(module, PluginRecord(module_name, "velollm", __version__, builtin=True))
+        try:
+            module = importlib.import_module(module_name)
+            _register(module, PluginRecord(module_name, "velollm", __version__, builtin=True))
+        except Exception as exc:  # noqa: BLE001 - a broken built-in must not take the CLI down either
+            load_errors.append(PluginLoadError(module_name, "velollm", _describe_error(exc)))
 
     for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
         if allowed is not None and entry_point.name not in allowed:
@@ -86,11 +97,7 @@ def load_plugins() -> None:
             plugin = entry_point.load()
             _register(plugin, PluginRecord(entry_point.name, dist_name, version, builtin=False))
         except Exception as exc:  # noqa: BLE001 - any plugin bug must stay isolated
-            last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
-            where = f" ({last[0].filename}:{last[0].lineno})" if last else ""
-            load_errors.append(
-                PluginLoadError(entry_point.name, dist_name, f"{type(exc).__name__}: {exc}{where}")
-            )
+            load_errors.append(PluginLoadError(entry_point.name, dist_name, _describe_error(exc)))
 
 
 def describe_plugins() -> list[dict]:

@@ -1,14 +1,151 @@
-"""Placeholder while the engine is being written (this session)."""
+"""``velollm benchmark`` and ``velollm compare``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
 import click
+
+from velollm_core.errors import UserInputError
+
+
+def parse_concurrency(value: str) -> list[int]:
+    """'1,2,4' -> [1, 2, 4]; each level a positive integer."""
+    try:
+        levels = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected a comma list of integers, got {value!r}") from None
+    if not levels or any(level < 1 for level in levels):
+        raise click.BadParameter("concurrency levels must be integers >= 1")
+    return levels
+
+
+def parse_options(pairs: tuple[str, ...]) -> dict[str, object]:
+    """KEY=VALUE pairs; values that look like numbers or booleans become them."""
+    options: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}")
+        value: object = raw
+        if raw.lower() in ("true", "false"):
+            value = raw.lower() == "true"
+        else:
+            for convert in (int, float):
+                try:
+                    value = convert(raw)
+                    break
+                except ValueError:
+                    pass
+        options[key.strip()] = value
+    return options
+
+
+def known_backends() -> list[str]:
+    from velollm_core.plugins import hook
+
+    return sorted({name for names in hook().benchmark_backends() for name in names})
 
 
 @click.command("benchmark")
-def benchmark_command() -> None:
-    """Benchmark a runtime (being written)."""
-    raise click.ClickException("not written yet")
+@click.option("--backend", required=True, help="Runtime to measure (see `velollm plugins`).")
+@click.option("--model", required=True, help="GGUF path, Ollama name, or a bundled test model.")
+@click.option("--host", help="URL of an already-running server to attach to.")
+@click.option("--iterations", type=click.IntRange(1, 1000), default=3, show_default=True)
+@click.option("--warmup", type=click.IntRange(0, 100), default=1, show_default=True, help="Uncounted runs.")
+@click.option("--suite", "suites", multiple=True, help="Suite name (repeatable), or 'all'.")
+@click.option("--concurrency", default="1", show_default=True, help="Parallel streams, e.g. 1,2,4.")
+@click.option("--max-tokens", type=click.IntRange(1, 100000), help="Override each suite's output length.")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--option", "options", multiple=True, help="Backend option KEY=VALUE (repeatable).")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Result file (JSON).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result JSON to stdout.")
+def benchmark_command(
+    backend, model, host, iterations, warmup, suites, concurrency, max_tokens, seed, options, output, as_json
+) -> None:
+    """Benchmark a local runtime with standard suites and honest statistics."""
+    from velollm_core.bench.engine import BenchmarkPlan, BenchmarkRunner
+    from velollm_core.bench.suites import get_suites
+    from velollm_core.cli import print_json, stderr_console, stdout_console
+    from velollm_core.hardware.report import detect_hardware
+
+    backends = known_backends()
+    if backend not in backends:
+        raise UserInputError(
+            f"unknown backend {backend!r}; installed: {', '.join(backends) or 'none'} "
+            "(backends come from plugins: see `velollm plugins`)"
+        )
+    plan = BenchmarkPlan(
+        backend=backend,
+        model=model,
+        suites=get_suites(suites),
+        iterations=iterations,
+        warmup=warmup,
+        concurrency=parse_concurrency(concurrency),
+        host=host,
+        options=parse_options(options),
+        seed=seed,
+        max_tokens=max_tokens,
+    )
+    console = stderr_console()
+    hardware = detect_hardware()
+    runner = _run_with_progress(plan, hardware, output, console)
+    if as_json:
+        print_json(runner.result.model_dump(mode="json"))
+    else:
+        from velollm_core.bench.render import render_result
+
+        render_result(runner.result, stdout_console())
+    if output:
+        console.print(f"results written to {output}")
+
+
+def _run_with_progress(plan, hardware, output, console):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from velollm_core.bench.engine import BenchmarkRunner
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(f"{plan.backend}: starting", total=plan.total_runs())
+
+        def on_run(label: str, record) -> None:
+            speed = ""
+            if record is not None and record.decode_tokens_per_s:
+                speed = f" ({record.decode_tokens_per_s:.1f} tok/s)"
+            progress.update(task, advance=1, description=f"{plan.backend}: {label}{speed}")
+
+        runner = BenchmarkRunner(plan, hardware=hardware, output=output, on_run=on_run)
+        try:
+            runner.run()
+        except BaseException:
+            if output and runner.result.runs:
+                console.print(f"{len(runner.result.runs)} finished run(s) kept in {output}")
+            raise
+    return runner
 
 
 @click.command("compare")
-def compare_command() -> None:
-    """Compare two results (being written)."""
-    raise click.ClickException("not written yet")
+@click.argument("a", type=click.Path(path_type=Path))
+@click.argument("b", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def compare_command(a: Path, b: Path, as_json: bool) -> None:
+    """Compare two result files: ratio of medians (B/A) and whether it exceeds noise."""
+    from velollm_core.bench.compare import compare_results, load_result
+    from velollm_core.cli import print_json, stdout_console
+
+    rows = compare_results(load_result(a), load_result(b))
+    if not rows:
+        raise UserInputError(f"{a} and {b} have no suite in common to compare")
+    if as_json:
+        print_json({"a": str(a), "b": str(b), "rows": rows})
+    else:
+        from velollm_core.bench.render import render_comparison
+
+        render_comparison(rows, stdout_console(), str(a), str(b))

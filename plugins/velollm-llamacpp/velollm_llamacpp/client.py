@@ -1,0 +1,129 @@
+"""Streamed generations against llama-server's native ``/completion`` endpoint, timed on the client."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from velollm_core.errors import BackendError
+from velollm_core.models import GenerationRequest, GenerationTiming
+
+REQUEST_TIMEOUT_S = 600.0
+
+
+def completion_body(request: GenerationRequest) -> dict[str, Any]:
+    """Greedy, seeded, no prompt cache: every run processes the whole prompt, so prefill is measured."""
+    body: dict[str, Any] = {
+        "prompt": request.prompt,
+        "n_predict": request.max_tokens,
+        "temperature": request.temperature,
+        "seed": request.seed,
+        "stream": True,
+        "cache_prompt": False,
+    }
+    if request.temperature == 0:
+        body["top_k"] = 1
+    for key, value in request.options.items():
+        if key.startswith("request."):
+            body[key.removeprefix("request.")] = value
+    return body
+
+
+def _events(response):
+    """Parsed JSON of each server-sent ``data:`` line, with its arrival time."""
+    for line in response.iter_lines():
+        if not line.startswith("data:"):
+            continue
+        payload = line[5:].strip()
+        if payload == "[DONE]":
+            return
+        try:
+            yield time.perf_counter(), json.loads(payload)
+        except ValueError:
+            raise BackendError(f"llama-server sent a malformed stream event: {payload[:120]!r}") from None
+
+
+def _error_text(response) -> str:
+    try:
+        data = json.loads(response.read())
+        error = data.get("error", data)
+        return error.get("message", str(error)) if isinstance(error, dict) else str(error)
+    except ValueError:
+        return response.text[:200]
+
+
+def stream_completion(client, base_url: str, request: GenerationRequest) -> GenerationTiming:
+    """Run one streamed generation and time it: TTFT and decode rate from the stream, beside the
+    server's own ``timings``."""
+    import httpx
+
+    body = completion_body(request)
+    t_first = t_last = None
+    n_tokens = 0
+    text: list[str] = []
+    final: dict[str, Any] | None = None
+    start = time.perf_counter()
+    try:
+        with client.stream("POST", f"{base_url}/completion", json=body, timeout=REQUEST_TIMEOUT_S) as response:
+            if response.status_code != 200:
+                raise BackendError(f"llama-server answered HTTP {response.status_code}: {_error_text(response)}")
+            for arrived, event in _events(response):
+                if "error" in event:
+                    raise BackendError(f"llama-server reported an error: {event['error']}")
+                predicted = event.get("tokens_predicted")
+                if predicted is None:
+                    predicted = n_tokens + len(event.get("tokens") or [])
+                if predicted > n_tokens and not event.get("stop"):
+                    if t_first is None:
+                        t_first = arrived
+                    t_last = arrived
+                    n_tokens = predicted
+                if event.get("content"):
+                    text.append(event["content"])
+                if event.get("stop"):
+                    final = event
+                    break
+    except httpx.TransportError as exc:
+        raise BackendError(
+            f"lost the connection to llama-server at {base_url} mid-stream "
+            f"({type(exc).__name__}: {exc or 'no detail'}); did the server die?"
+        ) from None
+    end = time.perf_counter()
+    if final is None:
+        raise BackendError(f"llama-server at {base_url} ended the stream without its final event")
+    return timing_from_final(final, start, t_first, t_last, n_tokens, end, "".join(text))
+
+
+def timing_from_final(final, start, t_first, t_last, n_stream_tokens, end, text) -> GenerationTiming:
+    """Combine the server's final ``timings`` with the client's stream timestamps."""
+    timings = final.get("timings") or {}
+    completion_tokens = final.get("tokens_predicted") or timings.get("predicted_n") or n_stream_tokens
+    server_rate = timings.get("predicted_per_second") or None
+    client_rate = None
+    if t_first is not None and t_last is not None and t_last > t_first and n_stream_tokens > 1:
+        # The first token comes from the prompt's logits; the rest each cost one decode step —
+        # the same accounting as the server's predicted_per_second.
+        client_rate = (n_stream_tokens - 1) / (t_last - t_first)
+    prompt_n = timings.get("prompt_n")
+    extra: dict[str, Any] = {}
+    for key in ("draft_n", "draft_n_accepted", "cache_n"):
+        if key in timings:
+            extra[key] = timings[key]
+    if timings.get("prompt_ms") is not None:
+        extra["server_prompt_ms"] = timings["prompt_ms"]
+    if timings.get("predicted_ms") is not None:
+        extra["server_predicted_ms"] = timings["predicted_ms"]
+    return GenerationTiming(
+        ttft_ms=(t_first - start) * 1000 if t_first is not None else None,
+        prompt_tokens=final.get("tokens_evaluated") or prompt_n,
+        completion_tokens=completion_tokens,
+        prompt_tokens_per_s=timings.get("prompt_per_second") or None,
+        decode_tokens_per_s=server_rate or client_rate,
+        client_decode_tokens_per_s=client_rate,
+        server_decode_tokens_per_s=server_rate,
+        total_ms=(end - start) * 1000,
+        stop_reason=final.get("stop_type"),
+        text=text,
+        extra=extra,
+    )

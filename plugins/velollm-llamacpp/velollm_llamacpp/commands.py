@@ -1,0 +1,71 @@
+"""``velollm llamacpp install`` and ``velollm llamacpp where``."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group("llamacpp")
+def llamacpp_group() -> None:
+    """Find or build llama.cpp's programs (llama-server, llama-bench, ...)."""
+
+
+@llamacpp_group.command("install")
+@click.option("--cuda", is_flag=True, help="CUDA build (needs nvcc).")
+@click.option(
+    "--target", "targets", multiple=True,
+    help="Program to build (repeatable); default llama-server and llama-bench.",
+)
+@click.option("--force-build", is_flag=True, help="Build into the cache even when a program is on PATH.")
+def install_command(cuda: bool, targets: tuple[str, ...], force_build: bool) -> None:
+    """Use llama.cpp programs found on PATH / $VELOLLM_LLAMACPP_DIR, or build the missing ones."""
+    from velollm_core.cli import stderr_console
+    from velollm_llamacpp import install
+
+    console = stderr_console()
+    wanted = list(targets) or list(install.DEFAULT_TARGETS)
+    found = install.find_programs()
+    if not force_build and not cuda and all(name in found for name in wanted):
+        for name in wanted:
+            console.print(f"{name}: {found[name]} (already present)")
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeElapsedColumn(), console=console) as progress:
+        tasks: dict[str, int] = {}
+
+        def on_progress(target: str, pct: int) -> None:
+            if target not in tasks:
+                tasks[target] = progress.add_task(f"building {target}", total=100)
+            progress.update(tasks[target], completed=pct)
+
+        bin_dir = install.build(cuda=cuda, targets=wanted, log=progress.console.print, progress=on_progress)
+    console.print(f"llama.cpp programs are in {bin_dir}")
+
+
+@llamacpp_group.command("where")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def where_command(as_json: bool) -> None:
+    """Print where each llama.cpp program was found, and its version."""
+    from velollm_core.cli import print_json
+    from velollm_llamacpp import install
+    from velollm_llamacpp.server import server_version
+
+    found = install.find_programs()
+    server = found.get("llama-server")
+    data = {
+        "programs": {name: str(found[name]) if name in found else None for name in install.PROGRAMS},
+        "llama_server_version": server_version(server) if server else None,
+        "cache": str(install.cache_root()),
+        "pinned_llama_cpp_python": install.LLAMA_CPP_PYTHON_VERSION,
+    }
+    if as_json:
+        print_json(data)
+        return
+    for name, path in data["programs"].items():
+        click.echo(f"{name:26} {path or 'not found'}")
+    click.echo(f"{'version':26} {data['llama_server_version'] or '-'}")
+    click.echo(f"{'build cache':26} {data['cache']}")
+    if not found:
+        raise SystemExit(1)
