@@ -1,3 +1,70 @@
-"""Root conftest: makes the shared fixtures of tests/conftest.py visible to plugins/*/tests too."""
+"""Fixtures shared by the core tests (tests/) and every plugin's tests (plugins/*/tests)."""
 
-pytest_plugins = ["tests.conftest"]
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent
+
+
+def tool_outputs_dir() -> Path | None:
+    """Where the real captured tool outputs live (shared/testdata, beside the checkout)."""
+    candidates = [
+        os.environ.get("VELOLLM_TESTDATA"),
+        REPO_ROOT.parent / "shared" / "testdata" / "tool-outputs",
+        Path("/work/shared/testdata/tool-outputs"),
+    ]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture
+def tool_outputs() -> Path:
+    found = tool_outputs_dir()
+    if found is None:
+        pytest.skip("captured tool outputs not found (set VELOLLM_TESTDATA)")
+    return found
+
+
+_FAKE_TOOL = '''#!{python}
+import sys, time
+args = " ".join(sys.argv[1:])
+with open({log!r}, "a") as log:
+    log.write(args + "\\n")
+for needle, stdout, exit_code, stderr, sleep_s in {rules!r}:
+    if needle is None or needle in args:
+        time.sleep(sleep_s)
+        sys.stdout.write(stdout)
+        sys.stderr.write(stderr)
+        sys.exit(exit_code)
+'''
+
+
+@pytest.fixture
+def fake_tools(tmp_path, monkeypatch):
+    """PATH holds only fake executables; ``add(name, stdout, ...)`` creates one, returns its call log.
+
+    ``rules`` are (substring of the arguments, stdout, exit code, stderr, sleep seconds), first match
+    wins, before the default answer. Real tools of the machine are hidden, so tests stay deterministic.
+    """
+    import sys
+
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))
+
+    def add(name, stdout="", exit_code=0, stderr="", sleep_s=0.0, rules=()):
+        log = bin_dir / f"{name}.calls"
+        log.touch()
+        all_rules = [tuple(rule) for rule in rules] + [(None, stdout, exit_code, stderr, sleep_s)]
+        script = bin_dir / name
+        script.write_text(_FAKE_TOOL.format(python=sys.executable, log=str(log), rules=all_rules))
+        script.chmod(0o755)
+        return log
+
+    return add

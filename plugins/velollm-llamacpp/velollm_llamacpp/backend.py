@@ -39,10 +39,12 @@ def server_args(binary: Path, options: dict[str, Any], parallel: int) -> list[st
             if isinstance(value, bool):
                 value = "on" if value else "off"
             args += [pick_flag(binary, *OPTION_FLAGS[key]), str(value)]
+        elif key in ("port", "health_timeout_s"):
+            continue  # how we run the server, not a model flag: see _start
         elif key == "server_args":
             args += shlex.split(str(value))
         elif not key.startswith("request."):
-            known = ", ".join([*OPTION_FLAGS, "server_args", "request.<field>"])
+            known = ", ".join([*OPTION_FLAGS, "server_args", "port", "health_timeout_s", "request.<field>"])
             raise UserInputError(f"unknown llamacpp option {key!r}; known: {known}")
     return args
 
@@ -91,25 +93,33 @@ def _attach(context: BenchmarkContext) -> str:
 def _start(context: BenchmarkContext) -> str:
     from velollm_core.modelfiles import resolve_model_path
     from velollm_llamacpp.install import find_program
-    from velollm_llamacpp.server import LlamaServer
+    from velollm_llamacpp.server import HEALTH_TIMEOUT_S, LlamaServer
 
     model = resolve_model_path(context.model)
     binary = find_program("llama-server")
     args = server_args(binary, context.options, context.parallel)
-    server = LlamaServer(binary, model, args=args, log_path=_log_path())
+    server = LlamaServer(
+        binary,
+        model,
+        args=args,
+        port=context.options.get("port"),
+        log_path=_log_path(),
+        health_timeout_s=float(context.options.get("health_timeout_s", HEALTH_TIMEOUT_S)),
+    )
     context.resources.enter_context(server)
     context.state.update(server=server, binary=binary, model_path=model)
     return server.url
 
 
 def _log_path() -> Path:
+    import os
     import time
 
     from velollm_llamacpp.install import cache_root
 
     logs = cache_root() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    return logs / f"llama-server-{time.strftime('%Y%m%d-%H%M%S')}-{id(logs) % 10000}.log"
+    return logs / f"llama-server-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
 
 
 def base_url(context: BenchmarkContext) -> str:
