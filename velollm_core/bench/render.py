@@ -18,7 +18,11 @@ _LABELS = {
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _digits(metric: str) -> int:
+    return 0 if metric.endswith("_ms") else 1
 
 
 def render_result(result: BenchmarkResult, console) -> None:
@@ -30,10 +34,10 @@ def render_result(result: BenchmarkResult, console) -> None:
     if backend and backend.version:
         title += f" · {backend.name} {backend.version}"
     table = Table(title=title, caption=f"median ± stdev over n runs · status: {result.status}")
-    table.add_column("suite")
+    table.add_column("suite", no_wrap=True)
     shown = ["decode_tokens_per_s", "client_decode_tokens_per_s", "prompt_tokens_per_s", "ttft_ms", "total_ms"]
     for metric in shown:
-        table.add_column(_LABELS[metric], justify="right")
+        table.add_column(_LABELS[metric], justify="right", no_wrap=True)
     table.add_column("n", justify="right")
     for suite, metrics in result.summary.items():
         cells = []
@@ -44,7 +48,8 @@ def render_result(result: BenchmarkResult, console) -> None:
                 cells.append("-")
                 continue
             n = max(n, stats.n)
-            cells.append(f"{_fmt(stats.median)} ± {_fmt(stats.stdev)}")
+            digits = _digits(metric)
+            cells.append(f"{_fmt(stats.median, digits)} ±{_fmt(stats.stdev, digits)}")
         table.add_row(suite, *cells, str(n))
     console.print(table)
     if result.concurrency:

@@ -1,0 +1,107 @@
+"""Plugin discovery through real entry points: the five plugins, a third-party example installed
+with pip, and a broken plugin that must be reported without taking the CLI down."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from velollm_core.errors import UserInputError
+from velollm_core.modelfiles import check_gguf
+
+REPO = Path(__file__).resolve().parents[1]
+FIVE = {"nvidia", "amd", "apple", "ollama", "llamacpp"}
+
+
+def velollm(*args, env=None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "velollm_core", *args], capture_output=True, text=True,
+                          env=full_env, timeout=120)
+
+
+def pip_install_target(project: Path, target: Path) -> None:
+    """A real pip install (wheel built from the project) into a directory we put on PYTHONPATH."""
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(project)], check=True, capture_output=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def third_party(tmp_path_factory) -> Path:
+    target = tmp_path_factory.mktemp("site")
+    pip_install_target(REPO / "docs" / "examples" / "velollm-hello", target)
+    pip_install_target(REPO / "tests" / "data" / "velollm-broken", target)
+    return target
+
+
+def test_five_plugins_load_without_error():
+    proc = velollm("plugins", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    names = {p["name"]: p for p in data["plugins"]}
+    assert FIVE <= set(names), names
+    assert not [e for e in data["errors"] if e["name"] in FIVE]
+    assert names["llamacpp"]["distribution"] == "velollm-llamacpp"
+    assert "run_benchmark" in names["llamacpp"]["hooks"] and "detect_gpu" in names["nvidia"]["hooks"]
+    assert names["velollm_core.hardware.pci"]["builtin"] is True
+
+
+def test_third_party_plugin_appears_and_broken_one_is_reported(third_party):
+    env = {"PYTHONPATH": str(third_party)}
+    proc = velollm("plugins", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    hello = next(p for p in data["plugins"] if p["name"] == "hello")
+    assert hello["distribution"] == "velollm-hello" and hello["version"] == "0.1.0"
+    assert set(hello["hooks"]) == {"register_commands", "resolve_model"}
+    broken = next(e for e in data["errors"] if e["name"] == "broken")
+    assert broken["distribution"] == "velollm-broken" and "exploded on import" in broken["error"]
+    # Everything else still works, the third party's command included.
+    hello_cmd = velollm("hello", "--name", "ci", env=env)
+    assert hello_cmd.returncode == 0 and "hello ci:" in hello_cmd.stdout, hello_cmd.stderr
+    detect = velollm("detect", "--json", env=env)
+    assert detect.returncode == 0 and "memory" in json.loads(detect.stdout)
+    table = velollm("plugins", env=env)
+    assert "failed to load" in table.stdout and "broken" in table.stdout
+
+
+def test_velollm_plugins_env_restricts_loading(third_party):
+    proc = velollm("plugins", "--json", env={"PYTHONPATH": str(third_party), "VELOLLM_PLUGINS": "hello"})
+    data = json.loads(proc.stdout)
+    external = {p["name"] for p in data["plugins"] if not p["builtin"]}
+    assert external == {"hello"} and data["errors"] == []
+
+
+def test_third_party_model_alias_resolves(third_party, tmp_path):
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF" + b"\0" * 16)
+    code = ("from velollm_core.modelfiles import resolve_model_path; "
+            "print(resolve_model_path('hello-model'))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(third_party), "HELLO_MODEL_PATH": str(model)})
+    assert proc.stdout.strip() == str(model), proc.stderr
+
+
+def test_check_gguf_messages(tmp_path):
+    with pytest.raises(UserInputError, match="not found"):
+        check_gguf(tmp_path / "x.gguf")
+    with pytest.raises(UserInputError, match="not a file"):
+        check_gguf(tmp_path)
+    text = tmp_path / "t.gguf"
+    text.write_text("hello")
+    with pytest.raises(UserInputError, match="not a GGUF file"):
+        check_gguf(text)
+
+
+def test_usage_errors_exit_2_without_traceback():
+    proc = velollm("benchmark", "--backend", "llamacpp")
+    assert proc.returncode == 2 and "Missing option '--model'" in proc.stderr
+    proc = velollm("benchmark", "--backend", "nope", "--model", "m")
+    assert proc.returncode == 2 and "unknown backend 'nope'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = velollm("benchmark", "--backend", "llamacpp", "--model", "m", "--concurrency", "0")
+    assert proc.returncode == 2 and "concurrency" in proc.stderr

@@ -1,0 +1,39 @@
+"""Pydantic models of everything that crosses a plugin boundary or lands in a file.
+
+Split by concern and imported lazily: `velollm detect` builds only the hardware models, which keeps
+the CLI's start-up fast. ``from velollm_core.models import GpuInfo`` works for every name below.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_SUBMODULE = {
+    "OsInfo": "hardware",
+    "CpuInfo": "hardware",
+    "MemoryInfo": "hardware",
+    "GpuInfo": "hardware",
+    "HardwareReport": "hardware",
+    "GenerationRequest": "bench",
+    "GenerationTiming": "bench",
+    "RunRecord": "bench",
+    "MetricStats": "bench",
+    "ModelFacts": "bench",
+    "BackendInfo": "bench",
+    "BenchmarkEnvironment": "bench",
+    "BenchmarkResult": "bench",
+    "BenchmarkContext": "bench",
+    "ConfigChange": "config",
+    "ConfigProposal": "config",
+    "GpuVendor": "hardware",
+}
+
+__all__ = sorted(_SUBMODULE)
+
+
+def __getattr__(name: str):
+    try:
+        module = importlib.import_module(f"velollm_core.models.{_SUBMODULE[name]}")
+    except KeyError:
+        raise AttributeError(f"module 'velollm_core.models' has no attribute {name!r}") from None
+    return getattr(module, name)

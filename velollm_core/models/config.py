@@ -1,0 +1,27 @@
+"""Configuration proposals (what `velollm optimize` shows and renders)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from velollm_core.models.base import VeloModel as _Model
+
+
+
+class ConfigChange(_Model):
+    key: str
+    current: str | None = None
+    proposed: str | None
+    reason: str
+    kind: Literal["env", "flag"] = "env"
+
+
+class ConfigProposal(_Model):
+    runtime: str
+    changes: list[ConfigChange] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    command: list[str] | None = None
+    # The systemd service that runs this runtime (e.g. "ollama"): where --format systemd and --apply write.
+    systemd_unit: str | None = None
