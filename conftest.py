@@ -31,7 +31,7 @@ def tool_outputs() -> Path:
     return found
 
 
-_FAKE_TOOL = '''#!{python}
+_FAKE_TOOL = """#!{python}
 import sys, time
 args = " ".join(sys.argv[1:])
 with open({log!r}, "a") as log:
@@ -42,7 +42,7 @@ for needle, stdout, exit_code, stderr, sleep_s in {rules!r}:
         sys.stdout.write(stdout)
         sys.stderr.write(stderr)
         sys.exit(exit_code)
-'''
+"""
 
 
 @pytest.fixture

@@ -1,0 +1,160 @@
+"""NVIDIA GPUs through ``nvidia-smi --query-gpu``: the fallback when NVML cannot be loaded."""
+
+from __future__ import annotations
+
+import csv
+import re
+from typing import Any
+
+from velollm_core.hardware.commands import DEFAULT_TIMEOUT_S, ProbeError, run_tool
+from velollm_core.hardware.pci import normalize_pci_bus_id
+from velollm_core.models import GpuInfo
+
+FULL_FIELDS = (
+    "index",
+    "name",
+    "uuid",
+    "pci.bus_id",
+    "memory.total",
+    "memory.free",
+    "memory.used",
+    "driver_version",
+    "compute_cap",
+    "power.limit",
+    "clocks.max.memory",
+)
+# nvidia-smi refuses the whole query when one field is unknown to its driver (compute_cap came with
+# the 510 drivers), so each retry drops the fields that arrived late.
+FIELD_SETS = (
+    FULL_FIELDS,
+    tuple(field for field in FULL_FIELDS if field != "compute_cap"),
+    ("index", "name", "uuid", "pci.bus_id", "memory.total", "memory.free", "memory.used", "driver_version"),
+)
+
+_UNIT_FACTORS = {"kib": 2**10, "mib": 2**20, "gib": 2**30, "b": 1}
+_NUMBER = re.compile(r"^([-+]?\d+(?:\.\d+)?)\s*([A-Za-z/%]*)$")
+_HEADER_UNIT = re.compile(r"\s*\[([^\]]*)\]\s*$")
+
+
+def _field_key(header: str) -> tuple[str, str | None]:
+    """``"memory.total [MiB]"`` -> ``("memory.total", "MiB")``."""
+    header = header.strip()
+    unit = _HEADER_UNIT.search(header)
+    if unit:
+        return header[: unit.start()].strip().lower(), unit.group(1)
+    return header.lower(), None
+
+
+def _clean(value: str | None) -> str | None:
+    """None for the placeholders nvidia-smi prints where it has no value."""
+    if value is None:
+        return None
+    value = value.strip()
+    # "[N/A]", "[Not Supported]", "[Requested functionality has been deprecated]", "[Unknown Error]"...
+    if not value or (value.startswith("[") and value.endswith("]")) or value in {"N/A", "Not Supported"}:
+        return None
+    return value
+
+
+def _number(value: str | None) -> tuple[float, str | None] | None:
+    value = _clean(value)
+    if value is None:
+        return None
+    match = _NUMBER.match(value)
+    if match is None:
+        return None
+    return float(match.group(1)), match.group(2) or None
+
+
+def _bytes(value: str | None, header_unit: str | None) -> int | None:
+    """Memory as bytes: ``"81559 MiB"`` (csv), or ``"81559"`` under a ``[MiB]`` header (nounits)."""
+    parsed = _number(value)
+    if parsed is None:
+        return None
+    amount, unit = parsed
+    factor = _UNIT_FACTORS.get((unit or header_unit or "MiB").lower())
+    return int(amount * factor) if factor else None
+
+
+def _float(value: str | None) -> float | None:
+    parsed = _number(value)
+    return parsed[0] if parsed else None
+
+
+def parse_smi_csv(text: str, fields: tuple[str, ...] | None = None) -> list[GpuInfo]:
+    """GpuInfo records from ``--query-gpu`` CSV, read by its header (with or without units).
+
+    ``fields`` names the columns of header-less output (``--format=csv,noheader``). Raises ProbeError
+    when the text is not such CSV.
+    """
+    rows = [
+        [cell.strip() for cell in row] for row in csv.reader(text.splitlines()) if any(c.strip() for c in row)
+    ]
+    if not rows:
+        return []
+    first_keys = [_field_key(cell)[0] for cell in rows[0]]
+    if "name" in first_keys or "pci.bus_id" in first_keys:
+        header = [_field_key(cell) for cell in rows[0]]
+        rows = rows[1:]
+    elif fields is not None:
+        header = [(field, None) for field in fields]
+    else:
+        raise ProbeError(f"nvidia-smi printed no CSV header in output starting {text.strip()[:60]!r}")
+
+    gpus: list[GpuInfo] = []
+    seen_bus_ids: set[str] = set()
+    for row in rows:
+        if len(row) != len(header):
+            continue  # a warning line or a truncated row, not a GPU
+        values = {key: value for (key, _), value in zip(header, row)}
+        units = {key: unit for key, unit in header}
+        name = _clean(values.get("name"))
+        if name is None:
+            continue
+        bus_id = normalize_pci_bus_id(_clean(values.get("pci.bus_id")))
+        if bus_id is not None:
+            # MIG-era tools may repeat a physical GPU; one record per device is what the core merges.
+            if bus_id in seen_bus_ids:
+                continue
+            seen_bus_ids.add(bus_id)
+        index = _float(values.get("index"))
+        mig_mode = _clean(values.get("mig.mode.current"))
+        record: dict[str, Any] = {
+            "vendor": "nvidia",
+            "name": name,
+            "index": int(index) if index is not None else None,
+            "uuid": _clean(values.get("uuid")),
+            "pci_bus_id": bus_id,
+            "pci_vendor_id": "0x10de",
+            "memory_total_bytes": _bytes(values.get("memory.total"), units.get("memory.total")),
+            "memory_free_bytes": _bytes(values.get("memory.free"), units.get("memory.free")),
+            "memory_used_bytes": _bytes(values.get("memory.used"), units.get("memory.used")),
+            "driver_version": _clean(values.get("driver_version")),
+            "compute_capability": _clean(values.get("compute_cap")),
+            "power_limit_w": _float(values.get("power.limit")),
+            "memory_max_clock_mhz": _float(values.get("clocks.max.memory")),
+            "mig_enabled": mig_mode.lower() == "enabled" if mig_mode else None,
+            "source": "nvidia-smi",
+        }
+        gpus.append(GpuInfo(**record))
+    return gpus
+
+
+def _rejected_field(exc: ProbeError) -> bool:
+    # nvidia-smi: 'Field "compute_cap" is not a valid field to query.'
+    return "valid field" in str(exc).lower()
+
+
+def probe_smi(timeout: float = DEFAULT_TIMEOUT_S) -> list[GpuInfo]:
+    """Run nvidia-smi with the richest field set its driver accepts; raises ProbeError."""
+    for fields in FIELD_SETS:
+        # The header is kept (no "noheader") so columns are read by name, whatever the driver returns.
+        args = ["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,nounits"]
+        try:
+            output = run_tool(args, timeout=timeout)
+        except ProbeError as exc:
+            if _rejected_field(exc) and fields is not FIELD_SETS[-1]:
+                continue
+            raise
+        return parse_smi_csv(output)
+    return []  # unreachable: the last field set either answers or raises

@@ -1,0 +1,170 @@
+"""The hardware report: system probes plus every plugin's GPUs, merged to one record per device."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from velollm_core.hardware.pci import normalize_pci_bus_id
+from velollm_core.hardware.system import probe_cpu, probe_memory, probe_os
+from velollm_core.models import CpuInfo, GpuInfo, HardwareReport, MemoryInfo, OsInfo
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+GENERIC_SOURCE = "pci"
+T = TypeVar("T")
+
+
+def _guarded(warnings: list[str], label: str, probe: Callable[[], T], fallback: Callable[[], T]) -> T:
+    """Run one probe; any exception becomes a warning line and the fallback value."""
+    try:
+        return probe()
+    except Exception as exc:  # noqa: BLE001 - a broken probe must cost one fact, not the report
+        warnings.append(f"{label}: probe failed: {type(exc).__name__}: {exc}")
+        return fallback()
+
+
+def _merge_group(group: list[GpuInfo]) -> GpuInfo:
+    """One record for one device: the first vendor record, gaps filled from the others."""
+    vendor_records = [record for record in group if record.source != GENERIC_SOURCE]
+    generic = [record for record in group if record.source == GENERIC_SOURCE]
+    ordered = vendor_records + generic
+    if len(ordered) == 1:
+        return ordered[0]
+    data: dict[str, Any] = ordered[0].model_dump()
+    for other in ordered[1:]:
+        for key, value in other.model_dump().items():
+            # Only gaps: the winner's own facts (name, memory, source) are never overwritten.
+            if data.get(key) is None and value is not None:
+                data[key] = value
+    return GpuInfo.model_validate(data)
+
+
+def merge_gpus(records: Iterable[GpuInfo]) -> list[GpuInfo]:
+    """One record per physical GPU by normalized PCI bus id; a vendor record beats the generic one.
+
+    Records with a bus id come first, ordered by bus id (the order nvidia-smi numbers GPUs in);
+    records without one (Apple's integrated GPU) follow in the order they came.
+    """
+    by_bus: dict[str, list[GpuInfo]] = {}
+    loose: list[GpuInfo] = []
+    for record in records:
+        bus_id = normalize_pci_bus_id(record.pci_bus_id)
+        if bus_id != record.pci_bus_id:
+            record = record.model_copy(update={"pci_bus_id": bus_id})
+        if bus_id is None:
+            loose.append(record)
+        else:
+            by_bus.setdefault(bus_id, []).append(record)
+    return [_merge_group(by_bus[bus_id]) for bus_id in sorted(by_bus)] + loose
+
+
+def _as_gpu(item: Any) -> GpuInfo:
+    return item if isinstance(item, GpuInfo) else GpuInfo.model_validate(item)
+
+
+def _plugin_label(plugin_name: str) -> str:
+    # Built-ins register under their module path; "pci" reads better in a warning.
+    return plugin_name.rsplit(".", 1)[-1]
+
+
+def collect_gpus(warnings: list[str]) -> list[GpuInfo]:
+    """Every plugin's ``detect_gpu`` answer, each plugin called alone so one bug costs one vendor."""
+    from velollm_core import plugins
+
+    relay = plugins.hook()
+    for error in plugins.load_errors:
+        warnings.append(f"plugin {error.name} was not loaded: {error.error}")
+    records: list[GpuInfo] = []
+    for impl in relay.detect_gpu.get_hookimpls():
+        if getattr(impl, "hookwrapper", False) or getattr(impl, "wrapper", False):
+            continue
+        label = _plugin_label(impl.plugin_name)
+
+        def warn(message: str, _label: str = label) -> None:
+            warnings.append(f"{_label}: {message}")
+
+        # pluggy's rule, kept here: an implementation takes only the arguments it names.
+        available = {"warn": warn}
+        kwargs = {name: available[name] for name in impl.argnames if name in available}
+        try:
+            answer = impl.function(**kwargs) or []
+            records.extend(_as_gpu(item) for item in answer)
+        except Exception as exc:  # noqa: BLE001 - a plugin's bug must not hide the other GPUs
+            warn(f"detect_gpu failed: {type(exc).__name__}: {exc}")
+    return records
+
+
+def detect_hardware() -> HardwareReport:
+    """OS, CPU, memory and merged GPUs of this machine; failures become ``warnings``, never errors."""
+    import platform
+
+    warnings: list[str] = []
+    os_info = _guarded(
+        warnings,
+        "os",
+        probe_os,
+        lambda: OsInfo(system=platform.system() or "unknown", release="unknown", machine="unknown"),
+    )
+    cpu = _guarded(warnings, "cpu", probe_cpu, CpuInfo)
+    memory = _guarded(
+        warnings, "memory", probe_memory, lambda: MemoryInfo(total_bytes=0, available_bytes=0, used_bytes=0)
+    )
+    gpus = _guarded(warnings, "gpu", lambda: merge_gpus(collect_gpus(warnings)), list)
+    return HardwareReport(os=os_info, cpu=cpu, memory=memory, gpus=gpus, warnings=warnings)
+
+
+# --- rendering ------------------------------------------------------------------------------------
+
+
+def _gib(value: int | None) -> str:
+    return f"{value / 2**30:.1f} GiB" if value is not None else "-"
+
+
+def render_hardware(report: HardwareReport, console: Console) -> None:
+    """Print the report as readable tables: system, GPUs, warnings."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    system = Table(title="System", show_header=False)
+    system.add_column("what", style="bold")
+    system.add_column("value")
+    os_info, cpu, memory = report.os, report.cpu, report.memory
+    system.add_row(
+        "OS", " ".join(p for p in (os_info.distribution, f"({os_info.system} {os_info.release})") if p)
+    )
+    system.add_row("Architecture", os_info.machine)
+    system.add_row("CPU", cpu.model or "unknown")
+    cores = f"{cpu.physical_cores or '?'} physical / {cpu.logical_cores or '?'} logical"
+    system.add_row("Cores", cores)
+    system.add_row("Max clock", f"{cpu.max_freq_mhz:.0f} MHz" if cpu.max_freq_mhz else "-")
+    system.add_row("ISA flags", ", ".join(cpu.flags) or "-")
+    system.add_row("Memory", f"{_gib(memory.total_bytes)} total, {_gib(memory.available_bytes)} available")
+    if memory.swap_total_bytes:
+        system.add_row("Swap", f"{_gib(memory.swap_total_bytes)} total, {_gib(memory.swap_used_bytes)} used")
+    console.print(system)
+
+    if report.gpus:
+        gpus = Table(title="GPUs")
+        for column in ("#", "vendor", "name", "memory", "free", "bandwidth", "driver", "PCI bus", "source"):
+            gpus.add_column(column)
+        for number, gpu in enumerate(report.gpus):
+            memory_text = _gib(gpu.memory_total_bytes) + (" (unified)" if gpu.unified_memory else "")
+            gpus.add_row(
+                str(number),
+                gpu.vendor,
+                escape(gpu.name),
+                memory_text,
+                _gib(gpu.memory_free_bytes),
+                f"{gpu.bandwidth_gbps:.0f} GB/s" if gpu.bandwidth_gbps else "-",
+                gpu.driver_version or "-",
+                gpu.pci_bus_id or "-",
+                gpu.source,
+            )
+        console.print(gpus)
+    else:
+        console.print("No GPU found: inference runs on the CPU.")
+    for warning in report.warnings:
+        # Tool output such as "[N/A]" would read as rich markup without escaping.
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
