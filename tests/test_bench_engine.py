@@ -79,7 +79,7 @@ def scripted():
 
 
 def plan(**kwargs):
-    defaults = dict(backend="scripted", model="m", suites=get_suites(["short_completion"]), iterations=3)
+    defaults = {"backend": "scripted", "model": "m", "suites": get_suites(["short_completion"]), "iterations": 3}
     defaults.update(kwargs)
     return BenchmarkPlan(**defaults)
 

@@ -20,7 +20,7 @@ FIVE = {"nvidia", "amd", "apple", "ollama", "llamacpp"}
 
 def velollm(*args, env=None) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "velollm_core", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "velollm_core", *args], check=False, capture_output=True, text=True,
                           env=full_env, timeout=120)
 
 
@@ -81,7 +81,7 @@ def test_third_party_model_alias_resolves(third_party, tmp_path):
     model.write_bytes(b"GGUF" + b"\0" * 16)
     code = ("from velollm_core.modelfiles import resolve_model_path; "
             "print(resolve_model_path('hello-model'))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(third_party), "HELLO_MODEL_PATH": str(model)})
     assert proc.stdout.strip() == str(model), proc.stderr
 

@@ -93,9 +93,11 @@ def _register_plugin_commands() -> None:
 
 def _register_core_commands() -> None:
     from velollm_core.bench.commands import benchmark_command, compare_command
+    from velollm_core.speculative.commands import speculative_group
 
     cli.add_command(benchmark_command)
     cli.add_command(compare_command)
+    cli.add_command(speculative_group)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -120,4 +122,4 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
 
 
-__all__ = ["cli", "main", "UserInputError"]
+__all__ = ["UserInputError", "cli", "main"]

@@ -36,6 +36,9 @@ class GgufSummary:
     metadata: dict[str, Any]
     tensors: tuple[TensorInfo, ...]
     array_lengths: dict[str, int]
+    # sha256 of the token texts from id 5 on (what llama.cpp compares between target and draft),
+    # so a compatibility check of same-size vocabularies needs no second full read.
+    tokens_digest: str | None = None
 
     @property
     def architecture(self) -> str | None:
@@ -81,7 +84,7 @@ def _field_value(field) -> Any:
 def _cache_file(path: Path, stat: os.stat_result) -> Path:
     from platformdirs import user_cache_path
 
-    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|v1".encode()).hexdigest()[:24]
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|v2".encode()).hexdigest()[:24]
     return Path(os.environ.get("VELOLLM_CACHE_DIR") or user_cache_path("velollm")) / "gguf" / f"{key}.json"
 
 
@@ -97,10 +100,12 @@ def _summary_cached(path_str: str, size: int, mtime_ns: int) -> GgufSummary:
             data = None
     if data is None:
         reader = _open_reader(path)
-        metadata, lengths = {}, {}
+        metadata, lengths, digest = {}, {}, None
         for name, field in reader.fields.items():
             if name in _BIG_ARRAYS:
                 lengths[name] = len(field.data)
+                if name == "tokenizer.ggml.tokens":
+                    digest = token_texts_digest(_field_value(field))
                 continue
             try:
                 metadata[name] = _field_value(field)
@@ -109,7 +114,7 @@ def _summary_cached(path_str: str, size: int, mtime_ns: int) -> GgufSummary:
         tensors = [
             [t.name, t.tensor_type.name, [int(d) for d in t.shape], int(t.n_bytes)] for t in reader.tensors
         ]
-        data = {"metadata": metadata, "tensors": tensors, "array_lengths": lengths}
+        data = {"metadata": metadata, "tensors": tensors, "array_lengths": lengths, "tokens_digest": digest}
         from velollm_core.files import atomic_write_json
 
         try:
@@ -122,7 +127,19 @@ def _summary_cached(path_str: str, size: int, mtime_ns: int) -> GgufSummary:
         metadata=data["metadata"],
         tensors=tuple(TensorInfo(n, t, tuple(s), b) for n, t, s, b in data["tensors"]),
         array_lengths=data["array_lengths"],
+        tokens_digest=data.get("tokens_digest"),
     )
+
+
+TOKENS_DIGEST_START = 5
+
+
+def token_texts_digest(tokens: list[str], start: int = TOKENS_DIGEST_START) -> str:
+    """A digest of the token texts from ``start`` on."""
+    hasher = hashlib.sha256()
+    for text in tokens[start:]:
+        hasher.update(text.encode("utf-8", "surrogatepass") + b"\0")
+    return hasher.hexdigest()
 
 
 def read_summary(path: str | os.PathLike) -> GgufSummary:

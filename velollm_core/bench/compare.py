@@ -28,7 +28,7 @@ def load_result(path: Path) -> BenchmarkResult:
         raise UserInputError(f"{path} is not valid JSON: {exc}") from None
     try:
         return BenchmarkResult.model_validate(data)
-    except Exception as exc:
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
         raise UserInputError(f"{path} is not a VeloLLM benchmark result: {str(exc).splitlines()[0]}") from None
 
 

@@ -78,6 +78,18 @@ def summarize_runs(runs: list[RunRecord]) -> dict[str, dict[str, Any]]:
     return summary
 
 
+def _latency_percentiles(runs: list[RunRecord]) -> dict[str, float | None]:
+    """TPOT (per run) and ITL (every gap, pooled) p50/p90/p99, as vllm bench serve reports them,
+    from ``extra`` where the backend measured them (``tpot_ms``, ``itl_ms``); empty otherwise."""
+    samples = {
+        "tpot_ms": [r.extra["tpot_ms"] for r in runs if r.extra.get("tpot_ms") is not None],
+        "itl_ms": [gap for r in runs for gap in r.extra.get("itl_ms") or []],
+    }
+    return {
+        f"{name}_p{q}": percentile(values, q) for name, values in samples.items() if values for q in (50, 90, 99)
+    }
+
+
 def concurrency_report(runs: list[RunRecord]) -> dict[str, Any]:
     """Per concurrency level and suite: aggregate output tok/s, requests/s, TTFT percentiles."""
     report: dict[str, Any] = {}
@@ -101,6 +113,7 @@ def concurrency_report(runs: list[RunRecord]) -> dict[str, Any]:
             "ttft_ms_p90": percentile(ttfts, 90),
             "ttft_ms_p99": percentile(ttfts, 99),
         }
+        entry.update(_latency_percentiles([r for _, _, group in items for r in group]))
         report.setdefault(str(level), {})[bench] = {
             k: (v.model_dump() if hasattr(v, "model_dump") else v) for k, v in entry.items()
         }
@@ -172,6 +185,8 @@ class BenchmarkRunner:
         self.result.summary = summarize_runs(self.result.runs)
         if any(run.concurrency > 1 for run in self.result.runs):
             self.result.concurrency = concurrency_report(self.result.runs)
+        if self.result.environment.backend is not None:
+            self._annotate_roofline()
         if self.output is not None:
             atomic_write_json(self.output, self.result.model_dump(mode="json"))
 
@@ -180,19 +195,31 @@ class BenchmarkRunner:
         self.result.runs.append(record)
         return record
 
-    def _run_level(self, suite: Suite, level: int) -> None:
+    def warm_up(self, suite: Suite, level: int = 1) -> None:
+        """The plan's uncounted runs of ``suite`` (the first one also starts any server)."""
         for i in range(self.plan.warmup):
-            label = f"{suite.name} c={level} warm-up {i + 1}"
             self._batch(suite, level)
-            self.on_run(label, None)
-        for iteration in range(1, self.plan.iterations + 1):
-            timings, wall_ms = self._batch(suite, level)
-            for timing in timings:
-                if level > 1:
-                    timing.extra["batch_wall_ms"] = wall_ms
-                record = self._record(timing, suite, iteration, level)
+            self.on_run(f"{suite.name} c={level} warm-up {i + 1}", None)
+
+    def measure(self, suite: Suite, iteration: int, level: int = 1) -> list[RunRecord]:
+        """One counted batch of ``level`` parallel generations, recorded and saved."""
+        timings, wall_ms = self._batch(suite, level)
+        records = []
+        for timing in timings:
+            if level > 1:
+                timing.extra["batch_wall_ms"] = wall_ms
+            records.append(self._record(timing, suite, iteration, level))
+        self.save()
+        self.on_run(f"{suite.name} c={level} run {iteration}", records[-1])
+        if self.result.environment.backend is None:
+            self._describe_backend()
             self.save()
-            self.on_run(f"{suite.name} c={level} run {iteration}", record)
+        return records
+
+    def _run_level(self, suite: Suite, level: int) -> None:
+        self.warm_up(suite, level)
+        for iteration in range(1, self.plan.iterations + 1):
+            self.measure(suite, iteration, level)
 
     def _batch(self, suite: Suite, level: int) -> tuple[list[GenerationTiming], float]:
         request = self._request(suite)
@@ -203,6 +230,15 @@ class BenchmarkRunner:
             with ThreadPoolExecutor(max_workers=level) as pool:
                 timings = list(pool.map(lambda _: self._generate(request), range(level)))
         return timings, (time.perf_counter() - start) * 1000
+
+    def _annotate_roofline(self) -> None:
+        """Each suite's decode speed as a share of the memory-bandwidth limit; never fails the run."""
+        try:
+            from velollm_core.tune.roofline import annotate_result
+
+            annotate_result(self.result)
+        except Exception:  # noqa: BLE001 - an annotation must not cost the benchmark
+            self.result.roofline = None
 
     def _describe_backend(self) -> None:
         info = self.hook.describe_backend(backend=self.plan.backend, context=self.context)
@@ -216,9 +252,6 @@ class BenchmarkRunner:
                 for level in self.plan.concurrency:
                     for suite in self.plan.suites:
                         self._run_level(suite, level)
-                        if self.result.environment.backend is None:
-                            self._describe_backend()
-                            self.save()
             self.result.status = "complete"
         except KeyboardInterrupt:
             self.result.status = "interrupted"

@@ -39,6 +39,9 @@ def render_result(result: BenchmarkResult, console) -> None:
     for metric in shown:
         table.add_column(_LABELS[metric], justify="right", no_wrap=True)
     table.add_column("n", justify="right")
+    roofline_suites = (result.roofline or {}).get("suites") or {}
+    if roofline_suites:
+        table.add_column("% roofline", justify="right", no_wrap=True)
     for suite, metrics in result.summary.items():
         cells = []
         n = 0
@@ -50,8 +53,20 @@ def render_result(result: BenchmarkResult, console) -> None:
             n = max(n, stats.n)
             digits = _digits(metric)
             cells.append(f"{_fmt(stats.median, digits)} ±{_fmt(stats.stdev, digits)}")
-        table.add_row(suite, *cells, str(n))
+        cells.append(str(n))
+        if roofline_suites:
+            pct = (roofline_suites.get(suite) or {}).get("pct_of_limit")
+            cells.append("-" if pct is None else f"{pct:.0f}%")
+        table.add_row(suite, *cells)
     console.print(table)
+    if result.roofline:
+        roof = result.roofline
+        console.print(
+            f"roofline: {roof['bandwidth_gbps']:.0f} GB/s ({roof['source']}) / "
+            f"{roof['bytes_per_token'] / 2**20:.0f} MiB per token = at most "
+            f"{roof['max_decode_tokens_per_s']:.1f} decode tok/s (plus the KV cache read per suite)",
+            highlight=False,
+        )
     if result.concurrency:
         conc = Table(title="concurrency")
         for column in ("level", "suite", "aggregate tok/s", "req/s", "TTFT p50", "p90", "p99"):

@@ -24,6 +24,27 @@ _LONG_CONTEXT = "\n".join(
     for i in range(1, 41)
 )
 
+_CODE = """def summarize_orders(orders):
+    total = 0
+    count = 0
+    largest = None
+    for order in orders:
+        if order.status != "paid":
+            continue
+        total += order.amount
+        count += 1
+        if largest is None or order.amount > largest.amount:
+            largest = order
+    average = total / count if count else 0
+    return {"total": total, "count": count, "average": average, "largest": largest}
+"""
+
+_ARTICLE = (
+    "The Rhine rises in the Swiss Alps and flows 1,230 kilometres to the North Sea. It passes Basel, "
+    "Strasbourg, Mannheim, Cologne and Duisburg, and for centuries it carried more freight than any "
+    "other European river. Its delta, shared with the Meuse, holds Rotterdam, the largest port in Europe."
+)
+
 SUITES: dict[str, Suite] = {
     suite.name: suite
     for suite in (
@@ -54,8 +75,24 @@ SUITES: dict[str, Suite] = {
             16,
             "long prompt, short answer: prefill (prompt processing) speed",
         ),
+        Suite(
+            "code_edit",
+            "Here is a Python function:\n\n```python\n" + _CODE + "```\n\nHere is the same function, "
+            "unchanged except that the variable `total` is renamed to `revenue`:\n\n```python\n",
+            160,
+            "input-grounded: repeat code with one rename (where n-gram speculation pays)",
+        ),
+        Suite(
+            "quote_answer",
+            "Article: " + _ARTICLE + "\n\nQuestion: What does the article say about the Rhine? "
+            "Answer by quoting the article word for word.\n\nAnswer: \"",
+            96,
+            "input-grounded: answer by quoting the context (RAG-style)",
+        ),
     )
 }
+
+INPUT_GROUNDED_SUITES = ("code_edit", "quote_answer")
 
 DEFAULT_SUITES = ("short_completion", "medium_completion", "code_generation")
 

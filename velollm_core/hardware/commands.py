@@ -21,7 +21,7 @@ def run_tool(args: Sequence[str], timeout: float = DEFAULT_TIMEOUT_S) -> str:
     try:
         proc = subprocess.run(
             [exe, *args[1:]],
-            capture_output=True,
+            check=False, capture_output=True,
             text=True,
             errors="replace",
             timeout=timeout,

@@ -28,7 +28,7 @@ _SUBMODULE = {
     "GpuVendor": "hardware",
 }
 
-__all__ = sorted(_SUBMODULE)
+__all__ = list(_SUBMODULE)
 
 
 def __getattr__(name: str):

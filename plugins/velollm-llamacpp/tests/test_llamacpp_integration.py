@@ -32,8 +32,9 @@ def _missing(reason: str):
 
 @pytest.fixture(scope="session")
 def llama_server_bin() -> Path:
-    from velollm_core.errors import UserInputError
     from velollm_llamacpp.install import find_program
+
+    from velollm_core.errors import UserInputError
 
     try:
         return find_program("llama-server")
@@ -53,7 +54,7 @@ def gemma(llama_server_bin) -> Path:
 
 
 def velollm(*args, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run([*VELOLLM, *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*VELOLLM, *args], check=False, capture_output=True, text=True, timeout=timeout)
 
 
 def _assert_one_clean_error(proc, code, fragment):
@@ -209,5 +210,5 @@ def test_ctrl_c_mid_run_stops_server_and_keeps_runs(gemma, tmp_path):
     assert proc.returncode == 130 and "Interrupted" in stderr and "Traceback" not in stderr
     data = json.loads(out.read_text())
     assert data["status"] == "interrupted" and len(data["runs"]) >= 1
-    gone, alive = psutil.wait_procs(servers, timeout=10)
+    _gone, alive = psutil.wait_procs(servers, timeout=10)
     assert not alive, "llama-server must not outlive the benchmark"

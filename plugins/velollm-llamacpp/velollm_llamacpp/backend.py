@@ -39,12 +39,13 @@ def server_args(binary: Path, options: dict[str, Any], parallel: int) -> list[st
             if isinstance(value, bool):
                 value = "on" if value else "off"
             args += [pick_flag(binary, *OPTION_FLAGS[key]), str(value)]
-        elif key in ("port", "health_timeout_s"):
+        elif key in ("port", "health_timeout_s") or key.startswith("env."):
             continue  # how we run the server, not a model flag: see _start
         elif key == "server_args":
             args += shlex.split(str(value))
         elif not key.startswith("request."):
-            known = ", ".join([*OPTION_FLAGS, "server_args", "port", "health_timeout_s", "request.<field>"])
+            known = ", ".join([*OPTION_FLAGS, "server_args", "port", "health_timeout_s", "env.<VAR>",
+                               "request.<field>"])
             raise UserInputError(f"unknown llamacpp option {key!r}; known: {known}")
     return args
 
@@ -105,6 +106,7 @@ def _start(context: BenchmarkContext) -> str:
         port=context.options.get("port"),
         log_path=_log_path(),
         health_timeout_s=float(context.options.get("health_timeout_s", HEALTH_TIMEOUT_S)),
+        env={k.removeprefix("env."): str(v) for k, v in context.options.items() if k.startswith("env.")},
     )
     context.resources.enter_context(server)
     context.state.update(server=server, binary=binary, model_path=model)
@@ -157,6 +159,7 @@ def describe(context: BenchmarkContext) -> BackendInfo:
             host=server.url,
             model=model_facts(context.state["model_path"]),
             server_flags=server.command[1:],
+            server_env=server.env,
             log_path=str(server.log_path),
         )
     props = _client(context).get(f"{base_url(context)}/props").json() if context.host else {}

@@ -94,7 +94,7 @@ def _fetch_sdist(workdir: Path, log: Callable[[str], None]) -> Path:
         sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps", "--no-build-isolation",
         f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}", "-d", str(workdir),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
     archives = list(workdir.glob("llama_cpp_python-*.tar.gz"))
     if proc.returncode != 0 or not archives:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]

@@ -35,3 +35,27 @@ def register_commands(cli):
     from velollm_llamacpp.commands import llamacpp_group
 
     cli.add_command(llamacpp_group)
+
+
+@hookimpl
+def speculative_backend(kind):
+    if kind not in (None, BACKEND):
+        return None
+    from velollm_llamacpp.speculative import LlamaCppSpeculative
+
+    return LlamaCppSpeculative()
+
+
+@hookimpl
+def resolve_model(name):
+    from velollm_llamacpp.derived import DERIVED, make_derived
+
+    return make_derived(name) if name in DERIVED else None
+
+
+@hookimpl
+def local_models():
+    from velollm_llamacpp.derived import DERIVED, derived_path
+
+    paths = {name: derived_path(name) for name in DERIVED}
+    return [{"name": n, "path": str(p), "size_bytes": p.stat().st_size} for n, p in paths.items() if p.is_file()]

@@ -15,25 +15,39 @@ from velollm_core.errors import BackendError, UserInputError
 HEALTH_TIMEOUT_S = 120.0
 
 
+# One flag spelling, its optional metavar, then a comma (more spellings) or the description.
+_HELP_FLAG = re.compile(r"\s*(-{1,2}[A-Za-z][\w-]*)(?:\s(?!-)\S+?)?(,\s+|\s{2,}|$)")
+
+
+def _split_help_line(line: str) -> tuple[list[str], str]:
+    """The flag spellings at the start of a help line, and the description after them."""
+    names, pos = [], 0
+    while True:
+        match = _HELP_FLAG.match(line, pos)
+        if not match:
+            break
+        names.append(match.group(1))
+        pos = match.end()
+        if not match.group(2).startswith(","):
+            break
+    return names, line[pos:]
+
+
 @functools.lru_cache(maxsize=8)
 def server_flags(binary: Path) -> frozenset[str]:
     """Every flag spelling ``llama-server --help`` lists: names changed across releases."""
     try:
         text = subprocess.run(
-            [str(binary), "--help"], capture_output=True, text=True, timeout=30, errors="replace"
+            [str(binary), "--help"], check=False, capture_output=True, text=True, timeout=30, errors="replace"
         ).stdout
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise BackendError(f"{binary} --help failed: {exc}") from None
     flags = set()
     for line in text.splitlines():
-        stripped = line.strip()
-        if not stripped.startswith("-"):
-            continue
-        head = re.split(r"\s{2,}", stripped, maxsplit=1)[0]
-        for part in head.split(","):
-            token = part.strip().split(" ")[0]
-            if token.startswith("-"):
-                flags.add(token)
+        names, description = _split_help_line(line)
+        if "has been removed" in description:
+            continue  # still listed, but passing it aborts the server (e.g. --draft-max)
+        flags.update(names)
     return frozenset(flags)
 
 
@@ -41,7 +55,7 @@ def server_flags(binary: Path) -> frozenset[str]:
 def server_version(binary: Path) -> str | None:
     """The build's version line, e.g. '0.5.0-dev (build 0, commit unknown)'."""
     try:
-        proc = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30)
+        proc = subprocess.run([str(binary), "--version"], check=False, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
     match = re.search(r"version:\s*(.+)", proc.stdout + proc.stderr)
@@ -88,6 +102,7 @@ class LlamaServer:
         port: int | None = None,
         log_path: Path | None = None,
         health_timeout_s: float = HEALTH_TIMEOUT_S,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.binary = binary
         self.model = model
@@ -95,6 +110,7 @@ class LlamaServer:
         self.port = port
         self.log_path = log_path
         self.health_timeout_s = health_timeout_s
+        self.env = dict(env or {})
         self.process: subprocess.Popen | None = None
         self._log_handle = None
 
@@ -120,8 +136,11 @@ class LlamaServer:
             self.log_path = Path(tempfile.mkstemp(prefix="velollm-llama-server-", suffix=".log")[1])
         self._log_handle = self.log_path.open("w", encoding="utf-8")
         try:
+            import os
+
             self.process = subprocess.Popen(
-                self.command, stdout=self._log_handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                self.command, stdout=self._log_handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, **self.env} if self.env else None,
             )
             self._wait_healthy()
         except BaseException:
@@ -172,7 +191,7 @@ class LlamaServer:
     def log_text(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path else ""
 
-    def __enter__(self) -> LlamaServer:
+    def __enter__(self) -> LlamaServer:  # noqa: PYI034 - start() returns self
         return self.start()
 
     def __exit__(self, *exc) -> None:

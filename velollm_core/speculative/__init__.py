@@ -1,0 +1,1 @@
+"""Speculative decoding: compatibility check, vanilla-vs-speculative comparison, advisor."""
