@@ -1,0 +1,128 @@
+"""Speculative decoding on the real llama-server: flags per build, compatibility, the comparison."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from velollm_core.speculative.advisor import Observation, advise, expected_accepted, fit_alpha
+from velollm_core.speculative.bench import first_difference
+from velollm_llamacpp.server import _split_help_line
+
+VELOLLM = [sys.executable, "-m", "velollm_core"]
+
+# An older llama-server --help (b4xxx era): --draft-max was the live spelling then.
+OLD_HELP = """\
+-md,   --model-draft FNAME              draft model for speculative decoding (default: unused)
+--draft-max, --draft, --draft-n N       number of tokens to draft for speculative decoding (default: 16)
+--draft-min, --draft-n-min N            minimum number of draft tokens to use for speculative decoding
+--draft-p-min P                         minimum speculative decoding probability (greedy) (default: 0.8)
+"""
+
+
+def velollm(*args, timeout=900):
+    return subprocess.run([*VELOLLM, *args], check=False, capture_output=True, text=True, timeout=timeout)
+
+
+def _require(fixture_error):
+    if os.environ.get("VELOLLM_REQUIRE_LLAMACPP") == "1":
+        pytest.fail(fixture_error)
+    pytest.skip(fixture_error)
+
+
+@pytest.fixture(scope="module")
+def spec_backend():
+    from velollm_core.errors import UserInputError
+    from velollm_llamacpp.install import find_program
+    from velollm_llamacpp.speculative import LlamaCppSpeculative
+
+    try:
+        find_program("llama-server")
+    except UserInputError as exc:
+        _require(str(exc))
+    return LlamaCppSpeculative()
+
+
+def test_help_parser_reads_old_and_removed_spellings():
+    names = [_split_help_line(line)[0] for line in OLD_HELP.splitlines()]
+    assert names[1] == ["--draft-max", "--draft", "--draft-n"]
+    removed = "--draft, --draft-n, --draft-max N       the argument has been removed. use --spec-draft-n-max"
+    assert "has been removed" in _split_help_line(removed)[1]
+
+
+def test_model_draft_flags_for_this_build(spec_backend, tmp_path):
+    args = spec_backend.server_args(draft="model", draft_path=tmp_path / "d.gguf", p_min=0.75)
+    # This build renamed the draft flags and needs --spec-type, or the draft is loaded but never used.
+    assert args[:2] == ["--spec-draft-model", str(tmp_path / "d.gguf")]
+    assert "--spec-type" in args and args[args.index("--spec-type") + 1] == "draft-simple"
+    assert args[args.index("--spec-draft-n-max") + 1] == "16"
+    assert args[args.index("--spec-draft-p-min") + 1] == "0.75"
+    assert "--draft-max" not in args
+
+
+def test_ngram_flags_and_unknown_kind(spec_backend):
+    assert spec_backend.server_args(draft="ngram") == ["--spec-type", "ngram-mod"]
+    assert spec_backend.server_args(draft="ngram-simple", draft_max=8)[-2:] == ["--spec-ngram-simple-size-m", "8"]
+    from velollm_core.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="unknown n-gram drafter"):
+        spec_backend.server_args(draft="ngram-bogus")
+
+
+def test_first_difference():
+    assert first_difference("abc", "abc") is None
+    assert first_difference("abcd", "abxd") == 2
+    assert first_difference("ab", "abc") == 2
+
+
+def test_advisor_cost_model():
+    assert expected_accepted(0.5, 2) == pytest.approx(0.75)
+    assert fit_alpha(expected_accepted(0.8, 8), 8) == pytest.approx(0.8, abs=1e-3)
+    costs = {"target_token_ms": 10.0, "draft_token_ms": 9.0, "verify_ms": {1: 11.0, 4: 14.0, 16: 30.0}}
+    # A draft almost as costly as the target: speculation cannot pay, whatever the acceptance.
+    expensive = advise(costs, Observation(generated=400, drafted=1600, accepted=1560))
+    assert expensive["recommended_draft_max"] is None and "don't use speculation" in expensive["recommendation"]
+    cheap = advise({**costs, "draft_token_ms": 0.5}, Observation(generated=400, drafted=1200, accepted=240))
+    assert cheap["recommended_draft_max"] is not None and cheap["curve"][0]["predicted_speedup"] > 1
+
+
+def test_check_compatible_and_incompatible_pairs(spec_backend):
+    ok = velollm("speculative", "check", "gemma3-270m-f16", "gemma3-270m", "--json")
+    assert ok.returncode == 0, ok.stderr
+    report = json.loads(ok.stdout)
+    assert report["compatible"] and report["size_ratio"] < 0.5
+    bad = velollm("speculative", "check", "gemma3-270m", "smollm2-135m")
+    assert bad.returncode == 1 and "NOT compatible" in bad.stdout
+    assert "tokenizer models differ" in bad.stdout and "vocabulary sizes differ" in bad.stdout
+
+
+def test_bench_refuses_incompatible_and_oversized_drafts(spec_backend, tmp_path):
+    proc = velollm("speculative", "bench", "--target", "gemma3-270m", "--draft", "smollm2-135m")
+    assert proc.returncode == 1 and "not compatible" in proc.stderr and "Traceback" not in proc.stderr
+    proc = velollm("speculative", "bench", "--target", "gemma3-270m", "--draft", "gemma3-270m-f16")
+    assert proc.returncode == 2 and "is not smaller than the target" in proc.stderr
+    proc = velollm("speculative", "bench", "--target", "gemma3-270m", "--draft", str(tmp_path / "nope.gguf"))
+    assert proc.returncode == 2 and "model file not found" in proc.stderr
+
+
+def test_ngram_bench_measures_acceptance_and_compares_text(spec_backend, tmp_path):
+    out = tmp_path / "spec.json"
+    proc = velollm("speculative", "bench", "--target", "gemma3-270m", "--draft", "ngram", "--suite",
+                   "quote_answer", "--iterations", "1", "--warmup", "0", "--max-tokens", "96", "--threads", "2",
+                   "--no-advise", "--output", str(out), "--json")
+    report = json.loads(out.read_text())
+    assert report["status"] == "complete"
+    row = report["per_suite"]["quote_answer"]
+    assert row["drafted"] > 0 and 0 < report["acceptance_rate"] <= 1
+    assert report["speedup"] == pytest.approx(row["speedup"]) and row["speedup"] > 0
+    assert report["vanilla"]["runs"][0]["completion_tokens"] == 96
+    # Any difference in text is a failure, named with its position; identical text is success.
+    if report["outputs_identical"]:
+        assert proc.returncode == 0, proc.stderr
+    else:
+        assert proc.returncode == 1 and "differs from vanilla" in proc.stderr
+        assert report["differences"][0]["position"] >= 0
