@@ -94,7 +94,9 @@ def _register_plugin_commands() -> None:
 def _register_core_commands() -> None:
     from velollm_core.bench.commands import benchmark_command, compare_command
     from velollm_core.speculative.commands import speculative_group
+    from velollm_core.tune.commands import optimize_command
 
+    cli.add_command(optimize_command)
     cli.add_command(benchmark_command)
     cli.add_command(compare_command)
     cli.add_command(speculative_group)

@@ -12,7 +12,6 @@ from velollm_core.models.base import VeloModel as _Model
 from velollm_core.models.hardware import HardwareReport
 
 
-
 class GenerationRequest(_Model):
     benchmark: str
     prompt: str
@@ -87,6 +86,8 @@ class BenchmarkResult(_Model):
     runs: list[RunRecord] = Field(default_factory=list)
     summary: dict[str, dict[str, MetricStats]] = Field(default_factory=dict)
     concurrency: dict[str, Any] = Field(default_factory=dict)
+    # Decode speed against the memory-bandwidth limit (velollm_core.tune.roofline); None when unknown.
+    roofline: dict[str, Any] | None = None
 
 
 @dataclass

@@ -9,13 +9,19 @@ from pydantic import Field
 from velollm_core.models.base import VeloModel as _Model
 
 
-
 class ConfigChange(_Model):
     key: str
     current: str | None = None
     proposed: str | None
     reason: str
     kind: Literal["env", "flag"] = "env"
+    # For command-line flags: the exact arguments this change adds (e.g. ["-t", "8"]), changes that
+    # are measured together (e.g. "-ctk"/"-ctv" share a group), and why the change is there:
+    # "speed" (verified by measurement), "capacity" (context, slots: not a speed change) or
+    # "explicit" (same effect as the runtime's default here, written out so the command is portable).
+    args: list[str] | None = None
+    group: str | None = None
+    purpose: Literal["speed", "capacity", "explicit"] | None = None
 
 
 class ConfigProposal(_Model):

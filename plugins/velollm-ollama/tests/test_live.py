@@ -1,0 +1,76 @@
+"""Against a real Ollama at $OLLAMA_HOST (default 127.0.0.1:11434); skipped when none answers."""
+
+from __future__ import annotations
+
+import pytest
+from velollm_ollama import plugin
+from velollm_ollama.client import OllamaClient, default_base_url
+
+from velollm_core.errors import UserInputError, VeloError
+from velollm_core.models import BenchmarkContext, GenerationRequest
+
+pytestmark = pytest.mark.ollama_live
+
+
+@pytest.fixture(scope="module")
+def live() -> tuple[OllamaClient, str]:
+    """A client for the real server and its smallest installed model that generates text."""
+    url = default_base_url()
+    client = OllamaClient(url, connect_timeout=1.0, read_timeout=300.0)
+    try:
+        client.version()
+        models = client.tags()
+    except VeloError:
+        client.close()
+        pytest.skip(f"no Ollama answers at {url}")
+    candidates = [m for m in models if "embed" not in str(m.get("name"))
+                  and (m.get("details") or {}).get("format", "gguf") == "gguf"]
+    if not candidates:
+        client.close()
+        pytest.skip(f"Ollama at {url} has no text model installed")
+    smallest = min(candidates, key=lambda m: int(m.get("size") or 0))
+    yield client, str(smallest["name"])
+    client.close()
+
+
+def test_generation_timing(live):
+    client, model = live
+    context = BenchmarkContext(backend="ollama", model=model, host=client.base_url)
+    request = GenerationRequest(benchmark="live", prompt="Count from 1 to 20.", max_tokens=16)
+    with context.resources:
+        plugin.run_benchmark(backend="ollama", request=request, context=context)  # loads the model
+        timing = plugin.run_benchmark(backend="ollama", request=request, context=context)
+        info = plugin.describe_backend(backend="ollama", context=context)
+    assert timing.completion_tokens and timing.completion_tokens <= 16
+    assert timing.ttft_ms > 0 and timing.total_ms >= timing.ttft_ms
+    assert timing.decode_tokens_per_s > 0
+    assert timing.stop_reason in ("length", "stop")
+    assert info.version and info.model.quantization
+
+
+def test_missing_model_message(live):
+    client, _ = live
+    with pytest.raises(UserInputError, match="ollama pull velollm-no-such-model"):
+        client.show("velollm-no-such-model:nope")
+
+
+def test_store_resolves_installed_models(live):
+    _, model = live
+    from velollm_ollama.store import ModelStore
+
+    store = ModelStore.default()
+    if not store.existing_dirs():
+        pytest.skip("Ollama's model store is not readable from this user")
+    found = store.find(model)
+    if found is None:
+        pytest.skip(f"{model} is not in the stores this user can read ({store.models_dirs})")
+    assert found.gguf_path is None or found.gguf_path.read_bytes()[:4] == b"GGUF"
+
+
+def test_proposal_for_the_live_server(live):
+    _, model = live
+    from velollm_core.hardware.report import detect_hardware
+
+    [proposal] = plugin.propose_config(hardware=detect_hardware(), model=model, backend="ollama")
+    assert proposal.runtime == "ollama"
+    assert all(change.reason for change in proposal.changes)

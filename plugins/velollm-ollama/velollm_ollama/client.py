@@ -1,0 +1,252 @@
+"""OllamaClient: Ollama's HTTP API over httpx, every failure turned into one readable message."""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import os
+import re
+import shlex
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from velollm_core.errors import BackendError, UserInputError, VeloError
+
+DEFAULT_PORT = "11434"
+DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
+CONNECT_TIMEOUT_S = 5.0
+# Generous: the first request loads the model from disk, which takes minutes for big models.
+READ_TIMEOUT_S = 600.0
+_MODEL_NOT_FOUND = re.compile(r"model\s.*not found", re.IGNORECASE)
+
+
+def _split_host_port(hostport: str) -> tuple[str, str]:
+    """Go's ``net.SplitHostPort``: ``host:port`` or ``[v6]:port``; ValueError otherwise."""
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        if end < 0 or hostport[end + 1 : end + 2] != ":":
+            raise ValueError(hostport)
+        return hostport[1:end], hostport[end + 2 :]
+    if hostport.count(":") != 1:
+        raise ValueError(hostport)
+    host, port = hostport.split(":")
+    return host, port
+
+
+def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def normalize_host(raw: str | None) -> str:
+    """A base URL from an ``OLLAMA_HOST``-style value, read the way Ollama reads it.
+
+    ``0.0.0.0``, ``host:port``, ``https://h``, ``[::1]:8080`` and an empty value all work: the scheme
+    defaults to http, the port to 11434 (80/443 when the scheme is given), and a bind-all address
+    becomes loopback, because a client cannot connect to 0.0.0.0 everywhere (Windows).
+    """
+    text = (raw or "").strip().strip("\"'").strip()
+    default_port = DEFAULT_PORT
+    scheme, sep, hostport = text.partition("://")
+    if not sep:
+        scheme, hostport = "http", text
+        if text == "ollama.com":
+            scheme, hostport = "https", "ollama.com:443"
+    elif scheme == "http":
+        default_port = "80"
+    elif scheme == "https":
+        default_port = "443"
+    hostport, _, path = hostport.partition("/")
+    try:
+        host, port = _split_host_port(hostport)
+    except ValueError:
+        host, port = "127.0.0.1", default_port
+        ip = _parse_ip(hostport.strip("[]"))
+        if ip is not None:
+            host = str(ip)
+        elif hostport:
+            host = hostport
+    if not port.isdigit() or int(port) > 65535:
+        port = default_port
+    ip = _parse_ip(host)
+    if not host or (ip is not None and ip.is_unspecified):
+        host = "::1" if ip is not None and ip.version == 6 else "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}" + (f"/{path}" if path else "")
+
+
+def default_base_url(host: str | None = None) -> str:
+    """``host`` (the --host URL) when given, else ``$OLLAMA_HOST``, else http://127.0.0.1:11434."""
+    return normalize_host(host if host else os.environ.get("OLLAMA_HOST"))
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether ``url`` points at this machine."""
+    import httpx
+
+    host = httpx.URL(url).host
+    if host == "localhost":
+        return True
+    ip = _parse_ip(host)
+    return ip is not None and ip.is_loopback
+
+
+def error_text(body: bytes) -> str:
+    """Ollama's own message from an error body ``{"error": "..."}``, or the body's start."""
+    text = body.decode("utf-8", errors="replace").strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text[:300] or "(empty body)"
+    if isinstance(data, dict) and data.get("error"):
+        return str(data["error"])
+    return text[:300]
+
+
+class OllamaClient:
+    """Ollama's HTTP API: ``/api/generate`` streaming, ``/api/show``, ``/api/tags``, ``/api/ps``, ``/api/version``."""
+
+    def __init__(
+        self,
+        host: str | None = None,
+        *,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
+        read_timeout: float = READ_TIMEOUT_S,
+    ) -> None:
+        import httpx
+
+        self.base_url = default_base_url(host)
+        self.read_timeout = read_timeout
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+            # A proxy from HTTP_PROXY must not capture loopback traffic (Ollama's own client skips it too).
+            trust_env=not is_loopback_url(self.base_url),
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- errors ---------------------------------------------------------------------------------
+
+    def unreachable_message(self) -> str:
+        return f"Ollama is not reachable at {self.base_url} — is `ollama serve` running?"
+
+    def _transport_error(self, exc: Exception) -> VeloError:
+        import httpx
+
+        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+            return BackendError(self.unreachable_message())
+        if isinstance(exc, httpx.TimeoutException):
+            return BackendError(
+                f"Ollama at {self.base_url} did not answer within {self.read_timeout:g} s "
+                "(a big model loading from disk can take longer: pass --option timeout=SECONDS)"
+            )
+        if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
+            return BackendError(
+                f"Ollama at {self.base_url} closed the connection in the middle of its answer ({exc}); "
+                "the server or its model runner may have crashed: check Ollama's log"
+            )
+        return BackendError(f"request to Ollama at {self.base_url} failed: {type(exc).__name__}: {exc}")
+
+    def installed_names(self) -> list[str]:
+        return sorted(str(m.get("name") or m.get("model")) for m in self.tags())
+
+    def _model_missing(self, model: str, text: str) -> UserInputError:
+        message = f"model {model!r} is not installed in Ollama at {self.base_url} (Ollama says: {text})."
+        try:
+            installed = self.installed_names()
+        except VeloError:
+            installed = None
+        if installed:
+            close = difflib.get_close_matches(model, installed, n=1)
+            if close:
+                message += f" Did you mean {close[0]}?"
+            message += f" Installed: {', '.join(installed)}."
+        elif installed == []:
+            message += " No models are installed."
+        return UserInputError(f"{message} Get it with: ollama pull {shlex.quote(model)}")
+
+    def _status_error(self, status: int, body: bytes, model: str | None) -> VeloError:
+        text = error_text(body)
+        if status == 404 and model and _MODEL_NOT_FOUND.search(text):
+            return self._model_missing(model, text)
+        return BackendError(f"Ollama at {self.base_url} answered HTTP {status}: {text}")
+
+    # --- plain JSON endpoints -------------------------------------------------------------------
+
+    def request_json(self, method: str, path: str, body: Any = None, *, model: str | None = None) -> Any:
+        """One request whose answer is a JSON document; errors become BackendError/UserInputError."""
+        import httpx
+
+        try:
+            response = self._http.request(method, path, json=body)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from None
+        if response.status_code >= 400:
+            raise self._status_error(response.status_code, response.content, model)
+        try:
+            return response.json()
+        except ValueError:
+            raise BackendError(
+                f"{self.base_url}{path} did not answer JSON: is this an Ollama server? "
+                f"It sent: {response.text[:120]!r}"
+            ) from None
+
+    def version(self) -> str | None:
+        data = self.request_json("GET", "/api/version")
+        return data.get("version") if isinstance(data, dict) else None
+
+    def tags(self) -> list[dict[str, Any]]:
+        """Installed models (``/api/tags``)."""
+        data = self.request_json("GET", "/api/tags")
+        return list(data.get("models") or []) if isinstance(data, dict) else []
+
+    def ps(self) -> list[dict[str, Any]]:
+        """Loaded models (``/api/ps``), with ``size_vram``: how much of each is on the GPU."""
+        data = self.request_json("GET", "/api/ps")
+        return list(data.get("models") or []) if isinstance(data, dict) else []
+
+    def show(self, model: str) -> dict[str, Any]:
+        """``/api/show``: details, model_info (architecture fields), parameters, capabilities."""
+        data = self.request_json("POST", "/api/show", {"model": model}, model=model)
+        return data if isinstance(data, dict) else {}
+
+    # --- streaming ------------------------------------------------------------------------------
+
+    def generate_stream(self, body: dict[str, Any]) -> Iterator[tuple[float, dict[str, Any]]]:
+        """POST ``/api/generate`` with streaming; yield (arrival time, parsed chunk) per NDJSON line.
+
+        The request is sent when iteration starts. A line that is not a JSON object, an ``error``
+        object inside the stream, or a connection cut mid-stream raise BackendError.
+        """
+        import httpx
+
+        model = body.get("model")
+        try:
+            with self._http.stream("POST", "/api/generate", json={**body, "stream": True}) as response:
+                if response.status_code >= 400:
+                    raise self._status_error(response.status_code, response.read(), model)
+                for line in response.iter_lines():
+                    arrived = time.perf_counter()
+                    if not line.strip():
+                        continue
+                    try:
+                        chunk = json.loads(line)
+                    except ValueError:
+                        chunk = None
+                    if not isinstance(chunk, dict):
+                        raise BackendError(
+                            f"Ollama at {self.base_url} sent a stream line that is not a JSON object: "
+                            f"{line[:200]!r}"
+                        )
+                    if chunk.get("error"):
+                        raise BackendError(f"Ollama reported an error during generation: {chunk['error']}")
+                    yield arrived, chunk
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from None

@@ -1,0 +1,210 @@
+"""Render configuration proposals as text a user runs or installs: shell, systemd, launchctl, PowerShell, JSON.
+
+Values come from hardware probes, model files and the user's own settings, so every value is
+quoted for its target (never pasted raw) and every variable name is checked before it is written.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import unicodedata
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from velollm_core.errors import UserInputError, VeloError
+from velollm_core.tune import systemd
+
+if TYPE_CHECKING:  # the models import pydantic: kept off the CLI's start-up path
+    from velollm_core.models import ConfigChange, ConfigProposal
+
+FORMATS = ("shell", "systemd", "launchctl", "powershell", "json")
+SUFFIX_FORMATS = {
+    ".sh": "shell",
+    ".bash": "shell",
+    ".env": "shell",
+    ".conf": "systemd",
+    ".plist": "launchctl",
+    ".ps1": "powershell",
+    ".json": "json",
+}
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# PowerShell ends a single-quoted string at any of these, not only at the ASCII quote.
+_PS_SINGLE_QUOTES = "'\u2018\u2019\u201a\u201b"
+
+
+def format_for_path(path: Path) -> str:
+    """The output format implied by a file name (``.json`` -> json, ``.conf`` -> systemd, ...), else shell."""
+    return SUFFIX_FORMATS.get(path.suffix.lower(), "shell")
+
+
+def check_env_name(key: str) -> str:
+    """Return ``key`` when it is a plain environment variable name; refuse anything else."""
+    if not _ENV_NAME.match(key):
+        raise VeloError(f"refusing to render {key!r}: not a valid environment variable name")
+    return key
+
+
+def comment_text(text: str) -> str:
+    """One line of comment text: control characters and line separators become spaces."""
+    return "".join(" " if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in text)
+
+
+def env_changes(proposal: ConfigProposal) -> list[ConfigChange]:
+    """The environment-variable changes of a proposal (flag changes are rendered as comments)."""
+    return [change for change in proposal.changes if change.kind == "env"]
+
+
+def _show(value: str | None) -> str:
+    return "unset" if value is None else value
+
+
+def _change_comment(change: ConfigChange) -> str:
+    return comment_text(f"{change.key}: {_show(change.current)} -> {_show(change.proposed)}. {change.reason}")
+
+
+def _flag_comments(proposal: ConfigProposal) -> list[str]:
+    lines = []
+    for change in proposal.changes:
+        if change.kind == "flag":
+            lines.append("# flag " + _change_comment(change))
+    if proposal.command:
+        lines.append("# command: " + comment_text(shlex.join(proposal.command)))
+    return lines
+
+
+def _notes(proposal: ConfigProposal) -> list[str]:
+    return ["# note: " + comment_text(note) for note in proposal.notes]
+
+
+def _header(proposal: ConfigProposal, how: str) -> list[str]:
+    title = comment_text(f"VeloLLM proposal for {proposal.runtime} (velollm optimize)")
+    return [f"# {title}", f"# {how}"]
+
+
+def _render_lines(
+    proposals: Iterable[ConfigProposal], how: str, set_line, unset_line
+) -> str:
+    """Shared layout of the line-per-variable formats: header, reason comment, then the command."""
+    out: list[str] = []
+    for proposal in proposals:
+        if out:
+            out.append("")
+        out += _header(proposal, how)
+        out += _notes(proposal)
+        out += _flag_comments(proposal)
+        changes = env_changes(proposal)
+        if not changes:
+            out.append("# nothing to change")
+        for change in changes:
+            key = check_env_name(change.key)
+            out.append("# " + _change_comment(change))
+            out.append(unset_line(key) if change.proposed is None else set_line(key, change.proposed))
+    return "\n".join(out) + "\n"
+
+
+def render_shell(proposals: list[ConfigProposal]) -> str:
+    """``export KEY=value`` lines, each value shell-quoted, for the shell that starts the server."""
+    return _render_lines(
+        proposals,
+        "Source this in the shell that starts the server (`. ./FILE`), then restart the server.",
+        lambda key, value: f"export {key}={shlex.quote(value)}",
+        lambda key: f"unset {key}",
+    )
+
+
+def render_launchctl(proposals: list[ConfigProposal]) -> str:
+    """``launchctl setenv`` lines for macOS apps (they last until the next reboot)."""
+    return _render_lines(
+        proposals,
+        "Run these in Terminal, then quit the app from the menu bar and open it again "
+        "(launchctl settings last until reboot).",
+        lambda key, value: f"launchctl setenv {key} {shlex.quote(value)}",
+        lambda key: f"launchctl unsetenv {key}",
+    )
+
+
+def powershell_quote(value: str) -> str:
+    """A PowerShell single-quoted string literal: every single-quote character doubled."""
+    return "'" + "".join(ch * 2 if ch in _PS_SINGLE_QUOTES else ch for ch in value) + "'"
+
+
+def render_powershell(proposals: list[ConfigProposal]) -> str:
+    """Persistent per-user variables through ``[Environment]::SetEnvironmentVariable``."""
+    return _render_lines(
+        proposals,
+        "Run in PowerShell, then quit the app from the taskbar and start it again.",
+        lambda key, value: f"[Environment]::SetEnvironmentVariable({powershell_quote(key)}, "
+        f"{powershell_quote(value)}, 'User')",
+        lambda key: f"[Environment]::SetEnvironmentVariable({powershell_quote(key)}, $null, 'User')",
+    )
+
+
+def restart_commands(unit: str) -> str:
+    return f"sudo systemctl daemon-reload && sudo systemctl restart {unit}"
+
+
+def render_systemd(
+    proposal: ConfigProposal,
+    kept: dict[str, str] | None = None,
+    kept_unset: Iterable[str] = (),
+) -> str:
+    """A drop-in for the proposal's unit: ``[Service]`` with ``Environment=`` lines and restart commands.
+
+    ``kept`` / ``kept_unset``: settings of a previous VeloLLM drop-in that this proposal leaves alone,
+    so rewriting the file never silently drops them.
+    """
+    unit = proposal.systemd_unit
+    if not unit:
+        raise UserInputError(f"{proposal.runtime} does not run as a systemd service: use another --format")
+    path = systemd.dropin_path(unit)
+    out = _header(proposal, f"Install as {path}, then run:")
+    out.append(f"#   {restart_commands(unit)}")
+    out += _notes(proposal)
+    out += _flag_comments(proposal)
+    out.append("[Service]")
+    changed = {change.key for change in env_changes(proposal)}
+    for key, value in sorted((kept or {}).items()):
+        if key not in changed:
+            out.append("# kept from the previous VeloLLM drop-in")
+            out.append(f'Environment="{check_env_name(key)}={systemd.escape_value(value)}"')
+    for key in sorted(set(kept_unset) - changed):
+        out.append("# kept from the previous VeloLLM drop-in")
+        out.append(f"UnsetEnvironment={check_env_name(key)}")
+    for change in env_changes(proposal):
+        key = check_env_name(change.key)
+        out.append("# " + _change_comment(change))
+        if change.proposed is None:
+            out.append(f"UnsetEnvironment={key}")
+        else:
+            out.append(f'Environment="{key}={systemd.escape_value(change.proposed)}"')
+    return "\n".join(out) + "\n"
+
+
+def render_json(proposals: list[ConfigProposal]) -> str:
+    return json.dumps({"proposals": [p.model_dump(mode="json") for p in proposals]}, indent=2) + "\n"
+
+
+def render(proposals: list[ConfigProposal], fmt: str) -> str:
+    """Render ``proposals`` in format ``fmt`` (one of ``FORMATS``)."""
+    if fmt == "json":
+        return render_json(proposals)
+    if fmt == "shell":
+        return render_shell(proposals)
+    if fmt == "launchctl":
+        return render_launchctl(proposals)
+    if fmt == "powershell":
+        return render_powershell(proposals)
+    if fmt == "systemd":
+        services = [p for p in proposals if p.systemd_unit]
+        if len(services) != 1:
+            names = ", ".join(p.runtime for p in (services or proposals)) or "none"
+            raise UserInputError(
+                f"--format systemd writes the drop-in of one service; runtimes here: {names}. "
+                "Choose one with --backend."
+            )
+        return render_systemd(services[0])
+    raise UserInputError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")

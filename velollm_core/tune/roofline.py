@@ -1,0 +1,231 @@
+"""The decode roofline: tokens/s <= memory bandwidth / bytes read per generated token.
+
+Generating one token reads every weight the token passes through (each layer once, the output head,
+one row of the token embeddings; for mixture-of-experts only the experts used) plus the KV cache of
+the context so far. Bandwidth comes from the GPU record (``bandwidth_gbps`` from detection) or, on
+the CPU, from a short multi-threaded copy benchmark, measured once per machine and cached on disk.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from velollm_core.gguf_meta import GgufSummary
+from velollm_core.models import BenchmarkResult, HardwareReport
+from velollm_core.tune.estimate import INPUT, has_output_tensor, model_shape, row_bytes, tensor_layer
+
+COPY_BYTES = 256 * 2**20  # per buffer; far beyond any L2 and most L3 slices, short enough to take ~0.1 s
+CACHE_VERSION = 1
+
+
+def bytes_per_token(
+    summary: GgufSummary,
+    *,
+    context_tokens: int = 0,
+    cache_type_k: str = "f16",
+    cache_type_v: str | None = None,
+) -> int:
+    """Bytes one decode step reads: weights used per token plus the KV cache of ``context_tokens``."""
+    shape = model_shape(summary)
+    used_share = shape.n_expert_used / shape.n_expert if shape.n_expert and shape.n_expert_used else 1.0
+    total = 0.0
+    tied = not has_output_tensor(summary)
+    for tensor in summary.tensors:
+        if tensor_layer(tensor.name, shape.n_layer) == INPUT:
+            if tensor.name == "token_embd.weight" and not tied:
+                # Only the new token's row is fetched (get_rows).
+                rows = tensor.shape[-1] if len(tensor.shape) > 1 else 1
+                total += tensor.n_bytes / max(rows, 1)
+                continue
+            total += tensor.n_bytes  # a tied head multiplies by the whole embedding matrix
+        elif "_exps." in tensor.name:
+            total += tensor.n_bytes * used_share
+        else:
+            total += tensor.n_bytes
+    cache_type_v = cache_type_v or cache_type_k
+    for il in range(shape.n_layer):
+        cells = min(context_tokens, shape.n_swa) if shape.swa_layers[il] and shape.has_swa else context_tokens
+        total += (row_bytes(cache_type_k, shape.k_width(il)) + row_bytes(cache_type_v, shape.v_width(il))) * cells
+    return int(total)
+
+
+def max_decode_tokens_per_s(bandwidth_gbps: float, bytes_per_tok: int) -> float:
+    """The roofline: how many tokens per second the memory system can feed at best."""
+    return bandwidth_gbps * 1e9 / bytes_per_tok if bytes_per_tok > 0 else float("inf")
+
+
+def _cache_path() -> Path:
+    from platformdirs import user_cache_path
+
+    return Path(os.environ.get("VELOLLM_CACHE_DIR") or user_cache_path("velollm")) / "roofline" / "ram-bandwidth.json"
+
+
+def _machine_key(hardware: HardwareReport | None) -> str:
+    """What the RAM bandwidth depends on: the CPU, its cores and the amount of RAM."""
+    import platform
+
+    if hardware is not None:
+        cpu, memory = hardware.cpu, hardware.memory.total_bytes
+        return f"{cpu.model}|{cpu.physical_cores}|{cpu.logical_cores}|{memory // 2**30}"
+    import psutil
+
+    return f"{platform.processor()}|{psutil.cpu_count(logical=False)}|{psutil.cpu_count()}|" \
+           f"{psutil.virtual_memory().total // 2**30}"
+
+
+def _copy_gbps(threads: int, size: int = COPY_BYTES, repeats: int = 5) -> float:
+    """Best copy bandwidth (read + write bytes per second, as STREAM counts) with ``threads`` threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    src = np.ones(size, dtype=np.uint8)
+    dst = np.empty_like(src)
+    bounds = np.linspace(0, size, threads + 1, dtype=np.int64)
+
+    def copy_part(i: int) -> None:
+        # numpy releases the GIL during a plain copy, so the threads really run side by side.
+        np.copyto(dst[bounds[i]:bounds[i + 1]], src[bounds[i]:bounds[i + 1]])
+
+    best = float("inf")
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(copy_part, range(threads)))  # fault the pages in before timing
+        for _ in range(repeats):
+            start = time.perf_counter()
+            list(pool.map(copy_part, range(threads)))
+            best = min(best, time.perf_counter() - start)
+    return 2 * size / best / 1e9
+
+
+def measure_ram_bandwidth_gbps(threads: int | None = None) -> float:
+    """RAM bandwidth in GB/s: the best of one thread and ``threads`` (physical cores) copying."""
+    import psutil
+
+    threads = threads or psutil.cpu_count(logical=False) or 1
+    counts = sorted({1, threads})
+    return max(_copy_gbps(n) for n in counts)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_ram_bandwidth(key: str) -> tuple[float, str]:
+    path = _cache_path()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("version") == CACHE_VERSION and data.get("machine") == key and data.get("gbps"):
+            return float(data["gbps"]), f"measured copy benchmark ({data.get('measured_at', 'cached')})"
+    except (OSError, ValueError):
+        pass
+    gbps = measure_ram_bandwidth_gbps()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    try:
+        from velollm_core.files import atomic_write_json
+
+        atomic_write_json(path, {"version": CACHE_VERSION, "machine": key, "gbps": gbps, "measured_at": stamp})
+    except OSError:
+        pass  # an unwritable cache costs a re-measurement next time, nothing else
+    return gbps, f"measured copy benchmark ({stamp})"
+
+
+def ram_bandwidth(hardware: HardwareReport | None = None) -> tuple[float, str]:
+    """(GB/s, source) of this machine's RAM, measured once and cached on disk per machine."""
+    return _cached_ram_bandwidth(_machine_key(hardware))
+
+
+@dataclass(frozen=True)
+class Bandwidth:
+    gbps: float
+    source: str
+    device: str
+
+
+def _asks_cpu_only(flags: list[str]) -> bool:
+    """Whether a server command line keeps every layer on the CPU (``-ngl 0``)."""
+    for flag, value in itertools.pairwise(flags):
+        if flag in ("-ngl", "--n-gpu-layers", "--gpu-layers") and value.strip() == "0":
+            return True
+    return False
+
+
+def decode_bandwidth(
+    hardware: HardwareReport | None,
+    model_bytes: int,
+    options: dict[str, Any] | None = None,
+    server_flags: list[str] | tuple[str, ...] = (),
+) -> Bandwidth:
+    """The memory the weights stream from: the GPU when one with a known bandwidth holds the model
+    (and the run did not ask for ``n_gpu_layers=0``), else the measured RAM."""
+    options = options or {}
+    on_cpu = str(options.get("n_gpu_layers", "")).strip() == "0" or _asks_cpu_only(server_flags)
+    if hardware is not None and not on_cpu:
+        for gpu in hardware.gpus:
+            fits = gpu.memory_total_bytes is None or gpu.memory_total_bytes >= model_bytes
+            if gpu.bandwidth_gbps and fits:
+                return Bandwidth(gpu.bandwidth_gbps, f"{gpu.name} ({gpu.source})", "gpu")
+    gbps, source = ram_bandwidth(hardware)
+    return Bandwidth(gbps, source, "cpu")
+
+
+def _model_path(result: BenchmarkResult) -> str | None:
+    backend = result.environment.backend
+    if backend is not None and backend.model is not None and backend.model.path:
+        return backend.model.path
+    model = result.settings.get("model")
+    return model if isinstance(model, str) and model.endswith(".gguf") and Path(model).is_file() else None
+
+
+def roofline_for_result(result: BenchmarkResult) -> dict[str, Any] | None:
+    """The roofline of a benchmark result and each suite's decode speed as a percentage of it;
+    None when the model file is not known (e.g. a remote server)."""
+    from velollm_core.gguf_meta import read_summary
+
+    path = _model_path(result)
+    if path is None or not Path(path).is_file():
+        return None
+    summary = read_summary(path)
+    options = result.settings.get("options") or {}
+    cache_k = str(options.get("cache_type_k", "f16"))
+    cache_v = str(options.get("cache_type_v", cache_k))
+    base = bytes_per_token(summary, cache_type_k=cache_k, cache_type_v=cache_v)
+    flags = list(result.environment.backend.server_flags) if result.environment.backend else []
+    bandwidth = decode_bandwidth(result.environment.hardware, summary.weights_bytes, options, flags)
+    roofline: dict[str, Any] = {
+        "bandwidth_gbps": round(bandwidth.gbps, 2),
+        "source": bandwidth.source,
+        "device": bandwidth.device,
+        "bytes_per_token": base,
+        "max_decode_tokens_per_s": round(max_decode_tokens_per_s(bandwidth.gbps, base), 2),
+        "suites": {},
+    }
+    for suite, metrics in result.summary.items():
+        decode = metrics.get("decode_tokens_per_s")
+        if decode is None:
+            continue
+        prompt = metrics.get("prompt_tokens")
+        completion = metrics.get("completion_tokens")
+        # The KV read grows during decode: its mean is at the prompt plus half the answer.
+        context = int((prompt.median if prompt else 0) + (completion.median if completion else 0) / 2)
+        per_token = bytes_per_token(summary, context_tokens=context, cache_type_k=cache_k, cache_type_v=cache_v)
+        limit = max_decode_tokens_per_s(bandwidth.gbps, per_token)
+        roofline["suites"][suite] = {
+            "context_tokens": context,
+            "bytes_per_token": per_token,
+            "max_decode_tokens_per_s": round(limit, 2),
+            "decode_tokens_per_s": round(decode.median, 2),
+            "pct_of_limit": round(100 * decode.median / limit, 1),
+        }
+    return roofline
+
+
+def annotate_result(result: BenchmarkResult) -> None:
+    """Set ``result.roofline``; any failure leaves it None (a roofline is never worth a crash)."""
+    try:
+        result.roofline = roofline_for_result(result)
+    except Exception:  # noqa: BLE001 - the benchmark's own numbers matter more than this annotation
+        result.roofline = None
