@@ -29,7 +29,52 @@ def stderr_console():
     return Console(stderr=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Core commands imported only when run: `velollm --help` and `velollm detect` stay fast.
+LAZY_COMMANDS = {
+    "benchmark": ("velollm_core.bench.commands", "benchmark_command",
+                  "Benchmark a local runtime with standard suites and honest statistics."),
+    "compare": ("velollm_core.bench.commands", "compare_command",
+                "Compare two result files: ratio of medians (B/A) and whether it exceeds noise."),
+    "estimate": ("velollm_core.tune.estimate_command", "estimate_command",
+                 "Estimate the memory a model needs: weights, KV cache, compute buffers."),
+    "optimize": ("velollm_core.tune.commands", "optimize_command",
+                 "Propose (and verify) a better configuration for a runtime."),
+    "speculative": ("velollm_core.speculative.commands", "speculative_group",
+                    "Speculative decoding: check a pair, compare vanilla vs speculative, find pairs."),
+}
+
+
+class VeloGroup(click.Group):
+    """A click group that imports core commands on first use."""
+
+    def list_commands(self, ctx):
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if command is None and name in LAZY_COMMANDS:
+            import importlib
+
+            module, attr, _ = LAZY_COMMANDS[name]
+            command = getattr(importlib.import_module(module), attr)
+            self.add_command(command, name)
+        return command
+
+    def format_commands(self, ctx, formatter):
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in LAZY_COMMANDS and name not in self.commands:
+                rows.append((name, LAZY_COMMANDS[name][2]))
+                continue
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(formatter.width - 6 - len(name))))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=VeloGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="velollm")
 def cli() -> None:
     """VeloLLM: make local LLM inference faster and measurable."""
@@ -42,7 +87,7 @@ def plugins_command(as_json: bool) -> None:
     from velollm_core import plugins
 
     listing = plugins.describe_plugins()
-    errors = [vars(err) for err in plugins.load_errors]
+    errors = [err.to_dict() for err in plugins.load_errors]
     if as_json:
         print_json({"plugins": listing, "errors": errors})
         return
@@ -91,20 +136,8 @@ def _register_plugin_commands() -> None:
         load_errors.append(PluginLoadError("register_commands", None, f"{type(exc).__name__}: {exc}"))
 
 
-def _register_core_commands() -> None:
-    from velollm_core.bench.commands import benchmark_command, compare_command
-    from velollm_core.speculative.commands import speculative_group
-    from velollm_core.tune.commands import optimize_command
-
-    cli.add_command(optimize_command)
-    cli.add_command(benchmark_command)
-    cli.add_command(compare_command)
-    cli.add_command(speculative_group)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line and an exit code, never a traceback."""
-    _register_core_commands()
     _register_plugin_commands()
     try:
         cli.main(args=argv, prog_name="velollm", standalone_mode=False)

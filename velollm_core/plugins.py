@@ -29,19 +29,43 @@ pm = pluggy.PluginManager("velollm")
 pm.add_hookspecs(hookspecs)
 
 
+def _dist_name(dist) -> str | None:
+    # Reading METADATA parses it as e-mail; done only when `velollm plugins` shows it, which keeps
+    # every other command's start-up free of it.
+    return dist.metadata["Name"] if dist is not None and not isinstance(dist, str) else dist
+
+
 @dataclass
 class PluginLoadError:
     name: str
-    distribution: str | None
+    dist: object  # importlib.metadata.Distribution, or a plain name for built-ins
     error: str
+
+    @property
+    def distribution(self) -> str | None:
+        return _dist_name(self.dist)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "distribution": self.distribution, "error": self.error}
 
 
 @dataclass
 class PluginRecord:
     name: str
-    distribution: str | None
-    version: str | None
+    dist: object
     builtin: bool
+
+    @property
+    def distribution(self) -> str | None:
+        return _dist_name(self.dist)
+
+    @property
+    def version(self) -> str | None:
+        if isinstance(self.dist, str):
+            from velollm_core import __version__
+
+            return __version__
+        return self.dist.version if self.dist is not None else None
 
 
 load_errors: list[PluginLoadError] = []
@@ -76,12 +100,10 @@ def load_plugins() -> None:
         return
     _loaded = True
     allowed = _allowed_names()
-    from velollm_core import __version__
-
     for module_name in BUILTIN_PLUGINS:
         try:
             module = importlib.import_module(module_name)
-            _register(module, PluginRecord(module_name, "velollm", __version__, builtin=True))
+            _register(module, PluginRecord(module_name, "velollm", builtin=True))
         except Exception as exc:  # noqa: BLE001 - a broken built-in must not take the CLI down either
             load_errors.append(PluginLoadError(module_name, "velollm", _describe_error(exc)))
 
@@ -89,15 +111,13 @@ def load_plugins() -> None:
         if allowed is not None and entry_point.name not in allowed:
             continue
         dist = entry_point.dist
-        dist_name = dist.metadata["Name"] if dist is not None else None
-        version = dist.version if dist is not None else None
         if entry_point.name in records:
             continue  # the same distribution visible twice on sys.path
         try:
             plugin = entry_point.load()
-            _register(plugin, PluginRecord(entry_point.name, dist_name, version, builtin=False))
+            _register(plugin, PluginRecord(entry_point.name, dist, builtin=False))
         except Exception as exc:  # noqa: BLE001 - any plugin bug must stay isolated
-            load_errors.append(PluginLoadError(entry_point.name, dist_name, _describe_error(exc)))
+            load_errors.append(PluginLoadError(entry_point.name, dist, _describe_error(exc)))
 
 
 def describe_plugins() -> list[dict]:
