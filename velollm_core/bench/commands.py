@@ -64,8 +64,8 @@ def known_backends() -> list[str]:
 @click.option("--max-tokens", type=click.IntRange(1, 100000), help="Override each suite's output length.")
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--option", "options", multiple=True, help="Backend option KEY=VALUE (repeatable).")
-@click.option("--api-key-env", metavar="VAR", help="Environment variable holding the API key (openai backend).")
-@click.option("--endpoint", type=click.Choice(["completions", "chat"]), help="OpenAI endpoint (openai backend).")
+@click.option("--api-key-env", metavar="VAR", help="Env variable holding the API key (openai backend).")
+@click.option("--endpoint", type=click.Choice(["completions", "chat"]), help="openai backend: API endpoint.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Result file (JSON).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON to stdout.")
 def benchmark_command(

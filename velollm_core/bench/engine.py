@@ -85,9 +85,11 @@ def _latency_percentiles(runs: list[RunRecord]) -> dict[str, float | None]:
         "tpot_ms": [r.extra["tpot_ms"] for r in runs if r.extra.get("tpot_ms") is not None],
         "itl_ms": [gap for r in runs for gap in r.extra.get("itl_ms") or []],
     }
-    return {
-        f"{name}_p{q}": percentile(values, q) for name, values in samples.items() if values for q in (50, 90, 99)
-    }
+    report: dict[str, float | None] = {}
+    for name, values in samples.items():
+        if values:
+            report.update({f"{name}_p{q}": percentile(values, q) for q in (50, 90, 99)})
+    return report
 
 
 def concurrency_report(runs: list[RunRecord]) -> dict[str, Any]:

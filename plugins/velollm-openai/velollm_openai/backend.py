@@ -1,0 +1,204 @@
+"""The ``openai`` benchmark backend: attach to an OpenAI-compatible server, check the model it
+serves, stream one generation per call (from many threads at once for ``--concurrency``)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from velollm_core.errors import BackendError, UserInputError
+from velollm_core.models import BackendInfo, BenchmarkContext, GenerationRequest, GenerationTiming, ModelFacts
+from velollm_openai.client import OpenAIServer, StreamOptionsRejected
+from velollm_openai.timing import StreamRecord, timing_from_stream
+
+BACKEND = "openai"
+ENDPOINTS = {"completions": "/completions", "chat": "/chat/completions"}
+OPTIONS = ("endpoint", "api_key_env", "timeout_s")
+_STATE_KEY = "openai"
+
+
+@dataclass
+class Session:
+    """One benchmark's connection to the server, shared by every run and thread."""
+
+    server: OpenAIServer
+    model: str
+    endpoint: str
+    models: list[dict[str, Any]] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+    include_usage: bool = True
+    fingerprint: str | None = None
+
+    @property
+    def software(self) -> str | None:
+        return self.headers.get("server") or self.headers.get("Server")
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    for key in options:
+        if key not in OPTIONS and not key.startswith("request."):
+            known = ", ".join([*OPTIONS, "request.<field>"])
+            raise UserInputError(f"unknown openai option {key!r}; known: {known}")
+    endpoint = options.get("endpoint", "completions")
+    if endpoint not in ENDPOINTS:
+        raise UserInputError(f"unknown endpoint {endpoint!r}; choose one of: {', '.join(ENDPOINTS)}")
+
+
+def _api_key(options: dict[str, Any]) -> str | None:
+    """The key from the environment variable named by ``api_key_env`` (never from a flag value)."""
+    var = options.get("api_key_env")
+    if not var:
+        return None
+    key = os.environ.get(str(var), "").strip()
+    if not key:
+        raise UserInputError(f"environment variable {var} (named by --api-key-env) is not set or empty")
+    return key
+
+
+def _timeout(options: dict[str, Any]) -> float:
+    value = options.get("timeout_s", 600.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise UserInputError(f"option timeout_s must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _names(entry: dict[str, Any]) -> set[str]:
+    """Every name a /v1/models entry answers to: its id, aliases, and (for file paths) the file name."""
+    names = {str(entry.get("id"))} | {str(a) for a in entry.get("aliases") or []}
+    for name in list(names):
+        path = PurePosixPath(name)
+        names |= {path.name, path.stem} if path.suffix == ".gguf" or "/" in name else set()
+    return names
+
+
+def _match_model(wanted: str, models: list[dict[str, Any]], server: OpenAIServer) -> str:
+    """The id to send for ``wanted``; a model the server does not list is a UserInputError."""
+    if not models:
+        return wanted  # the server lists nothing: let the generation request decide
+    for entry in models:
+        if wanted == entry.get("id"):
+            return wanted
+    for entry in models:
+        if wanted in _names(entry):
+            return str(entry["id"])
+    raise UserInputError(
+        f"model {wanted!r} is not offered by the OpenAI-compatible server at {server.base}; "
+        f"it offers: {server.offered()}"
+    )
+
+
+def _open_session(context: BenchmarkContext) -> Session:
+    if not context.host:
+        raise UserInputError(
+            "the openai backend attaches to a running server: pass --host URL "
+            "(e.g. --host http://127.0.0.1:8000)"
+        )
+    options = context.options
+    _check_options(options)
+    server = OpenAIServer(
+        context.host,
+        api_key=_api_key(options),
+        api_key_env=options.get("api_key_env"),
+        parallel=context.parallel,
+        timeout_s=_timeout(options),
+    )
+    context.resources.callback(server.close)
+    listed = server.list_models()
+    models, headers = listed if listed is not None else ([], {})
+    model = _match_model(context.model, models, server)
+    return Session(
+        server=server,
+        model=model,
+        endpoint=options.get("endpoint", "completions"),
+        models=models,
+        headers={k.lower(): v for k, v in headers.items()},
+    )
+
+
+def session(context: BenchmarkContext) -> Session:
+    """This benchmark's Session, opened once even when the first runs start on many threads."""
+    lock = context.state.setdefault(f"{_STATE_KEY}_lock", threading.Lock())
+    with lock:
+        current = context.state.get(_STATE_KEY)
+        if current is None:
+            current = context.state[_STATE_KEY] = _open_session(context)
+    return current
+
+
+def request_body(request: GenerationRequest, sess: Session) -> dict[str, Any]:
+    """Greedy, seeded, streamed, with usage; ``request.<field>`` options pass through as they are."""
+    body: dict[str, Any] = {
+        "model": sess.model,
+        "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+        "seed": request.seed,
+        "stream": True,
+    }
+    if sess.endpoint == "chat":
+        body["messages"] = [{"role": "user", "content": request.prompt}]
+    else:
+        body["prompt"] = request.prompt
+    if sess.include_usage:
+        body["stream_options"] = {"include_usage": True}
+    if (sess.software or "").startswith("llama.cpp"):
+        # As the llamacpp backend does: reprocess the prompt every run, so prefill is measured, and
+        # sample greedily with top_k=1 (the full sampler chain over a 262k vocabulary costs ~4%).
+        body["cache_prompt"] = False
+        if request.temperature == 0:
+            body["top_k"] = 1
+    for key, value in request.options.items():
+        if key.startswith("request."):
+            body[key.removeprefix("request.")] = value
+    return body
+
+
+def _stream(sess: Session, path: str, request: GenerationRequest) -> StreamRecord:
+    """One streamed request, every event taken into a StreamRecord."""
+    record = StreamRecord(start=time.perf_counter())
+    for arrived, event in sess.server.stream(path, request_body(request, sess)):
+        record.observe(arrived, event)
+    return record
+
+
+def run_generation(request: GenerationRequest, context: BenchmarkContext) -> GenerationTiming:
+    """Stream one generation and time it on the client's clock."""
+    sess = session(context)
+    path = ENDPOINTS[sess.endpoint]
+    try:
+        record = _stream(sess, path, request)
+    except StreamOptionsRejected:
+        sess.include_usage = False  # tokens counted from chunks from now on, and said so per run
+        record = _stream(sess, path, request)
+    end = time.perf_counter()
+    if not record.finished:
+        raise BackendError(
+            f"the stream from the OpenAI-compatible server at {sess.server.base}{path} ended mid-way "
+            f"after {len(record.chunk_times)} content chunk(s), without a finish_reason"
+        )
+    sess.fingerprint = record.fingerprint or sess.fingerprint
+    return timing_from_stream(record, end, endpoint=sess.endpoint)
+
+
+def describe(context: BenchmarkContext) -> BackendInfo:
+    """Server software and version where the server says (vLLM's /version, llama.cpp's fingerprint)."""
+    sess = session(context)
+    entry = next((m for m in sess.models if m.get("id") == sess.model), {})
+    meta = entry.get("meta") if isinstance(entry.get("meta"), dict) else {}
+    version_doc = sess.server.get_json(f"{sess.server.root}/version") or {}
+    return BackendInfo(
+        name=BACKEND,
+        version=version_doc.get("version") or sess.fingerprint,
+        host=sess.server.base,
+        model=ModelFacts(
+            name=sess.model,
+            size_bytes=meta.get("size") if isinstance(meta.get("size"), int) else None,
+            quantization=meta.get("ftype") if isinstance(meta.get("ftype"), str) else None,
+        ),
+        server=sess.software,
+        owned_by=entry.get("owned_by"),
+        endpoint=sess.endpoint,
+    )
