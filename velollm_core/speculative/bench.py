@@ -27,6 +27,7 @@ class SpeculativePlan:
     options: dict[str, Any] = field(default_factory=dict)  # extra backend options for both servers
     advise: bool = True
     exact: bool = True  # batch-invariant kernels on both servers, so greedy texts can match
+    speculative_args: list[str] = field(default_factory=list)  # extra flags for the speculative server only
 
     @property
     def draftless(self) -> bool:
@@ -86,7 +87,8 @@ class SpeculativeComparison:
         self.hardware = hardware
         self.target, self.draft_path, compat = resolve_pair(plan)
         self.backend = _speculative_backend()
-        spec_args = self.backend.server_args(draft_path=self.draft_path, **self._settings())
+        spec_args = [*self.backend.server_args(draft_path=self.draft_path, **self._settings()),
+                     *plan.speculative_args]
         base = dict(plan.options)
         if plan.threads:
             base["threads"] = plan.threads
@@ -201,7 +203,8 @@ class SpeculativeComparison:
             drafted=sum(int(r.extra.get("draft_n") or 0) for r in spec_runs),
             accepted=sum(int(r.extra.get("draft_n_accepted") or 0) for r in spec_runs),
         )
-        costs = self.backend.measure_costs(self.target, self.draft_path, threads=self.plan.threads)
+        costs = self.backend.measure_costs(self.target, self.draft_path, threads=self.plan.threads,
+                                           exact=self.plan.exact)
         advice = advise(costs, observed)
         advice["measured_speedup"] = self.report.get("speedup")
         if advice["measured_speedup"]:

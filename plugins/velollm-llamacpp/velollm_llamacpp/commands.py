@@ -17,7 +17,9 @@ def llamacpp_group() -> None:
     help="Program to build (repeatable); default llama-server and llama-bench.",
 )
 @click.option("--force-build", is_flag=True, help="Build into the cache even when a program is on PATH.")
-def install_command(cuda: bool, targets: tuple[str, ...], force_build: bool) -> None:
+@click.option("--exact", is_flag=True,
+              help="Also build the batch-invariant llama-server that `velollm speculative bench` uses.")
+def install_command(cuda: bool, targets: tuple[str, ...], force_build: bool, exact: bool) -> None:
     """Use llama.cpp programs found on PATH / $VELOLLM_LLAMACPP_DIR, or build the missing ones."""
     from velollm_core.cli import stderr_console
     from velollm_llamacpp import install
@@ -25,9 +27,21 @@ def install_command(cuda: bool, targets: tuple[str, ...], force_build: bool) -> 
     console = stderr_console()
     wanted = list(targets) or list(install.DEFAULT_TARGETS)
     found = install.find_programs()
-    if not force_build and not cuda and all(name in found for name in wanted):
+    builds = []  # (exact, targets) still to build
+    if force_build or cuda or not all(name in found for name in wanted):
+        builds.append((False, wanted))
+    else:
         for name in wanted:
             console.print(f"{name}: {found[name]} (already present)")
+    if exact:
+        exact_found = install.find_programs(exact=True)
+        missing = [name for name in install.EXACT_TARGETS if name not in exact_found]
+        for name in install.EXACT_TARGETS:
+            if name in exact_found:
+                console.print(f"exact {name}: {exact_found[name]} (already present)")
+        if missing:
+            builds.append((True, missing))
+    if not builds:
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -40,8 +54,10 @@ def install_command(cuda: bool, targets: tuple[str, ...], force_build: bool) -> 
                 tasks[target] = progress.add_task(f"building {target}", total=100)
             progress.update(tasks[target], completed=pct)
 
-        bin_dir = install.build(cuda=cuda, targets=wanted, log=progress.console.print, progress=on_progress)
-    console.print(f"llama.cpp programs are in {bin_dir}")
+        for exact_build, build_targets in builds:
+            bin_dir = install.build(cuda=cuda and not exact_build, targets=build_targets, exact=exact_build,
+                                    log=progress.console.print, progress=on_progress)
+            console.print(f"llama.cpp programs{' (exact build)' if exact_build else ''} are in {bin_dir}")
 
 
 @llamacpp_group.command("where")

@@ -20,6 +20,7 @@ from velollm_core.errors import UserInputError, VeloError
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 PROGRAMS = ("llama-server", "llama-bench", "llama-cli", "llama-quantize", "llama-speculative-simple")
 DEFAULT_TARGETS = ("llama-server", "llama-bench")
+EXACT_TARGETS = ("llama-server", "llama-bench")  # the batch-invariant build, for speculative bench
 DIR_ENV = "VELOLLM_LLAMACPP_DIR"
 SDIST_ENV = "VELOLLM_LLAMACPP_SDIST"  # a local sdist .tar.gz or an unpacked llama.cpp tree (offline)
 
@@ -34,15 +35,19 @@ def cache_root() -> Path:
 BUILD_RECIPE = 2
 
 
-def build_key(cuda: bool) -> str:
-    return f"{LLAMA_CPP_PYTHON_VERSION}-{'cuda' if cuda else 'cpu'}-r{BUILD_RECIPE}"
+def build_key(cuda: bool, exact: bool = False) -> str:
+    variant = ("cuda" if cuda else "cpu") + ("-exact" if exact else "")
+    return f"{LLAMA_CPP_PYTHON_VERSION}-{variant}-r{BUILD_RECIPE}"
 
 
-def build_bin_dir(cuda: bool) -> Path:
-    return cache_root() / build_key(cuda) / "build" / "bin"
+def build_bin_dir(cuda: bool, exact: bool = False) -> Path:
+    return cache_root() / build_key(cuda, exact) / "build" / "bin"
 
 
-def _search_dirs() -> list[Path]:
+def _search_dirs(exact: bool = False) -> list[Path]:
+    if exact:
+        # Only our own exact build is known to be batch-invariant.
+        return [build_bin_dir(False, exact=True)]
     dirs = []
     if os.environ.get(DIR_ENV):
         root = Path(os.environ[DIR_ENV]).expanduser()
@@ -53,10 +58,11 @@ def _search_dirs() -> list[Path]:
     return dirs
 
 
-def find_programs() -> dict[str, Path]:
-    """Every llama.cpp program found, first match per name: VELOLLM_LLAMACPP_DIR, PATH, our cache."""
+def find_programs(exact: bool = False) -> dict[str, Path]:
+    """Every llama.cpp program found, first match per name: VELOLLM_LLAMACPP_DIR, PATH, our cache
+    (``exact``: only the batch-invariant build)."""
     found: dict[str, Path] = {}
-    for directory in _search_dirs():
+    for directory in _search_dirs(exact):
         for name in PROGRAMS:
             candidate = directory / name
             if name not in found and candidate.is_file() and os.access(candidate, os.X_OK):
@@ -64,9 +70,14 @@ def find_programs() -> dict[str, Path]:
     return found
 
 
-def find_program(name: str) -> Path:
+def find_program(name: str, exact: bool = False) -> Path:
     """The path of one program, or a UserInputError saying how to get it."""
-    path = find_programs().get(name)
+    path = find_programs(exact).get(name)
+    if path is None and exact:
+        raise UserInputError(
+            f"the batch-invariant llama.cpp build is missing; run `velollm llamacpp install --exact` "
+            f"(a CPU build without llamafile's sgemm, about 15 minutes on 2 cores) or pass --fast-kernels"
+        )
     if path is None:
         raise UserInputError(
             f"{name} not found (looked in ${DIR_ENV}, PATH and {cache_root()}); "
@@ -121,7 +132,7 @@ def _extract_llama_cpp(source: Path, dest: Path) -> None:
         archive.extractall(dest, members=members, filter="tar" if hasattr(tarfile, "tar_filter") else None)
 
 
-def cmake_configure_args(cuda: bool) -> list[str]:
+def cmake_configure_args(cuda: bool, exact: bool = False) -> list[str]:
     """The options of our build; the web UI is off (its download needs the internet)."""
     args = [
         "-DCMAKE_BUILD_TYPE=Release",
@@ -132,6 +143,10 @@ def cmake_configure_args(cuda: bool) -> list[str]:
     ]
     if cuda:
         args.append("-DGGML_CUDA=ON")
+    if exact:
+        # llamafile's sgemm takes over matrix products of more than one token (F16, Q8_0, Q4_0
+        # weights, the attention's F16 KV): a batch then sums in another order than one token does.
+        args.append("-DGGML_LLAMAFILE=OFF")
     if platform.machine().lower() in ("x86_64", "amd64"):
         # -march=native turns on AMX where the CPU advertises it, and ggml's AMX kernels crash
         # (SIGSEGV while loading the model) in the VMs we run on. GCC keeps explicit -mno-* flags
@@ -169,13 +184,16 @@ def build(
     log: Callable[[str], None] = print,
     progress: Callable[[str, int], None] | None = None,
     jobs: int | None = None,
+    exact: bool = False,
 ) -> Path:
     """Build ``targets`` into the cache (reusing what is there) and return the bin directory."""
     targets = list(targets)
     unknown = [t for t in targets if t not in PROGRAMS]
     if unknown:
         raise UserInputError(f"unknown llama.cpp program {', '.join(unknown)}; known: {', '.join(PROGRAMS)}")
-    root = cache_root() / build_key(cuda)
+    if exact and cuda:
+        raise UserInputError("the exact (batch-invariant) build is a CPU build; drop --cuda")
+    root = cache_root() / build_key(cuda, exact)
     bin_dir = root / "build" / "bin"
     todo = [t for t in targets if not (bin_dir / t).is_file()]
     if not todo:
@@ -196,7 +214,7 @@ def build(
     report = progress or (lambda target, pct: None)
     if not (root / "build" / "CMakeCache.txt").is_file():
         log("configuring with cmake")
-        _run_logged(["cmake", "-S", str(src), "-B", str(root / "build"), *cmake_configure_args(cuda)],
+        _run_logged(["cmake", "-S", str(src), "-B", str(root / "build"), *cmake_configure_args(cuda, exact)],
                     log_file, lambda line: None)
     jobs = jobs or os.cpu_count() or 2
     for target in todo:

@@ -104,14 +104,15 @@ class LlamaCppSpeculative:
         Verifying k drafted tokens runs one batch of k+1 tokens, plain decoding runs batches of one;
         llama.cpp's CPU paths for the two differ (weight repacking, the tiled K-quant matmul, flash
         attention) and round differently, so near-ties flip and greedy text diverges. With these
-        off both take the same per-row dot products and the texts match token for token.
+        off, in a build without llamafile's sgemm (`velollm llamacpp install --exact`), both take
+        the same per-row dot products and the texts match token for token.
         """
         from velollm_llamacpp.install import find_program
         from velollm_llamacpp.server import pick_flag
 
-        binary = find_program("llama-server")
+        binary = find_program("llama-server", exact=True)
         args = [pick_flag(binary, "--no-repack", "-nr"), pick_flag(binary, "--flash-attn", "-fa"), "off"]
-        return {"server_args": " ".join(args), "env.GGML_CPU_TILED_MM": "0"}
+        return {"server_args": " ".join(args), "env.GGML_CPU_TILED_MM": "0", "exact_build": True}
 
     @staticmethod
     def acceptance(extra: dict) -> tuple[int, int]:
@@ -119,21 +120,26 @@ class LlamaCppSpeculative:
         return int(extra.get("draft_n") or 0), int(extra.get("draft_n_accepted") or 0)
 
     def measure_costs(self, target: Path, draft: Path | None, *, threads: int | None = None,
-                      draft_lengths: tuple[int, ...] = (1, 2, 4, 8, 16), n_gen: int = 32) -> dict:
+                      draft_lengths: tuple[int, ...] = (1, 2, 4, 8, 16), n_gen: int = 32,
+                      exact: bool = False) -> dict:
         """Per-token decode time of target and draft, and the target's time to verify a batch of
-        k+1 tokens, from llama-bench (ms). Draftless drafting costs nothing."""
+        k+1 tokens, from llama-bench (ms), with the kernels the comparison used. Draftless drafting
+        costs nothing."""
         import json
+        import os
         import subprocess
 
         from velollm_llamacpp.install import find_program
 
-        bench = find_program("llama-bench")
+        bench = find_program("llama-bench", exact=exact)
+        env = {**os.environ, "GGML_CPU_TILED_MM": "0"} if exact else None
+        kernels = ["--repack", "0", "-fa", "off"] if exact else []
 
         def run(model: Path, *args: str) -> list[dict]:
-            cmd = [str(bench), "-m", str(model), "-r", "3", "-o", "json", *args]
+            cmd = [str(bench), "-m", str(model), "-r", "3", "-o", "json", *kernels, *args]
             if threads:
                 cmd += ["-t", str(threads)]
-            proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900)
+            proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900, env=env)
             if proc.returncode != 0:
                 raise BackendError(f"llama-bench failed: {(proc.stderr or proc.stdout).strip()[-300:]}")
             return json.loads(proc.stdout)
