@@ -66,6 +66,17 @@ def propose_config(hardware, model, backend):
 
 
 @hookspec(firstresult=True)
+def verify_config(proposal, model, hardware, progress):
+    """Measure ``proposal`` against the runtime's defaults; return a ``velollm_core.tune.verify.VerifyReport``.
+
+    firstresult: the plugin that owns ``proposal.runtime`` and can start it with any flags answers
+    (``velollm optimize --verify``): defaults, proposal and the proposal without each speed change,
+    interleaved. ``progress(line)`` reports each measurement. Others return None, and the core
+    falls back to measuring before and after a restart of the user's own service.
+    """
+
+
+@hookspec(firstresult=True)
 def speculative_backend(kind):
     """Return an object able to run target+draft speculative decoding, or None.
 

@@ -57,3 +57,17 @@ def bootstrap_ratio_interval(
         return None
     tail = (1 - confidence) / 2 * 100
     return percentile(ratios, tail), percentile(ratios, 100 - tail)
+
+
+def bootstrap_paired_ratio_interval(
+    a: Sequence[float], b: Sequence[float], *, resamples: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float] | None:
+    """Interval of the median of b[i]/a[i] over pairs measured side by side (interleaved rounds),
+    resampling pairs: drift that hits both sides of a pair cancels out. None with fewer than 2 pairs."""
+    ratios = [vb / va for va, vb in zip(a, b) if va is not None and vb is not None and va]
+    if len(ratios) < 2:
+        return None
+    rng = random.Random(seed)
+    medians = [statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(resamples)]
+    tail = (1 - confidence) / 2 * 100
+    return percentile(medians, tail), percentile(medians, 100 - tail)

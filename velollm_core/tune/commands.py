@@ -162,6 +162,25 @@ def _interactive() -> bool:
     return sys.stdin.isatty() and sys.stderr.isatty()
 
 
+def _verify_by_plugin(proposal: ConfigProposal, model: str, hardware: HardwareReport, report_path: Path) -> bool:
+    """A runtime VeloLLM starts itself (llama-server) is verified by its plugin: defaults, proposal and
+    each change measured interleaved (``verify_config``); False when no plugin does that for it."""
+    from velollm_core.files import atomic_write_json
+    from velollm_core.plugins import hook
+
+    report = hook().verify_config(proposal=proposal, model=model, hardware=hardware,
+                                  progress=lambda line: click.echo(line, err=True))
+    if report is None:
+        return False
+    from velollm_core.cli import stdout_console
+    from velollm_core.tune.verify import render_verify_report
+
+    render_verify_report(report, stdout_console())
+    atomic_write_json(report_path, report.to_json())
+    click.echo(f"measurements written to {report_path}", err=True)
+    return True
+
+
 def verify(proposal: ConfigProposal, model: str | None, hardware: HardwareReport, applied: bool) -> None:
     """Benchmark with the current settings, have the server restarted with the proposal, benchmark again."""
     from velollm_core.bench.commands import known_backends
@@ -171,6 +190,8 @@ def verify(proposal: ConfigProposal, model: str | None, hardware: HardwareReport
     if proposal.runtime not in known_backends():
         raise UserInputError(f"--verify needs a benchmark backend named {proposal.runtime!r}")
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    if _verify_by_plugin(proposal, model, hardware, Path(f"velollm-optimize-{stamp}-verify.json")):
+        return
     before = f"velollm-optimize-{stamp}-before.json"
     after = f"velollm-optimize-{stamp}-after.json"
     first, second, compare = _benchmark_commands(proposal.runtime, model, before, after)

@@ -97,7 +97,7 @@ def _render_lines(
         out += _notes(proposal)
         out += _flag_comments(proposal)
         changes = env_changes(proposal)
-        if not changes:
+        if not changes and not proposal.command:
             out.append("# nothing to change")
         for change in changes:
             key = check_env_name(change.key)
@@ -107,13 +107,16 @@ def _render_lines(
 
 
 def render_shell(proposals: list[ConfigProposal]) -> str:
-    """``export KEY=value`` lines, each value shell-quoted, for the shell that starts the server."""
-    return _render_lines(
+    """``export KEY=value`` lines, each value shell-quoted, for the shell that starts the server; a
+    runtime configured by flags alone (llama-server) gets its runnable command line."""
+    text = _render_lines(
         proposals,
         "Source this in the shell that starts the server (`. ./FILE`), then restart the server.",
         lambda key, value: f"export {key}={shlex.quote(value)}",
         lambda key: f"unset {key}",
     )
+    commands = [shlex.join(p.command) for p in proposals if p.command and not env_changes(p)]
+    return text + "".join(f"{command}\n" for command in commands)
 
 
 def render_launchctl(proposals: list[ConfigProposal]) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -282,9 +283,9 @@ def verify_proposal(
     vs_defaults = _effects(base, final)
     note = None
     if any(effect.verdict == "worse" for effect in vs_defaults.values()):
-        keep = set(g for g in fixed if all(c.purpose != "explicit" for c in groups[g]))
-        note = ("the tuned configuration measured slower than llama-server's defaults, so only the capacity "
-                "settings (context, slots) are kept")
+        keep = set()
+        note = ("the tuned configuration measured slower than the runtime's defaults, so VeloLLM proposes "
+                "the defaults unchanged")
     final_proposal = _final_proposal(proposal, keep, note)
     return VerifyReport(
         runtime=proposal.runtime,
@@ -335,8 +336,6 @@ def render_verify_report(report: VerifyReport, console) -> None:
     console.print(f"verified vs defaults ({report.final_measured_as}): decode "
                   f"{_fmt_effect(report.final_vs_defaults.get('decode'))}, prefill "
                   f"{_fmt_effect(report.final_vs_defaults.get('prefill'))}", highlight=False)
-    import shlex
-
     if report.final.command:
         console.print("command: " + escape(shlex.join(report.final.command)), highlight=False, soft_wrap=True)
     for note in report.notes:

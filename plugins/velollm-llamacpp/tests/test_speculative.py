@@ -8,10 +8,10 @@ import subprocess
 import sys
 
 import pytest
+from velollm_llamacpp.server import _split_help_line
 
 from velollm_core.speculative.advisor import Observation, advise, expected_accepted, fit_alpha
 from velollm_core.speculative.bench import first_difference
-from velollm_llamacpp.server import _split_help_line
 
 VELOLLM = [sys.executable, "-m", "velollm_core"]
 
@@ -36,9 +36,10 @@ def _require(fixture_error):
 
 @pytest.fixture(scope="module")
 def spec_backend():
-    from velollm_core.errors import UserInputError
     from velollm_llamacpp.install import find_program
     from velollm_llamacpp.speculative import LlamaCppSpeculative
+
+    from velollm_core.errors import UserInputError
 
     try:
         find_program("llama-server")

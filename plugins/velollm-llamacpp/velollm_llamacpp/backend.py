@@ -36,15 +36,17 @@ def server_args(binary: Path, options: dict[str, Any], parallel: int) -> list[st
     args: list[str] = ["--parallel", str(parallel)] if parallel > 1 else []
     for key, value in options.items():
         if key in OPTION_FLAGS:
+            if value is None:
+                continue  # None leaves the flag out: llama-server's own default (e.g. ctx_size=None)
             if isinstance(value, bool):
                 value = "on" if value else "off"
             args += [pick_flag(binary, *OPTION_FLAGS[key]), str(value)]
-        elif key in ("port", "health_timeout_s") or key.startswith("env."):
+        elif key in ("port", "health_timeout_s", "exact_build") or key.startswith("env."):
             continue  # how we run the server, not a model flag: see _start
         elif key == "server_args":
             args += shlex.split(str(value))
         elif not key.startswith("request."):
-            known = ", ".join([*OPTION_FLAGS, "server_args", "port", "health_timeout_s", "env.<VAR>",
+            known = ", ".join([*OPTION_FLAGS, "server_args", "port", "health_timeout_s", "exact_build", "env.<VAR>",
                                "request.<field>"])
             raise UserInputError(f"unknown llamacpp option {key!r}; known: {known}")
     return args
@@ -97,7 +99,7 @@ def _start(context: BenchmarkContext) -> str:
     from velollm_llamacpp.server import HEALTH_TIMEOUT_S, LlamaServer
 
     model = resolve_model_path(context.model)
-    binary = find_program("llama-server")
+    binary = find_program("llama-server", exact=bool(context.options.get("exact_build")))
     args = server_args(binary, context.options, context.parallel)
     server = LlamaServer(
         binary,

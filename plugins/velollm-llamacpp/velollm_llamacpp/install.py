@@ -75,8 +75,8 @@ def find_program(name: str, exact: bool = False) -> Path:
     path = find_programs(exact).get(name)
     if path is None and exact:
         raise UserInputError(
-            f"the batch-invariant llama.cpp build is missing; run `velollm llamacpp install --exact` "
-            f"(a CPU build without llamafile's sgemm, about 15 minutes on 2 cores) or pass --fast-kernels"
+            "the batch-invariant llama.cpp build is missing; run `velollm llamacpp install --exact` "
+            "(a CPU build without llamafile's sgemm, about 15 minutes on 2 cores) or pass --fast-kernels"
         )
     if path is None:
         raise UserInputError(

@@ -59,3 +59,8 @@ def local_models():
 
     paths = {name: derived_path(name) for name in DERIVED}
     return [{"name": n, "path": str(p), "size_bytes": p.stat().st_size} for n, p in paths.items() if p.is_file()]
+
+
+# propose_config and verify_config live with the tuning rules; importing them here registers them
+# (the module imports nothing heavy at load time).
+from velollm_llamacpp.tune import propose_config, verify_config  # noqa: F401
