@@ -1,0 +1,246 @@
+"""The llama.cpp proposal rules on synthetic machines and models: full and partial GPU offload, a
+q8_0 cache that makes a model fit, CPU-only threads, memory pressure, a CPU build on a GPU machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from velollm_llamacpp import tune
+from velollm_llamacpp.tune import GPU_MARGIN_BYTES, gpu_budgets, propose_llamacpp
+
+from velollm_core.gguf_meta import GgufSummary, TensorInfo
+from velollm_core.models import CpuInfo, GpuInfo, HardwareReport, MemoryInfo, OsInfo
+from velollm_core.tune.estimate import estimate_memory
+
+GIB = 2**30
+MODEL = Path("/models/llama-8b.gguf")
+
+
+def llama_summary(n_layer=32, n_embd=4096, n_ff=14336, n_head=32, n_kv=8, vocab=128256,
+                  bytes_per_weight=0.5625, tied=False, ctx_train=131072) -> GgufSummary:
+    """A Llama-shaped model whose tensor bytes follow its shapes (0.5625 bytes per weight = Q4_0)."""
+    head = n_embd // n_head
+
+    def tensor(name, rows, cols):
+        return TensorInfo(name, "Q4_0", (cols, rows), int(rows * cols * bytes_per_weight))
+
+    tensors = [tensor("token_embd.weight", vocab, n_embd)]
+    for i in range(n_layer):
+        tensors += [tensor(f"blk.{i}.attn_q.weight", n_head * head, n_embd),
+                    tensor(f"blk.{i}.attn_k.weight", n_kv * head, n_embd),
+                    tensor(f"blk.{i}.attn_v.weight", n_kv * head, n_embd),
+                    tensor(f"blk.{i}.attn_output.weight", n_embd, n_head * head),
+                    tensor(f"blk.{i}.ffn_gate.weight", n_ff, n_embd),
+                    tensor(f"blk.{i}.ffn_up.weight", n_ff, n_embd),
+                    tensor(f"blk.{i}.ffn_down.weight", n_embd, n_ff)]
+    if not tied:
+        tensors.append(tensor("output.weight", vocab, n_embd))
+    metadata = {"general.architecture": "llama", "llama.block_count": n_layer, "llama.embedding_length": n_embd,
+                "llama.feed_forward_length": n_ff, "llama.attention.head_count": n_head,
+                "llama.attention.head_count_kv": n_kv, "llama.context_length": ctx_train, "llama.vocab_size": vocab}
+    return GgufSummary(str(MODEL), 0, metadata, tuple(tensors), {})
+
+
+def machine(*, gpus=(), physical=8, logical=16, ram_gib=64, available_gib=None) -> HardwareReport:
+    return HardwareReport(
+        os=OsInfo(system="Linux", release="6.8", machine="x86_64"),
+        cpu=CpuInfo(model="Test CPU", physical_cores=physical, logical_cores=logical),
+        memory=MemoryInfo(total_bytes=ram_gib * GIB, available_bytes=(available_gib or ram_gib - 2) * GIB,
+                          used_bytes=2 * GIB),
+        gpus=list(gpus),
+    )
+
+
+def gpu(total_gib: float, free_gib: float | None = None, name: str = "NVIDIA H100 80GB HBM3") -> GpuInfo:
+    return GpuInfo(vendor="nvidia", name=name, memory_total_bytes=int(total_gib * GIB),
+                   memory_free_bytes=int((free_gib if free_gib is not None else total_gib) * GIB),
+                   bandwidth_gbps=3352.0, source="nvml")
+
+
+def propose(hardware, summary=None, **kwargs):
+    summary = summary if summary is not None else llama_summary()
+    kwargs.setdefault("gpu_devices", ("CUDA0: test",) if hardware.gpus else ())
+    return propose_llamacpp(hardware, MODEL, summary=summary, **kwargs)
+
+
+def changes(proposal):
+    return {c.key: c for c in proposal.changes}
+
+
+def test_every_change_is_a_flag_with_its_reason_and_args_in_the_command():
+    proposal = propose(machine(gpus=[gpu(80)]))
+    assert proposal.runtime == "llamacpp"
+    assert proposal.command[:3] == ["llama-server", "-m", str(MODEL)]
+    flat = [arg for change in proposal.changes for arg in change.args]
+    assert proposal.command[3:] == flat
+    for change in proposal.changes:
+        assert change.kind == "flag" and change.reason and change.purpose in ("speed", "capacity", "explicit")
+
+
+def test_gpu_that_fits_everything_offloads_all_layers_with_big_micro_batches():
+    proposal = propose(machine(gpus=[gpu(80)]))
+    found = changes(proposal)
+    assert found["-ngl"].args == ["-ngl", "33"] and found["-ngl"].purpose == "explicit"
+    assert found["-b/-ub"].args == ["-b", "2048", "-ub", "2048"] and found["-b/-ub"].purpose == "speed"
+    assert "-ctk/-ctv" not in found
+    assert found["-c"].args == ["-c", "8192"] and found["-np"].args == ["-np", "1"]
+    assert found["-fa"].args == ["-fa", "on"]
+
+
+def test_a_q8_0_cache_is_chosen_when_it_is_what_lets_every_layer_fit():
+    summary = llama_summary()
+    name = gpu_budgets(machine(gpus=[gpu(80)]))[0].name
+    args = {"ctx": 8192, "n_gpu_layers": 33, "gpu_names": (name,), "n_ubatch": 512}
+    f16 = estimate_memory(summary, **args).devices[0].bytes
+    q8 = estimate_memory(summary, cache_type_k="q8_0", **args).devices[0].bytes
+    # A GPU whose usable memory lies between the two: only the q8_0 cache lets every layer fit.
+    hardware = machine(gpus=[gpu(((f16 + q8) / 2 + GPU_MARGIN_BYTES) / GIB)])
+    found = changes(propose(hardware, summary))
+    assert found["-ngl"].args == ["-ngl", "33"]
+    assert found["-ctk/-ctv"].args == ["-ctk", "q8_0", "-ctv", "q8_0"]
+    assert found["-fa"].purpose == "capacity"  # a quantized V cache needs flash attention
+
+
+def test_partial_offload_takes_as_many_layers_as_fit_with_a_margin():
+    summary = llama_summary()
+    hardware = machine(gpus=[gpu(4)])
+    found = changes(propose(hardware, summary))
+    n = int(found["-ngl"].proposed)
+    assert 0 < n < 33 and found["-ngl"].purpose == "speed"
+    budget = gpu_budgets(hardware)[0]
+    assert budget.usable_bytes == 4 * GIB - GPU_MARGIN_BYTES
+
+    def on_gpu(layers):
+        est = estimate_memory(summary, ctx=8192, n_gpu_layers=layers, gpu_names=(budget.name,))
+        return est.devices[0].bytes
+
+    assert on_gpu(n) <= budget.usable_bytes < on_gpu(n + 1)
+    assert "-b/-ub" not in found
+
+
+def test_free_memory_not_total_sizes_the_offload():
+    busy = changes(propose(machine(gpus=[gpu(80, free_gib=3)])))
+    assert int(busy["-ngl"].proposed) < 33
+
+
+def test_gpu_without_room_for_one_layer_runs_on_the_cpu():
+    found = changes(propose(machine(gpus=[gpu(1.6)])))  # 0.1 GiB usable: not even the head
+    assert found["-ngl"].args == ["-ngl", "0"]
+
+
+def test_cpu_only_uses_physical_cores_not_logical():
+    found = changes(propose(machine(physical=8, logical=16)))
+    assert found["-t"].args == ["-t", "8"]
+    assert "16 logical CPUs are 8 cores" in found["-t"].reason
+    assert found["-t"].purpose == "explicit"  # llama.cpp's own count agrees
+    assert "-ngl" not in found and "-b/-ub" not in found
+
+
+def test_threads_follow_an_affinity_or_quota_limit_below_the_core_count():
+    found = changes(propose(machine(physical=8, logical=16), cpu_limit=3))
+    assert found["-t"].args == ["-t", "3"] and found["-t"].purpose == "speed"
+
+
+def test_memory_pressure_locks_the_weights_or_loads_them_without_mmap():
+    big = llama_summary(bytes_per_weight=2.0)  # ~16 GiB of F16 weights
+    tight = machine(ram_gib=32, available_gib=20)
+    assert changes(propose(tight, big))["--mlock"].args == ["--mlock"]
+    no_lock = changes(propose(tight, big, memlock_limit=64 * 2**20))
+    assert "--mlock" not in no_lock and no_lock["--no-mmap"].args == ["--no-mmap"]
+    assert "--mlock" not in changes(propose(machine(ram_gib=256), big))
+
+
+def test_builds_that_folded_mlock_into_load_mode(monkeypatch):
+    monkeypatch.setattr("velollm_llamacpp.server.server_flags", lambda binary: frozenset({"--load-mode", "-t"}))
+    flags = tune._Flags(Path("/fake/llama-server"))
+    assert flags.mlock() == ["--load-mode", "mmap+mlock"] and flags.no_mmap() == ["--load-mode", "none"]
+    assert tune._Flags(None).mlock() == ["--mlock"]
+
+
+def test_a_cpu_build_on_a_gpu_machine_says_so_and_stays_on_the_cpu():
+    proposal = propose(machine(gpus=[gpu(80)]), gpu_devices=())
+    assert "-ngl" not in changes(proposal)
+    assert any("no GPU backend" in note for note in proposal.notes)
+
+
+def test_context_never_exceeds_the_trained_one_and_scales_with_slots():
+    found = changes(propose(machine(), llama_summary(ctx_train=2048), parallel=3))
+    assert found["-c"].args == ["-c", str(2048 * 3)] and found["-np"].args == ["-np", "3"]
+
+
+def test_without_a_model_only_machine_settings_are_proposed():
+    proposal = propose_llamacpp(machine(), None, gpu_devices=())
+    assert set(changes(proposal)) == {"-fa", "-t"}
+    assert any("--model" in note for note in proposal.notes)
+
+
+def test_hook_answers_only_for_llamacpp_and_all():
+    from velollm_core.plugins import hook
+
+    assert tune.propose_config(hardware=machine(), model=None, backend="ollama") == []
+    answers = [p for group in hook().propose_config(hardware=machine(), model=None, backend="llamacpp")
+               for p in group]
+    assert [p.runtime for p in answers] == ["llamacpp"]
+
+
+def test_unknown_model_is_a_user_error_for_llamacpp_but_a_note_for_all_runtimes():
+    from velollm_core.errors import UserInputError
+
+    with pytest.raises(UserInputError):
+        tune.propose_config(hardware=machine(), model="no-such-model:7b", backend="llamacpp")
+    (proposal,) = tune.propose_config(hardware=machine(), model="no-such-model:7b", backend=None)
+    assert any("not sized" in note for note in proposal.notes)
+
+
+def test_cgroup_quota_parsing(tmp_path):
+    (tmp_path / "cpu.max").write_text("250000 100000\n")
+    assert tune.cgroup_cpu_limit(tmp_path) == 2.5
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert tune.cgroup_cpu_limit(tmp_path) is None
+    assert tune.cgroup_cpu_limit(tmp_path / "absent") is None
+
+
+def test_list_devices_parsing(fake_tools):
+    fake_tools("llama-server", stdout="Available devices:\n  CUDA0: NVIDIA H100 (81000 MiB, 80000 MiB free)\n")
+    tune.build_devices.cache_clear()
+    import shutil
+
+    assert tune.build_devices(shutil.which("llama-server")) == ("CUDA0: NVIDIA H100 (81000 MiB, 80000 MiB free)",)
+    fake_tools("llama-server", stdout="Available devices:\n  (none)\n")
+    tune.build_devices.cache_clear()
+    assert tune.build_devices(shutil.which("llama-server")) == ()
+    tune.build_devices.cache_clear()
+
+
+def test_verification_starts_llama_server_with_exactly_the_candidate_flags(fake_tools):
+    from velollm_llamacpp.backend import server_args
+    from velollm_llamacpp.server import server_flags
+
+    fake_tools("llama-server", stdout="-c, --ctx-size N  size\n--parallel N  slots\n")
+    import shutil
+
+    binary = Path(shutil.which("llama-server"))
+    server_flags.cache_clear()
+    assert server_args(binary, tune.benchmark_options([]), 1) == []  # defaults: not even --ctx-size
+    assert server_args(binary, tune.benchmark_options(["-t", "2", "-c", "8192"]), 1) == ["-t", "2", "-c", "8192"]
+    server_flags.cache_clear()
+
+
+def test_verify_hook_answers_for_llamacpp_only_and_keeps_servers_up_when_they_fit(monkeypatch, tmp_path):
+    from velollm_core.models import ConfigProposal
+    from velollm_core.tune import verify
+
+    captured = {}
+    monkeypatch.setattr(verify, "verify_proposal", lambda *a, **k: captured.update(args=a, kwargs=k) or "report")
+    monkeypatch.setattr("velollm_core.modelfiles.resolve_model_path", lambda name: MODEL)
+    monkeypatch.setattr("velollm_core.gguf_meta.read_summary", lambda path: llama_summary())
+    other = ConfigProposal(runtime="ollama")
+    assert tune.verify_config(proposal=other, model="m", hardware=machine(), progress=print) is None
+    proposal = propose(machine(gpus=[gpu(80)]))
+    assert tune.verify_config(proposal=proposal, model="m", hardware=machine(gpus=[gpu(80)]),
+                              progress=print) == "report"
+    assert captured["kwargs"]["keep_alive"] is True  # 8B Q4_0 x 3 servers fit in 80 GB
+    assert captured["args"][3] is tune.benchmark_options
+    tune.verify_config(proposal=proposal, model="m", hardware=machine(gpus=[gpu(24)]), progress=print)
+    assert captured["kwargs"]["keep_alive"] is False  # defaults reserve 16 GiB of KV: one server at a time
