@@ -119,6 +119,10 @@ def test_ram_bandwidth_is_measured_once_per_machine_and_cached_on_disk(fake_ram,
     other.cpu.model = "Another CPU"
     roofline.ram_bandwidth(other)
     assert len(fake_ram) == 2
+    roofline._cached_ram_bandwidth.cache_clear()
+    roofline.ram_bandwidth(hardware())  # the first machine's entry survived the second's
+    roofline.ram_bandwidth(other)
+    assert len(fake_ram) == 2
 
 
 def test_copy_benchmark_measures_something_plausible():

@@ -22,7 +22,7 @@ from velollm_core.models import BenchmarkResult, HardwareReport
 from velollm_core.tune.estimate import INPUT, has_output_tensor, model_shape, row_bytes, tensor_layer
 
 COPY_BYTES = 256 * 2**20  # per buffer; far beyond any L2 and most L3 slices, short enough to take ~0.1 s
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def bytes_per_token(
@@ -118,16 +118,20 @@ def _cached_ram_bandwidth(key: str) -> tuple[float, str]:
     path = _cache_path()
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("version") == CACHE_VERSION and data.get("machine") == key and data.get("gbps"):
-            return float(data["gbps"]), f"measured copy benchmark ({data.get('measured_at', 'cached')})"
-    except (OSError, ValueError):
-        pass
+        machines = data.get("machines", {}) if data.get("version") == CACHE_VERSION else {}
+    except (OSError, ValueError, AttributeError):
+        machines = {}
+    entry = machines.get(key)
+    if isinstance(entry, dict) and entry.get("gbps"):
+        return float(entry["gbps"]), f"measured copy benchmark ({entry.get('measured_at', 'cached')})"
     gbps = measure_ram_bandwidth_gbps()
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    # One entry per machine key: a report loaded from another machine never evicts this one's.
+    machines[key] = {"gbps": gbps, "measured_at": stamp}
     try:
         from velollm_core.files import atomic_write_json
 
-        atomic_write_json(path, {"version": CACHE_VERSION, "machine": key, "gbps": gbps, "measured_at": stamp})
+        atomic_write_json(path, {"version": CACHE_VERSION, "machines": machines})
     except OSError:
         pass  # an unwritable cache costs a re-measurement next time, nothing else
     return gbps, f"measured copy benchmark ({stamp})"

@@ -7,8 +7,8 @@ The rules, in the order they are decided:
   the model's full training context, which llama-server would otherwise reserve in KV cache.
 - ``-ngl``: all layers (and the output head) when the memory estimate fits the GPUs' free memory minus
   a margin; else a q8_0 KV cache when that makes everything fit; else as many layers as fit.
-- ``-b``/``-ub``: on a GPU holding the whole model, 2048-token micro-batches for prompt processing
-  when the bigger compute buffer still fits.
+- ``-b``/``-ub`` stay at llama.cpp's 2048/512: 2048-token micro-batches measured no faster on an
+  H200 (8B Q4_0, 1.9k-token prompts: 0.99x, within noise) and cost compute-buffer memory.
 - ``-t``: the physical cores this process may use (affinity, cgroup quota): SMT siblings share one
   core's vector units, and more threads than usable cores stall llama.cpp's barrier-synchronised pool.
 - ``-fa on``: flash attention (what ``auto`` picks where the backend supports it; required by a
@@ -42,8 +42,6 @@ DEFAULT_CTX_PER_SLOT = 8192
 GPU_MARGIN_BYTES = GIB + GIB // 2
 GPU_MARGIN_SHARE = 0.05
 RAM_MARGIN_BYTES = GIB
-GPU_UBATCH = 2048
-LLAMA_DEFAULT_BATCH = 2048
 LLAMA_DEFAULT_UBATCH = 512
 MEMORY_PRESSURE_SHARE = 0.5
 
@@ -145,7 +143,6 @@ def gpu_budgets(hardware: HardwareReport) -> list[GpuBudget]:
 class Offload:
     n_gpu_layers: int
     cache_type: str
-    n_ubatch: int
     estimate: MemoryEstimate
 
 
@@ -155,28 +152,28 @@ def _fits(estimate: MemoryEstimate, budgets: list[GpuBudget]) -> bool:
 
 
 def plan_offload(summary: GgufSummary, ctx: int, parallel: int, budgets: list[GpuBudget]) -> Offload:
-    """How much of the model goes to the GPUs: everything if it fits (with bigger micro-batches, then
-    with a q8_0 KV cache), else the most layers that fit with an f16 cache."""
+    """How much of the model goes to the GPUs: everything if it fits (with an f16, else a q8_0 KV
+    cache), else the most layers that fit with an f16 cache."""
     from velollm_core.tune.estimate import estimate_memory, model_shape
 
     n_full = model_shape(summary).n_layer + 1
     names = tuple(b.name for b in budgets)
     split = tuple(float(max(b.usable_bytes, 1)) for b in budgets)
 
-    def estimate(n_gpu_layers: int, cache_type: str, n_ubatch: int) -> MemoryEstimate:
-        return estimate_memory(summary, ctx=ctx, cache_type_k=cache_type, parallel=parallel, n_ubatch=n_ubatch,
-                               n_gpu_layers=n_gpu_layers, gpu_names=names, gpu_split=split)
+    def estimate(n_gpu_layers: int, cache_type: str) -> MemoryEstimate:
+        return estimate_memory(summary, ctx=ctx, cache_type_k=cache_type, parallel=parallel,
+                               n_ubatch=LLAMA_DEFAULT_UBATCH, n_gpu_layers=n_gpu_layers, gpu_names=names,
+                               gpu_split=split)
 
     for cache_type in ("f16", "q8_0"):
-        for n_ubatch in (GPU_UBATCH, LLAMA_DEFAULT_UBATCH):
-            full = estimate(n_full, cache_type, n_ubatch)
-            if _fits(full, budgets):
-                return Offload(n_full, cache_type, n_ubatch, full)
+        full = estimate(n_full, cache_type)
+        if _fits(full, budgets):
+            return Offload(n_full, cache_type, full)
     for n_gpu_layers in range(n_full - 1, 0, -1):
-        partial = estimate(n_gpu_layers, "f16", LLAMA_DEFAULT_UBATCH)
+        partial = estimate(n_gpu_layers, "f16")
         if _fits(partial, budgets):
-            return Offload(n_gpu_layers, "f16", LLAMA_DEFAULT_UBATCH, partial)
-    return Offload(0, "f16", LLAMA_DEFAULT_UBATCH, estimate(0, "f16", LLAMA_DEFAULT_UBATCH))
+            return Offload(n_gpu_layers, "f16", partial)
+    return Offload(0, "f16", estimate(0, "f16"))
 
 
 class _Flags:
@@ -260,12 +257,14 @@ def propose_llamacpp(
     cpu_limit: int | None = None,
     memlock_limit: int | None = None,
     summary: GgufSummary | None = None,
+    load_average: float | None = None,
 ) -> ConfigProposal:
     """The llama-server command for ``model_path`` on ``hardware``, each flag with its reason.
 
     ``gpu_devices``: what the build can use (``--list-devices``; None = unknown, assume it matches the
     hardware). ``cpu_limit`` / ``memlock_limit``: this process's CPU and mlock limits (None = none).
     ``summary``: the model's GGUF summary when already read (else read from ``model_path``).
+    ``load_average``: this machine's 1-minute load now, to warn when other work competes for the cores.
     """
     from velollm_core.models import ConfigProposal
 
@@ -293,8 +292,7 @@ def propose_llamacpp(
         ctx = per_slot * parallel
         command += ["-m", str(model_path)]
         offload = (plan_offload(summary, ctx, parallel, budgets) if budgets
-                   else Offload(0, "f16", LLAMA_DEFAULT_UBATCH, estimate_memory(summary, ctx=ctx, parallel=parallel,
-                                                                                n_gpu_layers=0)))
+                   else Offload(0, "f16", estimate_memory(summary, ctx=ctx, parallel=parallel, n_gpu_layers=0)))
         default_kv = estimate_memory(summary, parallel=4, unified=True).kv_cache_bytes
         changes.append(_change(
             "-c", ["-c", str(ctx)], f"0 = the model's {shape.n_ctx_train}",
@@ -324,12 +322,6 @@ def propose_llamacpp(
                 purpose = "speed"
             changes.append(_change("-ngl", ["-ngl", str(offload.n_gpu_layers)], "auto (fit to free memory)",
                                    reason, purpose))
-            if offload.n_ubatch != LLAMA_DEFAULT_UBATCH:
-                changes.append(_change(
-                    "-b/-ub", ["-b", str(max(LLAMA_DEFAULT_BATCH, offload.n_ubatch)), "-ub", str(offload.n_ubatch)],
-                    f"{LLAMA_DEFAULT_BATCH} / {LLAMA_DEFAULT_UBATCH}",
-                    f"the whole model is on the GPU: {offload.n_ubatch}-token micro-batches keep its matrix units "
-                    f"busy during prompt processing, and the larger compute buffer still fits", "speed", "batch"))
         if offload.cache_type != "f16":
             changes.append(_change(
                 "-ctk/-ctv", ["-ctk", offload.cache_type, "-ctv", offload.cache_type], "f16",
@@ -347,7 +339,16 @@ def propose_llamacpp(
                  "cache; 'auto' already picks it where the backend supports it")
     fa_purpose = "capacity" if any(c.group == "kv-type" for c in changes) else "explicit"
     changes.append(_change("-fa", ["-fa", "on"], "auto", fa_reason, fa_purpose))
-    changes.append(_thread_change(hardware, cpu_limit, all_on_gpu))
+    threads = _thread_change(hardware, cpu_limit, all_on_gpu)
+    changes.append(threads)
+    if load_average is not None and load_average >= 1.0 and not all_on_gpu:
+        busy = min(int(load_average), int(threads.args[1]) - 1)
+        # Measured on a shared 2-core VM: -t 2 fell from 48 to under 2 tok/s while another process
+        # kept one core busy (-t 1 held 28): every token passes hundreds of thread-pool barriers.
+        notes.append(f"this machine is busy now (load {load_average:.1f}): llama.cpp's threads wait for each "
+                     "other at every step, so one descheduled thread stalls them all; if other work keeps "
+                     f"running here, -t {int(threads.args[1]) - busy} is faster than -t {threads.args[1]}"
+                     if busy > 0 else f"this machine is busy now (load {load_average:.1f})")
     for change in changes:
         command += change.args or []
     return ConfigProposal(runtime=BACKEND, changes=changes, notes=notes, command=command)
@@ -384,6 +385,7 @@ def propose_config(hardware, model, backend):
         gpu_devices=build_devices(str(binary)) if binary else None,
         cpu_limit=local_cpu_limit() if local else None,
         memlock_limit=local_memlock_limit() if local else None,
+        load_average=os.getloadavg()[0] if local and hasattr(os, "getloadavg") else None,
     )
     proposal.notes[:0] = notes
     return [proposal]
