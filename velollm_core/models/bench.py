@@ -20,6 +20,10 @@ class GenerationRequest(_Model):
     seed: int = 42
     options: dict[str, Any] = Field(default_factory=dict)
 
+    def body_fields(self) -> dict[str, Any]:
+        """Fields the user adds to each request body (``--option request.FIELD=VALUE``)."""
+        return {k.removeprefix("request."): v for k, v in self.options.items() if k.startswith("request.")}
+
 
 class GenerationTiming(_Model):
     """What one generation measured. ``None`` means the runtime did not say, never zero."""

@@ -170,16 +170,21 @@ def _wait_for_runs(path: Path, n: int, proc, deadline_s=300):
     pytest.fail("benchmark made no progress")
 
 
+def _long_benchmark(out: Path) -> subprocess.Popen:
+    """A benchmark that runs long enough to be interrupted mid-way."""
+    return subprocess.Popen([*VELOLLM, "benchmark", "--backend", "llamacpp", "--model", "gemma3-270m",
+                             "--iterations", "200", "--warmup", "0", "--suite", "short_completion",
+                             "--max-tokens", "24", "--output", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def _server_children(pid: int) -> list[psutil.Process]:
     return [p for p in psutil.Process(pid).children(recursive=True) if "llama-server" in p.name()]
 
 
 def test_server_killed_mid_run_keeps_finished_runs(gemma, tmp_path):
     out = tmp_path / "r.json"
-    proc = subprocess.Popen([*VELOLLM, "benchmark", "--backend", "llamacpp", "--model", "gemma3-270m",
-                             "--iterations", "200", "--warmup", "0", "--suite", "short_completion",
-                             "--max-tokens", "24", "--output", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _long_benchmark(out)
     try:
         _wait_for_runs(out, 2, proc)
         for server in _server_children(proc.pid):
@@ -195,10 +200,7 @@ def test_server_killed_mid_run_keeps_finished_runs(gemma, tmp_path):
 
 def test_ctrl_c_mid_run_stops_server_and_keeps_runs(gemma, tmp_path):
     out = tmp_path / "r.json"
-    proc = subprocess.Popen([*VELOLLM, "benchmark", "--backend", "llamacpp", "--model", "gemma3-270m",
-                             "--iterations", "200", "--warmup", "0", "--suite", "short_completion",
-                             "--max-tokens", "24", "--output", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _long_benchmark(out)
     try:
         _wait_for_runs(out, 1, proc)
         servers = _server_children(proc.pid)

@@ -24,9 +24,7 @@ def completion_body(request: GenerationRequest) -> dict[str, Any]:
     }
     if request.temperature == 0:
         body["top_k"] = 1
-    for key, value in request.options.items():
-        if key.startswith("request."):
-            body[key.removeprefix("request.")] = value
+    body.update(request.body_fields())
     return body
 
 

@@ -150,9 +150,7 @@ def request_body(request: GenerationRequest, sess: Session) -> dict[str, Any]:
         body["cache_prompt"] = False
         if request.temperature == 0:
             body["top_k"] = 1
-    for key, value in request.options.items():
-        if key.startswith("request."):
-            body[key.removeprefix("request.")] = value
+    body.update(request.body_fields())
     return body
 
 
