@@ -1,10 +1,20 @@
 """When does speculation pay on this machine? A cost model fed with measured numbers.
 
-Per verification step the target checks the d drafted tokens in one batch (cost T_v(d)) after the
-draft produced them one by one (d * T_d); the step yields the accepted tokens plus one from the
-target. With a per-token acceptance probability a, a draft of k tokens yields on average
-(1 - a^(k+1)) / (1 - a) tokens per step, so the speedup over plain decoding (T_t per token) is
-E(k) * T_t / (T_v(k) + k * T_d).
+What llama-server does per speculative step, and what each part costs (all measured):
+
+- the target verifies the k drafted tokens plus the last one in one batch: T_v(k) (llama-bench, a
+  prompt of k+1 tokens);
+- the draft re-evaluates that same batch (llama-server keeps the draft's cache in step with the
+  target's by processing every target batch): T_dv(k) (llama-bench on the draft);
+- the draft then decodes one token at a time: k decodes when it drafts all k, one more when it stops
+  early because its confidence fell below p_min; each costs T_d plus the server's per-token sampling
+  work s (a pass over the vocabulary);
+- every token the step yields is sampled by the target once, as in plain decoding: s per token.
+
+Plain decoding costs T_t + s per token, where s = (server ms per token) - (llama-bench ms per token)
+is measured from the vanilla server run itself. With a per-token acceptance probability a, a draft of
+k tokens yields E(k) = (1 - a^(k+1)) / (1 - a) tokens per step, so the predicted speedup is
+E(k) * (T_t + s) / step(k).
 """
 
 from __future__ import annotations
@@ -15,16 +25,32 @@ from dataclasses import dataclass
 WORTH_IT = 1.05  # below this predicted speedup, speculation is not worth its memory and complexity
 
 
-def verify_ms(costs: dict, k: float) -> float:
-    """T_v(k): interpolated between measured batch sizes; a 0-token draft costs one plain step."""
-    points = sorted({0: costs["target_token_ms"], **{int(kk): v for kk, v in costs["verify_ms"].items()}}.items())
+def batch_ms(points_ms: dict, k: float, single_ms: float) -> float:
+    """Cost of a batch of k+1 tokens, interpolated between measured sizes; k = 0 is one plain step."""
+    points = sorted({0: single_ms, **{int(kk): v for kk, v in points_ms.items()}}.items())
     if k <= points[0][0]:
         return points[0][1]
     for (k0, v0), (k1, v1) in itertools.pairwise(points):
         if k0 <= k <= k1:
             return v0 + (v1 - v0) * (k - k0) / (k1 - k0)
+    if len(points) == 1:
+        return points[0][1]
     (k0, v0), (k1, v1) = points[-2], points[-1]
     return v1 + (v1 - v0) / (k1 - k0) * (k - k1)  # extrapolate linearly past the last measured size
+
+
+def verify_ms(costs: dict, k: float) -> float:
+    """T_v(k): the target's batch of k+1 tokens."""
+    return batch_ms(costs["verify_ms"], k, costs["target_token_ms"])
+
+
+def draft_verify_ms(costs: dict, k: float) -> float:
+    """T_dv(k): the draft's re-evaluation of the target's batch (0 for draftless drafting)."""
+    if not costs.get("draft_token_ms"):
+        return 0.0
+    if costs.get("draft_verify_ms"):
+        return batch_ms(costs["draft_verify_ms"], k, costs["draft_token_ms"])
+    return verify_ms(costs, k) * costs["draft_token_ms"] / costs["target_token_ms"]
 
 
 def expected_accepted(alpha: float, k: float) -> float:
@@ -66,33 +92,62 @@ class Observation:
         return self.accepted / self.drafted if self.drafted else None
 
 
-def predicted_speedup(costs: dict, mean_drafted: float, tokens_per_step: float) -> float:
-    step_ms = verify_ms(costs, mean_drafted) + mean_drafted * costs["draft_token_ms"]
-    return tokens_per_step * costs["target_token_ms"] / step_ms
+def step_ms(costs: dict, drafted: float, tokens_per_step: float, *, early_stop: bool = False) -> float:
+    """Modelled time of one speculative step (see the module docstring)."""
+    sampling = costs.get("sampling_ms", 0.0)
+    draft_decodes = drafted + (1 if early_stop else 0)
+    draft = draft_verify_ms(costs, drafted) + draft_decodes * (costs["draft_token_ms"] + sampling) \
+        if costs.get("draft_token_ms") else 0.0
+    return verify_ms(costs, drafted) + draft + tokens_per_step * sampling
 
 
-def advise(costs: dict, observed: Observation, draft_lengths=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32)) -> dict:
-    """Predicted speedup for the measured configuration and for each draft length; a recommendation."""
+def predicted_speedup(costs: dict, drafted: float, tokens_per_step: float, *, early_stop: bool = False) -> float:
+    plain_ms = costs["target_token_ms"] + costs.get("sampling_ms", 0.0)
+    return tokens_per_step * plain_ms / step_ms(costs, drafted, tokens_per_step, early_stop=early_stop)
+
+
+def with_sampling(costs: dict, vanilla_tokens_per_s: float | None) -> dict:
+    """The costs plus s, the server's per-token work beyond llama-bench's forward pass."""
+    if not vanilla_tokens_per_s:
+        return dict(costs)
+    return {**costs, "sampling_ms": max(0.0, 1000.0 / vanilla_tokens_per_s - costs["target_token_ms"])}
+
+
+def advise(costs: dict, observed: Observation, *, early_stop: bool = False, draft_max: int | None = None,
+           draft_lengths=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32)) -> dict:
+    """Predicted speedup for the measured configuration and for each draft length; a recommendation.
+
+    ``early_stop``: the draft may stop before draft max (model draft with p_min > 0), which costs one
+    more draft decode per step. When the measured drafts stayed well below ``draft_max`` (the draft's
+    confidence ended them), a larger draft max would not draft more: the curve holds the draft length
+    at what was measured from there on."""
     mean_drafted = observed.drafted / observed.steps
     mean_accepted = observed.accepted / observed.steps
     alpha = fit_alpha(mean_accepted, mean_drafted)
+    confidence_limited = bool(early_stop and draft_max and mean_drafted < 0.9 * draft_max)
     curve = []
     for k in draft_lengths:
-        tokens = 1 + expected_accepted(alpha, k)
-        curve.append({"draft_max": k, "tokens_per_step": tokens, "predicted_speedup": predicted_speedup(costs, k, tokens)})
+        drafted = min(k, mean_drafted) if confidence_limited else k
+        tokens = 1 + expected_accepted(alpha, drafted)
+        curve.append({"draft_max": k, "tokens_per_step": tokens,
+                      "predicted_speedup": predicted_speedup(costs, drafted, tokens, early_stop=early_stop)})
     best = max(curve, key=lambda row: row["predicted_speedup"])
+    draft_ratio = (costs["draft_token_ms"] + costs.get("sampling_ms", 0.0)) / (
+        costs["target_token_ms"] + costs.get("sampling_ms", 0.0))
     if best["predicted_speedup"] < WORTH_IT:
         recommendation = (f"don't use speculation here: at best {best['predicted_speedup']:.2f}x predicted "
-                          f"(draft costs {costs['draft_token_ms'] / costs['target_token_ms']:.0%} of a target token)")
+                          f"(a draft token costs {draft_ratio:.0%} of a target token)")
     else:
         recommendation = f"use draft max {best['draft_max']}: {best['predicted_speedup']:.2f}x predicted"
     return {
         "costs_ms": costs,
-        "draft_cost_ratio": costs["draft_token_ms"] / costs["target_token_ms"],
+        "draft_cost_ratio": draft_ratio,
         "per_token_acceptance": alpha,
         "mean_drafted_per_step": mean_drafted,
         "mean_accepted_per_step": mean_accepted,
-        "predicted_speedup_measured_config": predicted_speedup(costs, mean_drafted, 1 + mean_accepted),
+        "confidence_limited": confidence_limited,
+        "predicted_speedup_measured_config": predicted_speedup(costs, mean_drafted, 1 + mean_accepted,
+                                                               early_stop=early_stop),
         "curve": curve,
         "recommended_draft_max": best["draft_max"] if best["predicted_speedup"] >= WORTH_IT else None,
         "recommendation": recommendation,

@@ -195,7 +195,7 @@ class SpeculativeComparison:
             atomic_write_json(self.output, self.report)
 
     def _advise(self) -> None:
-        from velollm_core.speculative.advisor import Observation, advise
+        from velollm_core.speculative.advisor import Observation, advise, with_sampling
 
         spec_runs = self.runners["speculative"].result.runs
         observed = Observation(
@@ -203,9 +203,13 @@ class SpeculativeComparison:
             drafted=sum(int(r.extra.get("draft_n") or 0) for r in spec_runs),
             accepted=sum(int(r.extra.get("draft_n_accepted") or 0) for r in spec_runs),
         )
+        ngl = self.plan.options.get("n_gpu_layers")
         costs = self.backend.measure_costs(self.target, self.draft_path, threads=self.plan.threads,
-                                           exact=self.plan.exact)
-        advice = advise(costs, observed)
+                                           exact=self.plan.exact, n_gpu_layers=None if ngl is None else int(ngl))
+        vanilla = _median(r.decode_tokens_per_s for r in self.runners["vanilla"].result.runs)
+        early_stop = not self.plan.draftless and float(self._settings().get("p_min") or 0) > 0
+        advice = advise(with_sampling(costs, vanilla), observed, early_stop=early_stop,
+                        draft_max=self._settings().get("draft_max") or getattr(self.backend, "default_draft_max", None))
         advice["measured_speedup"] = self.report.get("speedup")
         if advice["measured_speedup"]:
             advice["prediction_error"] = advice["predicted_speedup_measured_config"] / advice["measured_speedup"] - 1

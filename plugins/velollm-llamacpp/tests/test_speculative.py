@@ -10,7 +10,15 @@ import sys
 import pytest
 from velollm_llamacpp.server import _split_help_line
 
-from velollm_core.speculative.advisor import Observation, advise, expected_accepted, fit_alpha
+from velollm_core.speculative.advisor import (
+    Observation,
+    advise,
+    expected_accepted,
+    fit_alpha,
+    predicted_speedup,
+    step_ms,
+    with_sampling,
+)
 from velollm_core.speculative.bench import first_difference
 
 VELOLLM = [sys.executable, "-m", "velollm_core"]
@@ -89,6 +97,32 @@ def test_advisor_cost_model():
     assert expensive["recommended_draft_max"] is None and "don't use speculation" in expensive["recommendation"]
     cheap = advise({**costs, "draft_token_ms": 0.5}, Observation(generated=400, drafted=1200, accepted=240))
     assert cheap["recommended_draft_max"] is not None and cheap["curve"][0]["predicted_speedup"] > 1
+
+
+def test_advisor_step_model_counts_every_part_of_a_server_step():
+    costs = {"target_token_ms": 10.0, "draft_token_ms": 2.0, "verify_ms": {4: 14.0}, "draft_verify_ms": {4: 3.0}}
+    # A step of 4 drafted tokens yielding 3: verify 14 + draft re-evaluation 3 + 4 draft decodes x 2.
+    assert step_ms(costs, 4, 3) == pytest.approx(14 + 3 + 8)
+    # A draft that stops on its confidence decodes once more; s = 1 ms per sampled token on top.
+    sampled = with_sampling(costs, vanilla_tokens_per_s=1000 / 11)
+    assert sampled["sampling_ms"] == pytest.approx(1.0)
+    assert step_ms(sampled, 4, 3, early_stop=True) == pytest.approx(14 + 3 + 5 * (2 + 1) + 3 * 1)
+    assert predicted_speedup(sampled, 4, 3, early_stop=True) == pytest.approx(3 * 11 / 35)
+    # Draftless drafting costs only the verification and the sampling.
+    ngram = {"target_token_ms": 10.0, "draft_token_ms": 0.0, "verify_ms": {4: 14.0}, "sampling_ms": 1.0}
+    assert step_ms(ngram, 4, 5) == pytest.approx(14 + 5)
+
+
+def test_advisor_does_not_promise_longer_drafts_than_the_draft_makes():
+    costs = {"target_token_ms": 10.0, "draft_token_ms": 1.0, "verify_ms": {1: 11.0, 16: 20.0}}
+    # All accepted, but p_min ended each draft after ~3 tokens although draft max was 16.
+    observed = Observation(generated=400, drafted=300, accepted=300)
+    limited = advise(costs, observed, early_stop=True, draft_max=16)
+    assert limited["confidence_limited"]
+    by_k = {row["draft_max"]: row["predicted_speedup"] for row in limited["curve"]}
+    assert by_k[32] == pytest.approx(by_k[4]) == pytest.approx(limited["predicted_speedup_measured_config"], rel=1e-2)
+    free = advise(costs, observed, draft_max=3)
+    assert not free["confidence_limited"] and free["curve"][-1]["predicted_speedup"] > by_k[32]
 
 
 def test_check_compatible_and_incompatible_pairs(spec_backend):

@@ -158,10 +158,20 @@ def test_builds_that_folded_mlock_into_load_mode(monkeypatch):
     assert tune._Flags(None).mlock() == ["--mlock"]
 
 
-def test_a_cpu_build_on_a_gpu_machine_says_so_and_stays_on_the_cpu():
+def test_a_cpu_build_on_a_gpu_machine_says_so_and_stays_on_the_cpu(monkeypatch):
+    for var in tune.GPU_MASK_VARS:
+        monkeypatch.delenv(var, raising=False)
     proposal = propose(machine(gpus=[gpu(80)]), gpu_devices=())
     assert "-ngl" not in changes(proposal)
     assert any("no GPU backend" in note for note in proposal.notes)
+
+
+def test_gpus_hidden_by_the_user_give_a_cpu_proposal_that_says_why(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    proposal = propose(machine(gpus=[gpu(80)]), gpu_devices=())
+    assert "-ngl" not in changes(proposal)
+    assert any("CUDA_VISIBLE_DEVICES='' hides the GPUs" in note for note in proposal.notes)
+    assert not any("no GPU backend" in note for note in proposal.notes)
 
 
 def test_context_never_exceeds_the_trained_one_and_scales_with_slots():
@@ -251,3 +261,12 @@ def test_a_busy_machine_gets_a_note_about_fewer_threads():
     assert changes(proposal)["-t"].args == ["-t", "2"]  # the rule stays: a server outlives the load
     assert any("busy now" in note and "-t 1 is faster" in note for note in proposal.notes)
     assert not any("busy" in note for note in propose(machine(), load_average=0.2).notes)
+
+
+def test_load_on_cpus_the_threads_leave_free_is_not_busy():
+    # 16 CPUs, this process may use 4 (a container's cpuset): the other 12 absorb a load of 5.5.
+    quiet = propose(machine(physical=16, logical=16), cpu_limit=4, load_average=5.5)
+    assert changes(quiet)["-t"].args == ["-t", "4"]
+    assert not any("busy" in note for note in quiet.notes)
+    busy = propose(machine(physical=16, logical=16), cpu_limit=4, load_average=13.5)
+    assert any("-t 3 is faster than -t 4" in note for note in busy.notes)

@@ -41,6 +41,7 @@ class LlamaCppSpeculative:
 
     name = "llamacpp"
     backend = "llamacpp"
+    default_draft_max = SpeculativeSettings.MODEL_DRAFT_MAX
 
     def server_args(self, *, draft_path: Path | None = None, **settings) -> list[str]:
         """llama-server flags that switch speculation on (``settings``: the SpeculativeSettings
@@ -121,10 +122,10 @@ class LlamaCppSpeculative:
 
     def measure_costs(self, target: Path, draft: Path | None, *, threads: int | None = None,
                       draft_lengths: tuple[int, ...] = (1, 2, 4, 8, 16), n_gen: int = 32,
-                      exact: bool = False) -> dict:
-        """Per-token decode time of target and draft, and the target's time to verify a batch of
-        k+1 tokens, from llama-bench (ms), with the kernels the comparison used. Draftless drafting
-        costs nothing."""
+                      exact: bool = False, n_gpu_layers: int | None = None) -> dict:
+        """Per-token decode time of target and draft, and the time each takes for a batch of k+1
+        tokens (the target verifies it, the draft re-evaluates it), from llama-bench (ms), with the
+        kernels the comparison used. Draftless drafting costs nothing."""
         import json
         import os
         import subprocess
@@ -139,6 +140,8 @@ class LlamaCppSpeculative:
             cmd = [str(bench), "-m", str(model), "-r", "3", "-o", "json", *kernels, *args]
             if threads:
                 cmd += ["-t", str(threads)]
+            if n_gpu_layers is not None:
+                cmd += ["-ngl", str(n_gpu_layers)]
             proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900, env=env)
             if proc.returncode != 0:
                 raise BackendError(f"llama-bench failed: {(proc.stderr or proc.stdout).strip()[-300:]}")
@@ -148,12 +151,12 @@ class LlamaCppSpeculative:
             (row,) = run(model, "-p", "0", "-n", str(n_gen))
             return 1000.0 / row["avg_ts"]
 
-        batches = ",".join(str(k + 1) for k in draft_lengths)
-        verify = {}
-        for row in run(target, "-p", batches, "-n", "0"):
-            verify[row["n_prompt"] - 1] = row["n_prompt"] / row["avg_ts"] * 1000.0
-        return {
-            "target_token_ms": decode_ms(target),
-            "draft_token_ms": decode_ms(draft) if draft is not None else 0.0,
-            "verify_ms": verify,
-        }
+        def batch_ms(model: Path) -> dict[int, float]:
+            batches = ",".join(str(k + 1) for k in draft_lengths)
+            return {row["n_prompt"] - 1: row["n_prompt"] / row["avg_ts"] * 1000.0
+                    for row in run(model, "-p", batches, "-n", "0")}
+
+        costs = {"target_token_ms": decode_ms(target), "draft_token_ms": 0.0, "verify_ms": batch_ms(target)}
+        if draft is not None:
+            costs.update(draft_token_ms=decode_ms(draft), draft_verify_ms=batch_ms(draft))
+        return costs

@@ -44,6 +44,8 @@ GPU_MARGIN_SHARE = 0.05
 RAM_MARGIN_BYTES = GIB
 LLAMA_DEFAULT_UBATCH = 512
 MEMORY_PRESSURE_SHARE = 0.5
+# Variables with which users hide GPUs from llama.cpp (a proposal then sizes for the CPU).
+GPU_MASK_VARS = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES")
 
 
 def _mib(value: float) -> str:
@@ -273,8 +275,12 @@ def propose_llamacpp(
     changes: list[ConfigChange] = []
     budgets = gpu_budgets(hardware)
     if budgets and gpu_devices is not None and not gpu_devices:
-        notes.append("this llama-server build has no GPU backend, so the GPU goes unused: install a GPU build "
-                     "(`velollm llamacpp install --cuda`) and ask again")
+        hidden = [f"{var}={os.environ[var]!r}" for var in GPU_MASK_VARS if var in os.environ]
+        if hidden:
+            notes.append(f"{', '.join(hidden)} hides the GPUs from llama.cpp: the proposal is for the CPU alone")
+        else:
+            notes.append("this llama-server build has no GPU backend, so the GPU goes unused: install a GPU build "
+                         "(`velollm llamacpp install --cuda`) and ask again")
         budgets = []
     elif budgets and gpu_devices is None:
         notes.append("llama-server not found: assuming a build with GPU support for the GPUs detected")
@@ -341,13 +347,17 @@ def propose_llamacpp(
     changes.append(_change("-fa", ["-fa", "on"], "auto", fa_reason, fa_purpose))
     threads = _thread_change(hardware, cpu_limit, all_on_gpu)
     changes.append(threads)
-    if load_average is not None and load_average >= 1.0 and not all_on_gpu:
-        busy = min(int(load_average), int(threads.args[1]) - 1)
+    # Other work first fills the CPUs our threads leave free; only the rest competes with them.
+    n_threads = int(threads.args[1])
+    n_cpus = hardware.cpu.logical_cores or os.cpu_count() or n_threads
+    excess = None if load_average is None else load_average - max(n_cpus - n_threads, 0)
+    if excess is not None and excess >= 1.0 and not all_on_gpu:
+        busy = min(int(excess), n_threads - 1)
         # Measured on a shared 2-core VM: -t 2 fell from 48 to under 2 tok/s while another process
         # kept one core busy (-t 1 held 28): every token passes hundreds of thread-pool barriers.
         notes.append(f"this machine is busy now (load {load_average:.1f}): llama.cpp's threads wait for each "
                      "other at every step, so one descheduled thread stalls them all; if other work keeps "
-                     f"running here, -t {int(threads.args[1]) - busy} is faster than -t {threads.args[1]}"
+                     f"running here, -t {n_threads - busy} is faster than -t {n_threads}"
                      if busy > 0 else f"this machine is busy now (load {load_average:.1f})")
     for change in changes:
         command += change.args or []
