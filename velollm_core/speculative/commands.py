@@ -53,6 +53,11 @@ def check_command(target: str, draft: str, as_json: bool) -> None:
 @click.option("--draft-ctx", type=click.IntRange(1))
 @click.option("--draft-gpu-layers", type=click.IntRange(0))
 @click.option("--draft-threads", type=click.IntRange(1))
+@click.option("--ngram-match", type=click.IntRange(1, 1024),
+              help="N-gram drafting: tokens of context that must match before a draft is proposed.")
+@click.option("--spec-arg", "spec_args", multiple=True,
+              help="Extra llama-server flag for the speculative server only (repeat; e.g. --spec-arg=--spec-ngram-mod-n-min "
+                   "--spec-arg=8).")
 @click.option("--threads", type=click.IntRange(1), help="Target threads (both servers).")
 @click.option("--suite", "suites", multiple=True,
               help="Suites (default: the three standard ones and the input-grounded ones).")
@@ -67,7 +72,8 @@ def check_command(target: str, draft: str, as_json: bool) -> None:
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True)
 def bench_command(target, draft, draft_max, draft_min, p_min, draft_ctx, draft_gpu_layers, draft_threads,
-                  threads, suites, iterations, warmup, max_tokens, options, no_advise, exact, output, as_json) -> None:
+                  ngram_match, spec_args, threads, suites, iterations, warmup, max_tokens, options, no_advise, exact,
+                  output, as_json) -> None:
     """Vanilla vs speculative, interleaved, same prompts and seed: speedup, acceptance, same text."""
     from dataclasses import replace
 
@@ -80,14 +86,15 @@ def bench_command(target, draft, draft_max, draft_min, p_min, draft_ctx, draft_g
     if max_tokens:
         chosen = [replace(s, max_tokens=max_tokens) for s in chosen]
     settings = {k: v for k, v in {"draft_max": draft_max, "draft_min": draft_min, "draft_ctx": draft_ctx,
-                                       "draft_gpu_layers": draft_gpu_layers, "draft_threads": draft_threads}.items()
+                                       "draft_gpu_layers": draft_gpu_layers, "draft_threads": draft_threads,
+                                       "ngram_match": ngram_match}.items()
                 if v is not None}
     is_ngram = draft == "ngram" or draft.startswith("ngram-")
     if not is_ngram:
         settings["p_min"] = p_min
     plan = SpeculativePlan(target=target, draft=draft, suites=chosen, iterations=iterations, warmup=warmup,
                            threads=threads, settings=settings, options=parse_options(options),
-                           advise=not no_advise, exact=exact)
+                           advise=not no_advise, exact=exact, speculative_args=list(spec_args))
     console = stderr_console()
     comparison = SpeculativeComparison(plan, output=output)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

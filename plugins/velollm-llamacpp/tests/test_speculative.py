@@ -74,8 +74,15 @@ def test_model_draft_flags_for_this_build(spec_backend, tmp_path):
 
 
 def test_ngram_flags_and_unknown_kind(spec_backend):
-    assert spec_backend.server_args(draft="ngram") == ["--spec-type", "ngram-mod"]
+    # This CPU build: shorter matches and drafts than llama.cpp's GPU-minded defaults, unless set.
+    assert spec_backend.server_args(draft="ngram") == [
+        "--spec-type", "ngram-mod", "--spec-ngram-mod-n-max", "8", "--spec-ngram-mod-n-min", "2",
+        "--spec-ngram-mod-n-match", "8"]
     assert spec_backend.server_args(draft="ngram-simple", draft_max=8)[-2:] == ["--spec-ngram-simple-size-m", "8"]
+    assert spec_backend.server_args(draft="ngram", draft_max=16, draft_min=2, ngram_match=12) == [
+        "--spec-type", "ngram-mod", "--spec-ngram-mod-n-max", "16", "--spec-ngram-mod-n-min", "2",
+        "--spec-ngram-mod-n-match", "12"]
+    assert spec_backend.server_args(draft="ngram-map-k", ngram_match=6)[-2:] == ["--spec-ngram-map-k-size-n", "6"]
     from velollm_core.errors import UserInputError
 
     with pytest.raises(UserInputError, match="unknown n-gram drafter"):

@@ -3,12 +3,19 @@ drafting, in the flag spellings this build accepts."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from velollm_core.errors import BackendError, UserInputError
 
 NGRAM_KINDS = ("ngram-mod", "ngram-simple", "ngram-map-k", "ngram-map-k4v", "ngram-cache")
+# ngram-mod on a CPU-only build, for the settings the user leaves unset. llama.cpp's defaults (match
+# 24 tokens, then draft 48-64) suit GPUs, where verifying 64 tokens costs about as much as one; on a
+# CPU every verified token costs compute, so shorter drafts after shorter matches win. Measured
+# (docs/BENCHMARKS.md, Gemma 3 270M, 2 cores, exact mode): code_edit 1.62x -> 2.2x, quote_answer
+# 2.97x -> 2.29x, identical text.
+CPU_NGRAM_MOD = {"ngram_match": 8, "draft_min": 2, "draft_max": 8}
 
 
 @dataclass
@@ -24,6 +31,7 @@ class SpeculativeSettings:
     draft_ctx: int | None = None
     draft_gpu_layers: int | None = None
     draft_threads: int | None = None
+    ngram_match: int | None = None  # n-gram drafting: tokens of context that must match before drafting
 
     @property
     def ngram_kind(self) -> str | None:
@@ -90,14 +98,28 @@ class LlamaCppSpeculative:
         if "--spec-type" not in flags:
             raise BackendError("this llama-server build has no draftless n-gram speculation (--spec-type)")
         args += ["--spec-type", kind]
+        if kind == "ngram-mod" and self._cpu_only(binary):
+            settings = dataclasses.replace(settings, **{
+                key: value for key, value in CPU_NGRAM_MOD.items() if getattr(settings, key) is None})
         if kind == "ngram-mod":
             if settings.draft_max is not None:
                 args += [flag("--spec-ngram-mod-n-max"), str(settings.draft_max)]
             if settings.draft_min is not None:
                 args += [flag("--spec-ngram-mod-n-min"), str(settings.draft_min)]
-        elif kind in ("ngram-simple", "ngram-map-k", "ngram-map-k4v") and settings.draft_max is not None:
-            args += [flag(f"--spec-{kind}-size-m"), str(settings.draft_max)]
+            if settings.ngram_match is not None:
+                args += [flag("--spec-ngram-mod-n-match"), str(settings.ngram_match)]
+        elif kind in ("ngram-simple", "ngram-map-k", "ngram-map-k4v"):
+            if settings.draft_max is not None:
+                args += [flag(f"--spec-{kind}-size-m"), str(settings.draft_max)]
+            if settings.ngram_match is not None:
+                args += [flag(f"--spec-{kind}-size-n"), str(settings.ngram_match)]
         return args
+
+    @staticmethod
+    def _cpu_only(binary: Path) -> bool:
+        from velollm_llamacpp.tune import build_devices
+
+        return build_devices(str(binary)) == ()
 
     def exact_options(self) -> dict[str, str]:
         """Backend options that make the CPU kernels batch-invariant, for both servers.
