@@ -138,6 +138,9 @@ def _register_plugin_commands() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line and an exit code, never a traceback."""
+    from velollm_core import interrupt
+
+    interrupt.install()
     _register_plugin_commands()
     try:
         cli.main(args=argv, prog_name="velollm", standalone_mode=False)

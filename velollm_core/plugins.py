@@ -22,6 +22,7 @@ PLUGINS_ENV = "VELOLLM_PLUGINS"
 # Core features registered as plugins, so they are listed and can be replaced like any other.
 BUILTIN_PLUGINS = (
     "velollm_core.hardware.pci",
+    "velollm_core.hardware.xpu",
     "velollm_core.testmodels",
 )
 

@@ -13,6 +13,10 @@ class ProbeError(Exception):
     """A probe tool is missing, failed, or hung; the message is one line for ``warnings``."""
 
 
+class ProbeTimeout(ProbeError):
+    """The tool hung: retrying it with other arguments would only wait once more."""
+
+
 def run_tool(args: Sequence[str], timeout: float = DEFAULT_TIMEOUT_S) -> str:
     """Return the tool's stdout; raise ProbeError when it is missing, exits non-zero or times out."""
     exe = shutil.which(args[0])
@@ -28,7 +32,7 @@ def run_tool(args: Sequence[str], timeout: float = DEFAULT_TIMEOUT_S) -> str:
             stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired:
-        raise ProbeError(f"{args[0]} did not answer within {timeout:g} s") from None
+        raise ProbeTimeout(f"{args[0]} did not answer within {timeout:g} s") from None
     except OSError as exc:
         raise ProbeError(f"{args[0]} could not be run: {exc}") from None
     if proc.returncode != 0:

@@ -175,7 +175,8 @@ def _long_benchmark(out: Path) -> subprocess.Popen:
     return subprocess.Popen([*VELOLLM, "benchmark", "--backend", "llamacpp", "--model", "gemma3-270m",
                              "--iterations", "200", "--warmup", "0", "--suite", "short_completion",
                              "--max-tokens", "24", "--output", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "VELOLLM_DEBUG": "1"})  # a stuck cleanup dumps its stacks
 
 
 def _server_children(pid: int) -> list[psutil.Process]:
@@ -209,8 +210,8 @@ def test_ctrl_c_mid_run_stops_server_and_keeps_runs(gemma, tmp_path):
         _, stderr = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 130 and "Interrupted" in stderr and "Traceback" not in stderr
+    assert proc.returncode == 130 and "Interrupted" in stderr and "Traceback" not in stderr, stderr
     data = json.loads(out.read_text())
-    assert data["status"] == "interrupted" and len(data["runs"]) >= 1
+    assert data["status"] == "interrupted" and len(data["runs"]) >= 1, stderr
     _gone, alive = psutil.wait_procs(servers, timeout=10)
     assert not alive, "llama-server must not outlive the benchmark"

@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from velollm_core import interrupt
 from velollm_core.errors import BackendError, UserInputError
 
 HEALTH_TIMEOUT_S = 120.0
@@ -142,6 +143,7 @@ class LlamaServer:
                 self.command, stdout=self._log_handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={**os.environ, **self.env} if self.env else None,
             )
+            interrupt.track(self.process)
             self._wait_healthy()
         except BaseException:
             self.stop()
@@ -184,6 +186,8 @@ class LlamaServer:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        if proc is not None:
+            interrupt.untrack(proc)
         if self._log_handle is not None:
             self._log_handle.close()
             self._log_handle = None

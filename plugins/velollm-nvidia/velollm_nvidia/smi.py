@@ -1,4 +1,4 @@
-"""NVIDIA GPUs through ``nvidia-smi --query-gpu``: the fallback when NVML cannot be loaded."""
+"""NVIDIA GPUs through ``nvidia-smi --query-gpu``, else ``-q -x``: the fallback when NVML fails."""
 
 from __future__ import annotations
 
@@ -145,8 +145,18 @@ def _rejected_field(exc: ProbeError) -> bool:
     return "valid field" in str(exc).lower()
 
 
+def _query_refused(exc: ProbeError) -> bool:
+    """Whether nvidia-smi refused the query itself (not the GPU or driver failing): -q -x may still work."""
+    # 'ERROR: Option --query-gpu is not recognized.', 'Invalid combination of input arguments.'
+    message = str(exc).lower()
+    return _rejected_field(exc) or "not recognized" in message or "invalid combination" in message
+
+
 def probe_smi(timeout: float = DEFAULT_TIMEOUT_S) -> list[GpuInfo]:
-    """Run nvidia-smi with the richest field set its driver accepts; raises ProbeError."""
+    """Run nvidia-smi with the richest field set its driver accepts; raises ProbeError.
+
+    When every query is refused, or its output cannot be read, ``nvidia-smi -q -x`` is tried instead.
+    """
     for fields in FIELD_SETS:
         # The header is kept (no "noheader") so columns are read by name, whatever the driver returns.
         args = ["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,nounits"]
@@ -155,6 +165,21 @@ def probe_smi(timeout: float = DEFAULT_TIMEOUT_S) -> list[GpuInfo]:
         except ProbeError as exc:
             if _rejected_field(exc) and fields is not FIELD_SETS[-1]:
                 continue
+            if _query_refused(exc):
+                return _probe_xml(timeout, exc)
             raise
-        return parse_smi_csv(output)
+        try:
+            return parse_smi_csv(output)
+        except ProbeError as exc:
+            return _probe_xml(timeout, exc)
     return []  # unreachable: the last field set either answers or raises
+
+
+def _probe_xml(timeout: float, csv_error: ProbeError) -> list[GpuInfo]:
+    """``nvidia-smi -q -x``; a failure raises one ProbeError that names both attempts."""
+    from velollm_nvidia.smi_xml import parse_smi_xml  # imported here: smi_xml reuses this module's helpers
+
+    try:
+        return parse_smi_xml(run_tool(["nvidia-smi", "-q", "-x"], timeout=timeout))
+    except ProbeError as exc:
+        raise ProbeError(f"{csv_error}; nvidia-smi -q -x failed too: {exc}") from None
