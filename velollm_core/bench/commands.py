@@ -98,7 +98,8 @@ def benchmark_command(
     )
     console = stderr_console()
     hardware = detect_hardware()
-    runner = _run_with_progress(plan, hardware, output, console)
+    busy = warn_if_busy(console)
+    runner = _run_with_progress(plan, hardware, output, console, busy)
     if as_json:
         print_json(runner.result.model_dump(mode="json"))
     else:
@@ -109,7 +110,23 @@ def benchmark_command(
         console.print(f"results written to {output}")
 
 
-def _run_with_progress(plan, hardware, output, console):
+def warn_if_busy(console) -> tuple[float, int] | None:
+    """Sample how busy this process's CPUs are; warn when other work competes for them."""
+    from velollm_core.hardware.load import busy_warning, cpu_busy
+
+    busy = cpu_busy()
+    warning = busy_warning(busy)
+    if warning:
+        console.print(f"warning: {warning}", markup=False, highlight=False)
+    return busy
+
+
+def record_busy(result, busy: tuple[float, int] | None) -> None:
+    if busy is not None:
+        result.environment.cpu_busy_at_start, result.environment.usable_cpus = round(busy[0], 2), busy[1]
+
+
+def _run_with_progress(plan, hardware, output, console, busy=None):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from velollm_core.bench.engine import BenchmarkRunner
@@ -131,6 +148,7 @@ def _run_with_progress(plan, hardware, output, console):
             progress.update(task, advance=1, description=f"{plan.backend}: {label}{speed}")
 
         runner = BenchmarkRunner(plan, hardware=hardware, output=output, on_run=on_run)
+        record_busy(runner.result, busy)
         try:
             runner.run()
         except BaseException:

@@ -78,6 +78,10 @@ class BenchmarkEnvironment(_Model):
     hardware: HardwareReport | None = None
     backend: BackendInfo | None = None
     velollm_version: str | None = None
+    # CPUs' worth of other work on this process's CPUs just before the first run, and how many
+    # CPUs it may use: numbers measured on a busy machine describe the contention.
+    cpu_busy_at_start: float | None = None
+    usable_cpus: int | None = None
 
 
 class BenchmarkResult(_Model):

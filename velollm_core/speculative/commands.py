@@ -95,8 +95,13 @@ def bench_command(target, draft, draft_max, draft_min, p_min, draft_ctx, draft_g
     plan = SpeculativePlan(target=target, draft=draft, suites=chosen, iterations=iterations, warmup=warmup,
                            threads=threads, settings=settings, options=parse_options(options),
                            advise=not no_advise, exact=exact, speculative_args=list(spec_args))
+    from velollm_core.bench.commands import record_busy, warn_if_busy
+
     console = stderr_console()
+    busy = warn_if_busy(console)
     comparison = SpeculativeComparison(plan, output=output)
+    for runner in comparison.runners.values():
+        record_busy(runner.result, busy)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
