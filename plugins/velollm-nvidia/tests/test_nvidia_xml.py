@@ -226,3 +226,14 @@ def test_broken_driver_does_not_fall_back(no_pynvml, fake_tools, tool_outputs):
     ]
     (query,) = calls.read_text().splitlines()
     assert query.startswith("--query-gpu=index,name,uuid,pci.bus_id,")  # no -q -x call after it
+
+
+def test_h200_driver_580_capture_matches_what_nvml_reported_there():
+    # Captured on the H200 this project benchmarks on; NVML there gave the same values.
+    text = (Path(__file__).parent / "data" / "velollm_h200_580.159.04_q-x.xml").read_text()
+    (h200,) = parse_smi_xml(text)
+    assert h200.name == "NVIDIA H200" and h200.memory_total_bytes == 143771 * MIB
+    assert h200.driver_version == "580.159.04" and h200.cuda_driver_version == "13.0"
+    assert h200.pci_bus_id == "0000:00:06.0" and h200.pci_device_id == "0x2335"
+    assert h200.uuid == "GPU-1b6e424a-6032-07ac-1a6b-51ec4ebea5ce"
+    assert h200.power_limit_w == 700.0 and h200.memory_max_clock_mhz == 3201.0 and h200.mig_enabled is False
