@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument("--draft", required=True)
     parser.add_argument("--acceptance", default="0.5,0.6,0.7,0.75,0.8,0.9")
     parser.add_argument("--draft-max", default="16", help="Comma list of draft lengths.")
+    parser.add_argument("--draft-min", type=int, help="Shortest draft used (n-gram drafting: set it low).")
+    parser.add_argument("--ngram-match", type=int, help="N-gram drafting: tokens that must match.")
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--suite", default="medium_completion")
     parser.add_argument("--option", action="append", default=[], help="KEY=VALUE for both servers")
@@ -48,6 +50,9 @@ def main() -> None:
     options = parse_options(tuple(args.option))
     lengths = [int(k) for k in args.draft_max.split(",")]
     costs = None
+    draftless = args.draft == "ngram" or args.draft.startswith("ngram-")
+    if args.predict and draftless:
+        parser.error("--predict needs a draft model (n-gram drafting has no draft cost to measure)")
     if args.predict:
         from velollm_core.plugins import hook
 
@@ -63,7 +68,10 @@ def main() -> None:
         for alpha in (float(a) for a in args.acceptance.split(",")):
             plan = SpeculativePlan(
                 target=args.target, draft=args.draft, suites=get_suites([args.suite]), iterations=args.iterations,
-                settings={"draft_max": draft_max, "p_min": 0.0}, options=options, advise=False, exact=False,
+                settings={"draft_max": draft_max, **({} if draftless else {"p_min": 0.0}),
+                          **{k: v for k, v in (("draft_min", args.draft_min), ("ngram_match", args.ngram_match))
+                             if v is not None}},
+                options=options, advise=False, exact=False,
                 speculative_args=["--spec-synth-rates", rates(alpha, draft_max), *args.spec_arg],
             )
             report = SpeculativeComparison(plan).run()
