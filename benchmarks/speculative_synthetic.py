@@ -24,7 +24,7 @@ from pathlib import Path
 from velollm_core.bench.commands import parse_options
 from velollm_core.bench.suites import get_suites
 from velollm_core.speculative.advisor import predicted_speedup, step_ms, with_sampling
-from velollm_core.speculative.bench import SpeculativeComparison, SpeculativePlan
+from velollm_core.speculative.bench import SpeculativeComparison, SpeculativePlan, is_draftless
 
 
 def rates(alpha: float, draft_max: int) -> str:
@@ -50,7 +50,7 @@ def main() -> None:
     options = parse_options(tuple(args.option))
     lengths = [int(k) for k in args.draft_max.split(",")]
     costs = None
-    draftless = args.draft == "ngram" or args.draft.startswith("ngram-")
+    draftless = is_draftless(args.draft)
     if args.predict and draftless:
         parser.error("--predict needs a draft model (n-gram drafting has no draft cost to measure)")
     if args.predict:

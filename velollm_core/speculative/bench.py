@@ -15,6 +15,11 @@ from velollm_core.errors import UserInputError, VeloError
 from velollm_core.files import atomic_write_json
 
 
+def is_draftless(draft: str) -> bool:
+    """Whether ``draft`` names n-gram drafting (``ngram`` / ``ngram-<kind>``) rather than a model."""
+    return draft == "ngram" or draft.startswith("ngram-")
+
+
 @dataclass
 class SpeculativePlan:
     target: str
@@ -31,7 +36,7 @@ class SpeculativePlan:
 
     @property
     def draftless(self) -> bool:
-        return self.draft == "ngram" or self.draft.startswith("ngram-")
+        return is_draftless(self.draft)
 
 
 def first_difference(a: str, b: str) -> int | None:

@@ -80,7 +80,7 @@ def bench_command(target, draft, draft_max, draft_min, p_min, draft_ctx, draft_g
     from velollm_core.bench.commands import parse_options
     from velollm_core.bench.suites import DEFAULT_SUITES, INPUT_GROUNDED_SUITES, get_suites
     from velollm_core.cli import print_json, stderr_console, stdout_console
-    from velollm_core.speculative.bench import SpeculativeComparison, SpeculativePlan
+    from velollm_core.speculative.bench import SpeculativeComparison, SpeculativePlan, is_draftless
 
     chosen = get_suites(suites or (*DEFAULT_SUITES, *INPUT_GROUNDED_SUITES))
     if max_tokens:
@@ -89,8 +89,7 @@ def bench_command(target, draft, draft_max, draft_min, p_min, draft_ctx, draft_g
                                        "draft_gpu_layers": draft_gpu_layers, "draft_threads": draft_threads,
                                        "ngram_match": ngram_match}.items()
                 if v is not None}
-    is_ngram = draft == "ngram" or draft.startswith("ngram-")
-    if not is_ngram:
+    if not is_draftless(draft):
         settings["p_min"] = p_min
     plan = SpeculativePlan(target=target, draft=draft, suites=chosen, iterations=iterations, warmup=warmup,
                            threads=threads, settings=settings, options=parse_options(options),
