@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from velollm_core.hardware.commands import DEFAULT_TIMEOUT_S, ProbeError, ProbeTimeout, run_tool
+from velollm_core.hardware.units import memory_bytes
 from velollm_core.hookspecs import hookimpl
 
 if TYPE_CHECKING:  # pydantic loads only when a GPU record is built: every CLI command loads this module
@@ -45,7 +46,6 @@ _TABLE_KEYS = {
     "Function Type": "device_function_type",
 }
 _PLACEHOLDERS = {"", "N/A", "NA", "UNKNOWN", "NONE"}
-_UNIT_BYTES = {"b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "kb": 2**10, "mb": 2**20, "gb": 2**30}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
 _BORDER = re.compile(r"^\+[-=+]*\+$")
 # A row label is words ("Max Tx/Rx Speed per Xe Link port"); a wrapped value ("0000:4d:00.0") is not.
@@ -79,11 +79,12 @@ def _size_bytes(value: Any, default_unit: str = "B") -> int | None:
     if text is None:
         return None
     match = _SIZE.match(text)
-    factor = _UNIT_BYTES.get((match.group(2) or default_unit).lower()) if match else None
-    if match is None or factor is None:
+    if match is None:
         return None
-    size = round(float(match.group(1)) * factor)
-    return size or None
+    size = memory_bytes(float(match.group(1)), match.group(2), default_unit)
+    if size is None:
+        return None
+    return round(size) or None  # xpu-smi prints 0 where it does not know
 
 
 def _hex_id(value: Any) -> str | None:

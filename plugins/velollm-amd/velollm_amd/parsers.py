@@ -12,11 +12,10 @@ from typing import Any
 from velollm_amd.bandwidth import known_bandwidth_gbps
 from velollm_core.hardware.commands import ProbeError
 from velollm_core.hardware.pci import normalize_pci_bus_id, pci_device_name
+from velollm_core.hardware.units import memory_bytes
 from velollm_core.models import GpuInfo
 
 AMD_VENDOR_ID = "0x1002"
-# AMD's tools write "MB" for MiB (65520 MB on a 64 GiB MI210); decimal units would lose 4.6%.
-_UNIT_BYTES = {"b": 1, "kb": 2**10, "kib": 2**10, "mb": 2**20, "mib": 2**20, "gb": 2**30, "gib": 2**30}
 _HEX_ID = re.compile(r"^0x[0-9a-f]+$", re.IGNORECASE)
 _NUMBER_WITH_UNIT = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*([A-Za-z/]*)\s*$")
 _INBOX_DRIVER = re.compile(r"^Linux\s*version\s*([^\s(]+)", re.IGNORECASE)
@@ -59,9 +58,8 @@ def _bytes(value: Any, default_unit: str = "B") -> int | None:
     measured = _measure(value)
     if measured is None:
         return None
-    amount, unit = measured
-    factor = _UNIT_BYTES.get((unit or default_unit).lower())
-    return int(amount * factor) if factor else None
+    size = memory_bytes(*measured, default_unit)  # AMD's "MB" is MiB
+    return int(size) if size is not None else None
 
 
 def _driver_version(value: Any) -> str | None:
