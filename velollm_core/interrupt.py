@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # every command installs the handler: keep subprocess off the start-up path
+    import subprocess
 
 GRACE_S = 20.0
 
