@@ -76,9 +76,12 @@ def local_cpu_limit() -> int | None:
     """CPUs this process may really use here: its affinity mask and cgroup quota (None: no limit)."""
     import math
 
+    from velollm_core.hardware.load import usable_cpus
+
     limits = []
-    if hasattr(os, "sched_getaffinity"):
-        limits.append(len(os.sched_getaffinity(0)))
+    cpus = usable_cpus()
+    if cpus is not None:
+        limits.append(len(cpus))
     quota = cgroup_cpu_limit()
     if quota:
         limits.append(max(1, math.floor(quota)))
