@@ -132,6 +132,18 @@ def test_advisor_does_not_promise_longer_drafts_than_the_draft_makes():
     assert not free["confidence_limited"] and free["curve"][-1]["predicted_speedup"] > by_k[32]
 
 
+def test_costs_come_from_llama_bench_one_run_per_model(spec_backend):
+    from velollm_core.modelfiles import resolve_model_path
+
+    target, draft = resolve_model_path("gemma3-270m-f16"), resolve_model_path("gemma3-270m")
+    costs = spec_backend.measure_costs(target, draft, threads=2, draft_lengths=(1, 4), n_gen=8)
+    assert set(costs["verify_ms"]) == set(costs["draft_verify_ms"]) == {1, 4}
+    times = [costs["target_token_ms"], costs["draft_token_ms"], *costs["verify_ms"].values(),
+             *costs["draft_verify_ms"].values()]
+    assert all(0 < ms < 60_000 for ms in times), costs
+    assert spec_backend.measure_costs(target, None, threads=2, draft_lengths=(1,), n_gen=8)["draft_token_ms"] == 0.0
+
+
 def test_check_compatible_and_incompatible_pairs(spec_backend):
     ok = velollm("speculative", "check", "gemma3-270m-f16", "gemma3-270m", "--json")
     assert ok.returncode == 0, ok.stderr

@@ -169,16 +169,21 @@ class LlamaCppSpeculative:
                 raise BackendError(f"llama-bench failed: {(proc.stderr or proc.stdout).strip()[-300:]}")
             return json.loads(proc.stdout)
 
-        def decode_ms(model: Path) -> float:
-            (row,) = run(model, "-p", "0", "-n", str(n_gen))
-            return 1000.0 / row["avg_ts"]
+        def model_ms(model: Path) -> tuple[float, dict[int, float]]:
+            """(ms per decoded token, ms per batch of k+1 tokens by k): one llama-bench run, one model load."""
+            decode, batches = None, {}
+            for row in run(model, "-p", ",".join(str(k + 1) for k in draft_lengths), "-n", str(n_gen)):
+                if row["n_prompt"] == 0:
+                    decode = 1000.0 / row["avg_ts"]
+                else:
+                    batches[row["n_prompt"] - 1] = row["n_prompt"] / row["avg_ts"] * 1000.0
+            if decode is None:
+                raise BackendError(f"llama-bench reported no decode test for {model.name}")
+            return decode, batches
 
-        def batch_ms(model: Path) -> dict[int, float]:
-            batches = ",".join(str(k + 1) for k in draft_lengths)
-            return {row["n_prompt"] - 1: row["n_prompt"] / row["avg_ts"] * 1000.0
-                    for row in run(model, "-p", batches, "-n", "0")}
-
-        costs = {"target_token_ms": decode_ms(target), "draft_token_ms": 0.0, "verify_ms": batch_ms(target)}
+        target_ms, verify = model_ms(target)
+        costs = {"target_token_ms": target_ms, "draft_token_ms": 0.0, "verify_ms": verify}
         if draft is not None:
-            costs.update(draft_token_ms=decode_ms(draft), draft_verify_ms=batch_ms(draft))
+            draft_ms, draft_verify = model_ms(draft)
+            costs.update(draft_token_ms=draft_ms, draft_verify_ms=draft_verify)
         return costs
