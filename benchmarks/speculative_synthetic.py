@@ -23,7 +23,7 @@ from pathlib import Path
 
 from velollm_core.bench.commands import parse_options
 from velollm_core.bench.suites import get_suites
-from velollm_core.speculative.advisor import predicted_speedup, step_ms, with_sampling
+from velollm_core.speculative.advisor import Observation, predicted_speedup, step_ms, with_sampling
 from velollm_core.speculative.bench import SpeculativeComparison, SpeculativePlan, is_draftless
 
 
@@ -78,7 +78,7 @@ def main() -> None:
             row = report["per_suite"][args.suite]
             runs = report["speculative"]["runs"]
             generated = sum(r["completion_tokens"] or 0 for r in runs if r["benchmark"] == args.suite)
-            steps = max(generated - row["accepted"], 1)
+            steps = Observation(generated=generated, drafted=row["drafted"], accepted=row["accepted"]).steps
             tokens_per_step = generated / steps
             out = {"label": args.label, "draft_max": draft_max, "per_token_acceptance": alpha,
                    "acceptance_rate": row["acceptance_rate"], "tokens_per_step": tokens_per_step,
