@@ -14,17 +14,25 @@ def llamacpp_group() -> None:
 @click.option("--cuda", is_flag=True, help="CUDA build (needs nvcc).")
 @click.option(
     "--target", "targets", multiple=True,
-    help="Program to build (repeatable); default llama-server and llama-bench.",
+    help="Program to build (repeatable); default llama-server, llama-bench and llama-quantize.",
 )
 @click.option("--force-build", is_flag=True, help="Build into the cache even when a program is on PATH.")
 @click.option("--exact", is_flag=True,
               help="Also build the batch-invariant llama-server that `velollm speculative bench` uses.")
-def install_command(cuda: bool, targets: tuple[str, ...], force_build: bool, exact: bool) -> None:
+@click.option("--configure-only", is_flag=True,
+              help="Download, unpack and configure the llama.cpp tree, compile nothing (checks the cold path).")
+def install_command(cuda: bool, targets: tuple[str, ...], force_build: bool, exact: bool,
+                    configure_only: bool) -> None:
     """Use llama.cpp programs found on PATH / $VELOLLM_LLAMACPP_DIR, or build the missing ones."""
     from velollm_core.cli import stderr_console
     from velollm_llamacpp import install
 
     console = stderr_console()
+    if configure_only:
+        build_dir = install.configure(cuda=cuda, exact=exact, log=console.print)
+        console.print(f"configured llama.cpp {install.sdist.LLAMA_CPP_COMMIT[:7]} "
+                      f"(llama-cpp-python {install.LLAMA_CPP_PYTHON_VERSION}) in {build_dir}")
+        return
     wanted = list(targets) or list(install.DEFAULT_TARGETS)
     found = install.find_programs()
     builds = []  # (exact, targets) still to build
@@ -51,7 +59,8 @@ def install_command(cuda: bool, targets: tuple[str, ...], force_build: bool, exa
 
         def on_progress(target: str, pct: int) -> None:
             if target not in tasks:
-                tasks[target] = progress.add_task(f"building {target}", total=100)
+                what = "downloading the sdist" if target == "download" else f"building {target}"
+                tasks[target] = progress.add_task(what, total=100)
             progress.update(tasks[target], completed=pct)
 
         for exact_build, build_targets in builds:

@@ -3,23 +3,25 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from velollm_core.errors import UserInputError, VeloError
+from velollm_llamacpp import sdist
 
 # The llama.cpp tree we build is the one this llama-cpp-python release vendors (pinned for repeatability).
-LLAMA_CPP_PYTHON_VERSION = "0.3.36"
+LLAMA_CPP_PYTHON_VERSION = sdist.VERSION
 PROGRAMS = ("llama-server", "llama-bench", "llama-cli", "llama-quantize", "llama-speculative-simple")
-DEFAULT_TARGETS = ("llama-server", "llama-bench")
+# llama-quantize derives the F16 test target from the bundled model (speculative tests and pairs).
+DEFAULT_TARGETS = ("llama-server", "llama-bench", "llama-quantize")
 EXACT_TARGETS = ("llama-server", "llama-bench")  # the batch-invariant build, for speculative bench
 DIR_ENV = "VELOLLM_LLAMACPP_DIR"
 SDIST_ENV = "VELOLLM_LLAMACPP_SDIST"  # a local sdist .tar.gz or an unpacked llama.cpp tree (offline)
@@ -32,7 +34,9 @@ def cache_root() -> Path:
 
 
 # Bumped whenever the build options change, so an old build is never mistaken for the current one.
-BUILD_RECIPE = 2
+BUILD_RECIPE = 3
+BUILD_INFO = "velollm-build.json"  # what a build is: recorded beside its build/
+SOURCE_INFO = "velollm-source.json"  # where its tree came from
 
 
 def build_key(cuda: bool, exact: bool = False) -> str:
@@ -96,21 +100,31 @@ def _check_toolchain(cuda: bool) -> None:
         raise VeloError(f"cannot build llama.cpp: missing {', '.join(missing)}")
 
 
-def _fetch_sdist(workdir: Path, log: Callable[[str], None]) -> Path:
+def _fetch_sdist(workdir: Path, log: Callable[[str], None], progress: Callable[[str, int], None]) -> Path:
+    """The pinned sdist: ``$VELOLLM_LLAMACPP_SDIST`` (offline machines), or downloaded from the package
+    index and checked against its pinned sha256."""
+    from velollm_llamacpp import sdist
+
     local = os.environ.get(SDIST_ENV)
     if local:
-        return Path(local).expanduser()
-    log(f"downloading the llama-cpp-python {LLAMA_CPP_PYTHON_VERSION} sdist from PyPI (about 75 MB)")
-    cmd = [
-        sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps", "--no-build-isolation",
-        f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}", "-d", str(workdir),
-    ]
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
-    archives = list(workdir.glob("llama_cpp_python-*.tar.gz"))
-    if proc.returncode != 0 or not archives:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise VeloError(f"could not download the llama-cpp-python sdist: {tail[0]}")
-    return archives[0]
+        path = Path(local).expanduser()
+        if not path.exists():
+            raise UserInputError(f"${SDIST_ENV} names {path}, which does not exist")
+        if path.is_file():
+            sdist.check_sha256(path, origin=f"${SDIST_ENV}")
+        return path
+    return sdist.download(workdir, log=log, progress=progress)
+
+
+def _source_record(archive: Path) -> dict:
+    """Where a tree came from; the commit only when the file is the pinned sdist (a directory is anything)."""
+    pinned = archive.is_file()
+    return {
+        "llama_cpp_python": LLAMA_CPP_PYTHON_VERSION if pinned else None,
+        "llama_cpp_commit": sdist.LLAMA_CPP_COMMIT if pinned else None,
+        "sdist_sha256": sdist.SHA256 if pinned else None,
+        "source": archive.name if pinned else str(archive),
+    }
 
 
 def _extract_llama_cpp(source: Path, dest: Path) -> None:
@@ -120,22 +134,46 @@ def _extract_llama_cpp(source: Path, dest: Path) -> None:
         shutil.copytree(tree, dest, symlinks=True)
         return
     marker = "/vendor/llama.cpp/"
-    with tarfile.open(source) as archive:
-        members = []
-        for member in archive.getmembers():
-            _, sep, rest = member.name.partition(marker)
-            if sep and rest:
-                member.name = rest
-                members.append(member)
-        if not members:
-            raise VeloError(f"{source} holds no vendor/llama.cpp tree")
-        archive.extractall(dest, members=members, filter="tar" if hasattr(tarfile, "tar_filter") else None)
+    try:
+        with tarfile.open(source) as archive:
+            members = []
+            for member in archive.getmembers():
+                _, sep, rest = member.name.partition(marker)
+                if sep and rest:
+                    member.name = rest
+                    members.append(member)
+            if not members:
+                raise VeloError(f"{source} holds no vendor/llama.cpp tree")
+            # The "data" filter refuses absolute paths, links out of ``dest`` and device files.
+            archive.extractall(dest, members=members, filter="data" if hasattr(tarfile, "data_filter") else None)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise VeloError(f"could not unpack {source}: {exc}; delete it and run `velollm llamacpp install` again")
+
+
+def source_tree(root: Path, log: Callable[[str], None], progress: Callable[[str, int], None]) -> Path:
+    """The unpacked llama.cpp tree under ``root`` (downloaded and unpacked when missing)."""
+    src = root / "src"
+    if not (src / "CMakeLists.txt").is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=root) as tmp:
+            archive = _fetch_sdist(Path(tmp), log, progress)
+            log(f"unpacking llama.cpp from {archive.name}")
+            staging = Path(tmp) / "src"
+            _extract_llama_cpp(archive, staging)
+            if src.exists():
+                shutil.rmtree(src)
+            staging.rename(src)
+            (root / SOURCE_INFO).write_text(json.dumps(_source_record(archive), indent=2) + "\n")
+    return src
 
 
 def cmake_configure_args(cuda: bool, exact: bool = False) -> list[str]:
     """The options of our build; the web UI is off (its download needs the internet)."""
     args = [
         "-DCMAKE_BUILD_TYPE=Release",
+        # The sdist carries no git metadata for the vendored tree: name its commit ourselves, so
+        # `llama-server --version` and every result say which llama.cpp this is.
+        f"-DLLAMA_BUILD_COMMIT={sdist.LLAMA_CPP_COMMIT[:7]}",
         "-DLLAMA_USE_PREBUILT_UI=OFF",
         "-DLLAMA_BUILD_TESTS=OFF",
         "-DLLAMA_OPENSSL=OFF",
@@ -160,21 +198,73 @@ _PERCENT = re.compile(r"^\[\s*(\d+)%\]")
 
 
 def _run_logged(cmd: list[str], log_file: Path, on_line: Callable[[str], None]) -> None:
+    import collections
+
+    tail: collections.deque[str] = collections.deque(maxlen=200)
     with log_file.open("a", encoding="utf-8") as log:
         log.write("$ " + " ".join(cmd) + "\n")
         log.flush()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+        try:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    errors="replace")
+        except OSError as exc:
+            raise VeloError(f"cannot run {cmd[0]}: {exc}") from None
         assert proc.stdout is not None
         try:
             for line in proc.stdout:
                 log.write(line)
+                tail.append(line.rstrip())
                 on_line(line.rstrip())
         except BaseException:
             proc.kill()
             proc.wait()
             raise
         if proc.wait() != 0:
-            raise VeloError(f"llama.cpp build step failed ({cmd[0]} exited {proc.returncode}); see {log_file}")
+            raise VeloError(f"llama.cpp build step failed ({' '.join(cmd[:3])} exited {proc.returncode}): "
+                            f"{first_error(tail)}; full log: {log_file}")
+
+
+def first_error(lines: Iterable[str]) -> str:
+    """The line of a compiler or cmake log that says what went wrong (the first 'error'), else the last."""
+    lines = [line for line in lines if line.strip()]
+    for line in lines:
+        if re.search(r"\berror\b|CMake Error|No such file", line, re.IGNORECASE):
+            return line.strip()[:300]
+    return lines[-1].strip()[:300] if lines else "no output"
+
+
+def _read_json(path: Path) -> dict:
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def info_for_binary(binary: Path) -> dict:
+    """The build record of the cached build a program belongs to ({} for programs built elsewhere)."""
+    return _read_json(binary.resolve().parent.parent.parent / BUILD_INFO)
+
+
+def configure(
+    *, cuda: bool = False, exact: bool = False, log: Callable[[str], None] = print,
+    progress: Callable[[str, int], None] | None = None, root: Path | None = None,
+) -> Path:
+    """Fetch, unpack and configure the tree of one variant (no compile); return its build directory."""
+    if exact and cuda:
+        raise UserInputError("the exact (batch-invariant) build is a CPU build; drop --cuda")
+    _check_toolchain(cuda)
+    root = root or cache_root() / build_key(cuda, exact)
+    report = progress or (lambda target, pct: None)
+    src = source_tree(root, log, report)
+    build_dir = root / "build"
+    if not (build_dir / "CMakeCache.txt").is_file():
+        log("configuring with cmake")
+        _run_logged(["cmake", "-S", str(src), "-B", str(build_dir), *cmake_configure_args(cuda, exact)],
+                    root / "build.log", lambda line: None)
+    return build_dir
 
 
 def build(
@@ -191,41 +281,30 @@ def build(
     unknown = [t for t in targets if t not in PROGRAMS]
     if unknown:
         raise UserInputError(f"unknown llama.cpp program {', '.join(unknown)}; known: {', '.join(PROGRAMS)}")
-    if exact and cuda:
-        raise UserInputError("the exact (batch-invariant) build is a CPU build; drop --cuda")
     root = cache_root() / build_key(cuda, exact)
     bin_dir = root / "build" / "bin"
     todo = [t for t in targets if not (bin_dir / t).is_file()]
     if not todo:
         return bin_dir
-    _check_toolchain(cuda)
-    root.mkdir(parents=True, exist_ok=True)
-    src = root / "src"
-    if not (src / "CMakeLists.txt").is_file():
-        with tempfile.TemporaryDirectory(dir=root) as tmp:
-            sdist = _fetch_sdist(Path(tmp), log)
-            log(f"unpacking llama.cpp from {sdist.name}")
-            staging = Path(tmp) / "src"
-            _extract_llama_cpp(sdist, staging)
-            if src.exists():
-                shutil.rmtree(src)
-            staging.rename(src)
-    log_file = root / "build.log"
     report = progress or (lambda target, pct: None)
-    if not (root / "build" / "CMakeCache.txt").is_file():
-        log("configuring with cmake")
-        _run_logged(["cmake", "-S", str(src), "-B", str(root / "build"), *cmake_configure_args(cuda, exact)],
-                    log_file, lambda line: None)
+    build_dir = configure(cuda=cuda, exact=exact, log=log, progress=report)
     jobs = jobs or os.cpu_count() or 2
-    for target in todo:
-        log(f"building {target} with {jobs} jobs (the first build takes minutes; log: {log_file})")
+    label = ", ".join(todo)
+    log(f"building {label} with {jobs} jobs (the first build takes minutes; log: {root / 'build.log'})")
 
-        def on_line(line: str, target: str = target) -> None:
-            match = _PERCENT.match(line)
-            if match:
-                report(target, int(match.group(1)))
+    def on_line(line: str) -> None:
+        match = _PERCENT.match(line)
+        if match:
+            report(label, int(match.group(1)))
 
-        _run_logged(["cmake", "--build", str(root / "build"), "--target", target, "-j", str(jobs)],
-                    log_file, on_line)
-        report(target, 100)
+    # One cmake invocation for every target: the shared libraries are built once, in parallel.
+    target_args = [arg for target in todo for arg in ("--target", target)]
+    _run_logged(["cmake", "--build", str(build_dir), *target_args, "-j", str(jobs)], root / "build.log", on_line)
+    report(label, 100)
+    record = {
+        **_read_json(root / SOURCE_INFO),
+        "variant": build_key(cuda, exact),
+        "cmake_args": cmake_configure_args(cuda, exact),
+    }
+    (root / BUILD_INFO).write_text(json.dumps(record, indent=2) + "\n")
     return bin_dir
