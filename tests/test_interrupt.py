@@ -64,3 +64,83 @@ def test_a_second_ctrl_c_forces_the_exit():
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130 and "second Ctrl-C" in stderr
     assert _gone(child)
+
+
+# A program that starts a child through interrupt.spawn from a short-lived worker thread (as a
+# benchmark's first concurrency level does), then waits to be signalled.
+SPAWNER = """
+import sys, threading, time
+from velollm_core import interrupt
+interrupt.install()
+box = []
+worker = threading.Thread(target=lambda: box.append(interrupt.spawn([sys.executable, "-c", "import time; time.sleep(120)"])))
+worker.start(); worker.join()  # the thread that asked for the child is gone
+print(box[0].pid, flush=True)
+try:
+    time.sleep(120)
+except KeyboardInterrupt as exc:
+    box[0].kill(); box[0].wait()
+    sys.exit(interrupt.exit_code(exc))
+"""
+
+
+def _start_spawner() -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen([sys.executable, "-c", SPAWNER], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    return proc, int(proc.stdout.readline())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_spawned_child_outlives_its_thread_but_not_a_sigkilled_parent():
+    proc, child = _start_spawner()
+    time.sleep(0.3)
+    assert psutil.pid_exists(child) and psutil.Process(child).status() != psutil.STATUS_ZOMBIE
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert _gone(child), "a child started through spawn() outlived a SIGKILLed parent"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize(("name", "code"), [("SIGTERM", 143), ("SIGHUP", 129), ("SIGINT", 130)])
+def test_terminating_signals_raise_like_ctrl_c_with_their_exit_code(name, code):
+    proc, child = _start_spawner()
+    proc.send_signal(getattr(signal, name))
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == code and "Traceback" not in stderr, stderr
+    assert _gone(child)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_second_sigterm_forces_the_exit_with_its_code():
+    proc, child = _start(grace_s=60.0)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 143 and "second SIGTERM" in stderr
+    assert _gone(child)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="process groups")
+def test_orphans_of_a_dead_velollm_are_reaped(tmp_path, monkeypatch):
+    """Where the kernel cannot kill children with their parent, the next run kills what is left."""
+    import json
+    import os
+
+    from velollm_core import interrupt
+
+    monkeypatch.setenv("VELOLLM_CACHE_DIR", str(tmp_path))
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    owner = subprocess.Popen([sys.executable, "-c", "pass"])
+    owner.wait()  # a VeloLLM that is gone
+    folder = tmp_path / "children"
+    folder.mkdir()
+    record = {"pid": orphan.pid, "created": psutil.Process(orphan.pid).create_time(), "owner": owner.pid,
+              "owner_created": 0.0}
+    (folder / f"{orphan.pid}.json").write_text(json.dumps(record))
+    ours = {"pid": os.getpid(), "created": psutil.Process().create_time(), "owner": os.getpid(),
+            "owner_created": psutil.Process().create_time()}
+    (folder / "mine.json").write_text(json.dumps(ours))  # its owner (this test) is alive: kept
+    assert interrupt.reap_orphans() == [orphan.pid]
+    assert orphan.wait(timeout=10) == -signal.SIGKILL
+    assert [p.name for p in folder.iterdir()] == ["mine.json"]

@@ -149,10 +149,11 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        # click turns Ctrl-C into Abort; either way finished results are already on disk.
-        click.echo("Interrupted.", err=True)
-        sys.exit(130)
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
+        # click turns Ctrl-C (and our SIGTERM/SIGHUP) into Abort; finished results are already on disk.
+        code = interrupt.exit_code(exc)
+        click.echo("Interrupted." if code == 130 else f"{interrupt.describe(exc).capitalize()}.", err=True)
+        sys.exit(code)
     except VeloError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)

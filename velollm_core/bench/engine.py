@@ -255,9 +255,11 @@ class BenchmarkRunner:
                     for suite in self.plan.suites:
                         self._run_level(suite, level)
             self.result.status = "complete"
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            from velollm_core import interrupt
+
             self.result.status = "interrupted"
-            self.result.error = "interrupted by the user (Ctrl-C)"
+            self.result.error = interrupt.describe(exc)
             raise
         except VeloError as exc:
             self.result.status = "failed"

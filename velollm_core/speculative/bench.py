@@ -146,8 +146,11 @@ class SpeculativeComparison:
             if self.plan.advise:
                 self._advise()
             self.report["status"] = "complete"
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            from velollm_core import interrupt
+
             self.report["status"] = "interrupted"
+            self.report["error"] = interrupt.describe(exc)
             raise
         except VeloError as exc:
             self.report["status"] = "failed"

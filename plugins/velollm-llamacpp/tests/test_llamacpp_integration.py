@@ -199,19 +199,63 @@ def test_server_killed_mid_run_keeps_finished_runs(gemma, tmp_path):
     assert data["status"] == "failed" and len(data["runs"]) >= 2
 
 
-def test_ctrl_c_mid_run_stops_server_and_keeps_runs(gemma, tmp_path):
+SIGNALS = [("SIGINT", 130, "Interrupted.", "interrupted by the user (Ctrl-C)"),
+           ("SIGTERM", 143, "Terminated by SIGTERM.", "terminated by SIGTERM"),
+           ("SIGHUP", 129, "Terminated by SIGHUP.", "terminated by SIGHUP")]
+
+
+@pytest.mark.parametrize(("name", "code", "message", "error"), SIGNALS, ids=[s[0] for s in SIGNALS])
+def test_signal_mid_run_stops_server_and_keeps_runs(gemma, tmp_path, name, code, message, error):
+    """Ctrl-C, `timeout`/systemd/docker stop (SIGTERM) and a closed terminal (SIGHUP) end a run alike."""
     out = tmp_path / "r.json"
     proc = _long_benchmark(out)
     try:
         _wait_for_runs(out, 1, proc)
         servers = _server_children(proc.pid)
         assert servers, "the benchmark should have started llama-server"
+        proc.send_signal(getattr(signal, name))
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == code and message in stderr and "Traceback" not in stderr, stderr
+    data = json.loads(out.read_text())
+    assert data["status"] == "interrupted" and data["error"] == error and len(data["runs"]) >= 1, stderr
+    _gone, alive = psutil.wait_procs(servers, timeout=10)
+    assert not alive, "llama-server must not outlive the benchmark"
+
+
+def test_two_ctrl_c_20_ms_apart_end_the_run_and_keep_runs(gemma, tmp_path):
+    out = tmp_path / "r.json"
+    proc = _long_benchmark(out)
+    try:
+        _wait_for_runs(out, 1, proc)
+        servers = _server_children(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.02)
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 130 and "Interrupted" in stderr and "Traceback" not in stderr, stderr
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
     data = json.loads(out.read_text())
-    assert data["status"] == "interrupted" and len(data["runs"]) >= 1, stderr
+    assert len(data["runs"]) >= 1 and data["status"] in ("interrupted", "running"), data["status"]
     _gone, alive = psutil.wait_procs(servers, timeout=10)
     assert not alive, "llama-server must not outlive the benchmark"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_sigkill_of_velollm_takes_its_server_down(gemma, tmp_path):
+    """No handler sees SIGKILL: the kernel ends the server (the child asked to die with its parent)."""
+    out = tmp_path / "r.json"
+    proc = _long_benchmark(out)
+    try:
+        _wait_for_runs(out, 1, proc)
+        servers = _server_children(proc.pid)
+        assert servers
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    _gone, alive = psutil.wait_procs(servers, timeout=10)
+    assert not alive, "llama-server outlived a SIGKILLed velollm"
+    assert len(json.loads(out.read_text())["runs"]) >= 1  # the last atomic rewrite is intact JSON

@@ -3,9 +3,9 @@ for its own Q4_K_M as a draft), made once into the cache."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
+from velollm_core import interrupt
 from velollm_core.errors import BackendError
 
 # name -> (bundled source model, llama-quantize type)
@@ -35,8 +35,7 @@ def make_derived(name: str) -> Path:
     tmp = out.with_suffix(".partial")
     # --allow-requantize: the source is already quantized; going *up* to F16/Q8_0 keeps its values
     # exactly, it only costs more bytes per weight (which is the point: a heavier target).
-    proc = subprocess.run([str(find_program("llama-quantize")), "--allow-requantize", str(source), str(tmp), qtype],
-                          check=False, capture_output=True, text=True)
+    proc = interrupt.run([str(find_program("llama-quantize")), "--allow-requantize", str(source), str(tmp), qtype])
     if proc.returncode != 0:
         tmp.unlink(missing_ok=True)
         raise BackendError(f"llama-quantize failed for {name}: {(proc.stderr or proc.stdout).strip()[-300:]}")

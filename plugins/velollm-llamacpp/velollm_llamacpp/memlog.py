@@ -78,13 +78,14 @@ def server_memory(
     import tempfile
     import time
 
+    from velollm_core import interrupt
     from velollm_core.errors import BackendError
     from velollm_llamacpp.server import free_port, server_flags
 
     verbosity = ["-lv", "4"] if "-lv" in server_flags(binary) else []
     command = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(free_port()), *verbosity, *args]
     with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = interrupt.spawn(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + timeout_s
             text = ""
@@ -111,4 +112,5 @@ def server_memory(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            interrupt.untrack(proc)
     return parse_server_memory(text), text

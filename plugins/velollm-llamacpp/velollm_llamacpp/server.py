@@ -139,11 +139,11 @@ class LlamaServer:
         try:
             import os
 
-            self.process = subprocess.Popen(
+            # spawn(): the server dies with us, even when we are SIGKILLed.
+            self.process = interrupt.spawn(
                 self.command, stdout=self._log_handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={**os.environ, **self.env} if self.env else None,
             )
-            interrupt.track(self.process)
             self._wait_healthy()
         except BaseException:
             self.stop()

@@ -152,6 +152,7 @@ class LlamaCppSpeculative:
         import os
         import subprocess
 
+        from velollm_core import interrupt
         from velollm_llamacpp.install import find_program
 
         bench = find_program("llama-bench", exact=exact)
@@ -164,7 +165,10 @@ class LlamaCppSpeculative:
                 cmd += ["-t", str(threads)]
             if n_gpu_layers is not None:
                 cmd += ["-ngl", str(n_gpu_layers)]
-            proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900, env=env)
+            try:
+                proc = interrupt.run(cmd, timeout=900, env=env)
+            except subprocess.TimeoutExpired:
+                raise BackendError(f"llama-bench did not finish within 900 s: {' '.join(cmd)}") from None
             if proc.returncode != 0:
                 raise BackendError(f"llama-bench failed: {(proc.stderr or proc.stdout).strip()[-300:]}")
             return json.loads(proc.stdout)
