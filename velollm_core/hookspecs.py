@@ -46,6 +46,17 @@ def run_benchmark(backend, request, context):
     """
 
 
+@hookspec
+def check_benchmark(backend, context, requests):
+    """Refuse, before anything starts, a benchmark ``backend`` cannot hold: raise ``UserInputError``.
+
+    ``requests`` are the ``GenerationRequest`` of every suite, ``context.parallel`` the most
+    concurrent streams. The plugin that owns ``backend`` checks what it knows (the model's trained
+    context, the server's slots, the memory the slots would need) and says the limit and why; every
+    other plugin returns None. Called once, before the first generation and before any server starts.
+    """
+
+
 @hookspec(firstresult=True)
 def describe_backend(backend, context):
     """Return a ``BackendInfo`` (name, version, model facts, server flags) for ``backend``.

@@ -9,9 +9,21 @@ from velollm_core.errors import UserInputError
 GGUF_MAGIC = b"GGUF"
 
 
+def _shown(text: str) -> str:
+    return text if len(text) <= 100 else f"{text[:60]}...{text[-20:]} ({len(text)} characters)"
+
+
+def _exists(path: Path) -> bool:
+    """``path.exists()``, with the OS's refusals (a name too long, ...) as a user error, not a traceback."""
+    try:
+        return path.exists()
+    except OSError as exc:
+        raise UserInputError(f"model path {_shown(str(path))}: {exc.strerror or exc}") from None
+
+
 def check_gguf(path: Path) -> Path:
     """Return ``path`` when it is a readable GGUF file; raise UserInputError saying what is wrong."""
-    if not path.exists():
+    if not _exists(path):
         raise UserInputError(f"model file not found: {path}")
     if not path.is_file():
         raise UserInputError(f"model path is not a file: {path}")
@@ -31,8 +43,10 @@ def _looks_like_path(name: str) -> bool:
 
 def resolve_model_path(name: str) -> Path:
     """A GGUF path as given, or a name resolved by the plugins' ``resolve_model`` hook."""
+    if not name.strip() or "\0" in name:
+        raise UserInputError("--model is empty or holds a NUL character")
     candidate = Path(name).expanduser()
-    if candidate.exists() or _looks_like_path(name):
+    if _exists(candidate) or _looks_like_path(name):
         return check_gguf(candidate)
     from velollm_core.plugins import hook
 
@@ -41,7 +55,7 @@ def resolve_model_path(name: str) -> Path:
         from velollm_core.testmodels import TEST_MODELS
 
         raise UserInputError(
-            f"unknown model {name!r}: not a file, and no plugin knows this name "
+            f"unknown model {_shown(name)!r}: not a file, and no plugin knows this name "
             f"(built-in test models: {', '.join(TEST_MODELS)}; Ollama names need velollm-ollama)"
         )
     return check_gguf(Path(resolved))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
@@ -67,15 +68,17 @@ def known_backends() -> list[str]:
 @click.option("--api-key-env", metavar="VAR", help="Env variable holding the API key (openai backend).")
 @click.option("--endpoint", type=click.Choice(["completions", "chat"]), help="openai backend: API endpoint.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Result file (JSON).")
+@click.option("--force", is_flag=True, help="Replace --output even when it is not a VeloLLM result.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON to stdout.")
 def benchmark_command(
     backend, model, host, iterations, warmup, suites, concurrency, max_tokens, seed, options, api_key_env,
-    endpoint, output, as_json,
+    endpoint, output, force, as_json,
 ) -> None:
     """Benchmark a local runtime with standard suites and honest statistics."""
-    from velollm_core.bench.engine import BenchmarkPlan
+    from velollm_core.bench.engine import BenchmarkPlan, BenchmarkRunner
     from velollm_core.bench.suites import get_suites
     from velollm_core.cli import print_json, stderr_console, stdout_console
+    from velollm_core.files import prepare_output
     from velollm_core.hardware.report import detect_hardware
 
     backends = known_backends()
@@ -96,10 +99,13 @@ def benchmark_command(
         seed=seed,
         max_tokens=max_tokens,
     )
+    out = prepare_output(output, force=force, protect=(model,))
     console = stderr_console()
-    hardware = detect_hardware()
-    busy = warn_if_busy(console)
-    runner = _run_with_progress(plan, hardware, output, console, busy)
+    with out or contextlib.nullcontext():
+        runner = BenchmarkRunner(plan, hardware=detect_hardware(), output=out)
+        runner.check()  # what cannot run is refused before the load is sampled or a server starts
+        busy = warn_if_busy(console)
+        _run_with_progress(runner, console, busy)
     if as_json:
         print_json(runner.result.model_dump(mode="json"))
     else:
@@ -126,11 +132,10 @@ def record_busy(result, busy: tuple[float, int] | None) -> None:
         result.environment.cpu_busy_at_start, result.environment.usable_cpus = round(busy[0], 2), busy[1]
 
 
-def _run_with_progress(plan, hardware, output, console, busy=None):
+def _run_with_progress(runner, console, busy=None):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from velollm_core.bench.engine import BenchmarkRunner
-
+    plan, output = runner.plan, runner.output
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -147,13 +152,13 @@ def _run_with_progress(plan, hardware, output, console, busy=None):
                 speed = f" ({record.decode_tokens_per_s:.1f} tok/s)"
             progress.update(task, advance=1, description=f"{plan.backend}: {label}{speed}")
 
-        runner = BenchmarkRunner(plan, hardware=hardware, output=output, on_run=on_run)
+        runner.on_run = on_run
         record_busy(runner.result, busy)
         try:
             runner.run()
         except BaseException:
-            if output and runner.result.runs:
-                console.print(f"{len(runner.result.runs)} finished run(s) kept in {output}")
+            if output is not None and runner.saved_runs:
+                console.print(f"{runner.saved_runs} finished run(s) kept in {output.path}")
             raise
     return runner
 

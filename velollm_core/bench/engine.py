@@ -15,7 +15,7 @@ from velollm_core import __version__
 from velollm_core.bench.stats import percentile, summarize
 from velollm_core.bench.suites import Suite
 from velollm_core.errors import BackendError, UserInputError, VeloError
-from velollm_core.files import atomic_write_json
+from velollm_core.files import OutputError, OutputFile
 from velollm_core.models import (
     BenchmarkContext,
     BenchmarkResult,
@@ -35,6 +35,34 @@ METRICS = (
     "prompt_tokens",
     "completion_tokens",
 )
+
+
+# One thread and one connection per stream: beyond this the client, not the server, is measured.
+MAX_STREAMS = 1024
+_RESERVED_FILES = 64  # descriptors kept for the server's log, result files, the interpreter
+
+
+def stream_limit() -> tuple[int, str]:
+    """The most concurrent streams this process can run, and what sets that limit."""
+    limit, why = MAX_STREAMS, f"{MAX_STREAMS} is the load generator's own cap"
+    try:
+        import resource
+    except ImportError:  # Windows
+        return limit, why
+    files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if files != resource.RLIM_INFINITY and files - _RESERVED_FILES < limit:
+        limit, why = max(1, files - _RESERVED_FILES), f"the open-file limit (ulimit -n) is {files}"
+    procs = resource.getrlimit(resource.RLIMIT_NPROC)[0] if hasattr(resource, "RLIMIT_NPROC") else -1
+    if procs not in (-1, resource.RLIM_INFINITY) and procs // 2 < limit:
+        limit, why = max(1, procs // 2), f"the process/thread limit (ulimit -u) is {procs}"
+    return limit, why
+
+
+def check_streams(concurrency: int) -> None:
+    limit, why = stream_limit()
+    if concurrency > limit:
+        raise UserInputError(f"--concurrency {concurrency} is more than this machine can run: at most {limit} "
+                             f"streams (each stream is a thread and a connection; {why})")
 
 
 def _now() -> str:
@@ -130,14 +158,16 @@ class BenchmarkRunner:
         plan: BenchmarkPlan,
         *,
         hardware: HardwareReport | None = None,
-        output: Path | None = None,
+        output: Path | OutputFile | None = None,
         on_run: Callable[[str, RunRecord | None], None] | None = None,
         hook=None,
     ) -> None:
         from velollm_core.plugins import hook as default_hook
 
         self.plan = plan
-        self.output = output
+        self.output = OutputFile(Path(output)) if isinstance(output, (str, Path)) else output
+        self.saved_runs = 0  # runs in the file as last written: what a failure keeps
+        self.checked = False
         self.on_run = on_run or (lambda label, record: None)
         self.hook = hook or default_hook()
         self.result = BenchmarkResult(
@@ -163,6 +193,7 @@ class BenchmarkRunner:
             host=plan.host,
             parallel=max(plan.concurrency),
             options=dict(plan.options),
+            hardware=hardware,
         )
 
     def _max_tokens(self, suite: Suite) -> int:
@@ -190,7 +221,8 @@ class BenchmarkRunner:
         if self.result.environment.backend is not None:
             self._annotate_roofline()
         if self.output is not None:
-            atomic_write_json(self.output, self.result.model_dump(mode="json"))
+            self.output.write_json(self.result.model_dump(mode="json"))
+            self.saved_runs = len(self.result.runs)
 
     def _record(self, timing: GenerationTiming, suite: Suite, iteration: int, level: int) -> RunRecord:
         record = RunRecord(**timing.model_dump(), benchmark=suite.name, iteration=iteration, concurrency=level)
@@ -247,15 +279,26 @@ class BenchmarkRunner:
         if info is not None:
             self.result.environment.backend = info
 
+    def check(self) -> None:
+        """Refuse what this machine, the load generator or the backend cannot hold (UserInputError)."""
+        if self.checked:
+            return
+        check_streams(max(self.plan.concurrency))
+        self.hook.check_benchmark(backend=self.plan.backend, context=self.context,
+                                  requests=[self._request(suite) for suite in self.plan.suites])
+        self.checked = True
+
     def run(self) -> BenchmarkResult:
         """Run every suite at every concurrency level; on any failure the file keeps finished runs."""
+        write = True
         try:
+            self.check()
             with self.context.resources:
                 for level in self.plan.concurrency:
                     for suite in self.plan.suites:
                         self._run_level(suite, level)
             self.result.status = "complete"
-        except KeyboardInterrupt as exc:
+        except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP
             from velollm_core import interrupt
 
             self.result.status = "interrupted"
@@ -264,15 +307,27 @@ class BenchmarkRunner:
         except VeloError as exc:
             self.result.status = "failed"
             self.result.error = str(exc)
+            # Bad input before anything was measured: the output path is left as it was.
+            write = bool(self.result.runs) or not isinstance(exc, UserInputError)
             raise
         except Exception as exc:
             self.result.status = "failed"
             self.result.error = f"{type(exc).__name__}: {exc}"
             raise BackendError(f"benchmark failed: {type(exc).__name__}: {exc}") from exc
         finally:
-            self.result.finished_at = _now()
-            self.save()
+            if write:
+                self._final_save()
         return self.result
+
+    def _final_save(self) -> None:
+        """The last write, with the final status (and end time)."""
+        self.result.finished_at = _now()
+        try:
+            self.save()
+        except OutputError as exc:
+            if self.result.error:  # say why the run stopped too, not only that the file failed
+                raise OutputError(f"{exc} (the benchmark had stopped: {self.result.error})") from None
+            raise
 
 
 def run_benchmark_suites(plan: BenchmarkPlan, **kwargs) -> BenchmarkResult:

@@ -109,3 +109,4 @@ class BenchmarkContext:
     options: dict[str, Any] = field(default_factory=dict)
     resources: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     state: dict[str, Any] = field(default_factory=dict)
+    hardware: HardwareReport | None = None  # this machine, where the engine detected it

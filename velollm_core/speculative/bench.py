@@ -12,7 +12,7 @@ from typing import Any
 from velollm_core.bench.engine import BenchmarkPlan, BenchmarkRunner
 from velollm_core.bench.suites import Suite
 from velollm_core.errors import UserInputError, VeloError
-from velollm_core.files import atomic_write_json
+from velollm_core.files import OutputFile
 
 
 def is_draftless(draft: str) -> bool:
@@ -84,7 +84,7 @@ def _median(values):
 
 
 class SpeculativeComparison:
-    def __init__(self, plan: SpeculativePlan, *, output: Path | None = None,
+    def __init__(self, plan: SpeculativePlan, *, output: OutputFile | None = None,
                  on_run: Callable[[str, Any], None] | None = None, hardware=None) -> None:
         self.plan = plan
         self.output = output
@@ -200,7 +200,7 @@ class SpeculativeComparison:
             differences=differences,
         )
         if self.output is not None:
-            atomic_write_json(self.output, self.report)
+            self.output.write_json(self.report)
 
     def _advise(self) -> None:
         from velollm_core.speculative.advisor import Observation, advise, with_sampling

@@ -70,10 +70,11 @@ def check_command(target: str, draft: str, as_json: bool) -> None:
               help="Batch-invariant kernels on both servers (CPU: no repack, no tiled matmul, no flash "
                    "attention), so speculative text can match vanilla token for token.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Replace --output even when it is not a VeloLLM result.")
 @click.option("--json", "as_json", is_flag=True)
 def bench_command(target, draft, draft_max, draft_min, p_min, draft_ctx, draft_gpu_layers, draft_threads,
                   ngram_match, spec_args, threads, suites, iterations, warmup, max_tokens, options, no_advise, exact,
-                  output, as_json) -> None:
+                  output, force, as_json) -> None:
     """Vanilla vs speculative, interleaved, same prompts and seed: speedup, acceptance, same text."""
     from dataclasses import replace
 
@@ -95,10 +96,12 @@ def bench_command(target, draft, draft_max, draft_min, p_min, draft_ctx, draft_g
                            threads=threads, settings=settings, options=parse_options(options),
                            advise=not no_advise, exact=exact, speculative_args=list(spec_args))
     from velollm_core.bench.commands import record_busy, warn_if_busy
+    from velollm_core.files import prepare_output
 
     console = stderr_console()
     busy = warn_if_busy(console)
-    comparison = SpeculativeComparison(plan, output=output)
+    comparison = SpeculativeComparison(plan, output=None)  # resolves and checks the pair first
+    comparison.output = prepare_output(output, force=force, protect=(comparison.target, comparison.draft_path))
     for runner in comparison.runners.values():
         record_busy(runner.result, busy)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -110,9 +113,12 @@ def bench_command(target, draft, draft_max, draft_min, p_min, draft_ctx, draft_g
         try:
             report = comparison.run()
         except BaseException:
-            if output:
+            if comparison.output is not None and comparison.output.writes:
                 console.print(f"finished runs kept in {output}")
             raise
+        finally:
+            if comparison.output is not None:
+                comparison.output.release()
     if as_json:
         print_json(report)
     else:

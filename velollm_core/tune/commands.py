@@ -237,14 +237,10 @@ def _run_benchmark(runtime: str, model: str, hardware: HardwareReport, output: P
     run_benchmark_suites(plan, hardware=hardware, output=output, on_run=on_run)
 
 
-def _write_output(path: Path, text: str) -> None:
-    from velollm_core.files import atomic_write_text
-
-    try:
-        atomic_write_text(path, text)
-    except OSError as exc:
-        raise UserInputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    click.echo(f"written to {path}", err=True)
+def _write_output(out, text: str) -> None:
+    with out:
+        out.write_text(text)
+    click.echo(f"written to {out.path}", err=True)
 
 
 @click.command("optimize")
@@ -260,6 +256,7 @@ def _write_output(path: Path, text: str) -> None:
               help="Linux: write the proposal as the service's systemd drop-in (keeps a .bak backup).")
 @click.option("--hardware", "hardware_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Use a report from `velollm detect --output` instead of detecting this machine.")
+@click.option("--force", is_flag=True, help="Replace --output even when it is not a file VeloLLM wrote.")
 def optimize_command(
     backend: str | None,
     model: str | None,
@@ -269,8 +266,13 @@ def optimize_command(
     verify_: bool,
     apply_: bool,
     hardware_file: Path | None,
+    force: bool,
 ) -> None:
     """Propose runtime settings for this machine, each with its reason; print, write or apply them."""
+    from velollm_core.files import prepare_output
+
+    # Checked before any work: never over the model, a device, or a file that is not ours.
+    out = None if dry_run else prepare_output(output, force=force, protect=(model or "", hardware_file or ""))
     hardware = load_hardware(hardware_file)
     for warning in hardware.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -290,7 +292,7 @@ def optimize_command(
         if dry_run:
             click.echo(f"dry run: not writing {output}", err=True)
         else:
-            _write_output(output, text or "")
+            _write_output(out, text or "")
 
     applied = None
     if apply_:

@@ -44,11 +44,33 @@ def server_args(binary: Path, options: dict[str, Any], parallel: int) -> list[st
         elif key in ("port", "health_timeout_s", "exact_build") or key.startswith("env."):
             continue  # how we run the server, not a model flag: see _start
         elif key == "server_args":
-            args += shlex.split(str(value))
+            args += server_args_list(options)
         elif not key.startswith("request."):
             known = ", ".join([*OPTION_FLAGS, "server_args", "port", "health_timeout_s", "exact_build", "env.<VAR>",
                                "request.<field>"])
             raise UserInputError(f"unknown llamacpp option {key!r}; known: {known}")
+    return args
+
+
+# Flags of ours that raw server_args must not override: the server must stay on 127.0.0.1.
+_OWN_FLAGS = ("--host", "--port", "-m", "--model")
+
+
+def server_args_list(options: dict[str, Any]) -> list[str]:
+    """``--option server_args="..."`` split as a shell would; refused when it rebinds the server."""
+    raw = options.get("server_args")
+    if raw is None:
+        return []
+    try:
+        args = shlex.split(str(raw))
+    except ValueError as exc:
+        raise UserInputError(f"--option server_args={raw!r}: {exc} (quote it as a shell would)") from None
+    for arg in args:
+        flag = arg.split("=", 1)[0]
+        if flag in _OWN_FLAGS:
+            hint = (" (a server VeloLLM starts listens on 127.0.0.1 only: to measure one on another address, "
+                    "start it yourself and pass --host)") if flag == "--host" else ""
+            raise UserInputError(f"--option server_args may not set {flag}: VeloLLM sets it{hint}")
     return args
 
 
@@ -124,6 +146,67 @@ def _log_path() -> Path:
     logs = cache_root() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     return logs / f"llama-server-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def check(context: BenchmarkContext, requests: list[GenerationRequest]) -> None:
+    """Refuse, before a server starts, what it could not hold: context, slots, memory."""
+    longest = max((r.max_tokens for r in requests), default=0)
+    if context.host:
+        props = _client(context).get(f"{base_url(context)}/props").json()
+        slots = props.get("total_slots")
+        n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx")
+        if isinstance(slots, int) and context.parallel > slots:
+            raise UserInputError(
+                f"--concurrency {context.parallel} is more than the {slots} slot(s) of the llama-server at "
+                f"{context.host}: extra streams would wait in its queue; restart it with --parallel "
+                f"{context.parallel} or lower --concurrency")
+        if isinstance(n_ctx, int) and longest > n_ctx:
+            raise UserInputError(f"--max-tokens {longest} does not fit the {n_ctx}-token context of each slot "
+                                 f"of the llama-server at {context.host}")
+        return
+    _check_started(context, longest)
+
+
+def _check_started(context: BenchmarkContext, longest: int) -> None:
+    import psutil
+
+    from velollm_core.gguf_meta import read_summary
+    from velollm_core.modelfiles import resolve_model_path
+    from velollm_core.tune.estimate import estimate_memory, model_shape
+
+    options = context.options
+    port = options.get("port")
+    if port is not None and (not isinstance(port, int) or not 1 <= port <= 65535):
+        raise UserInputError(f"--option port={port} is not a TCP port (1-65535)")
+    server_args_list(options)  # a quoting error is the user's, said now
+    summary = read_summary(resolve_model_path(context.model))
+    trained = model_shape(summary).n_ctx_train
+    ctx = options.get("ctx_size", DEFAULT_CTX_PER_SLOT * context.parallel)
+    if ctx is None:
+        return  # llama-server's own default: the trained context
+    if not isinstance(ctx, int) or ctx < 1:
+        raise UserInputError(f"--option ctx_size={ctx} is not a positive number of tokens")
+    per_slot = ctx // context.parallel
+    if "ctx_size" in options and per_slot > trained:
+        raise UserInputError(f"ctx_size {ctx} gives each of {context.parallel} slot(s) {per_slot} tokens, more "
+                             f"than the {trained} the model was trained for; lower ctx_size")
+    if longest > per_slot:
+        raise UserInputError(f"--max-tokens {longest} does not fit the {per_slot}-token context of each of "
+                             f"{context.parallel} slot(s); raise --option ctx_size or lower --max-tokens")
+    estimate = estimate_memory(summary, ctx=ctx, parallel=context.parallel,
+                               cache_type_k=str(options.get("cache_type_k", "f16")),
+                               cache_type_v=options.get("cache_type_v"))
+    needed = estimate.kv_cache_bytes + estimate.compute_bytes
+    gpus = context.hardware.gpus if context.hardware is not None else []
+    available = psutil.virtual_memory().available + sum(g.memory_free_bytes or 0 for g in gpus)
+    if needed > available:
+        raise UserInputError(
+            f"{context.parallel} slot(s) of {per_slot} tokens need {_gib(needed)} for the KV cache and compute "
+            f"buffers, more than the {_gib(available)} of memory available; lower --concurrency or ctx_size")
 
 
 def base_url(context: BenchmarkContext) -> str:

@@ -22,6 +22,15 @@ def run_benchmark(backend, request, context):
 
 
 @hookimpl
+def check_benchmark(backend, context, requests):
+    if backend != BACKEND:
+        return None
+    from velollm_llamacpp.backend import check
+
+    return check(context, requests)
+
+
+@hookimpl
 def describe_backend(backend, context):
     if backend != BACKEND:
         return None
