@@ -6,7 +6,7 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from velollm_core.models.base import VeloModel as _Model
 from velollm_core.models.hardware import HardwareReport
@@ -66,12 +66,27 @@ class ModelFacts(_Model):
     parameters: str | None = None
 
 
+def _redacted_host(host: str | None) -> str | None:
+    from velollm_core.urls import redact_url
+
+    return redact_url(host) if isinstance(host, str) else host
+
+
 class BackendInfo(_Model):
     name: str
     version: str | None = None
     host: str | None = None
     model: ModelFacts | None = None
     server_flags: list[str] = Field(default_factory=list)
+
+    @field_validator("host")
+    @classmethod
+    def _redact_host(cls, host: str | None) -> str | None:
+        """Whatever a backend plugin hands over, a result file never shows a --host's password or query."""
+        return _redacted_host(host)
+    # Which source the runtime was built from, as llama-bench records build_commit (None: unknown).
+    build_commit: str | None = None
+    build: dict[str, Any] | None = None
 
 
 class BenchmarkEnvironment(_Model):
@@ -96,6 +111,14 @@ class BenchmarkResult(_Model):
     concurrency: dict[str, Any] = Field(default_factory=dict)
     # Decode speed against the memory-bandwidth limit (velollm_core.tune.roofline); None when unknown.
     roofline: dict[str, Any] | None = None
+
+    @field_validator("settings")
+    @classmethod
+    def _redact_settings_host(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        """The plan's --host as recorded: the backend got it whole, the file gets it redacted."""
+        if isinstance(settings.get("host"), str):
+            return {**settings, "host": _redacted_host(settings["host"])}
+        return settings
 
 
 @dataclass

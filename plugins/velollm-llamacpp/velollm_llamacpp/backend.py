@@ -6,8 +6,10 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from velollm_core import deadline
 from velollm_core.errors import BackendError, UserInputError
 from velollm_core.models import BackendInfo, BenchmarkContext, GenerationRequest, GenerationTiming, ModelFacts
+from velollm_core.urls import join_url, split_server_url
 
 BACKEND = "llamacpp"
 
@@ -25,6 +27,8 @@ OPTION_FLAGS: dict[str, tuple[str, ...]] = {
     "cache_type_v": ("--cache-type-v", "-ctv"),
 }
 DEFAULT_CTX_PER_SLOT = 4096
+# Options about how we run and talk to the server, never passed to it as flags.
+RUN_OPTIONS = ("port", "health_timeout_s", "exact_build", *deadline.OPTIONS)
 
 
 def server_args(binary: Path, options: dict[str, Any], parallel: int) -> list[str]:
@@ -41,13 +45,12 @@ def server_args(binary: Path, options: dict[str, Any], parallel: int) -> list[st
             if isinstance(value, bool):
                 value = "on" if value else "off"
             args += [pick_flag(binary, *OPTION_FLAGS[key]), str(value)]
-        elif key in ("port", "health_timeout_s", "exact_build") or key.startswith("env."):
+        elif key in RUN_OPTIONS or key.startswith("env."):
             continue  # how we run the server, not a model flag: see _start
         elif key == "server_args":
             args += server_args_list(options)
         elif not key.startswith("request."):
-            known = ", ".join([*OPTION_FLAGS, "server_args", "port", "health_timeout_s", "exact_build", "env.<VAR>",
-                               "request.<field>"])
+            known = ", ".join([*OPTION_FLAGS, "server_args", *RUN_OPTIONS, "env.<VAR>", "request.<field>"])
             raise UserInputError(f"unknown llamacpp option {key!r}; known: {known}")
     return args
 
@@ -88,26 +91,42 @@ def model_facts(path: Path) -> ModelFacts:
     )
 
 
+def _deadlines(context: BenchmarkContext) -> deadline.Deadlines:
+    return deadline.Deadlines.from_options(context.options)
+
+
 def _client(context: BenchmarkContext):
     client = context.state.get("client")
     if client is None:
         import httpx
 
+        # A --host's user:password@ and query go with every request (basic auth, parameters) and
+        # nowhere else: the base URL we use and show has neither.
+        server = split_server_url(context.host) if context.host else None
         # One connection per parallel stream, so concurrent requests really run side by side.
         limits = httpx.Limits(max_connections=max(context.parallel, 1) + 1)
-        client = context.resources.enter_context(httpx.Client(limits=limits, timeout=600.0))
+        client = context.resources.enter_context(httpx.Client(
+            limits=limits,
+            timeout=_deadlines(context).plain().httpx_timeout(5.0),
+            auth=server.auth if server else None,
+            params=server.params if server else None,
+        ))
         context.state["client"] = client
     return client
+
+
+def _get(context: BenchmarkContext, url: str, seconds: float = deadline.PLAIN_TIMEOUT_S):
+    """A GET of llama-server's (/health, /props), read whole within ``seconds``."""
+    return deadline.plain_request(_client(context), "GET", url, _deadlines(context).plain(seconds),
+                                  server="llama-server", connect_s=5.0)
 
 
 def _attach(context: BenchmarkContext) -> str:
     import httpx
 
-    url = context.host.rstrip("/")
-    if "://" not in url:
-        url = "http://" + url
+    url = split_server_url(context.host).base
     try:
-        response = httpx.get(f"{url}/health", timeout=5.0)
+        response = _get(context, join_url(url, "health"), 5.0)
     except httpx.HTTPError as exc:
         raise BackendError(f"llama-server is not reachable at {url} ({type(exc).__name__})") from None
     if response.status_code != 200:
@@ -156,17 +175,18 @@ def check(context: BenchmarkContext, requests: list[GenerationRequest]) -> None:
     """Refuse, before a server starts, what it could not hold: context, slots, memory."""
     longest = max((r.max_tokens for r in requests), default=0)
     if context.host:
-        props = _client(context).get(f"{base_url(context)}/props").json()
+        url = base_url(context)  # --host without its secrets, for the messages below
+        props = _get(context, join_url(url, "props")).json()
         slots = props.get("total_slots")
         n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx")
         if isinstance(slots, int) and context.parallel > slots:
             raise UserInputError(
                 f"--concurrency {context.parallel} is more than the {slots} slot(s) of the llama-server at "
-                f"{context.host}: extra streams would wait in its queue; restart it with --parallel "
+                f"{url}: extra streams would wait in its queue; restart it with --parallel "
                 f"{context.parallel} or lower --concurrency")
         if isinstance(n_ctx, int) and longest > n_ctx:
             raise UserInputError(f"--max-tokens {longest} does not fit the {n_ctx}-token context of each slot "
-                                 f"of the llama-server at {context.host}")
+                                 f"of the llama-server at {url}")
         return
     _check_started(context, longest)
 
@@ -223,7 +243,7 @@ def run_generation(request: GenerationRequest, context: BenchmarkContext) -> Gen
 
     url = base_url(context)
     try:
-        return stream_completion(_client(context), url, request)
+        return stream_completion(_client(context), url, request, _deadlines(context))
     except BackendError:
         server = context.state.get("server")
         if server is not None and not server.alive():
@@ -234,22 +254,26 @@ def run_generation(request: GenerationRequest, context: BenchmarkContext) -> Gen
 
 
 def describe(context: BenchmarkContext) -> BackendInfo:
+    from velollm_llamacpp.install import info_for_binary
     from velollm_llamacpp.server import server_version
 
     server = context.state.get("server")
     if server is not None:
+        build = info_for_binary(context.state["binary"]) or None
         return BackendInfo(
             name=BACKEND,
             version=server_version(context.state["binary"]),
+            build_commit=(build or {}).get("llama_cpp_commit"),
+            build=build,
             host=server.url,
             model=model_facts(context.state["model_path"]),
             server_flags=server.command[1:],
             server_env=server.env,
             log_path=str(server.log_path),
         )
-    props = _client(context).get(f"{base_url(context)}/props").json() if context.host else {}
+    props = _get(context, join_url(base_url(context), "props")).json() if context.host else {}
     model_path = props.get("model_path")
     facts = ModelFacts(name=context.model, path=model_path)
     if model_path and Path(model_path).is_file():
         facts = model_facts(Path(model_path))
-    return BackendInfo(name=BACKEND, version=props.get("build_info"), host=context.host, model=facts)
+    return BackendInfo(name=BACKEND, version=props.get("build_info"), host=base_url(context), model=facts)
