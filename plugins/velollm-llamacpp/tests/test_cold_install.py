@@ -49,6 +49,7 @@ def test_cold_install_downloads_unpacks_and_configures(tmp_path):
     assert f"configured llama.cpp {sdist.LLAMA_CPP_COMMIT[:7]}" in proc.stderr
     root = tmp_path / "cache" / "llama.cpp" / inst.build_key(False)
     assert (root / "src" / "CMakeLists.txt").is_file()
+    assert not (root / "src" / "objects").exists(), "the sdist's git objects are not part of the tree"
     cache = (root / "build" / "CMakeCache.txt").read_text()
     assert f"LLAMA_BUILD_COMMIT:UNINITIALIZED={sdist.LLAMA_CPP_COMMIT[:7]}" in cache
     source = json.loads((root / inst.SOURCE_INFO).read_text())

@@ -133,13 +133,16 @@ def _extract_llama_cpp(source: Path, dest: Path) -> None:
         tree = source / "vendor" / "llama.cpp" if (source / "vendor" / "llama.cpp").is_dir() else source
         shutil.copytree(tree, dest, symlinks=True)
         return
-    marker = "/vendor/llama.cpp/"
+    marker = "vendor/llama.cpp/"
     try:
         with tarfile.open(source) as archive:
             members = []
             for member in archive.getmembers():
-                _, sep, rest = member.name.partition(marker)
-                if sep and rest:
+                # "<top>/vendor/llama.cpp/..." only: the sdist's .git/modules/vendor/llama.cpp/ holds
+                # the submodule's git objects (38 MB), not its tree.
+                _, _, inside = member.name.partition("/")
+                rest = inside[len(marker):] if inside.startswith(marker) else ""
+                if rest:
                     member.name = rest
                     members.append(member)
             if not members:
