@@ -22,7 +22,8 @@ ROOT_ONLY = pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0, reason="
 
 
 def velollm(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*VELOLLM, *args], capture_output=True, text=True, timeout=120, cwd=cwd)
+    return subprocess.run([*VELOLLM, *args], check=False, capture_output=True, text=True, timeout=120,
+                          cwd=cwd)
 
 
 def optimize_to(path: Path | str, *extra: str) -> subprocess.CompletedProcess:
@@ -121,7 +122,7 @@ def test_a_new_file_gets_the_usual_mode_and_a_rewrite_keeps_it(tmp_path):
     out = tmp_path / "r.sh"
     proc = subprocess.run(["sh", "-c", "umask 022 && exec \"$@\"", "sh", *VELOLLM, "optimize", "--backend",
                            "llamacpp", "--model", "gemma3-270m", "--format", "shell", "--output", str(out)],
-                          capture_output=True, text=True, timeout=120)
+                          check=False, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
     out.chmod(0o640)
@@ -186,13 +187,21 @@ def test_a_full_disk_is_an_error_and_the_previous_file_is_kept(tmpfs):
     assert out.read_text() == before, "the previous file must survive a full disk"
 
 
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from velollm_core.files import prepare_output
+prepare_output(Path(sys.argv[1]))
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
 def test_a_file_that_another_velollm_writes_is_refused(tmp_path):
     """Two writers of one --output: the second is told, and the first one's file is not touched."""
     out = tmp_path / "r.json"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from velollm_core.files import "
-         "prepare_output; prepare_output(Path(sys.argv[1])); print('locked', flush=True); time.sleep(60)",
-         str(out)], stdout=subprocess.PIPE, text=True)
+        [sys.executable, "-c", HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         proc = benchmark_to(out)

@@ -16,8 +16,8 @@ VELOLLM = [sys.executable, "-m", "velollm_core"]
 
 def benchmark(*args: str) -> tuple[subprocess.CompletedProcess, float]:
     started = time.monotonic()
-    proc = subprocess.run([*VELOLLM, "benchmark", "--backend", "llamacpp", *args], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run([*VELOLLM, "benchmark", "--backend", "llamacpp", *args], check=False,
+                          capture_output=True, text=True, timeout=120)
     return proc, time.monotonic() - started
 
 

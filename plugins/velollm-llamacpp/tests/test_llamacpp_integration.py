@@ -259,3 +259,50 @@ def test_sigkill_of_velollm_takes_its_server_down(gemma, tmp_path):
     _gone, alive = psutil.wait_procs(servers, timeout=10)
     assert not alive, "llama-server outlived a SIGKILLed velollm"
     assert len(json.loads(out.read_text())["runs"]) >= 1  # the last atomic rewrite is intact JSON
+
+
+def test_a_second_benchmark_on_the_same_output_is_refused(gemma, tmp_path):
+    """Two writers of one file: the second is told at once; the first one's runs are all kept."""
+    out = tmp_path / "r.json"
+    first = _long_benchmark(out)
+    try:
+        _wait_for_runs(out, 1, first)
+        second = velollm("benchmark", "--backend", "llamacpp", "--model", "gemma3-270m", "--output", str(out),
+                         timeout=120)
+        _assert_one_clean_error(second, 2, f"is being written by another velollm (pid {first.pid})")
+        _wait_for_runs(out, 2, first)  # the first goes on writing
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=60)
+    assert json.loads(out.read_text())["status"] == "interrupted"
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_a_disk_that_fills_mid_run_says_what_was_kept(gemma, tmp_path):
+    """The disk fills after the first runs: one sentence, exit 1, and the file as of the last good write."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], check=True)
+    try:
+        out = mount / "r.json"
+        proc = _long_benchmark(out)
+        try:
+            _wait_for_runs(out, 1, proc)
+            fd = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT)
+            try:  # take every block that is left
+                while os.write(fd, b"\0" * 512):
+                    pass
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+            _, stderr = proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+        assert proc.returncode == 1 and "Traceback" not in stderr, stderr
+        assert "No space left on device" in stderr, stderr
+        kept = json.loads(out.read_text())  # intact: the last write that succeeded
+        assert f"{len(kept['runs'])} finished run(s) kept in {out}" in " ".join(stderr.split())
+        assert not list(mount.glob(f".{out.name}.*.tmp")), "no temporary file is left behind"
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
