@@ -6,10 +6,12 @@ import json
 import time
 from typing import Any
 
+from velollm_core.deadline import Deadlines, RequestWatch
 from velollm_core.errors import BackendError
 from velollm_core.models import GenerationRequest, GenerationTiming
 
-REQUEST_TIMEOUT_S = 600.0
+CONNECT_TIMEOUT_S = 5.0
+SERVER_NAME = "llama-server"
 
 
 def completion_body(request: GenerationRequest) -> dict[str, Any]:
@@ -28,9 +30,9 @@ def completion_body(request: GenerationRequest) -> dict[str, Any]:
     return body
 
 
-def _events(response):
+def _events(lines):
     """Parsed JSON of each server-sent ``data:`` line, with its arrival time."""
-    for line in response.iter_lines():
+    for line in lines:
         if not line.startswith("data:"):
             continue
         payload = line[5:].strip()
@@ -51,9 +53,10 @@ def _error_text(response) -> str:
         return response.text[:200]
 
 
-def stream_completion(client, base_url: str, request: GenerationRequest) -> GenerationTiming:
+def stream_completion(client, base_url: str, request: GenerationRequest,
+                      deadlines: Deadlines | None = None) -> GenerationTiming:
     """Run one streamed generation and time it: TTFT and decode rate from the stream, beside the
-    server's own ``timings``."""
+    server's own ``timings``; ``deadlines`` (velollm_core.deadline) bound it."""
     import httpx
 
     body = completion_body(request)
@@ -61,12 +64,17 @@ def stream_completion(client, base_url: str, request: GenerationRequest) -> Gene
     n_tokens = 0
     text: list[str] = []
     final: dict[str, Any] | None = None
+    deadlines = deadlines or Deadlines()
+    watch = RequestWatch(deadlines, server=SERVER_NAME, url=base_url)
+    timeout = deadlines.httpx_timeout(CONNECT_TIMEOUT_S)
     start = time.perf_counter()
     try:
-        with client.stream("POST", f"{base_url}/completion", json=body, timeout=REQUEST_TIMEOUT_S) as response:
+        with watch, client.stream("POST", f"{base_url}/completion", json=body, timeout=timeout) as response:
+            watch.attach(response)
             if response.status_code != 200:
                 raise BackendError(f"llama-server answered HTTP {response.status_code}: {_error_text(response)}")
-            for arrived, event in _events(response):
+            for arrived, event in _events(watch.lines(response)):
+                watch.event()
                 if "error" in event:
                     raise BackendError(f"llama-server reported an error: {event['error']}")
                 predicted = event.get("tokens_predicted")
@@ -83,7 +91,7 @@ def stream_completion(client, base_url: str, request: GenerationRequest) -> Gene
                     final = event
                     break
     except httpx.TransportError as exc:
-        raise BackendError(
+        raise watch.error(exc) or BackendError(
             f"lost the connection to llama-server at {base_url} mid-stream "
             f"({type(exc).__name__}: {exc or 'no detail'}); did the server die?"
         ) from None

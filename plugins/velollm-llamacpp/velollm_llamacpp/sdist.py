@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
 
 from velollm_core.errors import VeloError
+from velollm_core.urls import redact_url
 
 PROJECT = "llama-cpp-python"
 VERSION = "0.3.36"
@@ -65,17 +66,6 @@ def index_urls() -> list[str]:
         if url not in urls:
             urls.append(url)
     return urls
-
-
-def redact(url: str) -> str:
-    """A URL fit for messages: no user or password."""
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        if parts.port:
-            host += f":{parts.port}"
-        parts = parts._replace(netloc="***@" + host)
-    return parts._replace(query="").geturl()
 
 
 class _Links(HTMLParser):
@@ -163,21 +153,21 @@ def download(workdir: Path, *, log: Callable[[str], None], progress: Callable[[s
 
     failures: list[str] = []
     for index in index_urls():
-        shown = redact(index)
+        shown = redact_url(index)
         try:
             url = find_file_url(index)
             if url is None:
                 failures.append(f"{shown} does not list {FILENAME}")
                 continue
-            log(f"downloading {FILENAME} (about {SIZE_HINT_MB} MB) from {redact(url)}")
+            log(f"downloading {FILENAME} (about {SIZE_HINT_MB} MB) from {redact_url(url)}")
             dest = workdir / FILENAME
             _copy_to(url, dest, progress)
         except httpx.HTTPStatusError as exc:
-            failures.append(f"{shown}: HTTP {exc.response.status_code} for {redact(str(exc.request.url))}")
+            failures.append(f"{shown}: HTTP {exc.response.status_code} for {redact_url(str(exc.request.url))}")
             continue
         except (httpx.HTTPError, OSError, ValueError) as exc:
             failures.append(f"{shown}: {type(exc).__name__}: {exc}")
             continue
-        check_sha256(dest, origin=redact(url))
+        check_sha256(dest, origin=redact_url(url))
         return dest
     raise VeloError(f"could not download the {PROJECT} {VERSION} sdist ({'; '.join(failures)}); {retry_hint()}")

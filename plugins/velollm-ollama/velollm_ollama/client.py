@@ -10,15 +10,16 @@ import re
 import shlex
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
+from velollm_core.deadline import PLAIN_TIMEOUT_S, Deadlines, RequestWatch, plain_request
 from velollm_core.errors import BackendError, UserInputError, VeloError
+from velollm_core.urls import ServerURL, scrub, split_server_url
 
 DEFAULT_PORT = "11434"
 DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
 CONNECT_TIMEOUT_S = 5.0
-# Generous: the first request loads the model from disk, which takes minutes for big models.
-READ_TIMEOUT_S = 600.0
 _MODEL_NOT_FOUND = re.compile(r"model\s.*not found", re.IGNORECASE)
 
 
@@ -80,9 +81,19 @@ def normalize_host(raw: str | None) -> str:
     return f"{scheme}://{host}:{port}" + (f"/{path}" if path else "")
 
 
+def server_url(host: str | None = None) -> ServerURL:
+    """``host`` (the --host URL) when given, else ``$OLLAMA_HOST``, else http://127.0.0.1:11434.
+
+    A ``user:password@`` or a query in it is split off the base URL (which messages and results show)
+    and sent with every request: userinfo as HTTP basic auth, as Ollama's own client does with it.
+    """
+    split = split_server_url(host if host else os.environ.get("OLLAMA_HOST") or "", default_scheme=None)
+    return replace(split, base=normalize_host(split.base))
+
+
 def default_base_url(host: str | None = None) -> str:
-    """``host`` (the --host URL) when given, else ``$OLLAMA_HOST``, else http://127.0.0.1:11434."""
-    return normalize_host(host if host else os.environ.get("OLLAMA_HOST"))
+    """The base URL of ``server_url(host)``: no credentials, no query."""
+    return server_url(host).base
 
 
 def is_loopback_url(url: str) -> bool:
@@ -116,15 +127,23 @@ class OllamaClient:
         host: str | None = None,
         *,
         connect_timeout: float = CONNECT_TIMEOUT_S,
-        read_timeout: float = READ_TIMEOUT_S,
+        read_timeout: float = PLAIN_TIMEOUT_S,
+        deadlines: Deadlines | None = None,
     ) -> None:
+        """``read_timeout`` bounds each JSON request as a whole; ``deadlines`` each generation."""
         import httpx
 
-        self.base_url = default_base_url(host)
-        self.read_timeout = read_timeout
+        server = server_url(host)
+        self.base_url = server.base
+        self._secrets = server.secrets()  # scrubbed from server texts: a proxy may echo its credentials
+        self.connect_timeout = connect_timeout
+        self.deadlines = deadlines or Deadlines()
+        self.plain = self.deadlines.plain(read_timeout)
         self._http = httpx.Client(
             base_url=self.base_url,
-            timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+            params=server.params,
+            auth=server.auth,
+            timeout=self.plain.httpx_timeout(connect_timeout),
             # A proxy from HTTP_PROXY must not capture loopback traffic (Ollama's own client skips it too).
             trust_env=not is_loopback_url(self.base_url),
         )
@@ -137,16 +156,14 @@ class OllamaClient:
     def unreachable_message(self) -> str:
         return f"Ollama is not reachable at {self.base_url} — is `ollama serve` running?"
 
-    def _transport_error(self, exc: Exception) -> VeloError:
+    def _transport_error(self, exc: Exception, watch: RequestWatch | None = None) -> VeloError:
         import httpx
 
         if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
             return BackendError(self.unreachable_message())
-        if isinstance(exc, httpx.TimeoutException):
-            return BackendError(
-                f"Ollama at {self.base_url} did not answer within {self.read_timeout:g} s "
-                "(a big model loading from disk can take longer: pass --option timeout=SECONDS)"
-            )
+        passed = watch.error(exc) if watch is not None else None
+        if passed is not None:
+            return passed
         if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
             return BackendError(
                 f"Ollama at {self.base_url} closed the connection in the middle of its answer ({exc}); "
@@ -173,7 +190,7 @@ class OllamaClient:
         return UserInputError(f"{message} Get it with: ollama pull {shlex.quote(model)}")
 
     def _status_error(self, status: int, body: bytes, model: str | None) -> VeloError:
-        text = error_text(body)
+        text = scrub(error_text(body), self._secrets)
         if status == 404 and model and _MODEL_NOT_FOUND.search(text):
             return self._model_missing(model, text)
         return BackendError(f"Ollama at {self.base_url} answered HTTP {status}: {text}")
@@ -185,7 +202,8 @@ class OllamaClient:
         import httpx
 
         try:
-            response = self._http.request(method, path, json=body)
+            response = plain_request(self._http, method, path, self.plain, server="Ollama",
+                                     connect_s=self.connect_timeout, json=body)
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from None
         if response.status_code >= 400:
@@ -228,11 +246,15 @@ class OllamaClient:
         import httpx
 
         model = body.get("model")
+        watch = RequestWatch(self.deadlines, server="Ollama", url=self.base_url)
+        timeout = self.deadlines.httpx_timeout(self.connect_timeout)
         try:
-            with self._http.stream("POST", "/api/generate", json={**body, "stream": True}) as response:
+            with watch, self._http.stream("POST", "/api/generate", json={**body, "stream": True},
+                                          timeout=timeout) as response:
+                watch.attach(response)
                 if response.status_code >= 400:
                     raise self._status_error(response.status_code, response.read(), model)
-                for line in response.iter_lines():
+                for line in watch.lines(response):
                     arrived = time.perf_counter()
                     if not line.strip():
                         continue
@@ -247,6 +269,7 @@ class OllamaClient:
                         )
                     if chunk.get("error"):
                         raise BackendError(f"Ollama reported an error during generation: {chunk['error']}")
+                    watch.event()
                     yield arrived, chunk
         except httpx.HTTPError as exc:
-            raise self._transport_error(exc) from None
+            raise self._transport_error(exc, watch) from None

@@ -36,13 +36,13 @@ def client_for(context: BenchmarkContext):
     with _client_lock:
         client = context.state.get(_CLIENT_KEY)
         if client is None:
-            from velollm_ollama.client import READ_TIMEOUT_S, OllamaClient
-            from velollm_ollama.runner import coerce_option
+            from velollm_core.deadline import Deadlines
+            from velollm_ollama.client import OllamaClient
+            from velollm_ollama.runner import split_options
 
-            timeout = coerce_option(context.options.get("timeout", READ_TIMEOUT_S))
-            if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
-                raise UserInputError(f"--option timeout={timeout} is not a positive number of seconds")
-            client = OllamaClient(context.host, read_timeout=float(timeout))
+            # `timeout` is this backend's older name for timeout_s (the whole request).
+            deadlines = Deadlines.from_options(split_options(context.options)[2], total_aliases=("timeout",))
+            client = OllamaClient(context.host, deadlines=deadlines)
             context.resources.callback(client.close)
             context.state[_CLIENT_KEY] = client
     return client

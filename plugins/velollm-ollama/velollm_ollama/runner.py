@@ -17,8 +17,8 @@ from velollm_core.models import GenerationRequest, GenerationTiming
 
 # Request fields that Ollama takes beside ``options``, not inside it.
 TOP_LEVEL_FIELDS = {"keep_alive", "think", "raw", "format", "system", "template", "suffix"}
-# Settings of this client, never sent to Ollama.
-CLIENT_SETTINGS = {"timeout", "cache_prompt"}
+# Settings of this client, never sent to Ollama (the deadlines: velollm_core.deadline).
+CLIENT_SETTINGS = {"timeout", "first_token_timeout_s", "timeout_s", "cache_prompt"}
 
 
 def coerce_option(value: Any) -> Any:

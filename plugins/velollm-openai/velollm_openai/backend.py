@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
+from velollm_core import deadline
 from velollm_core.errors import BackendError, UserInputError
 from velollm_core.models import BackendInfo, BenchmarkContext, GenerationRequest, GenerationTiming, ModelFacts
 from velollm_openai.client import OpenAIServer, StreamOptionsRejected
@@ -17,7 +18,7 @@ from velollm_openai.timing import StreamRecord, timing_from_stream
 
 BACKEND = "openai"
 ENDPOINTS = {"completions": "/completions", "chat": "/chat/completions"}
-OPTIONS = ("endpoint", "api_key_env", "timeout_s")
+OPTIONS = ("endpoint", "api_key_env", *deadline.OPTIONS)
 _STATE_KEY = "openai"
 
 
@@ -59,13 +60,6 @@ def _api_key(options: dict[str, Any]) -> str | None:
     return key
 
 
-def _timeout(options: dict[str, Any]) -> float:
-    value = options.get("timeout_s", 600.0)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise UserInputError(f"option timeout_s must be a positive number of seconds, got {value!r}")
-    return float(value)
-
-
 def _names(entry: dict[str, Any]) -> set[str]:
     """Every name a /v1/models entry answers to: its id, aliases, and (for file paths) the file name."""
     names = {str(entry.get("id"))} | {str(a) for a in entry.get("aliases") or []}
@@ -104,7 +98,7 @@ def _open_session(context: BenchmarkContext) -> Session:
         api_key=_api_key(options),
         api_key_env=options.get("api_key_env"),
         parallel=context.parallel,
-        timeout_s=_timeout(options),
+        deadlines=deadline.Deadlines.from_options(options),
     )
     context.resources.callback(server.close)
     listed = server.list_models()

@@ -1,7 +1,9 @@
 """HTTP side of the ``openai`` backend: ``/v1/models``, streamed generations, and readable errors.
 
-The API key lives only in the client's default headers: every text that leaves this module (error
-messages included) goes through ``redact`` first, because some servers echo the key they rejected.
+The API key lives only in the client's default headers, and the secrets of a ``--host`` URL (its
+``user:password@`` and query) only in the client's auth and params: the base URL that messages and
+results show carries none, and every server text that leaves this module goes through ``redact``
+first, because some servers echo the key they rejected.
 """
 
 from __future__ import annotations
@@ -9,9 +11,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
+from urllib.parse import urlsplit
 
+from velollm_core.deadline import Deadlines, RequestWatch, plain_request
 from velollm_core.errors import BackendError, UserInputError
+from velollm_core.urls import ServerURL, join_url, scrub, split_server_url
 
 CONNECT_TIMEOUT_S = 10.0
 SERVER_NAME = "OpenAI-compatible server"
@@ -21,12 +27,17 @@ class StreamOptionsRejected(Exception):
     """The server refused ``stream_options`` (older servers): retry without it, count chunks."""
 
 
+def api_url(host: str) -> ServerURL:
+    """The ``--host`` URL with ``/v1`` as the last path segment (where it is not already)."""
+    server = split_server_url(host)
+    if urlsplit(server.base).path.rsplit("/", 1)[-1] != "v1":
+        server = replace(server, base=join_url(server.base, "v1"))
+    return server
+
+
 def api_base(host: str) -> str:
-    """'localhost:8000', 'http://h:8000/' or 'http://h:8000/v1' -> 'http://h:8000/v1'."""
-    url = host.strip().rstrip("/")
-    if "://" not in url:
-        url = "http://" + url
-    return url if url.endswith("/v1") else url + "/v1"
+    """'localhost:8000', 'http://h:8000/' or 'http://h:8000/v1' -> 'http://h:8000/v1' (no secrets)."""
+    return api_url(host).base
 
 
 def error_text(response: Any, limit: int = 300) -> str:
@@ -55,21 +66,34 @@ class OpenAIServer:
         api_key: str | None = None,
         api_key_env: str | None = None,
         parallel: int = 1,
-        timeout_s: float = 600.0,
+        deadlines: Deadlines | None = None,
     ) -> None:
         import httpx
 
-        self.base = api_base(host)
+        server = api_url(host)
+        if server.auth and api_key:
+            # Both would set the Authorization header, and httpx lets the URL's win: the key would be
+            # dropped without a word and a rejection blamed on it. We refuse to guess.
+            raise UserInputError(
+                f"--host carries a user name and password and --api-key-env names {api_key_env}: both "
+                "would set the Authorization header, so give one (the password is sent as HTTP basic auth)"
+            )
+        self.base = server.base
         self.api_key_env = api_key_env
-        self._api_key = api_key
+        self.basic_auth = server.auth is not None
+        self._secrets = [secret for secret in (api_key, *server.secrets()) if secret]
+        self.deadlines = deadlines or Deadlines()
         self.model_ids: list[str] = []
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # One connection per parallel stream (plus one spare), so concurrent requests really overlap.
         size = max(parallel, 1) + 1
         self._http = httpx.Client(
             headers=headers,
+            # A user:password@ in --host is meant for the server (a proxy's basic auth, as curl sends it).
+            auth=server.auth,
+            params=server.params,
             limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
-            timeout=httpx.Timeout(timeout_s, connect=CONNECT_TIMEOUT_S),
+            timeout=self.deadlines.plain().httpx_timeout(CONNECT_TIMEOUT_S),
         )
 
     def close(self) -> None:
@@ -80,8 +104,13 @@ class OpenAIServer:
         return self.base.removesuffix("/v1")
 
     def redact(self, text: str) -> str:
-        """``text`` with the API key (should a server echo it) replaced by ``***``."""
-        return text.replace(self._api_key, "***") if self._api_key else text
+        """``text`` with the API key and the URL's secrets (should a server echo one) replaced by ``***``."""
+        return scrub(text, self._secrets)
+
+    def _plain(self, url: str, seconds: float) -> Any:
+        """A GET whose whole answer must arrive within ``seconds`` (the response, read)."""
+        limits = self.deadlines.plain(seconds)
+        return plain_request(self._http, "GET", url, limits, server=SERVER_NAME, connect_s=CONNECT_TIMEOUT_S)
 
     def _unreachable(self, exc: Exception) -> BackendError:
         return BackendError(f"{SERVER_NAME} is not reachable at {self.base} ({type(exc).__name__})")
@@ -91,7 +120,7 @@ class OpenAIServer:
         import httpx
 
         try:
-            response = self._http.get(f"{self.base}/models", timeout=CONNECT_TIMEOUT_S * 3)
+            response = self._plain(f"{self.base}/models", CONNECT_TIMEOUT_S * 3)
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from None
         if response.status_code in (404, 405):
@@ -112,9 +141,9 @@ class OpenAIServer:
         import httpx
 
         try:
-            response = self._http.get(url, timeout=CONNECT_TIMEOUT_S)
+            response = self._plain(url, CONNECT_TIMEOUT_S)
             data = response.json() if response.status_code == 200 else None
-        except (httpx.HTTPError, ValueError):
+        except (httpx.HTTPError, BackendError, ValueError):
             return None
         return data if isinstance(data, dict) else None
 
@@ -129,6 +158,8 @@ class OpenAIServer:
         text = self.redact(error_text(response))
         where = f"{SERVER_NAME} at {self.base}"
         if status in (401, 403):
+            if self.basic_auth:
+                raise UserInputError(f"{where} rejected the user name and password of --host (HTTP {status}: {text})")
             if self.api_key_env:
                 raise UserInputError(
                     f"{where} rejected the API key from environment variable {self.api_key_env} "
@@ -164,15 +195,18 @@ class OpenAIServer:
         import httpx
 
         events = 0
+        watch = RequestWatch(self.deadlines, server=SERVER_NAME, url=self.base)
+        timeout = self.deadlines.httpx_timeout(CONNECT_TIMEOUT_S)
         try:
-            with self._http.stream("POST", f"{self.base}{path}", json=body) as response:
+            with watch, self._http.stream("POST", f"{self.base}{path}", json=body, timeout=timeout) as response:
+                watch.attach(response)
                 if response.status_code != 200:
                     if response.status_code in (400, 422) and "stream_options" in body:
                         text = error_text(response)
                         if "stream_options" in text or "include_usage" in text:
                             raise StreamOptionsRejected(text)
                     self.raise_for_status(response, model=body.get("model"), path=path)
-                for line in response.iter_lines():
+                for line in watch.lines(response):
                     if not line.startswith("data:"):
                         continue  # comments (":"), "event:", "id:" and blank separators
                     payload = line[5:].strip()
@@ -186,11 +220,12 @@ class OpenAIServer:
                             f"{self.redact(payload[:120])!r}"
                         ) from None
                     events += 1
+                    watch.event()
                     yield time.perf_counter(), event
-        except httpx.ConnectError as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise self._unreachable(exc) from None
         except httpx.TransportError as exc:
-            raise BackendError(
+            raise watch.error(exc) or BackendError(
                 f"the stream from {SERVER_NAME} at {self.base}{path} was cut mid-way after {events} "
                 f"event(s) ({type(exc).__name__}: {self.redact(str(exc)) or 'no detail'})"
             ) from None

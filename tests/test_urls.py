@@ -1,0 +1,60 @@
+"""velollm_core.urls: --host URLs split into base and secrets, joined by path, redacted for display."""
+
+from __future__ import annotations
+
+import pytest
+
+from velollm_core.urls import ServerURL, join_url, redact_url, scrub, split_server_url
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("http://user:secret@127.0.0.1:8000", "http://***@127.0.0.1:8000"),
+    ("http://h:1/?api_key=secret", "http://h:1/?api_key=***"),
+    ("https://token@pypi.example/simple/?a=1&b=", "https://***@pypi.example/simple/?a=***&b=***"),
+    ("user:pw@h:1/x", "***@h:1/x"),  # no scheme: read as host, not as scheme "user"
+    ("http://127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1"),  # nothing secret: unchanged
+    ("localhost:8000", "localhost:8000"),
+    ("[::1]:9999", "[::1]:9999"),
+    ("", ""),
+])
+def test_redact_url(url, shown):
+    assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("http://user:p%40ss@127.0.0.1:8000/", ServerURL("http://127.0.0.1:8000", (), ("user", "p@ss"))),
+    ("http://h:1/?api_key=secret", ServerURL("http://h:1", (("api_key", "secret"),))),
+    ("localhost:8000", ServerURL("http://localhost:8000")),
+    ("https://h.example/openai/", ServerURL("https://h.example/openai")),
+    ("tok@h:1", ServerURL("http://h:1", (), ("tok", ""))),
+])
+def test_split_server_url(raw, expected):
+    assert split_server_url(raw) == expected
+
+
+def test_split_without_default_scheme_keeps_the_text():
+    # Ollama reads OLLAMA_HOST by its own rules (0.0.0.0, ports by scheme): only secrets are taken off.
+    assert split_server_url("user:pw@0.0.0.0:8080", default_scheme=None).base == "0.0.0.0:8080"
+    assert split_server_url("", default_scheme=None).base == ""
+
+
+def test_join_url_keeps_the_query_at_the_end():
+    assert join_url("http://h:1/?k=v", "v1") == "http://h:1/v1?k=v"
+    assert join_url("http://h:1/api/", "v1", "/models") == "http://h:1/api/v1/models"
+    assert join_url("h:1", "health") == "h:1/health"
+
+
+def test_secrets_include_the_basic_auth_header_value():
+    server = split_server_url("http://u:pw@h:1/?t=tok")
+    assert set(server.secrets()) == {"tok", "pw", "dTpwdw=="}  # base64("u:pw")
+    assert scrub("echo: Basic dTpwdw== pw tok", server.secrets()) == "echo: Basic *** *** ***"
+
+
+def test_ollama_host_with_credentials_is_read_like_ollama():
+    pytest.importorskip("velollm_ollama")
+    from velollm_ollama.client import default_base_url, server_url
+
+    # Before: the userinfo was taken for an IPv6 host, "http://[user:pw@127.0.0.1:5]:80".
+    assert default_base_url("http://user:pw@127.0.0.1:5") == "http://127.0.0.1:5"
+    assert server_url("user:pw@0.0.0.0").auth == ("user", "pw")
+    assert server_url("user:pw@0.0.0.0").base == "http://127.0.0.1:11434"

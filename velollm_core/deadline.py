@@ -1,0 +1,293 @@
+"""Deadlines for HTTP requests to model servers, which neither silence nor a trickle can extend.
+
+httpx's read timeout limits each socket read: a server that accepts and never answers holds the
+client for the whole timeout without a word, and one that sends a byte every few seconds resets it
+for ever. A ``RequestWatch`` times the request as a whole instead:
+
+- every socket read is bounded by the first-token limit (httpx's read timeout, set per request), so
+  a server that sends nothing at all, not even its response headers, is given up on time;
+- every network chunk of the body checks the first-token and whole-request deadlines, so a trickle
+  cannot outlive them;
+- a watchdog thread prints a throttled "waiting ..." line on stderr while the server is silent, and
+  at a deadline shuts the connection's socket down, which ends a read blocked mid-stream at once.
+
+The ollama, openai and llamacpp backends all stream through it, with the same two options:
+``first_token_timeout_s`` and ``timeout_s`` (the whole request).
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from velollm_core.errors import BackendError, UserInputError
+from velollm_core.urls import redact_url
+
+FIRST_TOKEN_OPTION = "first_token_timeout_s"
+TOTAL_OPTION = "timeout_s"
+OPTIONS = (FIRST_TOKEN_OPTION, TOTAL_OPTION)
+
+# Before its first token a local server may load the model (a big one takes minutes from a slow
+# disk) and must process the whole prompt: the long_prompt suite is ~1.5k tokens, which a 7B model
+# on a laptop CPU prefills at 10-20 tokens/s. 300 s covers both; the "waiting" line keeps the user
+# informed long before that, and a hung server is still named within five minutes, not ten.
+FIRST_TOKEN_TIMEOUT_S = 300.0
+# The whole request: the default suites generate at most 192 tokens, ~100 s at 2 tokens/s (a big
+# model on a CPU), after a first token that may itself take FIRST_TOKEN_TIMEOUT_S. Runs with a large
+# --max-tokens on slow hardware raise it with --option timeout_s=SECONDS.
+REQUEST_TIMEOUT_S = 600.0
+# Metadata requests (model lists, versions, health) answer in milliseconds on any healthy server.
+PLAIN_TIMEOUT_S = 30.0
+# The "waiting" line: after this much silence, then again at this interval while it lasts.
+NOTICE_AFTER_S = 5.0
+NOTICE_EVERY_S = 15.0
+
+
+def _seconds(options: Mapping[str, Any], names: tuple[str, ...], default: float) -> float:
+    """The first of ``names`` present in ``options``, as a positive number of seconds."""
+    for name in names:
+        if name in options:
+            value = options[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise UserInputError(f"option {name} must be a positive number of seconds, got {value!r}")
+            return float(value)
+    return default
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """How long one request may take: to its first token (None: not a stream) and as a whole."""
+
+    first_token_s: float | None = FIRST_TOKEN_TIMEOUT_S
+    total_s: float = REQUEST_TIMEOUT_S
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], total_aliases: tuple[str, ...] = ()) -> Deadlines:
+        """From ``--option first_token_timeout_s=S`` and ``timeout_s=S`` (or an older name of the latter)."""
+        return cls(
+            first_token_s=_seconds(options, (FIRST_TOKEN_OPTION,), FIRST_TOKEN_TIMEOUT_S),
+            total_s=_seconds(options, (TOTAL_OPTION, *total_aliases), REQUEST_TIMEOUT_S),
+        )
+
+    def plain(self, seconds: float = PLAIN_TIMEOUT_S) -> Deadlines:
+        """For a request that is not a stream (a model list, a version): one deadline for the whole
+        answer, ``seconds`` or the silence limit where that is shorter (no request outwaits it)."""
+        return Deadlines(first_token_s=None, total_s=min(seconds, self.silence_s()))
+
+    def silence_s(self) -> float:
+        """The longest a single read may wait: a healthy server is never silent longer than before
+        its first token (model load and prefill), so that limit also bounds every later silence."""
+        return min(self.first_token_s or math.inf, self.total_s)
+
+    def httpx_timeout(self, connect_s: float):
+        """httpx's per-operation timeout for a request under these deadlines."""
+        import httpx
+
+        return httpx.Timeout(self.silence_s(), connect=min(connect_s, self.total_s))
+
+
+def _stderr_line(text: str) -> None:
+    # sys.stderr is looked up at each call: rich's live progress display swaps in a proxy that
+    # prints above the progress bar.
+    print(text, file=sys.stderr, flush=True)
+
+
+class RequestWatch:
+    """The deadlines of one request, as a context manager around it (see the module docstring).
+
+    ``server`` names the software in messages ("Ollama"), ``url`` where it runs (shown redacted).
+    The client calls ``attach(response)`` once headers arrive, reads a stream through ``lines`` (a
+    plain answer with ``response.read()``: the watchdog ends a trickle there), calls ``event()`` for
+    each parsed stream event, and turns a transport error into ``error(...)``.
+    """
+
+    def __init__(
+        self,
+        deadlines: Deadlines,
+        *,
+        server: str,
+        url: str,
+        notify: Callable[[str], None] = _stderr_line,
+        clock: Callable[[], float] = time.monotonic,
+        notice_after_s: float = NOTICE_AFTER_S,
+        notice_every_s: float = NOTICE_EVERY_S,
+    ) -> None:
+        self.deadlines = deadlines
+        self.who = f"{server} at {redact_url(url)}"
+        self.url = redact_url(url)
+        self._notify, self._clock = notify, clock
+        self._notice_after, self._notice_every = notice_after_s, notice_every_s
+        self.start = self.last = clock()
+        self.events = 0
+        self.expired: str | None = None  # which deadline the watchdog saw pass
+        self._socket: socket.socket | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="velollm-deadline", daemon=True)
+
+    def __enter__(self) -> RequestWatch:  # noqa: PYI034 - returns self
+        self.start = self.last = self._clock()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    # --- what the client reports ----------------------------------------------------------------
+
+    def attach(self, response: Any) -> None:
+        """Let the watchdog cut ``response``'s connection at a deadline (httpx's documented
+        ``network_stream`` extension; without it only the per-chunk checks apply)."""
+        stream = getattr(response, "extensions", {}).get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        self._socket = sock if isinstance(sock, socket.socket) else None
+
+    def event(self) -> None:
+        """One stream event (a token, as near as the wire format tells) has arrived."""
+        self.events += 1
+        self.last = self._clock()
+
+    def lines(self, response: Any) -> Iterator[str]:
+        """``response``'s body split into lines (``\\n`` or ``\\r\\n``), deadlines checked per chunk.
+
+        httpx's ``iter_lines`` waits for a whole line: a trickle without newlines would never give
+        control back, so the split is done here, chunk by chunk.
+        """
+        pending = ""
+        for text in response.iter_text():
+            self.check()
+            pending += text
+            *complete, pending = pending.split("\n")
+            for line in complete:
+                yield line.removesuffix("\r")
+        if pending:
+            yield pending.removesuffix("\r")
+
+    # --- deadlines ------------------------------------------------------------------------------
+
+    def _due(self) -> tuple[str, float]:
+        """The deadline that applies now: (which, when)."""
+        first = self.deadlines.first_token_s
+        if self.events == 0 and first is not None and first < self.deadlines.total_s:
+            return "first_token", self.start + first
+        return "total", self.start + self.deadlines.total_s
+
+    def passed(self) -> str | None:
+        """The deadline that has passed, if one has."""
+        if self.expired:
+            return self.expired
+        which, when = self._due()
+        return which if self._clock() >= when else None
+
+    def check(self) -> None:
+        """Raise the deadline's error once one has passed."""
+        which = self.passed()
+        if which:
+            raise self._message(which)
+
+    def error(self, exc: Exception) -> BackendError | None:
+        """The error to raise for httpx's ``exc``: a passed deadline, or (for a read that timed out
+        before any deadline) the silence limit; None for other failures, which the client names."""
+        import httpx
+
+        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+            return None  # nothing listens: the client's "not reachable" says it better
+        which = self.passed()
+        if which:
+            return self._message(which)
+        if isinstance(exc, httpx.TimeoutException):
+            return self._message("silence" if self.events else "first_token")
+        return None
+
+    def _message(self, which: str) -> BackendError:
+        limits = self.deadlines
+        if limits.first_token_s is None:
+            return BackendError(
+                f"{self.who} did not answer within {limits.total_s:g} s: is the server hung? (this wait "
+                f"is the shorter of {PLAIN_TIMEOUT_S:g} s and --option {FIRST_TOKEN_OPTION})"
+            )
+        if which == "first_token":
+            return BackendError(
+                f"{self.who} sent no token within {limits.first_token_s:g} s (the first-token deadline); "
+                "a model loading from disk or a long prompt on a CPU can take longer: raise it with "
+                f"--option {FIRST_TOKEN_OPTION}=SECONDS"
+            )
+        if which == "silence":
+            return BackendError(
+                f"{self.who} sent nothing for {limits.silence_s():g} s in the middle of its answer "
+                f"({FIRST_TOKEN_OPTION} limits every silence): raise it with --option {FIRST_TOKEN_OPTION}=SECONDS"
+            )
+        answered = "did not finish its answer" if self.events else "did not answer"
+        return BackendError(
+            f"{self.who} {answered} within {limits.total_s:g} s (the whole-request deadline): "
+            f"raise it with --option {TOTAL_OPTION}=SECONDS"
+        )
+
+    # --- watchdog -------------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        next_notice = self.start + self._notice_after
+        while True:
+            which, when = self._due()
+            next_notice = max(next_notice, self.last + self._notice_after)
+            if self._done.wait(max(0.0, min(when, next_notice) - self._clock())):
+                return
+            now = self._clock()
+            which, when = self._due()
+            if now >= when:
+                self.expired = which
+                self._cut()
+                return
+            if now >= next_notice:
+                self._notice(now)
+                next_notice = now + self._notice_every
+
+    def _notice(self, now: float) -> None:
+        if self.deadlines.first_token_s is None:
+            self._notify(f"waiting for an answer from {self.url} ({now - self.start:.0f} s)")
+        elif self.events == 0:
+            self._notify(f"waiting for the first token from {self.url} ({now - self.start:.0f} s)")
+        else:
+            self._notify(f"waiting for the next token from {self.url} ({now - self.last:.0f} s since the last)")
+
+    def _cut(self) -> None:
+        # shutdown, not close: it wakes a recv blocked in another thread, which then sees the end
+        # of the stream; the client turns that into this deadline's error.
+        if self._socket is not None:
+            try:
+                self._socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed: the request ended on its own
+
+
+def plain_request(http: Any, method: str, url: str, limits: Deadlines, *, server: str, connect_s: float,
+                  **kwargs: Any) -> Any:
+    """One request that is not a stream (``limits`` from ``Deadlines.plain``), its answer read whole.
+
+    Returns the read httpx response; a passed deadline raises BackendError, and any other httpx
+    error passes through for the client to name (not reachable, connection reset).
+    """
+    import httpx
+
+    request = http.build_request(method, url, timeout=limits.httpx_timeout(connect_s), **kwargs)
+    watch = RequestWatch(limits, server=server, url=str(request.url))
+    try:
+        with watch:
+            response = http.send(request, stream=True)
+            try:
+                watch.attach(response)
+                response.read()
+            finally:
+                response.close()
+    except httpx.HTTPError as exc:
+        passed = watch.error(exc)
+        if passed is None:
+            raise
+        raise passed from None
+    return response
