@@ -266,3 +266,44 @@ def test_velollm_detect_json_subprocess(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     check_detect_document(json.loads(proc.stdout))
+
+
+# --- detect --json without pydantic: the same document ---------------------------------------------
+
+VOLATILE_MEMORY = ("available_bytes", "used_bytes", "swap_used_bytes")
+
+
+def test_detect_data_is_the_models_dump_byte_for_byte():
+    data = report.detect_hardware_data()
+    typed = detect_hardware().model_dump(mode="json")
+    for document in (data, typed):
+        document["memory"].update(dict.fromkeys(VOLATILE_MEMORY, 0))
+    assert json.dumps(data, indent=2) == json.dumps(typed, indent=2)  # same keys, same order, same types
+
+
+def test_system_facts_hold_every_field_in_model_order(tool_outputs):
+    from velollm_core.hardware import system
+
+    cases = [(system.os_facts(), OsInfo), (system.cpu_facts(), CpuInfo), (system.memory_facts(), MemoryInfo)]
+    for path in sorted((tool_outputs / "cpuinfo").glob("*.cpuinfo")):
+        cases.append((system.cpuinfo_facts(path.read_text()), CpuInfo))
+    for facts, model in cases:
+        assert json.dumps(model(**facts).model_dump(mode="json")) == json.dumps(facts), model.__name__
+
+
+def test_detect_data_after_a_failed_probe_is_the_models_dump(monkeypatch):
+    def explode():
+        raise PermissionError("/proc/cpuinfo: denied")
+
+    monkeypatch.setattr(report, "cpu_facts", explode)
+    data = report.detect_hardware_data()
+    assert data["cpu"] == CpuInfo().model_dump(mode="json")
+    assert "cpu: probe failed: PermissionError: /proc/cpuinfo: denied" in data["warnings"]
+
+
+def test_detect_data_with_plugin_gpus(fake_plugins):
+    data = report.detect_hardware_data()
+    records = {record["name"]: record for record in data["gpus"]}
+    assert {"good fake", "dict fake"} <= set(records)
+    assert list(records["dict fake"]) == list(GpuInfo.model_fields)
+    assert any("fake-broken" in w for w in data["warnings"])

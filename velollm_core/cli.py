@@ -45,33 +45,109 @@ LAZY_COMMANDS = {
 
 
 class VeloGroup(click.Group):
-    """A click group that imports core commands on first use."""
+    """The ``velollm`` group: core commands imported on first use, plugin commands only when needed.
+
+    ``velollm --help`` lists the plugins' commands from the plugin index, importing no plugin while
+    nothing changed; running a name that is no core command loads the plugins' commands. Core names
+    are reserved: a plugin adds commands, it cannot replace one.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._plugin_commands: dict[str, click.Command] | None = None  # once the plugins registered theirs
+        self._plugin_listing: dict[str, click.Command] | None = None  # for --help: real or from the index
+        self._reserved: set[str] | None = None  # core names, while plugins register
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        name = name or cmd.name
+        if self._reserved is not None and name in self._reserved:
+            raise ValueError(f"'{name}' is a core command: a plugin cannot replace it")
+        super().add_command(cmd, name)
+
+    def load_plugin_commands(self) -> dict[str, click.Command]:
+        """Call every plugin's ``register_commands``, each alone; failures go to ``plugins.load_errors``."""
+        if self._plugin_commands is not None:
+            return self._plugin_commands
+        from velollm_core import plugin_index, plugins
+
+        self._plugin_commands = {}
+        self._reserved = {*self.commands, *LAZY_COMMANDS}
+        try:
+            for plugin_name, register in plugins.implementations("register_commands"):
+                before = dict(self.commands)
+                try:
+                    register(cli=self)
+                except Exception as exc:  # noqa: BLE001 - a plugin's bug must not take the CLI down
+                    record = plugins.records.get(plugin_name)
+                    error = f"register_commands: {plugins.describe_error(exc)}"
+                    plugins.load_errors.append(
+                        plugins.PluginLoadError(plugin_name, record.distribution if record else None, error)
+                    )
+                for name, command in self.commands.items():
+                    if before.get(name) is not command:
+                        self._plugin_commands[name] = command
+        finally:
+            self._reserved = None
+        self._plugin_listing = self._plugin_commands
+        if not plugins.load_errors:  # a broken plugin is not remembered: it is reported until fixed
+            files = [*plugins.plugin_files(), *filter(None, map(_source_file, self._plugin_commands.values()))]
+            described = {name: _help_attributes(command) for name, command in self._plugin_commands.items()}
+            plugin_index.store_commands(plugin_index.selection(), described, files)
+        return self._plugin_commands
+
+    def _listing(self) -> dict[str, click.Command]:
+        """The plugins' commands for ``--help``: placeholders from the index, else the real ones."""
+        if self._plugin_listing is None:
+            from velollm_core import plugin_index
+
+            cached = plugin_index.cached_commands(plugin_index.selection())
+            try:
+                self._plugin_listing = {name: click.Command(name, **attrs) for name, attrs in (cached or {}).items()}
+            except (TypeError, ValueError):  # not what this version wrote: ask the plugins
+                cached = None
+            if cached is None:
+                return self.load_plugin_commands()
+        return self._plugin_listing
 
     def list_commands(self, ctx):
-        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+        return sorted({*self.commands, *LAZY_COMMANDS, *self._listing()})
 
     def get_command(self, ctx, name):
-        command = super().get_command(ctx, name)
-        if command is None and name in LAZY_COMMANDS:
+        if name not in self.commands and name in LAZY_COMMANDS:
             import importlib
 
             module, attr, _ = LAZY_COMMANDS[name]
-            command = getattr(importlib.import_module(module), attr)
-            self.add_command(command, name)
-        return command
+            self.add_command(getattr(importlib.import_module(module), attr), name)
+        if name not in self.commands:
+            self.load_plugin_commands()
+        return self.commands.get(name)
 
     def format_commands(self, ctx, formatter):
         rows = []
         for name in self.list_commands(ctx):
-            if name in LAZY_COMMANDS and name not in self.commands:
-                rows.append((name, LAZY_COMMANDS[name][2]))
-                continue
-            command = self.get_command(ctx, name)
-            if command is not None and not command.hidden:
-                rows.append((name, command.get_short_help_str(formatter.width - 6 - len(name))))
+            if name in self.commands:
+                command = self.commands[name]
+            elif name in LAZY_COMMANDS:  # described without importing it
+                command = click.Command(name, short_help=LAZY_COMMANDS[name][2])
+            else:
+                command = self._listing()[name]
+            if not command.hidden:
+                rows.append((name, command))
         if rows:
+            limit = formatter.width - 6 - max(len(name) for name, _ in rows)
             with formatter.section("Commands"):
-                formatter.write_dl(rows)
+                formatter.write_dl([(name, command.get_short_help_str(limit)) for name, command in rows])
+
+
+def _help_attributes(command: click.Command) -> dict:
+    """What ``--help`` shows of a command, as keyword arguments of ``click.Command``."""
+    return {"help": command.help, "short_help": command.short_help, "hidden": command.hidden,
+            "deprecated": command.deprecated}
+
+
+def _source_file(command: click.Command) -> str | None:
+    module = sys.modules.get(getattr(command.callback, "__module__", None) or "")
+    return getattr(module, "__file__", None)
 
 
 @click.group(cls=VeloGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -86,6 +162,7 @@ def plugins_command(as_json: bool) -> None:
     """List loaded plugins, the hooks they implement, and plugins that failed to load."""
     from velollm_core import plugins
 
+    cli.load_plugin_commands()  # so that a plugin failing to register its commands is listed too
     listing = plugins.describe_plugins()
     errors = [err.to_dict() for err in plugins.load_errors]
     if as_json:
@@ -110,30 +187,21 @@ def plugins_command(as_json: bool) -> None:
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON here.")
 def detect_command(as_json: bool, output: Path | None) -> None:
     """Detect OS, CPU, memory and GPUs of every vendor."""
-    from velollm_core.files import atomic_write_json
-    from velollm_core.hardware.report import detect_hardware, render_hardware
+    from velollm_core.hardware import report as hardware
 
-    report = detect_hardware()
-    data = report.model_dump(mode="json")
+    # --json is what scripts call in loops: its data is built without pydantic where possible.
+    report = None if as_json else hardware.detect_hardware()
+    data = hardware.detect_hardware_data() if report is None else report.model_dump(mode="json")
     if output:
+        from velollm_core.files import atomic_write_json
+
         atomic_write_json(output, data)
-    if as_json:
+    if report is None:
         print_json(data)
     else:
-        render_hardware(report, stdout_console())
+        hardware.render_hardware(report, stdout_console())
         if output:
             click.echo(f"written to {output}")
-
-
-def _register_plugin_commands() -> None:
-    from velollm_core.plugins import hook, load_errors
-
-    try:
-        hook().register_commands(cli=cli)
-    except Exception as exc:  # noqa: BLE001 - a plugin's bug must not take the CLI down
-        from velollm_core.plugins import PluginLoadError
-
-        load_errors.append(PluginLoadError("register_commands", None, f"{type(exc).__name__}: {exc}"))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -141,7 +209,6 @@ def main(argv: list[str] | None = None) -> None:
     from velollm_core import interrupt
 
     interrupt.install()
-    _register_plugin_commands()
     try:
         cli.main(args=argv, prog_name="velollm", standalone_mode=False)
     except click.exceptions.Exit as exc:

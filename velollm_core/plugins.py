@@ -7,17 +7,17 @@ A plugin that fails to import or register is recorded in ``load_errors`` and sho
 from __future__ import annotations
 
 import importlib
-import os
-import traceback
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from importlib import metadata
+from typing import Any
 
 import pluggy
 
-from velollm_core import hookspecs
+from velollm_core import __version__, hookspecs, plugin_index
 
-ENTRY_POINT_GROUP = "velollm"
-PLUGINS_ENV = "VELOLLM_PLUGINS"
+ENTRY_POINT_GROUP = plugin_index.ENTRY_POINT_GROUP
+PLUGINS_ENV = plugin_index.PLUGINS_ENV
 
 # Core features registered as plugins, so they are listed and can be replaced like any other.
 BUILTIN_PLUGINS = (
@@ -30,21 +30,11 @@ pm = pluggy.PluginManager("velollm")
 pm.add_hookspecs(hookspecs)
 
 
-def _dist_name(dist) -> str | None:
-    # Reading METADATA parses it as e-mail; done only when `velollm plugins` shows it, which keeps
-    # every other command's start-up free of it.
-    return dist.metadata["Name"] if dist is not None and not isinstance(dist, str) else dist
-
-
 @dataclass
 class PluginLoadError:
     name: str
-    dist: object  # importlib.metadata.Distribution, or a plain name for built-ins
+    distribution: str | None  # the distribution's name; "velollm" for built-ins
     error: str
-
-    @property
-    def distribution(self) -> str | None:
-        return _dist_name(self.dist)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "distribution": self.distribution, "error": self.error}
@@ -53,20 +43,9 @@ class PluginLoadError:
 @dataclass
 class PluginRecord:
     name: str
-    dist: object
+    distribution: str | None
+    version: str | None
     builtin: bool
-
-    @property
-    def distribution(self) -> str | None:
-        return _dist_name(self.dist)
-
-    @property
-    def version(self) -> str | None:
-        if isinstance(self.dist, str):
-            from velollm_core import __version__
-
-            return __version__
-        return self.dist.version if self.dist is not None else None
 
 
 load_errors: list[PluginLoadError] = []
@@ -74,20 +53,15 @@ records: dict[str, PluginRecord] = {}
 _loaded = False
 
 
-def _allowed_names() -> set[str] | None:
-    raw = os.environ.get(PLUGINS_ENV)
-    if raw is None:
-        return None
-    return {name.strip() for name in raw.split(",") if name.strip()}
-
-
 def _register(plugin: object, record: PluginRecord) -> None:
     pm.register(plugin, name=record.name)
     records[record.name] = record
 
 
-def _describe_error(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     """One line: the exception and the place it was raised."""
+    import traceback
+
     last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
     where = f" ({last[0].filename}:{last[0].lineno})" if last else ""
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -100,25 +74,26 @@ def load_plugins() -> None:
     if _loaded:
         return
     _loaded = True
-    allowed = _allowed_names()
+    allowed = plugin_index.allowed_names()
     for module_name in BUILTIN_PLUGINS:
         try:
             module = importlib.import_module(module_name)
-            _register(module, PluginRecord(module_name, "velollm", builtin=True))
+            _register(module, PluginRecord(module_name, "velollm", __version__, builtin=True))
         except Exception as exc:  # noqa: BLE001 - a broken built-in must not take the CLI down either
-            load_errors.append(PluginLoadError(module_name, "velollm", _describe_error(exc)))
+            load_errors.append(PluginLoadError(module_name, "velollm", describe_error(exc)))
 
-    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+    # The entry points come from the plugin index: no importlib.metadata scan while nothing changed.
+    for entry_point in plugin_index.entry_points():
         if allowed is not None and entry_point.name not in allowed:
             continue
-        dist = entry_point.dist
         if entry_point.name in records:
             continue  # the same distribution visible twice on sys.path
         try:
             plugin = entry_point.load()
-            _register(plugin, PluginRecord(entry_point.name, dist, builtin=False))
+            record = PluginRecord(entry_point.name, entry_point.distribution, entry_point.version, builtin=False)
+            _register(plugin, record)
         except Exception as exc:  # noqa: BLE001 - any plugin bug must stay isolated
-            load_errors.append(PluginLoadError(entry_point.name, dist, _describe_error(exc)))
+            load_errors.append(PluginLoadError(entry_point.name, entry_point.distribution, describe_error(exc)))
 
 
 def describe_plugins() -> list[dict]:
@@ -144,3 +119,32 @@ def hook():
     """The hook relay, plugins loaded."""
     load_plugins()
     return pm.hook
+
+
+def implementations(hook_name: str) -> Iterator[tuple[str, Callable[..., Any]]]:
+    """``(plugin name, call)`` per implementation of a hook, in registration order, wrappers skipped.
+
+    ``call(**kwargs)`` passes on only the arguments the implementation names (pluggy's rule), so a
+    caller can run each plugin in its own try/except: one plugin's bug costs only that plugin.
+    """
+    caller = getattr(hook(), hook_name)
+    for impl in caller.get_hookimpls():
+        if getattr(impl, "hookwrapper", False) or getattr(impl, "wrapper", False):
+            continue
+
+        def call(_impl=impl, **kwargs):
+            return _impl.function(**{name: kwargs[name] for name in _impl.argnames if name in kwargs})
+
+        yield impl.plugin_name, call
+
+
+def plugin_files() -> list[str]:
+    """The source files of the loaded plugins' modules (what an edit to a plugin changes)."""
+    load_plugins()
+    files = []
+    for plugin in pm.get_plugins():
+        module = plugin if hasattr(plugin, "__file__") else sys.modules.get(type(plugin).__module__)
+        path = getattr(module, "__file__", None)
+        if path:
+            files.append(path)
+    return sorted(set(files))

@@ -3,26 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from velollm_core.hardware.pci import normalize_pci_bus_id
-from velollm_core.hardware.system import probe_cpu, probe_memory, probe_os
-from velollm_core.models import CpuInfo, GpuInfo, HardwareReport, MemoryInfo, OsInfo
+from velollm_core.hardware.system import (
+    cpu_facts,
+    memory_facts,
+    os_facts,
+    probe_cpu,
+    probe_memory,
+    probe_os,
+)
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pydantic loads only where a model is needed: detect --json usually does without
     from rich.console import Console
 
+    from velollm_core.models import GpuInfo, HardwareReport
+
 GENERIC_SOURCE = "pci"
-T = TypeVar("T")
-
-
-def _guarded(warnings: list[str], label: str, probe: Callable[[], T], fallback: Callable[[], T]) -> T:
-    """Run one probe; any exception becomes a warning line and the fallback value."""
-    try:
-        return probe()
-    except Exception as exc:  # noqa: BLE001 - a broken probe must cost one fact, not the report
-        warnings.append(f"{label}: probe failed: {type(exc).__name__}: {exc}")
-        return fallback()
 
 
 def _merge_group(group: list[GpuInfo]) -> GpuInfo:
@@ -38,6 +36,8 @@ def _merge_group(group: list[GpuInfo]) -> GpuInfo:
             # Only gaps: the winner's own facts (name, memory, source) are never overwritten.
             if data.get(key) is None and value is not None:
                 data[key] = value
+    from velollm_core.models import GpuInfo
+
     return GpuInfo.model_validate(data)
 
 
@@ -61,6 +61,8 @@ def merge_gpus(records: Iterable[GpuInfo]) -> list[GpuInfo]:
 
 
 def _as_gpu(item: Any) -> GpuInfo:
+    from velollm_core.models import GpuInfo
+
     return item if isinstance(item, GpuInfo) else GpuInfo.model_validate(item)
 
 
@@ -73,46 +75,77 @@ def collect_gpus(warnings: list[str]) -> list[GpuInfo]:
     """Every plugin's ``detect_gpu`` answer, each plugin called alone so one bug costs one vendor."""
     from velollm_core import plugins
 
-    relay = plugins.hook()
+    plugins.load_plugins()
     for error in plugins.load_errors:
         warnings.append(f"plugin {error.name} was not loaded: {error.error}")
     records: list[GpuInfo] = []
-    for impl in relay.detect_gpu.get_hookimpls():
-        if getattr(impl, "hookwrapper", False) or getattr(impl, "wrapper", False):
-            continue
-        label = _plugin_label(impl.plugin_name)
+    for plugin_name, detect_gpu in plugins.implementations("detect_gpu"):
+        label = _plugin_label(plugin_name)
 
         def warn(message: str, _label: str = label) -> None:
             warnings.append(f"{_label}: {message}")
 
-        # pluggy's rule, kept here: an implementation takes only the arguments it names.
-        available = {"warn": warn}
-        kwargs = {name: available[name] for name in impl.argnames if name in available}
         try:
-            answer = impl.function(**kwargs) or []
+            answer = detect_gpu(warn=warn) or []
             records.extend(_as_gpu(item) for item in answer)
         except Exception as exc:  # noqa: BLE001 - a plugin's bug must not hide the other GPUs
             warn(f"detect_gpu failed: {type(exc).__name__}: {exc}")
     return records
 
 
-def detect_hardware() -> HardwareReport:
-    """OS, CPU, memory and merged GPUs of this machine; failures become ``warnings``, never errors."""
+def _gather(
+    os_probe: Callable[[], Any], cpu_probe: Callable[[], Any], memory_probe: Callable[[], Any]
+) -> tuple[dict[str, Any], bool]:
+    """The report's parts from these probes, and whether every probe answered (no fallback used).
+
+    Each probe runs in its own guard: an exception becomes a warning line and a fallback value.
+    """
     import platform
 
     warnings: list[str] = []
-    os_info = _guarded(
-        warnings,
-        "os",
-        probe_os,
-        lambda: OsInfo(system=platform.system() or "unknown", release="unknown", machine="unknown"),
-    )
-    cpu = _guarded(warnings, "cpu", probe_cpu, CpuInfo)
-    memory = _guarded(
-        warnings, "memory", probe_memory, lambda: MemoryInfo(total_bytes=0, available_bytes=0, used_bytes=0)
-    )
-    gpus = _guarded(warnings, "gpu", lambda: merge_gpus(collect_gpus(warnings)), list)
-    return HardwareReport(os=os_info, cpu=cpu, memory=memory, gpus=gpus, warnings=warnings)
+    failed: list[str] = []
+
+    def guarded(label: str, probe: Callable[[], Any], fallback: Any) -> Any:
+        try:
+            return probe()
+        except Exception as exc:  # noqa: BLE001 - a broken probe must cost one fact, not the report
+            warnings.append(f"{label}: probe failed: {type(exc).__name__}: {exc}")
+            failed.append(label)
+            return fallback
+
+    parts = {
+        "os": guarded(
+            "os", os_probe, {"system": platform.system() or "unknown", "release": "unknown", "machine": "unknown"}
+        ),
+        "cpu": guarded("cpu", cpu_probe, {}),
+        "memory": guarded("memory", memory_probe, {"total_bytes": 0, "available_bytes": 0, "used_bytes": 0}),
+    }
+    parts["gpus"] = guarded("gpu", lambda: merge_gpus(collect_gpus(warnings)), [])
+    parts["warnings"] = warnings
+    return parts, not failed
+
+
+def detect_hardware() -> HardwareReport:
+    """OS, CPU, memory and merged GPUs of this machine; failures become ``warnings``, never errors."""
+    from velollm_core.models import HardwareReport
+
+    parts, _ = _gather(probe_os, probe_cpu, probe_memory)
+    return HardwareReport(**parts)
+
+
+def detect_hardware_data() -> dict[str, Any]:
+    """``detect_hardware().model_dump(mode="json")``: what ``velollm detect --json`` prints.
+
+    The usual case, every probe answered and no GPU record, is built without pydantic: the core's
+    ``*_facts`` probes return complete fields in the models' order (a test holds them to the models'
+    dump). A fallback value or a GPU record goes through the models.
+    """
+    parts, complete = _gather(os_facts, cpu_facts, memory_facts)
+    if complete and not parts["gpus"]:
+        return parts
+    from velollm_core.models import HardwareReport
+
+    return HardwareReport.model_validate(parts).model_dump(mode="json")
 
 
 # --- rendering ------------------------------------------------------------------------------------

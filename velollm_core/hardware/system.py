@@ -1,13 +1,21 @@
-"""OS, CPU and memory probes; the parsers take text so tests can feed captured files."""
+"""OS, CPU and memory probes; the parsers take text so tests can feed captured files.
+
+Each probe exists twice over one implementation: ``*_facts()`` returns a plain dict holding every
+field of its model, in the model's order (what ``velollm detect --json`` prints without loading
+pydantic), and ``probe_*()`` returns the model built from it.
+"""
 
 from __future__ import annotations
 
 import platform
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from velollm_core.hardware.commands import ProbeError, run_tool
-from velollm_core.models import CpuInfo, MemoryInfo, OsInfo
+
+if TYPE_CHECKING:  # pydantic loads only where a model is asked for: detect --json does without
+    from velollm_core.models import CpuInfo, MemoryInfo, OsInfo
 
 OS_RELEASE_PATHS = (Path("/etc/os-release"), Path("/usr/lib/os-release"))
 CPUINFO_PATH = Path("/proc/cpuinfo")
@@ -44,8 +52,8 @@ def _linux_distribution() -> str | None:
     return None
 
 
-def probe_os() -> OsInfo:
-    """Kernel, architecture and distribution of this machine."""
+def os_facts() -> dict[str, Any]:
+    """Kernel, architecture and distribution of this machine: the fields of ``OsInfo``."""
     system = platform.system() or "unknown"
     distribution = None
     if system == "Linux":
@@ -57,13 +65,20 @@ def probe_os() -> OsInfo:
         distribution = " ".join(
             part for part in ("Windows", platform.release(), platform.win32_edition()) if part
         )
-    return OsInfo(
-        system=system,
-        release=platform.release(),
-        machine=platform.machine(),
-        version=platform.version() or None,
-        distribution=distribution,
-    )
+    return {
+        "system": system,
+        "release": platform.release(),
+        "machine": platform.machine(),
+        "version": platform.version() or None,
+        "distribution": distribution,
+    }
+
+
+def probe_os() -> OsInfo:
+    """Kernel, architecture and distribution of this machine."""
+    from velollm_core.models import OsInfo
+
+    return OsInfo(**os_facts())
 
 
 # --- CPU ------------------------------------------------------------------------------------------
@@ -240,6 +255,13 @@ def arm_cpu_name(pairs: Iterable[tuple[str, str]]) -> str | None:
 
 def parse_cpuinfo(text: str) -> CpuInfo:
     """CPU facts from /proc/cpuinfo text: model, vendor, flags, core counts, fastest listed MHz."""
+    from velollm_core.models import CpuInfo
+
+    return CpuInfo(**cpuinfo_facts(text))
+
+
+def cpuinfo_facts(text: str) -> dict[str, Any]:
+    """:func:`parse_cpuinfo` as the fields of ``CpuInfo``."""
     blocks = _cpuinfo_blocks(text)
     processors = [block for block in blocks if "processor" in block]
     machine_wide = {k: v for block in blocks for k, v in block.items()}
@@ -274,15 +296,15 @@ def parse_cpuinfo(text: str) -> CpuInfo:
         except (KeyError, ValueError):
             continue
     cores = {(b.get("physical id"), b.get("core id")) for b in processors if "core id" in b}
-    return CpuInfo(
-        model=model,
-        vendor=vendor,
-        architecture=architecture,
-        physical_cores=len(cores) or None,
-        logical_cores=len(processors) or None,
-        max_freq_mhz=max(mhz) if mhz else None,
-        flags=flags,
-    )
+    return {
+        "model": model,
+        "vendor": vendor,
+        "architecture": architecture,
+        "physical_cores": len(cores) or None,
+        "logical_cores": len(processors) or None,
+        "max_freq_mhz": max(mhz) if mhz else None,
+        "flags": flags,
+    }
 
 
 def _max_freq_mhz() -> float | None:
@@ -301,7 +323,7 @@ def _max_freq_mhz() -> float | None:
         return None
 
 
-def _read_darwin_cpu() -> CpuInfo:
+def _darwin_cpu_facts() -> dict[str, Any]:
     model = None
     try:
         model = run_tool(["sysctl", "-n", "machdep.cpu.brand_string"]).strip() or None
@@ -312,44 +334,61 @@ def _read_darwin_cpu() -> CpuInfo:
         flags = parse_sysctl_features(run_tool(["sysctl", "hw.optional"]))
     except ProbeError:
         pass
-    return CpuInfo(model=model, flags=flags)
+    return {"model": model, "flags": flags}
 
 
-def probe_cpu() -> CpuInfo:
-    """CPU model, cores, max clock and ISA flags; missing facts stay None."""
+def cpu_facts() -> dict[str, Any]:
+    """CPU model, cores, max clock and ISA flags as the fields of ``CpuInfo``; missing facts are None."""
     import psutil
 
     system = platform.system()
     if system == "Darwin":
-        info = _read_darwin_cpu()
+        found = _darwin_cpu_facts()
     else:
         try:
-            info = parse_cpuinfo(CPUINFO_PATH.read_text(encoding="utf-8", errors="replace"))
+            found = cpuinfo_facts(CPUINFO_PATH.read_text(encoding="utf-8", errors="replace"))
         except OSError:
-            info = CpuInfo()
-    if info.model is None:
-        info.model = platform.processor() or None
-    info.architecture = platform.machine() or info.architecture
-    info.physical_cores = psutil.cpu_count(logical=False) or info.physical_cores
-    info.logical_cores = psutil.cpu_count(logical=True) or info.logical_cores
-    # cpuinfo's "cpu MHz" is the current clock, so it is only the last resort for the maximum.
-    info.max_freq_mhz = _max_freq_mhz() or info.max_freq_mhz
-    return info
+            found = {}
+    model = found.get("model")
+    return {
+        "model": (platform.processor() or None) if model is None else model,
+        "vendor": found.get("vendor"),
+        "architecture": platform.machine() or found.get("architecture"),
+        "physical_cores": psutil.cpu_count(logical=False) or found.get("physical_cores"),
+        "logical_cores": psutil.cpu_count(logical=True) or found.get("logical_cores"),
+        # cpuinfo's "cpu MHz" is the current clock, so it is only the last resort for the maximum.
+        "max_freq_mhz": _max_freq_mhz() or found.get("max_freq_mhz"),
+        "flags": found.get("flags", []),
+    }
+
+
+def probe_cpu() -> CpuInfo:
+    """CPU model, cores, max clock and ISA flags; missing facts stay None."""
+    from velollm_core.models import CpuInfo
+
+    return CpuInfo(**cpu_facts())
 
 
 # --- memory ---------------------------------------------------------------------------------------
 
 
-def probe_memory() -> MemoryInfo:
-    """RAM and swap from psutil."""
+def memory_facts() -> dict[str, Any]:
+    """RAM and swap from psutil, as the fields of ``MemoryInfo``."""
     import psutil
 
     vm = psutil.virtual_memory()
     swap = psutil.swap_memory()
-    return MemoryInfo(
-        total_bytes=vm.total,
-        available_bytes=vm.available,
-        used_bytes=vm.used,
-        swap_total_bytes=swap.total,
-        swap_used_bytes=swap.used,
-    )
+    return {
+        "total_bytes": vm.total,
+        "available_bytes": vm.available,
+        "used_bytes": vm.used,
+        "swap_total_bytes": swap.total,
+        "swap_used_bytes": swap.used,
+    }
+
+
+def probe_memory() -> MemoryInfo:
+    """RAM and swap from psutil."""
+    from velollm_core.models import MemoryInfo
+
+    return MemoryInfo(**memory_facts())

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from velollm_amd.bandwidth import known_bandwidth_gbps
 from velollm_amd.parsers import AMD_VENDOR_ID
 from velollm_core.hardware.bindings import OptionalCalls
 from velollm_core.hardware.pci import normalize_pci_bus_id, pci_device_name
-from velollm_core.models import GpuInfo
+
+if TYPE_CHECKING:  # every `velollm detect` imports this module: pydantic waits until a GPU answers
+    from velollm_core.models import GpuInfo
 
 MIB = 2**20
 
@@ -30,6 +32,8 @@ def _positive(value: Any) -> float | None:
 
 
 def _device_record(calls: OptionalCalls, handle: Any, index: int) -> GpuInfo:
+    from velollm_core.models import GpuInfo
+
     asic = calls.get("amdsmi_get_gpu_asic_info", handle) or {}
     vram = calls.get("amdsmi_get_gpu_vram_info", handle) or {}
     driver = calls.get("amdsmi_get_gpu_driver_info", handle) or {}

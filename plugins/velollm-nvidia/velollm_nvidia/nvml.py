@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from velollm_core.hardware.bindings import OptionalCalls
 from velollm_core.hardware.pci import normalize_pci_bus_id
-from velollm_core.models import GpuInfo
+
+if TYPE_CHECKING:  # every `velollm detect` imports this module: pydantic waits until a GPU answers
+    from velollm_core.models import GpuInfo
 
 # nvmlInit errors that only mean "no NVIDIA driver here": quiet unless the PCI bus shows a GPU.
 ABSENT_ERRORS = ("NVMLError_LibraryNotFound", "NVMLError_DriverNotLoaded")
@@ -58,6 +60,8 @@ def _is_absent_error(module: ModuleType, exc: BaseException) -> bool:
 def _device_record(
     nvml: OptionalCalls, handle: Any, index: int, driver: str | None, cuda: str | None
 ) -> GpuInfo:
+    from velollm_core.models import GpuInfo
+
     name = nvml.get("nvmlDeviceGetName", handle)
     memory = nvml.get("nvmlDeviceGetMemoryInfo", handle)
     pci = nvml.get("nvmlDeviceGetPciInfo", handle)

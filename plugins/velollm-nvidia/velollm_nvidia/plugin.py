@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,19 @@ def nvidia_hardware_seen() -> bool:
     return DRIVER_VERSION_FILE.exists() or vendor_seen_on_pci("nvidia")
 
 
+def nvml_library_loadable() -> bool:
+    """Whether NVML's library can load: on Linux the same dlopen pynvml does; elsewhere assumed so."""
+    if not sys.platform.startswith("linux"):
+        return True
+    import ctypes
+
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return False
+    return True
+
+
 def detect_nvidia_gpus(
     warn: Callable[[str], None],
     timeout: float = DEFAULT_TIMEOUT_S,
@@ -32,6 +46,12 @@ def detect_nvidia_gpus(
 
     A machine without NVIDIA hardware gets no warning for missing NVIDIA tools: absence is normal.
     """
+    # Importing pynvml costs ~30 ms (thousands of ctypes definitions), more than the rest of
+    # `velollm detect --json`. Without its library, nvidia-smi or a device on the bus, NVML would end
+    # where this does: no GPU, nothing to warn about. A pynvml already imported (a test's fake) is asked.
+    if ("pynvml" not in sys.modules and shutil.which("nvidia-smi") is None and not hardware_seen()
+            and not nvml_library_loadable()):
+        return []
     from velollm_nvidia.nvml import NvmlUnavailable, probe_nvml
 
     why_not_nvml = "nvidia-ml-py is not installed"
