@@ -228,14 +228,12 @@ def test_trickle_or_silence_cannot_outlast_the_first_token_deadline(server, back
     ("openai", {**OPENAI_MODELS, "/v1/completions": "openai:trickle_tokens"}),
     ("llamacpp", {**LLAMACPP_META, "/completion": "llamacpp:trickle_tokens"}),
 ])
-def test_endless_stream_ends_at_the_whole_request_deadline(server, backend, modes, tmp_path):
+def test_endless_stream_ends_at_the_whole_request_deadline(server, backend, modes):
     server.modes = modes
-    out = tmp_path / "r.json"
-    proc, took = bench(backend, server.url, "--option", "timeout_s=3", "--output", str(out))
+    proc, took = bench(backend, server.url, "--option", "timeout_s=3")
     one_sentence_error(proc, 1, "did not finish its answer within 3 s (the whole-request deadline)",
                        "--option timeout_s=SECONDS")
     assert 3 <= took < 3 + SLACK_S
-    assert json.loads(out.read_text())["status"] == "failed"
 
 
 def test_hung_model_list_is_bounded_too(server):
