@@ -119,8 +119,8 @@ class RequestWatch:
         notice_every_s: float = NOTICE_EVERY_S,
     ) -> None:
         self.deadlines = deadlines
-        self.who = f"{server} at {redact_url(url)}"
         self.url = redact_url(url)
+        self.who = f"{server} at {self.url}"
         self._notify, self._clock = notify, clock
         self._notice_after, self._notice_every = notice_after_s, notice_every_s
         self.start = self.last = clock()
@@ -234,7 +234,7 @@ class RequestWatch:
     def _watch(self) -> None:
         next_notice = self.start + self._notice_after
         while True:
-            which, when = self._due()
+            _, when = self._due()
             next_notice = max(next_notice, self.last + self._notice_after)
             if self._done.wait(max(0.0, min(when, next_notice) - self._clock())):
                 return
