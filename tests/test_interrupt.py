@@ -75,8 +75,8 @@ interrupt.install()
 box = []
 worker = threading.Thread(target=lambda: box.append(interrupt.spawn([sys.executable, "-c", "import time; time.sleep(120)"])))
 worker.start(); worker.join()  # the thread that asked for the child is gone
-print(box[0].pid, flush=True)
 try:
+    print(box[0].pid, flush=True)  # inside the try: the test signals as soon as it reads this
     time.sleep(120)
 except KeyboardInterrupt as exc:
     box[0].kill(); box[0].wait()
