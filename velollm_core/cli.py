@@ -168,18 +168,34 @@ def plugins_command(as_json: bool) -> None:
     if as_json:
         print_json({"plugins": listing, "errors": errors})
         return
+    from velollm_core.tables import fitting
+
+    console = stdout_console()
+    console.print(fitting(console, lambda: _plugins_table(listing, narrow=False),
+                          lambda: _plugins_table(listing, narrow=True)))
+    for err in errors:
+        console.print(f"[red]failed to load[/red] {err['name']} ({err['distribution']}): {err['error']}")
+
+
+def _plugins_table(listing: list[dict], narrow: bool):
+    """Name, distribution, version and hooks; ``narrow``: version and "built-in" under the distribution."""
     from rich.table import Table
 
     table = Table(title="VeloLLM plugins")
-    for column in ("name", "distribution", "version", "hooks"):
-        table.add_column(column)
+    table.add_column("name", no_wrap=True)
+    table.add_column("distribution", no_wrap=not narrow)
+    if not narrow:
+        table.add_column("version", no_wrap=True)
+    table.add_column("hooks", min_width=20)  # a list that wraps
     for item in listing:
-        name = item["name"] + (" (built-in)" if item["builtin"] else "")
-        table.add_row(name, item["distribution"] or "", item["version"] or "", ", ".join(item["hooks"]))
-    console = stdout_console()
-    console.print(table)
-    for err in errors:
-        console.print(f"[red]failed to load[/red] {err['name']} ({err['distribution']}): {err['error']}")
+        hooks = ", ".join(item["hooks"])
+        distribution, version = item["distribution"] or "", item["version"] or ""
+        if narrow:
+            built_in = "\n(built-in)" if item["builtin"] else ""
+            table.add_row(item["name"], f"{distribution} {version}".strip() + built_in, hooks)
+        else:
+            table.add_row(item["name"] + (" (built-in)" if item["builtin"] else ""), distribution, version, hooks)
+    return table
 
 
 @cli.command("detect")

@@ -25,40 +25,121 @@ def _digits(metric: str) -> int:
     return 0 if metric.endswith("_ms") else 1
 
 
-def render_result(result: BenchmarkResult, console) -> None:
-    """Median (± stdev) of every metric per suite, plus the concurrency report when present."""
+_SHOWN = ["decode_tokens_per_s", "client_decode_tokens_per_s", "prompt_tokens_per_s", "ttft_ms", "total_ms"]
+
+
+def _two_lines(label: str) -> str:
+    """A header on two lines at its first space ("decode\ntok/s"), for the narrower layouts."""
+    return label.replace(" ", "\n", 1)
+
+
+def _stat_cell(stats, metric: str, separator: str = " ") -> str:
+    if stats is None:
+        return "-"
+    digits = _digits(metric)
+    return f"{_fmt(stats.median, digits)}{separator}±{_fmt(stats.stdev, digits)}"
+
+
+def _suite_rows(result: BenchmarkResult) -> list[tuple[str, dict, int, str | None]]:
+    """(suite, metrics, n, % of roofline or None) for each suite of ``result``."""
+    roofline_suites = (result.roofline or {}).get("suites") or {}
+    rows = []
+    for suite, metrics in result.summary.items():
+        n = max((metrics[metric].n for metric in _SHOWN if metrics.get(metric) is not None), default=0)
+        pct = (roofline_suites.get(suite) or {}).get("pct_of_limit") if roofline_suites else None
+        rows.append((suite, metrics, n, None if not roofline_suites else "-" if pct is None else f"{pct:.0f}%"))
+    return rows
+
+
+def _result_table(result: BenchmarkResult, stacked_cells: bool):
+    """One row per suite; ``stacked_cells``: median over ±stdev and two-line headers (narrower)."""
     from rich.table import Table
 
+    rows = _suite_rows(result)
+    table = Table(title=_result_title(result), caption=_result_caption(result))
+    table.add_column("suite", no_wrap=True)
+    label = _two_lines if stacked_cells else str
+    for metric in _SHOWN:
+        table.add_column(label(_LABELS[metric]), justify="right", no_wrap=True)
+    table.add_column("n", justify="right", no_wrap=True)
+    if any(pct is not None for *_, pct in rows):
+        table.add_column(label("% roofline"), justify="right", no_wrap=True)
+    for suite, metrics, n, pct in rows:
+        cells = [_stat_cell(metrics.get(metric), metric, "\n" if stacked_cells else " ") for metric in _SHOWN]
+        table.add_row(suite, *cells, str(n), *([] if pct is None else [pct]))
+    return table
+
+
+def _result_stacked(result: BenchmarkResult):
+    """One row per suite and metric: any width."""
+    from rich.table import Table
+
+    table = Table(title=_result_title(result), caption=_result_caption(result))
+    table.add_column("suite")
+    table.add_column("metric", no_wrap=True)
+    table.add_column("median", justify="right", no_wrap=True)
+    table.add_column("± stdev", justify="right", no_wrap=True)
+    table.add_column("n", justify="right", no_wrap=True)
+    rows = _suite_rows(result)
+    for number, (suite, metrics, n, pct) in enumerate(rows):
+        facts = [(_LABELS[metric], metrics.get(metric), metric) for metric in _SHOWN]
+        for position, (label, stats, metric) in enumerate(facts):
+            digits = _digits(metric)
+            median, stdev = ("-", "") if stats is None else (_fmt(stats.median, digits), _fmt(stats.stdev, digits))
+            first = position == 0
+            table.add_row(suite if first else "", label, median, stdev, str(n) if first else "",
+                          end_section=pct is None and position == len(facts) - 1 and number < len(rows) - 1)
+        if pct is not None:
+            table.add_row("", "% roofline", pct, "", "", end_section=number < len(rows) - 1)
+    return table
+
+
+def _result_title(result: BenchmarkResult) -> str:
     backend = result.environment.backend
     title = f"{result.settings.get('backend')} · {result.settings.get('model')}"
     if backend and backend.version:
         title += f" · {backend.name} {backend.version}"
-    table = Table(title=title, caption=f"median ± stdev over n runs · status: {result.status}")
-    table.add_column("suite", no_wrap=True)
-    shown = ["decode_tokens_per_s", "client_decode_tokens_per_s", "prompt_tokens_per_s", "ttft_ms", "total_ms"]
-    for metric in shown:
-        table.add_column(_LABELS[metric], justify="right", no_wrap=True)
-    table.add_column("n", justify="right")
-    roofline_suites = (result.roofline or {}).get("suites") or {}
-    if roofline_suites:
-        table.add_column("% roofline", justify="right", no_wrap=True)
-    for suite, metrics in result.summary.items():
-        cells = []
-        n = 0
-        for metric in shown:
-            stats = metrics.get(metric)
-            if stats is None:
-                cells.append("-")
-                continue
-            n = max(n, stats.n)
-            digits = _digits(metric)
-            cells.append(f"{_fmt(stats.median, digits)} ±{_fmt(stats.stdev, digits)}")
-        cells.append(str(n))
-        if roofline_suites:
-            pct = (roofline_suites.get(suite) or {}).get("pct_of_limit")
-            cells.append("-" if pct is None else f"{pct:.0f}%")
-        table.add_row(suite, *cells)
-    console.print(table)
+    return title
+
+
+def _result_caption(result: BenchmarkResult) -> str:
+    return f"median ± stdev over n runs · status: {result.status}"
+
+
+def _concurrency_table(result: BenchmarkResult, two_line_headers: bool):
+    from rich.table import Table
+
+    label = _two_lines if two_line_headers else str
+    table = Table(title="concurrency", caption="TTFT percentiles in ms")
+    for column in ("level", "suite", "aggregate tok/s", "req/s", "TTFT p50", "p90", "p99"):
+        table.add_column(label(column), justify="right", no_wrap=True)
+    for level, suites in result.concurrency.items():
+        for suite, entry in suites.items():
+            agg = entry.get("aggregate_decode_tokens_per_s") or {}
+            rps = entry.get("requests_per_s") or {}
+            table.add_row(
+                level,
+                suite,
+                _fmt(agg.get("median")),
+                _fmt(rps.get("median"), 2),
+                _fmt(entry.get("ttft_ms_p50")),
+                _fmt(entry.get("ttft_ms_p90")),
+                _fmt(entry.get("ttft_ms_p99")),
+            )
+    return table
+
+
+def render_result(result: BenchmarkResult, console) -> None:
+    """Median (± stdev) of every metric per suite, plus the concurrency report when present.
+
+    Wide terminals get one row per suite; narrower ones the same with two-line cells, then one row
+    per suite and metric (``velollm_core.tables``).
+    """
+    from velollm_core.tables import fitting
+
+    console.print(fitting(console, lambda: _result_table(result, stacked_cells=False),
+                          lambda: _result_table(result, stacked_cells=True),
+                          lambda: _result_stacked(result)))
     if result.roofline:
         roof = result.roofline
         console.print(
@@ -68,45 +149,71 @@ def render_result(result: BenchmarkResult, console) -> None:
             highlight=False,
         )
     if result.concurrency:
-        conc = Table(title="concurrency")
-        for column in ("level", "suite", "aggregate tok/s", "req/s", "TTFT p50", "p90", "p99"):
-            conc.add_column(column, justify="right")
-        for level, suites in result.concurrency.items():
-            for suite, entry in suites.items():
-                agg = entry.get("aggregate_decode_tokens_per_s") or {}
-                rps = entry.get("requests_per_s") or {}
-                conc.add_row(
-                    level,
-                    suite,
-                    _fmt(agg.get("median")),
-                    _fmt(rps.get("median"), 2),
-                    _fmt(entry.get("ttft_ms_p50")),
-                    _fmt(entry.get("ttft_ms_p90")),
-                    _fmt(entry.get("ttft_ms_p99")),
-                )
-        console.print(conc)
+        console.print(fitting(console, lambda: _concurrency_table(result, two_line_headers=False),
+                              lambda: _concurrency_table(result, two_line_headers=True)))
     if result.error:
         console.print(f"[red]{result.status}:[/red] {result.error}")
 
 
-def render_comparison(rows: list[dict[str, Any]], console, a_name: str, b_name: str) -> None:
+_COMPARISON_COLORS = {"better": "green", "worse": "red"}
+
+
+def _verdict(verdict: str) -> str:
+    color = _COMPARISON_COLORS.get(verdict)
+    return f"[{color}]{verdict}[/{color}]" if color else verdict
+
+
+def _interval(row: dict[str, Any]) -> str:
+    interval = row["interval_95"]
+    return f"{interval[0]:.3f}-{interval[1]:.3f}" if interval else "-"
+
+
+def _comparison_title(a_name: str, b_name: str) -> str:
+    return f"B / A  (A = {a_name}, B = {b_name})"
+
+
+_COMPARISON_CAPTION = "95% bootstrap interval of the ratio"
+
+
+def _comparison_wide(rows: list[dict[str, Any]], a_name: str, b_name: str):
     from rich.table import Table
 
-    table = Table(title=f"B / A  (A = {a_name}, B = {b_name})", caption="95% bootstrap interval of the ratio")
+    table = Table(title=_comparison_title(a_name, b_name), caption=_COMPARISON_CAPTION)
     for column in ("suite", "metric", "A median", "B median", "B/A", "interval", "verdict"):
-        table.add_column(column, justify="right" if column not in ("suite", "metric", "verdict") else "left")
-    colors = {"better": "green", "worse": "red"}
+        table.add_column(column, justify="left" if column in ("suite", "metric", "verdict") else "right",
+                         no_wrap=True)
     for row in rows:
-        interval = row["interval_95"]
-        verdict = row["verdict"]
-        color = colors.get(verdict)
-        table.add_row(
-            row["benchmark"],
-            _LABELS.get(row["metric"], row["metric"]),
-            _fmt(row["a_median"]),
-            _fmt(row["b_median"]),
-            f"{row['ratio']:.3f}x",
-            f"{interval[0]:.3f}-{interval[1]:.3f}" if interval else "-",
-            f"[{color}]{verdict}[/{color}]" if color else verdict,
-        )
-    console.print(table)
+        table.add_row(row["benchmark"], _LABELS.get(row["metric"], row["metric"]), _fmt(row["a_median"]),
+                      _fmt(row["b_median"]), f"{row['ratio']:.3f}x", _interval(row), _verdict(row["verdict"]))
+    return table
+
+
+def _comparison_stacked(rows: list[dict[str, Any]], a_name: str, b_name: str):
+    """The suite as a heading row above its metrics: one column fewer."""
+    from rich.table import Table
+
+    # No outer border: the two columns it costs are what "within noise" needs on one line at 80.
+    table = Table(title=_comparison_title(a_name, b_name), caption="A, B: medians · " + _COMPARISON_CAPTION,
+                  show_edge=False)
+    table.add_column("suite / metric", no_wrap=True)
+    for column in ("A", "B", "B/A", "interval"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("verdict")
+    suite = None
+    for row in rows:
+        if row["benchmark"] != suite:
+            if suite is not None:
+                table.add_section()
+            suite = row["benchmark"]
+            table.add_row(f"[bold]{suite}[/bold]", "", "", "", "", "")
+        table.add_row(_LABELS.get(row["metric"], row["metric"]), _fmt(row["a_median"]), _fmt(row["b_median"]),
+                      f"{row['ratio']:.3f}x", _interval(row), _verdict(row["verdict"]))
+    return table
+
+
+def render_comparison(rows: list[dict[str, Any]], console, a_name: str, b_name: str) -> None:
+    """B/A per suite and metric with its interval and verdict; the suite becomes a heading when narrow."""
+    from velollm_core.tables import fitting
+
+    console.print(fitting(console, lambda: _comparison_wide(rows, a_name, b_name),
+                          lambda: _comparison_stacked(rows, a_name, b_name)))

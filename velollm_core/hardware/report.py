@@ -155,6 +155,51 @@ def _gib(value: int | None) -> str:
     return f"{value / 2**30:.1f} GiB" if value is not None else "-"
 
 
+def _gpu_memory(gpu: GpuInfo) -> str:
+    return _gib(gpu.memory_total_bytes) + (" (unified)" if gpu.unified_memory else "")
+
+
+def _gpu_bandwidth(gpu: GpuInfo) -> str:
+    return f"{gpu.bandwidth_gbps:.0f} GB/s" if gpu.bandwidth_gbps else "-"
+
+
+def _gpu_table(gpus: list[GpuInfo]):
+    """Every fact in its own column, one line per GPU."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="GPUs")
+    for column in ("#", "vendor", "name", "memory", "free", "bandwidth", "driver", "PCI bus", "source"):
+        table.add_column(column, no_wrap=True)
+    for number, gpu in enumerate(gpus):
+        table.add_row(str(number), gpu.vendor, escape(gpu.name), _gpu_memory(gpu), _gib(gpu.memory_free_bytes),
+                      _gpu_bandwidth(gpu), gpu.driver_version or "-", gpu.pci_bus_id or "-", gpu.source)
+    return table
+
+
+def _gpu_table_narrow(gpus: list[GpuInfo]):
+    """Vendor and source under the name, free memory under the total: three columns fewer."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="GPUs", show_lines=len(gpus) > 1)  # rows of several lines: keep GPUs apart
+    table.add_column("#", no_wrap=True)
+    table.add_column("name")
+    for column in ("memory", "bandwidth", "driver", "PCI bus"):
+        table.add_column(column, no_wrap=True)
+    for number, gpu in enumerate(gpus):
+        table.add_row(
+            str(number),
+            f"{escape(gpu.name)}\n[dim]{gpu.vendor} · {escape(gpu.source)}[/dim]",
+            "\n".join([_gib(gpu.memory_total_bytes), *(["[dim]unified[/dim]"] if gpu.unified_memory else []),
+                       *([f"[dim]{_gib(gpu.memory_free_bytes)} free[/dim]"] if gpu.memory_free_bytes else [])]),
+            _gpu_bandwidth(gpu),
+            gpu.driver_version or "-",
+            gpu.pci_bus_id or "-",
+        )
+    return table
+
+
 def render_hardware(report: HardwareReport, console: Console) -> None:
     """Print the report as readable tables: system, GPUs, warnings."""
     from rich.markup import escape
@@ -179,23 +224,9 @@ def render_hardware(report: HardwareReport, console: Console) -> None:
     console.print(system)
 
     if report.gpus:
-        gpus = Table(title="GPUs")
-        for column in ("#", "vendor", "name", "memory", "free", "bandwidth", "driver", "PCI bus", "source"):
-            gpus.add_column(column)
-        for number, gpu in enumerate(report.gpus):
-            memory_text = _gib(gpu.memory_total_bytes) + (" (unified)" if gpu.unified_memory else "")
-            gpus.add_row(
-                str(number),
-                gpu.vendor,
-                escape(gpu.name),
-                memory_text,
-                _gib(gpu.memory_free_bytes),
-                f"{gpu.bandwidth_gbps:.0f} GB/s" if gpu.bandwidth_gbps else "-",
-                gpu.driver_version or "-",
-                gpu.pci_bus_id or "-",
-                gpu.source,
-            )
-        console.print(gpus)
+        from velollm_core.tables import fitting
+
+        console.print(fitting(console, lambda: _gpu_table(report.gpus), lambda: _gpu_table_narrow(report.gpus)))
     else:
         console.print("No GPU found: inference runs on the CPU.")
     for warning in report.warnings:

@@ -132,32 +132,41 @@ def bench_command(target, draft, draft_max, draft_min, p_min, draft_ctx, draft_g
         )
 
 
-def render_report(report: dict, console) -> None:
+def _fmt(v, spec="{:.1f}"):
+    return "-" if v is None else spec.format(v)
+
+
+def _report_table(report: dict, with_ttft: bool):
+    """One row per suite; without ``with_ttft`` the TTFT column is left to ``--json`` (80 columns)."""
     from rich.table import Table
 
     table = Table(title=f"vanilla vs speculative · draft {Path(report['draft']).name}",
                   caption="median decode tok/s; interleaved runs, same seed, temperature 0")
-    for col in ("suite", "vanilla", "speculative", "speedup", "acceptance", "TTFT ms (v / s)", "n"):
+    ttft_column = ["TTFT ms (v / s)"] if with_ttft else []
+    for col in ("suite", "vanilla", "speculative", "speedup", "acceptance", *ttft_column, "n"):
         table.add_column(col, justify="left" if col == "suite" else "right", no_wrap=True)
-
-    def fmt(v, spec="{:.1f}"):
-        return "-" if v is None else spec.format(v)
-
     for suite, row in report["per_suite"].items():
-        table.add_row(suite, fmt(row["vanilla_decode_tokens_per_s"]), fmt(row["speculative_decode_tokens_per_s"]),
-                      fmt(row["speedup"], "{:.2f}x"), fmt(row["acceptance_rate"], "{:.0%}"),
-                      f"{fmt(row['vanilla_ttft_ms'], '{:.0f}')} / {fmt(row['speculative_ttft_ms'], '{:.0f}')}",
-                      str(row["n"]))
-    console.print(table)
-    console.print(f"speedup (median over suites): {fmt(report.get('speedup'), '{:.2f}x')}   "
-                  f"acceptance: {fmt(report.get('acceptance_rate'), '{:.0%}')}   "
+        ttft = f"{_fmt(row['vanilla_ttft_ms'], '{:.0f}')} / {_fmt(row['speculative_ttft_ms'], '{:.0f}')}"
+        table.add_row(suite, _fmt(row["vanilla_decode_tokens_per_s"]), _fmt(row["speculative_decode_tokens_per_s"]),
+                      _fmt(row["speedup"], "{:.2f}x"), _fmt(row["acceptance_rate"], "{:.0%}"),
+                      *([ttft] if with_ttft else []), str(row["n"]))
+    return table
+
+
+def render_report(report: dict, console) -> None:
+    from velollm_core.tables import fitting
+
+    console.print(fitting(console, lambda: _report_table(report, with_ttft=True),
+                          lambda: _report_table(report, with_ttft=False)))
+    console.print(f"speedup (median over suites): {_fmt(report.get('speedup'), '{:.2f}x')}   "
+                  f"acceptance: {_fmt(report.get('acceptance_rate'), '{:.0%}')}   "
                   f"outputs identical: {'yes' if report['outputs_identical'] else 'NO'}")
     advice = report.get("advisor")
     if advice:
         console.print(f"advisor: draft costs {advice['draft_cost_ratio']:.0%} of a target token; "
                       f"per-token acceptance {advice['per_token_acceptance']:.2f}; predicted "
                       f"{advice['predicted_speedup_measured_config']:.2f}x vs measured "
-                      f"{fmt(advice.get('measured_speedup'), '{:.2f}x')}")
+                      f"{_fmt(advice.get('measured_speedup'), '{:.2f}x')}")
         console.print("  predicted speedup by draft max: " + ", ".join(
             f"{row['draft_max']}: {row['predicted_speedup']:.2f}x" for row in advice["curve"]))
         console.print(f"  {advice['recommendation']}")

@@ -64,37 +64,12 @@ def gather_proposals(hardware: HardwareReport, model: str | None, backend: str |
     return proposals
 
 
-def _show(value: str | None) -> str:
-    return "(unset)" if value is None else value
-
-
 def print_table(proposals: list[ConfigProposal]) -> None:
     """Current -> proposed with the reason for each change, one table per runtime."""
-    from rich.markup import escape
-    from rich.table import Table
-
     from velollm_core.cli import stdout_console
+    from velollm_core.tune.render import print_proposals
 
-    console = stdout_console()
-    if not proposals:
-        console.print("No installed plugin has a proposal for this machine.")
-    for proposal in proposals:
-        if proposal.changes:
-            table = Table(title=f"{escape(proposal.runtime)}: proposed configuration", show_lines=True)
-            for column in ("setting", "current", "proposed", "why"):
-                table.add_column(column, overflow="fold")
-            for change in proposal.changes:
-                table.add_row(
-                    escape(change.key),
-                    escape(_show(change.current)),
-                    f"[bold]{escape(_show(change.proposed))}[/bold]",
-                    escape(change.reason),
-                )
-            console.print(table)
-        else:
-            console.print(f"{escape(proposal.runtime)}: nothing to change.")
-        for note in proposal.notes:
-            console.print(f"  note: {escape(note)}")
+    print_proposals(proposals, stdout_console())
 
 
 def _check_can_apply() -> None:

@@ -106,6 +106,11 @@ def _render_lines(
     return "\n".join(out) + "\n"
 
 
+def command_line(proposal: ConfigProposal) -> str | None:
+    """The ready shell command of a runtime configured by flags alone (llama-server), else None."""
+    return shlex.join(proposal.command) if proposal.command and not env_changes(proposal) else None
+
+
 def render_shell(proposals: list[ConfigProposal]) -> str:
     """``export KEY=value`` lines, each value shell-quoted, for the shell that starts the server; a
     runtime configured by flags alone (llama-server) gets its runnable command line."""
@@ -115,8 +120,70 @@ def render_shell(proposals: list[ConfigProposal]) -> str:
         lambda key, value: f"export {key}={shlex.quote(value)}",
         lambda key: f"unset {key}",
     )
-    commands = [shlex.join(p.command) for p in proposals if p.command and not env_changes(p)]
+    commands = [command for command in map(command_line, proposals) if command]
     return text + "".join(f"{command}\n" for command in commands)
+
+
+# --- the table `velollm optimize` prints -----------------------------------------------------------
+
+
+def _shown(value: str | None) -> str:
+    return "(unset)" if value is None else value
+
+
+def _proposal_table(proposal: ConfigProposal):
+    """setting | current | proposed | why: wide terminals."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"{escape(proposal.runtime)}: proposed configuration", show_lines=True)
+    table.add_column("setting", no_wrap=True)
+    table.add_column("current", min_width=20)  # short phrases that may wrap
+    table.add_column("proposed", no_wrap=True)
+    table.add_column("why", min_width=40)
+    for change in proposal.changes:
+        table.add_row(escape(change.key), escape(_shown(change.current)),
+                      f"[bold]{escape(_shown(change.proposed))}[/bold]", escape(change.reason))
+    return table
+
+
+def _proposal_stacked(proposal: ConfigProposal):
+    """setting | "current -> proposed" above its reason: the reason gets the whole width."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"{escape(proposal.runtime)}: proposed configuration", show_lines=True)
+    table.add_column("setting", no_wrap=True)
+    table.add_column("current → proposed, and why")
+    for change in proposal.changes:
+        table.add_row(escape(change.key), f"{escape(_shown(change.current))} → "
+                      f"[bold]{escape(_shown(change.proposed))}[/bold]\n[dim]{escape(change.reason)}[/dim]")
+    return table
+
+
+def print_proposals(proposals: list[ConfigProposal], console) -> None:
+    """Current -> proposed with the reason of each change, one table per runtime; then its notes and,
+    for a runtime configured by flags alone, the command line that ``--format shell`` ends with."""
+    from rich.markup import escape
+    from rich.padding import Padding
+
+    from velollm_core.tables import fitting
+
+    if not proposals:
+        console.print("No installed plugin has a proposal for this machine.")
+    for proposal in proposals:
+        if proposal.changes:
+            console.print(fitting(console, lambda p=proposal: _proposal_table(p),
+                                  lambda p=proposal: _proposal_stacked(p)))
+        else:
+            console.print(f"{escape(proposal.runtime)}: nothing to change.")
+        for note in proposal.notes:
+            console.print(Padding(f"note: {escape(note)}", (0, 0, 0, 2)))  # wrapped lines stay indented
+        command = command_line(proposal)
+        if command:
+            console.print("run:", style="bold")
+            # One unbroken line (soft wrap): what is copied from the terminal runs as it is.
+            console.print(command, soft_wrap=True, markup=False, highlight=False)
 
 
 def render_launchctl(proposals: list[ConfigProposal]) -> str:
