@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     except (click.exceptions.Abort, KeyboardInterrupt) as exc:
         # click turns Ctrl-C (and our SIGTERM/SIGHUP) into Abort; finished results are already on disk.
         code = interrupt.exit_code(exc)
-        click.echo("Interrupted." if code == 130 else f"{interrupt.describe(exc).capitalize()}.", err=True)
+        click.echo("Interrupted." if code == 130 else f"Terminated by {interrupt.signal_name(code)}.", err=True)
         sys.exit(code)
     except VeloError as exc:
         click.echo(f"Error: {exc}", err=True)

@@ -56,12 +56,17 @@ def exit_code(exc: BaseException | None) -> int:
     return 128 + (exc.signum if exc is not None else signal.SIGINT)
 
 
+def signal_name(code: int) -> str:
+    """'SIGTERM' for exit code 143."""
+    return signal.Signals(code - 128).name
+
+
 def describe(exc: BaseException | None) -> str:
     """What stopped the run, for result files: 'interrupted by the user (Ctrl-C)' or the signal."""
     code = exit_code(exc)
     if code == 128 + signal.SIGINT:
         return "interrupted by the user (Ctrl-C)"
-    return f"terminated by {signal.Signals(code - 128).name}"
+    return f"terminated by {signal_name(code)}"
 
 
 def track(proc: subprocess.Popen) -> None:
