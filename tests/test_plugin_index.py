@@ -86,7 +86,7 @@ def hello_wheel_tree(tmp_path_factory) -> Path:
 def test_installing_a_plugin_into_a_known_folder_is_seen(cache, tmp_path, hello_wheel_tree):
     site = tmp_path / "site"
     site.mkdir()
-    env = {"PYTHONPATH": str(site)}
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
     before = velollm("--help", cache=cache, env=env)
     assert before.returncode == 0 and "hello" not in before.stdout
     for item in hello_wheel_tree.iterdir():  # "pip install" into a folder already on sys.path
@@ -232,3 +232,22 @@ def test_plugins_add_commands_but_cannot_replace_core_ones(fresh_index):
     assert "RuntimeError: register bug" in messages["fake-raise"]
     ctx = click.Context(group)
     assert "extra-one" in group.list_commands(ctx)
+
+
+def test_no_cache_folder_at_all_means_a_scan(fresh_index, monkeypatch):
+    def no_home():
+        raise RuntimeError("Could not determine home directory")
+
+    monkeypatch.setattr(plugin_index, "cache_dir", no_home)
+    assert "nvidia" in {ep.name for ep in plugin_index.entry_points()}
+    assert plugin_index.cached_commands("all") is None
+    plugin_index.store_commands("all", {}, [])  # nowhere to write: nothing happens
+
+
+@pytest.mark.parametrize("columns", ["40", "79", "100", "200", "", "junk"])
+def test_help_width_is_clicks_rule_without_shutil(monkeypatch, columns):
+    from velollm_core.cli import VeloContext, cli, help_width
+
+    monkeypatch.setenv("COLUMNS", columns)
+    assert help_width(None) == max(min(shutil.get_terminal_size().columns, 80) - 2, 50)
+    assert cli.get_help(VeloContext(cli)) == cli.get_help(click.Context(cli))

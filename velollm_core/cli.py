@@ -44,6 +44,34 @@ LAZY_COMMANDS = {
 }
 
 
+def help_width(max_width: int | None) -> int:
+    """click's help width rule (terminal columns - 2, at most max_width - 2, at least 50), without shutil.
+
+    click asks ``shutil.get_terminal_size``, and importing shutil (bz2, lzma, fnmatch with it) costs a
+    tenth of ``velollm --help``; this is the same rule over ``os.get_terminal_size``.
+    """
+    import os
+
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
+        except (AttributeError, ValueError, OSError):
+            columns = 80
+    return max(min(columns, max_width or 80) - 2, 50)
+
+
+class VeloContext(click.Context):
+    def make_formatter(self):
+        width = self.terminal_width
+        if width is None and click.formatting.FORCED_WIDTH is None:  # CliRunner forces a width
+            width = help_width(self.max_content_width)
+        return self.formatter_class(width=width, max_width=self.max_content_width)
+
+
 class VeloGroup(click.Group):
     """The ``velollm`` group: core commands imported on first use, plugin commands only when needed.
 
@@ -51,6 +79,8 @@ class VeloGroup(click.Group):
     nothing changed; running a name that is no core command loads the plugins' commands. Core names
     are reserved: a plugin adds commands, it cannot replace one.
     """
+
+    context_class = VeloContext
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -125,16 +125,26 @@ def _read(path: Path, key: dict) -> dict | None:
         _entry_points(data)
         if not isinstance(data.get("commands"), dict):
             return None
-    except (OSError, ValueError, TypeError, KeyError):
+    except (OSError, ValueError, TypeError, KeyError, RecursionError):
         return None
     return data
+
+
+def _usable_index_path() -> Path | None:
+    try:
+        return index_path()
+    except Exception:  # noqa: BLE001 - no cache folder (no home directory): scan every time
+        return None
 
 
 def _save(data: dict) -> None:
     from velollm_core.files import atomic_write_text
 
+    path = _usable_index_path()
+    if path is None:
+        return
     try:
-        atomic_write_text(index_path(), json.dumps(data))
+        atomic_write_text(path, json.dumps(data))
     except OSError:
         pass  # an unwritable cache costs the next run a scan, nothing more
 
@@ -147,8 +157,8 @@ def _current() -> dict:
     global _index
     if _index is None:
         key = {"format": FORMAT, "sys_path": list(sys.path), "distributions": installed_distributions(sys.path)}
-        path = index_path()
-        _index = _read(path, key)
+        path = _usable_index_path()
+        _index = None if path is None else _read(path, key)
         if _index is None:
             _index = {**key, "entry_points": _scan(), "commands": {}}
             _save(_index)
