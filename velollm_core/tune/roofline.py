@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,9 +61,9 @@ def max_decode_tokens_per_s(bandwidth_gbps: float, bytes_per_tok: int) -> float:
 
 
 def _cache_path() -> Path:
-    from platformdirs import user_cache_path
+    from velollm_core.cachedir import cache_dir
 
-    return Path(os.environ.get("VELOLLM_CACHE_DIR") or user_cache_path("velollm")) / "roofline" / "ram-bandwidth.json"
+    return cache_dir() / "roofline" / "ram-bandwidth.json"
 
 
 def _machine_key(hardware: HardwareReport | None) -> str:

@@ -28,9 +28,9 @@ SDIST_ENV = "VELOLLM_LLAMACPP_SDIST"  # a local sdist .tar.gz or an unpacked lla
 
 
 def cache_root() -> Path:
-    from platformdirs import user_cache_path
+    from velollm_core.cachedir import cache_dir
 
-    return Path(os.environ.get("VELOLLM_CACHE_DIR") or user_cache_path("velollm")) / "llama.cpp"
+    return cache_dir() / "llama.cpp"
 
 
 # Bumped whenever the build options change, so an old build is never mistaken for the current one.
