@@ -69,7 +69,7 @@ def _int(value: Any) -> int | None:
         return None
     try:
         return int(float(text))
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: digits beyond a float's range
         return None
 
 

@@ -47,6 +47,7 @@ def _measure(value: Any) -> tuple[float, str | None] | None:
     unit = None
     if isinstance(value, dict):
         value, unit = value.get("value"), value.get("unit")
+        unit = unit if isinstance(unit, str) else None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value), unit
     if isinstance(value, str):
@@ -111,17 +112,19 @@ def parse_amd_smi_list(text: str) -> dict[int, dict[str, str | None]]:
     return found
 
 
+def _section(item: dict[str, Any], key: str) -> dict[str, Any]:
+    """A sub-object of an amd-smi GPU entry; {} where it is missing or not an object."""
+    value = item.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def parse_amd_smi_static(text: str) -> list[GpuInfo]:
     """GpuInfo records from ``amd-smi static --json``."""
     from velollm_core.models import GpuInfo
 
     gpus = []
     for position, item in enumerate(_amd_smi_items(_load_json(text, "amd-smi"))):
-        asic = item.get("asic") or {}
-        board = item.get("board") or {}
-        bus = item.get("bus") or {}
-        vram = item.get("vram") or {}
-        limit = item.get("limit") or {}
+        asic, board, bus, vram, limit = (_section(item, key) for key in ("asic", "board", "bus", "vram", "limit"))
         device_id = _id(asic.get("device_id"))
         name = _text(asic.get("market_name")) or _text(board.get("product_name")) or _fallback_name(device_id)
         total = _bytes(vram.get("size"), default_unit="MB")
@@ -142,7 +145,7 @@ def parse_amd_smi_static(text: str) -> list[GpuInfo]:
                 memory_bus_width_bits=vram.get("bit_width")
                 if isinstance(vram.get("bit_width"), int)
                 else None,
-                driver_version=_driver_version((item.get("driver") or {}).get("version")),
+                driver_version=_driver_version(_section(item, "driver").get("version")),
                 bandwidth_gbps=bandwidth[0] if bandwidth else known_bandwidth_gbps(name, total),
                 power_limit_w=power[0] if power else None,
                 source="amd-smi",

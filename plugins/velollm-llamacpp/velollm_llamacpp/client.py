@@ -9,9 +9,13 @@ from typing import Any
 from velollm_core.deadline import Deadlines, RequestWatch
 from velollm_core.errors import BackendError
 from velollm_core.models import GenerationRequest, GenerationTiming
+from velollm_core.wire import LLAMACPP_TIMINGS, stream_event
 
 CONNECT_TIMEOUT_S = 5.0
 SERVER_NAME = "llama-server"
+# The fields stream_completion and timing_from_final read, with their types (velollm_core.wire).
+COMPLETION_EVENT = {"tokens_predicted": int, "tokens_evaluated": int, "tokens": list, "content": str,
+                    "stop_type": str, "timings": LLAMACPP_TIMINGS}
 
 
 def completion_body(request: GenerationRequest) -> dict[str, Any]:
@@ -38,16 +42,18 @@ def _events(lines):
         payload = line[5:].strip()
         if payload == "[DONE]":
             return
+        arrived = time.perf_counter()
         try:
-            yield time.perf_counter(), json.loads(payload)
+            event = json.loads(payload)
         except ValueError:
             raise BackendError(f"llama-server sent a malformed stream event: {payload[:120]!r}") from None
+        yield arrived, stream_event(event, COMPLETION_EVENT, SERVER_NAME)
 
 
 def _error_text(response) -> str:
     try:
         data = json.loads(response.read())
-        error = data.get("error", data)
+        error = data.get("error", data) if isinstance(data, dict) else data
         return error.get("message", str(error)) if isinstance(error, dict) else str(error)
     except ValueError:
         return response.text[:200]

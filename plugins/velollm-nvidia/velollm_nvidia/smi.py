@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import re
 from typing import Any
 
@@ -63,7 +64,9 @@ def _number(value: str | None) -> tuple[float, str | None] | None:
     match = _NUMBER.match(value)
     if match is None:
         return None
-    return float(match.group(1)), match.group(2) or None
+    number = float(match.group(1))
+    # 400 digits are a float's inf: no size or index, and int() of it raises.
+    return (number, match.group(2) or None) if math.isfinite(number) else None
 
 
 def _bytes(value: str | None, header_unit: str | None) -> int | None:

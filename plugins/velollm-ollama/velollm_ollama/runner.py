@@ -14,11 +14,18 @@ from typing import Any
 
 from velollm_core.errors import BackendError
 from velollm_core.models import GenerationRequest, GenerationTiming
+from velollm_core.wire import NUMBER, conform
 
 # Request fields that Ollama takes beside ``options``, not inside it.
 TOP_LEVEL_FIELDS = {"keep_alive", "think", "raw", "format", "system", "template", "suffix"}
 # Settings of this client, never sent to Ollama (the deadlines: velollm_core.deadline).
 CLIENT_SETTINGS = {"timeout", "first_token_timeout_s", "timeout_s", "cache_prompt"}
+# The fields measure_stream reads, with their types (velollm_core.wire).
+STREAM_CHUNK = {
+    **dict.fromkeys(("response", "thinking", "done_reason"), str),
+    **dict.fromkeys(("prompt_eval_count", "eval_count"), int),
+    **dict.fromkeys(("total_duration", "load_duration", "prompt_eval_duration", "eval_duration"), NUMBER),
+}
 
 
 def coerce_option(value: Any) -> Any:
@@ -110,6 +117,7 @@ def measure_stream(
     thinking: list[str] = []
     final: Mapping[str, Any] | None = None
     for arrived, chunk in events:
+        chunk = conform(chunk, STREAM_CHUNK)
         chunks += 1
         piece = chunk.get("response") or ""
         thought = chunk.get("thinking") or ""

@@ -9,10 +9,18 @@ from typing import Any
 
 from velollm_core.errors import BackendError
 from velollm_core.models import GenerationTiming
+from velollm_core.wire import LLAMACPP_TIMINGS, stream_event
 
 # Generated-text fields of a choice: completions' ``text``; chat's ``delta.content``, plus the
 # reasoning text some servers (vLLM, SGLang) stream separately — those are generated tokens too.
 _DELTA_FIELDS = ("content", "reasoning_content", "reasoning")
+# The fields StreamRecord and timing_from_stream read, with their types (velollm_core.wire).
+STREAM_EVENT = {
+    "choices": [{"text": str, "delta": dict.fromkeys(_DELTA_FIELDS, str), "finish_reason": str}],
+    "usage": {"prompt_tokens": int, "completion_tokens": int},
+    "timings": LLAMACPP_TIMINGS,
+    "system_fingerprint": str,
+}
 
 
 def chunk_text(event: dict[str, Any]) -> tuple[str, str]:
@@ -49,6 +57,7 @@ class StreamRecord:
 
     def observe(self, arrived: float, event: dict[str, Any]) -> None:
         """Take one stream event in; an ``error`` event becomes a BackendError."""
+        event = stream_event(event, STREAM_EVENT, "the server")
         if event.get("error"):
             error = event["error"]
             message = error.get("message", error) if isinstance(error, dict) else error
