@@ -9,6 +9,9 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent
 
+# The plugin test kit: register_plugin, fake_backend, llama_server_bin, gemma (velollm_core/testing.py).
+pytest_plugins = ("velollm_core.testing",)
+
 
 def tool_outputs_dir() -> Path | None:
     """Where the real captured tool outputs live (shared/testdata, beside the checkout)."""

@@ -48,13 +48,3 @@ def test_secrets_include_the_basic_auth_header_value():
     server = split_server_url("http://u:pw@h:1/?t=tok")
     assert set(server.secrets()) == {"tok", "pw", "dTpwdw=="}  # base64("u:pw")
     assert scrub("echo: Basic dTpwdw== pw tok", server.secrets()) == "echo: Basic *** *** ***"
-
-
-def test_ollama_host_with_credentials_is_read_like_ollama():
-    pytest.importorskip("velollm_ollama")
-    from velollm_ollama.client import default_base_url, server_url
-
-    # Before: the userinfo was taken for an IPv6 host, "http://[user:pw@127.0.0.1:5]:80".
-    assert default_base_url("http://user:pw@127.0.0.1:5") == "http://127.0.0.1:5"
-    assert server_url("user:pw@0.0.0.0").auth == ("user", "pw")
-    assert server_url("user:pw@0.0.0.0").base == "http://127.0.0.1:11434"

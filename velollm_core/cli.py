@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -10,24 +9,7 @@ import click
 
 from velollm_core import __version__
 from velollm_core.errors import UserInputError, VeloError
-
-
-def print_json(data) -> None:
-    """Print one JSON document to stdout, nothing else."""
-    click.echo(json.dumps(data, indent=2))
-
-
-def stdout_console():
-    from rich.console import Console
-
-    return Console()
-
-
-def stderr_console():
-    from rich.console import Console
-
-    return Console(stderr=True)
-
+from velollm_core.output import print_json, stderr_console, stdout_console  # noqa: F401 - their old home
 
 # Core commands imported only when run: `velollm --help` and `velollm detect` stay fast.
 LAZY_COMMANDS = {
@@ -102,20 +84,14 @@ class VeloGroup(click.Group):
 
         self._plugin_commands = {}
         self._reserved = {*self.commands, *LAZY_COMMANDS}
+        before = dict(self.commands)
         try:
-            for plugin_name, register in plugins.implementations("register_commands"):
-                before = dict(self.commands)
-                try:
-                    register(cli=self)
-                except Exception as exc:  # noqa: BLE001 - a plugin's bug must not take the CLI down
-                    record = plugins.records.get(plugin_name)
-                    error = f"register_commands: {plugins.describe_error(exc)}"
-                    plugins.load_errors.append(
-                        plugins.PluginLoadError(plugin_name, record.distribution if record else None, error)
-                    )
-                for name, command in self.commands.items():
-                    if before.get(name) is not command:
-                        self._plugin_commands[name] = command
+            # Each plugin alone: one that raises (or claims a core name) is a load error, not the CLI's end.
+            plugins.call_each("register_commands", cli=self, on_error=lambda plugin_name, exc: plugins.record_error(
+                plugin_name, f"register_commands: {plugins.describe_error(exc)}"))
+            for name, command in self.commands.items():
+                if before.get(name) is not command:
+                    self._plugin_commands[name] = command
         finally:
             self._reserved = None
         self._plugin_listing = self._plugin_commands

@@ -49,14 +49,18 @@ NOTICE_AFTER_S = 5.0
 NOTICE_EVERY_S = 15.0
 
 
+def seconds_option(name: str, value: Any) -> float:
+    """``value`` of option ``name`` as a positive, finite number of seconds, or a UserInputError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise UserInputError(f"option {name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
 def _seconds(options: Mapping[str, Any], names: tuple[str, ...], default: float) -> float:
     """The first of ``names`` present in ``options``, as a positive number of seconds."""
     for name in names:
         if name in options:
-            value = options[name]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-                raise UserInputError(f"option {name} must be a positive number of seconds, got {value!r}")
-            return float(value)
+            return seconds_option(name, options[name])
     return default
 
 

@@ -25,6 +25,19 @@ def detect_gpu(warn):
 
 
 @hookspec
+def register_backends(register):
+    """Register this plugin's backend objects: call ``register(backend)`` once per backend.
+
+    A backend implements ``velollm_core.api.Backend`` (name, a typed ``Options`` model, ``generate``,
+    ``describe``; optionally ``cli_options``, ``check``, ``speculative``, ``verify_config``). The core
+    answers the backend hooks below (``run_benchmark``, ``describe_backend``, ``check_benchmark``,
+    ``speculative_backend``, ``verify_config``, ``benchmark_backends``) for every registered backend,
+    so this is the one hook a backend plugin needs. A name registered twice is a load error naming both
+    plugins; the first registration is kept.
+    """
+
+
+@hookspec
 def benchmark_backends():
     """Return the names of the benchmark backends this plugin owns, e.g. ``["llamacpp"]``.
 
@@ -68,19 +81,19 @@ def describe_backend(backend, context):
 
 @hookspec
 def propose_config(hardware, model, backend):
-    """Return a list of ``ConfigProposal``: one per runtime this plugin can configure.
+    """Return a list of ``ConfigProposal``: one per backend this plugin can configure.
 
     ``hardware`` is the ``HardwareReport``; ``model`` a model name/path or None; ``backend`` the
-    runtime the user asked about, or None for all. Every ``ConfigChange`` carries its reason.
+    backend the user asked about, or None for all (``ConfigProposal.runtime`` names the backend). Every ``ConfigChange`` carries its reason.
     Plugins that do not configure the asked backend return an empty list.
     """
 
 
 @hookspec(firstresult=True)
 def verify_config(proposal, model, hardware, progress):
-    """Measure ``proposal`` against the runtime's defaults; return a ``velollm_core.tune.verify.VerifyReport``.
+    """Measure ``proposal`` against the backend's defaults; return a ``velollm_core.tune.verify.VerifyReport``.
 
-    firstresult: the plugin that owns ``proposal.runtime`` and can start it with any flags answers
+    firstresult: the plugin that owns backend ``proposal.runtime`` and can start it with any flags answers
     (``velollm optimize --verify``): defaults, proposal and the proposal without each speed change,
     interleaved. ``progress(line)`` reports each measurement. Others return None, and the core
     falls back to measuring before and after a restart of the user's own service.
@@ -88,10 +101,11 @@ def verify_config(proposal, model, hardware, progress):
 
 
 @hookspec(firstresult=True)
-def speculative_backend(kind):
+def speculative_backend(backend, kind):
     """Return an object able to run target+draft speculative decoding, or None.
 
-    ``kind`` is the runtime name (``"llamacpp"``). firstresult: the first plugin able to answer wins.
+    ``backend`` is the backend name (``"llamacpp"``); ``kind`` is its older name, passed too, with the
+    same value. firstresult: the first plugin able to answer wins.
     """
 
 

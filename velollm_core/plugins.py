@@ -1,12 +1,17 @@
 """The plugin manager: built-in plugins plus every entry point of group ``velollm``, each loaded alone.
 
 A plugin that fails to import or register is recorded in ``load_errors`` and shown by
-``velollm plugins``; it never takes the CLI down.
+``velollm plugins``; it never takes the CLI down. So is a plugin implementing a hook that has no spec
+(a misspelt ``detect_gpus``): it is unregistered, as pytest's ``check_pending`` refuses it. Every
+non-firstresult hook is called through ``call_each``: a plugin that raises costs only its own answer
+and is named in a warning. ``VELOLLM_DISABLE=a,b`` blocks plugins by name, built-ins included
+(pytest's ``-p no:name``); ``VELOLLM_PLUGINS=a,b`` loads only the entry points named.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,9 +23,11 @@ from velollm_core import __version__, hookspecs, plugin_index
 
 ENTRY_POINT_GROUP = plugin_index.ENTRY_POINT_GROUP
 PLUGINS_ENV = plugin_index.PLUGINS_ENV
+DISABLE_ENV = "VELOLLM_DISABLE"  # a,b: never load these plugins (built-ins too)
 
 # Core features registered as plugins, so they are listed and can be replaced like any other.
 BUILTIN_PLUGINS = (
+    "velollm_core.backend_bridge",
     "velollm_core.hardware.pci",
     "velollm_core.hardware.xpu",
     "velollm_core.testmodels",
@@ -53,8 +60,29 @@ records: dict[str, PluginRecord] = {}
 _loaded = False
 
 
+def disabled_names() -> set[str]:
+    """The plugin names ``$VELOLLM_DISABLE`` blocks (entry point names or built-in module names)."""
+    raw = os.environ.get(DISABLE_ENV, "")
+    return {name.strip() for name in raw.split(",") if name.strip()}
+
+
+def unknown_hooks(plugin: object) -> list[str]:
+    """The hooks ``plugin`` implements that no spec declares (a misspelt name), optional ones aside."""
+    return sorted(
+        caller.name
+        for caller in pm.get_hookcallers(plugin) or []
+        if not caller.has_spec()
+        and any(impl.plugin is plugin and not impl.optionalhook for impl in caller.get_hookimpls())
+    )
+
+
 def _register(plugin: object, record: PluginRecord) -> None:
     pm.register(plugin, name=record.name)
+    unknown = unknown_hooks(plugin)
+    if unknown:
+        pm.unregister(plugin)
+        names = ", ".join(unknown)
+        raise ValueError(f"implements {names}, which is no VeloLLM hook (see velollm_core/hookspecs.py)")
     records[record.name] = record
 
 
@@ -75,7 +103,12 @@ def load_plugins() -> None:
         return
     _loaded = True
     allowed = plugin_index.allowed_names()
+    disabled = disabled_names()
+    for name in disabled:
+        pm.set_blocked(name)  # registering a blocked name is a no-op; the entry point is not even imported
     for module_name in BUILTIN_PLUGINS:
+        if module_name in disabled:
+            continue
         try:
             module = importlib.import_module(module_name)
             _register(module, PluginRecord(module_name, "velollm", __version__, builtin=True))
@@ -84,7 +117,7 @@ def load_plugins() -> None:
 
     # The entry points come from the plugin index: no importlib.metadata scan while nothing changed.
     for entry_point in plugin_index.entry_points():
-        if allowed is not None and entry_point.name not in allowed:
+        if (allowed is not None and entry_point.name not in allowed) or entry_point.name in disabled:
             continue
         if entry_point.name in records:
             continue  # the same distribution visible twice on sys.path
@@ -96,20 +129,39 @@ def load_plugins() -> None:
             load_errors.append(PluginLoadError(entry_point.name, entry_point.distribution, describe_error(exc)))
 
 
+def record_error(plugin_name: str, error: str) -> None:
+    """A load error of a registered plugin (a failing registration hook, a duplicate backend name)."""
+    record = records.get(plugin_name)
+    load_errors.append(PluginLoadError(plugin_name, record.distribution if record else None, error))
+
+
 def describe_plugins() -> list[dict]:
-    """One dict per loaded plugin: name, distribution, version, hooks, builtin."""
+    """One dict per loaded plugin: name, distribution, version, builtin, hooks, backends.
+
+    ``hooks`` are the hooks the plugin answers, directly or through the backends it registers (the
+    core's bridge answers ``run_benchmark`` and the others for them); ``backends`` their names.
+    """
+    from velollm_core import backends as backend_registry
+
     load_plugins()
+    registry = backend_registry.registry()
     out = []
     for name, record in records.items():
         plugin = pm.get_plugin(name)
-        hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
+        if plugin is None:
+            continue  # unregistered since (a test's fake)
+        hooks = {caller.name for caller in pm.get_hookcallers(plugin) or []}
+        owned = registry.owned_by(name)
+        for backend in owned:
+            hooks |= set(backend_registry.bridged_hooks(backend))
         out.append(
             {
                 "name": name,
                 "distribution": record.distribution,
                 "version": record.version,
                 "builtin": record.builtin,
-                "hooks": hooks,
+                "hooks": sorted(hooks),
+                "backends": [backend.name for backend in owned],
             }
         )
     return out
@@ -136,6 +188,44 @@ def implementations(hook_name: str) -> Iterator[tuple[str, Callable[..., Any]]]:
             return _impl.function(**{name: kwargs[name] for name in _impl.argnames if name in kwargs})
 
         yield impl.plugin_name, call
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr (stdout stays one JSON document under --json)."""
+    sys.stderr.write(f"warning: {message}\n")
+
+
+def call_each(hook_name: str, *, reraise: tuple[type[BaseException], ...] = (),
+              on_error: Callable[[str, BaseException], None] | None = None, **kwargs: Any) -> list[Any]:
+    """Call every implementation of a (non-firstresult) hook in pluggy's order, each in its own try.
+
+    The answers come back as pluggy's relay would return them (None left out). A plugin that raises
+    costs only its own answer: ``on_error(plugin_name, exc)`` hears of it, by default a warning on
+    stderr naming the plugin and the hook. ``reraise`` lists the exceptions that are a plugin's answer
+    rather than its bug (``check_benchmark`` refuses with ``UserInputError``).
+    """
+    return [result for _, result in call_each_named(hook_name, reraise=reraise, on_error=on_error, **kwargs)]
+
+
+def call_each_named(hook_name: str, *, reraise: tuple[type[BaseException], ...] = (),
+                    on_error: Callable[[str, BaseException], None] | None = None,
+                    **kwargs: Any) -> list[tuple[str, Any]]:
+    """As ``call_each``, each answer paired with the name of the plugin that gave it."""
+    answers = []
+    for plugin_name, call in reversed(list(implementations(hook_name))):  # pluggy calls LIFO
+        try:
+            result = call(**kwargs)
+        except reraise:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one plugin's bug must not cost the others
+            if on_error is not None:
+                on_error(plugin_name, exc)
+            else:
+                warn(f"plugin {plugin_name} failed in {hook_name}: {describe_error(exc)}")
+            continue
+        if result is not None:
+            answers.append((plugin_name, result))
+    return answers
 
 
 def plugin_files() -> list[str]:

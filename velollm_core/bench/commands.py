@@ -42,20 +42,44 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, object]:
     return options
 
 
-def _openai_options(api_key_env: str | None, endpoint: str | None) -> dict[str, str]:
-    """--api-key-env and --endpoint as backend options (the key's variable name, never the key)."""
-    given = {"api_key_env": api_key_env, "endpoint": endpoint}
-    return {key: value for key, value in given.items() if value}
-
-
 def known_backends() -> list[str]:
-    from velollm_core.plugins import hook
+    """Every backend name a plugin offers: registered backend objects and ``benchmark_backends`` answers."""
+    from velollm_core.plugins import call_each
 
-    return sorted({name for names in hook().benchmark_backends() for name in names})
+    return sorted({name for names in call_each("benchmark_backends") for name in names})
 
 
-@click.command("benchmark")
-@click.option("--backend", required=True, help="Runtime to measure (see `velollm plugins`).")
+class BenchmarkCommand(click.Command):
+    """``velollm benchmark``, with the flags each installed backend adds (``Backend.cli_options``).
+
+    The backends are asked only when the command is run or its help shown, never at ``velollm --help``.
+    """
+
+    def _backend_flags(self) -> dict:
+        from velollm_core import backends
+
+        return backends.cli_flags(backends.registry().all())
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        params = super().get_params(ctx)
+        own = {param.name for param in params}
+        extra = [option for name, (option, _) in self._backend_flags().items() if name not in own]
+        return [*params[:-1], *extra, params[-1]] if params and extra else params  # --help stays last
+
+    def invoke(self, ctx: click.Context):
+        from click.core import ParameterSource
+
+        flags = self._backend_flags()
+        given = {name: ctx.params.pop(name) for name in list(ctx.params) if name in flags
+                 and ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)}
+        for name in flags:
+            ctx.params.pop(name, None)
+        ctx.params["backend_flags"] = (flags, given)
+        return super().invoke(ctx)
+
+
+@click.command("benchmark", cls=BenchmarkCommand)
+@click.option("--backend", required=True, help="Backend to measure (see `velollm plugins`).")
 @click.option("--model", required=True, help="GGUF path, Ollama name, or a bundled test model.")
 @click.option("--host", help="URL of an already-running server to attach to.")
 @click.option("--iterations", type=click.IntRange(1, 1000), default=3, show_default=True)
@@ -65,21 +89,20 @@ def known_backends() -> list[str]:
 @click.option("--max-tokens", type=click.IntRange(1, 100000), help="Override each suite's output length.")
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--option", "options", multiple=True, help="Backend option KEY=VALUE (repeatable).")
-@click.option("--api-key-env", metavar="VAR", help="Env variable holding the API key (openai backend).")
-@click.option("--endpoint", type=click.Choice(["completions", "chat"]), help="openai backend: API endpoint.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Result file (JSON).")
 @click.option("--force", is_flag=True, help="Replace --output even when it is not a VeloLLM result.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON to stdout.")
 def benchmark_command(
-    backend, model, host, iterations, warmup, suites, concurrency, max_tokens, seed, options, api_key_env,
-    endpoint, output, force, as_json,
+    backend, model, host, iterations, warmup, suites, concurrency, max_tokens, seed, options, output, force,
+    as_json, backend_flags=({}, {}),
 ) -> None:
-    """Benchmark a local runtime with standard suites and honest statistics."""
+    """Benchmark a local backend with standard suites and honest statistics."""
+    from velollm_core.backends import flag_options
     from velollm_core.bench.engine import BenchmarkPlan, BenchmarkRunner
     from velollm_core.bench.suites import get_suites
-    from velollm_core.cli import print_json, stderr_console, stdout_console
     from velollm_core.files import prepare_output
     from velollm_core.hardware.report import detect_hardware
+    from velollm_core.output import print_json, stderr_console, stdout_console
 
     backends = known_backends()
     if backend not in backends:
@@ -87,6 +110,7 @@ def benchmark_command(
             f"unknown backend {backend!r}; installed: {', '.join(backends) or 'none'} "
             "(backends come from plugins: see `velollm plugins`)"
         )
+    flags, given = backend_flags
     plan = BenchmarkPlan(
         backend=backend,
         model=model,
@@ -95,7 +119,7 @@ def benchmark_command(
         warmup=warmup,
         concurrency=parse_concurrency(concurrency),
         host=host,
-        options={**parse_options(options), **_openai_options(api_key_env, endpoint)},
+        options={**parse_options(options), **flag_options(backend, given, flags)},
         seed=seed,
         max_tokens=max_tokens,
     )
@@ -170,7 +194,7 @@ def _run_with_progress(runner, console, busy=None):
 def compare_command(a: Path, b: Path, as_json: bool) -> None:
     """Compare two result files: ratio of medians (B/A) and whether it exceeds noise."""
     from velollm_core.bench.compare import compare_results, load_result
-    from velollm_core.cli import print_json, stdout_console
+    from velollm_core.output import print_json, stdout_console
 
     rows = compare_results(load_result(a), load_result(b))
     if not rows:

@@ -24,6 +24,7 @@ from velollm_core.models import (
     HardwareReport,
     RunRecord,
 )
+from velollm_core.plugins import call_each
 
 # Metrics summarized per suite, in display order.
 METRICS = (
@@ -284,8 +285,9 @@ class BenchmarkRunner:
         if self.checked:
             return
         check_streams(max(self.plan.concurrency))
-        self.hook.check_benchmark(backend=self.plan.backend, context=self.context,
-                                  requests=[self._request(suite) for suite in self.plan.suites])
+        # Every plugin may veto (a refusal is a VeloError, passed on); a plugin's bug is a warning.
+        call_each("check_benchmark", reraise=(VeloError,), backend=self.plan.backend, context=self.context,
+                  requests=[self._request(suite) for suite in self.plan.suites])
         self.checked = True
 
     def run(self) -> BenchmarkResult:

@@ -133,3 +133,6 @@ class BenchmarkContext:
     resources: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     state: dict[str, Any] = field(default_factory=dict)
     hardware: HardwareReport | None = None  # this machine, where the engine detected it
+    # The backend's validated options (a ``velollm_core.backends.BackendOptions``), set by the core
+    # before the backend's first call; ``options`` keeps the flat ``--option`` dict as given.
+    settings: Any = None

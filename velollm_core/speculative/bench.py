@@ -52,7 +52,7 @@ def first_difference(a: str, b: str) -> int | None:
 def _speculative_backend():
     from velollm_core.plugins import hook
 
-    backend = hook().speculative_backend(kind="llamacpp")
+    backend = hook().speculative_backend(backend="llamacpp", kind="llamacpp")
     if backend is None:
         raise UserInputError("no installed plugin runs speculative decoding (install velollm-llamacpp)")
     return backend

@@ -20,8 +20,8 @@ def speculative_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def check_command(target: str, draft: str, as_json: bool) -> None:
     """Can DRAFT speculate for TARGET? Exit 1 with the reasons when not."""
-    from velollm_core.cli import print_json
     from velollm_core.modelfiles import resolve_model_path
+    from velollm_core.output import print_json
     from velollm_core.speculative.compat import check_pair
 
     report = check_pair(resolve_model_path(target), resolve_model_path(draft))
@@ -80,7 +80,7 @@ def bench_command(target, draft, draft_max, draft_min, p_min, draft_ctx, draft_g
 
     from velollm_core.bench.commands import parse_options
     from velollm_core.bench.suites import DEFAULT_SUITES, INPUT_GROUNDED_SUITES, get_suites
-    from velollm_core.cli import print_json, stderr_console, stdout_console
+    from velollm_core.output import print_json, stderr_console, stdout_console
     from velollm_core.speculative.bench import SpeculativeComparison, SpeculativePlan, is_draftless
 
     chosen = get_suites(suites or (*DEFAULT_SUITES, *INPUT_GROUNDED_SUITES))
@@ -180,7 +180,7 @@ def render_report(report: dict, console) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def pairs_command(dirs, max_ratio, as_json) -> None:
     """Scan local models (directories, the Ollama store, test models) for compatible pairs."""
-    from velollm_core.cli import print_json
+    from velollm_core.output import print_json
     from velollm_core.speculative.pairs import find_pairs, local_models
 
     models = local_models(dirs)

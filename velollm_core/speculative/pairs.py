@@ -7,13 +7,13 @@ from pathlib import Path
 
 def local_models(dirs) -> list[dict]:
     """GGUF files under ``dirs`` plus every model the plugins list (Ollama store, test models)."""
-    from velollm_core.plugins import hook
+    from velollm_core.plugins import call_each
 
     found: dict[str, dict] = {}
     for directory in dirs:
         for path in sorted(Path(directory).expanduser().rglob("*.gguf")):
             found.setdefault(str(path.resolve()), {"name": path.name, "path": str(path)})
-    for listing in hook().local_models():
+    for listing in call_each("local_models"):
         for model in listing or []:
             found.setdefault(str(Path(model["path"]).resolve()), model)
     return list(found.values())

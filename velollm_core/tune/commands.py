@@ -66,7 +66,7 @@ def gather_proposals(hardware: HardwareReport, model: str | None, backend: str |
 
 def print_table(proposals: list[ConfigProposal]) -> None:
     """Current -> proposed with the reason for each change, one table per runtime."""
-    from velollm_core.cli import stdout_console
+    from velollm_core.output import stdout_console
     from velollm_core.tune.render import print_proposals
 
     print_proposals(proposals, stdout_console())
@@ -147,7 +147,7 @@ def _verify_by_plugin(proposal: ConfigProposal, model: str, hardware: HardwareRe
                                   progress=lambda line: click.echo(line, err=True))
     if report is None:
         return False
-    from velollm_core.cli import stdout_console
+    from velollm_core.output import stdout_console
     from velollm_core.tune.verify import render_verify_report
 
     render_verify_report(report, stdout_console())
@@ -193,7 +193,7 @@ def verify(proposal: ConfigProposal, model: str | None, hardware: HardwareReport
     _run_benchmark(proposal.runtime, model, hardware, Path(after))
     from velollm_core.bench.compare import compare_results, load_result
     from velollm_core.bench.render import render_comparison
-    from velollm_core.cli import stdout_console
+    from velollm_core.output import stdout_console
 
     rows = compare_results(load_result(Path(before)), load_result(Path(after)))
     render_comparison(rows, stdout_console(), "current", "proposed")

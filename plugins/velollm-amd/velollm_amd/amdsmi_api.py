@@ -8,11 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from velollm_amd.bandwidth import known_bandwidth_gbps
 from velollm_amd.parsers import AMD_VENDOR_ID
-from velollm_core.hardware.bindings import OptionalCalls
-from velollm_core.hardware.pci import normalize_pci_bus_id, pci_device_name
+from velollm_core.api import OptionalCalls, normalize_pci_bus_id, pci_device_name
 
 if TYPE_CHECKING:  # every `velollm detect` imports this module: pydantic waits until a GPU answers
-    from velollm_core.models import GpuInfo
+    from velollm_core.api import GpuInfo
 
 MIB = 2**20
 
@@ -32,7 +31,7 @@ def _positive(value: Any) -> float | None:
 
 
 def _device_record(calls: OptionalCalls, handle: Any, index: int) -> GpuInfo:
-    from velollm_core.models import GpuInfo
+    from velollm_core.api import GpuInfo
 
     asic = calls.get("amdsmi_get_gpu_asic_info", handle) or {}
     vram = calls.get("amdsmi_get_gpu_vram_info", handle) or {}

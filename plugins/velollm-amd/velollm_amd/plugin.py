@@ -7,13 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from velollm_core.hardware.commands import DEFAULT_TIMEOUT_S, ProbeError, run_tool
-from velollm_core.hookspecs import hookimpl
+from velollm_core.api import DEFAULT_TIMEOUT_S, ProbeError, hookimpl, run_tool
 
 if TYPE_CHECKING:  # every CLI command loads this module: pydantic waits until a probe runs
     from types import ModuleType
 
-    from velollm_core.models import GpuInfo
+    from velollm_core.api import GpuInfo
 
 SYSFS_ROOT = Path("/sys")
 ROCM_SMI_ARGS = [
@@ -29,7 +28,7 @@ ROCM_SMI_ARGS = [
 
 def _with_sysfs_memory(gpus: list[GpuInfo], sysfs_root: Path) -> list[GpuInfo]:
     """Fill memory in use from amdgpu's sysfs files where the tool gave only the total (amd-smi static)."""
-    from velollm_core.hardware.pci import read_amdgpu_vram
+    from velollm_core.api import read_amdgpu_vram
 
     filled = []
     for gpu in gpus:
@@ -54,7 +53,7 @@ def probe_amd_smi(timeout: float) -> list[GpuInfo]:
 
     gpus = parse_amd_smi_static(run_tool(["amd-smi", "static", "--json"], timeout=timeout))
     if gpus and any(gpu.pci_bus_id is None for gpu in gpus):
-        from velollm_core.hardware.pci import normalize_pci_bus_id
+        from velollm_core.api import normalize_pci_bus_id
 
         try:
             listing = parse_amd_smi_list(run_tool(["amd-smi", "list", "--json"], timeout=timeout))
@@ -83,7 +82,7 @@ def probe_rocm_smi(timeout: float) -> list[GpuInfo]:
 def probe_sysfs(sysfs_root: Path) -> list[GpuInfo]:
     """AMD GPUs as the amdgpu kernel driver shows them in sysfs: names, VRAM, bus ids, table bandwidth."""
     from velollm_amd.bandwidth import known_bandwidth_gbps
-    from velollm_core.hardware.pci import gpu_from_pci, scan_display_devices
+    from velollm_core.api import gpu_from_pci, scan_display_devices
 
     module_version = sysfs_root / "module" / "amdgpu" / "version"  # only the DKMS driver has one
     try:

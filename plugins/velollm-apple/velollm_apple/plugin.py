@@ -14,11 +14,10 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from velollm_core.hardware.commands import ProbeError, run_tool
-from velollm_core.hookspecs import hookimpl
+from velollm_core.api import ProbeError, hookimpl, run_tool
 
 if TYPE_CHECKING:  # every CLI command loads this module: pydantic waits until a probe runs
-    from velollm_core.models import GpuInfo, GpuVendor
+    from velollm_core.api import GpuInfo, GpuVendor
 
 GIB = 2**30
 MIB = 2**20
@@ -114,7 +113,7 @@ def parse_system_profiler(
     ``ram_bytes`` comes from ``sysctl hw.memsize``; without it, SPHardwareDataType's physical_memory.
     Raises ProbeError when the text is not system_profiler JSON.
     """
-    from velollm_core.models import GpuInfo
+    from velollm_core.api import GpuInfo
 
     try:
         data = json.loads(text)

@@ -24,35 +24,6 @@ pytestmark = pytest.mark.llamacpp
 VELOLLM = [sys.executable, "-m", "velollm_core"]
 
 
-def _missing(reason: str):
-    if os.environ.get("VELOLLM_REQUIRE_LLAMACPP") == "1":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def llama_server_bin() -> Path:
-    from velollm_llamacpp.install import find_program
-
-    from velollm_core.errors import UserInputError
-
-    try:
-        return find_program("llama-server")
-    except UserInputError as exc:
-        _missing(str(exc))
-
-
-@pytest.fixture(scope="session")
-def gemma(llama_server_bin) -> Path:
-    from velollm_core.errors import UserInputError
-    from velollm_core.testmodels import TEST_MODELS
-
-    try:
-        return TEST_MODELS["gemma3-270m"]()
-    except UserInputError as exc:
-        _missing(str(exc))
-
-
 def velollm(*args, timeout=600) -> subprocess.CompletedProcess:
     return subprocess.run([*VELOLLM, *args], check=False, capture_output=True, text=True, timeout=timeout)
 

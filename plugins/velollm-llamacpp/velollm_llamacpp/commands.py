@@ -24,7 +24,7 @@ def llamacpp_group() -> None:
 def install_command(cuda: bool, targets: tuple[str, ...], force_build: bool, exact: bool,
                     configure_only: bool) -> None:
     """Use llama.cpp programs found on PATH / $VELOLLM_LLAMACPP_DIR, or build the missing ones."""
-    from velollm_core.cli import stderr_console
+    from velollm_core.api import stderr_console
     from velollm_llamacpp import install
 
     console = stderr_console()
@@ -73,7 +73,7 @@ def install_command(cuda: bool, targets: tuple[str, ...], force_build: bool, exa
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def where_command(as_json: bool) -> None:
     """Print where each llama.cpp program was found, and its version."""
-    from velollm_core.cli import print_json
+    from velollm_core.api import print_json
     from velollm_llamacpp import install
     from velollm_llamacpp.server import server_version
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from velollm_core import interrupt
-from velollm_core.errors import BackendError
+from velollm_core.api import BackendError, interrupt
 
 # name -> (bundled source model, llama-quantize type)
 DERIVED = {
@@ -23,7 +22,7 @@ def derived_path(name: str) -> Path:
 
 def make_derived(name: str) -> Path:
     """The derived model's path, quantizing it first when absent."""
-    from velollm_core.testmodels import TEST_MODELS
+    from velollm_core.api import TEST_MODELS
     from velollm_llamacpp.install import find_program
 
     source_name, qtype = DERIVED[name]

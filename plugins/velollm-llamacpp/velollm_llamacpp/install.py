@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from velollm_core.errors import UserInputError, VeloError
+from velollm_core.api import UserInputError, VeloError
 from velollm_llamacpp import sdist
 
 # The llama.cpp tree we build is the one this llama-cpp-python release vendors (pinned for repeatability).
@@ -28,7 +28,7 @@ SDIST_ENV = "VELOLLM_LLAMACPP_SDIST"  # a local sdist .tar.gz or an unpacked lla
 
 
 def cache_root() -> Path:
-    from velollm_core.cachedir import cache_dir
+    from velollm_core.api import cache_dir
 
     return cache_dir() / "llama.cpp"
 

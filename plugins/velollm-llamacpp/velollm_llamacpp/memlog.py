@@ -78,8 +78,7 @@ def server_memory(
     import tempfile
     import time
 
-    from velollm_core import interrupt
-    from velollm_core.errors import BackendError
+    from velollm_core.api import BackendError, interrupt
     from velollm_llamacpp.server import free_port, server_flags
 
     verbosity = ["-lv", "4"] if "-lv" in server_flags(binary) else []

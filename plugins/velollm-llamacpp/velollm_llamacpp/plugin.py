@@ -2,41 +2,14 @@
 
 from __future__ import annotations
 
-from velollm_core.hookspecs import hookimpl
-
-BACKEND = "llamacpp"
+from velollm_core.api import hookimpl
 
 
 @hookimpl
-def benchmark_backends():
-    return [BACKEND]
+def register_backends(register):
+    from velollm_llamacpp.server_backend import LlamaCppBackend
 
-
-@hookimpl
-def run_benchmark(backend, request, context):
-    if backend != BACKEND:
-        return None
-    from velollm_llamacpp.backend import run_generation
-
-    return run_generation(request, context)
-
-
-@hookimpl
-def check_benchmark(backend, context, requests):
-    if backend != BACKEND:
-        return None
-    from velollm_llamacpp.backend import check
-
-    return check(context, requests)
-
-
-@hookimpl
-def describe_backend(backend, context):
-    if backend != BACKEND:
-        return None
-    from velollm_llamacpp.backend import describe
-
-    return describe(context)
+    register(LlamaCppBackend())
 
 
 @hookimpl
@@ -44,15 +17,6 @@ def register_commands(cli):
     from velollm_llamacpp.commands import llamacpp_group
 
     cli.add_command(llamacpp_group)
-
-
-@hookimpl
-def speculative_backend(kind):
-    if kind not in (None, BACKEND):
-        return None
-    from velollm_llamacpp.speculative import LlamaCppSpeculative
-
-    return LlamaCppSpeculative()
 
 
 @hookimpl
@@ -70,6 +34,6 @@ def local_models():
     return [{"name": n, "path": str(p), "size_bytes": p.stat().st_size} for n, p in paths.items() if p.is_file()]
 
 
-# propose_config and verify_config live with the tuning rules; importing them here registers them
-# (the module imports nothing heavy at load time).
-from velollm_llamacpp.tune import propose_config, verify_config  # noqa: F401
+# propose_config lives with the tuning rules; importing it here registers it (the module imports
+# nothing heavy at load time). verify_config is the backend object's (server_backend.py).
+from velollm_llamacpp.tune import propose_config  # noqa: F401

@@ -19,8 +19,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
 
-from velollm_core.errors import VeloError
-from velollm_core.urls import redact_url
+from velollm_core.api import VeloError, redact_url
 
 PROJECT = "llama-cpp-python"
 VERSION = "0.3.36"

@@ -10,8 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from velollm_core import interrupt
-from velollm_core.errors import BackendError, UserInputError
+from velollm_core.api import BackendError, UserInputError, interrupt
 
 HEALTH_TIMEOUT_S = 120.0
 

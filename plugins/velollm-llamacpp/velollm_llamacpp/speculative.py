@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from velollm_core.errors import BackendError, UserInputError
+from velollm_core.api import BackendError, UserInputError
 
 NGRAM_KINDS = ("ngram-mod", "ngram-simple", "ngram-map-k", "ngram-map-k4v", "ngram-cache")
 # ngram-mod on a CPU-only build, for the settings the user leaves unset. llama.cpp's defaults (match
@@ -152,7 +152,7 @@ class LlamaCppSpeculative:
         import os
         import subprocess
 
-        from velollm_core import interrupt
+        from velollm_core.api import interrupt
         from velollm_llamacpp.install import find_program
 
         bench = find_program("llama-bench", exact=exact)

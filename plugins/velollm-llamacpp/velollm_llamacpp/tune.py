@@ -28,12 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from velollm_core.hookspecs import hookimpl
+from velollm_core.api import hookimpl
 
 if TYPE_CHECKING:
-    from velollm_core.gguf_meta import GgufSummary
-    from velollm_core.models import ConfigChange, ConfigProposal, HardwareReport
-    from velollm_core.tune.estimate import MemoryEstimate
+    from velollm_core.api import ConfigChange, ConfigProposal, GgufSummary, HardwareReport, MemoryEstimate
 
 BACKEND = "llamacpp"
 GIB = 2**30
@@ -76,7 +74,7 @@ def local_cpu_limit() -> int | None:
     """CPUs this process may really use here: its affinity mask and cgroup quota (None: no limit)."""
     import math
 
-    from velollm_core.hardware.load import usable_cpus
+    from velollm_core.api import usable_cpus
 
     limits = []
     cpus = usable_cpus()
@@ -159,7 +157,7 @@ def _fits(estimate: MemoryEstimate, budgets: list[GpuBudget]) -> bool:
 def plan_offload(summary: GgufSummary, ctx: int, parallel: int, budgets: list[GpuBudget]) -> Offload:
     """How much of the model goes to the GPUs: everything if it fits (with an f16, else a q8_0 KV
     cache), else the most layers that fit with an f16 cache."""
-    from velollm_core.tune.estimate import estimate_memory, model_shape
+    from velollm_core.api import estimate_memory, model_shape
 
     n_full = model_shape(summary).n_layer + 1
     names = tuple(b.name for b in budgets)
@@ -187,7 +185,7 @@ class _Flags:
     def __init__(self, binary: Path | None) -> None:
         self.known: frozenset[str] | None = None
         if binary is not None:
-            from velollm_core.errors import VeloError
+            from velollm_core.api import VeloError
             from velollm_llamacpp.server import server_flags
 
             try:
@@ -207,7 +205,7 @@ class _Flags:
 
 
 def _change(key: str, args: list[str], current: str, reason: str, purpose: str, group: str | None = None):
-    from velollm_core.models import ConfigChange
+    from velollm_core.api import ConfigChange
 
     proposed = " ".join(args[1:]) if len(args) > 1 else "on"
     return ConfigChange(key=key, current=current, proposed=proposed, reason=reason, kind="flag", args=args,
@@ -271,7 +269,7 @@ def propose_llamacpp(
     ``summary``: the model's GGUF summary when already read (else read from ``model_path``).
     ``load_average``: this machine's 1-minute load now, to warn when other work competes for the cores.
     """
-    from velollm_core.models import ConfigProposal
+    from velollm_core.api import ConfigProposal
 
     flags = _Flags(binary)
     notes: list[str] = []
@@ -292,8 +290,7 @@ def propose_llamacpp(
     if model_path is None:
         notes.append("no --model given: -ngl, -c and the KV cache are sized per model; pass --model for them")
     else:
-        from velollm_core.gguf_meta import read_summary
-        from velollm_core.tune.estimate import estimate_memory, model_shape
+        from velollm_core.api import estimate_memory, model_shape, read_summary
 
         summary = summary or read_summary(model_path)
         shape = model_shape(summary)
@@ -376,8 +373,7 @@ def _same_machine(hardware: HardwareReport) -> bool:
 def propose_config(hardware, model, backend):
     if backend not in (None, BACKEND):
         return []
-    from velollm_core.errors import UserInputError
-    from velollm_core.modelfiles import resolve_model_path
+    from velollm_core.api import UserInputError, resolve_model_path
     from velollm_llamacpp.install import find_programs
 
     notes: list[str] = []
@@ -414,7 +410,7 @@ def benchmark_options(args: list[str]) -> dict[str, Any]:
 
 def _proposal_memory(proposal: ConfigProposal, summary: GgufSummary) -> int:
     """Total bytes of a llama-server started with the proposal's -c, -np and KV cache type."""
-    from velollm_core.tune.estimate import estimate_memory
+    from velollm_core.api import estimate_memory
 
     values = {c.key: c.proposed for c in proposal.changes}
     cache_type = (values.get("-ctk/-ctv") or "f16").split()[0]
@@ -424,8 +420,7 @@ def _proposal_memory(proposal: ConfigProposal, summary: GgufSummary) -> int:
 
 def servers_fit_together(proposal: ConfigProposal, model_path: Path, hardware: HardwareReport, count: int) -> bool:
     """Whether one server with the defaults and ``count - 1`` with the proposal fit in memory at once."""
-    from velollm_core.gguf_meta import read_summary
-    from velollm_core.tune.estimate import estimate_memory
+    from velollm_core.api import estimate_memory, read_summary
 
     summary = read_summary(model_path)
     default = estimate_memory(summary, parallel=4, unified=True).total_bytes
@@ -439,13 +434,10 @@ def servers_fit_together(proposal: ConfigProposal, model_path: Path, hardware: H
     return weights + (default - weights) + (count - 1) * (tuned - weights) <= available - RAM_MARGIN_BYTES
 
 
-@hookimpl
 def verify_config(proposal, model, hardware, progress):
     if proposal.runtime != BACKEND:
         return None
-    from velollm_core.errors import UserInputError
-    from velollm_core.modelfiles import resolve_model_path
-    from velollm_core.tune.verify import verify_proposal
+    from velollm_core.api import UserInputError, resolve_model_path, verify_proposal
 
     if not model:
         raise UserInputError("--verify benchmarks a model: pass --model")

@@ -6,11 +6,10 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from velollm_core.hardware.bindings import OptionalCalls
-from velollm_core.hardware.pci import normalize_pci_bus_id
+from velollm_core.api import OptionalCalls, normalize_pci_bus_id
 
 if TYPE_CHECKING:  # every `velollm detect` imports this module: pydantic waits until a GPU answers
-    from velollm_core.models import GpuInfo
+    from velollm_core.api import GpuInfo
 
 # nvmlInit errors that only mean "no NVIDIA driver here": quiet unless the PCI bus shows a GPU.
 ABSENT_ERRORS = ("NVMLError_LibraryNotFound", "NVMLError_DriverNotLoaded")
@@ -60,7 +59,7 @@ def _is_absent_error(module: ModuleType, exc: BaseException) -> bool:
 def _device_record(
     nvml: OptionalCalls, handle: Any, index: int, driver: str | None, cuda: str | None
 ) -> GpuInfo:
-    from velollm_core.models import GpuInfo
+    from velollm_core.api import GpuInfo
 
     name = nvml.get("nvmlDeviceGetName", handle)
     memory = nvml.get("nvmlDeviceGetMemoryInfo", handle)

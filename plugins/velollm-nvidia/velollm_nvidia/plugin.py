@@ -8,18 +8,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from velollm_core.hardware.commands import DEFAULT_TIMEOUT_S, ProbeError
-from velollm_core.hookspecs import hookimpl
+from velollm_core.api import DEFAULT_TIMEOUT_S, ProbeError, hookimpl
 
 if TYPE_CHECKING:  # every CLI command loads this module: pydantic and pynvml wait until a probe runs
-    from velollm_core.models import GpuInfo
+    from velollm_core.api import GpuInfo
 
 DRIVER_VERSION_FILE = Path("/proc/driver/nvidia/version")
 
 
 def nvidia_hardware_seen() -> bool:
     """Whether this machine shows an NVIDIA GPU without any NVIDIA tool (PCI bus, kernel driver)."""
-    from velollm_core.hardware.pci import vendor_seen_on_pci
+    from velollm_core.api import vendor_seen_on_pci
 
     return DRIVER_VERSION_FILE.exists() or vendor_seen_on_pci("nvidia")
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from velollm_core.hardware.commands import ProbeError
-from velollm_core.hardware.pci import normalize_pci_bus_id
-from velollm_core.models import GpuInfo
+from velollm_core.api import GpuInfo, ProbeError, normalize_pci_bus_id
 
 # The XML prints values the way the CSV does ("81920 MiB", "500.00 W", "N/A", "[Not Supported]").
 from velollm_nvidia.smi import _bytes, _clean, _float

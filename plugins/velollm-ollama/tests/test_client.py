@@ -98,3 +98,14 @@ def test_not_an_ollama_server(fake_ollama):
     with pytest.raises(BackendError, match="HTTP 404: 404 page not found"):
         client.request_json("GET", "/nothing-here")
     client.close()
+
+
+# Moved from tests/test_urls.py: the core's tests import no plugin.
+def test_ollama_host_with_credentials_is_read_like_ollama():
+    pytest.importorskip("velollm_ollama")
+    from velollm_ollama.client import default_base_url, server_url
+
+    # Before: the userinfo was taken for an IPv6 host, "http://[user:pw@127.0.0.1:5]:80".
+    assert default_base_url("http://user:pw@127.0.0.1:5") == "http://127.0.0.1:5"
+    assert server_url("user:pw@0.0.0.0").auth == ("user", "pw")
+    assert server_url("user:pw@0.0.0.0").base == "http://127.0.0.1:11434"

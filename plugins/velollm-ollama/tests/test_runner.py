@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from velollm_ollama import plugin
+from velollm_ollama.backend import OllamaBackend
 from velollm_ollama.runner import build_body, mark_prompt_cache_hit, measure_stream, split_options
 
 from velollm_core.errors import BackendError, UserInputError
 from velollm_core.models import BenchmarkContext, GenerationRequest
+from velollm_core.testing import backend_hooks
+
+plugin = backend_hooks(OllamaBackend())  # the hooks the core's bridge answers for this backend
 
 
 def request(max_tokens: int = 8, **options) -> GenerationRequest:

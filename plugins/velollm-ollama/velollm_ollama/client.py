@@ -13,9 +13,18 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-from velollm_core.deadline import PLAIN_TIMEOUT_S, Deadlines, RequestWatch, plain_request
-from velollm_core.errors import BackendError, UserInputError, VeloError
-from velollm_core.urls import ServerURL, scrub, split_server_url
+from velollm_core.api import (
+    PLAIN_TIMEOUT_S,
+    BackendError,
+    Deadlines,
+    RequestWatch,
+    ServerURL,
+    UserInputError,
+    VeloError,
+    plain_request,
+    scrub,
+    split_server_url,
+)
 
 DEFAULT_PORT = "11434"
 DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"

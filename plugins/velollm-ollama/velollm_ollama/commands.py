@@ -26,7 +26,7 @@ def models_command(as_json: bool) -> None:
     models = store.list()
     dirs = store.existing_dirs()
     if as_json:
-        from velollm_core.cli import print_json
+        from velollm_core.api import print_json
 
         print_json({
             "models_dirs": [str(d) for d in dirs],
@@ -44,7 +44,7 @@ def models_command(as_json: bool) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from velollm_core.cli import stdout_console
+    from velollm_core.api import stdout_console
 
     table = Table(title="Ollama models on disk")
     for column in ("name", "size", "modified", "GGUF"):

@@ -117,7 +117,7 @@ class OllamaConfig:
 
 def service_environment(root: Path | None = None) -> dict[str, str]:
     """The environment ``ollama.service`` gives the server (empty when there is no such unit)."""
-    from velollm_core.tune.systemd import read_unit_environment
+    from velollm_core.api import read_unit_environment
 
     try:
         return read_unit_environment(SERVICE_UNIT, root).effective()
@@ -137,7 +137,7 @@ def launchctl_environment(keys: list[str], getenv: Callable[[str], str | None] |
 
 
 def _launchctl_getenv(key: str) -> str | None:
-    from velollm_core.hardware.commands import ProbeError, run_tool
+    from velollm_core.api import ProbeError, run_tool
 
     try:
         return run_tool(["launchctl", "getenv", key], timeout=5).strip() or None
@@ -153,7 +153,7 @@ def read_ollama_config(
     launchctl_getenv: Callable[[str], str | None] | None = None,
 ) -> OllamaConfig:
     """The current Ollama settings: systemd service on Linux when installed, launchctl on macOS, else env."""
-    from velollm_core.tune.systemd import read_unit_environment, unit_installed
+    from velollm_core.api import read_unit_environment, unit_installed
 
     env = os.environ if environ is None else environ
     platform = platform or sys.platform

@@ -13,18 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from velollm_core.errors import UserInputError
+from velollm_core.api import UserInputError
 
 if TYPE_CHECKING:
-    from velollm_core.gguf_meta import GgufSummary
-    from velollm_core.tune.estimate import ModelShape
+    from velollm_core.api import GgufSummary, ModelShape
 
 MIB = 1024**2
 GIB = 1024**3
 
 
 def _shape(summary: GgufSummary) -> ModelShape | None:
-    from velollm_core.tune.estimate import model_shape
+    from velollm_core.api import model_shape
 
     try:
         return model_shape(summary)
@@ -46,7 +45,7 @@ class ModelArchitecture:
     def from_metadata(cls, name: str, meta: Mapping[str, Any], weights_bytes: int | None = None,
                       path: str | None = None) -> ModelArchitecture:
         """From GGUF-style metadata, e.g. ``/api/show``'s ``model_info``."""
-        from velollm_core.gguf_meta import GgufSummary
+        from velollm_core.api import GgufSummary
 
         tokens = meta.get("tokenizer.ggml.tokens")
         lengths = {"tokenizer.ggml.tokens": len(tokens)} if isinstance(tokens, list) and tokens else {}
@@ -59,7 +58,7 @@ class ModelArchitecture:
     @classmethod
     def from_gguf(cls, name: str, path: Path, extra_bytes: int = 0) -> ModelArchitecture:
         """From a GGUF file (metadata cached by the core); ``extra_bytes``: projectors loaded beside it."""
-        from velollm_core.gguf_meta import read_summary
+        from velollm_core.api import read_summary
 
         summary = read_summary(path)
         return cls(name=name, shape=_shape(summary), weights_bytes=summary.size_bytes + extra_bytes,
@@ -78,7 +77,7 @@ class ModelArchitecture:
         """KV cache for ``context`` tokens per slot in ``parallel`` slots (Ollama allocates both)."""
         if self.shape is None:
             return None
-        from velollm_core.tune.estimate import estimate_kv_cache
+        from velollm_core.api import estimate_kv_cache
 
         return estimate_kv_cache(self.shape, context * parallel, cache_type_k=cache_type,
                                  parallel=parallel).bytes
@@ -88,7 +87,7 @@ class ModelArchitecture:
         """Weights + KV cache + compute buffers at ``context`` tokens per slot; None when unknown."""
         if self.shape is None or self.weights_bytes is None:
             return None
-        from velollm_core.tune.estimate import estimate_compute_bytes, estimate_kv_cache
+        from velollm_core.api import estimate_compute_bytes, estimate_kv_cache
 
         kv = estimate_kv_cache(self.shape, context * parallel, cache_type_k=cache_type, parallel=parallel)
         compute = estimate_compute_bytes(self.shape, kv.layout, parallel=parallel, flash_attn=flash_attention)

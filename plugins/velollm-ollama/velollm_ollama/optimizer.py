@@ -23,8 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from velollm_core.errors import BackendError, UserInputError, VeloError
-from velollm_core.models import ConfigChange, ConfigProposal, GpuInfo, HardwareReport
+from velollm_core.api import (
+    BackendError,
+    ConfigChange,
+    ConfigProposal,
+    GpuInfo,
+    HardwareReport,
+    UserInputError,
+    VeloError,
+)
 from velollm_ollama.client import OllamaClient, default_base_url, is_loopback_url
 from velollm_ollama.config import (
     SERVICE_UNIT,

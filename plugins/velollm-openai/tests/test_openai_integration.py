@@ -22,35 +22,6 @@ VELOLLM = [sys.executable, "-m", "velollm_core"]
 MODEL = "gemma-3-270m-q4_k_m"  # the file's stem: llama-server lists the model by its path
 
 
-def _missing(reason: str):
-    if os.environ.get("VELOLLM_REQUIRE_LLAMACPP") == "1":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def llama_server_bin() -> Path:
-    from velollm_core.errors import UserInputError
-
-    try:
-        from velollm_llamacpp.install import find_program
-
-        return find_program("llama-server")
-    except (ImportError, UserInputError) as exc:
-        _missing(str(exc))
-
-
-@pytest.fixture(scope="module")
-def gemma(llama_server_bin) -> Path:
-    from velollm_core.errors import UserInputError
-    from velollm_core.testmodels import TEST_MODELS
-
-    try:
-        return TEST_MODELS["gemma3-270m"]()
-    except UserInputError as exc:
-        _missing(str(exc))
-
-
 @pytest.fixture(scope="module")
 def server(gemma, llama_server_bin):
     from velollm_llamacpp.server import LlamaServer

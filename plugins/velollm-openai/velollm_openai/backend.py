@@ -8,18 +8,36 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
-from velollm_core import deadline
-from velollm_core.errors import BackendError, UserInputError
-from velollm_core.models import BackendInfo, BenchmarkContext, GenerationRequest, GenerationTiming, ModelFacts
+import click
+from pydantic import Field
+
+from velollm_core.api import (
+    BackendBase,
+    BackendError,
+    BackendInfo,
+    BackendOptions,
+    BenchmarkContext,
+    Deadlines,
+    GenerationRequest,
+    GenerationTiming,
+    ModelFacts,
+    UserInputError,
+)
 from velollm_openai.client import OpenAIServer, StreamOptionsRejected
 from velollm_openai.timing import StreamRecord, timing_from_stream
 
 BACKEND = "openai"
 ENDPOINTS = {"completions": "/completions", "chat": "/chat/completions"}
-OPTIONS = ("endpoint", "api_key_env", *deadline.OPTIONS)
 _STATE_KEY = "openai"
+
+
+class OpenAIOptions(BackendOptions):
+    """``--option`` keys of the openai backend (``--api-key-env`` and ``--endpoint`` set the first two)."""
+
+    api_key_env: str | None = Field(None, description="Environment variable holding the API key (never the key).")
+    endpoint: Literal["completions", "chat"] = Field("completions", description="Which API endpoint to stream.")
 
 
 @dataclass
@@ -39,19 +57,9 @@ class Session:
         return self.headers.get("server") or self.headers.get("Server")
 
 
-def _check_options(options: dict[str, Any]) -> None:
-    for key in options:
-        if key not in OPTIONS and not key.startswith("request."):
-            known = ", ".join([*OPTIONS, "request.<field>"])
-            raise UserInputError(f"unknown openai option {key!r}; known: {known}")
-    endpoint = options.get("endpoint", "completions")
-    if endpoint not in ENDPOINTS:
-        raise UserInputError(f"unknown endpoint {endpoint!r}; choose one of: {', '.join(ENDPOINTS)}")
-
-
-def _api_key(options: dict[str, Any]) -> str | None:
+def _api_key(settings: OpenAIOptions) -> str | None:
     """The key from the environment variable named by ``api_key_env`` (never from a flag value)."""
-    var = options.get("api_key_env")
+    var = settings.api_key_env
     if not var:
         return None
     key = os.environ.get(str(var), "").strip()
@@ -91,14 +99,13 @@ def _open_session(context: BenchmarkContext) -> Session:
             "the openai backend attaches to a running server: pass --host URL "
             "(e.g. --host http://127.0.0.1:8000)"
         )
-    options = context.options
-    _check_options(options)
+    settings: OpenAIOptions = context.settings
     server = OpenAIServer(
         context.host,
-        api_key=_api_key(options),
-        api_key_env=options.get("api_key_env"),
+        api_key=_api_key(settings),
+        api_key_env=settings.api_key_env,
         parallel=context.parallel,
-        deadlines=deadline.Deadlines.from_options(options),
+        deadlines=Deadlines.from_options(context.options),
     )
     context.resources.callback(server.close)
     listed = server.list_models()
@@ -107,7 +114,7 @@ def _open_session(context: BenchmarkContext) -> Session:
     return Session(
         server=server,
         model=model,
-        endpoint=options.get("endpoint", "completions"),
+        endpoint=settings.endpoint,
         models=models,
         headers={k.lower(): v for k, v in headers.items()},
     )
@@ -194,3 +201,20 @@ def describe(context: BenchmarkContext) -> BackendInfo:
         owned_by=entry.get("owned_by"),
         endpoint=sess.endpoint,
     )
+
+
+class OpenAIBackend(BackendBase):
+    """Any OpenAI-compatible server (vLLM, llama-server, LM Studio, ...), attached to with --host."""
+
+    name = BACKEND
+    Options = OpenAIOptions
+    cli_options = (
+        click.Option(["--api-key-env"], metavar="VAR", help="Env variable holding the API key (openai backend)."),
+        click.Option(["--endpoint"], type=click.Choice(list(ENDPOINTS)), help="openai backend: API endpoint."),
+    )
+
+    def generate(self, request: GenerationRequest, context: BenchmarkContext) -> GenerationTiming:
+        return run_generation(request, context)
+
+    def describe(self, context: BenchmarkContext) -> BackendInfo:
+        return describe(context)

@@ -15,9 +15,17 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from velollm_core.deadline import Deadlines, RequestWatch, plain_request
-from velollm_core.errors import BackendError, UserInputError
-from velollm_core.urls import ServerURL, join_url, scrub, split_server_url
+from velollm_core.api import (
+    BackendError,
+    Deadlines,
+    RequestWatch,
+    ServerURL,
+    UserInputError,
+    join_url,
+    plain_request,
+    scrub,
+    split_server_url,
+)
 
 CONNECT_TIMEOUT_S = 10.0
 SERVER_NAME = "OpenAI-compatible server"

@@ -1,30 +1,12 @@
-"""Hook implementations of velollm-openai (imports only the hook markers: the CLI starts fast)."""
+"""Hook implementations of velollm-openai (imports only the hook marker: the CLI starts fast)."""
 
 from __future__ import annotations
 
-from velollm_core.hookspecs import hookimpl
-
-BACKEND = "openai"
+from velollm_core.api import hookimpl
 
 
 @hookimpl
-def benchmark_backends():
-    return [BACKEND]
+def register_backends(register):
+    from velollm_openai.backend import OpenAIBackend
 
-
-@hookimpl
-def run_benchmark(backend, request, context):
-    if backend != BACKEND:
-        return None
-    from velollm_openai.backend import run_generation
-
-    return run_generation(request, context)
-
-
-@hookimpl
-def describe_backend(backend, context):
-    if backend != BACKEND:
-        return None
-    from velollm_openai.backend import describe
-
-    return describe(context)
+    register(OpenAIBackend())

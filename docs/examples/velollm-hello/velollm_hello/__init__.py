@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from velollm_core.hookspecs import hookimpl
+from velollm_core.api import hookimpl
 
 
 @hookimpl
@@ -14,7 +14,7 @@ def register_commands(cli):
     @click.option("--name", default="world")
     def hello(name):
         """Say hello, and how many GPUs VeloLLM sees."""
-        from velollm_core.hardware.report import detect_hardware
+        from velollm_core.api import detect_hardware
 
         click.echo(f"hello {name}: {len(detect_hardware().gpus)} GPU(s) here")
 

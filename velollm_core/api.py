@@ -1,0 +1,79 @@
+"""The plugin API: every name a plugin may import from the core, and nothing else.
+
+``from velollm_core.api import hookimpl, Backend, GenerationTiming`` works for each name in
+``__all__``; plugins import nothing else from ``velollm_core`` (``tests/test_dependency_rules.py``
+reads every plugin's imports and holds them to this list), apart from the test kit
+``velollm_core.testing`` in their tests. Names are imported on first use, as ``velollm_core.models``
+does, so that a plugin module importing only ``hookimpl`` keeps the CLI's start-up fast. What is not
+here may change without notice; what is here changes with a deprecation.
+
+Groups: the hook marker; errors; the models a plugin returns or receives (docs/PLUGINS.md has a field
+reference); backend objects and their typed options; deadlines, URLs and wire-format checks for
+clients; model files and GGUF knowledge (the reader, the memory estimate); hardware probing helpers
+for GPU plugins; process control (``interrupt``); output helpers for commands.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS: dict[str, str] = {
+    # the hook marker
+    "hookimpl": "velollm_core.hookspecs",
+    # errors: UserInputError exits 2, the others 1; the CLI prints the message without a traceback
+    "VeloError": "velollm_core.errors",
+    "UserInputError": "velollm_core.errors",
+    "BackendError": "velollm_core.errors",
+    # models
+    **dict.fromkeys(
+        ("BackendInfo", "BenchmarkContext", "ConfigChange", "ConfigProposal", "GenerationRequest",
+         "GenerationTiming", "GpuInfo", "GpuVendor", "HardwareReport", "ModelFacts"),
+        "velollm_core.models",
+    ),
+    # backend objects
+    "Backend": "velollm_core.backends",
+    "BackendBase": "velollm_core.backends",
+    "BackendOptions": "velollm_core.backends",
+    # clients: deadlines, URLs, wire format, statistics
+    **dict.fromkeys(("Deadlines", "RequestWatch", "plain_request", "PLAIN_TIMEOUT_S", "seconds_option"),
+                    "velollm_core.deadline"),
+    **dict.fromkeys(("ServerURL", "join_url", "redact_url", "scrub", "split_server_url"), "velollm_core.urls"),
+    **dict.fromkeys(("NUMBER", "conform", "stream_event", "LLAMACPP_TIMINGS"), "velollm_core.wire"),
+    "percentile": "velollm_core.bench.stats",
+    # model files and GGUF knowledge
+    "resolve_model_path": "velollm_core.modelfiles",
+    "cache_dir": "velollm_core.cachedir",
+    "TEST_MODELS": "velollm_core.testmodels",
+    "GgufSummary": "velollm_core.gguf_meta",
+    "read_summary": "velollm_core.gguf_meta",
+    **dict.fromkeys(("MemoryEstimate", "ModelShape", "estimate_compute_bytes", "estimate_kv_cache",
+                     "estimate_memory", "model_shape"), "velollm_core.tune.estimate"),
+    # configuration
+    "verify_proposal": "velollm_core.tune.verify",
+    "read_unit_environment": "velollm_core.tune.systemd",
+    "unit_installed": "velollm_core.tune.systemd",
+    # hardware probing
+    **dict.fromkeys(("gpu_from_pci", "normalize_pci_bus_id", "pci_device_name", "read_amdgpu_vram",
+                     "scan_display_devices", "vendor_seen_on_pci"), "velollm_core.hardware.pci"),
+    **dict.fromkeys(("DEFAULT_TIMEOUT_S", "ProbeError", "run_tool"), "velollm_core.hardware.commands"),
+    "OptionalCalls": "velollm_core.hardware.bindings",
+    "usable_cpus": "velollm_core.hardware.load",
+    "memory_bytes": "velollm_core.hardware.units",
+    "MEMORY_UNIT_BYTES": "velollm_core.hardware.units",
+    "detect_hardware": "velollm_core.hardware.report",
+    # process control: interrupt.spawn / interrupt.run keep Ctrl-C and SIGTERM orderly
+    "interrupt": "velollm_core",
+    # output of commands
+    **dict.fromkeys(("print_json", "stdout_console", "stderr_console"), "velollm_core.output"),
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    try:
+        module = importlib.import_module(_EXPORTS[name])
+    except KeyError:
+        raise AttributeError(f"velollm_core.api has no {name!r}: plugins may use only {', '.join(sorted(__all__))}") from None
+    # Looked up at each import, not cached here: a test that monkeypatches the defining module is obeyed.
+    return importlib.import_module(f"velollm_core.{name}") if name == "interrupt" else getattr(module, name)
