@@ -159,7 +159,7 @@ def build_registry() -> Registry:
     from velollm_core import plugins
 
     registry = Registry()
-    for plugin_name, call in reversed(list(plugins.implementations("register_backends"))):
+    for plugin_name, call in plugins.implementations("register_backends"):  # load order: first wins
         def register(backend: Backend, _plugin: str = plugin_name) -> None:
             problem = _check(backend)
             if problem:
@@ -185,7 +185,7 @@ def _claims_by_name(registry: Registry) -> None:
     from velollm_core import plugins
 
     owners = {name: entry.plugin for name, entry in registry.entries.items()}
-    for plugin_name, call in reversed(list(plugins.implementations("benchmark_backends"))):
+    for plugin_name, call in plugins.implementations("benchmark_backends"):
         if plugin_name == BRIDGE:
             continue  # it answers from the registry being built
         try:

@@ -10,12 +10,10 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from velollm_amd.bandwidth import known_bandwidth_gbps
-from velollm_core.hardware.commands import ProbeError
-from velollm_core.hardware.pci import normalize_pci_bus_id, pci_device_name
-from velollm_core.hardware.units import memory_bytes
+from velollm_core.api import ProbeError, memory_bytes, normalize_pci_bus_id, pci_device_name
 
 if TYPE_CHECKING:  # every `velollm detect` imports this module: pydantic waits until a GPU answers
-    from velollm_core.models import GpuInfo
+    from velollm_core.api import GpuInfo
 
 AMD_VENDOR_ID = "0x1002"
 _HEX_ID = re.compile(r"^0x[0-9a-f]+$", re.IGNORECASE)
@@ -120,7 +118,7 @@ def _section(item: dict[str, Any], key: str) -> dict[str, Any]:
 
 def parse_amd_smi_static(text: str) -> list[GpuInfo]:
     """GpuInfo records from ``amd-smi static --json``."""
-    from velollm_core.models import GpuInfo
+    from velollm_core.api import GpuInfo
 
     gpus = []
     for position, item in enumerate(_amd_smi_items(_load_json(text, "amd-smi"))):
@@ -169,7 +167,7 @@ def _rocm_card_name(card: dict[str, Any]) -> str:
 
 def parse_rocm_smi(text: str) -> list[GpuInfo]:
     """GpuInfo records from ``rocm-smi ... --json`` (keys ``card0``.. plus ``system``)."""
-    from velollm_core.models import GpuInfo
+    from velollm_core.api import GpuInfo
 
     data = _load_json(text, "rocm-smi")
     if not isinstance(data, dict):

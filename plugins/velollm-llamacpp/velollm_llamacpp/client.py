@@ -6,10 +6,15 @@ import json
 import time
 from typing import Any
 
-from velollm_core.deadline import Deadlines, RequestWatch
-from velollm_core.errors import BackendError
-from velollm_core.models import GenerationRequest, GenerationTiming
-from velollm_core.wire import LLAMACPP_TIMINGS, stream_event
+from velollm_core.api import (
+    LLAMACPP_TIMINGS,
+    BackendError,
+    Deadlines,
+    GenerationRequest,
+    GenerationTiming,
+    RequestWatch,
+    stream_event,
+)
 
 CONNECT_TIMEOUT_S = 5.0
 SERVER_NAME = "llama-server"

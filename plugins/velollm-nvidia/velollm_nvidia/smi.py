@@ -7,9 +7,7 @@ import math
 import re
 from typing import Any
 
-from velollm_core.hardware.commands import DEFAULT_TIMEOUT_S, ProbeError, run_tool
-from velollm_core.hardware.pci import normalize_pci_bus_id
-from velollm_core.models import GpuInfo
+from velollm_core.api import DEFAULT_TIMEOUT_S, GpuInfo, ProbeError, normalize_pci_bus_id, run_tool
 
 FULL_FIELDS = (
     "index",

@@ -12,9 +12,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from velollm_core.errors import BackendError
-from velollm_core.models import GenerationRequest, GenerationTiming
-from velollm_core.wire import NUMBER, conform
+from velollm_core.api import NUMBER, BackendError, GenerationRequest, GenerationTiming, conform
 
 # Request fields that Ollama takes beside ``options``, not inside it.
 TOP_LEVEL_FIELDS = {"keep_alive", "think", "raw", "format", "system", "template", "suffix"}

@@ -7,9 +7,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
-from velollm_core.errors import BackendError
-from velollm_core.models import GenerationTiming
-from velollm_core.wire import LLAMACPP_TIMINGS, stream_event
+from velollm_core.api import LLAMACPP_TIMINGS, BackendError, GenerationTiming, stream_event
 
 # Generated-text fields of a choice: completions' ``text``; chat's ``delta.content``, plus the
 # reasoning text some servers (vLLM, SGLang) stream separately — those are generated tokens too.
@@ -82,7 +80,7 @@ class StreamRecord:
 
 
 def _percentiles(values: list[float], prefix: str) -> dict[str, float]:
-    from velollm_core.bench.stats import percentile
+    from velollm_core.api import percentile
 
     if not values:
         return {}
