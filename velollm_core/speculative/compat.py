@@ -5,10 +5,11 @@ llama-server only logs a mismatch and then silently serves without speculation, 
 
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from velollm_core.gguf_meta import TOKENS_DIGEST_START, GgufSummary, read_arrays, read_summary
+from velollm_core.gguf_meta import TOKENS_DIGEST_START, TOKENS_KEY, GgufSummary, iter_array, read_summary
 
 # llama.cpp's own limits (common/speculative.cpp).
 MAX_VOCAB_SIZE_DIFFERENCE = 128
@@ -33,13 +34,23 @@ class CompatReport:
 
 
 def _vocab_size(summary: GgufSummary) -> int | None:
-    return summary.array_lengths.get("tokenizer.ggml.tokens") or summary.arch_value("vocab_size")
+    return summary.array_lengths.get(TOKENS_KEY) or summary.arch_value("vocab_size")
 
 
 def _special(summary: GgufSummary, name: str) -> tuple[bool, int | None]:
     meta = summary.metadata
     default_add = name == "bos"  # llama.cpp adds BOS by default for SPM/BPE when unspecified
     return bool(meta.get(f"tokenizer.ggml.add_{name}_token", default_add)), meta.get(f"tokenizer.ggml.{name}_token_id")
+
+
+def _first_different_token(target: Path, draft: Path) -> tuple[int, str, str] | None:
+    """(id, target text, draft text) of the first token from CHECK_START_TOKEN_ID on whose texts differ."""
+    # Streamed side by side: two vocabularies of 262k strings never sit in memory as lists.
+    with closing(iter_array(target, TOKENS_KEY)) as tokens_t, closing(iter_array(draft, TOKENS_KEY)) as tokens_d:
+        for i, (text_t, text_d) in enumerate(zip(tokens_t, tokens_d)):
+            if i >= CHECK_START_TOKEN_ID and text_t != text_d:
+                return i, text_t, text_d
+    return None
 
 
 def check_pair(target: Path, draft: Path) -> CompatReport:
@@ -72,12 +83,10 @@ def check_pair(target: Path, draft: Path) -> CompatReport:
     same_texts = (n_t == n_d and tgt.tokens_digest is not None and tgt.tokens_digest == dft.tokens_digest
                   and CHECK_START_TOKEN_ID == TOKENS_DIGEST_START)
     if report.compatible and not same_texts:
-        tokens_t = read_arrays(target)["tokenizer.ggml.tokens"]
-        tokens_d = read_arrays(draft)["tokenizer.ggml.tokens"]
-        for i in range(CHECK_START_TOKEN_ID, min(len(tokens_t), len(tokens_d))):
-            if tokens_t[i] != tokens_d[i]:
-                report.fail(f"token {i} differs: target {tokens_t[i]!r}, draft {tokens_d[i]!r}")
-                break
+        difference = _first_different_token(target, draft)
+        if difference is not None:
+            i, text_t, text_d = difference
+            report.fail(f"token {i} differs: target {text_t!r}, draft {text_d!r}")
     if dft.size_bytes >= tgt.size_bytes:
         report.facts["warning"] = "the draft is not smaller than the target: speculation cannot pay off"
     return report

@@ -25,6 +25,7 @@ from velollm_core.errors import UserInputError
 from velollm_core.gguf_meta import GgufSummary
 
 CTX_PAD = 256
+MAX_LAYERS = 512  # LLAMA_MAX_LAYERS (llama.cpp's src/llama-hparams.h): it refuses models with more
 DEFAULT_UBATCH = 512
 DEFAULT_BATCH = 2048
 CACHE_TYPES = ("f16", "q8_0", "q4_0", "f32", "bf16", "q4_1", "iq4_nl", "q5_0", "q5_1")
@@ -164,6 +165,16 @@ def _n_vocab(summary: GgufSummary) -> int:
 
 def model_shape(summary: GgufSummary) -> ModelShape:
     """The attention geometry of a GGUF model; UserInputError when it is not an LLM llama.cpp sizes."""
+    try:
+        return _model_shape(summary)
+    except (ValueError, TypeError, OverflowError) as exc:
+        # A damaged or hostile file: text where a count belongs, an infinite float, a negative count.
+        raise UserInputError(
+            f"{summary.path}: its metadata does not describe a model llama.cpp can load ({exc})"
+        ) from None
+
+
+def _model_shape(summary: GgufSummary) -> ModelShape:
     n_layer = summary.arch_value("block_count")
     n_embd = summary.arch_value("embedding_length")
     if not n_layer or not n_embd:
@@ -172,6 +183,9 @@ def model_shape(summary: GgufSummary) -> ModelShape:
             "not a language model VeloLLM can size"
         )
     n_layer, n_embd = int(n_layer), int(n_embd)
+    if not 0 < n_layer <= MAX_LAYERS:  # every per-layer table below has n_layer entries
+        raise UserInputError(f"{summary.path}: {summary.architecture}.block_count is {n_layer:,}; "
+                             f"llama.cpp loads 1 to {MAX_LAYERS} layers")
     n_head = _per_layer(summary.arch_value("attention.head_count"), n_layer, 1)
     # No head_count_kv means multi-head attention: as many KV heads as query heads.
     kv_raw = summary.arch_value("attention.head_count_kv")

@@ -82,12 +82,12 @@ def model_facts(path: Path) -> ModelFacts:
 
     summary = read_summary(path)
     return ModelFacts(
-        name=summary.metadata.get("general.name") or path.name,
+        name=summary.text("general.name") or path.name,
         path=str(path),
         size_bytes=summary.size_bytes,
         quantization=summary.quantization,
         architecture=summary.architecture,
-        parameters=summary.metadata.get("general.size_label"),
+        parameters=summary.text("general.size_label"),
     )
 
 
