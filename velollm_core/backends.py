@@ -219,6 +219,20 @@ def get(name: str | None) -> Backend | None:
     return registry().get(name)
 
 
+def describe_plugins() -> list[dict]:
+    """``plugins.describe_plugins()`` with each plugin's ``backends``, and among its ``hooks`` those the
+    core's bridge answers for them (``run_benchmark``, ...): what ``velollm plugins`` shows."""
+    from velollm_core import plugins
+
+    listing = plugins.describe_plugins()
+    current = registry()
+    for item in listing:
+        owned = current.owned_by(item["name"])
+        item["hooks"] = sorted({*item["hooks"], *(hook for backend in owned for hook in bridged_hooks(backend))})
+        item["backends"] = [backend.name for backend in owned]
+    return listing
+
+
 # --- options -----------------------------------------------------------------------------------------
 
 

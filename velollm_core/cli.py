@@ -166,10 +166,10 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plugins_command(as_json: bool) -> None:
     """List loaded plugins, the hooks they implement, and plugins that failed to load."""
-    from velollm_core import plugins
+    from velollm_core import backends, plugins
 
     cli.load_plugin_commands()  # so that a plugin failing to register its commands is listed too
-    listing = plugins.describe_plugins()
+    listing = backends.describe_plugins()
     errors = [err.to_dict() for err in plugins.load_errors]
     if as_json:
         print_json({"plugins": listing, "errors": errors})

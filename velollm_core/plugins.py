@@ -136,32 +136,23 @@ def record_error(plugin_name: str, error: str) -> None:
 
 
 def describe_plugins() -> list[dict]:
-    """One dict per loaded plugin: name, distribution, version, builtin, hooks, backends.
+    """One dict per loaded plugin: name, distribution, version, builtin, the hooks it implements.
 
-    ``hooks`` are the hooks the plugin answers, directly or through the backends it registers (the
-    core's bridge answers ``run_benchmark`` and the others for them); ``backends`` their names.
+    ``velollm plugins`` shows ``backends.describe_plugins()``: this, plus the backends each registers.
     """
-    from velollm_core import backends as backend_registry
-
     load_plugins()
-    registry = backend_registry.registry()
     out = []
     for name, record in records.items():
         plugin = pm.get_plugin(name)
         if plugin is None:
             continue  # unregistered since (a test's fake)
-        hooks = {caller.name for caller in pm.get_hookcallers(plugin) or []}
-        owned = registry.owned_by(name)
-        for backend in owned:
-            hooks |= set(backend_registry.bridged_hooks(backend))
         out.append(
             {
                 "name": name,
                 "distribution": record.distribution,
                 "version": record.version,
                 "builtin": record.builtin,
-                "hooks": sorted(hooks),
-                "backends": [backend.name for backend in owned],
+                "hooks": sorted(caller.name for caller in pm.get_hookcallers(plugin) or []),
             }
         )
     return out

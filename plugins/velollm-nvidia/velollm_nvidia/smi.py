@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
-import math
 import re
 from typing import Any
 
 from velollm_core.api import DEFAULT_TIMEOUT_S, GpuInfo, ProbeError, normalize_pci_bus_id, run_tool
+from velollm_nvidia.values import as_bytes as _bytes
+from velollm_nvidia.values import as_float as _float
+from velollm_nvidia.values import clean as _clean
 
 FULL_FIELDS = (
     "index",
@@ -30,8 +32,6 @@ FIELD_SETS = (
     ("index", "name", "uuid", "pci.bus_id", "memory.total", "memory.free", "memory.used", "driver_version"),
 )
 
-_UNIT_FACTORS = {"kib": 2**10, "mib": 2**20, "gib": 2**30, "b": 1}
-_NUMBER = re.compile(r"^([-+]?\d+(?:\.\d+)?)\s*([A-Za-z/%]*)$")
 _HEADER_UNIT = re.compile(r"\s*\[([^\]]*)\]\s*$")
 
 
@@ -42,44 +42,6 @@ def _field_key(header: str) -> tuple[str, str | None]:
     if unit:
         return header[: unit.start()].strip().lower(), unit.group(1)
     return header.lower(), None
-
-
-def _clean(value: str | None) -> str | None:
-    """None for the placeholders nvidia-smi prints where it has no value."""
-    if value is None:
-        return None
-    value = value.strip()
-    # "[N/A]", "[Not Supported]", "[Requested functionality has been deprecated]", "[Unknown Error]"...
-    if not value or (value.startswith("[") and value.endswith("]")) or value in {"N/A", "Not Supported"}:
-        return None
-    return value
-
-
-def _number(value: str | None) -> tuple[float, str | None] | None:
-    value = _clean(value)
-    if value is None:
-        return None
-    match = _NUMBER.match(value)
-    if match is None:
-        return None
-    number = float(match.group(1))
-    # 400 digits are a float's inf: no size or index, and int() of it raises.
-    return (number, match.group(2) or None) if math.isfinite(number) else None
-
-
-def _bytes(value: str | None, header_unit: str | None) -> int | None:
-    """Memory as bytes: ``"81559 MiB"`` (csv), or ``"81559"`` under a ``[MiB]`` header (nounits)."""
-    parsed = _number(value)
-    if parsed is None:
-        return None
-    amount, unit = parsed
-    factor = _UNIT_FACTORS.get((unit or header_unit or "MiB").lower())
-    return int(amount * factor) if factor else None
-
-
-def _float(value: str | None) -> float | None:
-    parsed = _number(value)
-    return parsed[0] if parsed else None
 
 
 def parse_smi_csv(text: str, fields: tuple[str, ...] | None = None) -> list[GpuInfo]:
@@ -178,7 +140,7 @@ def probe_smi(timeout: float = DEFAULT_TIMEOUT_S) -> list[GpuInfo]:
 
 def _probe_xml(timeout: float, csv_error: ProbeError) -> list[GpuInfo]:
     """``nvidia-smi -q -x``; a failure raises one ProbeError that names both attempts."""
-    from velollm_nvidia.smi_xml import parse_smi_xml  # imported here: smi_xml reuses this module's helpers
+    from velollm_nvidia.smi_xml import parse_smi_xml  # only where the CSV query failed
 
     try:
         return parse_smi_xml(run_tool(["nvidia-smi", "-q", "-x"], timeout=timeout))

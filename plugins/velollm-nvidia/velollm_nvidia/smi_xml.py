@@ -7,7 +7,9 @@ import xml.etree.ElementTree as ET
 from velollm_core.api import GpuInfo, ProbeError, normalize_pci_bus_id
 
 # The XML prints values the way the CSV does ("81920 MiB", "500.00 W", "N/A", "[Not Supported]").
-from velollm_nvidia.smi import _bytes, _clean, _float
+from velollm_nvidia.values import as_bytes as _bytes
+from velollm_nvidia.values import as_float as _float
+from velollm_nvidia.values import clean as _clean
 
 _MIG_MODES = {"enabled": True, "disabled": False}
 

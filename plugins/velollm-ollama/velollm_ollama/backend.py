@@ -20,7 +20,9 @@ from velollm_core.api import (
     VeloError,
     seconds_option,
 )
-from velollm_ollama.plugin import BACKEND, resolve_model
+from velollm_ollama.store import resolve_gguf
+
+BACKEND = "ollama"
 
 
 class OllamaOptions(BackendOptions):
@@ -139,7 +141,7 @@ def describe(context: BenchmarkContext) -> BackendInfo:
     gguf_path = None
     if local:  # another machine's server has its own store
         try:
-            gguf_path = resolve_model(name=context.model)
+            gguf_path = resolve_gguf(context.model)
         except VeloError:
             gguf_path = None
     info = BackendInfo(

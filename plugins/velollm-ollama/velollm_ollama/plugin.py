@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from velollm_core.api import UserInputError, hookimpl
+from velollm_core.api import hookimpl
 
 BACKEND = "ollama"
 
@@ -20,26 +20,9 @@ def register_backends(register) -> None:
 @hookimpl
 def resolve_model(name: str) -> Path | None:
     """An Ollama name -> its GGUF blob; None for names that are not Ollama's (the next plugin answers)."""
-    from velollm_ollama.store import ModelName, ModelStore
+    from velollm_ollama.store import resolve_gguf
 
-    try:
-        parsed = ModelName.parse(name)
-    except UserInputError:
-        return None
-    store = ModelStore.default()
-    found = store.find(parsed)
-    if found is None:
-        if ":" in name:  # an explicit tag: clearly meant as an Ollama model
-            dirs = ", ".join(str(d) for d in store.models_dirs)
-            unreadable = f" ({'; '.join(store.warnings)})" if store.warnings else ""
-            raise UserInputError(f"Ollama model {name!r} is not in the model store (searched {dirs}){unreadable}; "
-                                 f"get it with: ollama pull {name}")
-        return None
-    if found.gguf_path is None:
-        missing = f" (missing blobs: {', '.join(found.missing_blobs)})" if found.missing_blobs else ""
-        raise UserInputError(f"Ollama model {found.name} has no GGUF weights on disk{missing}: it may be a "
-                             f"cloud or safetensors model, or an interrupted pull (run `ollama pull {name}`)")
-    return found.gguf_path
+    return resolve_gguf(name)
 
 
 @hookimpl

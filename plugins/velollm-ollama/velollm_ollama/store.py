@@ -256,3 +256,25 @@ class ModelStore:
                     if loaded is not None:
                         found[name] = loaded
         return [found[name] for name in sorted(found)]
+
+
+def resolve_gguf(name: str) -> Path | None:
+    """An Ollama name -> its GGUF blob; None for names that are not Ollama's (the next plugin answers)."""
+    try:
+        parsed = ModelName.parse(name)
+    except UserInputError:
+        return None
+    store = ModelStore.default()
+    found = store.find(parsed)
+    if found is None:
+        if ":" in name:  # an explicit tag: clearly meant as an Ollama model
+            dirs = ", ".join(str(d) for d in store.models_dirs)
+            unreadable = f" ({'; '.join(store.warnings)})" if store.warnings else ""
+            raise UserInputError(f"Ollama model {name!r} is not in the model store (searched {dirs}){unreadable}; "
+                                 f"get it with: ollama pull {name}")
+        return None
+    if found.gguf_path is None:
+        missing = f" (missing blobs: {', '.join(found.missing_blobs)})" if found.missing_blobs else ""
+        raise UserInputError(f"Ollama model {found.name} has no GGUF weights on disk{missing}: it may be a "
+                             f"cloud or safetensors model, or an interrupted pull (run `ollama pull {name}`)")
+    return found.gguf_path
