@@ -6,29 +6,28 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from velollm_core import deadline
-from velollm_core.errors import BackendError, UserInputError
-from velollm_core.models import BackendInfo, BenchmarkContext, GenerationRequest, GenerationTiming, ModelFacts
-from velollm_core.urls import join_url, split_server_url
+from velollm_core.api import (
+    PLAIN_TIMEOUT_S,
+    BackendError,
+    BackendInfo,
+    BenchmarkContext,
+    Deadlines,
+    GenerationRequest,
+    GenerationTiming,
+    ModelFacts,
+    UserInputError,
+    join_url,
+    plain_request,
+    split_server_url,
+)
+from velollm_llamacpp.options import OPTION_FLAGS, LlamaCppOptions
 
 BACKEND = "llamacpp"
 
-# Benchmark options (--option KEY=VALUE) that become llama-server flags; every spelling listed is
-# one some llama.cpp release accepted, the first one the build knows is used.
-OPTION_FLAGS: dict[str, tuple[str, ...]] = {
-    "threads": ("--threads", "-t"),
-    "threads_batch": ("--threads-batch", "-tb"),
-    "ctx_size": ("--ctx-size", "-c"),
-    "n_gpu_layers": ("--n-gpu-layers", "-ngl"),
-    "batch_size": ("--batch-size", "-b"),
-    "ubatch_size": ("--ubatch-size", "-ub"),
-    "flash_attn": ("--flash-attn", "-fa"),
-    "cache_type_k": ("--cache-type-k", "-ctk"),
-    "cache_type_v": ("--cache-type-v", "-ctv"),
-}
 DEFAULT_CTX_PER_SLOT = 4096
 # Options about how we run and talk to the server, never passed to it as flags.
-RUN_OPTIONS = ("port", "health_timeout_s", "exact_build", *deadline.OPTIONS)
+RUN_OPTIONS = tuple(key for key in LlamaCppOptions.model_fields
+                    if key not in OPTION_FLAGS and key not in ("server_args", "env", "request"))
 
 
 def server_args(binary: Path, options: dict[str, Any], parallel: int) -> list[str]:
@@ -78,7 +77,7 @@ def server_args_list(options: dict[str, Any]) -> list[str]:
 
 
 def model_facts(path: Path) -> ModelFacts:
-    from velollm_core.gguf_meta import read_summary
+    from velollm_core.api import read_summary
 
     summary = read_summary(path)
     return ModelFacts(
@@ -91,8 +90,8 @@ def model_facts(path: Path) -> ModelFacts:
     )
 
 
-def _deadlines(context: BenchmarkContext) -> deadline.Deadlines:
-    return deadline.Deadlines.from_options(context.options)
+def _deadlines(context: BenchmarkContext) -> Deadlines:
+    return Deadlines.from_options(context.options)
 
 
 def _client(context: BenchmarkContext):
@@ -115,9 +114,9 @@ def _client(context: BenchmarkContext):
     return client
 
 
-def _get(context: BenchmarkContext, url: str, seconds: float = deadline.PLAIN_TIMEOUT_S):
+def _get(context: BenchmarkContext, url: str, seconds: float = PLAIN_TIMEOUT_S):
     """A GET of llama-server's (/health, /props), read whole within ``seconds``."""
-    return deadline.plain_request(_client(context), "GET", url, _deadlines(context).plain(seconds),
+    return plain_request(_client(context), "GET", url, _deadlines(context).plain(seconds),
                                   server="llama-server", connect_s=5.0)
 
 
@@ -135,7 +134,7 @@ def _attach(context: BenchmarkContext) -> str:
 
 
 def _start(context: BenchmarkContext) -> str:
-    from velollm_core.modelfiles import resolve_model_path
+    from velollm_core.api import resolve_model_path
     from velollm_llamacpp.install import find_program
     from velollm_llamacpp.server import HEALTH_TIMEOUT_S, LlamaServer
 
@@ -194,9 +193,7 @@ def check(context: BenchmarkContext, requests: list[GenerationRequest]) -> None:
 def _check_started(context: BenchmarkContext, longest: int) -> None:
     import psutil
 
-    from velollm_core.gguf_meta import read_summary
-    from velollm_core.modelfiles import resolve_model_path
-    from velollm_core.tune.estimate import estimate_memory, model_shape
+    from velollm_core.api import estimate_memory, model_shape, read_summary, resolve_model_path
 
     options = context.options
     port = options.get("port")
