@@ -337,3 +337,19 @@ def test_first_differing_token_is_found_by_streaming_both_vocabularies(tmp_path)
     # Ids below 5 are not compared (llama.cpp skips the special tokens there).
     target, draft = _pair(tmp_path / "low", ["<UNK>", "<s>", "</s>", "a", "b", "c", "d", "e"])
     assert check_pair(target, draft).compatible
+
+
+def test_a_file_of_metadata_alone_is_not_truncated(tmp_path):
+    """A tokenizer-only GGUF (no tensors, as the GPU scripts carry) ends right after its metadata."""
+    import gguf
+
+    path = tmp_path / "tokenizer.gguf"
+    writer = gguf.GGUFWriter(str(path), arch="llama")
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(["a", "b", "ab"])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    assert path.stat().st_size % 32, "the case: the file does not end on the alignment"
+    summary = read_summary(path)
+    assert summary.metadata["tokenizer.ggml.model"] == "gpt2" and summary.weights_bytes == 0

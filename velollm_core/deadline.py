@@ -46,6 +46,8 @@ REQUEST_TIMEOUT_S = 600.0
 PLAIN_TIMEOUT_S = 30.0
 # The "waiting" line: after this much silence, then again at this interval while it lasts.
 NOTICE_AFTER_S = 5.0
+# One event line of a stream: a token's JSON is under a kilobyte; 16 MiB is past any real server.
+MAX_LINE_CHARS = 16 << 20
 NOTICE_EVERY_S = 15.0
 
 
@@ -163,15 +165,28 @@ class RequestWatch:
         httpx's ``iter_lines`` waits for a whole line: a trickle without newlines would never give
         control back, so the split is done here, chunk by chunk.
         """
-        pending = ""
+        # The unfinished line is kept in pieces and joined once it ends: a server that streams one
+        # endless line costs linear time, not a re-split of everything so far at every chunk.
+        pieces: list[str] = []
+        size = 0
         for text in response.iter_text():
             self.check()
-            pending += text
-            *complete, pending = pending.split("\n")
-            for line in complete:
+            if "\n" not in text:
+                pieces.append(text)
+                size += len(text)
+                if size > MAX_LINE_CHARS:
+                    raise BackendError(f"{self.who} sent a line longer than {MAX_LINE_CHARS:,} characters; "
+                                       "that is not a stream of events")
+                continue
+            head, *middle, tail = text.split("\n")
+            pieces.append(head)
+            yield "".join(pieces).removesuffix("\r")
+            for line in middle:
                 yield line.removesuffix("\r")
-        if pending:
-            yield pending.removesuffix("\r")
+            pieces, size = [tail], len(tail)
+        rest = "".join(pieces)
+        if rest:
+            yield rest.removesuffix("\r")
 
     # --- deadlines ------------------------------------------------------------------------------
 

@@ -358,7 +358,8 @@ def _tensor_table(window: _Window, n_tensors: int, alignment: int) -> list[list]
         tensors.append([name, qtype.name, shape, n_bytes])
         data_end = max(data_end, offset + n_bytes)
     data_start = -(-window.pos // alignment) * alignment
-    if data_start + data_end > window.size:
+    # No tensor data at all (a tokenizer-only file): nothing after the header, padding included.
+    if data_end and data_start + data_end > window.size:
         raise UserInputError(f"{window.label} is truncated: its tensors need {data_start + data_end:,} bytes "
                              f"but the file has {window.size:,}")
     return tensors
