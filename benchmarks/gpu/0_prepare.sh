@@ -25,7 +25,7 @@ ls .dev/hw-wheels
 
 if [ ! -f .dev/llama-src.tar.gz ]; then
   python - <<'EOF'
-import tarfile, tempfile
+import json, tarfile, tempfile
 from pathlib import Path
 from velollm_llamacpp import install, sdist
 
@@ -34,6 +34,8 @@ with tempfile.TemporaryDirectory() as tmp:
     tree = Path(tmp) / "tree"
     install._extract_llama_cpp(archive, tree)
     skip = {"models", "docs", "tests", "benches"}  # not needed by a build without tests (LLAMA_BUILD_TESTS=OFF)
+    # The tree says which sdist it was cut from, so GPU results record the commit (install.SOURCE_INFO).
+    (tree / install.SOURCE_INFO).write_text(json.dumps(install._source_record(archive), indent=2) + "\n")
     with tarfile.open(".dev/llama-src.tar.gz", "w:gz") as out:
         for child in sorted(tree.iterdir()):
             if child.name not in skip:

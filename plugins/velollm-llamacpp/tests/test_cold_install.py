@@ -135,3 +135,17 @@ def test_a_missing_toolchain_is_named(tmp_path, monkeypatch):
     proc = install(env)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "cannot build llama.cpp: missing cmake" in " ".join(proc.stderr.split())
+
+
+def test_a_tree_records_its_commit_only_when_it_says_where_it_came_from(tmp_path):
+    """An unpacked tree (VELOLLM_LLAMACPP_SDIST=DIR) is anything, unless it carries the record of its sdist."""
+    from velollm_llamacpp import install as inst
+    from velollm_llamacpp import sdist
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert inst._source_record(plain)["llama_cpp_commit"] is None
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / inst.SOURCE_INFO).write_text(json.dumps({"llama_cpp_commit": sdist.LLAMA_CPP_COMMIT}))
+    assert inst._source_record(cut) == {"llama_cpp_commit": sdist.LLAMA_CPP_COMMIT, "source": str(cut)}

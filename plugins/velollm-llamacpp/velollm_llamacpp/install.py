@@ -117,7 +117,11 @@ def _fetch_sdist(workdir: Path, log: Callable[[str], None], progress: Callable[[
 
 
 def _source_record(archive: Path) -> dict:
-    """Where a tree came from; the commit only when the file is the pinned sdist (a directory is anything)."""
+    """Where a tree came from; the commit only when the file is the pinned sdist (a directory is anything,
+    unless it carries the record of the sdist it was cut from, as benchmarks/gpu/0_prepare.sh writes)."""
+    carried = _read_json(archive / SOURCE_INFO) if archive.is_dir() else {}
+    if carried:
+        return {**carried, "source": str(archive)}
     pinned = archive.is_file()
     return {
         "llama_cpp_python": LLAMA_CPP_PYTHON_VERSION if pinned else None,
