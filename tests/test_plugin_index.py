@@ -131,6 +131,13 @@ def test_plugins_env_restricts_the_listing_too(cache):
     assert "ollama" in velollm("--help", cache=cache).stdout
 
 
+def test_disabled_plugins_leave_the_cached_listing_too(cache):
+    """The listing is cached per selection: one made with every plugin never lists a disabled one."""
+    assert "llamacpp" in velollm("--help", cache=cache).stdout  # the cache now holds the full listing
+    off = velollm("--help", cache=cache, env={"VELOLLM_DISABLE": "llamacpp"})
+    assert off.returncode == 0 and "llamacpp" not in off.stdout and "ollama" in off.stdout
+
+
 # --- the in-process API ---------------------------------------------------------------------------
 
 

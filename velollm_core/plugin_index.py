@@ -25,6 +25,7 @@ from velollm_core.cachedir import cache_dir
 
 ENTRY_POINT_GROUP = "velollm"
 PLUGINS_ENV = "VELOLLM_PLUGINS"  # a,b: load only these entry points
+DISABLE_ENV = "VELOLLM_DISABLE"  # a,b: never load these plugins (built-ins too)
 FORMAT = 1
 _RECORD_SUFFIXES = (".dist-info", ".egg-info", ".pth")
 
@@ -54,10 +55,18 @@ def allowed_names() -> set[str] | None:
     return {name.strip() for name in raw.split(",") if name.strip()}
 
 
+def disabled_names() -> set[str]:
+    """The plugin names ``$VELOLLM_DISABLE`` blocks (entry point names or built-in module names)."""
+    raw = os.environ.get(DISABLE_ENV, "")
+    return {name.strip() for name in raw.split(",") if name.strip()}
+
+
 def selection() -> str:
-    """Which plugins this process may load, as a key: ``all``, or ``only:`` and the sorted names."""
-    allowed = allowed_names()
-    return "all" if allowed is None else "only:" + ",".join(sorted(allowed))
+    """Which plugins this process may load, as a key: ``all`` or ``only:`` and the sorted names, then
+    ``;off:`` and the disabled ones (the cached --help of one selection never serves another)."""
+    allowed, disabled = allowed_names(), disabled_names()
+    key = "all" if allowed is None else "only:" + ",".join(sorted(allowed))
+    return key + (";off:" + ",".join(sorted(disabled)) if disabled else "")
 
 
 def _mtime(path: str) -> int | None:

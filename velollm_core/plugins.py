@@ -11,7 +11,6 @@ and is named in a warning. ``VELOLLM_DISABLE=a,b`` blocks plugins by name, built
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from velollm_core import __version__, hookspecs, plugin_index
 
 ENTRY_POINT_GROUP = plugin_index.ENTRY_POINT_GROUP
 PLUGINS_ENV = plugin_index.PLUGINS_ENV
-DISABLE_ENV = "VELOLLM_DISABLE"  # a,b: never load these plugins (built-ins too)
+DISABLE_ENV = plugin_index.DISABLE_ENV
 
 # Core features registered as plugins, so they are listed and can be replaced like any other.
 BUILTIN_PLUGINS = (
@@ -60,10 +59,7 @@ records: dict[str, PluginRecord] = {}
 _loaded = False
 
 
-def disabled_names() -> set[str]:
-    """The plugin names ``$VELOLLM_DISABLE`` blocks (entry point names or built-in module names)."""
-    raw = os.environ.get(DISABLE_ENV, "")
-    return {name.strip() for name in raw.split(",") if name.strip()}
+disabled_names = plugin_index.disabled_names
 
 
 def unknown_hooks(plugin: object) -> list[str]:
