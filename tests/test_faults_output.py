@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from velollm_core.testing import fill_filesystem
+
 VELOLLM = [sys.executable, "-m", "velollm_core"]
 POSIX = pytest.mark.skipif(os.name != "posix", reason="POSIX files")
 ROOT_ONLY = pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0, reason="mounting a tmpfs needs root")
@@ -172,14 +174,7 @@ def test_a_full_disk_is_an_error_and_the_previous_file_is_kept(tmpfs):
     out = full / "r.sh"
     assert optimize_to(out).returncode == 0
     before = out.read_text()
-    fd = os.open(full / "filler", os.O_WRONLY | os.O_CREAT)
-    try:  # fill every block that is left
-        while os.write(fd, b"\0" * 512):
-            pass
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fill_filesystem(full)
     proc = optimize_to(out)
     assert proc.returncode == 1, proc.stderr
     assert "No space left on device" in proc.stderr and "written to" not in proc.stderr

@@ -162,3 +162,17 @@ def gemma(llama_server_bin) -> Path:
         return TEST_MODELS["gemma3-270m"]()
     except UserInputError as exc:
         missing(str(exc))
+
+
+def fill_filesystem(folder: Path) -> None:
+    """Take every block left on ``folder``'s filesystem (a small tmpfs a test mounted): a full disk."""
+    import os
+
+    fd = os.open(folder / ".velollm-filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 512):
+            pass
+    except OSError:  # ENOSPC: full
+        pass
+    finally:
+        os.close(fd)

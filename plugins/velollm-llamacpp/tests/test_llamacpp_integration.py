@@ -19,6 +19,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from velollm_core.testing import fill_filesystem
+
 pytestmark = pytest.mark.llamacpp
 
 VELOLLM = [sys.executable, "-m", "velollm_core"]
@@ -259,14 +261,7 @@ def test_a_disk_that_fills_mid_run_says_what_was_kept(gemma, tmp_path):
         proc = _long_benchmark(out)
         try:
             _wait_for_runs(out, 1, proc)
-            fd = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT)
-            try:  # take every block that is left
-                while os.write(fd, b"\0" * 512):
-                    pass
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
+            fill_filesystem(mount)
             _, stderr = proc.communicate(timeout=120)
         finally:
             proc.kill()
