@@ -109,7 +109,7 @@ def _facts(name: str, shown: dict[str, Any], listed: dict[str, Any] | None, runn
 
 
 def _find(entries: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
-    from velollm_ollama.optimizer import same_model
+    from velollm_ollama.inputs import same_model
 
     for entry in entries:
         if same_model(str(entry.get("name") or entry.get("model") or ""), name):

@@ -41,7 +41,8 @@ def local_models() -> list[dict[str, Any]]:
 def propose_config(hardware, model, backend) -> list:
     if backend not in (None, BACKEND):
         return []
-    from velollm_ollama.optimizer import collect_inputs, propose_ollama_config
+    from velollm_ollama.inputs import collect_inputs
+    from velollm_ollama.optimizer import propose_ollama_config
 
     inputs = collect_inputs(hardware, model, required=backend == BACKEND)
     return [] if inputs is None else [propose_ollama_config(inputs)]
