@@ -117,7 +117,7 @@ class LlamaCppSpeculative:
 
     @staticmethod
     def _cpu_only(binary: Path) -> bool:
-        from velollm_llamacpp.tune import build_devices
+        from velollm_llamacpp.tune_facts import build_devices
 
         return build_devices(str(binary)) == ()
 
