@@ -1,4 +1,5 @@
-"""The ``llamacpp`` benchmark backend: a llama-server we start (or one we attach to) plus the client."""
+"""The ``llamacpp`` benchmark backend: a llama-server we start (or one we attach to) plus the client,
+and ``LlamaCppBackend``, the object the plugin registers (its typed options and capabilities)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ from typing import Any
 
 from velollm_core.api import (
     PLAIN_TIMEOUT_S,
+    BackendBase,
     BackendError,
     BackendInfo,
     BenchmarkContext,
+    ConfigProposal,
     Deadlines,
     GenerationRequest,
     GenerationTiming,
+    HardwareReport,
     ModelFacts,
     UserInputError,
     join_url,
@@ -274,3 +278,29 @@ def describe(context: BenchmarkContext) -> BackendInfo:
     if model_path and Path(model_path).is_file():
         facts = model_facts(Path(model_path))
     return BackendInfo(name=BACKEND, version=props.get("build_info"), host=base_url(context), model=facts)
+
+
+class LlamaCppBackend(BackendBase):
+    """llama.cpp's llama-server, built by ``velollm llamacpp install`` or found on PATH."""
+
+    name = BACKEND
+    Options = LlamaCppOptions
+
+    def check(self, context: BenchmarkContext, requests: list[GenerationRequest]) -> None:
+        check(context, requests)
+
+    def generate(self, request: GenerationRequest, context: BenchmarkContext) -> GenerationTiming:
+        return run_generation(request, context)
+
+    def describe(self, context: BenchmarkContext) -> BackendInfo:
+        return describe(context)
+
+    def speculative(self):
+        from velollm_llamacpp.speculative import LlamaCppSpeculative
+
+        return LlamaCppSpeculative()
+
+    def verify_config(self, proposal: ConfigProposal, model: str | None, hardware: HardwareReport, progress):
+        from velollm_llamacpp.tune import verify_config
+
+        return verify_config(proposal=proposal, model=model, hardware=hardware, progress=progress)

@@ -7,7 +7,7 @@ from velollm_core.api import hookimpl
 
 @hookimpl
 def register_backends(register):
-    from velollm_llamacpp.server_backend import LlamaCppBackend
+    from velollm_llamacpp.backend import LlamaCppBackend
 
     register(LlamaCppBackend())
 
@@ -35,5 +35,5 @@ def local_models():
 
 
 # propose_config lives with the tuning rules; importing it here registers it (the module imports
-# nothing heavy at load time). verify_config is the backend object's (server_backend.py).
+# nothing heavy at load time). verify_config is the backend object's (backend.py).
 from velollm_llamacpp.tune import propose_config  # noqa: F401
