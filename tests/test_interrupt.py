@@ -144,3 +144,29 @@ def test_orphans_of_a_dead_velollm_are_reaped(tmp_path, monkeypatch):
     assert interrupt.reap_orphans() == [orphan.pid]
     assert orphan.wait(timeout=10) == -signal.SIGKILL
     assert [p.name for p in folder.iterdir()] == ["mine.json"]
+
+
+LAST_WORDS = """
+import sys, time
+from velollm_core import interrupt
+interrupt.install()
+with interrupt.last_words(lambda why: open(sys.argv[1], "w").write(why)):
+    try:
+        print("ready", flush=True)
+        time.sleep(120)
+    except KeyboardInterrupt:
+        time.sleep(120)  # a cleanup that a second Ctrl-C cuts short
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_forced_exit_has_its_last_words_written(tmp_path):
+    """No finally runs after os._exit: what must be on disk (the result's status) is written first."""
+    said = tmp_path / "said"
+    proc = subprocess.Popen([sys.executable, "-c", LAST_WORDS, str(said)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 130
+    assert said.read_text() == "interrupted by the user (Ctrl-C); second Ctrl-C; servers killed"

@@ -18,11 +18,13 @@ whose owner is gone.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # every command installs the handler: keep subprocess off the start-up path
@@ -63,10 +65,27 @@ def signal_name(code: int) -> str:
 
 def describe(exc: BaseException | None) -> str:
     """What stopped the run, for result files: 'interrupted by the user (Ctrl-C)' or the signal."""
-    code = exit_code(exc)
+    return _describe_code(exit_code(exc))
+
+
+def _describe_code(code: int) -> str:
     if code == 128 + signal.SIGINT:
         return "interrupted by the user (Ctrl-C)"
     return f"terminated by {signal_name(code)}"
+
+
+_last_words: list[Callable[[str], None]] = []
+
+
+@contextlib.contextmanager
+def last_words(write: Callable[[str], None]) -> Iterator[None]:
+    """While inside, a forced exit first calls ``write(why)`` (e.g. to mark the result file
+    'interrupted'), since no ``finally`` runs after ``os._exit``."""
+    _last_words.append(write)
+    try:
+        yield
+    finally:
+        _last_words.remove(write)
 
 
 def track(proc: subprocess.Popen) -> None:
@@ -90,6 +109,11 @@ def _force_exit(reason: str) -> None:
         try:
             proc.kill()
         except OSError:
+            pass
+    for write in _last_words[:]:  # a copy: the main thread may leave its block meanwhile
+        try:
+            write(f"{_describe_code(128 + _first_signum)}; {reason}")
+        except BaseException:  # noqa: BLE001, S110 - the exit must happen whatever the last words do
             pass
     try:
         sys.stderr.write(f"Interrupted ({reason}).\n")

@@ -292,17 +292,17 @@ class BenchmarkRunner:
 
     def run(self) -> BenchmarkResult:
         """Run every suite at every concurrency level; on any failure the file keeps finished runs."""
+        from velollm_core import interrupt
+
         write = True
         try:
             self.check()
-            with self.context.resources:
+            with interrupt.last_words(self._forced_exit), self.context.resources:
                 for level in self.plan.concurrency:
                     for suite in self.plan.suites:
                         self._run_level(suite, level)
             self.result.status = "complete"
         except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP
-            from velollm_core import interrupt
-
             self.result.status = "interrupted"
             self.result.error = interrupt.describe(exc)
             raise
@@ -320,6 +320,12 @@ class BenchmarkRunner:
             if write:
                 self._final_save()
         return self.result
+
+    def _forced_exit(self, why: str) -> None:
+        """A second signal or a stuck cleanup ends the process now: the file still says why."""
+        self.result.status, self.result.error = "interrupted", why
+        self.result.finished_at = _now()
+        self.save()
 
     def _final_save(self) -> None:
         """The last write, with the final status (and end time)."""
