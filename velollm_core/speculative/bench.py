@@ -132,10 +132,17 @@ class SpeculativeComparison:
     def total_runs(self) -> int:
         return 2 * len(self.plan.suites) * (self.plan.warmup + self.plan.iterations)
 
+    def _forced_exit(self, why: str) -> None:
+        """A second signal ends the process at once: the report still says why (see interrupt.last_words)."""
+        self.report.update(status="interrupted", error=why)
+        self._update()
+
     def run(self) -> dict:
+        from velollm_core import interrupt
+
         vanilla, spec = self.runners["vanilla"], self.runners["speculative"]
         try:
-            with vanilla.context.resources, spec.context.resources:
+            with interrupt.last_words(self._forced_exit), vanilla.context.resources, spec.context.resources:
                 for suite in self.plan.suites:
                     vanilla.warm_up(suite)
                     spec.warm_up(suite)
@@ -147,8 +154,6 @@ class SpeculativeComparison:
                 self._advise()
             self.report["status"] = "complete"
         except KeyboardInterrupt as exc:
-            from velollm_core import interrupt
-
             self.report["status"] = "interrupted"
             self.report["error"] = interrupt.describe(exc)
             raise
