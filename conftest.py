@@ -9,7 +9,8 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent
 
-# The plugin test kit: register_plugin, fake_backend, llama_server_bin, gemma (velollm_core/testing.py).
+# The plugin test kit: register_plugin, fake_backend, llama_server_bin, gemma, llama_server_url, the
+# fuzz fixtures gguf_seeds and fuzz_scratch (velollm_core/testing.py).
 pytest_plugins = ("velollm_core.testing",)
 
 

@@ -295,18 +295,6 @@ def test_negative_or_non_numeric_sizes_are_one_sentence(tmp_path):
         estimate_memory(read_summary(finish(writer)))
 
 
-def test_wrong_types_of_name_architecture_and_file_type_are_not_crashes(tmp_path):
-    from velollm_llamacpp.backend import model_facts
-
-    writer = gguf_writer(tmp_path / "m.gguf")
-    writer.add_uint32("general.name", 7)  # ModelFacts(name=7): a pydantic ValidationError before
-    writer.add_float32("general.file_type", float("inf"))  # int(inf): OverflowError before
-    writer.add_float32("general.fuzz_nan", float("nan"))  # the JSON cache refused it: ValueError before
-    path = finish(writer)
-    facts = model_facts(path)
-    assert facts.name == "m.gguf" and facts.quantization == "inf" and facts.architecture == "llama"
-
-
 # --- the tokenizer comparison of speculative check ---------------------------------------------------
 
 

@@ -16,18 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from velollm_core.testing import llama_server
+
 pytestmark = pytest.mark.llamacpp
 
 VELOLLM = [sys.executable, "-m", "velollm_core"]
 MODEL = "gemma-3-270m-q4_k_m"  # the file's stem: llama-server lists the model by its path
 
 
-@pytest.fixture(scope="module")
-def server(gemma, llama_server_bin):
-    from velollm_llamacpp.server import LlamaServer
-
-    with LlamaServer(llama_server_bin, gemma, args=["-c", "8192", "--parallel", "4"]) as running:
-        yield running
 
 
 def bench(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -41,13 +37,13 @@ def bench(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
     )
 
 
-def test_completions_endpoint(server, tmp_path):
+def test_completions_endpoint(llama_server_url, gemma, tmp_path):
     out = tmp_path / "r.json"
     proc = bench(
         "--backend",
         "openai",
         "--host",
-        server.url,
+        llama_server_url,
         "--model",
         MODEL,
         "--iterations",
@@ -79,16 +75,16 @@ def test_completions_endpoint(server, tmp_path):
     assert (
         backend["name"] == "openai" and backend["server"] == "llama.cpp" and backend["owned_by"] == "llamacpp"
     )
-    assert backend["model"]["name"] == str(server.model) and backend["version"]
+    assert backend["model"]["name"] == str(gemma) and backend["version"]
 
 
-def test_chat_endpoint_with_concurrency(server, tmp_path):
+def test_chat_endpoint_with_concurrency(llama_server_url, tmp_path):
     out = tmp_path / "r.json"
     proc = bench(
         "--backend",
         "openai",
         "--host",
-        server.url,
+        llama_server_url,
         "--model",
         MODEL,
         "--endpoint",
@@ -115,24 +111,22 @@ def test_chat_endpoint_with_concurrency(server, tmp_path):
         assert level[f"{metric}_p99"] >= level[f"{metric}_p90"] >= level[f"{metric}_p50"] > 0
 
 
-def test_unknown_model_lists_what_the_server_offers(server):
-    proc = bench("--backend", "openai", "--host", server.url, "--model", "no-such-model")
+def test_unknown_model_lists_what_the_server_offers(llama_server_url, gemma):
+    proc = bench("--backend", "openai", "--host", llama_server_url, "--model", "no-such-model")
     assert proc.returncode == 2, proc.stderr
-    assert "'no-such-model' is not offered" in proc.stderr and str(server.model) in proc.stderr
+    assert "'no-such-model' is not offered" in proc.stderr and str(gemma) in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
 def test_api_key_is_used_and_never_written(gemma, llama_server_bin, tmp_path):
-    from velollm_llamacpp.server import LlamaServer
-
     key = "sk-velollm-test-7f3a9c"
     out = tmp_path / "r.json"
-    with LlamaServer(llama_server_bin, gemma, args=["-c", "2048", "--api-key", key]) as locked:
+    with llama_server(llama_server_bin, gemma, ["-c", "2048", "--api-key", key]) as locked_url:
         ok = bench(
             "--backend",
             "openai",
             "--host",
-            locked.url,
+            locked_url,
             "--model",
             MODEL,
             "--iterations",
@@ -152,14 +146,14 @@ def test_api_key_is_used_and_never_written(gemma, llama_server_bin, tmp_path):
             "--backend",
             "openai",
             "--host",
-            locked.url,
+            locked_url,
             "--model",
             MODEL,
             "--api-key-env",
             "VELOLLM_TEST_KEY",
             env={"VELOLLM_TEST_KEY": "sk-wrong"},
         )
-        missing = bench("--backend", "openai", "--host", locked.url, "--model", MODEL)
+        missing = bench("--backend", "openai", "--host", locked_url, "--model", MODEL)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(out.read_text())["runs"][0]["completion_tokens"] == 8
     assert key not in out.read_text() + ok.stdout + ok.stderr
@@ -172,13 +166,13 @@ def _decode_rates(path: Path) -> tuple[list[float], list[float]]:
     return [r["client_decode_tokens_per_s"] for r in runs], [r["server_decode_tokens_per_s"] for r in runs]
 
 
-def test_openai_and_llamacpp_backends_agree_on_the_same_server(server, tmp_path):
+def test_openai_and_llamacpp_backends_agree_on_the_same_server(llama_server_url, tmp_path):
     """Medians within 10%, or, on a machine too busy for that, within noise: the 95% bootstrap interval
     of their ratio contains 1 (the verdict `velollm compare` gives)."""
     from velollm_core.bench.stats import bootstrap_ratio_interval
 
     rates: dict[str, tuple[list[float], list[float]]] = {"openai": ([], []), "llamacpp": ([], [])}
-    common = ["--host", server.url, "--model", MODEL, "--iterations", "2", "--max-tokens", "32"]
+    common = ["--host", llama_server_url, "--model", MODEL, "--iterations", "2", "--max-tokens", "32"]
     for round_ in range(4):  # interleaved, so drift in machine load hits both backends alike
         for backend in ("openai", "llamacpp"):
             out = tmp_path / f"{backend}-{round_}.json"

@@ -50,18 +50,18 @@ def api_base(host: str) -> str:
 
 def error_text(response: Any, limit: int = 300) -> str:
     """The server's own error message: OpenAI ``{"error": {"message"}}``, TGI ``{"error": str}``,
-    FastAPI ``{"detail"}``, or the raw body."""
+    FastAPI ``{"detail"}``, or the raw body; on one line (it ends up in a one-line error)."""
     try:
         response.read()
         data = json.loads(response.text)
     except (ValueError, UnicodeDecodeError):
-        return (response.text or "").strip()[:limit] or "(empty body)"
+        return " ".join((response.text or "").split())[:limit] or "(empty body)"
     if isinstance(data, dict):
         error = data.get("error", data.get("detail", data.get("message", data)))
         if isinstance(error, dict):
             error = error.get("message", error)
-        return str(error)[:limit]
-    return str(data)[:limit]
+        data = error
+    return " ".join(str(data).split())[:limit]
 
 
 class OpenAIServer:
