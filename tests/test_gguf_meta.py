@@ -19,6 +19,7 @@ from velollm_core.gguf_meta import (
     read_arrays,
     read_summary,
 )
+from velollm_core.testing import finish_gguf, gguf_writer
 
 SEEDS = Path(__file__).parent / "data" / "fuzz" / "gguf"
 UINT32, INT32, FLOAT32, BOOL, STRING, ARRAY, UINT64, FLOAT64 = 4, 5, 6, 7, 8, 9, 10, 12
@@ -80,30 +81,6 @@ def message_of(path: Path) -> str:
     message = str(caught.value)
     assert "\n" not in message and message.startswith(str(path)), message
     return message
-
-
-def gguf_writer(path: Path, arch: str = "llama", tokens: list[str] | None = None):
-    """A GGUFWriter with the fields a model needs; the caller adds more, then ``finish``es it."""
-    import gguf
-    import numpy as np
-
-    writer = gguf.GGUFWriter(str(path), arch)
-    writer.add_block_count(1)
-    writer.add_embedding_length(32)
-    writer.add_head_count(2)
-    writer.add_context_length(256)
-    writer.add_tokenizer_model("llama")
-    writer.add_token_list(tokens or ["<unk>", "<s>", "</s>", "a", "b", "c", "d", "e"])
-    writer.add_tensor("token_embd.weight", np.zeros((8, 32), dtype=np.float16))
-    return writer
-
-
-def finish(writer) -> Path:
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return Path(writer.path)
 
 
 # --- the same facts as gguf.GGUFReader --------------------------------------------------------------
@@ -244,7 +221,7 @@ def test_large_arrays_are_counted_not_kept(tmp_path):
     writer = gguf_writer(tmp_path / "m.gguf")
     writer.add_array("general.big", list(range(MAX_INLINE_ARRAY + 1)))
     writer.add_array("general.small", [1, 2, 3])
-    summary = read_summary(finish(writer))
+    summary = read_summary(finish_gguf(writer))
     assert summary.array_lengths["general.big"] == MAX_INLINE_ARRAY + 1 and "general.big" not in summary.metadata
     assert summary.metadata["general.small"] == [1, 2, 3]
     assert read_arrays(summary.path, ("general.big",))["general.big"][-1] == MAX_INLINE_ARRAY
@@ -256,7 +233,7 @@ def test_a_string_array_across_the_read_window_is_read_back_whole(tmp_path):
     writer = gguf_writer(tmp_path / "m.gguf")
     writer.add_array("general.texts", texts)
     writer.add_uint32("general.after", 7)
-    summary = read_summary(finish(writer))
+    summary = read_summary(finish_gguf(writer))
     assert summary.metadata["general.texts"] == texts and summary.metadata["general.after"] == 7
 
 
@@ -264,7 +241,7 @@ def test_text_beyond_the_metadata_budget_is_left_out(tmp_path):
     writer = gguf_writer(tmp_path / "m.gguf")
     writer.add_string("general.huge", "x" * (17 << 20))
     writer.add_string("general.description", "kept")
-    summary = read_summary(finish(writer))
+    summary = read_summary(finish_gguf(writer))
     assert "general.huge" not in summary.metadata and summary.metadata["general.description"] == "kept"
 
 
@@ -277,7 +254,7 @@ def test_absurd_layer_count_is_refused_not_allocated(tmp_path, layers):
 
     writer = gguf_writer(tmp_path / "m.gguf")
     writer.add_uint32("general.fuzz", 0)
-    path = finish(writer)
+    path = finish_gguf(writer)
     data = bytearray(path.read_bytes())
     block_count = data.index(b"llama.block_count") + len("llama.block_count") + 4
     data[block_count:block_count + 4] = struct.pack("<I", layers)  # MemoryError before
@@ -292,7 +269,7 @@ def test_negative_or_non_numeric_sizes_are_one_sentence(tmp_path):
     writer = gguf_writer(tmp_path / "m.gguf")
     writer.add_string("llama.attention.head_count_kv", "many")  # int("many"): ValueError before
     with pytest.raises(UserInputError, match="does not describe a model llama.cpp can load"):
-        estimate_memory(read_summary(finish(writer)))
+        estimate_memory(read_summary(finish_gguf(writer)))
 
 
 # --- the tokenizer comparison of speculative check ---------------------------------------------------
@@ -301,10 +278,10 @@ def test_negative_or_non_numeric_sizes_are_one_sentence(tmp_path):
 def _pair(tmp_path, draft_tokens):
     tmp_path.mkdir(exist_ok=True)
     tokens = ["<unk>", "<s>", "</s>", "a", "b", "c", "d", "e"]
-    target = finish(gguf_writer(tmp_path / "target.gguf", tokens=tokens))
+    target = finish_gguf(gguf_writer(tmp_path / "target.gguf", tokens=tokens))
     writer = gguf_writer(tmp_path / "draft.gguf", tokens=draft_tokens)
     writer.add_string("general.padding", "")  # a different file, so its summary is its own
-    return target, finish(writer)
+    return target, finish_gguf(writer)
 
 
 def test_same_vocabulary_is_compared_by_digest_without_reading_the_tokens(tmp_path, monkeypatch):

@@ -198,6 +198,20 @@ def spawn(cmd: list[str], **popen_kwargs: Any) -> subprocess.Popen:
     return proc
 
 
+def stop(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
+    """Terminate ``proc``, wait ``grace_s``, then kill it; it is no longer ours to kill after."""
+    import subprocess
+
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    untrack(proc)
+
+
 def run(cmd: list[str], *, timeout: float | None = None, **popen_kwargs: Any) -> subprocess.CompletedProcess:
     """``subprocess.run`` through :func:`spawn`: output captured as text, killed on timeout."""
     import subprocess

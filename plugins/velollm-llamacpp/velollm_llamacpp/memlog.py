@@ -105,11 +105,5 @@ def server_memory(
             else:
                 raise BackendError(f"llama-server logged no buffer sizes within {timeout_s:g} s")
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            interrupt.untrack(proc)
+            interrupt.stop(proc, grace_s=10)
     return parse_server_memory(text), text

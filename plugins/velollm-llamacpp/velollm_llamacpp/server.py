@@ -178,15 +178,8 @@ class LlamaServer:
     def stop(self, grace_s: float = 5.0) -> None:
         """Terminate, wait, then kill: never leave a server behind."""
         proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
         if proc is not None:
-            interrupt.untrack(proc)
+            interrupt.stop(proc, grace_s)
         if self._log_handle is not None:
             self._log_handle.close()
             self._log_handle = None
