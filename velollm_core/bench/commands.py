@@ -188,20 +188,48 @@ def _run_with_progress(runner, console, busy=None):
 
 
 @click.command("compare")
-@click.argument("a", type=click.Path(path_type=Path))
-@click.argument("b", type=click.Path(path_type=Path))
+@click.argument("results", nargs=-1, required=True, metavar="A B | NEW")
+@click.option("--baseline", is_flag=True,
+              help="Regression check: B (or NEW alone: against up to --baseline-runs earlier history results "
+                   "of the same backend, model and machine) must not be worse than A beyond noise; exit 1 if it is.")
+@click.option("--baseline-runs", type=click.IntRange(1, 100), default=5, show_default=True,
+              help="How many earlier history results make the baseline of NEW.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def compare_command(a: Path, b: Path, as_json: bool) -> None:
-    """Compare two result files: ratio of medians (B/A) and whether it exceeds noise."""
-    from velollm_core.bench.compare import compare_results, load_result
+def compare_command(results: tuple[str, ...], baseline: bool, baseline_runs: int, as_json: bool) -> None:
+    """Compare two results (files or history ids): ratio of medians (B/A) and whether it exceeds noise."""
+    from velollm_core.bench.compare import baseline_rows, compare_results, find_baselines, load_source
     from velollm_core.output import print_json, stdout_console
 
-    rows = compare_results(load_result(a), load_result(b))
+    if len(results) not in (1, 2) or (len(results) == 1 and not baseline):
+        raise UserInputError("compare takes two results A B (files or history ids), or one with --baseline")
+    loaded = [load_source(source) for source in results]
+    (b_name, b), older = loaded[-1], loaded[:-1]
+    if baseline and not older:
+        older = find_baselines(b.model_dump(mode="json"), baseline_runs)
+        if not older:
+            raise UserInputError(f"no earlier complete benchmark of {b.settings.get('backend')} · "
+                                 f"{b.settings.get('model')} on this machine in the history to compare "
+                                 f"{b_name} with")
+    a_name = ",".join(name for name, _ in older)
+    rows = (baseline_rows([result for _, result in older], b) if baseline
+            else compare_results(older[0][1], b))
     if not rows:
-        raise UserInputError(f"{a} and {b} have no suite in common to compare")
+        raise UserInputError(f"{a_name} and {b_name} have no suite in common to compare")
+    regressions = [row for row in rows if row.get("regression")]
     if as_json:
-        print_json({"a": str(a), "b": str(b), "rows": rows})
+        print_json({"a": a_name, "b": b_name, "rows": rows, **({"regressions": len(regressions)} if baseline else {})})
     else:
         from velollm_core.bench.render import render_comparison
 
-        render_comparison(rows, stdout_console(), str(a), str(b))
+        render_comparison(rows, stdout_console(), a_name if not baseline else f"baseline {a_name}", b_name)
+        if baseline:
+            noise = ("within-run bootstrap only (one baseline)" if rows[0].get("noise_band") is None
+                     else f"bootstrap and the spread of {rows[0]['baselines']} baseline results")
+            click.echo(f"noise: {noise}")
+            for row in regressions:
+                click.echo(f"REGRESSION {row['benchmark']} {row['metric']}: {row['a_median']:.2f} -> "
+                           f"{row['b_median']:.2f} ({row['ratio']:.3f}x)")
+            if not regressions:
+                click.echo("no regression beyond noise")
+    if regressions:
+        raise SystemExit(1)

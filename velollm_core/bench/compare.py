@@ -1,10 +1,12 @@
-"""Compare two benchmark result files: ratio of medians per suite and metric, and whether the
-difference exceeds run-to-run noise (bootstrap interval of the ratio excludes 1)."""
+"""Compare two benchmark results (files or history ids): ratio of medians per suite and metric, and
+whether the difference exceeds run-to-run noise (bootstrap interval of the ratio excludes 1); and a
+baseline mode, a result against earlier ones of the same setup, that flags regressions."""
 
 from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +29,29 @@ MAX_MEASUREMENT = 1e12
 MIN_MEASUREMENT = 1e-12
 
 
-def _read_json(path: Path) -> object:
+def read_document(path: Path) -> tuple[str, object]:
+    """(text, parsed JSON) of a result file; a UserInputError when it is missing, unreadable, not JSON,
+    nested too deep or holds NaN or infinities."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserInputError(f"result file not found: {path}") from None
-    except RecursionError:
-        raise UserInputError(f"{path} nests JSON too deeply to be a VeloLLM result") from None
     except OSError as exc:
         raise UserInputError(f"{path} cannot be read: {exc.strerror or exc}") from None
-    except ValueError as exc:  # malformed JSON, or bytes that are not UTF-8
+    except ValueError as exc:  # bytes that are not UTF-8
         raise UserInputError(f"{path} is not valid JSON: {exc}") from None
+    return text, parse_document(text, path)
+
+
+def parse_document(text: str, name: Path | str) -> object:
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise UserInputError(f"{name} nests JSON too deeply to be a VeloLLM result") from None
+    except ValueError as exc:  # malformed JSON
+        raise UserInputError(f"{name} is not valid JSON: {exc}") from None
+    check_finite(data, name)
+    return data
 
 
 def check_finite(data: object, path: Path) -> None:
@@ -91,19 +105,39 @@ def _validation_problem(exc) -> str:
 def load_result(path: Path) -> BenchmarkResult:
     """Read a result file, with a one-sentence UserInputError when it is missing, malformed, nested
     too deep, not a VeloLLM result, or holds numbers no benchmark measured."""
+    return result_from_document(read_document(path)[1], path)
+
+
+def result_from_document(data: object, name: Path | str) -> BenchmarkResult:
+    """A parsed, finite document as a BenchmarkResult, checked (see ``load_result``)."""
     from pydantic import ValidationError
 
-    data = _read_json(path)
     if not isinstance(data, dict):
-        raise UserInputError(f"{path} is not a VeloLLM benchmark result: it holds a JSON {type(data).__name__}, "
+        raise UserInputError(f"{name} is not a VeloLLM benchmark result: it holds a JSON {type(data).__name__}, "
                              "not an object")
-    check_finite(data, path)
+    if {"vanilla", "speculative"} <= data.keys():
+        raise UserInputError(f"{name} is a speculative bench (vanilla vs speculative in one file), not a "
+                             "benchmark: `velollm report` shows it")
     try:
         result = BenchmarkResult.model_validate(data)
     except ValidationError as exc:
-        raise UserInputError(f"{path} is not a VeloLLM benchmark result ({_validation_problem(exc)})") from None
-    check_measurements(result, path)
+        raise UserInputError(f"{name} is not a VeloLLM benchmark result ({_validation_problem(exc)})") from None
+    check_measurements(result, name)
     return result
+
+
+def load_source(source: str | Path) -> tuple[str, BenchmarkResult]:
+    """(name, result) of a result file or a history id ('12', '#12', 'latest'); a file wins over an id."""
+    path = Path(source)
+    if path.exists() or not isinstance(source, str):
+        return str(source), load_result(path)
+    from velollm_core.history.store import load_ref
+
+    found = load_ref(source)
+    if found is None:
+        raise UserInputError(f"result file not found: {source}")
+    name, text = found
+    return name, result_from_document(parse_document(text, name), name)
 
 
 def _values(result: BenchmarkResult, key: str, metric: str) -> list[float]:
@@ -151,3 +185,66 @@ def compare_results(a: BenchmarkResult, b: BenchmarkResult) -> list[dict[str, An
                 }
             )
     return rows
+
+
+def _better(metric: str, ratio: float) -> bool:
+    return (ratio < 1) if metric in LOWER_IS_BETTER else (ratio > 1)
+
+
+def baseline_rows(baselines: list[BenchmarkResult], new: BenchmarkResult) -> list[dict[str, Any]]:
+    """``new`` against earlier results of the same setup: a regression is a metric worse beyond noise.
+
+    Noise has two parts, and a change must clear both. Within a run: the bootstrap interval of
+    new/baseline medians over the runs (as ``compare_results``) must exclude 1. Between runs: with two
+    or more baselines, their medians scatter around their common median by up to some fraction
+    (another server start, another thermal state); the new median must lie beyond that fraction
+    too, since that much change happens with nothing changed. One baseline gives the first part only
+    (``noise_band`` None).
+    """
+    rows = []
+    for key in new.summary:
+        sources = [b for b in baselines if key in b.summary]
+        if not sources:
+            continue
+        for metric in METRICS:
+            if metric in WORKLOAD_METRICS:
+                continue
+            vb = _values(new, key, metric)
+            per_baseline = [summarize(_values(b, key, metric)) for b in sources]
+            medians = [s.median for s in per_baseline if s is not None]
+            sb = summarize(vb)
+            if sb is None or not medians:
+                continue
+            base = statistics.median(medians)
+            if not base:
+                continue
+            pooled = [v for b in sources for v in _values(b, key, metric)]
+            ratio = sb.median / base
+            interval = bootstrap_ratio_interval(pooled, vb)
+            spread = max(abs(m / base - 1) for m in medians) if len(medians) >= 2 else None
+            band = [1 - spread, 1 + spread] if spread is not None else None
+            if interval is None:
+                verdict = "too few runs"
+            elif interval[0] <= 1.0 <= interval[1] or (band is not None and band[0] <= ratio <= band[1]):
+                verdict = "within noise"
+            else:
+                verdict = "better" if _better(metric, ratio) else "worse"
+            rows.append({"benchmark": key, "metric": metric, "a_median": base, "b_median": sb.median,
+                         "ratio": ratio, "interval_95": list(interval) if interval else None,
+                         "noise_band": band, "baselines": len(medians), "n_a": len(pooled), "n_b": sb.n,
+                         "verdict": verdict, "regression": verdict == "worse"})
+    return rows
+
+
+def find_baselines(new_document: dict, limit: int) -> list[tuple[str, BenchmarkResult]]:
+    """Up to ``limit`` complete benchmarks in the history older than ``new_document``, of the same
+    backend, model and machine (CPU and GPUs): "did the new runtime make this model slower here?"."""
+    from velollm_core.history.store import machine_of, open_history
+
+    settings = new_document.get("settings") or {}
+    facts = {"backend": settings.get("backend"), "model": settings.get("model"),
+             "machine": machine_of(new_document.get("environment")), "started_at": new_document.get("started_at")}
+    with open_history(must_exist=True) as history:
+        ids = history.baselines(facts, limit)
+        documents = [(f"#{i}", history.document(i)) for i in ids]
+    return [(name, result_from_document(parse_document(text, name), name)) for name, text in documents]
