@@ -6,6 +6,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -35,17 +36,48 @@ TINY_DETAILS = {"parent_model": "", "format": "gguf", "family": "llama", "famili
                 "parameter_size": "1.2B", "quantization_level": "Q8_0"}
 TOKENS = ["The", " sky", " is", " blue", " because", " of", " Rayleigh", " scattering", ".", " Short",
           " wavelengths", " scatter", " more", "."]
+# A Llama 3 chat template's text around the prompt: Ollama >= 0.30.1 counts the header's tokens,
+# cached from the previous request, in prompt_eval_count.
+HEADER = ("<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
+          "Today Date: 02 Dec 2026\n\n<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n")
+FOOTER = "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+_PIECE = re.compile(r"<\|[a-z_]+\|>| ?[A-Za-z]+| ?\d|\s|[^\sA-Za-z\d]")
+BOS = 1
+CURRENT_VERSION = "0.33.0-rc2"  # prompt counts with cached tokens (>= 0.30.1), drafts (>= 0.30.0)
+OLD_VERSION = "0.24.0"  # the last release before llama-server: counts evaluated tokens only
 
 
 class FakeOllama:
-    """Behaviour per model name; every request body is recorded."""
+    """Behaviour per model name; every request body is recorded.
+
+    ``version`` picks the wire behaviour: CURRENT_VERSION (default) counts a cached prompt prefix in
+    prompt_eval_count as Ollama >= 0.30.1 does; OLD_VERSION counts evaluated tokens only.
+    """
+
+    HEADER = HEADER
+    FOOTER = FOOTER
+    OLD_VERSION = OLD_VERSION
+    CURRENT_VERSION = CURRENT_VERSION
+
+    def tokenize(self, text: str) -> list[int]:
+        return tokenize(self, text)
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.token_delay = 0.01
         self.first_token_delay = 0.05
         self.load_duration_ns = 1_234_567_890
-        self.version = "0.6.2"
+        self.version = CURRENT_VERSION
+        self.prompt_token_ns = 2_000_000  # server time per evaluated prompt token
+        self.slots: list[list[int]] = [[]]  # what each llama-server slot holds (one slot: parallel 1)
+        self.vocabulary: dict[str, int] = {}
+        self.lock = threading.Lock()
+        # Models with a draft (name -> draft digest), made by /api/create; decode runs this much faster.
+        self.drafts: dict[str, str] = {}
+        self.parameters: dict[str, dict[str, Any]] = {}
+        self.draft_speedup = 1.6
+        self.created: list[str] = []
+        self.deleted: list[str] = []
         self.installed = {"tiny:latest": 1_321_098_329, "llama3.2:1b": 1_321_098_329}
         self.loaded: list[dict[str, Any]] = [{
             "name": "tiny:latest", "model": "tiny:latest", "size": 1_900_000_000,
@@ -54,6 +86,39 @@ class FakeOllama:
             "context_length": 4096,
         }]
         self.url = ""
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in version.split("-")[0].split("."))
+
+
+def counts_cached(version: str) -> bool:
+    """Whether a server of ``version`` counts cached prompt tokens (Ollama >= 0.30.1)."""
+    return version_tuple(version) >= (0, 30, 1)
+
+
+def tokenize(fake: FakeOllama, text: str) -> list[int]:
+    """Token ids of ``text``: one per word, digit, space or sign, after a BOS (stable per fake)."""
+    with fake.lock:
+        return [BOS, *(fake.vocabulary.setdefault(piece, len(fake.vocabulary) + 2) for piece in _PIECE.findall(text))]
+
+
+def evaluate_prompt(fake: FakeOllama, tokens: list[int]) -> tuple[int, int]:
+    """(cache_n, prompt_n) as llama-server counts them: the slot sharing the longest prefix is reused,
+    and at least the last token is evaluated again."""
+    with fake.lock:
+        def shared(slot: list[int]) -> int:
+            n = 0
+            for a, b in zip(slot, tokens):
+                if a != b:
+                    break
+                n += 1
+            return n
+
+        index = max(range(len(fake.slots)), key=lambda i: shared(fake.slots[i]))
+        cache_n = min(shared(fake.slots[index]), len(tokens) - 1)
+        fake.slots[index] = list(tokens)
+        return cache_n, len(tokens) - cache_n
 
 
 def _iso() -> str:
@@ -115,15 +180,52 @@ def _make_handler(fake: FakeOllama):
             model = str(body.get("model") or "")
             if self.path == "/api/show":
                 if model in fake.installed or f"{model}:latest" in fake.installed:
-                    self._json(200, {"details": TINY_DETAILS, "model_info": TINY_INFO,
+                    info = dict(TINY_INFO)
+                    if model.split(":")[0] == "mtp":
+                        info["llama.nextn_predict_layers"] = 1  # an embedded multi-token-prediction head
+                    draft = fake.drafts.get(model) or fake.drafts.get(f"{model}:latest")
+                    modelfile = f"FROM {model}\n" + (f"DRAFT /blobs/{draft.replace(':', '-')}\n" if draft else "")
+                    self._json(200, {"details": TINY_DETAILS, "model_info": info, "modelfile": modelfile,
                                      "capabilities": ["completion"], "parameters": "", "template": ""})
                 else:
                     self._json(404, {"error": f"model '{model}' not found"})
+                return
+            if self.path == "/api/create":
+                self._create(model, body)
                 return
             if self.path != "/api/generate":
                 self._json(404, {"error": "404 page not found"})
                 return
             self._generate(model, body)
+
+        def do_DELETE(self) -> None:
+            body = self._body()
+            model = str(body.get("model") or "")
+            if self.path != "/api/delete":
+                self._json(404, {"error": "404 page not found"})
+            elif fake.installed.pop(model, None) is None:
+                self._json(404, {"error": f"model '{model}' not found"})
+            else:
+                fake.drafts.pop(model, None)
+                fake.deleted.append(model)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        def _create(self, model: str, body: dict[str, Any]) -> None:
+            base = str(body.get("from") or "")
+            base_key = base if base in fake.installed else f"{base}:latest"
+            if base_key not in fake.installed:
+                self._json(404, {"error": f"model '{base}' not found"})
+                return
+            name = model if ":" in model else f"{model}:latest"
+            fake.installed[name] = fake.installed[base_key]
+            drafts = body.get("draft_files") or {}
+            if drafts and version_tuple(fake.version) >= (0, 30, 0):  # older servers ignore draft_files
+                fake.drafts[name] = next(iter(drafts.values()))
+            fake.parameters[name] = dict(body.get("parameters") or {})
+            fake.created.append(name)
+            self._json(200, {"status": "success"})
 
         def _generate(self, model: str, body: dict[str, Any]) -> None:
             name = model.split(":")[0]
@@ -133,8 +235,9 @@ def _make_handler(fake: FakeOllama):
             if name == "bad-request":
                 self._json(400, {"error": "option \"num_ctx\" must be of type integer"})
                 return
+            full = model if ":" in model else f"{model}:latest"
             if name not in ("tiny", "llama3.2", "cached", "slow-first", "drop", "garbage", "midstream-error",
-                            "no-done", "thinker", "one-token"):
+                            "no-done", "thinker", "one-token", "mtp") and full not in fake.drafts:
                 self._json(404, {"error": f"model '{model}' not found"})
                 return
             self.send_response(200)
@@ -145,12 +248,20 @@ def _make_handler(fake: FakeOllama):
             first_delay = 0.3 if name == "slow-first" else fake.first_token_delay
             tokens = TOKENS[:1] if name == "one-token" else TOKENS[: min(limit, len(TOKENS))]
             thinking = ["Let", " me", " think"] if name == "thinker" else []
+            raw = bool(body.get("raw"))
+            prompt = str(body.get("prompt") or "")
+            prompt_ids = tokenize(fake, prompt if raw else HEADER + prompt + FOOTER)
+            cache_n, prompt_n = evaluate_prompt(fake, prompt_ids)
+            options = {**fake.parameters.get(full, {}), **(body.get("options") or {})}
+            # draft_num_predict: 4 by default with a draft layer; an MTP head drafts only when it is set.
+            drafting = int(options.get("draft_num_predict", 4 if full in fake.drafts else 0)) > 0
+            token_delay = fake.token_delay / (fake.draft_speedup if drafting else 1.0)
             time.sleep(first_delay)
             eval_ns = 0
             for i, token in enumerate([*thinking, *tokens]):
                 if i:
-                    time.sleep(fake.token_delay)
-                    eval_ns += int(fake.token_delay * 1e9)
+                    time.sleep(token_delay)
+                    eval_ns += int(token_delay * 1e9)
                 field = "thinking" if i < len(thinking) else "response"
                 chunk = {"model": model, "created_at": _iso(), "response": "", "done": False}
                 chunk[field] = token
@@ -172,14 +283,16 @@ def _make_handler(fake: FakeOllama):
             final: dict[str, Any] = {
                 "model": model, "created_at": _iso(), "response": "", "done": True,
                 "done_reason": "length" if len(tokens) >= limit else "stop",
-                "context": [1, 2, 3],
                 "total_duration": int((first_delay + eval_ns / 1e9) * 1e9) + fake.load_duration_ns,
                 "load_duration": fake.load_duration_ns,
-                "prompt_eval_count": 26,
-                "prompt_eval_duration": int(first_delay * 1e9),
+                # llama-server's cache_n + prompt_n from 0.30.1; the evaluated tokens alone before.
+                "prompt_eval_count": cache_n + prompt_n if counts_cached(fake.version) else prompt_n,
+                "prompt_eval_duration": prompt_n * fake.prompt_token_ns,
                 "eval_count": len(thinking) + len(tokens),
                 "eval_duration": eval_ns,
             }
+            if not raw:  # the templated prompt's tokens, then the answer's (Ollama omits it for raw)
+                final["context"] = prompt_ids + tokenize(fake, "".join(tokens))[1:]
             if name == "cached":
                 # Zero values are omitted by Ollama: a fully cached prompt has no prompt_eval_* fields.
                 del final["prompt_eval_count"], final["prompt_eval_duration"], final["load_duration"]

@@ -55,7 +55,7 @@ def test_error_text_reads_ollama_error_bodies():
 def test_json_endpoints(fake_ollama):
     client = OllamaClient(fake_ollama.url)
     try:
-        assert client.version() == "0.6.2"
+        assert client.version() == fake_ollama.version
         assert {m["name"] for m in client.tags()} == {"tiny:latest", "llama3.2:1b"}
         assert client.ps()[0]["size_vram"] == 1_900_000_000
         shown = client.show("tiny")

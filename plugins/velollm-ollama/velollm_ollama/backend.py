@@ -68,6 +68,20 @@ def client_for(context: BenchmarkContext):
     return client
 
 
+_VERSION_KEY = "ollama_version"
+
+
+def server_version(context: BenchmarkContext) -> str | None:
+    """The server's ``/api/version``, asked once per benchmark; None when it does not say."""
+    if _VERSION_KEY not in context.state:
+        try:
+            version = client_for(context).version()
+        except VeloError:
+            version = None
+        context.state[_VERSION_KEY] = version
+    return context.state[_VERSION_KEY]
+
+
 def _facts(name: str, shown: dict[str, Any], listed: dict[str, Any] | None, running: dict[str, Any] | None,
            gguf_path: Path | None) -> ModelFacts:
     """ModelFacts from /api/show, the /api/tags entry, the /api/ps entry and the store's GGUF path."""
@@ -134,6 +148,7 @@ def describe(context: BenchmarkContext) -> BackendInfo:
             return default
 
     version = ask("/api/version", client.version, None)
+    context.state.setdefault(_VERSION_KEY, version)
     shown = ask("/api/show", lambda: client.show(context.model), {})
     listed = _find(ask("/api/tags", client.tags, []), context.model)
     running = _find(ask("/api/ps", client.ps, []), context.model)
@@ -168,7 +183,8 @@ class OllamaBackend(BackendBase):
     def generate(self, request: GenerationRequest, context: BenchmarkContext) -> GenerationTiming:
         from velollm_ollama.runner import run_generation
 
-        return run_generation(client_for(context), context.model, request, context.options, context.state)
+        return run_generation(client_for(context), context.model, request, context.options, context.state,
+                              version=server_version(context), probe=True)
 
     def describe(self, context: BenchmarkContext) -> BackendInfo:
         return describe(context)

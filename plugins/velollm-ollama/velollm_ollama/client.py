@@ -249,8 +249,9 @@ class OllamaClient:
     def generate_stream(self, body: dict[str, Any]) -> Iterator[tuple[float, dict[str, Any]]]:
         """POST ``/api/generate`` with streaming; yield (arrival time, parsed chunk) per NDJSON line.
 
-        The request is sent when iteration starts. A line that is not a JSON object, an ``error``
-        object inside the stream, or a connection cut mid-stream raise BackendError.
+        The request is sent when iteration starts. A line that is not a JSON object or a connection
+        cut mid-stream raise BackendError; an ``error`` object inside the stream is the reader's
+        (``runner.StreamAccumulator``) to raise.
         """
         import httpx
 
@@ -276,8 +277,6 @@ class OllamaClient:
                             f"Ollama at {self.base_url} sent a stream line that is not a JSON object: "
                             f"{line[:200]!r}"
                         )
-                    if chunk.get("error"):
-                        raise BackendError(f"Ollama reported an error during generation: {chunk['error']}")
                     watch.event()
                     yield arrived, chunk
         except httpx.HTTPError as exc:

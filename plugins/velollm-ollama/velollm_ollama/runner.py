@@ -7,12 +7,14 @@ on a fully cached prompt, for one), so a missing field is unknown (None), never 
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from velollm_core.api import NUMBER, BackendError, GenerationRequest, GenerationTiming, conform
+from velollm_core.api import NUMBER, BackendError, GenerationRequest, GenerationTiming, VeloError, conform
 
 # Request fields that Ollama takes beside ``options``, not inside it.
 TOP_LEVEL_FIELDS = {"keep_alive", "think", "raw", "format", "system", "template", "suffix"}
@@ -23,6 +25,7 @@ STREAM_CHUNK = {
     **dict.fromkeys(("response", "thinking", "done_reason"), str),
     **dict.fromkeys(("prompt_eval_count", "eval_count"), int),
     **dict.fromkeys(("total_duration", "load_duration", "prompt_eval_duration", "eval_duration"), NUMBER),
+    "context": list,
 }
 
 
@@ -63,14 +66,25 @@ def split_options(*sources: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str
 
 
 def build_body(model: str, request: GenerationRequest, user_options: Mapping[str, Any]) -> tuple[dict, dict]:
-    """The ``/api/generate`` body for one run, and the client settings (timeout, cache_prompt)."""
+    """The ``/api/generate`` body for one run, and the client settings (timeout, cache_prompt).
+
+    ``request.raw`` sends ``raw: true`` (no template: the prompt as it is); ``request.cache_prompt``
+    lets Ollama reuse the prompt's KV cache, as the ``cache_prompt`` option does. Ollama has no way to
+    generate past the end-of-sequence token, so ``request.ignore_eos`` is not sent: the answer may
+    stop early, and the core's engine flags a run shorter than asked (``short_output``).
+    """
     fields, options, settings = split_options(user_options, request.options)
+    if getattr(request, "raw", False):
+        fields["raw"] = True
+    if getattr(request, "cache_prompt", False):
+        settings["cache_prompt"] = True
     prompt = request.prompt
     if not settings.get("cache_prompt", False):
-        # Ollama reuses the KV cache of an identical prompt prefix and then reports only the few
-        # tokens it evaluated: every iteration would measure a cache hit, not prompt processing.
-        # A unique first line makes each run process the whole prompt, as llama.cpp runs do.
-        prompt = f"[run {uuid.uuid4().hex[:8]}]\n{prompt}"
+        # Ollama reuses the KV cache of an identical prompt prefix: every iteration would measure a
+        # cache hit, not prompt processing. A unique first line makes each run process the prompt.
+        # It cannot come before a chat template's header, which Ollama >= 0.30.1 then counts as
+        # prompt tokens although they are cached: PromptLedger takes those out again.
+        prompt = f"{uuid.uuid4().hex[:8]}\n{prompt}" if fields.get("raw") else f"[run {uuid.uuid4().hex[:8]}]\n{prompt}"
     body = {
         "model": model,
         "prompt": prompt,
@@ -101,65 +115,183 @@ def _ms(duration_ns: Any) -> float | None:
     return duration_ns / 1e6 if isinstance(duration_ns, (int, float)) and duration_ns > 0 else None
 
 
-def measure_stream(
-    events: Iterable[tuple[float, Mapping[str, Any]]], started: float, clock=time.perf_counter
-) -> GenerationTiming:
-    """Timing of one streamed generation: ``events`` are (arrival time, chunk); ``started`` the send time.
+class StreamAccumulator:
+    """One ``/api/generate`` stream taken in chunk by chunk: ``feed`` each parsed NDJSON line with its
+    arrival time until it returns True (the final ``done`` chunk), then ``finish``.
 
+    The sync path (``measure_stream``) and the core's asyncio load generator (``stream_request``)
+    both use it, so Ollama's stream has one parser. ``ledger`` (a ``PromptLedger``) corrects the
+    prompt count of servers that count cached tokens; without one the reported counts are used.
     Each Ollama chunk carries one token, so the client's decode rate is (token chunks - 1) over the
     time between the first and the last of them. Thinking text counts as generated tokens.
     """
-    first = last = None
-    token_chunks = chunks = 0
-    text: list[str] = []
-    thinking: list[str] = []
-    final: Mapping[str, Any] | None = None
-    for arrived, chunk in events:
-        chunk = conform(chunk, STREAM_CHUNK)
-        chunks += 1
+
+    def __init__(self, ledger: PromptLedger | None = None, *, raw: bool = False) -> None:
+        self.ledger = ledger
+        self.raw = raw
+        self.first: float | None = None
+        self.last: float | None = None
+        self.token_chunks = 0
+        self.chunks = 0
+        self.text: list[str] = []
+        self.thinking: list[str] = []
+        self.final: Mapping[str, Any] | None = None
+
+    def feed(self, event: Mapping[str, Any], arrived: float) -> bool:
+        """Take one chunk; True when it was the final one."""
+        if event.get("error"):
+            raise BackendError(f"Ollama reported an error during generation: {event['error']}")
+        chunk = conform(dict(event), STREAM_CHUNK)
+        self.chunks += 1
         piece = chunk.get("response") or ""
         thought = chunk.get("thinking") or ""
         if piece or thought:
-            token_chunks += 1
-            first = arrived if first is None else first
-            last = arrived
-            text.append(piece)
-            thinking.append(thought)
+            self.token_chunks += 1
+            self.first = arrived if self.first is None else self.first
+            self.last = arrived
+            self.text.append(piece)
+            self.thinking.append(thought)
         if chunk.get("done"):
-            final = chunk
-            break
-    ended = clock()
-    if final is None:
-        raise BackendError(
-            f"Ollama's stream ended after {chunks} chunk(s) without its final message "
-            "(done: true): the server may have stopped or restarted mid-generation"
+            self.final = chunk
+            return True
+        return False
+
+    def finish(self, start: float, end: float) -> GenerationTiming:
+        """The timing of the stream that began at ``start`` (the send) and ended at ``end``."""
+        final = self.final
+        if final is None:
+            raise BackendError(
+                f"Ollama's stream ended after {self.chunks} chunk(s) without its final message "
+                "(done: true): the server may have stopped or restarted mid-generation"
+            )
+        prompt_tokens = _count(final, "prompt_eval_count")
+        completion_tokens = _count(final, "eval_count")
+        server_decode = _rate(completion_tokens, final.get("eval_duration"))
+        client_decode = None
+        first, last = self.first, self.last
+        if self.token_chunks >= 2 and last is not None and first is not None and last > first:
+            client_decode = (self.token_chunks - 1) / (last - first)
+        extra: dict[str, Any] = {"stream_chunks": self.chunks, "token_chunks": self.token_chunks}
+        for key in ("total_duration", "prompt_eval_duration", "eval_duration"):
+            if _ms(final.get(key)) is not None:
+                extra[f"{key}_ms"] = _ms(final.get(key))
+        if any(self.thinking):
+            extra["thinking"] = "".join(self.thinking)
+        timing = GenerationTiming(
+            ttft_ms=(first - start) * 1000 if first is not None else None,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            prompt_tokens_per_s=_rate(prompt_tokens, final.get("prompt_eval_duration")),
+            decode_tokens_per_s=server_decode if server_decode is not None else client_decode,
+            client_decode_tokens_per_s=client_decode,
+            server_decode_tokens_per_s=server_decode,
+            total_ms=(end - start) * 1000,
+            load_ms=_ms(final.get("load_duration")),
+            stop_reason=final.get("done_reason"),
+            text="".join(self.text),
+            extra=extra,
         )
-    prompt_tokens = _count(final, "prompt_eval_count")
-    completion_tokens = _count(final, "eval_count")
-    server_decode = _rate(completion_tokens, final.get("eval_duration"))
-    client_decode = None
-    if token_chunks >= 2 and last is not None and first is not None and last > first:
-        client_decode = (token_chunks - 1) / (last - first)
-    extra: dict[str, Any] = {"stream_chunks": chunks, "token_chunks": token_chunks}
-    for key in ("total_duration", "prompt_eval_duration", "eval_duration"):
-        if _ms(final.get(key)) is not None:
-            extra[f"{key}_ms"] = _ms(final.get(key))
-    if any(thinking):
-        extra["thinking"] = "".join(thinking)
-    return GenerationTiming(
-        ttft_ms=(first - started) * 1000 if first is not None else None,
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        prompt_tokens_per_s=_rate(prompt_tokens, final.get("prompt_eval_duration")),
-        decode_tokens_per_s=server_decode if server_decode is not None else client_decode,
-        client_decode_tokens_per_s=client_decode,
-        server_decode_tokens_per_s=server_decode,
-        total_ms=(ended - started) * 1000,
-        load_ms=_ms(final.get("load_duration")),
-        stop_reason=final.get("done_reason"),
-        text="".join(text),
-        extra=extra,
-    )
+        if self.ledger is not None:
+            self.ledger.account(timing, final, raw=self.raw)
+        return timing
+
+
+def measure_stream(
+    events: Iterable[tuple[float, Mapping[str, Any]]], started: float, clock=time.perf_counter,
+    ledger: PromptLedger | None = None, raw: bool = False,
+) -> GenerationTiming:
+    """Timing of one streamed generation: ``events`` are (arrival time, chunk); ``started`` the send time."""
+    accumulator = StreamAccumulator(ledger, raw=raw)
+    for arrived, chunk in events:
+        if accumulator.feed(chunk, arrived):
+            break
+    return accumulator.finish(started, clock())
+
+
+def _tokens(final: Mapping[str, Any]) -> list[int] | None:
+    """Ollama's ``context``: the token ids of the templated prompt and the answer (None when absent)."""
+    context = final.get("context")
+    if not isinstance(context, list) or not context or not all(
+            isinstance(t, int) and not isinstance(t, bool) for t in context):
+        return None
+    return context
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+PROMPT_RATE_METHODS = {
+    "reported": "prompt_eval_count / prompt_eval_duration: Ollama < 0.30.1 counts only the tokens it evaluated",
+    "context_prefix": "prompt_eval_count less the tokens this prompt shares with an earlier run's context "
+                      "(Ollama >= 0.30.1 counts cached tokens too; the prefix a slot still holds is cached)",
+    "raw_nonce_first": "raw prompt beginning with a random nonce: at most the BOS token (and rarely one more) "
+                       "can be cached, so prompt_eval_count less 1 is what was evaluated",
+    "unknown_cache": "Ollama >= 0.30.1 counts cached tokens, and no earlier context says how many were "
+                     "cached: prompt tok/s left unknown",
+}
+
+
+class PromptLedger:
+    """What a server of this version has cached of each prompt, so prefill is measured on evaluated tokens.
+
+    Ollama >= 0.30.1 reports ``prompt_eval_count = cache_n + prompt_n`` (llama-server's counts) while
+    ``prompt_eval_duration`` covers ``prompt_n`` only: a chat template's header, cached from the
+    previous run, is counted as evaluated, and on a short prompt it is a large share. Non-raw answers
+    carry ``context`` (the templated prompt's token ids, then the answer's); llama-server reuses the
+    longest prefix a slot shares with its previous request, so the longest prefix this prompt shares
+    with a recent context is an upper bound of what was cached (the slot may have moved on): the
+    evaluated count is never overstated. The recent contexts are kept per benchmark (``state``).
+    """
+
+    KEPT = 32
+
+    def __init__(self, version: str | None) -> None:
+        from velollm_ollama.versions import has
+
+        self.version = version
+        self.counts_cached = has(version, "prompt_count_includes_cache")
+        self._lock = threading.Lock()
+        self._recent: deque[list[int]] = deque(maxlen=self.KEPT)
+
+    @property
+    def knows_a_context(self) -> bool:
+        with self._lock:
+            return bool(self._recent)
+
+    def account(self, timing: GenerationTiming, final: Mapping[str, Any], *, raw: bool) -> None:
+        """Set ``timing``'s prompt rate on evaluated tokens and say in ``extra`` how it was counted."""
+        tokens = _tokens(final)
+        count = timing.prompt_tokens
+        with self._lock:
+            cached = None
+            if tokens is not None and count is not None and self._recent:
+                prompt = tokens[:count]
+                cached = max(_common_prefix(prompt, earlier) for earlier in self._recent)
+            if tokens is not None:
+                self._recent.append(tokens)
+        duration = final.get("prompt_eval_duration")
+        extra = timing.extra
+        if not self.counts_cached:
+            method, evaluated = "reported", count
+        elif raw and count is not None:
+            method, evaluated = "raw_nonce_first", max(1, count - 1)
+        elif cached is not None and count is not None:
+            # llama-server evaluates at least the last prompt token, even of a prompt wholly cached.
+            method, evaluated = "context_prefix", max(1, count - cached)
+            extra["prompt_tokens_cached"] = count - evaluated
+        else:
+            method, evaluated = "unknown_cache", None
+        extra["prompt_rate_method"] = method
+        extra["ollama_version"] = self.version
+        if evaluated is not None:
+            extra["prompt_tokens_evaluated"] = evaluated
+        timing.prompt_tokens_per_s = _rate(evaluated, duration)
 
 
 def mark_prompt_cache_hit(timing: GenerationTiming, prompt: str, seen: dict[str, int]) -> None:
@@ -167,24 +299,58 @@ def mark_prompt_cache_hit(timing: GenerationTiming, prompt: str, seen: dict[str,
 
     Its prompt rate measures one cached step, not prompt processing: make it unknown.
     """
-    if timing.prompt_tokens is None:
+    evaluated = timing.extra.get("prompt_tokens_evaluated", timing.prompt_tokens)
+    if evaluated is None:
         timing.extra["prompt_cache_hit"] = True
         return
     most = seen.get(prompt, 0)
-    if timing.prompt_tokens < most:
+    if evaluated < most:
         timing.extra["prompt_cache_hit"] = True
-        timing.extra["prompt_tokens_evaluated"] = timing.prompt_tokens
+        timing.extra["prompt_tokens_evaluated"] = evaluated
         timing.prompt_tokens_per_s = None
-    seen[prompt] = max(most, timing.prompt_tokens)
+    seen[prompt] = max(most, evaluated)
+
+
+_LEDGER_KEY = "ollama_prompt_ledger"
+_ledger_lock = threading.Lock()
+
+
+def ledger_for(state: dict[str, Any], version: str | None) -> PromptLedger:
+    """The benchmark's PromptLedger (one per ``state``, shared by concurrent runs)."""
+    with _ledger_lock:
+        ledger = state.get(_LEDGER_KEY)
+        if ledger is None:
+            ledger = state[_LEDGER_KEY] = PromptLedger(version)
+        return ledger
+
+
+def _timed(client, body: dict[str, Any], ledger: PromptLedger | None) -> GenerationTiming:
+    started = time.perf_counter()
+    with contextlib.closing(client.generate_stream(body)) as events:
+        return measure_stream(events, started, ledger=ledger, raw=bool(body.get("raw")))
 
 
 def run_generation(client, model: str, request: GenerationRequest, user_options: Mapping[str, Any],
-                   state: dict[str, Any]) -> GenerationTiming:
-    """Send one generation through ``client`` and measure it."""
+                   state: dict[str, Any], *, version: str | None = None, probe: bool = False) -> GenerationTiming:
+    """Send one generation through ``client`` and measure it.
+
+    ``version`` is the server's (``/api/version``; None: unknown, taken as the newest). With
+    ``probe``, a server that counts cached prompt tokens gets one short probe first when no earlier
+    run of this benchmark has told what it caches.
+    """
     body, settings = build_body(model, request, user_options)
-    started = time.perf_counter()
-    with contextlib.closing(client.generate_stream(body)) as events:
-        timing = measure_stream(events, started)
+    ledger = ledger_for(state, version)
+    raw = bool(body.get("raw"))
+    if probe and ledger.counts_cached and not raw and not settings.get("cache_prompt", False) \
+            and not ledger.knows_a_context:
+        # One short run of the same prompt with another nonce first, so that the first measured run
+        # has a context to compare with (what the server caches of a new prompt: the template's
+        # header, the nonce's start).
+        # A failing probe says nothing the measured run will not say better: that run goes on.
+        probe_body, _ = build_body(model, request.model_copy(update={"max_tokens": 1}), user_options)
+        with contextlib.suppress(VeloError):
+            _timed(client, probe_body, ledger)
+    timing = _timed(client, body, ledger)
     if settings.get("cache_prompt", False):
         mark_prompt_cache_hit(timing, request.prompt, state.setdefault("ollama_prompt_tokens", {}))
     else:
