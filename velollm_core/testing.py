@@ -13,6 +13,9 @@ Fixtures:
   is the context manager behind it, for a test that needs other flags.
 - Fuzzing (hypothesis): ``gguf_seeds`` (the seed GGUF models of tests/data/fuzz/gguf, with where
   their numbers lie) and ``fuzz_scratch`` (writes each mutant to a new file, the cache moved aside).
+- ``mock_llm_server``: the mock LLM server (``velollm_core.mockserver``: llama-server, OpenAI and Ollama
+  wire formats on a schedule) for one test module; ``mock_llm(**config)`` is the context manager behind
+  it, which starts it in its own process (``.url``, ``.stats()``, ``.reset()``).
 Helpers: ``backend_hooks(backend)`` answers the name-dispatched hooks for one backend object, as the
 core's bridge does, so a test can call ``hooks.run_benchmark(backend=..., request=..., context=...)``.
 The fuzz helpers (``FUZZ`` settings, ``NASTY`` values, ``json_mutants``, ``text_mutants``,
@@ -629,3 +632,92 @@ def finish_gguf(writer) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return Path(writer.path)
+
+
+# --- the mock LLM server (velollm_core.mockserver) in a subprocess -------------------------------------
+# Its own process, so that a load generator under test and the mock do not share one event loop or GIL.
+
+MOCK_START_TIMEOUT_S = 30.0
+
+
+class MockLLM:
+    """A running ``python -m velollm_core.mockserver``: ``url``, ``config``, ``stats()``, ``reset()``."""
+
+    def __init__(self, proc: subprocess.Popen, url: str, config: dict[str, Any], log: Path) -> None:
+        self.proc, self.url, self.config, self.log = proc, url, config, log
+
+    def _call(self, method: str, path: str) -> dict[str, Any]:
+        import urllib.request
+
+        request = urllib.request.Request(f"{self.url}{path}", method=method, data=b"{}" if method == "POST" else None)
+        with urllib.request.urlopen(request, timeout=10.0) as response:
+            return json.loads(response.read())
+
+    def stats(self) -> dict[str, Any]:
+        """The mock's own account (/mock/stats): tokens sent, how late, its CPU seconds, counters."""
+        return self._call("GET", "/mock/stats")
+
+    def reset(self) -> None:
+        """Clear the mock's counters (between load levels)."""
+        self._call("POST", "/mock/reset")
+
+
+def _mock_args(config: dict[str, Any]) -> list[str]:
+    from velollm_core.mockserver import MockConfig
+
+    known = set(MockConfig.__dataclass_fields__)
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise TypeError(f"unknown mock server setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return [arg for key, value in config.items() for arg in (f"--{key.replace('_', '-')}", str(value))]
+
+
+def _first_line(proc: subprocess.Popen, timeout_s: float) -> str:
+    """The first stdout line of ``proc`` within ``timeout_s`` ('' when it exits or stays silent)."""
+    import select
+
+    deadline = time.monotonic() + timeout_s
+    line = b""
+    fd = proc.stdout.fileno()
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return ""
+        byte = os.read(fd, 1)
+        if not byte:
+            return ""
+        line += byte
+    return line.decode().strip()
+
+
+@contextlib.contextmanager
+def mock_llm(**config: Any) -> Iterator[MockLLM]:
+    """The mock LLM server in a subprocess on 127.0.0.1 and a free port, with ``config`` (the fields of
+    ``mockserver.MockConfig``: ``ttft_ms=50, itl_ms=20, output_tokens=128, slots=0, ...``); stopped after.
+    Usable outside pytest (the capacity benchmark starts it so); a failed start raises RuntimeError."""
+    import tempfile
+
+    from velollm_core import interrupt
+
+    fd, log_name = tempfile.mkstemp(prefix="velollm-mockserver-", suffix=".log")
+    log = Path(log_name)
+    with os.fdopen(fd, "w") as log_handle:
+        proc = interrupt.spawn([sys.executable, "-m", "velollm_core.mockserver", "--port", "0", *_mock_args(config)],
+                               stdout=subprocess.PIPE, stderr=log_handle, stdin=subprocess.DEVNULL)
+    try:
+        url = _first_line(proc, MOCK_START_TIMEOUT_S)
+        if not url.startswith("http://"):
+            proc.poll()
+            tail = " ".join(log.read_text(errors="replace").split()[-40:])
+            raise RuntimeError(f"the mock server did not start (exit code {proc.returncode}): {tail}")
+        yield MockLLM(proc, url, config, log)
+    finally:
+        interrupt.stop(proc)
+        proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def mock_llm_server() -> Iterator[MockLLM]:
+    """The mock LLM server for one test module: TTFT 20 ms, ITL 5 ms, 16-token answers, no slot limit."""
+    with mock_llm(ttft_ms=20, itl_ms=5, output_tokens=16) as mock:
+        yield mock
