@@ -113,14 +113,47 @@ def with_sampling(costs: dict, vanilla_tokens_per_s: float | None) -> dict:
     return {**costs, "sampling_ms": max(0.0, 1000.0 / vanilla_tokens_per_s - costs["target_token_ms"])}
 
 
+def curve_tokens(rates: list[float], k: float) -> float:
+    """Tokens a step yields with a draft of k: 1 + the unconditional acceptance of positions < k,
+    measured per position; past the measured positions the last conditional rate goes on."""
+    whole = int(k)
+    tokens = 1 + sum(rates[:whole])
+    if whole < len(rates):
+        return tokens + (k - whole) * rates[whole]
+    last = rates[-1]
+    step = rates[-1] / rates[-2] if len(rates) > 1 and rates[-2] else last
+    extra, rate = 0.0, last
+    for _ in range(whole - len(rates)):
+        rate *= step
+        extra += rate
+    return tokens + extra
+
+
+def calibrate_drafter(costs: dict, step_ms_measured: float, drafted: float, tokens_per_step: float) -> dict:
+    """The costs with ``draft_token_ms`` solved from one measured step, for drafters llama-bench
+    cannot run alone (MTP, EAGLE-3 and DFlash heads read the target's hidden states).
+
+    The step model (module docstring) is linear in the draft token cost d, with the head's pass over
+    the verified batch taken as d/T of the target's: step = T_v + d (drafted + T_v/T) + s (drafted +
+    tokens)."""
+    sampling = costs.get("sampling_ms", 0.0)
+    verify = verify_ms(costs, drafted)
+    rest = step_ms_measured - verify - sampling * (drafted + tokens_per_step)
+    per_draft = max(rest, 0.0) / max(drafted + verify / costs["target_token_ms"], 1e-9)
+    calibrated = {k: v for k, v in costs.items() if k != "draft_verify_ms"}
+    return {**calibrated, "draft_token_ms": per_draft, "draft_calibrated": True}
+
+
 def advise(costs: dict, observed: Observation, *, early_stop: bool = False, draft_max: int | None = None,
-           draft_lengths=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32)) -> dict:
+           draft_lengths=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32), rates: list[float] | None = None) -> dict:
     """Predicted speedup for the measured configuration and for each draft length; a recommendation.
 
     ``early_stop``: the draft may stop before draft max (model draft with p_min > 0), which costs one
     more draft decode per step. When the measured drafts stayed well below ``draft_max`` (the draft's
     confidence ended them), a larger draft max would not draft more: the curve holds the draft length
-    at what was measured from there on."""
+    at what was measured from there on. ``rates``: the unconditional acceptance per draft position
+    (server metrics); where given, a step's tokens come from that curve instead of one per-token
+    probability fitted to the totals."""
     mean_drafted = observed.drafted / observed.steps
     mean_accepted = observed.accepted / observed.steps
     alpha = fit_alpha(mean_accepted, mean_drafted)
@@ -128,14 +161,14 @@ def advise(costs: dict, observed: Observation, *, early_stop: bool = False, draf
     curve = []
     for k in draft_lengths:
         drafted = min(k, mean_drafted) if confidence_limited else k
-        tokens = 1 + expected_accepted(alpha, drafted)
+        tokens = curve_tokens(rates, drafted) if rates else 1 + expected_accepted(alpha, drafted)
         curve.append({"draft_max": k, "tokens_per_step": tokens,
                       "predicted_speedup": predicted_speedup(costs, drafted, tokens, early_stop=early_stop)})
     best = max(curve, key=lambda row: row["predicted_speedup"])
     draft_ratio = (costs["draft_token_ms"] + costs.get("sampling_ms", 0.0)) / (
         costs["target_token_ms"] + costs.get("sampling_ms", 0.0))
     if best["predicted_speedup"] < WORTH_IT:
-        recommendation = (f"don't use speculation here: at best {best['predicted_speedup']:.2f}x predicted "
+        recommendation = (f"off (don't use speculation here): no draft length pays, at best {best['predicted_speedup']:.2f}x predicted "
                           f"(a draft token costs {draft_ratio:.0%} of a target token)")
     else:
         recommendation = f"use draft max {best['draft_max']}: {best['predicted_speedup']:.2f}x predicted"
@@ -143,6 +176,7 @@ def advise(costs: dict, observed: Observation, *, early_stop: bool = False, draf
         "costs_ms": costs,
         "draft_cost_ratio": draft_ratio,
         "per_token_acceptance": alpha,
+        "acceptance_source": "per-position server metrics" if rates else "per-request totals",
         "mean_drafted_per_step": mean_drafted,
         "mean_accepted_per_step": mean_accepted,
         "confidence_limited": confidence_limited,

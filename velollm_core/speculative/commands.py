@@ -16,36 +16,92 @@ def speculative_group() -> None:
 
 @speculative_group.command("check")
 @click.argument("target")
-@click.argument("draft")
+@click.argument("draft", required=False)
+@click.option("--spec-type", "spec_types", multiple=True,
+              help="Types to check together, comma-separated (e.g. ngram-mod,draft-mtp; repeat for several).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def check_command(target: str, draft: str, as_json: bool) -> None:
-    """Can DRAFT speculate for TARGET? Exit 1 with the reasons when not."""
+def check_command(target: str, draft: str | None, spec_types: tuple[str, ...], as_json: bool) -> None:
+    """Which speculation types run for TARGET (and DRAFT)? Exit 1 with the reasons when the
+    draft fits none, or a --spec-type combination cannot run."""
     from velollm_core.modelfiles import resolve_model_path
     from velollm_core.output import print_json
-    from velollm_core.speculative.compat import check_pair
+    from velollm_core.speculative.compat import (
+        check_pair,
+        combination_problems,
+        parse_types,
+        supported_combinations,
+        type_support,
+    )
 
-    report = check_pair(resolve_model_path(target), resolve_model_path(draft))
+    target_path = resolve_model_path(target)
+    draft_path = resolve_model_path(draft) if draft else None
+    support = type_support(target_path, draft_path, _build_types())
+    combos = [parse_types(value) for value in spec_types]
+    refused = {",".join(c): combination_problems(c, support, has_draft=draft_path is not None) for c in combos}
+    refused = {name: problems for name, problems in refused.items() if problems}
+    pair = check_pair(target_path, draft_path) if draft_path is not None else None
+    draft_fits = draft_path is None or any(support[t] is None for t in support if t.startswith("draft-"))
+    report = {
+        **(pair.to_json() if pair else {"target": str(target_path), "draft": None}),
+        "types": {t: {"supported": why is None, "why": why} for t, why in support.items()},
+        "supported": [t for t, why in support.items() if why is None],
+        "combinations": [",".join(c) for c in supported_combinations(support)],
+        "refused": refused,
+    }
+    if pair is not None:
+        # Compatible: the draft serves at least one drafter type (a head is not a draft-simple model).
+        report["compatible"] = draft_fits
     if as_json:
-        print_json(report.to_json())
+        print_json(report)
     else:
-        facts = report.facts
-        click.echo(f"target {report.target} ({facts['target_size_bytes'] / 2**20:.0f} MiB, vocab {facts['target_vocab']})")
-        click.echo(f"draft  {report.draft} ({facts['draft_size_bytes'] / 2**20:.0f} MiB, vocab {facts['draft_vocab']})")
-        if report.compatible:
-            click.echo("compatible: llama.cpp will speculate with this pair")
+        _print_check(report, pair, support)
+    if not draft_fits or refused:
+        raise SystemExit(1)
+
+
+def _build_types() -> tuple[str, ...] | None:
+    """The --spec-type values of the installed llama-server, None where none is installed."""
+    from velollm_core.plugins import hook
+
+    backend = hook().speculative_backend(backend="llamacpp", kind="llamacpp")
+    try:
+        return backend.available_types() if backend is not None else None
+    except VeloError:
+        return None
+
+
+def _print_check(report: dict, pair, support: dict) -> None:
+    if pair is not None:
+        facts = pair.facts
+        click.echo(f"target {pair.target} ({facts['target_size_bytes'] / 2**20:.0f} MiB, vocab {facts['target_vocab']})")
+        click.echo(f"draft  {pair.draft} ({facts['draft_size_bytes'] / 2**20:.0f} MiB, vocab {facts['draft_vocab']})")
+        kinds = [t for t in support if t.startswith("draft-") and support[t] is None]
+        if kinds:
+            click.echo(f"compatible: llama.cpp will speculate with this pair ({', '.join(kinds)})")
         else:
             click.echo("NOT compatible:")
-            for problem in report.problems:
+            for problem in pair.problems or [support["draft-simple"]]:
                 click.echo(f"  - {problem}")
         if "warning" in facts:
             click.echo(f"warning: {facts['warning']}")
-    if not report.compatible:
-        raise SystemExit(1)
+    else:
+        click.echo(f"target {report['target']}")
+    click.echo("speculation types:")
+    for spec_type, entry in report["types"].items():
+        click.echo(f"  {'yes' if entry['supported'] else 'no '}  {spec_type:<14} {entry['why'] or ''}".rstrip())
+    click.echo("runs: " + "  ".join(report["combinations"]))
+    for name, problems in report["refused"].items():
+        click.echo(f"refused {name}:")
+        for problem in problems:
+            click.echo(f"  - {problem}")
 
 
 @speculative_group.command("bench")
 @click.option("--target", required=True, help="Target model: GGUF path or name.")
-@click.option("--draft", required=True, help="Draft model (GGUF path or name), or ngram / ngram-<kind>.")
+@click.option("--draft", help="Draft model or head (GGUF path or name), or ngram / ngram-<kind>.")
+@click.option("--spec-type", "spec_types", multiple=True,
+              help="Speculation types to compare, each a comma list (draft-mtp, ngram-mod,draft-eagle3, ...; "
+                   "repeat for several), or 'all': every type the target and draft support.")
 @click.option("--draft-max", type=click.IntRange(1, 256), help="Tokens drafted per step (model draft: 16).")
 @click.option("--draft-min", type=click.IntRange(0, 256))
 @click.option("--p-min", type=click.FloatRange(0, 1), default=0.75, show_default=True,
@@ -72,7 +128,7 @@ def check_command(target: str, draft: str, as_json: bool) -> None:
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Replace --output even when it is not a VeloLLM result.")
 @click.option("--json", "as_json", is_flag=True)
-def bench_command(target, draft, draft_max, draft_min, p_min, draft_ctx, draft_gpu_layers, draft_threads,
+def bench_command(target, draft, spec_types, draft_max, draft_min, p_min, draft_ctx, draft_gpu_layers, draft_threads,
                   ngram_match, spec_args, threads, suites, iterations, warmup, max_tokens, options, no_advise, exact,
                   output, force, as_json) -> None:
     """Vanilla vs speculative, interleaved, same prompts and seed: speedup, acceptance, same text."""
@@ -81,8 +137,12 @@ def bench_command(target, draft, draft_max, draft_min, p_min, draft_ctx, draft_g
     from velollm_core.bench.commands import parse_options
     from velollm_core.bench.suites import DEFAULT_SUITES, INPUT_GROUNDED_SUITES, get_suites
     from velollm_core.output import print_json, stderr_console, stdout_console
-    from velollm_core.speculative.bench import SpeculativeComparison, SpeculativePlan, is_draftless
+    from velollm_core.speculative.bench import SpeculativeComparison, SpeculativePlan
+    from velollm_core.speculative.compat import parse_types
 
+    if not draft and not spec_types:
+        raise UserInputError("name a --draft, a --spec-type, or both (see velollm speculative check TARGET)")
+    types = [["all"]] if "all" in spec_types else [parse_types(value) for value in spec_types]
     chosen = get_suites(suites or (*DEFAULT_SUITES, *INPUT_GROUNDED_SUITES))
     if max_tokens:
         chosen = [replace(s, max_tokens=max_tokens) for s in chosen]
@@ -90,9 +150,8 @@ def bench_command(target, draft, draft_max, draft_min, p_min, draft_ctx, draft_g
                                        "draft_gpu_layers": draft_gpu_layers, "draft_threads": draft_threads,
                                        "ngram_match": ngram_match}.items()
                 if v is not None}
-    if not is_draftless(draft):
-        settings["p_min"] = p_min
-    plan = SpeculativePlan(target=target, draft=draft, suites=chosen, iterations=iterations, warmup=warmup,
+    settings["p_min"] = p_min  # used by drafters only
+    plan = SpeculativePlan(target=target, draft=draft, types=types, suites=chosen, iterations=iterations, warmup=warmup,
                            threads=threads, settings=settings, options=parse_options(options),
                            advise=not no_advise, exact=exact, speculative_args=list(spec_args))
     from velollm_core.bench.commands import record_busy, warn_if_busy
@@ -136,16 +195,18 @@ def _fmt(v, spec="{:.1f}"):
     return "-" if v is None else spec.format(v)
 
 
-def _report_table(report: dict, with_ttft: bool):
+def _report_table(report: dict, config: dict, with_ttft: bool):
     """One row per suite; without ``with_ttft`` the TTFT column is left to ``--json`` (80 columns)."""
     from rich.table import Table
 
-    table = Table(title=f"vanilla vs speculative · draft {Path(report['draft']).name}",
+    drafter = f" · draft {Path(report['draft']).name}" if any(t.startswith("draft-") for t in config["types"]) \
+        and report.get("draft") and Path(report["draft"]).suffix == ".gguf" else ""
+    table = Table(title=f"vanilla vs {','.join(config['types'])}{drafter}",
                   caption="median decode tok/s; interleaved runs, same seed, temperature 0")
     ttft_column = ["TTFT ms (v / s)"] if with_ttft else []
     for col in ("suite", "vanilla", "speculative", "speedup", "acceptance", *ttft_column, "n"):
         table.add_column(col, justify="left" if col == "suite" else "right", no_wrap=True)
-    for suite, row in report["per_suite"].items():
+    for suite, row in config["per_suite"].items():
         ttft = f"{_fmt(row['vanilla_ttft_ms'], '{:.0f}')} / {_fmt(row['speculative_ttft_ms'], '{:.0f}')}"
         table.add_row(suite, _fmt(row["vanilla_decode_tokens_per_s"]), _fmt(row["speculative_decode_tokens_per_s"]),
                       _fmt(row["speedup"], "{:.2f}x"), _fmt(row["acceptance_rate"], "{:.0%}"),
@@ -156,20 +217,37 @@ def _report_table(report: dict, with_ttft: bool):
 def render_report(report: dict, console) -> None:
     from velollm_core.tables import fitting
 
-    console.print(fitting(console, lambda: _report_table(report, with_ttft=True),
-                          lambda: _report_table(report, with_ttft=False)))
-    console.print(f"speedup (median over suites): {_fmt(report.get('speedup'), '{:.2f}x')}   "
-                  f"acceptance: {_fmt(report.get('acceptance_rate'), '{:.0%}')}   "
-                  f"outputs identical: {'yes' if report['outputs_identical'] else 'NO'}")
-    advice = report.get("advisor")
-    if advice:
-        console.print(f"advisor: draft costs {advice['draft_cost_ratio']:.0%} of a target token; "
-                      f"per-token acceptance {advice['per_token_acceptance']:.2f}; predicted "
-                      f"{advice['predicted_speedup_measured_config']:.2f}x vs measured "
-                      f"{_fmt(advice.get('measured_speedup'), '{:.2f}x')}")
-        console.print("  predicted speedup by draft max: " + ", ".join(
-            f"{row['draft_max']}: {row['predicted_speedup']:.2f}x" for row in advice["curve"]))
-        console.print(f"  {advice['recommendation']}")
+    configs = report.get("configs") or {  # a report from before several configurations: the one it had
+        "speculative": {"types": ["speculative"], "acceptance_source": "per-request totals", **report}}
+    for name, config in configs.items():
+        console.print(fitting(console, lambda c=config: _report_table(report, c, with_ttft=True),
+                              lambda c=config: _report_table(report, c, with_ttft=False)))
+        console.print(f"{name}: speedup (median over suites) {_fmt(config.get('speedup'), '{:.2f}x')}   "
+                      f"acceptance {_fmt(config.get('acceptance_rate'), '{:.0%}')}   "
+                      f"outputs identical: {'yes' if config['outputs_identical'] else 'NO'}")
+        by_position = config.get("acceptance_by_position")
+        if by_position:
+            console.print("  acceptance by draft position (server metrics): " + ", ".join(
+                f"{rate:.2f}" for rate in by_position["rates"][:16]))
+        else:
+            console.print(f"  acceptance from {config['acceptance_source']} (no per-position metrics)")
+        advice = config.get("advisor")
+        if advice and advice.get("curve"):
+            calibrated = " (head cost from these runs)" if advice.get("costs_ms", {}).get("draft_calibrated") else ""
+            console.print(f"  advisor: a draft token costs {advice['draft_cost_ratio']:.0%} of a target "
+                          f"token{calibrated}; predicted {advice['predicted_speedup_measured_config']:.2f}x vs "
+                          f"measured {_fmt(advice.get('measured_speedup'), '{:.2f}x')}")
+            console.print("  predicted speedup by draft max: " + ", ".join(
+                f"{row['draft_max']}: {row['predicted_speedup']:.2f}x" for row in advice["curve"]))
+        if advice:
+            console.print(f"  {advice['recommendation']}")
+    ready = report.get("ready")
+    if ready:
+        if ready["command"]:
+            console.print(f"best measured: {','.join(ready['types'])} {ready['measured_speedup']:.2f}x; run it with:")
+            console.print(ready["command"], soft_wrap=True, highlight=False, markup=False)
+        else:
+            console.print(ready["why"])
 
 
 @speculative_group.command("pairs")

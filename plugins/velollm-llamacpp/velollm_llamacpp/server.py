@@ -34,16 +34,21 @@ def _split_help_line(line: str) -> tuple[list[str], str]:
 
 
 @functools.lru_cache(maxsize=8)
-def server_flags(binary: Path) -> frozenset[str]:
-    """Every flag spelling ``llama-server --help`` lists: names changed across releases."""
+def help_text(binary: Path) -> str:
+    """``llama-server --help``, once per binary."""
     try:
-        text = subprocess.run(
+        return subprocess.run(
             [str(binary), "--help"], check=False, capture_output=True, text=True, timeout=30, errors="replace"
         ).stdout
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise BackendError(f"{binary} --help failed: {exc}") from None
+
+
+@functools.lru_cache(maxsize=8)
+def server_flags(binary: Path) -> frozenset[str]:
+    """Every flag spelling ``llama-server --help`` lists: names changed across releases."""
     flags = set()
-    for line in text.splitlines():
+    for line in help_text(binary).splitlines():
         names, description = _split_help_line(line)
         if "has been removed" in description:
             continue  # still listed, but passing it aborts the server (e.g. --draft-max)

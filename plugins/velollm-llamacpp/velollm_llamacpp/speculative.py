@@ -4,6 +4,7 @@ drafting, in the flag spellings this build accepts."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,14 +19,19 @@ NGRAM_KINDS = ("ngram-mod", "ngram-simple", "ngram-map-k", "ngram-map-k4v", "ngr
 CPU_NGRAM_MOD = {"ngram_match": 8, "draft_min": 2, "draft_max": 8}
 
 
+DRAFTERS = ("draft-simple", "draft-eagle3", "draft-mtp", "draft-dflash", "draft-dspark")
+_SPEC_TYPE_HELP = re.compile(r"^--spec-type\s+([a-z0-9,-]+)", re.MULTILINE)
+
+
 @dataclass
 class SpeculativeSettings:
     """What to speculate with; None means the build's default (except p_min, always explicit)."""
 
     MODEL_DRAFT_MAX = 16
 
-    draft: str  # a GGUF path for a draft model, or "ngram" / "ngram-<kind>"
-    draft_max: int | None = None  # model draft: 16; n-gram: the build's own default
+    draft: str  # "model" (a draft file or MTP head), or "ngram" / "ngram-<kind>" (legacy spelling)
+    types: tuple[str, ...] | list[str] | None = None  # --spec-type values, e.g. ("ngram-mod", "draft-mtp")
+    draft_max: int | None = None  # drafters: 16; n-gram alone: the build's own default
     draft_min: int | None = None
     p_min: float = 0.75
     draft_ctx: int | None = None
@@ -43,6 +49,11 @@ class SpeculativeSettings:
             return self.draft
         return None
 
+    def spec_types(self) -> list[str]:
+        if self.types:
+            return list(self.types)
+        return [self.ngram_kind or "draft-simple"]
+
 
 class LlamaCppSpeculative:
     """The ``speculative_backend`` of velollm-llamacpp."""
@@ -50,6 +61,17 @@ class LlamaCppSpeculative:
     name = "llamacpp"
     backend = "llamacpp"
     default_draft_max = SpeculativeSettings.MODEL_DRAFT_MAX
+
+    def available_types(self) -> tuple[str, ...]:
+        """The speculation types this llama-server build lists in ``--spec-type`` (older builds: a
+        draft model only)."""
+        from velollm_llamacpp.install import find_program
+        from velollm_llamacpp.server import help_text
+
+        match = _SPEC_TYPE_HELP.search(help_text(find_program("llama-server")))
+        if match is None:
+            return ("draft-simple",)
+        return tuple(t for t in match.group(1).split(",") if t != "none")
 
     def server_args(self, *, draft_path: Path | None = None, **settings) -> list[str]:
         """llama-server flags that switch speculation on (``settings``: the SpeculativeSettings
@@ -71,15 +93,20 @@ class LlamaCppSpeculative:
                     f"this llama-server build has no speculative decoding support ({spellings[0]} is missing)"
                 ) from None
 
-        kind = settings.ngram_kind
+        types = settings.spec_types()
+        drafter = next((t for t in types if t in DRAFTERS), None)
+        ngrams = [t for t in types if t in NGRAM_KINDS]
+        if "--spec-type" not in flags and types != ["draft-simple"]:
+            raise BackendError(f"this llama-server build has no --spec-type, so no {', '.join(types)}")
         args: list[str] = []
-        if kind is None:
-            if draft_path is None:
-                raise UserInputError("a draft model path is needed for model-draft speculation")
+        if drafter not in (None, "draft-mtp") and draft_path is None:
+            raise UserInputError(f"{drafter} needs a draft model file (--draft)")
+        if draft_path is not None:
             args += [flag("--spec-draft-model", "--model-draft", "-md"), str(draft_path)]
-            if "--spec-type" in flags:
-                # Without it this build loads the draft and never uses it.
-                args += ["--spec-type", "draft-simple"]
+        if "--spec-type" in flags:
+            # Always explicit: without it this build loads a draft model and never uses it.
+            args += ["--spec-type", ",".join(types)]
+        if drafter is not None:
             draft_max = settings.draft_max or settings.MODEL_DRAFT_MAX
             args += [flag("--spec-draft-n-max", "--draft-max", "--draft-n", "--draft"), str(draft_max)]
             if settings.draft_min is not None:
@@ -94,13 +121,19 @@ class LlamaCppSpeculative:
                 args += [flag("--spec-draft-ngl", "--n-gpu-layers-draft", "-ngld"), str(settings.draft_gpu_layers)]
             if settings.draft_threads is not None:
                 args += [flag("--spec-draft-threads", "--threads-draft", "-td"), str(settings.draft_threads)]
-            return args
-        if "--spec-type" not in flags:
-            raise BackendError("this llama-server build has no draftless n-gram speculation (--spec-type)")
-        args += ["--spec-type", kind]
+            # Beside a drafter, draft max and min are the drafter's; n-gram drafting keeps its defaults.
+            settings = dataclasses.replace(settings, draft_max=None, draft_min=None)
+        for kind in ngrams:
+            args += self._ngram_args(kind, settings, binary, flag)
+        if "--metrics" in flags:
+            args.append("--metrics")  # per-position acceptance counters (spec_decode_*)
+        return args
+
+    def _ngram_args(self, kind: str, settings: SpeculativeSettings, binary: Path, flag) -> list[str]:
         if kind == "ngram-mod" and self._cpu_only(binary):
             settings = dataclasses.replace(settings, **{
                 key: value for key, value in CPU_NGRAM_MOD.items() if getattr(settings, key) is None})
+        args = []
         if kind == "ngram-mod":
             if settings.draft_max is not None:
                 args += [flag("--spec-ngram-mod-n-max"), str(settings.draft_max)]
@@ -114,6 +147,34 @@ class LlamaCppSpeculative:
             if settings.ngram_match is not None:
                 args += [flag(f"--spec-{kind}-size-n"), str(settings.ngram_match)]
         return args
+
+    def ready_command(self, target: Path, spec_args: list[str], *, threads: int | None = None,
+                      n_gpu_layers: int | None = None) -> list[str]:
+        """The llama-server command (argv) a user runs to get the measured speedup: the build the
+        comparison used, the target, the speculation flags, the threads and GPU layers."""
+        from velollm_llamacpp.install import find_program
+        from velollm_llamacpp.server import pick_flag
+
+        binary = find_program("llama-server")
+        argv = [str(binary), pick_flag(binary, "--model", "-m"), str(target), *spec_args]
+        if threads:
+            argv += [pick_flag(binary, "--threads", "-t"), str(threads)]
+        if n_gpu_layers is not None:
+            argv += [pick_flag(binary, "--n-gpu-layers", "--gpu-layers", "-ngl"), str(n_gpu_layers)]
+        return argv
+
+    def metrics_text(self, context) -> str | None:
+        """The speculative server's Prometheus page (``--metrics``), None where it has none."""
+        import httpx
+
+        url = context.state.get("url")
+        if url is None:
+            return None
+        try:
+            response = httpx.get(f"{url}/metrics", timeout=10)
+        except httpx.HTTPError:
+            return None
+        return response.text if response.status_code == 200 else None
 
     @staticmethod
     def _cpu_only(binary: Path) -> bool:
