@@ -146,14 +146,20 @@ def test_ctrl_c_keeps_finished_runs(tmp_path, scripted):
     assert backend.closed
 
 
-def test_concurrency_levels_report_aggregate_and_percentiles(tmp_path, scripted):
+def test_concurrency_levels_are_continuous_streams_with_level_metrics(tmp_path, scripted):
+    """A backend with no StreamCalls runs its streams on threads: c3 keeps three requests open until
+    iterations x 3 measured ones ended; the cool-down requests keep the load and are not counted."""
     backend = scripted(speeds=[10.0])
     result = BenchmarkRunner(plan(warmup=0, iterations=2, concurrency=[1, 3]), output=tmp_path / "r.json").run()
-    assert backend.calls == 2 + 2 * 3
+    assert backend.calls >= 2 + 2 * 3
     assert set(result.summary) == {"short_completion", "short_completion@c3"}
-    level = result.concurrency["3"]["short_completion"]
-    assert level["aggregate_decode_tokens_per_s"]["n"] == 2
-    assert level["ttft_ms_p50"] <= level["ttft_ms_p90"] <= level["ttft_ms_p99"]
+    measured = [run for run in result.runs if run.level == "c3"]
+    assert len(measured) == 6 and all(run.failed is None for run in measured)
+    seq, c3 = result.levels
+    assert (seq["key"], seq["completed"], c3["key"], c3["completed"], c3["max_concurrency"]) == ("seq", 2, "c3", 6, 3)
+    assert c3["ttft_ms"]["median"] <= c3["ttft_ms"]["p90"] <= c3["ttft_ms"]["p99"]
+    legacy = result.concurrency["3"]["short_completion"]  # the shape results had before load levels
+    assert legacy["aggregate_decode_tokens_per_s"] == c3["output_throughput"] > 0
 
 
 def test_unknown_backend_is_a_user_error(tmp_path):

@@ -40,6 +40,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("ServerURL", "join_url", "redact_url", "scrub", "split_server_url"), "velollm_core.urls"),
     **dict.fromkeys(("NUMBER", "conform", "stream_event", "LLAMACPP_TIMINGS"), "velollm_core.wire"),
     "percentile": "velollm_core.bench.stats",
+    "StreamCall": "velollm_core.bench.loadgen",
     # model files and GGUF knowledge
     "resolve_model_path": "velollm_core.modelfiles",
     "cache_dir": "velollm_core.cachedir",
@@ -61,6 +62,8 @@ _EXPORTS: dict[str, str] = {
     "memory_bytes": "velollm_core.hardware.units",
     "MEMORY_UNIT_BYTES": "velollm_core.hardware.units",
     "detect_hardware": "velollm_core.hardware.report",
+    # hardware telemetry sources (the telemetry_sources hook)
+    **dict.fromkeys(("DeviceReading", "SensorUnavailable", "TelemetrySource"), "velollm_core.telemetry.sources"),
     # process control: interrupt.spawn / interrupt.run keep Ctrl-C and SIGTERM orderly
     "interrupt": "velollm_core",
     # output of commands

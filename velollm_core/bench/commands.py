@@ -21,6 +21,19 @@ def parse_concurrency(value: str) -> list[int]:
     return levels
 
 
+def parse_rates(value: str | None) -> list[float]:
+    """'1,2.5,4' -> [1.0, 2.5, 4.0]; each a positive number of requests per second."""
+    if not value:
+        return []
+    try:
+        rates = [float(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected a comma list of requests per second, got {value!r}") from None
+    if not rates or any(not 0 < rate < 1e6 for rate in rates):
+        raise click.BadParameter("rates must be positive numbers of requests per second")
+    return rates
+
+
 def parse_options(pairs: tuple[str, ...]) -> dict[str, object]:
     """KEY=VALUE pairs; values that look like numbers or booleans become them."""
     options: dict[str, object] = {}
@@ -87,19 +100,36 @@ class BenchmarkCommand(click.Command):
 @click.option("--suite", "suites", multiple=True, help="Suite name (repeatable), or 'all'.")
 @click.option("--concurrency", default="1", show_default=True, help="Parallel streams, e.g. 1,2,4.")
 @click.option("--max-tokens", type=click.IntRange(1, 100000), help="Override each suite's output length.")
+@click.option("--workload", "workloads", multiple=True, metavar="ppN/tgM[@dD]",
+              help="Synthetic workload with exact token counts, e.g. pp512/tg128 or pp512/tg128@d4096 (repeatable).")
+@click.option("--profile", type=click.Choice(["sequential", "concurrent", "constant", "poisson", "sweep"]),
+              help="Load profile (default: sequential at concurrency 1, continuous streams at the others).")
+@click.option("--rate", "rates", help="Requests per second for constant/poisson profiles, e.g. 0.5,1,2.")
+@click.option("--requests", type=click.IntRange(1, 1_000_000), help="Measured requests per load level.")
+@click.option("--duration", type=click.FloatRange(0.1, 86400), help="Seconds each load level sends measured requests.")
+@click.option("--max-concurrency", type=click.IntRange(1, 100000),
+              help="Most streams open at once in rate profiles and sweeps (and server slots).")
+@click.option("--arrivals", type=click.Choice(["constant", "poisson"]), default="constant", show_default=True,
+              help="Arrivals of a sweep's rate levels.")
+@click.option("--slo", help="Goodput SLOs in ms, e.g. ttft_ms=500,tpot_ms=50 (keys: ttft_ms, tpot_ms, e2el_ms).")
+@click.option("--natural-stop", is_flag=True, help="Let the model stop at end-of-sequence (default: fixed output length).")
+@click.option("--prefix-cache", is_flag=True, help="Let requests share prompts and hit the server's prefix cache.")
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--option", "options", multiple=True, help="Backend option KEY=VALUE (repeatable).")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Result file (JSON).")
 @click.option("--force", is_flag=True, help="Replace --output even when it is not a VeloLLM result.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON to stdout.")
 def benchmark_command(
-    backend, model, host, iterations, warmup, suites, concurrency, max_tokens, seed, options, output, force,
-    as_json, backend_flags=({}, {}),
+    backend, model, host, iterations, warmup, suites, concurrency, max_tokens, workloads, profile, rates, requests,
+    duration, max_concurrency, arrivals, slo, natural_stop, prefix_cache, seed, options, output, force, as_json,
+    backend_flags=({}, {}),
 ) -> None:
     """Benchmark a local backend with standard suites and honest statistics."""
     from velollm_core.backends import flag_options
     from velollm_core.bench.engine import BenchmarkPlan, BenchmarkRunner
+    from velollm_core.bench.levels import parse_slo
     from velollm_core.bench.suites import get_suites
+    from velollm_core.bench.workloads import parse_workload
     from velollm_core.files import prepare_output
     from velollm_core.hardware.report import detect_hardware
     from velollm_core.output import print_json, stderr_console, stdout_console
@@ -111,10 +141,29 @@ def benchmark_command(
             "(backends come from plugins: see `velollm plugins`)"
         )
     flags, given = backend_flags
+    parsed_workloads = [parse_workload(text) for text in workloads]
+    parsed_rates = parse_rates(rates)
+    if profile in ("constant", "poisson") and not parsed_rates:
+        raise UserInputError(f"--profile {profile} needs --rate, e.g. --rate 0.5,1,2 (requests per second)")
+    if parsed_rates and profile not in ("constant", "poisson"):
+        raise UserInputError("--rate goes with --profile constant or --profile poisson")
+    if profile in ("constant", "poisson", "sweep") and any(w.depth for w in parsed_workloads):
+        raise UserInputError("a workload at a depth (@dN) primes each request's context first, which an open-loop "
+                             "profile cannot schedule; use --profile concurrent or sequential")
     plan = BenchmarkPlan(
         backend=backend,
         model=model,
-        suites=get_suites(suites),
+        suites=get_suites(suites) if suites or not parsed_workloads else [],
+        workloads=parsed_workloads,
+        profile=profile,
+        rates=parsed_rates,
+        requests=requests,
+        duration_s=duration,
+        max_concurrency=max_concurrency,
+        arrivals=arrivals,
+        slo=parse_slo(slo),
+        natural_stop=natural_stop,
+        prefix_cache=prefix_cache,
         iterations=iterations,
         warmup=warmup,
         concurrency=parse_concurrency(concurrency),

@@ -4,16 +4,22 @@ is rewritten (atomically) after every finished run, so an interruption loses not
 from __future__ import annotations
 
 import datetime as _dt
+import math
+import random
 import time
+import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from velollm_core import __version__
-from velollm_core.bench.stats import percentile, summarize
+from velollm_core.bench.levels import find_knee, level_entry
+from velollm_core.bench.loadgen import LevelSpec
+from velollm_core.bench.stats import summarize
 from velollm_core.bench.suites import Suite
+from velollm_core.bench.workloads import PromptBuilder, Workload, build_prompts
+from velollm_core.deadline import Deadlines
 from velollm_core.errors import BackendError, UserInputError, VeloError
 from velollm_core.files import OutputError, OutputFile
 from velollm_core.models import (
@@ -38,36 +44,53 @@ METRICS = (
 )
 
 
-# One thread and one connection per stream: beyond this the client, not the server, is measured.
-MAX_STREAMS = 1024
+# The asyncio load generator holds this many streams (one connection each); a backend without
+# StreamCalls runs one thread per stream, and is held to THREAD_STREAMS.
+MAX_STREAMS = 4096
+THREAD_STREAMS = 1024
 _RESERVED_FILES = 64  # descriptors kept for the server's log, result files, the interpreter
 
 
-def stream_limit() -> tuple[int, str]:
+def stream_limit(threads: bool = False) -> tuple[int, str]:
     """The most concurrent streams this process can run, and what sets that limit."""
-    limit, why = MAX_STREAMS, f"{MAX_STREAMS} is the load generator's own cap"
+    cap = THREAD_STREAMS if threads else MAX_STREAMS
+    limit, why = cap, f"{cap} is the load generator's own cap"
     try:
         import resource
     except ImportError:  # Windows
         return limit, why
-    files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    files, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if files != resource.RLIM_INFINITY and files - _RESERVED_FILES < limit:
+        # The soft limit (often 1024) may rise to the hard one without privileges, as servers do.
+        wanted = limit + _RESERVED_FILES if hard == resource.RLIM_INFINITY else min(hard, limit + _RESERVED_FILES)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            files = wanted
+        except (ValueError, OSError):
+            pass
     if files != resource.RLIM_INFINITY and files - _RESERVED_FILES < limit:
         limit, why = max(1, files - _RESERVED_FILES), f"the open-file limit (ulimit -n) is {files}"
     procs = resource.getrlimit(resource.RLIMIT_NPROC)[0] if hasattr(resource, "RLIMIT_NPROC") else -1
-    if procs not in (-1, resource.RLIM_INFINITY) and procs // 2 < limit:
+    if threads and procs not in (-1, resource.RLIM_INFINITY) and procs // 2 < limit:
         limit, why = max(1, procs // 2), f"the process/thread limit (ulimit -u) is {procs}"
     return limit, why
 
 
-def check_streams(concurrency: int) -> None:
-    limit, why = stream_limit()
+def check_streams(concurrency: int, threads: bool = False) -> None:
+    limit, why = stream_limit(threads)
     if concurrency > limit:
+        kind = "a thread and a connection" if threads else "a connection"
         raise UserInputError(f"--concurrency {concurrency} is more than this machine can run: at most {limit} "
-                             f"streams (each stream is a thread and a connection; {why})")
+                             f"streams (each stream is {kind}; {why})")
 
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+PROFILES = ("sequential", "concurrent", "constant", "poisson", "sweep")
+# A sweep's rates between the sequential rate and saturation, as shares of the distance between them.
+SWEEP_SHARES = (0.25, 0.5, 0.75, 0.9, 1.0)
 
 
 @dataclass
@@ -82,20 +105,89 @@ class BenchmarkPlan:
     options: dict[str, Any] = field(default_factory=dict)
     seed: int = 42
     max_tokens: int | None = None
+    workloads: list[Workload] = field(default_factory=list)
+    # sequential | concurrent | constant | poisson | sweep; None: sequential at concurrency 1,
+    # continuous concurrency at the other --concurrency levels.
+    profile: str | None = None
+    rates: list[float] = field(default_factory=list)
+    requests: int | None = None  # measured requests per load level (default: iterations x streams)
+    duration_s: float | None = None  # and/or a time limit per level
+    slo: dict[str, float] = field(default_factory=dict)
+    # False: fixed output length (ignore_eos where the runtime has it). The CLI's default is False;
+    # True here keeps callers that compare natural answers (speculative bench) as they were.
+    natural_stop: bool = True
+    prefix_cache: bool = False  # let requests share a prompt and hit the server's prefix cache
+    max_concurrency: int | None = None  # open-loop cap on open streams (and server slots)
+    arrivals: str = "constant"  # a sweep's rate levels: constant or poisson
+
+    @property
+    def jobs(self) -> list[Suite | Workload]:
+        return [*self.suites, *self.workloads]
+
+    def load_levels(self) -> list[LevelSpec]:
+        """The levels every job runs at (a sweep adds its rate levels once it has measured the ends)."""
+        profile = self.profile
+        levels = []
+        if profile in (None, "sequential", "concurrent"):
+            for c in self.concurrency:
+                if c == 1 and profile != "concurrent":
+                    levels.append(LevelSpec("seq", "sequential", concurrency=1, requests=self.iterations,
+                                            warmup=self.warmup, seed=self.seed))
+                else:
+                    levels.append(self._level(f"c{c}", "concurrent", concurrency=c))
+        elif profile in ("constant", "poisson"):
+            prefix = "rate" if profile == "constant" else "poisson"
+            levels = [self._level(f"{prefix}{rate:g}", profile, rate=rate) for rate in self.rates]
+        elif profile == "sweep":
+            levels = [self._level("c1", "concurrent", concurrency=1),
+                      self._level(f"c{self.streams()}", "concurrent", concurrency=self.streams())]
+        return levels
+
+    def streams(self) -> int:
+        """The most streams any level opens (server slots are sized to it)."""
+        if self.profile in ("constant", "poisson", "sweep"):
+            return self.max_concurrency or max(max(self.concurrency), 8)
+        return max(self.concurrency)
+
+    def _level(self, key: str, profile: str, *, concurrency: int | None = None, rate: float | None = None) -> LevelSpec:
+        width = concurrency or max(1, math.ceil(rate or 1))
+        requests = self.requests or max(self.iterations * width, 8 if profile != "concurrent" else width)
+        return LevelSpec(key, profile, concurrency=concurrency, rate=rate, requests=requests,
+                         warmup=self.warmup * width, duration_s=self.duration_s,
+                         max_in_flight=self.streams(), seed=self.seed)
+
+    def sweep_levels(self, low: float, high: float) -> list[LevelSpec]:
+        """Rate levels between the sequential rate ``low`` and the saturation rate ``high`` (req/s)."""
+        prefix = "rate" if self.arrivals == "constant" else "poisson"
+        rates = sorted({round(low + share * (high - low), 3) for share in SWEEP_SHARES if low + share * (high - low) > 0})
+        return [self._level(f"{prefix}{rate:g}", self.arrivals, rate=rate) for rate in rates]
 
     def total_runs(self) -> int:
-        return len(self.suites) * sum(self.warmup + self.iterations for _ in self.concurrency)
+        total = 0
+        for level in self.load_levels():
+            total += len(self.jobs) * (level.warmup + level.requests)
+        if self.profile == "sweep":
+            total += len(self.jobs) * len(SWEEP_SHARES) * max(self.requests or 8, self.iterations)
+        return total
 
 
-def summary_key(benchmark: str, concurrency: int) -> str:
-    return benchmark if concurrency == 1 else f"{benchmark}@c{concurrency}"
+def summary_key(benchmark: str, concurrency: int | str | None) -> str:
+    """'short_completion' at sequential, 'short_completion@c4' / '@rate2' at a load level."""
+    if concurrency in (None, 1, "seq"):
+        return benchmark
+    return f"{benchmark}@{concurrency if isinstance(concurrency, str) else f'c{concurrency}'}"
+
+
+def run_key(run: RunRecord) -> str:
+    return summary_key(run.benchmark, run.level if run.level is not None else run.concurrency)
 
 
 def summarize_runs(runs: list[RunRecord]) -> dict[str, dict[str, Any]]:
-    """Per suite (and concurrency level), MetricStats for each metric that has values."""
+    """Per suite (and load level), MetricStats for each metric that has values (failed runs left out)."""
     groups: dict[str, list[RunRecord]] = {}
     for run in runs:
-        groups.setdefault(summary_key(run.benchmark, run.concurrency), []).append(run)
+        if run.failed is None:
+            groups.setdefault(run_key(run), []).append(run)
     summary = {}
     for key, group in groups.items():
         metrics = {}
@@ -107,52 +199,27 @@ def summarize_runs(runs: list[RunRecord]) -> dict[str, dict[str, Any]]:
     return summary
 
 
-def _latency_percentiles(runs: list[RunRecord]) -> dict[str, float | None]:
-    """TPOT (per run) and ITL (every gap, pooled) p50/p90/p99, as vllm bench serve reports them,
-    from ``extra`` where the backend measured them (``tpot_ms``, ``itl_ms``); empty otherwise."""
-    samples = {
-        "tpot_ms": [r.extra["tpot_ms"] for r in runs if r.extra.get("tpot_ms") is not None],
-        "itl_ms": [gap for r in runs for gap in r.extra.get("itl_ms") or []],
-    }
-    report: dict[str, float | None] = {}
-    for name, values in samples.items():
-        if values:
-            report.update({f"{name}_p{q}": percentile(values, q) for q in (50, 90, 99)})
-    return report
-
-
-def concurrency_report(runs: list[RunRecord]) -> dict[str, Any]:
-    """Per concurrency level and suite: aggregate output tok/s, requests/s, TTFT percentiles."""
+def concurrency_report(levels: list[dict[str, Any]]) -> dict[str, Any]:
+    """The concurrency levels in the shape results had before load levels (``result.concurrency``):
+    per level and suite, aggregate output tok/s, requests/s, TTFT and TPOT/ITL percentiles."""
     report: dict[str, Any] = {}
-    batches: dict[tuple[int, str, int], list[RunRecord]] = {}
-    for run in runs:
-        batches.setdefault((run.concurrency, run.benchmark, run.iteration), []).append(run)
-    per_level: dict[tuple[int, str], list[tuple[float, int, list[RunRecord]]]] = {}
-    for (level, bench, _), group in batches.items():
-        wall_ms = max((r.extra.get("batch_wall_ms") or 0) for r in group)
-        per_level.setdefault((level, bench), []).append((wall_ms, len(group), group))
-    for (level, bench), items in sorted(per_level.items()):
-        agg = [
-            sum(r.completion_tokens or 0 for r in group) / (wall / 1000) for wall, _, group in items if wall
-        ]
-        rps = [n / (wall / 1000) for wall, n, _ in items if wall]
-        ttfts = [r.ttft_ms for _, _, group in items for r in group if r.ttft_ms is not None]
-        entry = {
-            "aggregate_decode_tokens_per_s": summarize(agg),
-            "requests_per_s": summarize(rps),
-            "ttft_ms_p50": percentile(ttfts, 50),
-            "ttft_ms_p90": percentile(ttfts, 90),
-            "ttft_ms_p99": percentile(ttfts, 99),
-        }
-        entry.update(_latency_percentiles([r for _, _, group in items for r in group]))
-        report.setdefault(str(level), {})[bench] = {
-            k: (v.model_dump() if hasattr(v, "model_dump") else v) for k, v in entry.items()
-        }
+    for level in levels:
+        if level["profile"] != "concurrent":
+            continue
+        entry = {"aggregate_decode_tokens_per_s": level["output_throughput"],
+                 "requests_per_s": level["request_throughput"]}
+        for metric in ("ttft_ms", "tpot_ms", "itl_ms"):
+            for q in ("p50", "p90", "p99"):
+                entry[f"{metric}_{q}"] = level[metric]["median" if q == "p50" else q]
+        report.setdefault(str(level["concurrency"]), {})[level["workload"]] = entry
     return report
 
 
 class BenchmarkRunner:
-    """Runs a plan through the plugins' ``run_benchmark`` hook and keeps the result file current."""
+    """Runs a plan through the plugins' ``run_benchmark`` hook (sequential levels) or the asyncio load
+    generator (load levels), and keeps the result file current."""
+
+    SAVE_EVERY_S = 2.0  # during a load level, the file is rewritten at most this often
 
     def __init__(
         self,
@@ -171,6 +238,8 @@ class BenchmarkRunner:
         self.checked = False
         self.on_run = on_run or (lambda label, record: None)
         self.hook = hook or default_hook()
+        self._builder: PromptBuilder | None = None
+        self._saved_at = 0.0
         self.result = BenchmarkResult(
             started_at=_now(),
             settings={
@@ -178,12 +247,20 @@ class BenchmarkRunner:
                 "model": plan.model,
                 "host": plan.host,
                 "suites": [s.name for s in plan.suites],
+                "workloads": [w.name for w in plan.workloads],
                 "iterations": plan.iterations,
                 "warmup": plan.warmup,
                 "concurrency": plan.concurrency,
+                "profile": plan.profile or "sequential",
+                "rates": plan.rates,
+                "requests": plan.requests,
+                "duration_s": plan.duration_s,
+                "slo": plan.slo,
+                "output_length": "natural" if plan.natural_stop else "fixed",
+                "prefix_cache": plan.prefix_cache,
                 "seed": plan.seed,
                 "options": plan.options,
-                "max_tokens": {s.name: self._max_tokens(s) for s in plan.suites},
+                "max_tokens": {job.name: self._max_tokens(job) for job in plan.jobs},
             },
         )
         self.result.environment.hardware = hardware
@@ -192,22 +269,84 @@ class BenchmarkRunner:
             backend=plan.backend,
             model=plan.model,
             host=plan.host,
-            parallel=max(plan.concurrency),
+            parallel=plan.streams(),
             options=dict(plan.options),
             hardware=hardware,
         )
 
-    def _max_tokens(self, suite: Suite) -> int:
-        return self.plan.max_tokens or suite.max_tokens
+    # -- requests ---------------------------------------------------------------------------------
+    def _max_tokens(self, job: Suite | Workload) -> int:
+        if isinstance(job, Workload):
+            return job.output_tokens
+        return self.plan.max_tokens or job.max_tokens
 
-    def _request(self, suite: Suite) -> GenerationRequest:
+    def _request(self, job: Suite | Workload, prompt: str | None = None, target: int | None = None) -> GenerationRequest:
+        synthetic = isinstance(job, Workload)
         return GenerationRequest(
-            benchmark=suite.name,
-            prompt=suite.prompt,
-            max_tokens=self._max_tokens(suite),
+            benchmark=job.name,
+            prompt=prompt if prompt is not None else getattr(job, "prompt", ""),
+            max_tokens=self._max_tokens(job),
             seed=self.plan.seed,
             options=dict(self.plan.options),
+            ignore_eos=not self.plan.natural_stop,
+            raw=synthetic,
+            cache_prompt=self.plan.prefix_cache or bool(synthetic and job.depth),
+            prompt_tokens_target=target,
         )
+
+    def _backend(self):
+        from velollm_core import backends
+
+        backend = backends.get(self.plan.backend)
+        if backend is not None:
+            backends.settings(backend, self.context)
+        return backend
+
+    def _tokenizer(self):
+        """The backend's tokenizer as a function of text, or None where it has none."""
+        backend = self._backend()
+        tokenize = getattr(backend, "tokenize", None)
+        if not callable(tokenize):
+            return None
+        probe = tokenize("hello world", self.context)
+        return (lambda text: tokenize(text, self.context)) if probe else None
+
+    def _prompt_builder(self) -> PromptBuilder:
+        if self._builder is None:
+            builder = PromptBuilder(self._tokenizer())
+            if builder.tokenize is None:
+                def count(text: str) -> int | None:
+                    return self._generate(GenerationRequest(benchmark="calibration", prompt=text, max_tokens=1,
+                                                            seed=self.plan.seed, options=dict(self.plan.options),
+                                                            raw=True)).prompt_tokens
+
+                builder.calibrate(count, random.Random(self.plan.seed))
+                self.result.settings["prompt_sizing"] = {"method": "calibrated", "fit": builder.fit}
+            else:
+                self.result.settings["prompt_sizing"] = {"method": "tokenizer"}
+            self._builder = builder
+        return self._builder
+
+    def requests_for(self, job: Suite | Workload, count: int, *, unique: bool) -> list[tuple[GenerationRequest, GenerationRequest | None]]:
+        """``count`` requests of ``job``, each with the depth context to prime first (or None).
+
+        Synthetic workloads are unique from their first token unless the plan measures prefix caching;
+        a suite's fixed prompt gets a unique first line at load levels (``unique``) for the same reason.
+        """
+        if isinstance(job, Workload):
+            shared = self.plan.prefix_cache
+            prompts = build_prompts(job, self._prompt_builder(), count, self.plan.seed + len(self.result.runs),
+                                    shared=shared)
+            pairs = []
+            for prompt in prompts:
+                prime = None
+                if prompt.depth_text is not None:
+                    prime = self._request(job, prompt.depth_text).model_copy(update={"max_tokens": 1, "cache_prompt": True})
+                pairs.append((self._request(job, prompt.text, prompt.tokens), prime))
+            return pairs
+        if not unique or self.plan.prefix_cache:
+            return [(self._request(job), None) for _ in range(count)]
+        return [(self._request(job, f"Request {uuid.uuid4().hex[:8]}.\n{job.prompt}"), None) for _ in range(count)]
 
     def _generate(self, request: GenerationRequest) -> GenerationTiming:
         timing = self.hook.run_benchmark(backend=self.plan.backend, request=request, context=self.context)
@@ -215,56 +354,146 @@ class BenchmarkRunner:
             raise UserInputError(f"no installed plugin runs backend {self.plan.backend!r}")
         return timing
 
+    # -- the file ---------------------------------------------------------------------------------
     def save(self) -> None:
         self.result.summary = summarize_runs(self.result.runs)
-        if any(run.concurrency > 1 for run in self.result.runs):
-            self.result.concurrency = concurrency_report(self.result.runs)
+        concurrency = concurrency_report(self.result.levels)
+        if concurrency:
+            self.result.concurrency = concurrency
         if self.result.environment.backend is not None:
             self._annotate_roofline()
         if self.output is not None:
             self.output.write_json(self.result.model_dump(mode="json"))
             self.saved_runs = len(self.result.runs)
+        self._saved_at = time.monotonic()
 
-    def _record(self, timing: GenerationTiming, suite: Suite, iteration: int, level: int) -> RunRecord:
-        record = RunRecord(**timing.model_dump(), benchmark=suite.name, iteration=iteration, concurrency=level)
+    def _record(self, timing: GenerationTiming, job: Suite | Workload, iteration: int, concurrency: int,
+                request: GenerationRequest | None = None, **fields: Any) -> RunRecord:
+        record = RunRecord(**timing.model_dump(), benchmark=job.name, iteration=iteration, concurrency=concurrency,
+                           **fields)
+        if request is not None and request.ignore_eos and (record.completion_tokens or 0) < request.max_tokens:
+            record.short_output = True
         self.result.runs.append(record)
         return record
 
-    def warm_up(self, suite: Suite, level: int = 1) -> None:
+    # -- sequential levels (the hook path: verify and speculative bench use these too) -------------
+    def _one_sequential(self, job: Suite | Workload, index: int) -> tuple[GenerationTiming, GenerationRequest]:
+        if isinstance(job, Workload):
+            request, prime = self.requests_for(job, 1, unique=True)[0]
+        else:
+            request, prime = self._request(job), None
+        if prime is not None:
+            self._generate(prime)
+        return self._generate(request), request
+
+    def warm_up(self, suite: Suite | Workload, level: int = 1) -> None:
         """The plan's uncounted runs of ``suite`` (the first one also starts any server)."""
         for i in range(self.plan.warmup):
-            self._batch(suite, level)
-            self.on_run(f"{suite.name} c={level} warm-up {i + 1}", None)
+            self._one_sequential(suite, -1 - i)
+            self.on_run(f"{suite.name} warm-up {i + 1}", None)
 
-    def measure(self, suite: Suite, iteration: int, level: int = 1) -> list[RunRecord]:
-        """One counted batch of ``level`` parallel generations, recorded and saved."""
-        timings, wall_ms = self._batch(suite, level)
-        records = []
-        for timing in timings:
-            if level > 1:
-                timing.extra["batch_wall_ms"] = wall_ms
-            records.append(self._record(timing, suite, iteration, level))
+    def measure(self, suite: Suite | Workload, iteration: int, level: int = 1) -> list[RunRecord]:
+        """One counted generation of ``suite``, recorded and saved."""
+        timing, request = self._one_sequential(suite, iteration)
+        record = self._record(timing, suite, iteration, 1, request)
         self.save()
-        self.on_run(f"{suite.name} c={level} run {iteration}", records[-1])
+        self.on_run(f"{suite.name} run {iteration}", record)
         if self.result.environment.backend is None:
             self._describe_backend()
             self.save()
-        return records
+        return [record]
 
-    def _run_level(self, suite: Suite, level: int) -> None:
-        self.warm_up(suite, level)
+    def _run_sequential(self, job: Suite | Workload) -> None:
+        first = len(self.result.runs)
+        self.warm_up(job)
         for iteration in range(1, self.plan.iterations + 1):
-            self.measure(suite, iteration, level)
+            self.measure(job, iteration)
+        target = job.depth + job.prompt_tokens if isinstance(job, Workload) else None
+        self._add_level(level_entry(key="seq", profile="sequential", workload=job.name,
+                                    runs=self.result.runs[first:], window_s=None, concurrency=1,
+                                    max_concurrency=1, slo=self.plan.slo, prompt_requested=target))
 
-    def _batch(self, suite: Suite, level: int) -> tuple[list[GenerationTiming], float]:
-        request = self._request(suite)
-        start = time.perf_counter()
-        if level == 1:
-            timings = [self._generate(request)]
-        else:
-            with ThreadPoolExecutor(max_workers=level) as pool:
-                timings = list(pool.map(lambda _: self._generate(request), range(level)))
-        return timings, (time.perf_counter() - start) * 1000
+    # -- load levels (the asyncio load generator) -------------------------------------------------
+    def _run_load(self, job: Suite | Workload, spec: LevelSpec) -> dict[str, Any]:
+        from velollm_core.bench.loadgen import LevelDriver, ServerGone
+
+        pad = spec.concurrency or min(spec.requests, max(1, math.ceil((spec.rate or 1) * 5)))
+        pairs = self.requests_for(job, spec.warmup + spec.requests + pad, unique=True)
+        backend = self._backend()
+        prepare = getattr(backend, "stream_request", None)
+        prepare = (lambda request: backend.stream_request(request, self.context)) if callable(prepare) else None
+        if prepare is None:
+            check_streams(spec.concurrency or spec.max_in_flight, threads=True)
+        if not self.result.runs:  # the server is up (and described) before anything is timed
+            self._generate(pairs[0][0].model_copy(update={"max_tokens": 1}))
+            self._describe_backend()
+        level_runs: list[RunRecord] = []
+        began: list[float] = []
+
+        def on_done(outcome) -> None:
+            if not began:
+                began.append(driver.began)
+            request = pairs[outcome.index][0]
+            if outcome.measured:
+                timing = outcome.timing or GenerationTiming()
+                fields = {"level": spec.key, "profile": spec.profile, "failed": outcome.error,
+                          "started_s": round(outcome.start - driver.began, 6),
+                          "ended_s": round(outcome.end - driver.began, 6)}
+                level_runs.append(self._record(timing, job, outcome.index - spec.warmup + 1,
+                                               spec.concurrency or 0, request, **fields))
+                if time.monotonic() - self._saved_at > self.SAVE_EVERY_S:
+                    self.save()
+            label = f"{job.name} {spec.key}" + (" warm-up" if outcome.index < spec.warmup else "")
+            self.on_run(label, level_runs[-1] if outcome.measured and level_runs else None)
+
+        driver = LevelDriver(spec, [p[0] for p in pairs], primes=[p[1] for p in pairs], prepare=prepare,
+                             generate=self._generate, deadlines=Deadlines.from_options(self.plan.options),
+                             on_done=on_done)
+        try:
+            run = driver.run()
+        except ServerGone as exc:
+            self.save()
+            raise BackendError(f"the server stopped answering during level {spec.key} of {job.name}: {exc}") from None
+        window = run.window()
+        target = job.depth + job.prompt_tokens if isinstance(job, Workload) else None
+        entry = level_entry(key=spec.key, profile=spec.profile, workload=job.name, runs=level_runs,
+                            window_s=(window[1] - window[0]) if window else None,
+                            tokens_in_window=run.tokens_in_window(), concurrency=spec.concurrency,
+                            rate=spec.rate, max_concurrency=run.max_in_flight, slo=self.plan.slo,
+                            prompt_requested=target, queued=run.queued)
+        entry["stopped_by"] = run.stopped_by
+        self._add_level(entry)
+        return entry
+
+    def _add_level(self, entry: dict[str, Any]) -> None:
+        self.result.levels.append(entry)
+        self.save()
+
+    def _run_job(self, job: Suite | Workload, spec: LevelSpec) -> dict[str, Any] | None:
+        if spec.profile == "sequential":
+            self._run_sequential(job)
+            return None
+        return self._run_load(job, spec)
+
+    def _run_all(self) -> None:
+        levels = self.plan.load_levels()
+        if self.plan.profile != "sweep":
+            for spec in levels:
+                for job in self.plan.jobs:
+                    self._run_job(job, spec)
+            return
+        for job in self.plan.jobs:
+            ends = [self._run_load(job, spec) for spec in levels]
+            low, high = (entry["request_throughput"] or 0 for entry in ends)
+            if not high or high <= low:
+                self.result.sweep = {"knee": ends[0]["key"], "workload": job.name,
+                                     "why": "more streams added no throughput: the server is saturated "
+                                            "by one stream"}
+                continue
+            for spec in self.plan.sweep_levels(low, high):
+                self._run_load(job, spec)
+            rate_levels = [lv for lv in self.result.levels if lv["workload"] == job.name]
+            self.result.sweep = find_knee(sorted(rate_levels, key=lambda lv: lv["request_throughput"] or 0))
 
     def _annotate_roofline(self) -> None:
         """Each suite's decode speed as a share of the memory-bandwidth limit; never fails the run."""
@@ -284,10 +513,13 @@ class BenchmarkRunner:
         """Refuse what this machine, the load generator or the backend cannot hold (UserInputError)."""
         if self.checked:
             return
-        check_streams(max(self.plan.concurrency))
-        # Every plugin may veto (a refusal is a VeloError, passed on); a plugin's bug is a warning.
+        check_streams(self.plan.streams())
+        # Every plugin may veto (a refusal is a VeloError, passed on); a plugin's bug is a warning. A
+        # synthetic workload is checked with its whole context (depth, prompt and answer) as max_tokens.
+        requests = [self._request(suite) for suite in self.plan.suites]
+        requests += [self._request(w).model_copy(update={"max_tokens": w.context_tokens}) for w in self.plan.workloads]
         call_each("check_benchmark", reraise=(VeloError,), backend=self.plan.backend, context=self.context,
-                  requests=[self._request(suite) for suite in self.plan.suites])
+                  requests=requests)
         self.checked = True
 
     def run(self) -> BenchmarkResult:
@@ -298,9 +530,7 @@ class BenchmarkRunner:
         try:
             self.check()
             with interrupt.last_words(self._forced_exit), self.context.resources:
-                for level in self.plan.concurrency:
-                    for suite in self.plan.suites:
-                        self._run_level(suite, level)
+                self._run_all()
             self.result.status = "complete"
         except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP
             self.result.status = "interrupted"

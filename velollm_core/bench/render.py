@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from velollm_core.models import BenchmarkResult
@@ -106,31 +107,63 @@ def _result_caption(result: BenchmarkResult) -> str:
     return f"median ± stdev over n runs · status: {result.status}"
 
 
-def _concurrency_table(result: BenchmarkResult, two_line_headers: bool):
+def _level_columns(wide: bool) -> list[tuple[str, Callable[[dict[str, Any]], str]]]:
+    def dist(metric: str, q: str) -> Callable[[dict[str, Any]], str]:
+        return lambda lv: _fmt((lv.get(metric) or {}).get(q))
+
+    columns = [
+        ("level", lambda lv: lv["key"]),
+        ("workload", lambda lv: lv["workload"]),
+        ("req/s", lambda lv: _fmt(lv.get("request_throughput"), 2)),
+        ("out tok/s", lambda lv: _fmt(lv.get("output_throughput"))),
+        ("TTFT p50", dist("ttft_ms", "median")),
+        ("TTFT p99", dist("ttft_ms", "p99")),
+        ("TPOT p50", dist("tpot_ms", "median")),
+    ]
+    if wide:
+        columns += [("ITL p99", dist("itl_ms", "p99")), ("E2E p50", dist("e2el_ms", "median")),
+                    ("streams", lambda lv: str(lv.get("max_concurrency") or "-"))]
+    columns.append(("ok/fail", lambda lv: f"{lv['completed']}/{lv['failed']}"))
+    if wide:
+        columns.append(("goodput", lambda lv: _fmt((lv.get("goodput") or {}).get("requests_per_s"), 2)))
+    return columns
+
+
+def _levels_table(result: BenchmarkResult, wide: bool, two_line_headers: bool):
     from rich.table import Table
 
     label = _two_lines if two_line_headers else str
-    table = Table(title="concurrency", caption="TTFT percentiles in ms")
-    for column in ("level", "suite", "aggregate tok/s", "req/s", "TTFT p50", "p90", "p99"):
-        table.add_column(label(column), justify="right", no_wrap=True)
-    for level, suites in result.concurrency.items():
-        for suite, entry in suites.items():
-            agg = entry.get("aggregate_decode_tokens_per_s") or {}
-            rps = entry.get("requests_per_s") or {}
-            table.add_row(
-                level,
-                suite,
-                _fmt(agg.get("median")),
-                _fmt(rps.get("median"), 2),
-                _fmt(entry.get("ttft_ms_p50")),
-                _fmt(entry.get("ttft_ms_p90")),
-                _fmt(entry.get("ttft_ms_p99")),
-            )
+    table = Table(title="load levels", caption="latencies in ms (TTFT, TPOT per output token, ITL, end to end)")
+    columns = _level_columns(wide)
+    for name, _ in columns:
+        table.add_column(label(name), justify="left" if name in ("level", "workload") else "right", no_wrap=True)
+    for level in result.levels:
+        table.add_row(*(cell(level) for _, cell in columns))
     return table
 
 
+def _level_notes(result: BenchmarkResult) -> list[str]:
+    """What a reader must know beside the table: short answers, prompt counts off, failures, the knee."""
+    notes = []
+    for level in result.levels:
+        where = f"{level['workload']} {level['key']}"
+        if level.get("short_outputs"):
+            notes.append(f"{where}: {level['short_outputs']} answer(s) shorter than the fixed output length "
+                         "(the runtime stopped early; counted as measured, flagged in the JSON)")
+        check = level.get("prompt_tokens") or {}
+        if check.get("reported_median") is not None:
+            verdict = "MISMATCH over 1%" if check.get("mismatch") else "ok"
+            notes.append(f"{where}: prompt tokens requested {check['requested']}, server reported "
+                         f"{check['reported_median']:g} ({verdict})")
+        for reason, count in (level.get("failures") or {}).items():
+            notes.append(f"{where}: {count} failed: {reason}")
+    if result.sweep and result.sweep.get("knee"):
+        notes.append(f"knee: {result.sweep['knee']} ({result.sweep['why']})")
+    return notes
+
+
 def render_result(result: BenchmarkResult, console) -> None:
-    """Median (± stdev) of every metric per suite, plus the concurrency report when present.
+    """Median (± stdev) of every metric per suite, then the load levels when any ran.
 
     Wide terminals get one row per suite; narrower ones the same with two-line cells, then one row
     per suite and metric (``velollm_core.tables``).
@@ -148,13 +181,14 @@ def render_result(result: BenchmarkResult, console) -> None:
             f"{roof['max_decode_tokens_per_s']:.1f} decode tok/s (plus the KV cache read per suite)",
             highlight=False,
         )
-    if result.concurrency:
-        console.print(fitting(console, lambda: _concurrency_table(result, two_line_headers=False),
-                              lambda: _concurrency_table(result, two_line_headers=True)))
+    if any(level["profile"] != "sequential" for level in result.levels) or result.settings.get("workloads"):
+        console.print(fitting(console, lambda: _levels_table(result, wide=True, two_line_headers=False),
+                              lambda: _levels_table(result, wide=False, two_line_headers=False),
+                              lambda: _levels_table(result, wide=False, two_line_headers=True)))
+    for note in _level_notes(result):
+        console.print(note, markup=False, highlight=False)
     if result.error:
         console.print(f"[red]{result.status}:[/red] {result.error}")
-
-
 _COMPARISON_COLORS = {"better": "green", "worse": "red"}
 
 

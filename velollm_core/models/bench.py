@@ -19,6 +19,16 @@ class GenerationRequest(_Model):
     temperature: float = 0.0
     seed: int = 42
     options: dict[str, Any] = Field(default_factory=dict)
+    # Fixed output length: generate exactly max_tokens, past the end-of-sequence token, where the
+    # runtime can (llama-server and vLLM ``ignore_eos``); elsewhere a shorter answer is flagged.
+    ignore_eos: bool = False
+    # No chat template: the prompt is sent as it is (llama-server /completion, OpenAI /v1/completions,
+    # Ollama ``raw``), so a synthetic workload's token count is the count the server evaluates.
+    raw: bool = False
+    # Let the server answer the prompt's prefix from its cache (llama-server ``cache_prompt``).
+    cache_prompt: bool = False
+    # The prompt length (server tokens) a synthetic workload built, to check against the reported count.
+    prompt_tokens_target: int | None = None
 
     def body_fields(self) -> dict[str, Any]:
         """Fields the user adds to each request body (``--option request.FIELD=VALUE``)."""
@@ -46,6 +56,12 @@ class RunRecord(GenerationTiming):
     benchmark: str
     iteration: int
     concurrency: int = 1
+    level: str | None = None  # the load level's key ("c4", "rate2", "poisson2"); None: sequential
+    profile: str | None = None
+    started_s: float | None = None  # seconds since the level began
+    ended_s: float | None = None
+    short_output: bool = False  # fewer tokens than asked, with a fixed output length requested
+    failed: str | None = None  # why the request failed (then no timings)
 
 
 class MetricStats(_Model):
@@ -111,6 +127,11 @@ class BenchmarkResult(_Model):
     concurrency: dict[str, Any] = Field(default_factory=dict)
     # Decode speed against the memory-bandwidth limit (velollm_core.tune.roofline); None when unknown.
     roofline: dict[str, Any] | None = None
+    # One entry per measured load level (velollm_core.bench.levels): throughput, latency percentiles,
+    # goodput, failures; and for a sweep the knee.
+    levels: list[dict[str, Any]] = Field(default_factory=list)
+    sweep: dict[str, Any] | None = None
+    telemetry: dict[str, Any] | None = None
 
     @field_validator("settings")
     @classmethod

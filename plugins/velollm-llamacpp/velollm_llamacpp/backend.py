@@ -55,7 +55,8 @@ def server_args(binary: Path, options: dict[str, Any], parallel: int) -> list[st
         elif not key.startswith("request."):
             known = ", ".join([*OPTION_FLAGS, "server_args", *RUN_OPTIONS, "env.<VAR>", "request.<field>"])
             raise UserInputError(f"unknown llamacpp option {key!r}; known: {known}")
-    return args
+    # Prometheus counters at /metrics: the benchmark's telemetry reads the server's own figures.
+    return args if "--metrics" in args else [*args, "--metrics"]
 
 
 # Flags of ours that raw server_args must not override: the server must stay on 127.0.0.1.
@@ -254,6 +255,29 @@ def run_generation(request: GenerationRequest, context: BenchmarkContext) -> Gen
         raise
 
 
+def stream_request(request: GenerationRequest, context: BenchmarkContext):
+    """The generation as a StreamCall for the core's asyncio load generator (same body and parser)."""
+    from velollm_core.api import StreamCall
+    from velollm_llamacpp.client import CompletionStream, completion_body, status_error
+
+    url = base_url(context)
+    server = split_server_url(context.host) if context.host else None
+    return StreamCall(url=f"{url}/completion", body=completion_body(request), accumulator=CompletionStream(),
+                      framing="sse", server=f"llama-server at {url}", status_error=status_error,
+                      auth=server.auth if server else None, params=server.params if server else None)
+
+
+def tokenize(text: str, context: BenchmarkContext) -> list[int] | None:
+    """llama-server's own tokenizer, special tokens (BOS) included as the server counts a prompt."""
+    response = plain_request(_client(context), "POST", join_url(base_url(context), "tokenize"),
+                             _deadlines(context).plain(), server="llama-server", connect_s=5.0,
+                             json={"content": text, "add_special": True})
+    if response.status_code != 200:
+        return None
+    tokens = response.json().get("tokens")
+    return tokens if isinstance(tokens, list) else None
+
+
 def describe(context: BenchmarkContext) -> BackendInfo:
     from velollm_llamacpp.install import info_for_binary
     from velollm_llamacpp.server import server_version
@@ -294,6 +318,16 @@ class LlamaCppBackend(BackendBase):
 
     def describe(self, context: BenchmarkContext) -> BackendInfo:
         return describe(context)
+
+    def metrics_url(self, context: BenchmarkContext) -> str | None:
+        """llama-server's Prometheus endpoint (on for a server we start; --metrics for one attached to)."""
+        return join_url(base_url(context), "metrics")
+
+    def stream_request(self, request: GenerationRequest, context: BenchmarkContext):
+        return stream_request(request, context)
+
+    def tokenize(self, text: str, context: BenchmarkContext) -> list[int] | None:
+        return tokenize(text, context)
 
     def speculative(self):
         from velollm_llamacpp.speculative import LlamaCppSpeculative

@@ -24,44 +24,79 @@ COMPLETION_EVENT = {"tokens_predicted": int, "tokens_evaluated": int, "tokens": 
 
 
 def completion_body(request: GenerationRequest) -> dict[str, Any]:
-    """Greedy, seeded, no prompt cache: every run processes the whole prompt, so prefill is measured."""
+    """Greedy, seeded, no prompt cache unless asked: every run processes its whole prompt, so prefill
+    is measured; ``ignore_eos`` for a fixed output length."""
     body: dict[str, Any] = {
         "prompt": request.prompt,
         "n_predict": request.max_tokens,
         "temperature": request.temperature,
         "seed": request.seed,
         "stream": True,
-        "cache_prompt": False,
+        "cache_prompt": request.cache_prompt,
     }
+    if request.ignore_eos:
+        body["ignore_eos"] = True
     if request.temperature == 0:
         body["top_k"] = 1
     body.update(request.body_fields())
     return body
 
 
-def _events(lines):
-    """Parsed JSON of each server-sent ``data:`` line, with its arrival time."""
-    for line in lines:
-        if not line.startswith("data:"):
-            continue
-        payload = line[5:].strip()
-        if payload == "[DONE]":
-            return
-        arrived = time.perf_counter()
-        try:
-            event = json.loads(payload)
-        except ValueError:
-            raise BackendError(f"llama-server sent a malformed stream event: {payload[:120]!r}") from None
-        yield arrived, stream_event(event, COMPLETION_EVENT, SERVER_NAME)
-
-
-def _error_text(response) -> str:
+def _message(body: bytes) -> str:
+    """The server's own error message from an error body (JSON ``error.message`` or the raw text)."""
     try:
-        data = json.loads(response.read())
+        data = json.loads(body)
         error = data.get("error", data) if isinstance(data, dict) else data
         return error.get("message", str(error)) if isinstance(error, dict) else str(error)
     except ValueError:
-        return response.text[:200]
+        return body[:200].decode(errors="replace")
+
+
+def status_error(status: int, body: bytes) -> BackendError:
+    """A refused /completion as one readable error."""
+    return BackendError(f"llama-server answered HTTP {status}: {_message(body)}")
+
+
+class CompletionStream:
+    """One ``/completion`` stream's events -> GenerationTiming; shared by the sync client and the
+    load generator (velollm_core.api.StreamCall), so both read the wire format the same way."""
+
+    def __init__(self) -> None:
+        self.t_first: float | None = None
+        self.t_last: float | None = None
+        self.n_tokens = 0
+        self.text: list[str] = []
+        self.final: dict[str, Any] | None = None
+        self.token_times: list[float] = []
+
+    def feed(self, event: dict[str, Any], arrived: float) -> bool:
+        event = stream_event(event, COMPLETION_EVENT, SERVER_NAME)
+        if "error" in event:
+            raise BackendError(f"llama-server reported an error: {event['error']}")
+        predicted = event.get("tokens_predicted")
+        if predicted is None:
+            predicted = self.n_tokens + len(event.get("tokens") or [])
+        if predicted > self.n_tokens and not event.get("stop"):
+            if self.t_first is None:
+                self.t_first = arrived
+            self.t_last = arrived
+            self.token_times.extend([arrived] * (predicted - self.n_tokens))
+            self.n_tokens = predicted
+        if event.get("content"):
+            self.text.append(event["content"])
+        if event.get("stop"):
+            self.final = event
+            return True
+        return False
+
+    def finish(self, start: float, end: float) -> GenerationTiming:
+        if self.final is None:
+            raise BackendError("llama-server ended the stream without its final event")
+        timing = timing_from_final(self.final, start, self.t_first, self.t_last, self.n_tokens, end,
+                                   "".join(self.text))
+        gaps = [round((b - a) * 1000, 3) for a, b in zip(self.token_times, self.token_times[1:]) if b > a]
+        timing.extra["itl_ms"] = gaps
+        return timing
 
 
 def stream_completion(client, base_url: str, request: GenerationRequest,
@@ -71,10 +106,7 @@ def stream_completion(client, base_url: str, request: GenerationRequest,
     import httpx
 
     body = completion_body(request)
-    t_first = t_last = None
-    n_tokens = 0
-    text: list[str] = []
-    final: dict[str, Any] | None = None
+    stream = CompletionStream()
     deadlines = deadlines or Deadlines()
     watch = RequestWatch(deadlines, server=SERVER_NAME, url=base_url)
     timeout = deadlines.httpx_timeout(CONNECT_TIMEOUT_S)
@@ -83,23 +115,20 @@ def stream_completion(client, base_url: str, request: GenerationRequest,
         with watch, client.stream("POST", f"{base_url}/completion", json=body, timeout=timeout) as response:
             watch.attach(response)
             if response.status_code != 200:
-                raise BackendError(f"llama-server answered HTTP {response.status_code}: {_error_text(response)}")
-            for arrived, event in _events(watch.lines(response)):
+                raise status_error(response.status_code, response.read())
+            for line in watch.lines(response):
+                if not line.startswith("data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == "[DONE]":
+                    break
+                arrived = time.perf_counter()
+                try:
+                    event = json.loads(payload)
+                except ValueError:
+                    raise BackendError(f"llama-server sent a malformed stream event: {payload[:120]!r}") from None
                 watch.event()
-                if "error" in event:
-                    raise BackendError(f"llama-server reported an error: {event['error']}")
-                predicted = event.get("tokens_predicted")
-                if predicted is None:
-                    predicted = n_tokens + len(event.get("tokens") or [])
-                if predicted > n_tokens and not event.get("stop"):
-                    if t_first is None:
-                        t_first = arrived
-                    t_last = arrived
-                    n_tokens = predicted
-                if event.get("content"):
-                    text.append(event["content"])
-                if event.get("stop"):
-                    final = event
+                if stream.feed(event, arrived):
                     break
     except httpx.TransportError as exc:
         raise watch.error(exc) or BackendError(
@@ -107,9 +136,9 @@ def stream_completion(client, base_url: str, request: GenerationRequest,
             f"({type(exc).__name__}: {exc or 'no detail'}); did the server die?"
         ) from None
     end = time.perf_counter()
-    if final is None:
+    if stream.final is None:
         raise BackendError(f"llama-server at {base_url} ended the stream without its final event")
-    return timing_from_final(final, start, t_first, t_last, n_tokens, end, "".join(text))
+    return stream.finish(start, end)
 
 
 def timing_from_final(final, start, t_first, t_last, n_stream_tokens, end, text) -> GenerationTiming:

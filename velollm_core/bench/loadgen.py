@@ -1,0 +1,380 @@
+"""The load generator: one asyncio event loop, no thread per stream, timestamps taken on arrival.
+
+A backend describes one streamed generation as a ``StreamCall`` (URL, JSON body, framing and an
+accumulator that turns events into a ``GenerationTiming``); this module runs many of them at once
+with one ``httpx.AsyncClient``. Every network chunk is stamped with ``perf_counter()`` the moment it
+arrives, before any parsing, and each event in it carries that stamp. Backends that do not describe
+their calls (``generate`` only) run on a thread pool sized to the level instead.
+
+Profiles (``LevelSpec.profile``):
+
+- ``concurrent``: N streams, each sending its next request the moment the previous one ends;
+- ``constant`` / ``poisson``: open loop, arrivals at a fixed interval or exponentially distributed
+  (seeded), independent of completions, with at most ``max_in_flight`` streams open;
+
+Each level runs ``warmup`` uncounted requests first, then ``requests`` measured ones; requests past
+those keep the load steady (cool-down) until the last measured one ends, and are then cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from velollm_core.deadline import MAX_LINE_CHARS, Deadlines
+from velollm_core.errors import BackendError
+from velollm_core.models import GenerationRequest, GenerationTiming
+
+PROFILES = ("concurrent", "constant", "poisson")
+CONNECT_TIMEOUT_S = 10.0
+
+
+class Accumulator(Protocol):
+    """Turns one stream's events into a timing; one per request. ``token_times``: arrival of each
+    token-bearing event (for throughput inside a window)."""
+
+    token_times: list[float]
+
+    def feed(self, event: dict[str, Any], arrived: float) -> bool:
+        """Take one event in; True when the stream is complete. Raise ``BackendError`` on an error event."""
+        ...
+
+    def finish(self, start: float, end: float) -> GenerationTiming:
+        ...
+
+
+@dataclass
+class StreamCall:
+    """One streamed HTTP generation, as a backend describes it for the load generator."""
+
+    url: str
+    body: dict[str, Any]
+    accumulator: Accumulator
+    framing: Literal["sse", "ndjson"] = "sse"
+    server: str = "the server"
+    headers: dict[str, str] = field(default_factory=dict)
+    auth: Any = None
+    params: Any = None
+    # HTTP status and body of a refused request -> the exception to record (a readable message).
+    status_error: Callable[[int, bytes], Exception] | None = None
+
+
+@dataclass
+class LevelSpec:
+    key: str
+    profile: str
+    concurrency: int | None = None
+    rate: float | None = None
+    requests: int = 10
+    warmup: int = 0
+    duration_s: float | None = None
+    max_in_flight: int = 256
+    seed: int = 42
+
+
+@dataclass
+class Outcome:
+    index: int
+    measured: bool
+    start: float
+    end: float
+    timing: GenerationTiming | None = None
+    error: str | None = None
+    token_times: list[float] = field(default_factory=list)
+
+
+@dataclass
+class LevelRun:
+    spec: LevelSpec
+    began: float
+    outcomes: list[Outcome]
+    max_in_flight: int
+    queued: int  # open-loop arrivals that waited because max_in_flight streams were open
+    stopped_by: str  # "requests" | "duration" | "exhausted"
+
+    @property
+    def measured(self) -> list[Outcome]:
+        return sorted((o for o in self.outcomes if o.measured), key=lambda o: o.index)
+
+    def window(self) -> tuple[float, float] | None:
+        """From the first measured start to the last measured end (perf_counter seconds)."""
+        measured = self.measured
+        if not measured:
+            return None
+        return min(o.start for o in measured), max(o.end for o in measured)
+
+    def tokens_in_window(self) -> int | None:
+        """Tokens that arrived inside the window from every stream (warm-up and cool-down included:
+        they share the server with the measured requests); None where a backend stamps no tokens."""
+        window = self.window()
+        if window is None:
+            return None
+        if any(o.timing is not None and not o.token_times for o in self.outcomes):
+            return None
+        lo, hi = window
+        return sum(lo <= t <= hi for o in self.outcomes for t in o.token_times)
+
+
+class ServerGone(BackendError):
+    """The server refused connections mid-level: nothing more can be measured."""
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+async def _stream(client, call: StreamCall, deadlines: Deadlines) -> tuple[GenerationTiming, list[float], float]:
+    """Run one StreamCall: (timing, token arrival times, start)."""
+    import httpx
+
+    parse_sse = call.framing == "sse"
+    acc = call.accumulator
+    start = time.perf_counter()
+    done = False
+    try:
+        async with asyncio.timeout(deadlines.total_s):
+            async with client.stream("POST", call.url, json=call.body, headers=call.headers or None,
+                                     auth=call.auth or httpx.USE_CLIENT_DEFAULT, params=call.params) as response:
+                if response.status_code != 200:
+                    body = await response.aread()
+                    if call.status_error is not None:
+                        raise call.status_error(response.status_code, body)
+                    raise BackendError(f"{call.server} answered HTTP {response.status_code}: "
+                                       f"{body[:200].decode(errors='replace')}")
+                pending = b""
+                async for chunk in response.aiter_bytes():
+                    arrived = time.perf_counter()
+                    pending += chunk
+                    if b"\n" not in chunk:
+                        if len(pending) > MAX_LINE_CHARS:
+                            raise BackendError(f"{call.server} sent a stream line over {MAX_LINE_CHARS >> 20} MiB")
+                        continue
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        if parse_sse:
+                            if not line.startswith(b"data:"):
+                                continue
+                            line = line[5:].strip()
+                            if line == b"[DONE]":
+                                done = True
+                                break
+                        elif not line.strip():
+                            continue
+                        try:
+                            event = json.loads(line)
+                        except ValueError:
+                            raise BackendError(f"{call.server} sent a malformed stream event: "
+                                               f"{line[:120]!r}") from None
+                        if not isinstance(event, dict):
+                            raise BackendError(f"{call.server} sent a stream event that is not an object")
+                        if acc.feed(event, arrived):
+                            done = True
+                            break
+                    if done:
+                        break
+    except TimeoutError:
+        raise BackendError(f"{call.server} did not finish the request within {deadlines.total_s:g} s "
+                           "(--option timeout_s=SECONDS)") from None
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        raise ServerGone(f"{call.server} is not reachable at {call.url} ({type(exc).__name__}); "
+                         "did it die?") from None
+    except httpx.ReadTimeout:
+        raise BackendError(f"{call.server} sent nothing for {deadlines.first_token_s:g} s "
+                           "(--option first_token_timeout_s=SECONDS)") from None
+    except httpx.TransportError as exc:
+        raise BackendError(f"lost the connection to {call.server} mid-stream ({type(exc).__name__})") from None
+    end = time.perf_counter()
+    if not done:
+        raise BackendError(f"{call.server} ended the stream without its final event")
+    return acc.finish(start, end), acc.token_times, start
+
+
+Prepare = Callable[[GenerationRequest], "StreamCall | None"]
+Generate = Callable[[GenerationRequest], GenerationTiming]
+
+
+class LevelDriver:
+    """Runs one level's requests through StreamCalls (asyncio) or ``generate`` (threads)."""
+
+    def __init__(self, spec: LevelSpec, requests: list[GenerationRequest], *, prepare: Prepare | None,
+                 generate: Generate, deadlines: Deadlines, primes: list[GenerationRequest | None] | None = None,
+                 on_done: Callable[[Outcome], None] | None = None) -> None:
+        self.spec = spec
+        self.requests = requests
+        self.primes = primes or [None] * len(requests)
+        self.prepare = prepare
+        self.generate = generate
+        self.deadlines = deadlines
+        self.on_done = on_done or (lambda outcome: None)
+        self.outcomes: list[Outcome] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.queued = 0
+        self.measured_done = 0
+        self.fatal: BaseException | None = None
+        self.stopped_by = "requests"
+        self._next = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self.began = time.perf_counter()
+        self._calls: dict[int, StreamCall | None] = {}
+
+    # -- one request ------------------------------------------------------------------------------
+    def _is_measured(self, index: int) -> bool:
+        return self.spec.warmup <= index < self.spec.warmup + self.spec.requests
+
+    async def _one(self, client, index: int) -> None:
+        request = self.requests[index]
+        measured = self._is_measured(index)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        start = time.perf_counter()
+        outcome = Outcome(index, measured, start, start)
+        try:
+            prime = self.primes[index]
+            if prime is not None:  # the depth context, into the cache first; not timed
+                await self._run(client, prime)
+            timing, token_times, start = await self._run(client, request)
+            outcome.start, outcome.timing, outcome.token_times = start, timing, token_times
+        except ServerGone as exc:
+            outcome.error = _short(exc)
+            self.fatal = self.fatal or exc
+        except asyncio.CancelledError:
+            self.in_flight -= 1
+            raise
+        except BackendError as exc:
+            outcome.error = _short(exc)
+        except Exception as exc:  # noqa: BLE001 - one request's bug is a failed request, named
+            outcome.error = f"{type(exc).__name__}: {_short(exc)}"
+        outcome.end = time.perf_counter()
+        self.in_flight -= 1
+        self.outcomes.append(outcome)
+        if measured:
+            self.measured_done += 1
+        self.on_done(outcome)
+
+    async def _run(self, client, request: GenerationRequest) -> tuple[GenerationTiming, list[float], float]:
+        call = self._calls.pop(id(request), None) if self.prepare else None
+        if call is not None:
+            return await _stream(client, call, self.deadlines)
+        loop = asyncio.get_running_loop()
+        start = time.perf_counter()
+        timing = await loop.run_in_executor(self._pool, self.generate, request)
+        return timing, [], start
+
+    # -- profiles ---------------------------------------------------------------------------------
+    def _take(self, began: float) -> int | None:
+        """The next request index to send, or None when the level sends no more."""
+        if self.fatal is not None or self.measured_done >= self.spec.requests:
+            return None
+        if self._next >= len(self.requests):
+            self.stopped_by = "exhausted"
+            return None
+        if (self.spec.duration_s is not None and self._is_measured(self._next)
+                and time.perf_counter() - began > self.spec.duration_s):
+            self.stopped_by = "duration"
+            return None
+        index, self._next = self._next, self._next + 1
+        return index
+
+    def _all_measured_sent_and_done(self) -> bool:
+        return self.fatal is not None or self.measured_done >= min(
+            self.spec.requests, max(0, self._next - self.spec.warmup))
+
+    async def _closed_loop(self, client, began: float) -> None:
+        async def worker() -> None:
+            while (index := self._take(began)) is not None:
+                await self._one(client, index)
+                if self.measured_done >= self.spec.requests or self.fatal is not None:
+                    return
+
+        workers = [asyncio.create_task(worker()) for _ in range(self.spec.concurrency or 1)]
+        await self._until_measured(workers, began)
+
+    async def _open_loop(self, client, began: float) -> None:
+        rng = random.Random(f"{self.spec.seed}:{self.spec.key}")
+        rate = float(self.spec.rate or 1.0)
+        tasks: set[asyncio.Task] = set()
+        gate = asyncio.Semaphore(self.spec.max_in_flight)
+        due = time.perf_counter()
+
+        async def send(index: int) -> None:
+            async with gate:
+                await self._one(client, index)
+
+        async def arrivals() -> None:
+            nonlocal due
+            while (index := self._take(began)) is not None:
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if gate.locked():
+                    self.queued += 1
+                task = asyncio.create_task(send(index))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                due += rng.expovariate(rate) if self.spec.profile == "poisson" else 1.0 / rate
+
+        producer = asyncio.create_task(arrivals())
+        await self._until_measured([producer], began, extra=tasks)
+
+    async def _until_measured(self, tasks: list[asyncio.Task], began: float, extra: set | None = None) -> None:
+        """Wait until every measured request sent has ended (or the server is gone), then cancel the rest."""
+        try:
+            while True:
+                live = [t for t in tasks if not t.done()]
+                if self.fatal is not None:
+                    break
+                if not live and not extra:
+                    break
+                if not live and self._all_measured_sent_and_done():
+                    break
+                if self.measured_done >= self.spec.requests:
+                    break
+                await asyncio.sleep(0.005)
+        finally:
+            pending = [t for t in [*tasks, *(extra or ())] if not t.done()]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            errors = [t.exception() for t in tasks if t.done() and not t.cancelled() and t.exception() is not None]
+            if errors:
+                raise errors[0]
+
+    async def _main(self) -> float:
+        import httpx
+
+        size = max(self.spec.concurrency or 0, self.spec.max_in_flight if self.spec.profile != "concurrent" else 0, 1)
+        limits = httpx.Limits(max_connections=size + 1, max_keepalive_connections=size + 1)
+        timeout = self.deadlines.httpx_timeout(CONNECT_TIMEOUT_S)
+        self._pool = None if self.prepare else ThreadPoolExecutor(max_workers=size)
+        try:
+            async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
+                self.began = began = time.perf_counter()
+                if self.spec.profile == "concurrent":
+                    await self._closed_loop(client, began)
+                else:
+                    await self._open_loop(client, began)
+                return began
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def run(self) -> LevelRun:
+        """Run the level in this thread's own event loop; a dead server raises after recording.
+
+        Every StreamCall is built first (a backend may start its server or build a body), so nothing
+        blocks the loop once streams are open."""
+        if self.prepare is not None:
+            for request in [*self.requests, *(p for p in self.primes if p is not None)]:
+                self._calls[id(request)] = self.prepare(request)
+        began = asyncio.run(self._main())
+        if self.fatal is not None:
+            raise self.fatal
+        return LevelRun(self.spec, began, self.outcomes, self.max_in_flight, self.queued, self.stopped_by)

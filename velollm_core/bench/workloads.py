@@ -1,0 +1,186 @@
+"""Synthetic workloads with exact token counts, as llama-bench names them: ``pp512/tg128@d4096``.
+
+A workload asks for a prompt of ``pp`` tokens, ``tg`` generated tokens and, optionally, ``d`` tokens
+of context already in the KV cache. Prompts are built from the model's own tokenizer where the
+backend exposes one (llama-server and vLLM ``/tokenize``): random common words, added or removed
+until the server counts exactly ``pp`` tokens (its BOS included, as the server's own prompt count
+is). Where no tokenizer is reachable (Ollama), two probe generations measure tokens per word from the
+server's reported prompt counts, and the workload says it was calibrated. Every request gets its
+own random words from its first token on, so no request can be answered from another's prefix cache.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from velollm_core.errors import UserInputError
+
+_SPEC = re.compile(r"^(?:pp(?P<pp>\d+))?(?:/?tg(?P<tg>\d+))?(?:@d(?P<d>\d+))?$")
+# A prompt needs some tokens even for a pure generation test (llama-bench's tg128 starts from BOS).
+MIN_PROMPT_TOKENS = 8
+MAX_TOKENS = 1_000_000
+# Counts are exact where a tokenizer is used; a calibrated prompt may miss by this share (flagged).
+MISMATCH_SHARE = 0.01
+
+# Short, common words: nearly all are one token in every BPE/SentencePiece vocabulary, so a count
+# converges in one or two corrections.
+_WORD_TEXT = """
+time year people way day man thing woman life child world school state family student group country
+problem hand part place case week company system program question work government number night point
+home water room mother area money story fact month lot right study book eye job word business issue
+side kind head house service friend father power hour game line end member law car city community
+name president team minute idea kid body information back parent face others level office door
+health person art war history party result change morning reason research girl guy moment air
+teacher force education foot boy age policy music market sense nation plan college interest death
+experience effect use class control care field development role effort rate heart drug show leader
+light voice wife police mind price report decision son view relationship town road arm difference
+value building action model season society tax director position player record paper space ground
+form event official matter center couple site project activity star table need court oil situation
+cost industry figure street image phone data picture practice piece land product doctor wall patient
+worker news test movie north love support technology step baby computer type attention film tree
+source organization hair window evidence population truth song bank answer blue green red small large
+old new good high long great little own other right big different early young important few public
+bad same able last late hard major better economic strong possible whole free military true federal
+"""
+WORDS = tuple(_WORD_TEXT.split())
+
+
+@dataclass(frozen=True)
+class Workload:
+    """``pp`` prompt tokens, ``tg`` generated tokens, at ``depth`` tokens already in context."""
+
+    prompt_tokens: int
+    output_tokens: int
+    depth: int = 0
+
+    @property
+    def name(self) -> str:
+        text = f"pp{self.prompt_tokens}/tg{self.output_tokens}"
+        return f"{text}@d{self.depth}" if self.depth else text
+
+    @property
+    def context_tokens(self) -> int:
+        """Tokens a slot must hold: depth, prompt and answer."""
+        return self.depth + self.prompt_tokens + self.output_tokens
+
+
+def parse_workload(text: str) -> Workload:
+    """'pp512/tg128', 'pp512', 'tg128', 'pp512/tg128@d4096' -> Workload; anything else is refused."""
+    match = _SPEC.match(text.strip().lower())
+    if not match or not (match["pp"] or match["tg"]):
+        raise UserInputError(f"--workload {text!r} is not of the form ppN/tgM[@dD] (e.g. pp512/tg128, "
+                             "tg128, pp512/tg128@d4096)")
+    pp = int(match["pp"]) if match["pp"] else MIN_PROMPT_TOKENS
+    tg = int(match["tg"]) if match["tg"] else 1
+    depth = int(match["d"] or 0)
+    if pp < 2 or tg < 1 or max(pp, tg, depth) > MAX_TOKENS:
+        raise UserInputError(f"--workload {text!r}: the prompt needs at least 2 tokens (BOS and one more), "
+                             f"the answer at least 1, and no count may exceed {MAX_TOKENS:,}")
+    return Workload(pp, tg, depth)
+
+
+Tokenize = Callable[[str], "list[int] | None"]
+
+
+class PromptBuilder:
+    """Prompts of an exact token count, from the server's tokenizer or a calibrated words-per-token rate."""
+
+    def __init__(self, tokenize: Tokenize | None = None) -> None:
+        self.tokenize = tokenize
+        # tokens = intercept + slope * words, from the calibration probes (tokenizer-less servers).
+        self.fit: tuple[float, float] | None = None
+        self.method = "tokenizer" if tokenize else "calibrated"
+
+    def calibrate(self, count: Callable[[str], int | None], rng: random.Random) -> None:
+        """Fit tokens per word from the server's reported prompt counts of two probe prompts."""
+        sizes = (32, 256)
+        counts = []
+        for size in sizes:
+            reported = count(" ".join(rng.choice(WORDS) for _ in range(size)))
+            if not isinstance(reported, int) or reported < 1:
+                raise UserInputError("the server reports no prompt token count, so a synthetic workload cannot "
+                                     "be sized for it; use --suite instead")
+            counts.append(reported)
+        slope = (counts[1] - counts[0]) / (sizes[1] - sizes[0])
+        if slope <= 0:
+            raise UserInputError(f"the server's prompt counts ({counts[0]} for {sizes[0]} words, {counts[1]} for "
+                                 f"{sizes[1]}) do not grow with the prompt; it may be caching: use --suite")
+        self.fit = (counts[0] - slope * sizes[0], slope)
+
+    def _count(self, words: list[str]) -> int:
+        tokens = self.tokenize(" ".join(words)) if self.tokenize else None
+        if tokens is None:
+            raise UserInputError("the server's tokenizer did not answer; cannot size a synthetic prompt")
+        return len(tokens)
+
+    def build(self, n_tokens: int, rng: random.Random, prefix: list[str] | None = None) -> tuple[str, list[str]]:
+        """A prompt of ``n_tokens`` server tokens (BOS included): its text and its words.
+
+        ``prefix`` words stay at the front (a depth context the prompt extends).
+        """
+        words = list(prefix or [])
+        if self.tokenize is None:
+            if self.fit is None:
+                raise RuntimeError("calibrate() first")  # a programming error, not the user's
+            intercept, slope = self.fit
+            want = max(1, round((n_tokens - intercept) / slope))
+            words += [rng.choice(WORDS) for _ in range(max(0, want - len(words)))]
+            return " ".join(words), words
+        base = len(words)
+        words += [rng.choice(WORDS) for _ in range(max(1, n_tokens - 1 - base))]
+        for _ in range(12):
+            have = self._count(words)
+            if have == n_tokens:
+                return " ".join(words), words
+            if have < n_tokens:
+                words += [rng.choice(WORDS) for _ in range(n_tokens - have)]
+            elif len(words) > base + 1:
+                del words[max(base + 1, len(words) - (have - n_tokens)):]
+            else:
+                break
+        # A two-token word at the end keeps us one over or under: try other last words.
+        for word in WORDS:
+            words[-1] = word
+            if self._count(words) == n_tokens:
+                return " ".join(words), words
+        raise UserInputError(f"could not build a prompt of exactly {n_tokens} tokens with this tokenizer; "
+                             "try a different pp count")
+
+
+@dataclass
+class WorkloadPrompt:
+    """One request's prompt (and the depth context to prime first, if any)."""
+
+    text: str
+    tokens: int  # as built: exact with a tokenizer, the calibrated estimate otherwise
+    depth_text: str | None = None
+
+
+def build_prompts(workload: Workload, builder: PromptBuilder, count: int, seed: int,
+                  shared: bool = False) -> list[WorkloadPrompt]:
+    """``count`` prompts for ``workload``, each unique from its first word (``shared``: all the same,
+    to measure prefix caching)."""
+    prompts: list[WorkloadPrompt] = []
+    for index in range(1 if shared else count):
+        rng = random.Random(f"{seed}:{workload.name}:{index}")
+        depth_text = None
+        prefix = None
+        if workload.depth:
+            depth_text, prefix = builder.build(workload.depth, rng)
+        text, _ = builder.build(workload.depth + workload.prompt_tokens, rng, prefix)
+        prompts.append(WorkloadPrompt(text, workload.depth + workload.prompt_tokens, depth_text))
+    return prompts * count if shared else prompts
+
+
+def prompt_check(requested: int, reported: list[int]) -> dict[str, object]:
+    """Requested vs the server's reported prompt counts; ``mismatch`` where the median is >1% off."""
+    from velollm_core.bench.stats import percentile
+
+    if not reported:
+        return {"requested": requested, "reported_median": None, "mismatch": None}
+    median = percentile(reported, 50)
+    return {"requested": requested, "reported_median": median,
+            "mismatch": abs(median - requested) > MISMATCH_SHARE * requested}
