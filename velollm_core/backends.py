@@ -89,6 +89,10 @@ class BackendBase:
     def describe(self, context: BenchmarkContext) -> BackendInfo | None:
         return None
 
+    def metrics_url(self, context: BenchmarkContext) -> str | None:
+        """The server's Prometheus endpoint for the benchmark's telemetry; None: it has none."""
+        return None
+
 
 # The hooks the bridge answers for a backend, by the capability it needs (None: every backend).
 BRIDGED_HOOKS: dict[str, str | None] = {

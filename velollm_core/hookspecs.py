@@ -129,5 +129,16 @@ def local_models():
 
 
 @hookspec
+def telemetry_sources():
+    """Return a list of hardware telemetry sources (``velollm_core.api.TelemetrySource``) for this machine.
+
+    All plugins answer (the NVIDIA plugin NVML, the core RAPL). A source is cheap to create: nothing is
+    opened until the benchmark's telemetry calls ``open()``, which says what it cannot read (or raises
+    ``SensorUnavailable``); ``read()`` then returns one ``DeviceReading`` per device about ten times a
+    second, with None (never 0) for what a device does not report.
+    """
+
+
+@hookspec
 def register_commands(cli):
     """Add click commands or groups to the ``velollm`` CLI group ``cli``. All plugins are called."""

@@ -29,6 +29,7 @@ BUILTIN_PLUGINS = (
     "velollm_core.backend_bridge",
     "velollm_core.hardware.pci",
     "velollm_core.hardware.xpu",
+    "velollm_core.telemetry.rapl",
     "velollm_core.testmodels",
 )
 

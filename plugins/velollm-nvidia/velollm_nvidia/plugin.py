@@ -36,6 +36,15 @@ def nvml_library_loadable() -> bool:
     return True
 
 
+def nvidia_may_be_present(hardware_seen: Callable[[], bool] | None = None) -> bool:
+    """False only where NVML would surely find nothing: no pynvml loaded, no nvidia-smi, no device, no library."""
+    # Importing pynvml costs ~30 ms (thousands of ctypes definitions), more than the rest of
+    # `velollm detect --json`. Without its library, nvidia-smi or a device on the bus, NVML would end
+    # where this does: no GPU, nothing to warn about. A pynvml already imported (a test's fake) is asked.
+    return ("pynvml" in sys.modules or shutil.which("nvidia-smi") is not None
+            or (hardware_seen or nvidia_hardware_seen)() or nvml_library_loadable())
+
+
 def detect_nvidia_gpus(
     warn: Callable[[str], None],
     timeout: float = DEFAULT_TIMEOUT_S,
@@ -45,11 +54,7 @@ def detect_nvidia_gpus(
 
     A machine without NVIDIA hardware gets no warning for missing NVIDIA tools: absence is normal.
     """
-    # Importing pynvml costs ~30 ms (thousands of ctypes definitions), more than the rest of
-    # `velollm detect --json`. Without its library, nvidia-smi or a device on the bus, NVML would end
-    # where this does: no GPU, nothing to warn about. A pynvml already imported (a test's fake) is asked.
-    if ("pynvml" not in sys.modules and shutil.which("nvidia-smi") is None and not hardware_seen()
-            and not nvml_library_loadable()):
+    if not nvidia_may_be_present(hardware_seen):
         return []
     from velollm_nvidia.nvml import NvmlUnavailable, probe_nvml
 
@@ -85,3 +90,13 @@ def detect_nvidia_gpus(
 def detect_gpu(warn: Callable[[str], None]) -> list[GpuInfo]:
     """NVIDIA GPUs with memory, driver, CUDA version, compute capability and bandwidth."""
     return detect_nvidia_gpus(warn)
+
+
+@hookimpl
+def telemetry_sources() -> list:
+    """NVML power, energy, memory and utilization per GPU, where an NVIDIA GPU may be present."""
+    if not nvidia_may_be_present():
+        return []
+    from velollm_nvidia.telemetry import NvmlSource
+
+    return [NvmlSource()]

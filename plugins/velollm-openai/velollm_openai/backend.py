@@ -218,3 +218,7 @@ class OpenAIBackend(BackendBase):
 
     def describe(self, context: BenchmarkContext) -> BackendInfo:
         return describe(context)
+
+    def metrics_url(self, context: BenchmarkContext) -> str | None:
+        """``/metrics`` beside ``/v1`` (vLLM, SGLang with --enable-metrics, llama-server with --metrics)."""
+        return f"{session(context).server.root}/metrics"

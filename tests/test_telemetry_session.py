@@ -1,0 +1,211 @@
+"""The telemetry session: sampler timing and overhead, bounded series, energy per level and per decode
+phase, what is unknown said once (never 0), client vs server, and a real llama-server with --metrics."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+
+import httpx
+import pytest
+
+from velollm_core.telemetry.sampler import BoundedSeries, PeriodicSampler
+from velollm_core.telemetry.session import UNKNOWN, TelemetrySession, compare_client_server, merge_windows
+from velollm_core.telemetry.sources import DeviceReading, SensorUnavailable
+from velollm_core.testing import llama_server
+
+
+class SteadyGpu:
+    """A sensor on a device that draws ``watts`` all the time: its counter is watts x seconds, exactly."""
+
+    name = "steady"
+
+    def __init__(self, watts: float = 100.0, counter: bool = True) -> None:
+        self.watts, self.counter, self.opened, self.closed = watts, counter, False, False
+
+    def open(self) -> list[str]:
+        self.t0, self.opened = time.perf_counter(), True
+        return [] if self.counter else ["steady: GPU 0 reports no total energy counter (energy integrated from power)"]
+
+    def read(self) -> list[DeviceReading]:
+        elapsed = time.perf_counter() - self.t0
+        return [DeviceReading("steady:0", "Steady GPU", "gpu", utilization_pct=50.0,
+                              memory_used_bytes=1000 + int(elapsed * 10), memory_total_bytes=10_000,
+                              power_w=self.watts, energy_j=self.watts * elapsed if self.counter else None)]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Absent:
+    name = "absent"
+
+    def open(self):
+        raise SensorUnavailable("absent: no such sensor here: power unknown")
+
+    def read(self):
+        raise AssertionError("never read after a failed open")
+
+    def close(self):
+        raise AssertionError("never closed after a failed open")
+
+
+def test_sampler_keeps_its_rate_stops_at_once_and_measures_itself():
+    calls = []
+    sampler = PeriodicSampler(calls.append, 0.02, "test")
+    sampler.start()
+    time.sleep(0.5)
+    began = time.perf_counter()
+    sampler.stop()
+    assert time.perf_counter() - began < 0.1  # the Event wakes it: no waiting out a period
+    assert 15 <= sampler.ticks <= 27  # 25 planned (shared CPU: some may be late, none in a burst)
+    assert sampler.cpu_s < sampler.wall_s and sampler.wall_s == pytest.approx(0.5, abs=0.1)
+    gaps = [b - a for a, b in itertools.pairwise(calls)]
+    assert min(gaps) > 0.01  # late ticks are skipped, not fired back to back
+
+
+def test_a_failing_read_ends_the_sampler_and_is_kept():
+    def read(now):
+        raise OSError("sensor gone")
+
+    sampler = PeriodicSampler(read, 0.01, "broken")
+    sampler.start()
+    time.sleep(0.05)
+    sampler.stop()
+    assert isinstance(sampler.error, OSError) and sampler.ticks == 0
+
+
+def test_bounded_series_halves_evenly_keeping_means_and_peaks():
+    series = BoundedSeries(limit=8, peaks=("memory",))
+    for i in range(1000):
+        series.add({"t": float(i), "power": 10.0 if i % 2 else 20.0, "memory": i})
+    columns = series.columns()
+    assert len(columns["t"]) <= 9
+    assert all(p == pytest.approx(15.0) for p in columns["power"])
+    assert max(columns["memory"]) == 999
+    spacing = {round(b - a) for a, b in itertools.pairwise(columns["t"][:-1])}
+    assert len(spacing) == 1  # evenly spaced over the whole run
+
+
+def test_merge_windows():
+    assert merge_windows([(3, 4), (1, 2.5), (2, 3.5), (6, 5), (7, 8)]) == [(1, 4), (7, 8)]
+
+
+def test_compare_flags_over_two_percent():
+    out = compare_client_server({"prompt_tokens": 100, "completion_tokens": 1000, "other": None},
+                                {"prompt_tokens": 103, "completion_tokens": 1015})
+    assert out["prompt_tokens"] == {"client": 100, "server": 103, "diff_pct": 3.0, "disagree": True}
+    assert out["completion_tokens"]["disagree"] is False and out["completion_tokens"]["diff_pct"] == 1.5
+    assert "other" not in out
+
+
+def _level(session: TelemetrySession, key: str, seconds: float, runs):
+    session.begin_level(key)
+    time.sleep(seconds)
+    return session.end_level(key, runs=runs)
+
+
+def test_energy_per_level_and_per_decode_phase_from_a_counter():
+    said = []
+    gpu = SteadyGpu(100.0)
+    session = TelemetrySession(None, [gpu, Absent()], warn=said.append)
+    session.start()
+    # two requests: decode from 0.1 s to 0.4 s and from 0.3 s to 0.5 s -> one 0.4 s decode phase
+    runs = [{"prompt_tokens": 10, "completion_tokens": 30, "started_s": 0.0, "ttft_ms": 100, "ended_s": 0.4},
+            {"prompt_tokens": 10, "completion_tokens": 10, "started_s": 0.2, "ttft_ms": 100, "ended_s": 0.5}]
+    level = _level(session, "c2", 0.6, runs)
+    result = session.finish()
+    gpu_level = level["hardware"]["steady:0"]
+    assert gpu_level["energy_j"] == pytest.approx(100 * level["duration_s"], rel=0.02)
+    assert gpu_level["decode_energy_j"] == pytest.approx(40.0, rel=0.05)
+    assert gpu_level["power_w"]["mean"] == pytest.approx(100.0, rel=0.02)
+    assert gpu_level["energy_method"] == "counter" and gpu_level["samples"] >= 4
+    assert gpu_level["memory_used_bytes"]["peak"] > gpu_level["memory_used_bytes"]["at_start"] >= 1000
+    assert level["tokens"] == {"prompt_tokens": 20, "completion_tokens": 40}
+    assert level["tokens_per_joule"]["gpu"]["end_to_end"] == pytest.approx(40 / (100 * level["duration_s"]), rel=0.02)
+    assert level["tokens_per_joule"]["gpu"]["decode"] == pytest.approx(1.0, rel=0.05)
+    # no CPU sensor and no server: unknown, never 0, and why said once
+    assert level["energy_j"]["cpu"] == UNKNOWN and level["tokens_per_joule"]["cpu"]["end_to_end"] == UNKNOWN
+    assert level["server"] == UNKNOWN and result["server"]["available"] is False
+    assert said == result["why"] == ["absent: no such sensor here: power unknown",
+                                     "server metrics: the backend exposes no Prometheus metrics endpoint"]
+    assert gpu.closed
+    series = result["series"]["devices"]["steady:0"]
+    assert 4 <= len(series["t"]) <= 512 and set(series) == {"t", "utilization_pct", "memory_used_bytes", "power_w"}
+    assert result["series"]["levels"][0]["key"] == "c2"
+    assert result["sampler"]["hardware"]["cpu_per_s"] < 0.5
+
+
+def test_energy_integrated_from_power_where_no_counter():
+    session = TelemetrySession(None, [SteadyGpu(50.0, counter=False)], warn=None)
+    session.start()
+    level = _level(session, "seq", 0.5, [])
+    session.finish()
+    gpu_level = level["hardware"]["steady:0"]
+    assert gpu_level["energy_method"] == "integrated power"
+    assert gpu_level["energy_j"] == pytest.approx(50 * level["duration_s"], rel=0.05)
+    assert gpu_level["decode_energy_j"] == UNKNOWN  # no run placed a decode phase
+    assert level["tokens_per_joule"]["gpu"] == {"end_to_end": UNKNOWN, "decode": UNKNOWN}  # no tokens counted
+
+
+def test_no_sensor_at_all_says_so_once_and_goes_on():
+    said = []
+    session = TelemetrySession("http://127.0.0.1:9/metrics", [Absent()], warn=said.append)
+    session.start()
+    level = _level(session, "seq", 0.05, [{"prompt_tokens": 5, "completion_tokens": 5}])
+    _level(session, "c2", 0.05, [])
+    result = session.finish()
+    assert level["hardware"] == {} and level["energy_j"] == {"cpu": UNKNOWN}
+    assert result["why"][0] == "absent: no such sensor here: power unknown"
+    assert "no hardware sensor is readable" in result["why"][1]
+    assert result["why"][2].startswith("server metrics: ConnectError")
+    assert said == result["why"] and len(said) == 3  # two levels, each thing said once
+
+
+def test_an_endpoint_without_metrics_is_said():
+    session = TelemetrySession("http://x/metrics", [], warn=None, http_get=lambda url: "# nothing here\nfoo 1\n")
+    session.start()
+    result = session.finish()
+    assert "none of the llama.cpp, vLLM or SGLang metrics" in result["server"]["why"]
+
+
+@pytest.mark.llamacpp
+def test_real_llama_server_sequential_and_concurrent_levels(llama_server_bin, gemma):
+    """Client and server agree on tokens (nothing flagged); the sampler polls the server meanwhile."""
+    with llama_server(llama_server_bin, gemma, ["-c", "4096", "--parallel", "2", "--metrics"]) as url:
+        session = TelemetrySession(f"{url}/metrics", sources=None, server_hz=5.0, warn=None)
+        session.start()
+
+        def one(runs, lock, t_level):
+            started = time.perf_counter() - t_level
+            body = {"prompt": "Write about the sea.", "n_predict": 16, "cache_prompt": False, "ignore_eos": True}
+            reply = httpx.post(f"{url}/completion", json=body, timeout=120).json()
+            with lock:
+                runs.append({"prompt_tokens": reply["timings"]["prompt_n"],
+                             "completion_tokens": reply["timings"]["predicted_n"],
+                             "started_s": started, "ttft_ms": reply["timings"]["prompt_ms"],
+                             "ended_s": time.perf_counter() - t_level})
+
+        levels = []
+        for key, streams in (("seq", 1), ("c2", 2)):
+            runs, lock = [], threading.Lock()
+            session.begin_level(key)
+            t_level = time.perf_counter()
+            threads = [threading.Thread(target=one, args=(runs, lock, t_level)) for _ in range(streams)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            levels.append(session.end_level(key, runs=runs))
+        result = session.finish()
+    assert result["server"]["flavor"] == "llama.cpp" and result["server"]["available"]
+    for level, streams in zip(levels, (1, 2)):
+        server = level["server"]
+        assert server["generated_tokens"] == 16 * streams
+        assert server["decode_tokens_per_s_per_stream"] > 0 and server["prompt_tokens_per_s"] > 0
+        assert server["requests_waiting"]["peak"] == 0  # two slots for two streams: nothing deferred
+        assert level["client_vs_server"]["completion_tokens"]["disagree"] is False
+        assert level["client_vs_server"]["prompt_tokens"]["disagree"] is False
+    assert levels[1]["server"]["requests_running"]["peak"] >= 1
+    assert result["series"]["server"]["t"]  # gauges polled during the run
