@@ -34,6 +34,8 @@ def velollm(capsys):
 def machine(tmp_path, hw, isolated_ollama, fake_ollama, monkeypatch):
     """A hardware report file for one 8 GiB GPU, and OLLAMA_HOST pointing at the loopback server."""
     monkeypatch.setenv("OLLAMA_HOST", fake_ollama.url)
+    # An Ollama before llama-server, whose rules propose flash attention (the formats show a change).
+    fake_ollama.version = fake_ollama.OLD_VERSION
     path = tmp_path / "hardware.json"
     path.write_text(hw.report([hw.nvidia("NVIDIA GeForce RTX 3070", total_gib=8)]).model_dump_json())
     monkeypatch.chdir(tmp_path)

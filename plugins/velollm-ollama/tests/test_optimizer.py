@@ -14,6 +14,7 @@ from velollm_ollama.optimizer import (
     pick_context,
     propose_ollama_config,
 )
+from velollm_ollama.versions import FEATURES, has, parallel_forced_to_one, parse_version, since
 
 from velollm_core.errors import UserInputError
 
@@ -36,9 +37,14 @@ def config(**values: str) -> OllamaConfig:
     return OllamaConfig(scope="environment", settings={k: Setting(v, "environment") for k, v in values.items()})
 
 
-def propose(hardware, model=None, current=None, **kwargs):
+# The rules below these helpers are those of Ollama before VRAM-tier contexts (0.15.5) and llama-server
+# (0.30); the tests at the end of this file have those of later releases.
+OLD = "0.15.4"
+
+
+def propose(hardware, model=None, current=None, version=OLD, **kwargs):
     inputs = OptimizerInputs(hardware=hardware, current=current or config(), model=model, platform="linux",
-                             **kwargs)
+                             version=version, **kwargs)
     proposal = propose_ollama_config(inputs)
     return proposal, {c.key: c for c in proposal.changes}
 
@@ -451,13 +457,18 @@ def test_hook_without_server_uses_the_store(hw, isolated_ollama, fake_store, ggu
     notes = " | ".join(proposal.notes)
     assert "no Ollama server answered" in notes
     assert "sized for small:latest, the largest installed model that fits in memory" in notes
-    assert {c.key: c for c in proposal.changes}["OLLAMA_CONTEXT_LENGTH"].proposed == "4096"
+    # No server, no version: the rules are the newest Ollama's, whose 32k default here is cut to the
+    # model's trained 4,096 tokens, which fit.
+    assert "Ollama's version is unknown" in notes
+    assert "OLLAMA_CONTEXT_LENGTH" not in {c.key for c in proposal.changes}
+    assert "Ollama's default here, 4,096 tokens, is what fits" in notes
 
 
 def test_hook_with_a_gguf_path(hw, isolated_ollama, gguf_file, dead_url, monkeypatch):
     monkeypatch.setenv("OLLAMA_HOST", dead_url)
     path = gguf_file(context=16384)
-    [proposal] = plugin.propose_config(hardware=hw.report([hw.nvidia()]), model=str(path), backend="ollama")
+    [proposal] = plugin.propose_config(hardware=hw.report([hw.nvidia(total_gib=16)]), model=str(path),
+                                       backend="ollama")
     assert {c.key: c for c in proposal.changes}["OLLAMA_CONTEXT_LENGTH"].proposed == "16384"
 
 
@@ -467,3 +478,155 @@ def test_hook_stays_quiet_where_there_is_no_ollama(hw, isolated_ollama, dead_url
     assert plugin.propose_config(hardware=hw.report([]), model=None, backend=None) == []
     # Asked for explicitly, it still answers.
     assert len(plugin.propose_config(hardware=hw.report([]), model=None, backend="ollama")) == 1
+
+
+# --- by Ollama release (/api/version): llama-server inside from 0.30.0, VRAM-tier default contexts from
+# 0.15.5, parallel forced to one for some architectures; older releases keep their rules ---------------
+
+NEW = "0.33.0-rc2"
+PRE_LLAMA_SERVER = "0.24.0"
+
+
+def test_versions_parse_and_compare():
+    assert parse_version("0.33.0-rc2") == (0, 33, 0)
+    assert parse_version("v0.5") == (0, 5, 0)
+    assert parse_version("0.0.0") is None and parse_version("dev") is None and parse_version(None) is None
+    assert has("0.30.1", "prompt_count_includes_cache") and not has("0.30.0", "prompt_count_includes_cache")
+    assert has(None, "llama_server")  # unknown: the newest
+    assert since("flash_attention_auto") == "0.30.0"
+    assert all(isinstance(text, str) and text for _, text in FEATURES.values())
+
+
+def test_unset_flash_attention_is_auto_from_0_30(hw):
+    proposal, changes = propose(hw.report([hw.nvidia()]), llama8b(), version=NEW)
+    assert "OLLAMA_FLASH_ATTENTION" not in changes
+    assert any("unset is llama.cpp's auto" in n for n in proposal.notes)
+    # Sized with flash attention on: q8_0 is proposed, as it is where flash attention is on.
+    assert changes["OLLAMA_KV_CACHE_TYPE"].proposed == "q8_0"
+    _, old_changes = propose(hw.report([hw.nvidia()]), llama8b(), version=PRE_LLAMA_SERVER)
+    assert old_changes["OLLAMA_FLASH_ATTENTION"].proposed == "1"
+
+
+def test_flash_attention_forced_off_is_undone_from_0_30(hw):
+    _, changes = propose(hw.report([hw.nvidia()]), llama8b(), config(OLLAMA_FLASH_ATTENTION="0"), version=NEW)
+    change = changes["OLLAMA_FLASH_ATTENTION"]
+    assert (change.current, change.proposed) == ("0", None)
+    assert "--flash-attn auto" in change.reason
+
+
+def test_old_gpu_blocks_flash_attention_in_every_version(hw):
+    old_gpu = hw.report([hw.nvidia("Tesla K80", total_gib=12, cc="3.7")])
+    for version in (NEW, PRE_LLAMA_SERVER):
+        proposal, changes = propose(old_gpu, llama8b(), config(OLLAMA_FLASH_ATTENTION="1"), version=version)
+        assert changes["OLLAMA_FLASH_ATTENTION"].proposed is None
+        assert any("flash attention stays off" in n for n in proposal.notes)
+
+
+def test_quantized_kv_without_flash_attention_fails_to_load_from_0_30(hw):
+    old_gpu = hw.report([hw.nvidia("Tesla K80", total_gib=12, cc="3.7")])
+    _, changes = propose(old_gpu, llama8b(), config(OLLAMA_KV_CACHE_TYPE="q8_0"), version=NEW)
+    assert changes["OLLAMA_KV_CACHE_TYPE"].proposed is None
+    assert "--cache-type-k/v" in changes["OLLAMA_KV_CACHE_TYPE"].reason
+    assert "fail to load" in changes["OLLAMA_KV_CACHE_TYPE"].reason
+    _, old = propose(old_gpu, llama8b(), config(OLLAMA_KV_CACHE_TYPE="q8_0"), version=PRE_LLAMA_SERVER)
+    assert "has no effect" in old["OLLAMA_KV_CACHE_TYPE"].reason
+
+
+def test_llama_server_cache_types_pass_straight_through_from_0_30(hw):
+    # q5_1 is unknown to Ollama's old runner (it used f16) but llama-server takes it as it is.
+    proposal, changes = propose(hw.report([hw.nvidia()]), llama8b(), config(OLLAMA_KV_CACHE_TYPE="q5_1"),
+                                version=NEW)
+    assert "OLLAMA_KV_CACHE_TYPE" not in changes
+    assert any("q5_1 kept" in n for n in proposal.notes)
+    _, old = propose(hw.report([hw.nvidia()]), llama8b(), config(OLLAMA_KV_CACHE_TYPE="q5_1"),
+                     version=PRE_LLAMA_SERVER)
+    assert "Ollama does not know the cache type 'q5_1'" in old["OLLAMA_KV_CACHE_TYPE"].reason
+    _, bad = propose(hw.report([hw.nvidia()]), llama8b(), config(OLLAMA_KV_CACHE_TYPE="q3_x"), version=NEW)
+    assert "llama-server does not know the cache type 'q3_x' and refuses to start" in bad["OLLAMA_KV_CACHE_TYPE"].reason
+
+
+def test_per_model_flash_attention_test_is_gone_from_0_30(hw):
+    gemma2 = llama8b(name="gemma2:9b", architecture="gemma2", context_length=8192)
+    proposal, _ = propose(hw.report([hw.nvidia()]), gemma2, version=NEW)
+    assert not any("does not support flash attention" in n for n in proposal.notes)
+    old, _ = propose(hw.report([hw.nvidia()]), gemma2, version=PRE_LLAMA_SERVER)
+    assert any("gemma2:9b does not support flash attention" in n for n in old.notes)
+
+
+@pytest.mark.parametrize(("architecture", "version", "forced"), [
+    ("qwen3next", NEW, True), ("qwen35", NEW, True), ("nemotron_h", NEW, True), ("mllama", NEW, True),
+    ("qwen3vl", "0.12.7", True), ("qwen3vl", "0.12.6", False), ("lfm2", "0.15.4", False),
+    ("qwen35", "0.17.0", False), ("llama", NEW, False),
+])
+def test_parallel_forced_to_one_by_architecture_and_version(architecture, version, forced):
+    assert parallel_forced_to_one(architecture, version) is forced
+
+
+def test_no_parallel_proposal_for_architectures_forced_to_one(hw):
+    model = llama8b(name="qwen3-next:80b", architecture="qwen3next", weights_bytes=2 * 1024**3)
+    proposal, changes = propose(hw.report([]), model, config(OLLAMA_NUM_PARALLEL="4"), version=NEW)
+    assert "OLLAMA_NUM_PARALLEL" not in changes  # on CPU it would be proposed 1 for any other model
+    note = next(n for n in proposal.notes if "one slot whatever OLLAMA_NUM_PARALLEL says" in n)
+    assert "the 4 set now is ignored" in note and "server/sched.go" in note
+    # Sized for the one slot Ollama gives it: the KV cache of one slot.
+    context = changes["OLLAMA_CONTEXT_LENGTH"]
+    assert "parallel slots" not in context.reason
+    _, other = propose(hw.report([]), llama8b(weights_bytes=2 * 1024**3), config(OLLAMA_NUM_PARALLEL="4"),
+                       version=NEW)
+    assert other["OLLAMA_NUM_PARALLEL"].proposed == "1"
+
+
+@pytest.mark.parametrize(("total_gib", "default"), [(8, 4096), (24, 32768), (48, 262144)])
+def test_vram_tier_default_context_from_0_15_5(hw, total_gib, default):
+    from velollm_ollama.inputs import OptimizerInputs
+    from velollm_ollama.plan import Plan
+
+    inputs = OptimizerInputs(hardware=hw.report([hw.nvidia(total_gib=total_gib)]), current=config(),
+                             model=llama8b(), version=NEW)
+    assert Plan(inputs).default_context == default
+    inputs.version = "0.15.4"
+    assert Plan(inputs).default_context == 4096
+
+
+def test_default_context_that_fits_needs_no_variable(hw):
+    # A 24 GiB GPU: Ollama's own default (32k) is what fits beside Llama 3.1 8B.
+    proposal, changes = propose(hw.report([hw.nvidia()]), llama8b(), version=NEW)
+    assert "OLLAMA_CONTEXT_LENGTH" not in changes
+    assert any("Ollama's default here, 32,768 tokens, is what fits" in n for n in proposal.notes)
+
+
+def test_default_context_too_large_is_lowered_with_the_real_default_named(hw):
+    # 48 GiB: the default is 256k, cut to the model's 128k, and 128k of f16 KV beside 40 GiB of weights is too much.
+    big = llama8b(name="llama3.3:70b", weights_bytes=40 * 1024**3, block_count=80, embedding_length=8192,
+                  **{"attention.head_count": 64})
+    _, changes = propose(hw.report([hw.nvidia("NVIDIA RTX 6000 Ada", total_gib=48)]), big, version=NEW)
+    reason = changes["OLLAMA_CONTEXT_LENGTH"].reason
+    assert "unset, Ollama uses 262,144 tokens (by total VRAM, Ollama 0.15.5+), 131,072 within the model's " \
+           "training: more than fits" in reason
+
+
+def test_llama_fit_off_is_undone_and_fit_target_sizes_the_reserve(hw):
+    from velollm_ollama.inputs import OptimizerInputs
+    from velollm_ollama.plan import Plan
+
+    _, changes = propose(hw.report([hw.nvidia(total_gib=8)]), llama8b(), config(LLAMA_ARG_FIT="off"), version=NEW)
+    assert changes["LLAMA_ARG_FIT"].proposed is None
+    assert "fails to load instead of keeping some layers on the CPU" in changes["LLAMA_ARG_FIT"].reason
+
+    def room(version, **settings):
+        inputs = OptimizerInputs(hardware=hw.report([hw.nvidia(total_gib=8)]), current=config(**settings),
+                                 model=llama8b(), version=version)
+        return Plan(inputs).budget.room()
+
+    assert room(NEW) == room(NEW, LLAMA_ARG_FIT_TARGET="1024") < room(PRE_LLAMA_SERVER)  # 1 GiB vs 457 MiB
+    assert room(NEW, LLAMA_ARG_FIT_TARGET="3072") == room(NEW) - 2048 * 1024**2
+    assert room(NEW, LLAMA_ARG_FIT="off") == room(PRE_LLAMA_SERVER)  # Ollama's own reserve only
+    notes, _ = propose(hw.report([hw.nvidia(total_gib=8)]), llama8b(), version=NEW)
+    assert any("llama.cpp's fit keeps 1,024 MiB free on each GPU" in n for n in notes.notes)
+
+
+def test_llama_fit_is_noted_as_ignored_before_0_30(hw):
+    proposal, changes = propose(hw.report([hw.nvidia()]), llama8b(), config(LLAMA_ARG_FIT="off"),
+                                version=PRE_LLAMA_SERVER)
+    assert "LLAMA_ARG_FIT" not in changes
+    assert any("LLAMA_ARG_FIT is read by llama-server" in n and "ignores it" in n for n in proposal.notes)

@@ -27,6 +27,9 @@ SETTINGS: dict[str, str] = {
     "OLLAMA_SCHED_SPREAD": "always spread a model over all GPUs",
     "OLLAMA_GPU_OVERHEAD": "VRAM kept free on each GPU, in bytes",
     "OLLAMA_MODELS": "model directory",
+    # Ollama >= 0.30 passes its environment to llama-server, which reads these itself.
+    "LLAMA_ARG_FIT": "llama.cpp's automatic fit of unset memory options (on/off)",
+    "LLAMA_ARG_FIT_TARGET": "VRAM llama.cpp's fit keeps free per GPU, in MiB",
     "OLLAMA_HOST": "listen address",
 }
 

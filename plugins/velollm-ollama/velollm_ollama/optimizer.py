@@ -13,19 +13,13 @@ from velollm_ollama.config import SERVICE_UNIT, clean
 from velollm_ollama.inputs import OptimizerInputs
 from velollm_ollama.plan import Plan
 from velollm_ollama.rules import RULES, explain_kv_saving, rule_kv_cache_type
+from velollm_ollama.versions import has, parse_version, since
 
 # Imported from here by the tests and earlier callers.
 __all__ = ["OptimizerInputs", "apple_gpu_bytes", "context_capacity", "memory_budget", "pick_context",
            "propose_ollama_config"]
 
 RUNTIME = "ollama"
-
-
-def _version_tuple(version: str | None) -> tuple[int, ...] | None:
-    try:
-        return tuple(int(part) for part in (version or "").split("-")[0].split(".")[:3])
-    except ValueError:
-        return None
 
 
 def _context_notes(plan: Plan) -> None:
@@ -37,9 +31,13 @@ def _context_notes(plan: Plan) -> None:
             plan.notes.append(f"your shell sets {key}={clean(setting.value)}, which the service does not see")
     elif config.scope == "launchctl":
         plan.notes.append("current values are from launchctl (the Ollama app) and this shell")
-    version = _version_tuple(inputs.version)
-    if version and version < (0, 5, 13) and any(c.key == "OLLAMA_CONTEXT_LENGTH" for c in plan.changes):
-        plan.notes.append(f"OLLAMA_CONTEXT_LENGTH needs Ollama 0.5.13 or newer; this server is {inputs.version}")
+    if parse_version(inputs.version) is None:
+        plan.notes.append("Ollama's version is unknown (no server answered, or a development build): the rules "
+                          "follow the newest Ollama (llama-server inside); start `ollama serve` for advice "
+                          "that matches the installed release")
+    elif not has(inputs.version, "context_length_env") and any(c.key == "OLLAMA_CONTEXT_LENGTH" for c in plan.changes):
+        plan.notes.append(f"OLLAMA_CONTEXT_LENGTH needs Ollama {since('context_length_env')} or newer; "
+                          f"this server is {inputs.version}")
     if plan.budget.kind == "apple":
         plan.notes.append(
             f"macOS lets the GPU use {gib(plan.budget.devices[0])} of {gib(plan.budget.ram_bytes)} RAM; "

@@ -9,7 +9,8 @@ from velollm_core.api import ConfigChange
 from velollm_ollama.budget import CONTEXT_LADDER, gib, pick_context
 from velollm_ollama.config import parse_bool, parse_keep_alive, parse_uint
 from velollm_ollama.modelfacts import GIB, MIB
-from velollm_ollama.plan import KV_TYPES, Plan
+from velollm_ollama.plan import DEFAULT_FIT_TARGET_MIB, UNQUANTIZED_KV_TYPES, Plan
+from velollm_ollama.versions import has, since
 
 MIN_USEFUL_CONTEXT = 8192
 SHARED_GPU_THRESHOLD = 1 * GIB
@@ -45,13 +46,24 @@ def rule_gpu_overhead(plan: Plan) -> None:
 
 
 def rule_flash_attention(plan: Plan) -> None:
-    """On whenever every GPU (or the CPU) supports it; off where a GPU has no kernels for it."""
+    """Ollama >= 0.30: unset is llama.cpp's auto, so only a forced off is undone; before: on wherever
+    every GPU (or the CPU) supports it. Off where a GPU has no kernels for it, in every version."""
     current = parse_bool(plan.current("OLLAMA_FLASH_ATTENTION"))
     blocker = plan.budget.flash_attention_blocker
     if blocker:
         if current:
             plan.propose("OLLAMA_FLASH_ATTENTION", None, f"{blocker}: forcing it on fails or falls back")
         plan.notes.append(f"flash attention stays off: {blocker}")
+        return
+    if plan.llama_server:
+        if current is False:
+            plan.propose("OLLAMA_FLASH_ATTENTION", None,
+                         f"unset, Ollama {since('flash_attention_auto')}+ passes --flash-attn auto and llama.cpp "
+                         "turns it on wherever the model and devices run it: less memory at long contexts, "
+                         "often faster, and a quantized V cache needs it; 0 forces it off everywhere")
+        elif current is None:
+            plan.notes.append("flash attention: unset is llama.cpp's auto in this Ollama (on where the model "
+                              "and devices support it); memory is sized with it on")
         return
     if plan.budget.kind == "cpu":
         reason = ("on CPU too it avoids the per-batch attention score matrix, and it is what lets the KV "
@@ -68,25 +80,39 @@ def rule_flash_attention(plan: Plan) -> None:
 
 
 def rule_kv_cache_type(plan: Plan) -> ConfigChange | None:
-    """q8_0 with flash attention (q4_0 kept if chosen); a quantized type without it is removed."""
+    """q8_0 with flash attention (q4_0 kept if chosen). Without it: before 0.30 Ollama ignores a quantized
+    type (removed as useless); from 0.30 it goes to llama-server, which then refuses to load (removed)."""
     raw = plan.current("OLLAMA_KV_CACHE_TYPE")
     current = raw.lower() if raw else None
+    known = plan.kv_types
     if plan.flash_attention:
         if current == "q4_0":
             plan.notes.append("OLLAMA_KV_CACHE_TYPE=q4_0 kept: it quarters the KV cache but costs some "
                               "quality; q8_0 halves it with negligible loss")
             return None
+        if plan.llama_server and current in known and current not in ("f16", "q8_0"):
+            plan.notes.append(f"OLLAMA_KV_CACHE_TYPE={current} kept: llama-server gets it as "
+                              "--cache-type-k/--cache-type-v")
+            return None
         reason = ("a q8_0 KV cache takes about half the memory of f16 with negligible quality loss; it needs "
                   "flash attention, which is on")
-        if current not in (None, *KV_TYPES):
-            reason = f"Ollama does not know the cache type {raw!r} and uses f16; " + reason
+        if current not in (None, *known):
+            reason = (f"llama-server does not know the cache type {raw!r} and refuses to start; "
+                      if plan.llama_server else f"Ollama does not know the cache type {raw!r} and uses f16; ") + reason
         return plan.propose("OLLAMA_KV_CACHE_TYPE", "q8_0", reason)
-    if current in ("q8_0", "q4_0"):
+    if current is not None and current not in known:
         return plan.propose("OLLAMA_KV_CACHE_TYPE", None,
-                            "Ollama quantizes the KV cache only with flash attention, which stays off here: "
-                            "this setting has no effect")
-    if current is not None and current not in KV_TYPES:
-        return plan.propose("OLLAMA_KV_CACHE_TYPE", None, f"Ollama does not know the cache type {raw!r}")
+                            f"llama-server does not know the cache type {raw!r} and refuses to start"
+                            if plan.llama_server else f"Ollama does not know the cache type {raw!r}")
+    if current is not None and current not in UNQUANTIZED_KV_TYPES:
+        if plan.llama_server:
+            why = (f"Ollama {since('kv_type_passthrough')}+ passes it to llama-server as --cache-type-k/v "
+                   "whatever flash attention is, and llama.cpp refuses a quantized V cache without flash "
+                   "attention, which is off here: the model would fail to load")
+        else:
+            why = ("Ollama quantizes the KV cache only with flash attention, which stays off here: "
+                   "this setting has no effect")
+        return plan.propose("OLLAMA_KV_CACHE_TYPE", None, why)
     return None
 
 
@@ -95,7 +121,7 @@ def explain_kv_saving(plan: Plan, change: ConfigChange | None) -> None:
     model = plan.model
     if change is None or change.proposed != "q8_0" or model is None or not plan.model_flash_attention:
         return
-    context = plan.context or 4096
+    context = plan.effective_context
     f16 = model.kv_cache_bytes(context, "f16", plan.parallel)
     q8 = model.kv_cache_bytes(context, "q8_0", plan.parallel)
     if f16 is None or q8 is None:
@@ -106,7 +132,16 @@ def explain_kv_saving(plan: Plan, change: ConfigChange | None) -> None:
 
 
 def rule_num_parallel(plan: Plan) -> None:
-    """One slot on CPU, or when parallel slots leave each request too little context."""
+    """One slot on CPU, or when parallel slots leave each request too little context; nothing for the
+    architectures Ollama loads with one slot anyway (a proposal would change nothing)."""
+    if plan.parallel_forced_to_one:
+        requested = parse_uint(plan.current("OLLAMA_NUM_PARALLEL"))
+        plan.notes.append(
+            f"{plan.model.name} ({plan.model.architecture}): Ollama loads this architecture with one slot "
+            "whatever OLLAMA_NUM_PARALLEL says (server/sched.go: not safe with parallel requests), so VeloLLM "
+            "proposes no OLLAMA_NUM_PARALLEL and sizes for one slot"
+            + (f"; the {requested} set now is ignored for it" if requested and requested > 1 else ""))
+        return
     parallel = plan.parallel
     if parallel <= 1:
         return
@@ -147,13 +182,22 @@ def rule_context_length(plan: Plan) -> None:
     current = plan.context
     if current == target:
         return
+    default = plan.effective_context
+    if current is None and default == target:
+        plan.notes.append(f"context length: Ollama's default here, {default:,} tokens, is what fits beside "
+                          f"{model.name}; OLLAMA_CONTEXT_LENGTH can stay unset")
+        return
     kv_bytes = model.kv_cache_bytes(target, plan.kv_type, plan.parallel) or 0
     why = [f"{target:,} tokens fit beside {model.name} ({gib(model.weights_bytes or 0)} of weights) in "
            f"{gib(plan.budget.room(plan.overhead))} of {plan.budget.label}; the KV cache takes "
            f"{gib(kv_bytes)} ({plan.kv_type}"
            + (f", {plan.parallel} parallel slots)" if plan.parallel > 1 else ")")]
     if current is None:
-        why.insert(0, "unset, Ollama picks its own default (4,096 tokens; by VRAM size in recent versions)")
+        why.insert(0, f"unset, Ollama uses {plan.default_context:,} tokens"
+                      + (f" (by total VRAM, Ollama {since('vram_default_context')}+)"
+                         if has(plan.version, "vram_default_context") and plan.budget.kind != "cpu" else "")
+                      + (f", {default:,} within the model's training" if default != plan.default_context else "")
+                      + (": more than fits" if default > capacity else ""))
     elif current > capacity:
         need = model.kv_cache_bytes(current, plan.kv_type, plan.parallel) or 0
         why.insert(0, f"{current:,} tokens need {gib(need)} of KV cache, more than fits beside the model, "
@@ -225,7 +269,7 @@ def rule_sched_spread(plan: Plan) -> None:
             plan.notes.append("OLLAMA_SCHED_SPREAD=1 spreads every model over all GPUs, even those that fit "
                               "on one; pass --model to check")
         return
-    context = plan.context or 4096
+    context = plan.effective_context
     if single >= context:
         if spread:
             plan.propose("OLLAMA_SCHED_SPREAD", None,
@@ -235,6 +279,28 @@ def rule_sched_spread(plan: Plan) -> None:
     else:
         plan.notes.append(f"{model.name} with {context:,} tokens does not fit on one GPU: Ollama spreads it "
                           "over the GPUs on its own; OLLAMA_SCHED_SPREAD is not needed for that")
+
+
+def rule_llama_fit(plan: Plan) -> None:
+    """Ollama >= 0.30: llama.cpp's fit places what Ollama leaves unset; LLAMA_ARG_FIT=off is undone."""
+    if not plan.llama_server:
+        for key in ("LLAMA_ARG_FIT", "LLAMA_ARG_FIT_TARGET"):
+            if plan.current(key) is not None:
+                plan.notes.append(f"{key} is read by llama-server, which Ollama runs from "
+                                  f"{since('llama_arg_fit')}; this Ollama ({plan.version}) ignores it")
+        return
+    if not plan.fit_enabled and plan.budget.kind != "cpu":
+        plan.propose("LLAMA_ARG_FIT", None,
+                     "Ollama passes -ngl only when num_gpu is set and leaves GPU placement to llama.cpp's fit; "
+                     "with fit off, llama-server does not check free memory, so a model that does not fit "
+                     "fails to load instead of keeping some layers on the CPU")
+    target = parse_uint(plan.current("LLAMA_ARG_FIT_TARGET"))
+    if plan.budget.kind != "cpu":
+        plan.notes.append(f"llama.cpp's fit keeps {target or DEFAULT_FIT_TARGET_MIB:,} MiB free on each GPU"
+                          + (" (LLAMA_ARG_FIT_TARGET)" if target else " (its default; LLAMA_ARG_FIT_TARGET "
+                             "changes it)") + ": sized with that margin"
+                          + (f"; Ollama {since('fit_target_projector')}+ adds a vision projector's size to it"
+                             if has(plan.version, "fit_target_projector") else ""))
 
 
 def _duration(seconds: float) -> str:
@@ -249,6 +315,7 @@ def _duration(seconds: float) -> str:
 
 RULES = (
     rule_gpu_overhead,
+    rule_llama_fit,
     rule_flash_attention,
     rule_kv_cache_type,
     rule_num_parallel,

@@ -27,7 +27,9 @@ FEATURES: dict[str, tuple[tuple[int, int, int], str]] = {
     "kv_type_passthrough": ((0, 30, 0), ("OLLAMA_KV_CACHE_TYPE passed as --cache-type-k/--cache-type-v, "
                                         "with or without flash attention")),
     "llama_arg_fit": ((0, 30, 0), ("LLAMA_ARG_FIT / LLAMA_ARG_FIT_TARGET reach llama-server through "
-                                  "Ollama's environment (Ollama adds a projector's MiB to FIT_TARGET)")),
+                                  "Ollama's environment: llama.cpp's fit places the layers Ollama leaves "
+                                  "unset (-ngl only with num_gpu), keeping FIT_TARGET MiB (1024) free per GPU")),
+    "fit_target_projector": ((0, 31, 2), "Ollama adds a vision projector's MiB to LLAMA_ARG_FIT_TARGET"),
     "draft": ((0, 30, 0), ("Modelfile DRAFT (layer application/vnd.ollama.image.draft), option "
                           "draft_num_predict (4 with a draft, 0 = off), MTP from <arch>.nextn_predict_layers")),
     "prompt_count_includes_cache": ((0, 30, 1), ("prompt_eval_count = cache_n + prompt_n, while "
