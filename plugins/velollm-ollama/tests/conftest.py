@@ -331,7 +331,8 @@ def dead_url() -> str:
 
 
 def write_gguf(path: Path, arch: str = "llama", *, layers: int = 4, heads: int = 8, kv_heads: int = 2,
-               embedding: int = 256, context: int = 8192, pooling: bool = False) -> Path:
+               embedding: int = 256, context: int = 8192, pooling: bool = False, nextn_layers: int = 0,
+               vocab: int = 1000) -> Path:
     """A small real GGUF file with the metadata sizing reads."""
     import gguf
     import numpy as np
@@ -343,7 +344,9 @@ def write_gguf(path: Path, arch: str = "llama", *, layers: int = 4, heads: int =
     writer.add_embedding_length(embedding)
     writer.add_head_count(heads)
     writer.add_head_count_kv(kv_heads)
-    writer.add_vocab_size(1000)
+    writer.add_vocab_size(vocab)
+    if nextn_layers:  # an embedded multi-token-prediction head
+        writer.add_uint32(f"{arch}.nextn_predict_layers", nextn_layers)
     if pooling:
         writer.add_pooling_type(gguf.PoolingType.MEAN)
     writer.add_tensor("token_embd.weight", np.zeros((16, 16), dtype=np.float32))
@@ -368,7 +371,7 @@ class FakeStore:
         return f"sha256:{digest}", len(data)
 
     def add(self, host: str, namespace: str, model: str, tag: str, gguf_bytes: bytes | None,
-            projector: bytes | None = None, skip_blob: bool = False) -> Path:
+            projector: bytes | None = None, skip_blob: bool = False, draft: bytes | None = None) -> Path:
         layers = []
         if gguf_bytes is not None:
             digest, size = self.blob(gguf_bytes)
@@ -379,6 +382,9 @@ class FakeStore:
             digest, size = self.blob(projector)
             layers.append({"mediaType": "application/vnd.ollama.image.projector", "digest": digest,
                            "size": size})
+        if draft is not None:  # a Modelfile's DRAFT (Ollama >= 0.30.0)
+            digest, size = self.blob(draft)
+            layers.append({"mediaType": "application/vnd.ollama.image.draft", "digest": digest, "size": size})
         for media, text in (("template", "{{ .Prompt }}"), ("license", "MIT"), ("params", '{"stop":["<|eot|>"]}')):
             digest, size = self.blob(text.encode())
             layers.append({"mediaType": f"application/vnd.ollama.image.{media}", "digest": digest, "size": size})

@@ -185,3 +185,35 @@ def test_local_models_hook(isolated_ollama, fake_store, gguf_file, monkeypatch):
     assert model["name"] == "qwen3:0.6b"
     assert model["size_bytes"] == len(gguf)
     assert Path(model["path"]).read_bytes()[:4] == b"GGUF"
+
+
+def test_draft_layer_is_seen_and_loaded_with_the_model(fake_store, gguf_file, isolated_ollama, monkeypatch):
+    """A Modelfile's DRAFT (layer application/vnd.ollama.image.draft, Ollama >= 0.30.0): its bytes count."""
+    from velollm_ollama.inputs import load_architecture
+
+    gguf = gguf_file(layers=8).read_bytes()
+    draft = gguf_file(layers=2).read_bytes()
+    fake_store.add("registry.ollama.ai", "library", "big", "latest", gguf)
+    fake_store.add("registry.ollama.ai", "library", "big-draft", "latest", gguf, draft=draft)
+    store = ModelStore([fake_store.root])
+    plain, drafted = store.find("big"), store.find("big-draft")
+    assert plain.draft_path is None and plain.load_bytes == len(gguf)
+    assert drafted.draft_path.read_bytes() == draft
+    assert drafted.draft_bytes == len(draft)
+    assert drafted.load_bytes == len(gguf) + len(draft)
+    assert drafted.to_dict()["draft_path"] == str(drafted.draft_path)
+    assert drafted.gguf_path == plain.gguf_path  # the draft is never taken for the model's weights
+    sized = load_architecture("big-draft", None, store)
+    assert sized.weights_bytes == len(gguf) + len(draft)  # the footprint holds the draft's weights too
+
+
+def test_mtp_head_is_read_from_the_gguf(gguf_file):
+    from velollm_ollama.modelfacts import ModelArchitecture, mtp_layers
+
+    with_head = gguf_file(arch="qwen35", nextn_layers=1)
+    assert mtp_layers(with_head) == 1
+    assert ModelArchitecture.from_gguf("q", with_head).has_mtp
+    assert mtp_layers(gguf_file()) == 0
+    meta = {"general.architecture": "qwen35", "qwen35.nextn_predict_layers": 2}
+    assert ModelArchitecture.from_metadata("q", meta).nextn_predict_layers == 2
+    assert not ModelArchitecture.from_metadata("q", {"general.architecture": "llama"}).has_mtp

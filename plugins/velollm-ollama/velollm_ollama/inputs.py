@@ -56,7 +56,8 @@ def load_architecture(name: str, client: OllamaClient | None = None,
     if path.is_file():
         return ModelArchitecture.from_gguf(name, path)
     local = store.find(name) if store is not None else None
-    extra = sum(p.stat().st_size for p in local.projector_paths) if local else 0
+    # Projectors and a draft (Modelfile DRAFT) are loaded beside the weights.
+    extra = (local.load_bytes or 0) - (local.model_bytes or 0) if local else 0
     if client is not None:
         shown = None
         try:
@@ -80,7 +81,7 @@ def load_architecture(name: str, client: OllamaClient | None = None,
 
 
 def _installed_sizes(store: ModelStore, client: OllamaClient | None) -> dict[str, int]:
-    sizes = {m.name: m.model_bytes or m.size_bytes for m in store.list() if m.gguf_path}
+    sizes = {m.name: m.load_bytes or m.size_bytes for m in store.list() if m.gguf_path}
     if not sizes and client is not None:
         try:
             sizes = {str(e.get("name")): int(e.get("size") or 0) for e in client.tags() if e.get("name")}

@@ -31,6 +31,17 @@ def _shape(summary: GgufSummary) -> ModelShape | None:
         return None  # no layer/head counts: the model cannot be sized, only noted
 
 
+def _layers(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def mtp_layers(path: Path) -> int:
+    """``<arch>.nextn_predict_layers`` of a GGUF file (the core's reader), 0 when it has no MTP head."""
+    from velollm_core.api import read_summary
+
+    return _layers(read_summary(path).arch_value("nextn_predict_layers"))
+
+
 @dataclass
 class ModelArchitecture:
     """What sizing needs to know about a model: its shape (None when unknown) and weight bytes."""
@@ -40,6 +51,13 @@ class ModelArchitecture:
     weights_bytes: int | None = None
     embedding_model: bool = False
     path: str | None = None
+    # Layers of an embedded multi-token-prediction head (``<arch>.nextn_predict_layers``): Ollama >= 0.30
+    # drafts with them (--spec-type draft-mtp) once draft_num_predict is set.
+    nextn_predict_layers: int = 0
+
+    @property
+    def has_mtp(self) -> bool:
+        return self.nextn_predict_layers > 0
 
     @classmethod
     def from_metadata(cls, name: str, meta: Mapping[str, Any], weights_bytes: int | None = None,
@@ -53,7 +71,8 @@ class ModelArchitecture:
                               tensors=(), array_lengths=lengths)
         arch = meta.get("general.architecture")
         return cls(name=name, shape=_shape(summary), weights_bytes=weights_bytes,
-                   embedding_model=f"{arch}.pooling_type" in meta, path=path)
+                   embedding_model=f"{arch}.pooling_type" in meta, path=path,
+                   nextn_predict_layers=_layers(meta.get(f"{arch}.nextn_predict_layers")))
 
     @classmethod
     def from_gguf(cls, name: str, path: Path, extra_bytes: int = 0) -> ModelArchitecture:
@@ -62,7 +81,8 @@ class ModelArchitecture:
 
         summary = read_summary(path)
         return cls(name=name, shape=_shape(summary), weights_bytes=summary.size_bytes + extra_bytes,
-                   embedding_model=summary.arch_value("pooling_type") is not None, path=str(path))
+                   embedding_model=summary.arch_value("pooling_type") is not None, path=str(path),
+                   nextn_predict_layers=_layers(summary.arch_value("nextn_predict_layers")))
 
     @property
     def architecture(self) -> str | None:

@@ -24,6 +24,8 @@ from velollm_core.api import UserInputError
 
 MODEL_MEDIA_TYPE = "application/vnd.ollama.image.model"
 PROJECTOR_MEDIA_TYPE = "application/vnd.ollama.image.projector"
+# A Modelfile's DRAFT (Ollama >= 0.30.0): the draft model loaded beside the target for speculative decoding.
+DRAFT_MEDIA_TYPE = "application/vnd.ollama.image.draft"
 DEFAULT_HOST = "registry.ollama.ai"
 DEFAULT_NAMESPACE = "library"
 DEFAULT_TAG = "latest"
@@ -96,7 +98,17 @@ class LocalModel:
     gguf_path: Path | None = None
     model_bytes: int | None = None
     projector_paths: list[Path] = field(default_factory=list)
+    draft_path: Path | None = None
+    draft_bytes: int | None = None
     missing_blobs: list[str] = field(default_factory=list)
+
+    @property
+    def load_bytes(self) -> int | None:
+        """The files a load reads into memory: the model, its projectors and its draft."""
+        if self.model_bytes is None:
+            return None
+        projectors = sum(p.stat().st_size for p in self.projector_paths if p.is_file())
+        return self.model_bytes + projectors + (self.draft_bytes or 0)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -105,6 +117,8 @@ class LocalModel:
             "model_bytes": self.model_bytes,
             "gguf_path": str(self.gguf_path) if self.gguf_path else None,
             "projector_paths": [str(p) for p in self.projector_paths],
+            "draft_path": str(self.draft_path) if self.draft_path else None,
+            "draft_bytes": self.draft_bytes,
             "digest": self.digest,
             "modified": self.modified,
             "models_dir": str(self.models_dir),
@@ -208,7 +222,7 @@ class ModelStore:
         )
         for layer in layers:
             media_type = layer.get("mediaType")
-            if media_type not in (MODEL_MEDIA_TYPE, PROJECTOR_MEDIA_TYPE):
+            if media_type not in (MODEL_MEDIA_TYPE, PROJECTOR_MEDIA_TYPE, DRAFT_MEDIA_TYPE):
                 continue
             path = blob_path(models_dir, str(layer.get("digest") or ""))
             if path is None or not path.is_file():
@@ -219,6 +233,9 @@ class ModelStore:
                 model.model_bytes = int(layer.get("size") or path.stat().st_size)
             elif media_type == PROJECTOR_MEDIA_TYPE:
                 model.projector_paths.append(path)
+            elif media_type == DRAFT_MEDIA_TYPE and model.draft_path is None:
+                model.draft_path = path
+                model.draft_bytes = int(layer.get("size") or path.stat().st_size)
         return model
 
     def find(self, name: str | ModelName) -> LocalModel | None:
