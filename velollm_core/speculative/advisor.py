@@ -28,6 +28,8 @@ WORTH_IT = 1.05  # below this predicted speedup, speculation is not worth its me
 def batch_ms(points_ms: dict, k: float, single_ms: float) -> float:
     """Cost of a batch of k+1 tokens, interpolated between measured sizes; k = 0 is one plain step."""
     points = sorted({0: single_ms, **{int(kk): v for kk, v in points_ms.items()}}.items())
+    # A larger batch never costs less: noisy timings of small batches are held level, not reversed.
+    points = [(k, max(v for _, v in points[:i + 1])) for i, (k, _) in enumerate(points)]
     if k <= points[0][0]:
         return points[0][1]
     for (k0, v0), (k1, v1) in itertools.pairwise(points):
@@ -98,19 +100,25 @@ def step_ms(costs: dict, drafted: float, tokens_per_step: float, *, early_stop: 
     draft_decodes = drafted + (1 if early_stop else 0)
     draft = draft_verify_ms(costs, drafted) + draft_decodes * (costs["draft_token_ms"] + sampling) \
         if costs.get("draft_token_ms") else 0.0
-    return verify_ms(costs, drafted) + draft + tokens_per_step * sampling
+    return verify_ms(costs, drafted) + draft + tokens_per_step * sampling + costs.get("step_overhead_ms", 0.0)
+
+
+def plain_ms(costs: dict) -> float:
+    """A plain decoding step: the vanilla server's own time per token where measured."""
+    return costs.get("plain_ms") or costs["target_token_ms"] + costs.get("sampling_ms", 0.0)
 
 
 def predicted_speedup(costs: dict, drafted: float, tokens_per_step: float, *, early_stop: bool = False) -> float:
-    plain_ms = costs["target_token_ms"] + costs.get("sampling_ms", 0.0)
-    return tokens_per_step * plain_ms / step_ms(costs, drafted, tokens_per_step, early_stop=early_stop)
+    plain = plain_ms(costs)
+    return tokens_per_step * plain / step_ms(costs, drafted, tokens_per_step, early_stop=early_stop)
 
 
 def with_sampling(costs: dict, vanilla_tokens_per_s: float | None) -> dict:
     """The costs plus s, the server's per-token work beyond llama-bench's forward pass."""
     if not vanilla_tokens_per_s:
         return dict(costs)
-    return {**costs, "sampling_ms": max(0.0, 1000.0 / vanilla_tokens_per_s - costs["target_token_ms"])}
+    plain = 1000.0 / vanilla_tokens_per_s
+    return {**costs, "sampling_ms": max(0.0, plain - costs["target_token_ms"]), "plain_ms": plain}
 
 
 def curve_tokens(rates: list[float], k: float) -> float:
@@ -129,19 +137,28 @@ def curve_tokens(rates: list[float], k: float) -> float:
     return tokens + extra
 
 
-def calibrate_drafter(costs: dict, step_ms_measured: float, drafted: float, tokens_per_step: float) -> dict:
-    """The costs with ``draft_token_ms`` solved from one measured step, for drafters llama-bench
-    cannot run alone (MTP, EAGLE-3 and DFlash heads read the target's hidden states).
+def calibrate(costs: dict, step_ms_measured: float, drafted: float, tokens_per_step: float, *,
+              head: bool = False, early_stop: bool = False) -> dict:
+    """The costs fitted to one measured step, so other draft lengths are predicted from it.
 
-    The step model (module docstring) is linear in the draft token cost d, with the head's pass over
-    the verified batch taken as d/T of the target's: step = T_v + d (drafted + T_v/T) + s (drafted +
-    tokens)."""
-    sampling = costs.get("sampling_ms", 0.0)
-    verify = verify_ms(costs, drafted)
-    rest = step_ms_measured - verify - sampling * (drafted + tokens_per_step)
-    per_draft = max(rest, 0.0) / max(drafted + verify / costs["target_token_ms"], 1e-9)
-    calibrated = {k: v for k, v in costs.items() if k != "draft_verify_ms"}
-    return {**calibrated, "draft_token_ms": per_draft, "draft_calibrated": True}
+    ``head``: the drafter is a head llama-bench cannot run alone (MTP, EAGLE-3, DFlash read the
+    target's hidden states): its cost per drafted token is solved from the step (the step model is
+    linear in it), its pass over the verified batch taken as the same share of the target's. What the
+    model still misses (the server's per-step work: batch set-up, synchronisation, the HTTP stream)
+    is kept as ``step_overhead_ms``."""
+    fitted = {k: v for k, v in costs.items() if not (head and k == "draft_verify_ms")}
+    fitted["step_overhead_ms"] = 0.0
+
+    def modelled(draft_ms: float) -> float:
+        return step_ms({**fitted, "draft_token_ms": draft_ms}, drafted, tokens_per_step, early_stop=early_stop)
+
+    if head:
+        slope = modelled(2.0) - modelled(1.0)
+        fitted["draft_token_ms"] = max(0.0, 1.0 + (step_ms_measured - modelled(1.0)) / slope) if slope > 0 else 0.0
+    fitted["step_overhead_ms"] = step_ms_measured - modelled(fitted.get("draft_token_ms", 0.0))
+    fitted["calibrated"] = {"step_ms": step_ms_measured, "drafted": drafted, "tokens_per_step": tokens_per_step,
+                            "head": head}
+    return fitted
 
 
 def advise(costs: dict, observed: Observation, *, early_stop: bool = False, draft_max: int | None = None,

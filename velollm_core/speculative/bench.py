@@ -326,7 +326,7 @@ class SpeculativeComparison:
         return self.__dict__[key]
 
     def _advise(self, name: str, types: list[str]) -> None:
-        from velollm_core.speculative.advisor import Observation, advise, calibrate_drafter, with_sampling
+        from velollm_core.speculative.advisor import Observation, advise, calibrate, with_sampling
 
         spec_runs = self.runners[name].result.runs
         observed = Observation(
@@ -344,13 +344,15 @@ class SpeculativeComparison:
         costs = with_sampling(self._costs(simple), vanilla)
         heads = [t for t in types if t.startswith("draft-") and t != "draft-simple"]
         spec_tps = _median(r.decode_tokens_per_s for r in spec_runs)
-        if heads and spec_tps:
-            # llama-bench cannot run a head alone: its cost per drafted token comes from the runs.
-            costs = calibrate_drafter(costs, 1000 * (observed.generated / observed.steps) / spec_tps,
-                                      observed.drafted / observed.steps, observed.generated / observed.steps)
-        by_position = summary.get("acceptance_by_position")
         drafter = any(t.startswith("draft-") for t in types)
         early_stop = drafter and float(self._settings(types).get("p_min") or 0) > 0
+        if spec_tps:
+            # Fitted to the measured step: a head's cost (llama-bench cannot run one alone) and the
+            # server's per-step work; the curve then predicts the other draft lengths.
+            tokens = observed.generated / observed.steps
+            costs = calibrate(costs, 1000 * tokens / spec_tps, observed.drafted / observed.steps, tokens,
+                              head=bool(heads), early_stop=early_stop)
+        by_position = summary.get("acceptance_by_position")
         advice = advise(costs, observed, early_stop=early_stop, rates=by_position["rates"] if by_position else None,
                         draft_max=self._settings(types).get("draft_max")
                         or (getattr(self.backend, "default_draft_max", None) if drafter else None))

@@ -233,7 +233,8 @@ def render_report(report: dict, console) -> None:
             console.print(f"  acceptance from {config['acceptance_source']} (no per-position metrics)")
         advice = config.get("advisor")
         if advice and advice.get("curve"):
-            calibrated = " (head cost from these runs)" if advice.get("costs_ms", {}).get("draft_calibrated") else ""
+            fitted = advice.get("costs_ms", {}).get("calibrated")
+            calibrated = " (head cost fitted to these runs)" if fitted and fitted["head"] else ""
             console.print(f"  advisor: a draft token costs {advice['draft_cost_ratio']:.0%} of a target "
                           f"token{calibrated}; predicted {advice['predicted_speedup_measured_config']:.2f}x vs "
                           f"measured {_fmt(advice.get('measured_speedup'), '{:.2f}x')}")

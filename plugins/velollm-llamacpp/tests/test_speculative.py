@@ -10,6 +10,7 @@ import sys
 import pytest
 from velollm_llamacpp.server import _split_help_line
 
+from velollm_core.errors import UserInputError
 from velollm_core.speculative.advisor import (
     Observation,
     advise,
@@ -20,6 +21,7 @@ from velollm_core.speculative.advisor import (
     with_sampling,
 )
 from velollm_core.speculative.bench import first_difference
+from velollm_core.speculative.compat import NGRAM_TYPES as NGRAM
 
 VELOLLM = [sys.executable, "-m", "velollm_core"]
 
@@ -102,6 +104,7 @@ def test_advisor_cost_model():
     # A draft almost as costly as the target: speculation cannot pay, whatever the acceptance.
     expensive = advise(costs, Observation(generated=400, drafted=1600, accepted=1560))
     assert expensive["recommended_draft_max"] is None and "don't use speculation" in expensive["recommendation"]
+    assert expensive["recommendation"].startswith("off")
     cheap = advise({**costs, "draft_token_ms": 0.5}, Observation(generated=400, drafted=1200, accepted=240))
     assert cheap["recommended_draft_max"] is not None and cheap["curve"][0]["predicted_speedup"] > 1
 
@@ -180,3 +183,164 @@ def test_ngram_bench_measures_acceptance_and_compares_text(spec_backend, tmp_pat
     else:
         assert proc.returncode == 1 and "differs from vanilla" in proc.stderr
         assert report["differences"][0]["position"] >= 0
+
+
+# --- every speculation type: random-weight Qwen3.5 + MTP head, Llama + EAGLE-3 head -------------
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+
+@pytest.fixture(scope="module")
+def spec_models(tmp_path_factory):
+    """Tiny random-weight models from the benchmark scripts: a Llama target, an EAGLE-3 head for it,
+    and Qwen3.5 with its own MTP head (random, and one that repeats its input token, as the random
+    target mostly does, so drafts are accepted for real)."""
+    out = tmp_path_factory.mktemp("spec-models")
+    script = os.path.join(REPO, "benchmarks")
+    for args in (["make_spec_models.py", "--mtp", "tiny", "--eagle3", "tiny"],
+                 ["make_spec_models.py", "--mtp", "tiny", "--copy-head"],
+                 ["make_gguf_models.py", "--shapes", "tiny"]):
+        proc = subprocess.run([sys.executable, os.path.join(script, args[0]), "--out", str(out), *args[1:],
+                               "--type" if args[0] == "make_spec_models.py" else "--types", "q8_0"],
+                              capture_output=True, text=True, timeout=300, check=False)
+        assert proc.returncode == 0, proc.stderr
+    return {"llama": out / "llama-tiny-random-q8_0.gguf", "eagle3": out / "eagle3-tiny-random-q8_0.gguf",
+            "mtp": out / "qwen35-tiny-mtp-random-q8_0.gguf", "mtp_copy": out / "qwen35-tiny-mtp-copy-random-q8_0.gguf"}
+
+
+def test_check_names_the_types_each_model_supports(spec_models):
+    mtp = json.loads(velollm("speculative", "check", str(spec_models["mtp"]), "--json").stdout)
+    assert mtp["supported"] == ["draft-mtp", *NGRAM]
+    assert "ngram-mod,draft-mtp" in mtp["combinations"]
+    assert "needs a draft model" in mtp["types"]["draft-eagle3"]["why"]
+    proc = velollm("speculative", "check", str(spec_models["llama"]), str(spec_models["eagle3"]), "--json")
+    assert proc.returncode == 0, proc.stdout
+    eagle = json.loads(proc.stdout)
+    assert eagle["supported"] == ["draft-eagle3", *NGRAM] and eagle["compatible"]
+    assert "EAGLE-3" in eagle["types"]["draft-simple"]["why"] or "eagle3" in eagle["types"]["draft-simple"]["why"]
+    assert "no MTP head for architecture 'llama'" in eagle["types"]["draft-mtp"]["why"]
+
+
+def test_check_and_bench_refuse_impossible_combinations_before_starting(spec_models):
+    llama, head = str(spec_models["llama"]), str(spec_models["eagle3"])
+    proc = velollm("speculative", "check", llama, head, "--spec-type", "draft-simple,draft-eagle3")
+    assert proc.returncode == 1 and "one draft context" in proc.stdout and "refused draft-simple,draft-eagle3" in proc.stdout
+    # A head trained on another target's hidden states: its width and vocabulary are named.
+    proc = velollm("speculative", "check", "gemma3-270m", head, "--spec-type", "draft-eagle3")
+    assert proc.returncode == 1 and "hidden size 256, the target's is 640" in proc.stdout
+    assert "vocabulary sizes differ" in proc.stdout
+    for args, message in (((llama, "--spec-type", "draft-mtp"), "no MTP head for architecture 'llama'"),
+                          ((llama, "--spec-type", "draft-eagle3"), "needs a draft model file"),
+                          ((llama, "--spec-type", "draft-bogus"), "unknown speculation type draft-bogus")):
+        bench = velollm("speculative", "bench", "--target", args[0], *args[1:], "--iterations", "1", timeout=60)
+        assert bench.returncode == 2 and message in bench.stderr, bench.stderr
+        assert "Traceback" not in bench.stderr and "starting" not in bench.stderr
+
+
+def test_server_flags_for_each_type(spec_backend, spec_models):
+    head = spec_models["eagle3"]
+    mtp = spec_backend.server_args(draft="model", types=["draft-mtp"], draft_max=3, p_min=0.0)
+    assert "--spec-draft-model" not in mtp  # the target's own head
+    assert mtp[:2] == ["--spec-type", "draft-mtp"] and mtp[mtp.index("--spec-draft-n-max") + 1] == "3"
+    assert mtp[-1] == "--metrics"
+    eagle = spec_backend.server_args(draft="model", types=["ngram-mod", "draft-eagle3"], draft_path=head)
+    assert eagle[:4] == ["--spec-draft-model", str(head), "--spec-type", "ngram-mod,draft-eagle3"]
+    # Beside a drafter, n-gram drafting keeps its own (CPU) lengths; draft max is the drafter's.
+    assert eagle[eagle.index("--spec-ngram-mod-n-max") + 1] == "8" and eagle[eagle.index("--spec-draft-n-max") + 1] == "16"
+    with pytest.raises(UserInputError, match="needs a draft model file"):
+        spec_backend.server_args(draft="model", types=["draft-eagle3"])
+    assert set(spec_backend.available_types()) == {*NGRAM, "draft-simple", "draft-eagle3", "draft-mtp", "draft-dflash",
+                                                    "draft-dspark"}
+
+
+def test_metrics_counters_give_acceptance_per_position():
+    from velollm_core.speculative import metrics
+
+    page = ('# TYPE llamacpp:spec_decode_num_drafts_total counter\nllamacpp:spec_decode_num_drafts_total 10\n'
+            'llamacpp:spec_decode_num_draft_tokens_total 40\nllamacpp:spec_decode_num_accepted_tokens_total 18\n'
+            'llamacpp:spec_decode_num_accepted_tokens_per_pos_total{position="0"} 8\n'
+            'llamacpp:spec_decode_num_accepted_tokens_per_pos_total{position="1"} 6\n'
+            'llamacpp:spec_decode_num_accepted_tokens_per_pos_total{position="2"} 3\n'
+            'llamacpp:spec_decode_num_accepted_tokens_per_pos_total{position="3"} 1\n')
+    before = metrics.parse(page.replace(" 10\n", " 4\n").replace('"0"} 8', '"0"} 2'))
+    grown = metrics.delta(metrics.parse(page), before)
+    assert grown["steps"] == 6 and grown["per_position"] == [6, 0, 0, 0]
+    curve = metrics.curve(metrics.parse(page))
+    assert curve["rates"] == [0.8, 0.6, 0.3, 0.1] and curve["conditional"][1] == pytest.approx(0.75)
+    assert curve["tokens_per_step"] == pytest.approx(2.8)
+    assert metrics.parse("llamacpp:prompt_tokens_total 5\n") is None
+
+
+def test_advisor_reads_the_position_curve_and_says_off():
+    from velollm_core.speculative.advisor import calibrate, curve_tokens
+
+    assert curve_tokens([0.8, 0.6, 0.3], 2) == pytest.approx(2.4)
+    assert curve_tokens([0.8, 0.4], 4) == pytest.approx(1 + 0.8 + 0.4 + 0.2 + 0.1)  # the last ratio goes on
+    costs = {"target_token_ms": 10.0, "draft_token_ms": 0.0, "verify_ms": {4: 14.0}, "sampling_ms": 1.0}
+    # One measured step of 4 drafted tokens yielding 3: 14 + d (4 + 1.4) + 1 (4 + 3) = 26.4 -> d = 1.
+    calibrated = calibrate(costs, 26.4, 4, 3, head=True)
+    assert calibrated["draft_token_ms"] == pytest.approx(1.0) and calibrated["step_overhead_ms"] == pytest.approx(0)
+    assert step_ms(calibrated, 4, 3) == pytest.approx(14 + 1.4 + 4 * 2 + 3)
+    # A drafter llama-bench measured: what the step took beyond the model is per-step overhead.
+    measured = calibrate({**costs, "draft_token_ms": 1.0}, 30.0, 4, 3)
+    assert measured["step_overhead_ms"] == pytest.approx(30.0 - 26.4) and measured["draft_token_ms"] == 1.0
+    dear = {**costs, "draft_token_ms": 9.0}
+    off = advise(dear, Observation(generated=100, drafted=160, accepted=40), rates=[0.3, 0.1, 0.0, 0.0])
+    assert off["recommended_draft_max"] is None and off["recommendation"].startswith("off")
+    assert off["acceptance_source"] == "per-position server metrics"
+
+
+def test_mtp_bench_end_to_end_identical_text_and_ready_command(spec_backend, spec_models, tmp_path):
+    """Qwen3.5 with its MTP head, exact mode: accepted drafts, the same text, per-position counts
+    from the server, and a command line that starts the measured best."""
+    import shlex
+
+    out = tmp_path / "mtp.json"
+    proc = velollm("speculative", "bench", "--target", str(spec_models["mtp_copy"]), "--spec-type", "draft-mtp",
+                   "--spec-type", "ngram-mod,draft-mtp", "--suite", "short_completion", "--iterations", "1",
+                   "--warmup", "0", "--max-tokens", "24", "--threads", "2", "--draft-max", "4", "--p-min", "0",
+                   "--output", str(out))
+    report = json.loads(out.read_text())
+    assert proc.returncode == 0, proc.stderr
+    assert report["status"] == "complete" and report["outputs_identical"]
+    for name in ("draft-mtp", "ngram-mod,draft-mtp"):
+        config = report["configs"][name]
+        assert config["per_suite"]["short_completion"]["accepted"] > 0, config
+        by_position = config["acceptance_by_position"]
+        assert by_position["steps"] > 0 and len(by_position["rates"]) >= 4
+        assert config["advisor"]["acceptance_source"] == "per-position server metrics"
+    assert report["configs"]["draft-mtp"]["server_args"][:2] == ["--spec-type", "draft-mtp"]
+    ready = report["ready"]
+    best = max(c["speedup"] for c in report["configs"].values())
+    if best < 1.05:  # on a busy CPU speculation may not pay: then the bench says to leave it off
+        assert ready["command"] is None and "leave speculation off" in proc.stdout
+        return
+    argv = shlex.split(ready["command"])
+    assert argv == ready["argv"] and argv[argv.index("--model") + 1] == str(spec_models["mtp_copy"])
+    assert "--spec-type" in argv and "--metrics" not in argv and argv[argv.index("--threads") + 1] == "2"
+    assert "run it with:" in proc.stdout
+
+
+def test_ready_command_is_shell_quoted(spec_backend, tmp_path):
+    import shlex
+
+    odd = tmp_path / "my model's dir" / "t.gguf"
+    argv = spec_backend.ready_command(odd, spec_backend.server_args(draft="model", types=["draft-mtp"], draft_max=3),
+                                      threads=4, n_gpu_layers=99)
+    assert shlex.split(shlex.join(argv)) == argv and argv[1:3] == ["--model", str(odd)]
+    assert argv[-4:] == ["--threads", "4", "--n-gpu-layers", "99"]
+
+
+def test_eagle3_bench_end_to_end(spec_backend, spec_models, tmp_path):
+    """A Llama target with an EAGLE-3 head drafts every step; random heads are rejected, and the text
+    stays the target's."""
+    out = tmp_path / "eagle3.json"
+    proc = velollm("speculative", "bench", "--target", str(spec_models["llama"]), "--draft", str(spec_models["eagle3"]),
+                   "--suite", "short_completion", "--iterations", "1", "--warmup", "0", "--max-tokens", "24",
+                   "--threads", "2", "--draft-max", "4", "--p-min", "0", "--no-advise", "--output", str(out))
+    report = json.loads(out.read_text())
+    assert proc.returncode == 0, proc.stderr
+    config = report["configs"]["draft-eagle3"]
+    assert config["per_suite"]["short_completion"]["drafted"] > 0 and config["outputs_identical"]
+    assert config["server_args"][:4] == ["--spec-draft-model", str(spec_models["eagle3"]), "--spec-type", "draft-eagle3"]
+    assert config["acceptance_by_position"]["steps"] > 0
