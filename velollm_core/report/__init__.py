@@ -1,0 +1,1 @@
+"""``velollm report``: results (files or history ids) as one offline HTML page, or CSV, markdown, JSONL."""

@@ -1,0 +1,241 @@
+"""What a report shows, read out of result documents: sources (files or history ids), and per source
+the suite statistics, load levels, speculative curve, roofline and telemetry series.
+
+Every document is scrubbed of secrets (``history.secrets``) as it is loaded, so nothing below it
+(HTML, CSV, markdown, JSONL) can show one.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from velollm_core.errors import UserInputError
+
+SUITE_METRICS = ("decode_tokens_per_s", "prompt_tokens_per_s", "ttft_ms", "total_ms")
+LATENCIES = ("ttft_ms", "tpot_ms", "itl_ms", "e2el_ms")
+
+
+@dataclass
+class Source:
+    name: str  # as given: a path, or '#12' for a history id
+    kind: str  # benchmark, speculative, verify
+    data: dict
+    label: str = ""  # short name for legends, unique among the sources
+
+    def results(self) -> list[tuple[str, str, dict]]:
+        """(side, legend name, benchmark-shaped result): one for a benchmark, two for a speculative bench."""
+        if self.kind == "benchmark":
+            return [("", self.label, self.data)]
+        if self.kind == "speculative":
+            return [(side, f"{self.label} {side}", self.data[side]) for side in ("vanilla", "speculative")
+                    if isinstance(self.data.get(side), dict)]
+        return []
+
+
+def _get(node: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def load_sources(refs: list[str]) -> list[Source]:
+    """Each of ``refs`` a result file or a history id ('12', '#12', 'latest'); a file wins over an id."""
+    from velollm_core.bench.compare import parse_document, read_document
+    from velollm_core.history.secrets import scrub_document
+    from velollm_core.history.store import kind_of, load_ref
+
+    sources = []
+    for ref in refs:
+        if Path(ref).exists():
+            name, (_, data) = ref, read_document(Path(ref))
+        else:
+            found = load_ref(ref)
+            if found is None:
+                raise UserInputError(f"result file not found: {ref}")
+            name, text = found
+            data = parse_document(text, name)
+        kind = kind_of(data)
+        if kind is None:
+            raise UserInputError(f"{name} is not a VeloLLM benchmark, speculative bench or verification result")
+        sources.append(Source(name=name, kind=kind, data=scrub_document(data)))
+    _label(sources)
+    return sources
+
+
+def _label(sources: list[Source]) -> None:
+    """Legend names: the file's name (its path where two share a name), or '#id'."""
+    short = [Path(s.name).name if not s.name.startswith("#") else s.name for s in sources]
+    for source, name in zip(sources, short):
+        source.label = name if short.count(name) == 1 else source.name
+
+
+def facts(source: Source) -> dict[str, Any]:
+    """Backend, version, build, model, machine, status and start of a source, for headers and rows."""
+    from velollm_core.history.store import machine_of
+
+    first = source.results()[0][2] if source.results() else source.data
+    environment = first.get("environment")
+    model = (source.data.get("target") if source.kind == "speculative" else source.data.get("model")
+             if source.kind == "verify" else _get(source.data, "settings", "model"))
+    return {
+        "source": source.name,
+        "kind": source.kind,
+        "backend": _get(first, "settings", "backend") or source.data.get("runtime"),
+        "backend_version": _get(environment, "backend", "version"),
+        "build_commit": _get(environment, "backend", "build_commit"),
+        "model": model,
+        "machine": machine_of(environment),
+        "started_at": source.data.get("started_at"),
+        "status": source.data.get("status") or ("complete" if source.kind == "verify" else None),
+    }
+
+
+def _summary_key(run: dict) -> str:
+    from velollm_core.bench.engine import summary_key
+
+    return summary_key(str(run.get("benchmark")), int(run.get("concurrency") or 1))
+
+
+def run_values(result: dict, suite: str, metric: str) -> list[float]:
+    return [v for run in result.get("runs") or [] if isinstance(run, dict) and _summary_key(run) == suite
+            and (v := _num(run.get(metric))) is not None]
+
+
+def suite_stats(result: dict) -> dict[str, dict[str, dict]]:
+    """{suite: {metric: {median, stdev, min, max, n, values}}} from the summary and the runs."""
+    out: dict[str, dict[str, dict]] = {}
+    for suite, metrics in (result.get("summary") or {}).items():
+        if not isinstance(metrics, dict):
+            continue
+        for metric in SUITE_METRICS:
+            stats = metrics.get(metric)
+            if isinstance(stats, dict) and _num(stats.get("median")) is not None:
+                out.setdefault(suite, {})[metric] = {**{k: _num(stats.get(k)) for k in
+                                                         ("median", "stdev", "min", "max", "mean")},
+                                                      "n": stats.get("n"),
+                                                      "values": run_values(result, suite, metric)}
+    return out
+
+
+def levels(result: dict) -> list[dict]:
+    """The load levels (engine v2 ``levels``), each with ``knee`` set where ``sweep.knee`` names it."""
+    knee = _get(result, "sweep", "knee")
+    return [{**level, "is_knee": level.get("key") == knee} for level in result.get("levels") or []
+            if isinstance(level, dict)]
+
+
+def legacy_concurrency(result: dict) -> list[dict]:
+    """Levels from the older ``concurrency`` report ({"c4": {suite: {...}}}), shaped like ``levels``."""
+    out = []
+    for key, suites in (result.get("concurrency") or {}).items():
+        for suite, entry in (suites or {}).items() if isinstance(suites, dict) else ():
+            throughput = _num(_get(entry, "aggregate_decode_tokens_per_s", "median"))
+            ttft = _num(entry.get("ttft_ms_p50")) if isinstance(entry, dict) else None
+            if throughput is None or ttft is None:
+                continue
+            digits = re.sub(r"\D", "", str(key))
+            out.append({"key": str(key), "workload": suite, "profile": "concurrent",
+                        "concurrency": int(digits) if digits else None, "output_throughput": throughput,
+                        "ttft_ms": {"median": ttft, "p90": _num(entry.get("ttft_ms_p90")),
+                                    "p99": _num(entry.get("ttft_ms_p99"))},
+                        "request_throughput": _num(_get(entry, "requests_per_s", "median")), "is_knee": False})
+    return out
+
+
+def offered_load(level: dict) -> float:
+    """What a level asked of the server (concurrency or rate): the order of the curve's points."""
+    return _num(level.get("concurrency")) or _num(level.get("rate")) or 0.0
+
+
+def draft_max_of(data: dict) -> int | None:
+    """The draft length a speculative bench measured: its setting, else ``--draft-max N`` in the server args."""
+    value = _get(data, "settings", "draft_max")
+    if isinstance(value, int):
+        return value
+    args = [str(a) for a in data.get("speculative_server_args") or []]
+    for i, arg in enumerate(args):
+        for flag in ("--draft-max", "--draft", "--spec-draft-n-max"):
+            if arg == flag and i + 1 < len(args) and args[i + 1].isdigit():
+                return int(args[i + 1])
+            if arg.startswith(flag + "=") and arg.split("=", 1)[1].isdigit():
+                return int(arg.split("=", 1)[1])
+    return None
+
+
+def speculative_curve(data: dict) -> dict[str, Any] | None:
+    """The advisor's predicted speedup per draft length and the measured point(s), or None."""
+    advisor = data.get("advisor") if isinstance(data.get("advisor"), dict) else {}
+    curve = [(float(row["draft_max"]), float(row["predicted_speedup"])) for row in advisor.get("curve") or []
+             if _num(row.get("draft_max")) is not None and _num(row.get("predicted_speedup")) is not None]
+    measured = _num(data.get("speedup"))
+    if not curve and measured is None:
+        return None
+    return {"curve": curve, "measured": measured, "draft_max": draft_max_of(data),
+            "predicted_measured_config": _num(advisor.get("predicted_speedup_measured_config")),
+            "recommendation": advisor.get("recommendation"), "per_suite": data.get("per_suite") or {},
+            "acceptance_rate": _num(data.get("acceptance_rate")), "outputs_identical": data.get("outputs_identical")}
+
+
+def roofline(result: dict) -> dict[str, float]:
+    """{suite: % of the bandwidth limit} where the result has a roofline."""
+    suites = _get(result, "roofline", "suites") or {}
+    return {suite: pct for suite, entry in suites.items() if (pct := _num(_get(entry, "pct_of_limit"))) is not None}
+
+
+def telemetry_series(result: dict) -> list[dict[str, Any]]:
+    """Plot-ready telemetry: one entry per (device or server, field) with at least two samples.
+
+    Reads ``telemetry.series`` as velollm_core/telemetry/session.py writes it: ``devices`` and
+    ``server`` hold columns (``{"t": [...], "power_w": [...]}``), ``levels`` the level spans.
+    """
+    series = _get(result, "telemetry", "series")
+    if not isinstance(series, dict):
+        return []
+    names = {d.get("id"): d.get("name") for d in _get(result, "telemetry", "devices") or [] if isinstance(d, dict)}
+    groups = [(f"{names.get(key) or key}", columns) for key, columns in (series.get("devices") or {}).items()]
+    groups.append(("server", series.get("server") or {}))
+    spans = [(float(m["start_s"]), float(m["end_s"]), str(m.get("key"))) for m in series.get("levels") or []
+             if isinstance(m, dict) and _num(m.get("start_s")) is not None and _num(m.get("end_s")) is not None]
+    out = []
+    for group, columns in groups:
+        if not isinstance(columns, dict) or not isinstance(columns.get("t"), list):
+            continue
+        times = columns["t"]
+        for field_name, values in columns.items():
+            if field_name == "t" or not isinstance(values, list):
+                continue
+            points = [(float(t), float(v)) for t, v in zip(times, values) if _num(t) is not None and _num(v) is not None]
+            if len(points) >= 2:
+                out.append({"group": group, "field": field_name, "points": points, "spans": spans})
+    return out
+
+
+def verify_candidates(data: dict) -> list[dict[str, Any]]:
+    """A verification's candidates with their decode and prefill samples (one per round)."""
+    out = []
+    for candidate in data.get("candidates") or []:
+        if not isinstance(candidate, dict):
+            continue
+        decode = [v for v in candidate.get("decode_tokens_per_s") or [] if _num(v) is not None]
+        prefill = [v for v in candidate.get("prompt_tokens_per_s") or [] if _num(v) is not None]
+        out.append({"name": str(candidate.get("name")), "decode": decode, "prefill": prefill,
+                    "error": candidate.get("error")})
+    return out
+
+
+def spread(values: list[float]) -> dict[str, float | int | None]:
+    """median, stdev, min, max, n of plain values (a verification's rounds)."""
+    if not values:
+        return {"median": None, "stdev": None, "min": None, "max": None, "n": 0}
+    return {"median": statistics.median(values), "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values), "n": len(values)}
