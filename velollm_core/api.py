@@ -43,6 +43,8 @@ _EXPORTS: dict[str, str] = {
     "StreamCall": "velollm_core.bench.loadgen",
     # model files and GGUF knowledge
     "resolve_model_path": "velollm_core.modelfiles",
+    # files: --output checked and locked before work starts, then replaced atomically
+    **dict.fromkeys(("prepare_output", "atomic_write_text"), "velollm_core.files"),
     "cache_dir": "velollm_core.cachedir",
     "TEST_MODELS": "velollm_core.testmodels",
     "GgufSummary": "velollm_core.gguf_meta",
