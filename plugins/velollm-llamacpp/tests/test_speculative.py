@@ -79,13 +79,12 @@ def test_ngram_flags_and_unknown_kind(spec_backend):
     # This CPU build: shorter matches and drafts than llama.cpp's GPU-minded defaults, unless set.
     assert spec_backend.server_args(draft="ngram") == [
         "--spec-type", "ngram-mod", "--spec-ngram-mod-n-max", "8", "--spec-ngram-mod-n-min", "2",
-        "--spec-ngram-mod-n-match", "8"]
-    assert spec_backend.server_args(draft="ngram-simple", draft_max=8)[-2:] == ["--spec-ngram-simple-size-m", "8"]
+        "--spec-ngram-mod-n-match", "8", "--metrics"]
+    assert spec_backend.server_args(draft="ngram-simple", draft_max=8)[-3:-1] == ["--spec-ngram-simple-size-m", "8"]
     assert spec_backend.server_args(draft="ngram", draft_max=16, draft_min=2, ngram_match=12) == [
         "--spec-type", "ngram-mod", "--spec-ngram-mod-n-max", "16", "--spec-ngram-mod-n-min", "2",
-        "--spec-ngram-mod-n-match", "12"]
-    assert spec_backend.server_args(draft="ngram-map-k", ngram_match=6)[-2:] == ["--spec-ngram-map-k-size-n", "6"]
-    from velollm_core.errors import UserInputError
+        "--spec-ngram-mod-n-match", "12", "--metrics"]
+    assert spec_backend.server_args(draft="ngram-map-k", ngram_match=6)[-3:-1] == ["--spec-ngram-map-k-size-n", "6"]
 
     with pytest.raises(UserInputError, match="unknown n-gram drafter"):
         spec_backend.server_args(draft="ngram-bogus")
