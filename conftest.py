@@ -9,6 +9,10 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent
 
+# Tests never write the user's results history (every finished benchmark is recorded); a test of the
+# history points VELOLLM_HISTORY_DB at its own tmp_path.
+os.environ["VELOLLM_HISTORY_DB"] = "off"
+
 # The plugin test kit: register_plugin, fake_backend, llama_server_bin, gemma, llama_server_url, the
 # fuzz fixtures gguf_seeds and fuzz_scratch (velollm_core/testing.py).
 pytest_plugins = ("velollm_core.testing",)
