@@ -376,3 +376,14 @@ def test_baseline_flags_a_regression_beyond_run_to_run_noise(db, tmp_path):
     lonely = write(tmp_path / "lonely.json", measured(85.0, model="/m/other.gguf"))
     proc = velollm("compare", "--baseline", str(lonely), db=db)
     assert proc.returncode == 2 and "no earlier complete benchmark" in proc.stderr
+
+
+def test_optimize_verify_records_its_benchmarks(db, tmp_path, fake_backend, monkeypatch):
+    """``optimize --verify`` (no plugin verifier) runs the current-settings benchmark: it lands in the history."""
+    from velollm_core.tune.commands import _run_benchmark
+
+    monkeypatch.chdir(tmp_path)
+    _run_benchmark("fake", "/m/model.gguf", None, tmp_path / "velollm-optimize-20261202-101010-before.json")
+    with store.History(db) as history:
+        (entry,) = history.find()
+    assert entry["label"] == "optimize --verify: before" and entry["backend"] == "fake" and entry["headline"] == 100.0

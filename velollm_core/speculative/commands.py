@@ -178,10 +178,15 @@ def bench_command(target, draft, spec_types, draft_max, draft_min, p_min, draft_
         finally:
             if comparison.output is not None:
                 comparison.output.release()
+    from velollm_core.history import record
+
+    history_id = record(report, kind="speculative")
     if as_json:
         print_json(report)
     else:
         render_report(report, stdout_console())
+    if history_id is not None:
+        console.print(f"recorded in the results history as #{history_id}", highlight=False)
     if not report["outputs_identical"]:
         first = report["differences"][0]
         raise VeloError(

@@ -151,8 +151,13 @@ def _verify_by_plugin(proposal: ConfigProposal, model: str, hardware: HardwareRe
     from velollm_core.tune.verify import render_verify_report
 
     render_verify_report(report, stdout_console())
-    atomic_write_json(report_path, report.to_json())
-    click.echo(f"measurements written to {report_path}", err=True)
+    from velollm_core.history import record
+
+    document = report.to_json()
+    atomic_write_json(report_path, document)
+    history_id = record(document, kind="verify")
+    click.echo(f"measurements written to {report_path}"
+               + (f" (results history #{history_id})" if history_id is not None else ""), err=True)
     return True
 
 
@@ -209,7 +214,10 @@ def _run_benchmark(runtime: str, model: str, hardware: HardwareReport, output: P
         speed = f" {record.decode_tokens_per_s:.1f} tok/s" if record and record.decode_tokens_per_s else ""
         click.echo(f"  {label}{speed}", err=True)
 
-    run_benchmark_suites(plan, hardware=hardware, output=output, on_run=on_run)
+    from velollm_core.history import record as record_in_history
+
+    result = run_benchmark_suites(plan, hardware=hardware, output=output, on_run=on_run)
+    record_in_history(result, label=f"optimize --verify: {output.stem.rsplit('-', 1)[-1]}")  # 'before' or 'after'
 
 
 def _write_output(out, text: str) -> None:
