@@ -137,7 +137,7 @@ class BenchmarkPlan:
                     levels.append(self._level(f"c{c}", "concurrent", concurrency=c))
         elif profile in ("constant", "poisson"):
             prefix = "rate" if profile == "constant" else "poisson"
-            levels = [self._level(f"{prefix}{rate:g}", profile, rate=rate) for rate in self.rates]
+            levels = [self._level(f"{prefix}{rate:.3g}", profile, rate=rate) for rate in self.rates]
         elif profile == "sweep":
             levels = [self._level("c1", "concurrent", concurrency=1),
                       self._level(f"c{self.streams()}", "concurrent", concurrency=self.streams())]
@@ -159,8 +159,8 @@ class BenchmarkPlan:
     def sweep_levels(self, low: float, high: float) -> list[LevelSpec]:
         """Rate levels between the sequential rate ``low`` and the saturation rate ``high`` (req/s)."""
         prefix = "rate" if self.arrivals == "constant" else "poisson"
-        rates = sorted({round(low + share * (high - low), 3) for share in SWEEP_SHARES if low + share * (high - low) > 0})
-        return [self._level(f"{prefix}{rate:g}", self.arrivals, rate=rate) for rate in rates]
+        rates = sorted({float(f"{low + share * (high - low):.3g}") for share in SWEEP_SHARES} - {0.0})
+        return [self._level(f"{prefix}{rate:.3g}", self.arrivals, rate=rate) for rate in rates]
 
     def total_runs(self) -> int:
         total = 0

@@ -145,18 +145,24 @@ def _levels_table(result: BenchmarkResult, wide: bool, two_line_headers: bool):
 def _level_notes(result: BenchmarkResult) -> list[str]:
     """What a reader must know beside the table: short answers, prompt counts off, failures, the knee."""
     notes = []
+    matched = []
     for level in result.levels:
         where = f"{level['workload']} {level['key']}"
         if level.get("short_outputs"):
             notes.append(f"{where}: {level['short_outputs']} answer(s) shorter than the fixed output length "
                          "(the runtime stopped early; counted as measured, flagged in the JSON)")
         check = level.get("prompt_tokens") or {}
-        if check.get("reported_median") is not None:
-            verdict = "MISMATCH over 1%" if check.get("mismatch") else "ok"
-            notes.append(f"{where}: prompt tokens requested {check['requested']}, server reported "
-                         f"{check['reported_median']:g} ({verdict})")
+        if check.get("mismatch"):
+            notes.append(f"{where}: prompt tokens requested {check['requested']}, the server reported "
+                         f"{check['reported_median']:g}: off by more than 1%")
+        elif check.get("reported_median") is not None:
+            matched.append(f"{level['workload']}: {check['requested']}")
         for reason, count in (level.get("failures") or {}).items():
             notes.append(f"{where}: {count} failed: {reason}")
+    if matched:
+        sizing = (result.settings.get("prompt_sizing") or {}).get("method", "tokenizer")
+        notes.insert(0, f"prompt tokens as requested, by the server's count ({', '.join(dict.fromkeys(matched))}; "
+                        f"sized by {'its tokenizer' if sizing == 'tokenizer' else 'calibration from its counts'})")
     if result.sweep and result.sweep.get("knee"):
         notes.append(f"knee: {result.sweep['knee']} ({result.sweep['why']})")
     return notes

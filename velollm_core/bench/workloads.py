@@ -131,18 +131,19 @@ class PromptBuilder:
             return " ".join(words), words
         base = len(words)
         words += [rng.choice(WORDS) for _ in range(max(1, n_tokens - 1 - base))]
-        for _ in range(12):
-            have = self._count(words)
+        have = self._count(words)
+        for _ in range(40):
             if have == n_tokens:
                 return " ".join(words), words
             if have < n_tokens:
                 words += [rng.choice(WORDS) for _ in range(n_tokens - have)]
             elif len(words) > base + 1:
-                del words[max(base + 1, len(words) - (have - n_tokens)):]
+                del words[-max(1, (have - n_tokens) // 2):]  # most words are one token, some two or more
             else:
                 break
-        # A two-token word at the end keeps us one over or under: try other last words.
-        for word in WORDS:
+            have = self._count(words)
+        # The last word is what keeps the count off: try the others in its place.
+        for word in sorted(WORDS, key=lambda _: rng.random()):
             words[-1] = word
             if self._count(words) == n_tokens:
                 return " ".join(words), words

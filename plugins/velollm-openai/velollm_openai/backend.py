@@ -1,5 +1,5 @@
 """The ``openai`` benchmark backend: attach to an OpenAI-compatible server, check the model it
-serves, stream one generation per call (from many threads at once for ``--concurrency``)."""
+serves, stream one generation per call, or describe it as a StreamCall for the core's load generator."""
 
 from __future__ import annotations
 
@@ -23,10 +23,11 @@ from velollm_core.api import (
     GenerationRequest,
     GenerationTiming,
     ModelFacts,
+    StreamCall,
     UserInputError,
 )
 from velollm_openai.client import OpenAIServer, StreamOptionsRejected
-from velollm_openai.timing import StreamRecord, timing_from_stream
+from velollm_openai.timing import OpenAIStream, StreamRecord, timing_from_stream
 
 BACKEND = "openai"
 ENDPOINTS = {"completions": "/completions", "chat": "/chat/completions"}
@@ -139,20 +140,46 @@ def request_body(request: GenerationRequest, sess: Session) -> dict[str, Any]:
         "seed": request.seed,
         "stream": True,
     }
-    if sess.endpoint == "chat":
+    if _endpoint(sess, request) == "chat":
         body["messages"] = [{"role": "user", "content": request.prompt}]
     else:
         body["prompt"] = request.prompt
     if sess.include_usage:
         body["stream_options"] = {"include_usage": True}
+    if request.ignore_eos:
+        # A fixed output length: vLLM and SGLang take both, llama-server ignore_eos; servers that know
+        # neither answer naturally, and the engine flags a shorter answer.
+        body["ignore_eos"] = True
+        body["min_tokens"] = request.max_tokens
     if (sess.software or "").startswith("llama.cpp"):
-        # As the llamacpp backend does: reprocess the prompt every run, so prefill is measured, and
-        # sample greedily with top_k=1 (the full sampler chain over a 262k vocabulary costs ~4%).
-        body["cache_prompt"] = False
+        # As the llamacpp backend does: reprocess the prompt every run (unless the workload measures
+        # the prefix cache), so prefill is measured, and sample greedily with top_k=1 (the full
+        # sampler chain over a 262k vocabulary costs ~4%).
+        body["cache_prompt"] = request.cache_prompt
+        body.pop("min_tokens", None)
         if request.temperature == 0:
             body["top_k"] = 1
     body.update(request.body_fields())
     return body
+
+
+def _endpoint(sess: Session, request: GenerationRequest) -> str:
+    """A raw request (a synthetic workload, sized in tokens) goes to completions: no chat template."""
+    return "completions" if request.raw else sess.endpoint
+
+
+def stream_request(request: GenerationRequest, context: BenchmarkContext) -> StreamCall:
+    """The generation as a StreamCall for the core's asyncio load generator (same body, same parser)."""
+    sess = session(context)
+    endpoint = _endpoint(sess, request)
+    return sess.server.stream_call(ENDPOINTS[endpoint], request_body(request, sess),
+                                   OpenAIStream(endpoint, f"the server at {sess.server.base}"))
+
+
+def tokenize(text: str, context: BenchmarkContext) -> list[int] | None:
+    """The server's tokenizer where it has one: vLLM's and SGLang's /tokenize, llama-server's."""
+    sess = session(context)
+    return sess.server.tokenize(sess.model, text)
 
 
 def _stream(sess: Session, path: str, request: GenerationRequest) -> StreamRecord:
@@ -166,7 +193,8 @@ def _stream(sess: Session, path: str, request: GenerationRequest) -> StreamRecor
 def run_generation(request: GenerationRequest, context: BenchmarkContext) -> GenerationTiming:
     """Stream one generation and time it on the client's clock."""
     sess = session(context)
-    path = ENDPOINTS[sess.endpoint]
+    endpoint = _endpoint(sess, request)
+    path = ENDPOINTS[endpoint]
     try:
         record = _stream(sess, path, request)
     except StreamOptionsRejected:
@@ -179,7 +207,7 @@ def run_generation(request: GenerationRequest, context: BenchmarkContext) -> Gen
             f"after {len(record.chunk_times)} content chunk(s), without a finish_reason"
         )
     sess.fingerprint = record.fingerprint or sess.fingerprint
-    return timing_from_stream(record, end, endpoint=sess.endpoint)
+    return timing_from_stream(record, end, endpoint=endpoint)
 
 
 def describe(context: BenchmarkContext) -> BackendInfo:
@@ -218,6 +246,12 @@ class OpenAIBackend(BackendBase):
 
     def describe(self, context: BenchmarkContext) -> BackendInfo:
         return describe(context)
+
+    def stream_request(self, request: GenerationRequest, context: BenchmarkContext) -> StreamCall:
+        return stream_request(request, context)
+
+    def tokenize(self, text: str, context: BenchmarkContext) -> list[int] | None:
+        return tokenize(text, context)
 
     def metrics_url(self, context: BenchmarkContext) -> str | None:
         """``/metrics`` beside ``/v1`` (vLLM, SGLang with --enable-metrics, llama-server with --metrics)."""

@@ -20,6 +20,7 @@ from velollm_core.api import (
     Deadlines,
     RequestWatch,
     ServerURL,
+    StreamCall,
     UserInputError,
     join_url,
     plain_request,
@@ -193,6 +194,51 @@ class OpenAIServer:
         if status >= 500:
             raise BackendError(f"{where} failed with HTTP {status}: {text}")
         raise BackendError(f"{where} rejected the request with HTTP {status}: {text}")
+
+    def status_error(self, status: int, body: bytes, *, model: str | None = None, path: str = "") -> Exception:
+        """The readable error ``raise_for_status`` gives for a refused request, from its raw body."""
+        import httpx
+
+        try:
+            self.raise_for_status(httpx.Response(status, content=body), model=model, path=path)
+        except Exception as exc:  # noqa: BLE001 - the mapped error is the value returned
+            return exc
+        return BackendError(f"{SERVER_NAME} at {self.base} answered HTTP {status}")
+
+    def stream_call(self, path: str, body: dict[str, Any], accumulator: Any) -> StreamCall:
+        """``body`` POSTed to ``path`` as a StreamCall: the key in its headers, the URL's secrets in
+        its auth and params, every server text redacted."""
+        auth_header = self._http.headers.get("Authorization")
+        return StreamCall(
+            url=f"{self.base}{path}", body=body, accumulator=accumulator, framing="sse",
+            server=f"{SERVER_NAME} at {self.base}",
+            headers={"Authorization": auth_header} if auth_header else {},
+            auth=self._http.auth, params=self._http.params or None,
+            status_error=lambda status, raw: self.status_error(status, raw, model=body.get("model"), path=path),
+        )
+
+    def tokenize(self, model: str, text: str) -> list[int] | None:
+        """The server's own tokenizer, where it has one (vLLM/SGLang ``/tokenize`` with ``prompt``,
+        llama-server's with ``content``); None otherwise."""
+        import httpx
+
+        for body in ({"model": model, "prompt": text, "add_special_tokens": True},
+                     {"content": text, "add_special": True}):
+            try:
+                limits = self.deadlines.plain(CONNECT_TIMEOUT_S * 3)
+                response = plain_request(self._http, "POST", f"{self.root}/tokenize", limits, server=SERVER_NAME,
+                                         connect_s=CONNECT_TIMEOUT_S, json=body)
+            except (httpx.HTTPError, BackendError):
+                return None
+            if response.status_code == 404:
+                return None
+            try:
+                tokens = response.json().get("tokens") if response.status_code == 200 else None
+            except (ValueError, AttributeError):
+                tokens = None
+            if isinstance(tokens, list) and tokens:
+                return tokens
+        return None
 
     def stream(self, path: str, body: dict[str, Any]) -> Iterator[tuple[float, dict[str, Any]]]:
         """POST ``body`` to ``path`` with ``stream: true``; yield (arrival time, event) per SSE event.

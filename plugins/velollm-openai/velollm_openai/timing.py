@@ -79,6 +79,30 @@ class StreamRecord:
         return self.finish_reason is not None or self.usage is not None
 
 
+class OpenAIStream(StreamRecord):
+    """A StreamRecord as the core's load generator feeds it (``velollm_core.api.StreamCall``)."""
+
+    def __init__(self, endpoint: str, server: str) -> None:
+        super().__init__(start=0.0)
+        self.endpoint = endpoint
+        self.server = server
+
+    @property
+    def token_times(self) -> list[float]:
+        return self.chunk_times
+
+    def feed(self, event: dict[str, Any], arrived: float) -> bool:
+        self.observe(arrived, event)
+        return False  # usage may follow the finish_reason: the stream ends at [DONE]
+
+    def finish(self, start: float, end: float) -> GenerationTiming:
+        self.start = start
+        if not self.finished:
+            raise BackendError(f"the stream from {self.server} ended mid-way after {len(self.chunk_times)} "
+                               "content chunk(s), without a finish_reason")
+        return timing_from_stream(self, end, endpoint=self.endpoint)
+
+
 def _percentiles(values: list[float], prefix: str) -> dict[str, float]:
     from velollm_core.api import percentile
 
