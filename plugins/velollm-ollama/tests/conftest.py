@@ -76,6 +76,7 @@ class FakeOllama:
         self.drafts: dict[str, str] = {}
         self.parameters: dict[str, dict[str, Any]] = {}
         self.draft_speedup = 1.6
+        self.speed = {"tiny-draft": 4.0}  # decode speed against the target's, by model name
         self.created: list[str] = []
         self.deleted: list[str] = []
         self.installed = {"tiny:latest": 1_321_098_329, "llama3.2:1b": 1_321_098_329}
@@ -237,7 +238,7 @@ def _make_handler(fake: FakeOllama):
                 return
             full = model if ":" in model else f"{model}:latest"
             if name not in ("tiny", "llama3.2", "cached", "slow-first", "drop", "garbage", "midstream-error",
-                            "no-done", "thinker", "one-token", "mtp") and full not in fake.drafts:
+                            "no-done", "thinker", "one-token", "mtp", "tiny-draft") and full not in fake.drafts:
                 self._json(404, {"error": f"model '{model}' not found"})
                 return
             self.send_response(200)
@@ -255,7 +256,7 @@ def _make_handler(fake: FakeOllama):
             options = {**fake.parameters.get(full, {}), **(body.get("options") or {})}
             # draft_num_predict: 4 by default with a draft layer; an MTP head drafts only when it is set.
             drafting = int(options.get("draft_num_predict", 4 if full in fake.drafts else 0)) > 0
-            token_delay = fake.token_delay / (fake.draft_speedup if drafting else 1.0)
+            token_delay = fake.token_delay / (fake.draft_speedup if drafting else 1.0) / fake.speed.get(name, 1.0)
             time.sleep(first_delay)
             eval_ns = 0
             for i, token in enumerate([*thinking, *tokens]):

@@ -206,8 +206,10 @@ class OllamaClient:
 
     # --- plain JSON endpoints -------------------------------------------------------------------
 
-    def request_json(self, method: str, path: str, body: Any = None, *, model: str | None = None) -> Any:
-        """One request whose answer is a JSON document; errors become BackendError/UserInputError."""
+    def request_json(self, method: str, path: str, body: Any = None, *, model: str | None = None,
+                     empty_ok: bool = False) -> Any:
+        """One request whose answer is a JSON document (or, with ``empty_ok``, nothing: None); errors
+        become BackendError/UserInputError."""
         import httpx
 
         try:
@@ -217,6 +219,8 @@ class OllamaClient:
             raise self._transport_error(exc) from None
         if response.status_code >= 400:
             raise self._status_error(response.status_code, response.content, model)
+        if empty_ok and not response.content.strip():
+            return None
         try:
             return response.json()
         except ValueError:
@@ -243,6 +247,14 @@ class OllamaClient:
         """``/api/show``: details, model_info (architecture fields), parameters, capabilities."""
         data = self.request_json("POST", "/api/show", {"model": model}, model=model)
         return data if isinstance(data, dict) else {}
+
+    def create(self, body: dict[str, Any]) -> None:
+        """``/api/create`` (not streamed): a model ``from`` another, with ``draft_files``, ``parameters``..."""
+        self.request_json("POST", "/api/create", {**body, "stream": False}, model=body.get("from"))
+
+    def delete(self, model: str) -> None:
+        """``DELETE /api/delete``: remove an installed model (Ollama answers with an empty body)."""
+        self.request_json("DELETE", "/api/delete", {"model": model}, model=model, empty_ok=True)
 
     # --- streaming ------------------------------------------------------------------------------
 

@@ -64,4 +64,5 @@ def propose_ollama_config(inputs: OptimizerInputs) -> ConfigProposal:
         changes=plan.changes,
         notes=[*inputs.notes, *plan.notes],
         systemd_unit=SERVICE_UNIT if inputs.platform.startswith("linux") else None,
+        **plan.extra,
     )

@@ -36,6 +36,7 @@ class Plan:
             self.budget.reserve_per_device = max(self.budget.reserve_per_device, fit_target)
         self.changes: list[ConfigChange] = []
         self.notes: list[str] = []
+        self.extra: dict = {}  # further fields of the proposal (a Modelfile to create)
         self.decided: dict[str, str | None] = {}
 
     def current(self, key: str) -> str | None:

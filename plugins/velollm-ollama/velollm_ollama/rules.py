@@ -4,6 +4,7 @@ unit-tested one by one). Only variables that Ollama's envconfig really reads are
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from velollm_core.api import ConfigChange
 from velollm_ollama.budget import CONTEXT_LADDER, gib, pick_context
@@ -303,6 +304,47 @@ def rule_llama_fit(plan: Plan) -> None:
                              if has(plan.version, "fit_target_projector") else ""))
 
 
+def rule_draft_modelfile(plan: Plan) -> None:
+    """A Modelfile with the draft (FROM + DRAFT + PARAMETER draft_num_predict) when `velollm ollama
+    draft-bench` measured that it pays; never when it measured no gain or a loss."""
+    import shlex
+
+    from velollm_ollama.drafts import PAYS_AT, create_command, load_measurement
+
+    model = plan.model
+    if model is None or not has(plan.version, "draft"):
+        return
+    measured = load_measurement(model.name)
+    if measured is None:
+        if model.has_mtp:
+            plan.notes.append(f"{model.name} has an MTP head ({model.nextn_predict_layers} layer(s)): Ollama drafts "
+                              "with it once draft_num_predict is set; measure whether it pays with: velollm ollama "
+                              f"draft-bench --model {shlex.quote(model.name)} --mtp")
+        return
+    speedup = measured.get("speedup")
+    when = measured.get("started_at", "")
+    if not measured.get("pays") or not speedup or speedup < PAYS_AT:
+        plan.notes.append(f"speculative decoding with {measured.get('draft')} measured "
+                          + (f"{speedup:.2f}x decode" if speedup else "no decode rate")
+                          + f" on {when}: no gain, so no Modelfile with a draft is proposed")
+        return
+    draft_path = measured.get("draft_path")
+    if draft_path and not Path(draft_path).is_file():
+        plan.notes.append(f"the draft measured for {model.name} ({draft_path}) is no longer on disk: measure again")
+        return
+    modelfile, text = measured.get("modelfile_path"), measured.get("modelfile")
+    if not modelfile or not text:
+        return
+    command = create_command(measured["proposed_model"], Path(modelfile))
+    identical = "identical text" if measured.get("outputs_identical") else "text not identical in every run"
+    plan.notes.append(f"speculative decoding pays for {model.name}: {measured.get('draft')} measured {speedup:.2f}x "
+                      f"decode ({identical}, {when}); the Modelfile {modelfile} holds: "
+                      + " | ".join(text.splitlines()))
+    plan.notes.append("create the model with the draft: " + shlex.join(command))
+    plan.extra.update(modelfile=text, modelfile_path=modelfile, modelfile_command=command,
+                      draft_speedup=speedup)
+
+
 def _duration(seconds: float) -> str:
     if seconds == math.inf:
         return "forever"
@@ -323,4 +365,5 @@ RULES = (
     rule_max_loaded_models,
     rule_keep_alive,
     rule_sched_spread,
+    rule_draft_modelfile,
 )
