@@ -111,8 +111,17 @@ def speculative(vanilla: dict, spec: dict, draft_max: int = 8) -> dict:
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("report-results")
+    verify = {"runtime": "llamacpp", "model": "/models/target.gguf", "rounds": 3, "elapsed_s": 30.0,
+              "candidates": [{"name": name, "args": args, "decode_tokens_per_s": decode, "prompt_tokens_per_s": prefill,
+                              "error": None}
+                             for name, args, decode, prefill in (("defaults", [], [10.0, 11.0, 10.5], [50.0, 52.0, 51.0]),
+                                                                 ("proposal", ["-t", "2"], [12.0, 12.5, 12.2],
+                                                                  [60.0, 58.0, 61.0]))],
+              "changes": [], "final": {"args": ["-t", "2"], "measured_as": "proposal",
+                                       "vs_defaults": {"decode_tokens_per_s": {"ratio": 1.16}}},
+              "proposal": {}, "notes": []}
     docs = {"sweep": with_sweep(measured(100.0)), "plain": measured(80.0),
-            "spec": speculative(measured(50.0), measured(95.0))}
+            "spec": speculative(measured(50.0), measured(95.0)), "verify": verify}
     paths = {}
     for name, doc in docs.items():
         paths[name] = folder / f"{name}.json"
@@ -190,6 +199,14 @@ def chromium() -> str:
     pytest.skip("headless Chromium is not installed (Debian: apt-get install -y chromium)")
 
 
+def _moved_up(fd: int) -> int:
+    import fcntl
+
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
+    os.close(fd)
+    return high
+
+
 class DevTools:
     """Chromium driven over --remote-debugging-pipe (fd 3 in, fd 4 out; NUL-framed JSON): no port,
     no websocket library, nothing but the browser and this process."""
@@ -197,7 +214,9 @@ class DevTools:
     def __init__(self, binary: str, profile: Path) -> None:
         to_browser_r, self._to_browser = os.pipe()
         self._from_browser, from_browser_w = os.pipe()
-
+        # The child's ends moved to 10 and up: one of them may be 3 or 4 itself, which the shell below
+        # would close right after moving it there.
+        to_browser_r, from_browser_w = _moved_up(to_browser_r), _moved_up(from_browser_w)
         # bash moves the pipes to fds 3 and 4 and execs Chromium (no preexec_fn: unsafe with threads;
         # not dash: it redirects single-digit fds only).
         args = ["--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe", f"--user-data-dir={profile}",
@@ -319,7 +338,8 @@ def _screenshot_dir(tmp_path: Path) -> Path:
 def test_html_report_renders_every_chart_with_no_console_error(results, tmp_path):
     chromium()
     page = tmp_path / "report.html"
-    proc = velollm("report", str(results["sweep"]), str(results["plain"]), str(results["spec"]), "--output", str(page))
+    proc = velollm("report", *(str(results[name]) for name in ("sweep", "plain", "spec", "verify")), "--output",
+                   str(page))
     assert proc.returncode == 0, proc.stderr
     html = page.read_text()
     assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in html
@@ -338,6 +358,7 @@ def test_html_report_renders_every_chart_with_no_console_error(results, tmp_path
     assert spec["points"] == 8 + 1 and spec["marks"] == ["predicted 2.10x"]  # the curve, the measured point
     telemetry = [chart for chart in found["charts"] if chart["kind"] == "telemetry"]
     assert len(telemetry) == 3 and all(chart["points"] > 100 for chart in telemetry)  # power, memory, requests
+    assert by_id["chart-verify-3-decode"]["bars"] == by_id["chart-verify-3-prefill"]["bars"] == 2
     assert all(chart["width"] > 300 for chart in found["charts"])
 
 
