@@ -79,6 +79,15 @@ def with_sweep(doc: dict) -> dict:
                          "max_decode_tokens_per_s": 261.6, "suites": roof_suites},
             "telemetry": {"devices": [{"id": "cpu0", "name": "CPU package 0", "kind": "cpu", "source": "rapl"}],
                           "why": [],
+                          "levels": [{"key": f"c{c}", "workload": "pp512/tg128",
+                                      "client_vs_server": {
+                                          "decode_tokens_per_s": {"client": 52.0, "server": 52.3, "diff_pct": 0.58,
+                                                                  "disagree": False},
+                                          "completion_tokens": {"client": 128 * c, "server": 128 * c + (9 if c == 16 else 0),
+                                                                "diff_pct": 0.44 if c == 16 else 0.0,
+                                                                "disagree": c == 16}},
+                                      "tokens_per_joule": {"cpu": {"end_to_end": 0.8 * c, "decode": 1.1 * c}}}
+                                     for c in (1, 16)],
                           "series": {"start_unix": 0.0, "levels": marks,
                                      "devices": {"cpu0": {"t": times, "power_w": power, "memory_used_bytes": memory,
                                                           "utilization_pct": [None] * len(times)}},
@@ -292,6 +301,7 @@ _INSPECT = """JSON.stringify({
     points: f.querySelectorAll('.point').length
       + [...f.querySelectorAll('polyline[data-n]')].reduce((n, p) => n + Number(p.dataset.n), 0), bars: f.querySelectorAll('.bar').length,
     marks: [...f.querySelectorAll('.mark title')].map(t => t.textContent)})),
+  disagreements: document.querySelectorAll('span.bad').length,
   height: document.documentElement.scrollHeight, scripts: document.scripts.length,
   resources: performance.getEntriesByType('resource').length})"""
 
@@ -358,6 +368,7 @@ def test_html_report_renders_every_chart_with_no_console_error(results, tmp_path
     assert spec["points"] == 8 + 1 and spec["marks"] == ["predicted 2.10x"]  # the curve, the measured point
     telemetry = [chart for chart in found["charts"] if chart["kind"] == "telemetry"]
     assert len(telemetry) == 3 and all(chart["points"] > 100 for chart in telemetry)  # power, memory, requests
+    assert found["disagreements"] == 1  # the client/server token counts of c16, flagged
     assert by_id["chart-verify-3-decode"]["bars"] == by_id["chart-verify-3-prefill"]["bars"] == 2
     assert all(chart["width"] > 300 for chart in found["charts"])
 

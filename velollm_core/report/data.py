@@ -239,3 +239,18 @@ def spread(values: list[float]) -> dict[str, float | int | None]:
         return {"median": None, "stdev": None, "min": None, "max": None, "n": 0}
     return {"median": statistics.median(values), "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
             "min": min(values), "max": max(values), "n": len(values)}
+
+
+def telemetry_levels(result: dict) -> list[dict[str, Any]]:
+    """Per load level: the client's and the server's figures side by side (with the 2% flag) and
+    tokens per joule per device kind, as velollm_core/telemetry/session.py summarizes a level."""
+    out = []
+    for level in _get(result, "telemetry", "levels") or []:
+        if not isinstance(level, dict):
+            continue
+        figures = {name: f for name, f in (level.get("client_vs_server") or {}).items() if isinstance(f, dict)}
+        per_joule = {kind: parts for kind, parts in (level.get("tokens_per_joule") or {}).items()
+                     if isinstance(parts, dict)}
+        out.append({"key": level.get("key"), "workload": level.get("workload"), "figures": figures,
+                    "tokens_per_joule": per_joule})
+    return out

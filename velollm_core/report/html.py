@@ -226,7 +226,37 @@ _UNITS = {"memory_used_bytes": ("memory used (GiB)", 2**30), "power_w": ("power 
           "utilization_pct": ("utilization (%)", 1), "kv_cache_usage": ("KV cache used (share)", 1)}
 
 
+def _figure_cell(figure: dict) -> str:
+    """'client / server (diff %)', marked when they disagree by more than 2%."""
+    text = f"{_cell(figure.get('client'))} / {_cell(figure.get('server'))}"
+    if figure.get("diff_pct") is not None:
+        text += f" ({figure['diff_pct']:+.1f}%)"
+    return f'<span class="bad">{text} ≠</span>' if figure.get("disagree") else text
+
+
+def _telemetry_table(sources: list[d.Source]) -> str:
+    rows = []
+    for _, name, result in _results(sources):
+        for level in d.telemetry_levels(result):
+            figures = level["figures"]
+            joules = "; ".join(f"{kind}: {_cell(parts.get('decode'), 2)} decode, {_cell(parts.get('end_to_end'), 2)} e2e"
+                               for kind, parts in level["tokens_per_joule"].items()
+                               if isinstance(parts.get("decode"), float) or isinstance(parts.get("end_to_end"), float))
+            rows.append("<tr>" + "".join(f'<td class="text">{escape(str(v))}</td>' for v in
+                                         (name, level["key"], level["workload"] or "")) +
+                        "".join(f"<td>{_figure_cell(figures[k]) if k in figures else '-'}</td>" for k in
+                                ("decode_tokens_per_s", "prompt_tokens", "completion_tokens")) +
+                        f'<td class="text">{escape(joules) or "unknown"}</td></tr>')
+    if not rows:
+        return ""
+    head = "".join(f"<th>{h}</th>" for h in ("result", "level", "workload", "decode tok/s per stream (client / server)",
+                                             "prompt tokens", "generated tokens", "tokens per joule"))
+    return (f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+            '<p class="note">≠: client and server differ by more than 2%.</p>')
+
+
 def _telemetry_section(sources: list[d.Source]) -> str:
+    table = _telemetry_table(sources)
     charts: dict[str, list[tuple[int, str, dict]]] = {}
     for i, name, result in _results(sources):
         for entry in d.telemetry_series(result):
@@ -234,7 +264,8 @@ def _telemetry_section(sources: list[d.Source]) -> str:
     if not charts:
         why = [f"{name}: {'; '.join(map(str, d._get(result, 'telemetry', 'why') or []))}"
                for _, name, result in _results(sources) if d._get(result, "telemetry", "why")]
-        return ("<h2>Telemetry</h2>" + "".join(f'<p class="note">{escape(w)}</p>' for w in why)) if why else ""
+        notes = "".join(f'<p class="note">{escape(w)}</p>' for w in why)
+        return f"<h2>Telemetry</h2>{notes}{table}" if why or table else ""
     figures = []
     for number, (field_name, entries) in enumerate(charts.items()):
         label, scale = _UNITS.get(field_name, (field_name.replace("_", " "), 1))
@@ -244,7 +275,7 @@ def _telemetry_section(sources: list[d.Source]) -> str:
         figures.append(_figure(xy_chart(f"chart-telemetry-{number}", f"{label[0].upper()}{label[1:]} over time", "seconds", label, series,
                                         spans=spans, x_zero=True), "telemetry",
                                "Sampled during the run; shaded: the load levels."))
-    return f'<h2>Telemetry</h2><div class="charts">{"".join(figures)}</div>'
+    return f'<h2>Telemetry</h2><div class="charts">{"".join(figures)}</div>{table}'
 
 
 def _verify_section(sources: list[d.Source]) -> str:
