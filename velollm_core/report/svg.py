@@ -72,7 +72,10 @@ class Mark:
 class _Frame:
     """The plot area and the value-to-pixel mapping of one chart."""
 
-    def __init__(self, xs: list[float], ys: list[float], *, y_zero: bool, x_zero: bool = False) -> None:
+    def __init__(self, xs: list[float], ys: list[float], *, y_zero: bool, x_zero: bool = False,
+                 legend_rows: int = 1) -> None:
+        extra = 14 * max(legend_rows - 1, 0)  # a legend on more rows pushes the plot down, the chart grows
+        self.top, self.height = TOP + extra, HEIGHT + extra
         x_lo, x_hi = min(xs), max(xs)
         y_lo, y_hi = (min(0.0, min(ys)) if y_zero else min(ys)), max(ys)
         if x_zero:
@@ -81,34 +84,34 @@ class _Frame:
         self.y_ticks = nice_ticks(y_lo, y_hi)
         self.x0, self.x1 = self.x_ticks[0], self.x_ticks[-1]
         self.y0, self.y1 = self.y_ticks[0], self.y_ticks[-1]
-        self.w, self.h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+        self.w, self.h = WIDTH - LEFT - RIGHT, self.height - self.top - BOTTOM
 
     def px(self, x: float) -> float:
         return LEFT + (x - self.x0) / ((self.x1 - self.x0) or 1) * self.w
 
     def py(self, y: float) -> float:
-        return TOP + self.h - (y - self.y0) / ((self.y1 - self.y0) or 1) * self.h
+        return self.top + self.h - (y - self.y0) / ((self.y1 - self.y0) or 1) * self.h
 
 
-def _open(title: str, chart_id: str) -> list[str]:
-    return [(f'<svg class="chart-svg" id="{escape(chart_id)}" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" '
-            f'height="{HEIGHT}" role="img" aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">'),
+def _open(title: str, chart_id: str, height: int) -> list[str]:
+    return [(f'<svg class="chart-svg" id="{escape(chart_id)}" viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" '
+            f'height="{height}" role="img" aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">'),
             f"<title>{escape(title)}</title>",
             f'<text class="chart-title" x="{LEFT}" y="18">{escape(title)}</text>']
 
 
-def _legend(entries: list[tuple[str, str, bool]]) -> list[str]:
-    """Swatches in a row under the title; a long legend wraps to a second row."""
-    out, x, y = [], LEFT, 36
+def _legend(entries: list[tuple[str, str, bool]]) -> tuple[list[str], int]:
+    """Swatches in a row under the title, wrapping to more rows: (elements, rows)."""
+    out, x, y, rows = [], LEFT, 36, 1
     for name, colour, dashed in entries:
         width = 26 + 6.6 * len(name)
         if x + width > WIDTH - RIGHT and x > LEFT:
-            x, y = LEFT, y + 14
+            x, y, rows = LEFT, y + 14, rows + 1
         dash = ' stroke-dasharray="4 3"' if dashed else ""
         out.append(f'<line x1="{x}" y1="{y - 4}" x2="{x + 16}" y2="{y - 4}" stroke="{colour}" stroke-width="3"{dash}/>'
                    f'<text class="legend" x="{x + 20}" y="{y}">{escape(name)}</text>')
         x += width + 12
-    return out
+    return out, rows
 
 
 def _axes(frame: _Frame, x_label: str | None, y_label: str, x_categories: bool = False) -> list[str]:
@@ -120,14 +123,14 @@ def _axes(frame: _Frame, x_label: str | None, y_label: str, x_categories: bool =
     if not x_categories:
         for tick in frame.x_ticks:
             x = frame.px(tick)
-            out.append(f'<line class="axis" x1="{x:.1f}" y1="{TOP + frame.h}" x2="{x:.1f}" y2="{TOP + frame.h + 4}"/>'
-                       f'<text class="tick" x="{x:.1f}" y="{TOP + frame.h + 17}" text-anchor="middle">{fmt(tick)}</text>')
-    out.append(f'<line class="axis" x1="{LEFT}" y1="{TOP + frame.h}" x2="{WIDTH - RIGHT}" y2="{TOP + frame.h}"/>'
-               f'<line class="axis" x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{TOP + frame.h}"/>')
+            out.append(f'<line class="axis" x1="{x:.1f}" y1="{frame.top + frame.h}" x2="{x:.1f}" y2="{frame.top + frame.h + 4}"/>'
+                       f'<text class="tick" x="{x:.1f}" y="{frame.top + frame.h + 17}" text-anchor="middle">{fmt(tick)}</text>')
+    out.append(f'<line class="axis" x1="{LEFT}" y1="{frame.top + frame.h}" x2="{WIDTH - RIGHT}" y2="{frame.top + frame.h}"/>'
+               f'<line class="axis" x1="{LEFT}" y1="{frame.top}" x2="{LEFT}" y2="{frame.top + frame.h}"/>')
     if x_label:
-        out.append(f'<text class="axis-label" x="{LEFT + frame.w / 2}" y="{HEIGHT - 8}" '
+        out.append(f'<text class="axis-label" x="{LEFT + frame.w / 2}" y="{frame.height - 8}" '
                    f'text-anchor="middle">{escape(x_label)}</text>')
-    out.append(f'<text class="axis-label" transform="translate(16 {TOP + frame.h / 2}) rotate(-90)" '
+    out.append(f'<text class="axis-label" transform="translate(16 {frame.top + frame.h / 2}) rotate(-90)" '
                f'text-anchor="middle">{escape(y_label)}</text>')
     return out
 
@@ -147,14 +150,14 @@ def xy_chart(chart_id: str, title: str, x_label: str, y_label: str, series: list
     """Lines through points (or points alone), labelled points, marks on top and shaded x spans."""
     xs = [x for s in series for x, _ in s.points] + [m.x for m in marks] + [v for a, b, _ in spans for v in (a, b)]
     ys = [y for s in series for _, y in s.points] + [m.y for m in marks] + ([hline[0]] if hline else [])
-    frame = _Frame(xs, ys, y_zero=y_zero, x_zero=x_zero)
-    out = _open(title, chart_id)
-    out += _legend([(s.name, s.color, s.dashed) for s in series])
+    legend, rows = _legend([(s.name, s.color, s.dashed) for s in series])
+    frame = _Frame(xs, ys, y_zero=y_zero, x_zero=x_zero, legend_rows=rows)
+    out = _open(title, chart_id, frame.height) + legend
     for i, (start, end, text) in enumerate(spans):
         a, b = frame.px(start), frame.px(end)
-        out.append(f'<rect class="span" x="{a:.1f}" y="{TOP}" width="{max(b - a, 0.5):.1f}" height="{frame.h}" '
+        out.append(f'<rect class="span" x="{a:.1f}" y="{frame.top}" width="{max(b - a, 0.5):.1f}" height="{frame.h}" '
                    f'fill-opacity="{0.10 if i % 2 == 0 else 0.05}"><title>{escape(text)}</title></rect>'
-                   f'<text class="span-label" x="{a + 3:.1f}" y="{TOP + 11}">{escape(text)}</text>')
+                   f'<text class="span-label" x="{a + 3:.1f}" y="{frame.top + 11}">{escape(text)}</text>')
     out += _axes(frame, x_label, y_label)
     out += _hline(frame, *(hline or (None, "")))
     for s in series:
@@ -200,16 +203,16 @@ def bar_chart(chart_id: str, title: str, y_label: str, categories: list[str],
               whisker_label: str = "min-max") -> str:
     """Grouped bars: one group per category, one bar per (name, colour, bars) entry of ``groups``."""
     values = [v for _, _, bars in groups for bar in bars if bar for v in (bar.median, bar.low, bar.high, *bar.values)]
-    frame = _Frame([0.0, 1.0], values + ([hline[0]] if hline else []), y_zero=True)
-    out = _open(title, chart_id)
-    out += _legend([(name, colour, False) for name, colour, _ in groups])
+    legend, rows = _legend([(name, colour, False) for name, colour, _ in groups])
+    frame = _Frame([0.0, 1.0], values + ([hline[0]] if hline else []), y_zero=True, legend_rows=rows)
+    out = _open(title, chart_id, frame.height) + legend
     out += _axes(frame, None, y_label, x_categories=True)
     out += _hline(frame, *(hline or (None, "")))
     slot = frame.w / max(len(categories), 1)
     width = min(46.0, slot * 0.8 / max(len(groups), 1))
     for c, category in enumerate(categories):
         centre = LEFT + slot * (c + 0.5)
-        out.append(f'<text class="tick category" x="{centre:.1f}" y="{TOP + frame.h + 17}" '
+        out.append(f'<text class="tick category" x="{centre:.1f}" y="{frame.top + frame.h + 17}" '
                    f'text-anchor="middle">{escape(category)}</text>')
         for g, (name, colour, bars) in enumerate(groups):
             bar = bars[c] if c < len(bars) else None
