@@ -173,6 +173,15 @@ def test_markdown_tables_by_kind(results, tmp_path):
     assert "decode_tps_median" in header and len(widths) == 2  # every row of a table as wide as its header
 
 
+def test_history_ids_work_like_files(results, tmp_path):
+    env = {"VELOLLM_HISTORY_DB": str(tmp_path / "h.db")}
+    assert velollm("history", "import", str(results["sweep"]), env=env).returncode == 0
+    by_id = velollm("report", "#1", "--format", "csv", env=env)
+    by_file = velollm("report", str(results["sweep"]), "--format", "csv")
+    assert by_id.returncode == 0, by_id.stderr
+    assert by_id.stdout == by_file.stdout.replace(str(results["sweep"]), "#1")
+
+
 def test_bad_input_is_one_line_exit_2(tmp_path):
     html_to_stdout = velollm("report", "nope.json")
     assert html_to_stdout.returncode == 2 and "--output" in html_to_stdout.stderr
