@@ -219,7 +219,9 @@ class BenchmarkRunner:
     """Runs a plan through the plugins' ``run_benchmark`` hook (sequential levels) or the asyncio load
     generator (load levels), and keeps the result file current."""
 
-    SAVE_EVERY_S = 2.0  # during a load level, the file is rewritten at most this often
+    # During a load level the file is rewritten at most this often (and after the level): a save
+    # holds the event loop for tens of ms at thousands of runs, which shows as stalls in ITL p99.
+    SAVE_EVERY_S = 10.0
 
     def __init__(
         self,
@@ -229,6 +231,7 @@ class BenchmarkRunner:
         output: Path | OutputFile | None = None,
         on_run: Callable[[str, RunRecord | None], None] | None = None,
         hook=None,
+        telemetry: bool = False,
     ) -> None:
         from velollm_core.plugins import hook as default_hook
 
@@ -240,6 +243,8 @@ class BenchmarkRunner:
         self.hook = hook or default_hook()
         self._builder: PromptBuilder | None = None
         self._saved_at = 0.0
+        self.telemetry = None  # a TelemetrySession once started (velollm_core/telemetry), when asked for
+        self._want_telemetry = telemetry
         self.result = BenchmarkResult(
             started_at=_now(),
             settings={
@@ -301,6 +306,16 @@ class BenchmarkRunner:
         if backend is not None:
             backends.settings(backend, self.context)
         return backend
+
+    def _telemetry(self):
+        """The run's server and hardware telemetry, started once (at the first level), or None."""
+        if self.telemetry is None and self._want_telemetry:
+            from velollm_core.telemetry.session import TelemetrySession
+
+            metrics_url = getattr(self._backend(), "metrics_url", None)
+            self.telemetry = TelemetrySession(metrics_url(self.context) if callable(metrics_url) else None)
+            self.telemetry.start()
+        return self.telemetry
 
     def _tokenizer(self):
         """The backend's tokenizer as a function of text, or None where it has none."""
@@ -396,6 +411,8 @@ class BenchmarkRunner:
         """One counted generation of ``suite``, recorded and saved."""
         timing, request = self._one_sequential(suite, iteration)
         record = self._record(timing, suite, iteration, 1, request)
+        if self.telemetry is not None:
+            self.telemetry.run_ended(record)
         self.save()
         self.on_run(f"{suite.name} run {iteration}", record)
         if self.result.environment.backend is None:
@@ -406,8 +423,12 @@ class BenchmarkRunner:
     def _run_sequential(self, job: Suite | Workload) -> None:
         first = len(self.result.runs)
         self.warm_up(job)
+        if (telemetry := self._telemetry()) is not None:
+            telemetry.begin_level("seq", job.name)
         for iteration in range(1, self.plan.iterations + 1):
             self.measure(job, iteration)
+        if telemetry is not None:  # cache primes of a @dN workload are served but not counted
+            telemetry.end_level("seq", self.result.runs[first:], other_requests=isinstance(job, Workload) and job.depth > 0)
         target = job.depth + job.prompt_tokens if isinstance(job, Workload) else None
         self._add_level(level_entry(key="seq", profile="sequential", workload=job.name,
                                     runs=self.result.runs[first:], window_s=None, concurrency=1,
@@ -441,7 +462,7 @@ class BenchmarkRunner:
                           "ended_s": round(outcome.end - driver.began, 6)}
                 level_runs.append(self._record(timing, job, outcome.index - spec.warmup + 1,
                                                spec.concurrency or 0, request, **fields))
-                if time.monotonic() - self._saved_at > self.SAVE_EVERY_S:
+                if self.output is not None and time.monotonic() - self._saved_at > self.SAVE_EVERY_S:
                     self.save()
             label = f"{job.name} {spec.key}" + (" warm-up" if outcome.index < spec.warmup else "")
             self.on_run(label, level_runs[-1] if outcome.measured and level_runs else None)
@@ -449,12 +470,17 @@ class BenchmarkRunner:
         driver = LevelDriver(spec, [p[0] for p in pairs], primes=[p[1] for p in pairs], prepare=prepare,
                              generate=self._generate, deadlines=Deadlines.from_options(self.plan.options),
                              on_done=on_done)
+        if (telemetry := self._telemetry()) is not None:
+            telemetry.begin_level(spec.key, job.name)
         try:
             run = driver.run()
         except ServerGone as exc:
             self.save()
             raise BackendError(f"the server stopped answering during level {spec.key} of {job.name}: {exc}") from None
         window = run.window()
+        if telemetry is not None:  # warm-up and cool-down requests share the server with the measured ones
+            telemetry.end_level(spec.key, level_runs, origin=driver.began, window=window,
+                                window_tokens=run.tokens_in_window(), other_requests=True)
         target = job.depth + job.prompt_tokens if isinstance(job, Workload) else None
         entry = level_entry(key=spec.key, profile=spec.profile, workload=job.name, runs=level_runs,
                             window_s=(window[1] - window[0]) if window else None,
@@ -559,6 +585,8 @@ class BenchmarkRunner:
 
     def _final_save(self) -> None:
         """The last write, with the final status (and end time)."""
+        if self.telemetry is not None:
+            self.result.telemetry, self.telemetry = self.telemetry.finish(), None
         self.result.finished_at = _now()
         try:
             self.save()

@@ -2,7 +2,7 @@
 
 A backend describes one streamed generation as a ``StreamCall`` (URL, JSON body, framing and an
 accumulator that turns events into a ``GenerationTiming``); this module runs many of them at once
-with one ``httpx.AsyncClient``. Every network chunk is stamped with ``perf_counter()`` the moment it
+with one small HTTP/1.1 client (``streamclient``: why not httpx there is said there). Every network chunk is stamped with ``perf_counter()`` the moment it
 arrives, before any parsing, and each event in it carries that stamp. Backends that do not describe
 their calls (``generate`` only) run on a thread pool sized to the level instead.
 
@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from velollm_core.bench.streamclient import ConnectFailed, ProtocolError, StreamClient
 from velollm_core.deadline import MAX_LINE_CHARS, Deadlines
 from velollm_core.errors import BackendError
 from velollm_core.models import GenerationRequest, GenerationTiming
@@ -59,8 +60,8 @@ class StreamCall:
     framing: Literal["sse", "ndjson"] = "sse"
     server: str = "the server"
     headers: dict[str, str] = field(default_factory=dict)
-    auth: Any = None
-    params: Any = None
+    auth: tuple[str, str] | None = None  # HTTP basic auth (a --host's user:password@)
+    params: Any = None  # query parameters: pairs (a --host's ?query)
     # HTTP status and body of a refused request -> the exception to record (a readable message).
     status_error: Callable[[int, bytes], Exception] | None = None
 
@@ -130,27 +131,27 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-async def _stream(client, call: StreamCall, deadlines: Deadlines) -> tuple[GenerationTiming, list[float], float]:
+async def _stream(client: StreamClient, call: StreamCall, deadlines: Deadlines) -> tuple[GenerationTiming, list[float], float]:
     """Run one StreamCall: (timing, token arrival times, start)."""
-    import httpx
-
     parse_sse = call.framing == "sse"
     acc = call.accumulator
+    silence = deadlines.silence_s()
     start = time.perf_counter()
     done = False
+    quiet = asyncio.timeout(silence)  # rescheduled at every chunk: how long the server may say nothing
+    loop = asyncio.get_running_loop()
     try:
-        async with asyncio.timeout(deadlines.total_s):
-            async with client.stream("POST", call.url, json=call.body, headers=call.headers or None,
-                                     auth=call.auth or httpx.USE_CLIENT_DEFAULT, params=call.params) as response:
-                if response.status_code != 200:
-                    body = await response.aread()
+        async with asyncio.timeout(deadlines.total_s), quiet, client.post_json(
+                call.url, call.body, headers=call.headers, auth=call.auth, params=call.params) as response:
+                if response.status != 200:
+                    body = await response.read()
                     if call.status_error is not None:
-                        raise call.status_error(response.status_code, body)
-                    raise BackendError(f"{call.server} answered HTTP {response.status_code}: "
+                        raise call.status_error(response.status, body)
+                    raise BackendError(f"{call.server} answered HTTP {response.status}: "
                                        f"{body[:200].decode(errors='replace')}")
                 pending = b""
-                async for chunk in response.aiter_bytes():
-                    arrived = time.perf_counter()
+                async for chunk, arrived in response.chunks():
+                    quiet.reschedule(loop.time() + silence)
                     pending += chunk
                     if b"\n" not in chunk:
                         if len(pending) > MAX_LINE_CHARS:
@@ -179,20 +180,32 @@ async def _stream(client, call: StreamCall, deadlines: Deadlines) -> tuple[Gener
                             break
                     if done:
                         break
+                if done:
+                    await _drain(response)
     except TimeoutError:
+        if quiet.expired():
+            raise BackendError(f"{call.server} sent nothing for {silence:g} s "
+                               "(--option first_token_timeout_s=SECONDS)") from None
         raise BackendError(f"{call.server} did not finish the request within {deadlines.total_s:g} s "
                            "(--option timeout_s=SECONDS)") from None
-    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-        raise ServerGone(f"{call.server} is not reachable at {call.url} ({type(exc).__name__}); "
-                         "did it die?") from None
-    except httpx.ReadTimeout:
-        raise BackendError(f"{call.server} sent nothing for {deadlines.first_token_s:g} s "
-                           "(--option first_token_timeout_s=SECONDS)") from None
-    except httpx.TransportError as exc:
+    except ConnectFailed as exc:
+        raise ServerGone(f"{call.server} is not reachable at {call.url} ({exc}); did it die?") from None
+    except (ConnectionError, asyncio.IncompleteReadError, ProtocolError, OSError) as exc:
         raise BackendError(f"lost the connection to {call.server} mid-stream ({type(exc).__name__})") from None
     end = time.perf_counter()
     # A stream closed without its end marker: the accumulator knows whether what came is complete.
     return acc.finish(start, end), acc.token_times, start
+
+
+async def _drain(response) -> None:
+    """Read what follows the final event (the ``[DONE]`` line, the last chunk), so the connection
+    can serve the next request; a server that keeps talking loses the connection instead."""
+    try:
+        async with asyncio.timeout(1.0):
+            async for _ in response.chunks():
+                pass
+    except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, ProtocolError):
+        response.keep_alive = False
 
 
 Prepare = Callable[[GenerationRequest], "StreamCall | None"]
@@ -347,21 +360,18 @@ class LevelDriver:
                 raise errors[0]
 
     async def _main(self) -> float:
-        import httpx
-
         size = max(self.spec.concurrency or 0, self.spec.max_in_flight if self.spec.profile != "concurrent" else 0, 1)
-        limits = httpx.Limits(max_connections=size + 1, max_keepalive_connections=size + 1)
-        timeout = self.deadlines.httpx_timeout(CONNECT_TIMEOUT_S)
+        client = StreamClient(connect_timeout_s=min(CONNECT_TIMEOUT_S, self.deadlines.total_s))
         self._pool = None if self.prepare else ThreadPoolExecutor(max_workers=size)
         try:
-            async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
-                self.began = began = time.perf_counter()
-                if self.spec.profile == "concurrent":
-                    await self._closed_loop(client, began)
-                else:
-                    await self._open_loop(client, began)
-                return began
+            self.began = began = time.perf_counter()
+            if self.spec.profile == "concurrent":
+                await self._closed_loop(client, began)
+            else:
+                await self._open_loop(client, began)
+            return began
         finally:
+            await client.aclose()
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
 

@@ -88,6 +88,7 @@ class OpenAIServer:
                 "would set the Authorization header, so give one (the password is sent as HTTP basic auth)"
             )
         self.base = server.base
+        self._auth, self._params = server.auth, server.params  # for StreamCalls; never shown
         self.api_key_env = api_key_env
         self.basic_auth = server.auth is not None
         self._secrets = [secret for secret in (api_key, *server.secrets()) if secret]
@@ -213,7 +214,7 @@ class OpenAIServer:
             url=f"{self.base}{path}", body=body, accumulator=accumulator, framing="sse",
             server=f"{SERVER_NAME} at {self.base}",
             headers={"Authorization": auth_header} if auth_header else {},
-            auth=self._http.auth, params=self._http.params or None,
+            auth=self._auth, params=self._params or None,
             status_error=lambda status, raw: self.status_error(status, raw, model=body.get("model"), path=path),
         )
 

@@ -1,0 +1,117 @@
+"""The load generator's HTTP/1.1 client against a real asyncio server on a loopback socket: chunked,
+length-delimited and read-to-close bodies, keep-alive reuse, a kept-alive connection the server
+closed meanwhile, refusal and headers that would add a line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from velollm_core.bench.streamclient import ConnectFailed, ProtocolError, StreamClient
+
+
+async def serve(handler):
+    connections = []
+
+    async def on_client(reader, writer):
+        connections.append(writer)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length")))
+                body = json.loads(await reader.readexactly(length))
+                if not await handler(head, body, writer):
+                    writer.close()
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(on_client, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", connections
+
+
+def chunked(*parts: bytes) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_chunked_stream_arrives_in_pieces_and_the_connection_is_reused():
+    async def main():
+        async def handler(head, body, writer):
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for i in range(body["n"]):
+                writer.write(b"%x\r\ndata: %d\n\n\r\n" % (len(b"data: %d\n\n" % i), i))
+                await writer.drain()
+                await asyncio.sleep(0.01)
+            writer.write(b"0\r\n\r\n")
+            return True
+
+        server, url, connections = await serve(handler)
+        client = StreamClient()
+        got = []
+        for n in (3, 4):
+            async with client.post_json(f"{url}/completion?x=1", {"n": n}) as response:
+                assert response.status == 200
+                got.append([(data, stamp) async for data, stamp in response.chunks()])
+        await client.aclose()
+        server.close()
+        return got, len(connections)
+
+    got, connections = run(main())
+    assert [len(stream) for stream in got] == [3, 4] and got[0][0][0] == b"data: 0\n\n"
+    stamps = [stamp for _, stamp in got[1]]
+    assert stamps == sorted(stamps) and stamps[-1] - stamps[0] >= 0.02  # stamped as they came
+    assert connections == 1  # kept alive
+
+
+def test_length_and_close_delimited_bodies_and_a_stale_kept_alive_connection():
+    async def main():
+        calls = []
+
+        async def handler(head, body, writer):
+            calls.append(body)
+            if body["kind"] == "length":
+                writer.write(b"HTTP/1.1 503 Busy\r\nContent-Length: 4\r\n\r\nbusy")
+                return True
+            if body["kind"] == "stale":  # answer, then close the kept-alive connection
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+                return False
+            writer.write(b"HTTP/1.0 200 OK\r\n\r\nuntil close")
+            return False
+
+        server, url, _ = await serve(handler)
+        client = StreamClient()
+        async with client.post_json(url, {"kind": "length"}) as response:
+            first = (response.status, await response.read())
+        async with client.post_json(url, {"kind": "stale"}) as response:
+            second = await response.read()
+        await asyncio.sleep(0.05)
+        async with client.post_json(url, {"kind": "close"}) as response:  # retried on a fresh connection
+            third = await response.read()
+        await client.aclose()
+        server.close()
+        return first, second, third
+
+    assert run(main()) == ((503, b"busy"), b"ok", b"until close")
+
+
+def test_refused_connection_and_header_injection():
+    async def main():
+        client = StreamClient(connect_timeout_s=2)
+        with pytest.raises(ConnectFailed):
+            async with client.post_json("http://127.0.0.1:9/", {}):
+                pass
+        server, url, _ = await serve(lambda *a: asyncio.sleep(0, False))
+        with pytest.raises(ProtocolError, match="line break"):
+            async with client.post_json(url, {}, headers={"X-A": "1\r\nX-Injected: 2"}):
+                pass
+        server.close()
+
+    run(main())
