@@ -176,6 +176,32 @@ def test_a_server_dying_mid_level_ends_it_with_a_message_and_keeps_finished_runs
     assert finished and all(r["completion_tokens"] == 20 for r in finished)
 
 
+def test_datasets_jsonl_and_sharegpt(mock, tmp_path):
+    from velollm_core.bench.workloads import load_dataset
+
+    jsonl = tmp_path / "mine.jsonl"
+    jsonl.write_text('{"prompt": "What is a cache?"}\n\n{"messages": [{"role": "system", "content": "Be brief."}, '
+                     '{"role": "user", "content": "Name a river."}]}\n')
+    share = tmp_path / "share.json"
+    share.write_text(json.dumps([{"conversations": [{"from": "human", "value": "Hello there"},
+                                                    {"from": "gpt", "value": "Hi"}]}, {"id": 3}]))
+    assert load_dataset(jsonl, 8).prompts == ("What is a cache?", "Name a river.")
+    assert load_dataset(share, 8).prompts == ("Hello there",)
+    result = BenchmarkRunner(plan("openai", mock, workloads=[], datasets=[load_dataset(jsonl, 8)],
+                                  concurrency=[2], requests=4, warmup=0)).run()
+    (level,) = result.levels
+    assert (level["workload"], level["completed"]) == ("mine", 4)
+    assert {r.completion_tokens for r in result.runs} == {8}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "ok"}\nnot json\n')
+    for path, message in ((bad, "line 2 is not JSON"), (tmp_path / "none.jsonl", "no such file"),
+                          (share.with_name("empty.json"), "holds no prompt")):
+        if message == "holds no prompt":
+            path.write_text("[]")
+        with pytest.raises(UserInputError, match=message):
+            load_dataset(path, 8)
+
+
 # --- the CLI -------------------------------------------------------------------------------------
 
 

@@ -102,6 +102,8 @@ class BenchmarkCommand(click.Command):
 @click.option("--max-tokens", type=click.IntRange(1, 100000), help="Override each suite's output length.")
 @click.option("--workload", "workloads", multiple=True, metavar="ppN/tgM[@dD]",
               help="Synthetic workload with exact token counts, e.g. pp512/tg128 or pp512/tg128@d4096 (repeatable).")
+@click.option("--dataset", "datasets", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Your own prompts: JSONL (prompt/messages) or ShareGPT JSON (repeatable); --max-tokens sets the answer length (default 128).")
 @click.option("--profile", type=click.Choice(["sequential", "concurrent", "constant", "poisson", "sweep"]),
               help="Load profile (default: sequential at concurrency 1, continuous streams at the others).")
 @click.option("--rate", "rates", help="Requests per second for constant/poisson profiles, e.g. 0.5,1,2.")
@@ -120,7 +122,7 @@ class BenchmarkCommand(click.Command):
 @click.option("--force", is_flag=True, help="Replace --output even when it is not a VeloLLM result.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON to stdout.")
 def benchmark_command(
-    backend, model, host, iterations, warmup, suites, concurrency, max_tokens, workloads, profile, rates, requests,
+    backend, model, host, iterations, warmup, suites, concurrency, max_tokens, workloads, datasets, profile, rates, requests,
     duration, max_concurrency, arrivals, slo, natural_stop, prefix_cache, seed, options, output, force, as_json,
     backend_flags=({}, {}),
 ) -> None:
@@ -129,7 +131,7 @@ def benchmark_command(
     from velollm_core.bench.engine import BenchmarkPlan, BenchmarkRunner
     from velollm_core.bench.levels import parse_slo
     from velollm_core.bench.suites import get_suites
-    from velollm_core.bench.workloads import parse_workload
+    from velollm_core.bench.workloads import load_dataset, parse_workload
     from velollm_core.files import prepare_output
     from velollm_core.hardware.report import detect_hardware
     from velollm_core.output import print_json, stderr_console, stdout_console
@@ -153,8 +155,9 @@ def benchmark_command(
     plan = BenchmarkPlan(
         backend=backend,
         model=model,
-        suites=get_suites(suites) if suites or not parsed_workloads else [],
+        suites=get_suites(suites) if suites or not (parsed_workloads or datasets) else [],
         workloads=parsed_workloads,
+        datasets=[load_dataset(path, max_tokens or 128) for path in datasets],
         profile=profile,
         rates=parsed_rates,
         requests=requests,
@@ -175,7 +178,7 @@ def benchmark_command(
     out = prepare_output(output, force=force, protect=(model,))
     console = stderr_console()
     with out or contextlib.nullcontext():
-        runner = BenchmarkRunner(plan, hardware=detect_hardware(), output=out)
+        runner = BenchmarkRunner(plan, hardware=detect_hardware(), output=out, telemetry=True)
         runner.check()  # what cannot run is refused before the load is sampled or a server starts
         busy = warn_if_busy(console)
         _run_with_progress(runner, console, busy)

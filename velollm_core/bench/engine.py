@@ -18,7 +18,7 @@ from velollm_core.bench.levels import find_knee, level_entry
 from velollm_core.bench.loadgen import LevelSpec
 from velollm_core.bench.stats import summarize
 from velollm_core.bench.suites import Suite
-from velollm_core.bench.workloads import PromptBuilder, Workload, build_prompts
+from velollm_core.bench.workloads import Dataset, PromptBuilder, Workload, build_prompts
 from velollm_core.deadline import Deadlines
 from velollm_core.errors import BackendError, UserInputError, VeloError
 from velollm_core.files import OutputError, OutputFile
@@ -106,6 +106,7 @@ class BenchmarkPlan:
     seed: int = 42
     max_tokens: int | None = None
     workloads: list[Workload] = field(default_factory=list)
+    datasets: list[Dataset] = field(default_factory=list)
     # sequential | concurrent | constant | poisson | sweep; None: sequential at concurrency 1,
     # continuous concurrency at the other --concurrency levels.
     profile: str | None = None
@@ -121,8 +122,8 @@ class BenchmarkPlan:
     arrivals: str = "constant"  # a sweep's rate levels: constant or poisson
 
     @property
-    def jobs(self) -> list[Suite | Workload]:
-        return [*self.suites, *self.workloads]
+    def jobs(self) -> list[Suite | Workload | Dataset]:
+        return [*self.suites, *self.workloads, *self.datasets]
 
     def load_levels(self) -> list[LevelSpec]:
         """The levels every job runs at (a sweep adds its rate levels once it has measured the ends)."""
@@ -253,6 +254,7 @@ class BenchmarkRunner:
                 "host": plan.host,
                 "suites": [s.name for s in plan.suites],
                 "workloads": [w.name for w in plan.workloads],
+                "datasets": [{"name": d.name, "prompts": len(d.prompts)} for d in plan.datasets],
                 "iterations": plan.iterations,
                 "warmup": plan.warmup,
                 "concurrency": plan.concurrency,
@@ -280,9 +282,11 @@ class BenchmarkRunner:
         )
 
     # -- requests ---------------------------------------------------------------------------------
-    def _max_tokens(self, job: Suite | Workload) -> int:
+    def _max_tokens(self, job: Suite | Workload | Dataset) -> int:
         if isinstance(job, Workload):
             return job.output_tokens
+        if isinstance(job, Dataset):
+            return job.max_tokens
         return self.plan.max_tokens or job.max_tokens
 
     def _request(self, job: Suite | Workload, prompt: str | None = None, target: int | None = None) -> GenerationRequest:
@@ -359,6 +363,9 @@ class BenchmarkRunner:
                     prime = self._request(job, prompt.depth_text).model_copy(update={"max_tokens": 1, "cache_prompt": True})
                 pairs.append((self._request(job, prompt.text, prompt.tokens), prime))
             return pairs
+        if isinstance(job, Dataset):
+            start = len(self.result.runs)
+            return [(self._request(job, job.prompt(start + i, self.plan.seed)), None) for i in range(count)]
         if not unique or self.plan.prefix_cache:
             return [(self._request(job), None) for _ in range(count)]
         return [(self._request(job, f"Request {uuid.uuid4().hex[:8]}.\n{job.prompt}"), None) for _ in range(count)]
@@ -393,7 +400,7 @@ class BenchmarkRunner:
 
     # -- sequential levels (the hook path: verify and speculative bench use these too) -------------
     def _one_sequential(self, job: Suite | Workload, index: int) -> tuple[GenerationTiming, GenerationRequest]:
-        if isinstance(job, Workload):
+        if isinstance(job, (Workload, Dataset)):
             request, prime = self.requests_for(job, 1, unique=True)[0]
         else:
             request, prime = self._request(job), None
@@ -472,6 +479,7 @@ class BenchmarkRunner:
                              on_done=on_done)
         if (telemetry := self._telemetry()) is not None:
             telemetry.begin_level(spec.key, job.name)
+        cpu_before = time.process_time()
         try:
             run = driver.run()
         except ServerGone as exc:
@@ -488,6 +496,12 @@ class BenchmarkRunner:
                             rate=spec.rate, max_concurrency=run.max_in_flight, slo=self.plan.slo,
                             prompt_requested=target, queued=run.queued)
         entry["stopped_by"] = run.stopped_by
+        # This process's CPU over the level (the load generator, with any thread-run backend): a client
+        # that needs a large share of a core competes with a server on the same machine.
+        cpu_s = time.process_time() - cpu_before
+        streamed = sum(len(outcome.token_times) for outcome in run.outcomes)
+        entry["client_cpu_s"] = round(cpu_s, 3)
+        entry["client_cpu_ms_per_token"] = round(cpu_s * 1000 / streamed, 4) if streamed else None
         self._add_level(entry)
         return entry
 
@@ -544,6 +558,7 @@ class BenchmarkRunner:
         # synthetic workload is checked with its whole context (depth, prompt and answer) as max_tokens.
         requests = [self._request(suite) for suite in self.plan.suites]
         requests += [self._request(w).model_copy(update={"max_tokens": w.context_tokens}) for w in self.plan.workloads]
+        requests += [self._request(d, max(d.prompts, key=len)) for d in self.plan.datasets]
         call_each("check_benchmark", reraise=(VeloError,), backend=self.plan.backend, context=self.context,
                   requests=requests)
         self.checked = True

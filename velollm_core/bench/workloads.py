@@ -185,3 +185,84 @@ def prompt_check(requested: int, reported: list[int]) -> dict[str, object]:
     median = percentile(reported, 50)
     return {"requested": requested, "reported_median": median,
             "mismatch": abs(median - requested) > MISMATCH_SHARE * requested}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The user's own prompts (``--dataset FILE``), sent with the chat template where the endpoint has one."""
+
+    name: str
+    prompts: tuple[str, ...]
+    max_tokens: int
+
+    def prompt(self, index: int, seed: int) -> str:
+        """The ``index``-th prompt of a seeded shuffle (the dataset repeats when requests outnumber it)."""
+        order = list(range(len(self.prompts)))
+        random.Random(seed).shuffle(order)
+        return self.prompts[order[index % len(order)]]
+
+
+_TURN_KEYS = ("value", "content", "text")
+
+
+def _first_user_turn(turns: object) -> str | None:
+    if not isinstance(turns, list):
+        return None
+    for turn in turns:
+        if isinstance(turn, dict) and str(turn.get("from", turn.get("role", ""))).lower() in ("human", "user"):
+            text = next((turn[key] for key in _TURN_KEYS if isinstance(turn.get(key), str)), None)
+            if text:
+                return text
+    return None
+
+
+def dataset_prompt(record: object) -> str | None:
+    """The prompt of one record: ``{"prompt"}``/``{"text"}``, OpenAI ``{"messages"}`` or ShareGPT
+    ``{"conversations": [{"from": "human", "value"}]}`` (the first user turn); None otherwise."""
+    if isinstance(record, str):
+        return record or None
+    if not isinstance(record, dict):
+        return None
+    for key in ("prompt", "text", "question", "input"):
+        if isinstance(record.get(key), str) and record[key]:
+            return record[key]
+    return _first_user_turn(record.get("messages")) or _first_user_turn(record.get("conversations"))
+
+
+MAX_DATASET_BYTES = 1 << 30
+
+
+def load_dataset(path, max_tokens: int) -> Dataset:
+    """Prompts from a JSONL file (one record a line) or a JSON array (ShareGPT dumps); a file that
+    yields none, or a line that is not JSON, is a UserInputError naming the line."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_DATASET_BYTES:
+            raise UserInputError(f"--dataset {path} is over 1 GiB; cut it to the prompts you want to send")
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserInputError(f"--dataset {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"--dataset {path} cannot be read as UTF-8 text ({exc})") from None
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            records = json.loads(stripped)
+        except ValueError as exc:
+            raise UserInputError(f"--dataset {path} is not valid JSON ({exc})") from None
+    else:
+        records = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    raise UserInputError(f"--dataset {path} line {number} is not JSON: {line[:60]!r}") from None
+    prompts = tuple(p for p in map(dataset_prompt, records if isinstance(records, list) else []) if p)
+    if not prompts:
+        raise UserInputError(f"--dataset {path} holds no prompt: expected JSONL records with \"prompt\", "
+                             "\"messages\" or ShareGPT \"conversations\"")
+    return Dataset(path.stem, prompts, max_tokens)
