@@ -48,13 +48,26 @@ def compare_client_server(client_tokens: dict[str, float | None], server_tokens:
     return out
 
 
-def _http_get(url: str) -> str:
-    import httpx
+class _Scraper:
+    """GETs of one endpoint over one kept-alive connection (a new httpx client per scrape costs ~20 ms
+    of CPU: SSL context and pool setup, which at 1 Hz was 2% of a core)."""
 
-    response = httpx.get(url, timeout=SCRAPE_TIMEOUT_S)
-    if response.status_code != 200:
-        raise ScrapeFailed(f"HTTP {response.status_code} from {url}: {response.text.strip()[:200]}")
-    return response.text
+    def __init__(self) -> None:
+        self._client = None
+
+    def __call__(self, url: str) -> str:
+        import httpx
+
+        if self._client is None:
+            self._client = httpx.Client(timeout=SCRAPE_TIMEOUT_S)
+        response = self._client.get(url)
+        if response.status_code != 200:
+            raise ScrapeFailed(f"HTTP {response.status_code} from {url}: {response.text.strip()[:200]}")
+        return response.text
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
 
 
 class ScrapeFailed(Exception):
@@ -141,7 +154,7 @@ class TelemetrySession:
     def __init__(self, metrics_url: str | None, sources: list[TelemetrySource] | None = None, *,
                  sample_hz: float = 10.0, server_hz: float = 1.0, series_limit: int = 512,
                  warn: Callable[[str], None] | None = _stderr_warn,
-                 http_get: Callable[[str], str] = _http_get) -> None:
+                 http_get: Callable[[str], str] | None = None) -> None:
         from velollm_core.urls import redact_url
 
         self.metrics_url = metrics_url
@@ -150,7 +163,7 @@ class TelemetrySession:
         self.sample_hz, self.server_hz = sample_hz, server_hz
         self.series_limit = series_limit
         self.warn = warn or (lambda message: None)
-        self.http_get = http_get
+        self.http_get = http_get or _Scraper()
         self.why: list[str] = []
         self.devices: dict[str, _Device] = {}
         self.levels: list[dict[str, Any]] = []
@@ -217,11 +230,10 @@ class TelemetrySession:
             if sampler.error is not None:
                 self._say(f"the {sampler.name} sampler stopped: {type(sampler.error).__name__}: {sampler.error}")
         for source in self._open:
-            try:
-                source.close()
-            except Exception:  # noqa: BLE001, S110 - closing a sensor at the end must not fail the run
-                pass
+            _close(source)
         self._open = []
+        if isinstance(self.http_get, _Scraper):
+            self.http_get.close()
         return {
             "sample_hz": self.sample_hz,
             "server_poll_hz": self.server_hz if self.server_why is None else None,
@@ -234,8 +246,8 @@ class TelemetrySession:
             "levels": self.levels,
             "series": {
                 "start_unix": round(self._unix0, 3),
-                "devices": {key: d.series.columns() for key, d in self.devices.items()},
-                "server": self._server_series.columns(),
+                "devices": {key: _present(d.series.columns()) for key, d in self.devices.items()},
+                "server": _present(self._server_series.columns()),
                 "levels": self._marks,
             },
             "sampler": self.overhead(),
@@ -254,8 +266,15 @@ class TelemetrySession:
 
     def _sample_hardware(self, now: float) -> None:
         with self._lock:
-            for source in self._open:
-                for reading in source.read():
+            for source in list(self._open):
+                try:
+                    readings = source.read()
+                except Exception as exc:  # noqa: BLE001 - a sensor that broke mid-run is dropped, said once
+                    self._open.remove(source)
+                    _close(source)
+                    self._say(f"{source.name}: reading failed, no more samples from it: {type(exc).__name__}: {exc}")
+                    continue
+                for reading in readings:
                     device = self.devices.get(reading.device)
                     if device is None:
                         device = self.devices[reading.device] = _Device(
@@ -292,24 +311,36 @@ class TelemetrySession:
 
     # -- levels ------------------------------------------------------------------------------------
 
-    def begin_level(self, key: str) -> None:
-        """Mark where level ``key`` starts: its counters are read now."""
+    def begin_level(self, key: str, workload: str | None = None) -> None:
+        """Mark where level ``key`` (of ``workload``) starts: its counters are read now."""
         if not self._started:
             self.start()
         now = time.perf_counter()
         with self._lock:
-            self._level = {"key": key, "t": now, "gauges": {}}
+            self._level = {"key": key, "workload": workload, "t": now, "gauges": {}, "stamped": []}
         self._sample_hardware(now)
         self._level["server"] = self._scrape() if self.server_why is None else None
 
-    def end_level(self, key: str, tokens: dict[str, float] | None = None, runs: Iterable[Any] | None = None,
-                  ) -> dict[str, Any]:
+    def run_ended(self, run: Any) -> None:
+        """A sequential run just ended: its decode phase is the last ``total_ms - ttft_ms`` before now."""
+        now = time.perf_counter()
+        total, ttft = _field(run, "total_ms"), _field(run, "ttft_ms")
+        if self._level is not None and isinstance(total, (int, float)) and isinstance(ttft, (int, float)):
+            self._level["stamped"].append((now - (total - ttft) / 1000.0, now))
+
+    def end_level(self, key: str, runs: Iterable[Any] | None = None, *, tokens: dict[str, float] | None = None,
+                  origin: float | None = None, window: tuple[float, float] | None = None,
+                  window_tokens: float | None = None, other_requests: bool = False) -> dict[str, Any]:
         """Close level ``key`` and return its summary (also kept for ``finish()``).
 
-        ``runs`` are the level's RunRecords (or dicts): their ``prompt_tokens`` and ``completion_tokens``
-        are the client's counts, and ``started_s``, ``ttft_ms``, ``ended_s`` (seconds since
-        ``begin_level``) place each decode phase for decode tokens per joule. ``tokens`` may give
-        ``prompt_tokens`` / ``completion_tokens`` instead (or override them).
+        ``runs`` are the level's measured RunRecords (or dicts): their token counts are the client's,
+        and ``started_s`` / ``ttft_ms`` / ``ended_s`` (seconds since ``origin``, a ``perf_counter``
+        time, by default ``begin_level``'s) place each decode phase (sequential runs are placed by
+        ``run_ended`` instead). ``tokens`` overrides the counts. End-to-end tokens per joule is output
+        tokens over the energy of ``window`` (perf_counter times; default the whole level), with
+        ``window_tokens`` (every token generated in it) where given. ``other_requests``: the server
+        also served uncounted requests in the level (warm-up, cool-down, cache primes), so the client's
+        figures are shown beside the server's but not judged (``disagree`` None).
         """
         now = time.perf_counter()
         level = self._level
@@ -318,57 +349,84 @@ class TelemetrySession:
         after = self._scrape() if self.server_why is None else None
         self._sample_hardware(now)
         runs = list(runs or [])
-        client = {"prompt_tokens": _sum(runs, "prompt_tokens"), "completion_tokens": _sum(runs, "completion_tokens")}
+        client: dict[str, Any] = {"prompt_tokens": _sum(runs, "prompt_tokens"),
+                                  "completion_tokens": _sum(runs, "completion_tokens")}
         client.update(tokens or {})
-        decode = merge_windows(self._decode_windows(runs, level["t"]))
-        summary = {
+        decode = merge_windows(level["stamped"] + self._decode_windows(runs, level["t"] if origin is None else origin))
+        span = window if window is not None else (level["t"], now)
+        out_tokens = window_tokens if window_tokens is not None else client["completion_tokens"]
+        summary: dict[str, Any] = {
             "key": key,
+            "workload": level["workload"],
             "duration_s": round(now - level["t"], 3),
-            "tokens": client,
+            "window_s": round(span[1] - span[0], 3),
+            "tokens": {**client, "window_output_tokens": out_tokens},
             "server": self._server_summary(level, after, now - level["t"]),
             "hardware": {},
         }
         with self._lock:
             energy: dict[str, dict[str, float | None]] = {}
             for device_id, device in self.devices.items():
-                summary["hardware"][device_id] = self._device_summary(device, level["t"], now, decode)
+                summary["hardware"][device_id] = part = self._device_summary(device, span, decode)
                 kind = energy.setdefault(device.kind, {"level": 0.0, "decode": 0.0})
-                for part, value in (("level", summary["hardware"][device_id]["energy_j"]),
-                                    ("decode", summary["hardware"][device_id]["decode_energy_j"])):
-                    kind[part] = kind[part] + value if isinstance(value, float) and kind[part] is not None else None
+                for name, value in (("level", part["energy_j"]), ("decode", part["decode_energy_j"])):
+                    kind[name] = kind[name] + value if isinstance(value, float) and kind[name] is not None else None
             self._level = None
             for device in self.devices.values():
                 del device.raw[:-1]
         energy.setdefault("cpu", {"level": None, "decode": None})
         summary["energy_j"] = {kind: _known(parts["level"]) for kind, parts in energy.items()}
         summary["tokens_per_joule"] = {
-            kind: {"end_to_end": _per(client["completion_tokens"], parts["level"]),
-                   "decode": _per(client["completion_tokens"], parts["decode"] if decode else None)}
+            kind: {"end_to_end": _per(out_tokens, parts["level"]),
+                   "decode": _per(out_tokens if window_tokens is not None else client["completion_tokens"],
+                                  parts["decode"] if decode else None)}
             for kind, parts in energy.items()}
-        if isinstance(summary["server"], dict) and "generated_tokens" in summary["server"]:
-            summary["client_vs_server"] = compare_client_server(
-                client, {"prompt_tokens": summary["server"].get("prompt_tokens"),
-                         "completion_tokens": summary["server"].get("generated_tokens")})
-        self._marks.append({"key": key, "start_s": round(level["t"] - self._t0, 3),
+        if isinstance(summary["server"], dict):
+            summary["client_vs_server"] = self._client_vs_server(runs, client, summary["server"], other_requests)
+        self._marks.append({"key": key, "workload": level["workload"], "start_s": round(level["t"] - self._t0, 3),
                             "end_s": round(now - self._t0, 3)})
         self.levels.append(summary)
         return summary
 
-    def _decode_windows(self, runs: list[Any], t_level: float) -> list[tuple[float, float]]:
+    @staticmethod
+    def _client_vs_server(runs: list[Any], client: dict[str, Any], server: dict[str, Any],
+                          other_requests: bool) -> dict[str, Any]:
+        """Token counts (judged only when the server served nothing else) and the per-stream decode rate."""
+        # As llama.cpp's counters sum them: n tokens per request over its generation time, which is
+        # the client's first-to-last-token time, (n - 1) / r for the client's rate r.
+        rates = [(n, (n - 1) / r) for run in runs
+                 if isinstance(n := _field(run, "completion_tokens"), int) and n > 1
+                 and isinstance(r := _field(run, "client_decode_tokens_per_s"), (int, float)) and r > 0]
+        client_rate = sum(n for n, _ in rates) / sum(t for _, t in rates) if rates else None
+        out = compare_client_server({"decode_tokens_per_s": client_rate},
+                                    {"decode_tokens_per_s": server.get("decode_tokens_per_s_per_stream")})
+        counts = compare_client_server(
+            {"prompt_tokens": client["prompt_tokens"], "completion_tokens": client["completion_tokens"]},
+            {"prompt_tokens": server.get("prompt_tokens"), "completion_tokens": server.get("generated_tokens")})
+        out.update(counts)
+        if other_requests:  # warm-up, cool-down or cache primes ran too: the server's figures hold them
+            for figure in out.values():
+                figure["disagree"] = None
+        for figure in out.values():
+            if isinstance(figure["client"], float):
+                figure["client"] = round(figure["client"], 2)
+        return out
+
+    def _decode_windows(self, runs: list[Any], origin: float) -> list[tuple[float, float]]:
         windows = []
         for run in runs:
             started, ended, ttft = _field(run, "started_s"), _field(run, "ended_s"), _field(run, "ttft_ms")
             if isinstance(started, (int, float)) and isinstance(ended, (int, float)) and isinstance(ttft, (int, float)):
-                windows.append((t_level + started + ttft / 1000.0, t_level + ended))
+                windows.append((origin + started + ttft / 1000.0, origin + ended))
         return windows
 
-    def _device_summary(self, device: _Device, t_begin: float, t_end: float,
+    def _device_summary(self, device: _Device, span: tuple[float, float],
                         decode: list[tuple[float, float]]) -> dict[str, Any]:
-        inside = [r for r in device.raw if t_begin <= r[0] <= t_end]
-        energy = device.energy_between([(t_begin, t_end)])
-        duration = t_end - t_begin
+        inside = [r for r in device.raw if span[0] <= r[0] <= span[1]]
+        energy = device.energy_between([span])
+        duration = span[1] - span[0]
         powers = [r[3] for r in inside if r[3] is not None]
-        memory = [r[2] for r in inside if r[2] is not None]
+        memory = [r[2] for r in device.raw if r[2] is not None]  # the whole level: a peak anywhere counts
         power: dict[str, float] | str = _stats(powers)
         if isinstance(power, dict) and energy is not None and duration > 0:
             power["mean"] = round(energy / duration, 3)  # the counter's mean is exact; the samples' is not
@@ -414,6 +472,18 @@ class TelemetrySession:
         if out["kv_cache_usage"] == UNKNOWN and "longest_sequence_tokens" in after.gauges:
             out["longest_sequence_tokens"] = after.gauges["longest_sequence_tokens"]
         return out
+
+
+def _present(columns: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """The columns that hold a value somewhere (a server exports only some of the gauges we know)."""
+    return {key: values for key, values in columns.items() if any(v is not None for v in values)}
+
+
+def _close(source: TelemetrySource) -> None:
+    try:
+        source.close()
+    except Exception:  # noqa: BLE001, S110 - closing a sensor must not fail the run
+        pass
 
 
 def _sum(runs: list[Any], name: str) -> float | None:

@@ -37,3 +37,5 @@ def test_started_server_counts_the_backends_generations(gemma):
     assert level["client_vs_server"]["completion_tokens"] == {"client": 40, "server": 40.0, "diff_pct": 0.0,
                                                               "disagree": False}
     assert level["client_vs_server"]["prompt_tokens"]["disagree"] is False
+    # the stream's decode rate against llama-server's own counters, token-weighted over the two runs
+    assert level["client_vs_server"]["decode_tokens_per_s"]["disagree"] is False, level["client_vs_server"]
