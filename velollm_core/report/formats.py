@@ -113,7 +113,7 @@ def to_markdown(table_rows: list[dict[str, Any]]) -> str:
         chosen = [r for r in table_rows if r["table"] == table]
         if not chosen:
             continue
-        shown = [c for c in (*_MD_COMMON, *columns) if any(r.get(c) not in (None, "") for r in chosen)]
+        shown = [c for c in (*_MD_COMMON, *columns) if any(r.get(c) not in (None, "", False) for r in chosen)]
         parts.append(f"### {table}\n")
         parts.append("| " + " | ".join(shown) + " |")
         parts.append("|" + "|".join("---:" if isinstance(chosen[0].get(c), (int, float)) and
