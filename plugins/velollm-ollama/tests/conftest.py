@@ -197,7 +197,10 @@ def _make_handler(fake: FakeOllama):
             if self.path != "/api/generate":
                 self._json(404, {"error": "404 page not found"})
                 return
-            self._generate(model, body)
+            try:
+                self._generate(model, body)
+            except (BrokenPipeError, ConnectionResetError):  # the client went away (a cancelled stream)
+                self.close_connection = True
 
         def do_DELETE(self) -> None:
             body = self._body()

@@ -188,3 +188,23 @@ class OllamaBackend(BackendBase):
 
     def describe(self, context: BenchmarkContext) -> BackendInfo:
         return describe(context)
+
+    def stream_request(self, request: GenerationRequest, context: BenchmarkContext):
+        """The generation as an NDJSON StreamCall for the core's asyncio load generator: the body and
+        the accumulator of the sync path (``runner.prepare``), so Ollama's stream has one parser.
+
+        Ollama has no tokenizer endpoint (``tokenize`` stays None: the engine calibrates from the
+        reported prompt counts) and no way to generate past the end-of-sequence token: with
+        ``ignore_eos`` the answer may stop early, and the engine flags the short output.
+        """
+        from velollm_core.api import StreamCall
+        from velollm_ollama.runner import prepare
+
+        client = client_for(context)
+        body, accumulator = prepare(client, context.model, request, context.options, context.state,
+                                    version=server_version(context), probe=True)
+        return StreamCall(
+            url=f"{client.base_url}/api/generate", body={**body, "stream": True}, accumulator=accumulator,
+            framing="ndjson", server=f"Ollama at {client.base_url}", auth=client.auth, params=client.params,
+            status_error=lambda status, raw: client.status_error(status, raw, context.model),
+        )

@@ -144,6 +144,7 @@ class OllamaClient:
 
         server = server_url(host)
         self.base_url = server.base
+        self.auth, self.params = server.auth, server.params  # the URL's credentials, for streams run elsewhere
         self._secrets = server.secrets()  # scrubbed from server texts: a proxy may echo its credentials
         self.connect_timeout = connect_timeout
         self.deadlines = deadlines or Deadlines()
@@ -198,7 +199,8 @@ class OllamaClient:
             message += " No models are installed."
         return UserInputError(f"{message} Get it with: ollama pull {shlex.quote(model)}")
 
-    def _status_error(self, status: int, body: bytes, model: str | None) -> VeloError:
+    def status_error(self, status: int, body: bytes, model: str | None) -> VeloError:
+        """The error of an HTTP ``status`` answer with ``body``: Ollama's own text, a missing model named."""
         text = scrub(error_text(body), self._secrets)
         if status == 404 and model and _MODEL_NOT_FOUND.search(text):
             return self._model_missing(model, text)
@@ -218,7 +220,7 @@ class OllamaClient:
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from None
         if response.status_code >= 400:
-            raise self._status_error(response.status_code, response.content, model)
+            raise self.status_error(response.status_code, response.content, model)
         if empty_ok and not response.content.strip():
             return None
         try:
@@ -275,7 +277,7 @@ class OllamaClient:
                                           timeout=timeout) as response:
                 watch.attach(response)
                 if response.status_code >= 400:
-                    raise self._status_error(response.status_code, response.read(), model)
+                    raise self.status_error(response.status_code, response.read(), model)
                 for line in watch.lines(response):
                     arrived = time.perf_counter()
                     if not line.strip():

@@ -126,9 +126,11 @@ class StreamAccumulator:
     time between the first and the last of them. Thinking text counts as generated tokens.
     """
 
-    def __init__(self, ledger: PromptLedger | None = None, *, raw: bool = False) -> None:
+    def __init__(self, ledger: PromptLedger | None = None, *, raw: bool = False, after=None) -> None:
         self.ledger = ledger
         self.raw = raw
+        self.after = after  # called with the finished timing
+        self.token_times: list[float] = []  # arrival of each token-bearing chunk (the load generator's)
         self.first: float | None = None
         self.last: float | None = None
         self.token_chunks = 0
@@ -147,6 +149,7 @@ class StreamAccumulator:
         thought = chunk.get("thinking") or ""
         if piece or thought:
             self.token_chunks += 1
+            self.token_times.append(arrived)
             self.first = arrived if self.first is None else self.first
             self.last = arrived
             self.text.append(piece)
@@ -193,15 +196,17 @@ class StreamAccumulator:
         )
         if self.ledger is not None:
             self.ledger.account(timing, final, raw=self.raw)
+        if self.after is not None:
+            self.after(timing)
         return timing
 
 
 def measure_stream(
     events: Iterable[tuple[float, Mapping[str, Any]]], started: float, clock=time.perf_counter,
-    ledger: PromptLedger | None = None, raw: bool = False,
+    ledger: PromptLedger | None = None, raw: bool = False, after=None,
 ) -> GenerationTiming:
     """Timing of one streamed generation: ``events`` are (arrival time, chunk); ``started`` the send time."""
-    accumulator = StreamAccumulator(ledger, raw=raw)
+    accumulator = StreamAccumulator(ledger, raw=raw, after=after)
     for arrived, chunk in events:
         if accumulator.feed(chunk, arrived):
             break
@@ -258,11 +263,14 @@ class PromptLedger:
         self.counts_cached = has(version, "prompt_count_includes_cache")
         self._lock = threading.Lock()
         self._recent: deque[list[int]] = deque(maxlen=self.KEPT)
+        self._probed = False
 
-    @property
-    def knows_a_context(self) -> bool:
+    def wants_probe(self) -> bool:
+        """True once, when no run has yet told what the server caches (then a probe is sent)."""
         with self._lock:
-            return bool(self._recent)
+            wanted = not self._recent and not self._probed
+            self._probed = True
+            return wanted
 
     def account(self, timing: GenerationTiming, final: Mapping[str, Any], *, raw: bool) -> None:
         """Set ``timing``'s prompt rate on evaluated tokens and say in ``extra`` how it was counted."""
@@ -324,35 +332,52 @@ def ledger_for(state: dict[str, Any], version: str | None) -> PromptLedger:
         return ledger
 
 
-def _timed(client, body: dict[str, Any], ledger: PromptLedger | None) -> GenerationTiming:
+def _timed(client, body: dict[str, Any], ledger: PromptLedger | None, after=None) -> GenerationTiming:
     started = time.perf_counter()
     with contextlib.closing(client.generate_stream(body)) as events:
-        return measure_stream(events, started, ledger=ledger, raw=bool(body.get("raw")))
+        return measure_stream(events, started, ledger=ledger, raw=bool(body.get("raw")), after=after)
 
 
-def run_generation(client, model: str, request: GenerationRequest, user_options: Mapping[str, Any],
-                   state: dict[str, Any], *, version: str | None = None, probe: bool = False) -> GenerationTiming:
-    """Send one generation through ``client`` and measure it.
+def _after(request: GenerationRequest, settings: Mapping[str, Any], state: dict[str, Any]):
+    """What each run's timing gets once measured: cache hits marked, or the nonce noted."""
+    def mark(timing: GenerationTiming) -> None:
+        if settings.get("cache_prompt", False):
+            mark_prompt_cache_hit(timing, request.prompt, state.setdefault("ollama_prompt_tokens", {}))
+        else:
+            timing.extra["prompt_nonce"] = True
+
+    return mark
+
+
+def prepare(client, model: str, request: GenerationRequest, user_options: Mapping[str, Any],
+            state: dict[str, Any], *, version: str | None, probe: bool) -> tuple[dict[str, Any], StreamAccumulator]:
+    """The body of one run and the accumulator that will read its stream (the sync and asyncio paths).
 
     ``version`` is the server's (``/api/version``; None: unknown, taken as the newest). With
-    ``probe``, a server that counts cached prompt tokens gets one short probe first when no earlier
-    run of this benchmark has told what it caches.
+    ``probe``, a server that counts cached prompt tokens gets one short probe, once per benchmark,
+    when no earlier run has told what it caches.
     """
     body, settings = build_body(model, request, user_options)
     ledger = ledger_for(state, version)
     raw = bool(body.get("raw"))
     if probe and ledger.counts_cached and not raw and not settings.get("cache_prompt", False) \
-            and not ledger.knows_a_context:
-        # One short run of the same prompt with another nonce first, so that the first measured run
-        # has a context to compare with (what the server caches of a new prompt: the template's
-        # header, the nonce's start).
-        # A failing probe says nothing the measured run will not say better: that run goes on.
+            and ledger.wants_probe():
+        # One short run of the same prompt with another nonce, so that the first measured run has a
+        # context to compare with (what the server caches of a new prompt: the template's header,
+        # the nonce's start). A failing probe says nothing the measured run will not say better.
         probe_body, _ = build_body(model, request.model_copy(update={"max_tokens": 1}), user_options)
         with contextlib.suppress(VeloError):
             _timed(client, probe_body, ledger)
-    timing = _timed(client, body, ledger)
-    if settings.get("cache_prompt", False):
-        mark_prompt_cache_hit(timing, request.prompt, state.setdefault("ollama_prompt_tokens", {}))
-    else:
-        timing.extra["prompt_nonce"] = True
-    return timing
+    return body, StreamAccumulator(ledger, raw=raw, after=_after(request, settings, state))
+
+
+def run_generation(client, model: str, request: GenerationRequest, user_options: Mapping[str, Any],
+                   state: dict[str, Any], *, version: str | None = None, probe: bool = False) -> GenerationTiming:
+    """Send one generation through ``client`` and measure it (``prepare`` says what is sent)."""
+    body, accumulator = prepare(client, model, request, user_options, state, version=version, probe=probe)
+    started = time.perf_counter()
+    with contextlib.closing(client.generate_stream(body)) as events:
+        for arrived, chunk in events:
+            if accumulator.feed(chunk, arrived):
+                break
+    return accumulator.finish(started, time.perf_counter())
