@@ -19,9 +19,11 @@ from velollm_core.errors import BackendError, UserInputError
 from velollm_core.testing import mock_llm
 
 
-def velollm(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def velollm(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
     return subprocess.run([sys.executable, "-m", "velollm_core", *args], capture_output=True, text=True,
-                          timeout=timeout, check=False)
+                          timeout=timeout, check=False, env={**os.environ, **(env or {})})
 
 
 # --- workloads and prompts ---------------------------------------------------------------------
@@ -221,9 +223,13 @@ def test_cli_refuses_bad_load_settings(args, message, mock):
 
 def test_cli_workload_table_and_json(mock, tmp_path):
     out = tmp_path / "r.json"
+    history = {"VELOLLM_HISTORY_DB": str(tmp_path / "history.db")}
     proc = velollm("benchmark", "--backend", "openai", "--host", mock.url, "--model", "velollm-mock",
-                   "--workload", "pp32/tg8", "--concurrency", "1,4", "--requests", "8", "--output", str(out))
+                   "--workload", "pp32/tg8", "--concurrency", "1,4", "--requests", "8", "--output", str(out),
+                   env=history)
     assert proc.returncode == 0, proc.stderr
+    listed = velollm("history", "--json", env=history)
+    assert listed.returncode == 0 and "velollm-mock" in listed.stdout  # every finished benchmark is recorded
     assert "load levels" in proc.stdout and "prompt tokens as requested" in proc.stdout
     assert max(len(line) for line in proc.stdout.splitlines()) <= 80
     data = json.loads(out.read_text())

@@ -181,7 +181,13 @@ def benchmark_command(
         runner = BenchmarkRunner(plan, hardware=detect_hardware(), output=out, telemetry=True)
         runner.check()  # what cannot run is refused before the load is sampled or a server starts
         busy = warn_if_busy(console)
-        _run_with_progress(runner, console, busy)
+        try:
+            _run_with_progress(runner, console, busy)
+        finally:
+            if runner.result.runs:  # also an interrupted or failed run's finished part, its status said
+                from velollm_core import history
+
+                history.record(runner.result, "benchmark")
     if as_json:
         print_json(runner.result.model_dump(mode="json"))
     else:
