@@ -77,3 +77,23 @@ def test_proposal_for_the_live_server(live):
     [proposal] = plugin.propose_config(hardware=detect_hardware(), model=model, backend="ollama")
     assert proposal.runtime == "ollama"
     assert all(change.reason for change in proposal.changes)
+
+
+def test_prompt_rate_on_evaluated_tokens(live):
+    """Ollama >= 0.30.1 counts the cached template header: the rate is on evaluated tokens only."""
+    from velollm_ollama.versions import has
+
+    client, model = live
+    version = client.version()
+    context = BenchmarkContext(backend="ollama", model=model, host=client.base_url)
+    request = GenerationRequest(benchmark="live", prompt="Name three colours.", max_tokens=4)
+    with context.resources:
+        timings = [plugin.run_benchmark(backend="ollama", request=request, context=context) for _ in range(2)]
+    for timing in timings:
+        method = timing.extra["prompt_rate_method"]
+        if has(version, "prompt_count_includes_cache"):
+            assert method in ("context_prefix", "unknown_cache")
+            if method == "context_prefix":
+                assert timing.prompt_tokens == timing.extra["prompt_tokens_evaluated"] + timing.extra["prompt_tokens_cached"]
+        else:
+            assert method == "reported"
