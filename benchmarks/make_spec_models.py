@@ -1,6 +1,6 @@
 """Random-weight GGUF drafters for llama.cpp's newer speculation types, for speed and plumbing tests.
 
-    python benchmarks/make_spec_models.py --out DIR [--mtp tiny,4b,9b] [--eagle3 tiny,8b] [--type q4_0]
+    python benchmarks/make_spec_models.py --out DIR [--mtp tiny,4b,9b,27b] [--eagle3 tiny,8b] [--type q4_0]
                                           [--tokenizer GGUF] [--force]
 
 Two kinds, in the tensor layout llama.cpp's converter writes (conversion/qwen.py, conversion/llama.py
@@ -9,8 +9,8 @@ at 0c1e570) and its loader reads (src/models/qwen35.cpp, src/models/eagle3.cpp):
 - ``qwen35-<shape>-mtp-random-<type>.gguf``: a Qwen3.5 dense model (gated delta-net layers with a
   full-attention layer every 4th) whose last block is one MTP head (``qwen35.nextn_predict_layers``
   = 1, ``blk.N.nextn.eh_proj``...), as Qwen3.5 ships it: ``--spec-type draft-mtp`` drafts with the
-  model's own head, no draft file. Shapes: ``4b`` and ``9b`` are Qwen3.5-4B / -9B (hidden 2560 /
-  4096, 32 layers); ``tiny`` loads in a second on a CPU.
+  model's own head, no draft file. Shapes: ``4b``, ``9b``, ``27b`` are Qwen3.5-4B / -9B / -27B
+  (hidden 2560 / 4096 / 5120, 32 / 32 / 64 layers); ``tiny`` loads in a second on a CPU.
 - ``eagle3-<shape>-random-<type>.gguf``: an EAGLE-3 head (one decoder layer over the fused hidden
   states of 3 target layers, ``fc``, its own lm_head over a 32,000-token draft vocabulary mapped to
   target ids by ``d2t``) for the Llama target of benchmarks/make_gguf_models.py of the same shape:
@@ -66,6 +66,7 @@ QWEN35 = {
     "tiny": Qwen35Shape("tiny", 4, 256, 512, 4, 2, 64, 2, 4, 32, n_ctx=8192),
     "4b": Qwen35Shape("4B", 32, 2560, 9216, 16, 4, 256, 16, 32, 128),  # Qwen3.5-4B
     "9b": Qwen35Shape("9B", 32, 4096, 12288, 16, 4, 256, 16, 32, 128),  # Qwen3.5-9B
+    "27b": Qwen35Shape("27B", 64, 5120, 17408, 24, 4, 256, 16, 48, 128),  # Qwen3.5-27B
 }
 EAGLE3 = {"tiny": "tiny", "1b": "1b", "3b": "3b", "8b": "8b"}  # the Llama target shape each head reads
 

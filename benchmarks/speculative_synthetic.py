@@ -1,18 +1,24 @@
 """Speculative decoding speedup vs acceptance, with llama.cpp's synthetic acceptance (benchmarking only).
 
-    python benchmarks/speculative_synthetic.py --target T.gguf --draft D.gguf \
-        [--acceptance 0.5,0.6,0.7,0.75,0.8,0.9] [--draft-max 4,8] [--iterations 3] [--predict]
-        [--option KEY=VALUE ...] [--label NAME] [--output FILE]
+    python benchmarks/speculative_synthetic.py --target T.gguf [--draft D.gguf] [--spec-type TYPES]
+        [--acceptance 0.6,0.7,0.75,0.8,0.9] [--draft-max 4,8] [--iterations 3] [--predict]
+        [--calibrate-at 0.5] [--option KEY=VALUE ...] [--label NAME] [--output FILE]
 
 Random-weight models accept nothing on their own, so `--spec-synth-rates` makes the server accept
 each drafted position i with probability a^(i+1) (a per-token acceptance a, unconditional rates as
-the flag wants them). The draft model still runs and the target still verifies every batch, so the
-timing is the real system's; only the accept/reject decision is synthetic, and the generated text is
-not valid (it is not compared). SYNTHETIC-ACCEPTANCE numbers: label them so wherever they are quoted.
+the flag wants them). The drafter still runs (a draft model, an MTP or EAGLE-3 head, n-gram lookup)
+and the target still verifies every batch, so the timing is the real system's; only the
+accept/reject decision is synthetic, and the generated text is not valid (it is not compared).
+SYNTHETIC-ACCEPTANCE numbers: label them so wherever they are quoted.
 
-``--predict`` also measures the costs the advisor uses (llama-bench: target and draft per-token decode,
-the target's batch of k+1) and prints, per row, the advisor's prediction and the step time the server
-really took beyond that model (per-step overhead = measured step time - modelled step time).
+For each draft length one vanilla server runs beside one speculative server per acceptance rate,
+interleaved run by run (see velollm_core/speculative/bench.py).
+
+``--predict`` measures the advisor's costs (llama-bench: the target's token and its batches of k+1,
+and a draft model's), fits them to the run at ``--calibrate-at`` (a head's cost per drafted token,
+which llama-bench cannot measure, and the server's per-step work), and prints the advisor's
+prediction beside every other acceptance rate: those are predictions, not fits. Without a
+calibration run (``--calibrate-at none``) it predicts from llama-bench alone.
 """
 
 from __future__ import annotations
@@ -23,86 +29,135 @@ from pathlib import Path
 
 from velollm_core.bench.commands import parse_options
 from velollm_core.bench.suites import get_suites
-from velollm_core.speculative.advisor import Observation, predicted_speedup, step_ms, with_sampling
-from velollm_core.speculative.bench import SpeculativeComparison, SpeculativePlan, is_draftless
+from velollm_core.speculative.advisor import Observation, calibrate, predicted_speedup, step_ms, with_sampling
+from velollm_core.speculative.bench import (
+    SpeculativeComparison,
+    SpeculativePlan,
+    _available_types,
+    _speculative_backend,
+    is_draftless,
+    resolve_plan,
+)
+from velollm_core.speculative.compat import parse_types
 
 
 def rates(alpha: float, draft_max: int) -> str:
     return ",".join(f"{alpha ** (i + 1):.6f}" for i in range(draft_max))
 
 
+def measured_row(report: dict, name: str, suite: str) -> dict:
+    """Tokens per step, drafted per step and speeds of one configuration of a comparison."""
+    config = report["configs"][name]
+    row = config["per_suite"][suite]
+    runs = report["speculative"]["runs"] if name == next(iter(report["configs"])) else report["others"][name]["runs"]
+    generated = sum(r["completion_tokens"] or 0 for r in runs if r["benchmark"] == suite)
+    steps = Observation(generated=generated, drafted=row["drafted"], accepted=row["accepted"]).steps
+    tokens_per_step = generated / steps
+    return {"acceptance_rate": row["acceptance_rate"], "tokens_per_step": tokens_per_step,
+            "drafted_per_step": row["drafted"] / steps,
+            "vanilla_decode_tokens_per_s": row["vanilla_decode_tokens_per_s"],
+            "speculative_decode_tokens_per_s": row["speculative_decode_tokens_per_s"], "speedup": row["speedup"],
+            "measured_step_ms": tokens_per_step / row["speculative_decode_tokens_per_s"] * 1000,
+            "acceptance_by_position": (config.get("acceptance_by_position") or {}).get("rates")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--target", required=True)
-    parser.add_argument("--draft", required=True)
+    parser.add_argument("--draft", help="Draft model or head file, or ngram (default: none, e.g. draft-mtp).")
+    parser.add_argument("--spec-type", help="--spec-type value (default: what --draft is).")
     parser.add_argument("--acceptance", default="0.5,0.6,0.7,0.75,0.8,0.9")
     parser.add_argument("--draft-max", default="16", help="Comma list of draft lengths.")
     parser.add_argument("--draft-min", type=int, help="Shortest draft used (n-gram drafting: set it low).")
     parser.add_argument("--ngram-match", type=int, help="N-gram drafting: tokens that must match.")
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--suite", default="medium_completion")
+    parser.add_argument("--max-tokens", type=int, help="Override the suite's output length.")
     parser.add_argument("--option", action="append", default=[], help="KEY=VALUE for both servers")
     parser.add_argument("--spec-arg", action="append", default=[], help="Extra flag for the speculative server only.")
     parser.add_argument("--predict", action="store_true", help="Measure llama-bench costs, print predictions.")
+    parser.add_argument("--calibrate-at", default="0.5",
+                        help="Acceptance of the run the advisor is fitted to (added if not listed); 'none'.")
     parser.add_argument("--label", default="")
     parser.add_argument("--output", type=Path, default=Path("speculative-synthetic.json"))
     args = parser.parse_args()
     options = parse_options(tuple(args.option))
     lengths = [int(k) for k in args.draft_max.split(",")]
-    costs = None
-    draftless = is_draftless(args.draft)
-    if args.predict and draftless:
-        parser.error("--predict needs a draft model (n-gram drafting has no draft cost to measure)")
-    if args.predict:
-        from velollm_core.plugins import hook
+    acceptances = [float(a) for a in args.acceptance.split(",")]
+    calibrate_at = None if args.calibrate_at == "none" or not args.predict else float(args.calibrate_at)
+    if calibrate_at is not None and calibrate_at not in acceptances:
+        acceptances = [calibrate_at, *acceptances]
+    types = parse_types(args.spec_type) if args.spec_type else None
+    draft = None if args.draft in (None, "") else args.draft
+    drafter = types is None and draft is not None and not is_draftless(draft) or any(
+        t.startswith("draft-") for t in types or [])
+    simple = draft is not None and not is_draftless(draft) and (types is None or "draft-simple" in types)
+    head = drafter and not simple
+    suites = get_suites([args.suite])
+    if args.max_tokens:
+        from dataclasses import replace
 
-        backend = hook().speculative_backend(kind="llamacpp")
+        suites = [replace(s, max_tokens=args.max_tokens) for s in suites]
+    costs = None
+    if args.predict:
+        backend = _speculative_backend()
         ngl = options.get("n_gpu_layers")
-        costs = backend.measure_costs(Path(args.target), Path(args.draft), draft_lengths=tuple(lengths),
+        costs = backend.measure_costs(Path(args.target), Path(draft) if simple else None,
+                                      draft_lengths=tuple(sorted({*lengths, 1, 2, 4})),
                                       n_gpu_layers=int(ngl) if ngl is not None else None)
         print(f"costs (llama-bench, ms): target token {costs['target_token_ms']:.3f}, draft token "
-              f"{costs['draft_token_ms']:.3f} ({costs['draft_token_ms'] / costs['target_token_ms']:.0%}), verify "
+              f"{costs['draft_token_ms']:.3f}, verify "
               + ", ".join(f"k={k}: {v:.3f}" for k, v in sorted(costs["verify_ms"].items())), flush=True)
     rows = []
     for draft_max in lengths:
-        for alpha in (float(a) for a in args.acceptance.split(",")):
-            plan = SpeculativePlan(
-                target=args.target, draft=args.draft, suites=get_suites([args.suite]), iterations=args.iterations,
-                settings={"draft_max": draft_max, **({} if draftless else {"p_min": 0.0}),
-                          **{k: v for k, v in (("draft_min", args.draft_min), ("ngram_match", args.ngram_match))
-                             if v is not None}},
-                options=options, advise=False, exact=False,
-                speculative_args=["--spec-synth-rates", rates(alpha, draft_max), *args.spec_arg],
-            )
-            report = SpeculativeComparison(plan).run()
-            row = report["per_suite"][args.suite]
-            runs = report["speculative"]["runs"]
-            generated = sum(r["completion_tokens"] or 0 for r in runs if r["benchmark"] == args.suite)
-            steps = Observation(generated=generated, drafted=row["drafted"], accepted=row["accepted"]).steps
-            tokens_per_step = generated / steps
-            out = {"label": args.label, "draft_max": draft_max, "per_token_acceptance": alpha,
-                   "acceptance_rate": row["acceptance_rate"], "tokens_per_step": tokens_per_step,
-                   "vanilla_decode_tokens_per_s": row["vanilla_decode_tokens_per_s"],
-                   "speculative_decode_tokens_per_s": row["speculative_decode_tokens_per_s"],
-                   "speedup": row["speedup"]}
-            line = (f"{args.label} k={draft_max} a={alpha:.2f}  accepted/drafted={row['acceptance_rate']:.2f}  "
-                    f"tokens/step {tokens_per_step:.2f}  vanilla {row['vanilla_decode_tokens_per_s']:.1f}  speculative "
-                    f"{row['speculative_decode_tokens_per_s']:.1f} tok/s  speedup {row['speedup']:.2f}x")
-            if costs:
-                mean_drafted = row["drafted"] / steps
-                measured = with_sampling(costs, row["vanilla_decode_tokens_per_s"])
-                predicted = predicted_speedup(measured, mean_drafted, tokens_per_step)
-                measured_step = tokens_per_step / row["speculative_decode_tokens_per_s"] * 1000
-                modelled_step = step_ms(measured, mean_drafted, tokens_per_step)
-                out.update(predicted_speedup=predicted, measured_step_ms=measured_step, modelled_step_ms=modelled_step,
-                           sampling_ms=measured["sampling_ms"])
-                line += (f"  predicted {predicted:.2f}x  step {measured_step:.2f} ms vs model {modelled_step:.2f} ms "
-                         f"(+{measured_step - modelled_step:.2f})")
+        settings = {"draft_max": draft_max, **({"p_min": 0.0} if drafter else {}),
+                    **{k: v for k, v in (("draft_min", args.draft_min), ("ngram_match", args.ngram_match))
+                       if v is not None}}
+        variant_types = types or None
+        plan = SpeculativePlan(
+            target=args.target, draft=draft, suites=suites, iterations=args.iterations, settings=settings,
+            options=options, advise=False, exact=False, speculative_args=list(args.spec_arg),
+            types=[variant_types] if variant_types else [],
+        )
+        if variant_types is None:
+            variant_types = resolve_plan(plan, _available_types(_speculative_backend()))["configs"][0]
+        plan.variants = [(f"a={a:.2f}", variant_types, ["--spec-synth-rates", rates(a, draft_max)]) for a in acceptances]
+        report = SpeculativeComparison(plan).run()
+        measured = {a: measured_row(report, f"a={a:.2f}", args.suite) for a in acceptances}
+        fitted = None
+        if costs is not None:
+            vanilla_tps = measured[acceptances[0]]["vanilla_decode_tokens_per_s"]
+            fitted = with_sampling(costs, vanilla_tps)
+            if calibrate_at is not None:
+                point = measured[calibrate_at]
+                fitted = calibrate(fitted, point["measured_step_ms"], point["drafted_per_step"],
+                                   point["tokens_per_step"], head=head)
+        for a in acceptances:
+            m = measured[a]
+            out = {"label": args.label, "types": variant_types, "draft_max": draft_max, "per_token_acceptance": a,
+                   **m}
+            line = (f"{args.label} {','.join(variant_types)} k={draft_max} a={a:.2f}  accepted/drafted="
+                    f"{m['acceptance_rate']:.2f}  tokens/step {m['tokens_per_step']:.2f}  vanilla "
+                    f"{m['vanilla_decode_tokens_per_s']:.1f}  speculative {m['speculative_decode_tokens_per_s']:.1f} "
+                    f"tok/s  speedup {m['speedup']:.2f}x")
+            if fitted is not None:
+                predicted = predicted_speedup(fitted, m["drafted_per_step"], m["tokens_per_step"])
+                out.update(predicted_speedup=predicted, prediction_error=predicted / m["speedup"] - 1,
+                           calibration_point=a == calibrate_at,
+                           modelled_step_ms=step_ms(fitted, m["drafted_per_step"], m["tokens_per_step"]),
+                           fitted_costs={k: v for k, v in fitted.items() if k not in ("verify_ms", "draft_verify_ms")})
+                line += (f"  predicted {predicted:.2f}x ({predicted / m['speedup'] - 1:+.0%})"
+                         + ("  [calibration point]" if a == calibrate_at else ""))
             rows.append(out)
             print(line + "   (SYNTHETIC acceptance)", flush=True)
-    args.output.write_text(json.dumps({"synthetic_acceptance": True, "target": args.target, "draft": args.draft,
-                                       "options": options, "spec_args": args.spec_arg, "costs_ms": costs,
-                                       "rows": rows}, indent=2))
+        if fitted is not None:
+            print(f"  fitted: draft token {fitted['draft_token_ms']:.3f} ms "
+                  f"({fitted['draft_token_ms'] / fitted['target_token_ms']:.0%} of the target's), per-step "
+                  f"overhead {fitted.get('step_overhead_ms', 0):.3f} ms, plain step {fitted['plain_ms']:.3f} ms",
+                  flush=True)
+    args.output.write_text(json.dumps({"synthetic_acceptance": True, "target": args.target, "draft": draft,
+                                       "types": types, "options": options, "spec_args": args.spec_arg,
+                                       "costs_ms": costs, "calibrate_at": calibrate_at, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

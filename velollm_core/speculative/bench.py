@@ -36,6 +36,9 @@ class SpeculativePlan:
     # [["all"]] = every type the target (and draft) support, alone, and each drafter with ngram-mod.
     # Empty: the one type the draft names (a model's kind, or an n-gram kind).
     types: list[list[str]] = field(default_factory=list)
+    # Or named variants, (name, types, extra flags for that server): the same types under different
+    # settings, e.g. one per synthetic acceptance rate, all against one vanilla server.
+    variants: list[tuple[str, list[str], list[str]]] = field(default_factory=list)
 
     @property
     def draftless(self) -> bool:
@@ -82,7 +85,9 @@ def resolve_plan(plan: SpeculativePlan, available: tuple[str, ...] | None = None
     target = resolve_model_path(plan.target)
     draft = None if plan.draftless else resolve_model_path(plan.draft)
     support = type_support(target, draft, available)
-    if plan.types == [["all"]]:
+    if plan.variants:
+        configs = [list(types) for _, types, _ in plan.variants]
+    elif plan.types == [["all"]]:
         configs = supported_combinations(support)
     elif plan.types:
         configs = [list(c) for c in plan.types]
@@ -136,7 +141,9 @@ class SpeculativeComparison:
         self.backend = _speculative_backend()
         resolved = resolve_plan(plan, _available_types(self.backend))
         self.target, self.draft_path = resolved["target"], resolved["draft"]
-        self.configs = resolved["configs"]
+        # name -> (types, extra flags of that server)
+        self.configs = {name: (list(types), list(extra)) for name, types, extra in plan.variants} or {
+            config_name(c): (c, []) for c in resolved["configs"]}
         base = dict(plan.options)
         if plan.threads:
             base["threads"] = plan.threads
@@ -144,7 +151,8 @@ class SpeculativeComparison:
             exact = self.backend.exact_options()
             base["server_args"] = " ".join(filter(None, [str(base.get("server_args", "")), exact.pop("server_args")]))
             base.update(exact)
-        self.spec_args = {config_name(c): [*self._server_args(c), *plan.speculative_args] for c in self.configs}
+        self.spec_args = {name: [*self._server_args(types), *plan.speculative_args, *extra]
+                          for name, (types, extra) in self.configs.items()}
         options = {"vanilla": dict(base)}
         for name, args in self.spec_args.items():
             options[name] = {**base, "server_args": " ".join([str(base.get("server_args", "")),
@@ -157,13 +165,13 @@ class SpeculativeComparison:
             )
             for name, opts in options.items()
         }
-        first = config_name(self.configs[0])
+        first = next(iter(self.configs))
         self.report: dict[str, Any] = {
             "status": "running",
             "started_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "target": str(self.target),
             "draft": str(self.draft_path) if self.draft_path else (plan.draft or first),
-            "settings": {**self._settings(self.configs[0]), "threads": plan.threads, "iterations": plan.iterations,
+            "settings": {**self._settings(self.configs[first][0]), "threads": plan.threads, "iterations": plan.iterations,
                          "exact": plan.exact, "suites": [s.name for s in plan.suites]},
             "type_support": resolved["support"],
             "speculative_server_args": self.spec_args[first],
@@ -217,7 +225,7 @@ class SpeculativeComparison:
 
         from velollm_core import interrupt
 
-        names = [config_name(c) for c in self.configs]
+        names = list(self.configs)
         try:
             with interrupt.last_words(self._forced_exit), ExitStack() as stack:
                 for runner in self.runners.values():
@@ -231,7 +239,7 @@ class SpeculativeComparison:
                             self._measure_speculative(self.runners[name], suite, iteration)
                         self._update()
             if self.plan.advise:
-                for name, types in zip(names, self.configs):
+                for name, (types, _) in self.configs.items():
                     self._advise(name, types)
                 self._ready_command()
             self.report["status"] = "complete"
@@ -282,7 +290,7 @@ class SpeculativeComparison:
         accepted = sum(row["accepted"] for row in per_suite.values())
         counters = metrics.total([r.extra.get("spec_metrics") for r in spec.runs])
         return {
-            "types": name.split(","),
+            "types": self.configs[name][0],
             "server_args": self.spec_args[name],
             "per_suite": per_suite,
             "speedup": statistics.median(speedups) if speedups else None,
@@ -295,7 +303,7 @@ class SpeculativeComparison:
         }
 
     def _update(self) -> None:
-        names = [config_name(c) for c in self.configs]
+        names = list(self.configs)
         configs = {name: {**self.report.get("configs", {}).get(name, {}), **self._summary(name)} for name in names}
         first = configs[names[0]]
         self.report.update(
