@@ -343,3 +343,31 @@ def test_eagle3_bench_end_to_end(spec_backend, spec_models, tmp_path):
     assert config["per_suite"]["short_completion"]["drafted"] > 0 and config["outputs_identical"]
     assert config["server_args"][:4] == ["--spec-draft-model", str(spec_models["eagle3"]), "--spec-type", "draft-eagle3"]
     assert config["acceptance_by_position"]["steps"] > 0
+
+
+def test_draft_files_name_their_type(tmp_path):
+    """llama.cpp infers the type from the draft file: a DFlash block drafter (with a Markov head:
+    DSpark), an EAGLE-3 head, an MTP head alone (a sidecar without the trunk), or a whole model."""
+    import numpy as np
+
+    from velollm_core.gguf_meta import read_summary
+    from velollm_core.speculative.compat import draft_kind, type_support
+    from velollm_core.testing import finish_gguf, gguf_writer
+
+    def model(name, arch="llama", tensors=(), **arrays):
+        writer = gguf_writer(tmp_path / name, arch=arch)
+        for key, value in arrays.items():
+            writer.add_array(f"{arch}.{key}", value)
+        for tensor in tensors:
+            writer.add_tensor(tensor, np.zeros((4, 32), dtype=np.float16))
+        return finish_gguf(writer)
+
+    target = model("target.gguf")
+    dflash = model("dflash.gguf", "dflash", target_layers=[0])
+    dspark = model("dspark.gguf", "dflash", ["markov_w1.weight"], target_layers=[0])
+    sidecar = model("mtp.gguf", "qwen35", ["blk.0.nextn.eh_proj.weight"])
+    assert [draft_kind(read_summary(p)) for p in (dflash, dspark, sidecar, target)] == [
+        "draft-dflash", "draft-dspark", "draft-mtp", "draft-simple"]
+    support = type_support(target, dspark)
+    assert support["draft-dspark"] is None and "draft-dspark drafter" in support["draft-dflash"]
+    assert type_support(target, dflash, available=("ngram-mod",))["draft-dflash"] == "this llama-server build does not have it"
