@@ -177,6 +177,11 @@ def test_list_filters_and_fits_80_columns(db, tmp_path):
         assert "old build" in table.stdout and "100.0 tok/s" in table.stdout
     assert velollm("history", "label", "3", "new build", db=db).returncode == 0
     assert ids("--label", "new") == [3]
+    # A long label (with brackets rich would take for markup) moves under the model: still 80 columns.
+    assert velollm("history", "label", "2", "[rc] after the llama.cpp upgrade, fans loud", db=db).returncode == 0
+    table = velollm("history", db=db, columns=80)
+    *lines, _ = table.stdout.splitlines()
+    assert max(map(len, lines)) <= 80 and "[rc] after the" in table.stdout, table.stdout
     assert velollm("history", "rm", "1", db=db).returncode == 0 and ids() == [3, 2]
     missing = velollm("history", "export", "99", db=db)
     assert missing.returncode == 2 and "no result #99" in missing.stderr

@@ -38,30 +38,42 @@ def _model_name(entry: dict) -> str:
     return Path(model).name if ("/" in model or "\\" in model) else model
 
 
-def _history_table(entries: list[dict], wide: bool):
-    """Wide: backend version and machine too; narrow: the date alone and no machine (80 columns)."""
+def _history_table(entries: list[dict], layout: str):
+    """``wide``: backend version and machine too; ``medium``: the date alone, no machine; ``narrow``: the
+    label under the model (80 columns whatever the labels). A status other than complete goes under
+    the result."""
+    from rich.markup import escape
     from rich.table import Table
 
+    wide = layout == "wide"
     table = Table(title="results history", caption="newest first · `velollm history --json` has every field")
     table.add_column("id", justify="right", no_wrap=True)
     table.add_column("started (UTC)" if wide else "date", no_wrap=True)
     table.add_column("kind", no_wrap=True)
     table.add_column("backend", no_wrap=not wide, min_width=None if wide else 7)
-    table.add_column("model", min_width=12)
+    table.add_column("model" if layout != "narrow" else "model / label", min_width=12, overflow="fold")
     if wide:
         table.add_column("machine", min_width=12)
     table.add_column("result", justify="right", no_wrap=True)
-    table.add_column("label", min_width=5)
+    if layout != "narrow":
+        table.add_column("label", no_wrap=True)  # whole, or the narrow layout puts it under the model
     for entry in entries:
         backend = entry.get("backend") or "-"
         if wide and entry.get("backend_version"):
             backend += f" {entry['backend_version']}"
-        status = "" if entry.get("status") in (None, "complete") else f" ({entry['status']})"
+        result = headline_text(entry)
+        if entry.get("status") not in (None, "complete"):
+            result += f"\n{entry['status']}"
+        # What users typed (labels, paths) is shown as typed: '[x]' is no rich markup here.
+        backend = escape(backend)
+        model, label = escape(_model_name(entry)), escape(entry.get("label") or "")
         row = [str(entry["id"]), _started(entry, wide), _KIND_SHORT.get(entry["kind"], entry["kind"]), backend,
-               _model_name(entry)]
+               model if layout != "narrow" or not label else f"{model}\n" + escape(f"[{entry['label']}]")]
         if wide:
-            row.append(entry.get("machine") or entry.get("hostname") or "-")
-        row += [headline_text(entry) + status, entry.get("label") or ""]
+            row.append(escape(entry.get("machine") or entry.get("hostname") or "-"))
+        row.append(result)
+        if layout != "narrow":
+            row.append(label)
         table.add_row(*row)
     return table
 
@@ -109,8 +121,8 @@ def history_group(ctx, model, backend, machine, since, until, label, kind, limit
         return
     from velollm_core.tables import fitting
 
-    console.print(fitting(console, lambda: _history_table(entries, wide=True),
-                          lambda: _history_table(entries, wide=False)))
+    console.print(fitting(console, *(lambda layout=layout: _history_table(entries, layout)
+                                     for layout in ("wide", "medium", "narrow"))))
     shown = f"{len(entries)} of {total}" if len(entries) < total else f"{total}"
     click.echo(f"{shown} result(s) in {path}")
 

@@ -29,6 +29,8 @@ def fmt(value: float) -> str:
         return f"{value / 1e6:.3g}M"
     if magnitude >= 1e4:
         return f"{value / 1e3:.3g}k"
+    if magnitude >= 100:  # not 3 significant digits: '6e+03'
+        return f"{value:.0f}"
     return f"{value:.3g}" if magnitude >= 1 or value == 0 else f"{value:.2g}"
 
 
