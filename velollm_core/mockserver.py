@@ -626,6 +626,7 @@ class Stats:
         self.lag_max = 0.0
         self.tokens = 0
         self.started = self.completed = self.cancelled = self.failed = self.queued_max = self.active_max = 0
+        self.accepted = 0  # connections opened: a client that reuses its connections opens few
         self.prompt_tokens = self.prompt_cached = 0
         self.prompt_seconds = self.predicted_seconds = 0.0
         self.n_tokens_max = 0
@@ -859,7 +860,7 @@ class MockServer:
             "tokens": stats.tokens, "started": stats.started, "completed": stats.completed,
             "cancelled": stats.cancelled, "failed": stats.failed, "active": len(self.active),
             "waiting": len(self.waiting), "queued_max": stats.queued_max, "active_max": stats.active_max, "connections": self.connections,
-            "lag_ms": {"mean": stats.lag_sum / stats.tokens * 1000 if stats.tokens else 0.0,
+            "accepted": stats.accepted, "lag_ms": {"mean": stats.lag_sum / stats.tokens * 1000 if stats.tokens else 0.0,
                        "p50": stats.lag_quantile(0.5) * 1000, "p99": stats.lag_quantile(0.99) * 1000,
                        "max": stats.lag_max * 1000},
             "cpu_s": cpu, "wall_s": wall, "cpu_per_token_ms": cpu / stats.tokens * 1000 if stats.tokens else None,
@@ -940,6 +941,7 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.server.connections += 1
+        self.server.stats.accepted += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections -= 1
