@@ -150,7 +150,7 @@ class History:
             raise HistoryError(f"cannot open the results history {self.path}: {exc}") from None
         try:
             self.db.row_factory = sqlite3.Row
-            mode = self.db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            mode = self._wal()
             if mode != "wal":  # a file system without shared memory (some network mounts)
                 raise HistoryError(f"the results history {self.path} cannot use WAL here (journal mode {mode})")
             # FULL: a committed result is on disk before record() returns, not only in the WAL.
@@ -163,6 +163,23 @@ class History:
         except BaseException:
             self.db.close()
             raise
+
+    def _wal(self) -> str:
+        """Switch to WAL once per file. The switch takes an exclusive lock without waiting on the busy
+        timeout (two processes opening a new file at once: 'database is locked'), so it is retried."""
+        import time
+
+        mode = self.db.execute("PRAGMA journal_mode").fetchone()[0]
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while mode != "wal":
+            try:
+                mode = self.db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+        return mode
 
     def __enter__(self) -> History:  # noqa: PYI034 - returns self
         return self

@@ -164,11 +164,12 @@ def draft_max_of(data: dict) -> int | None:
         return value
     args = [str(a) for a in data.get("speculative_server_args") or []]
     for i, arg in enumerate(args):
-        for flag in ("--draft-max", "--draft", "--spec-draft-n-max"):
-            if arg == flag and i + 1 < len(args) and args[i + 1].isdigit():
-                return int(args[i + 1])
-            if arg.startswith(flag + "=") and arg.split("=", 1)[1].isdigit():
-                return int(arg.split("=", 1)[1])
+        flag, _, value = arg.partition("=")
+        # --draft-max / --draft (model drafts), --spec-ngram-mod-n-max and kin (n-gram drafts)
+        if flag in ("--draft-max", "--draft") or (flag.startswith("--spec-") and flag.endswith("-n-max")):
+            value = value or (args[i + 1] if i + 1 < len(args) else "")
+            if value.isdigit():
+                return int(value)
     return None
 
 
