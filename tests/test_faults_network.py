@@ -389,3 +389,20 @@ def test_unreachable_host_message_has_no_secret():
     proc, _ = bench("openai", _secret_host(url))
     one_sentence_error(proc, 1, "not reachable")
     _no_secret(proc)
+
+
+def test_a_steady_stream_gets_no_waiting_lines():
+    """Tokens every 0.1 s with the notice at 0.3 s of silence: none is silent that long, so no line
+    (the watchdog once woke at its planned time and said "0 s since the last")."""
+    from velollm_core.testing import mock_llm
+
+    notices: list[str] = []
+    with mock_llm(ttft_ms=50, itl_ms=100, output_tokens=15) as mock:
+        watch = RequestWatch(Deadlines(first_token_s=5.0, total_s=10.0), server="mock", url=mock.url,
+                             notify=notices.append, notice_after_s=0.3, notice_every_s=0.3)
+        body = {"model": "velollm-mock", "prompt": "hi"}
+        with httpx.Client() as http, watch, http.stream("POST", f"{mock.url}/api/generate", json=body,
+                                                        timeout=10.0) as response:
+            watch.attach(response)
+            events = [watch.event() for line in watch.lines(response) if line]
+    assert len(events) >= 15 and notices == [], notices

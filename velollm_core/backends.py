@@ -211,7 +211,9 @@ def registry() -> Registry:
     from velollm_core import plugins
 
     plugins.load_plugins()
-    key = tuple(id(plugin) for plugin in plugins.pm.get_plugins())
+    # The plugins themselves, not their id()s: the cache holds them, so a plugin unregistered and a new
+    # one created at the same address cannot pass for it (a stale registry answered with the old backend).
+    key = frozenset(plugins.pm.get_plugins())
     with _lock:
         if _cache is None or _cache[0] != key:
             _cache = (key, build_registry())

@@ -263,7 +263,8 @@ class RequestWatch:
                 self.expired = which
                 self._cut()
                 return
-            if now >= next_notice:
+            # Tokens may have come while we slept: only a silence that is still going on is noticed.
+            if now >= max(next_notice, self.last + self._notice_after):
                 self._notice(now)
                 next_notice = now + self._notice_every
 
