@@ -159,7 +159,8 @@ def test_concurrency_levels_are_continuous_streams_with_level_metrics(tmp_path, 
     assert (seq["key"], seq["completed"], c3["key"], c3["completed"], c3["max_concurrency"]) == ("seq", 2, "c3", 6, 3)
     assert c3["ttft_ms"]["median"] <= c3["ttft_ms"]["p90"] <= c3["ttft_ms"]["p99"]
     legacy = result.concurrency["3"]["short_completion"]  # the shape results had before load levels
-    assert legacy["aggregate_decode_tokens_per_s"] == c3["output_throughput"] > 0
+    assert legacy["aggregate_decode_tokens_per_s"]["median"] == c3["output_throughput"] > 0
+    assert legacy["requests_per_s"]["median"] == c3["request_throughput"]
 
 
 def test_unknown_backend_is_a_user_error(tmp_path):

@@ -207,8 +207,9 @@ def concurrency_report(levels: list[dict[str, Any]]) -> dict[str, Any]:
     for level in levels:
         if level["profile"] != "concurrent":
             continue
-        entry = {"aggregate_decode_tokens_per_s": level["output_throughput"],
-                 "requests_per_s": level["request_throughput"]}
+        # One figure per level now; {"median": x} as before, so readers of older results read these too.
+        entry = {"aggregate_decode_tokens_per_s": {"median": level["output_throughput"]},
+                 "requests_per_s": {"median": level["request_throughput"]}}
         for metric in ("ttft_ms", "tpot_ms", "itl_ms"):
             for q in ("p50", "p90", "p99"):
                 entry[f"{metric}_{q}"] = level[metric]["median" if q == "p50" else q]

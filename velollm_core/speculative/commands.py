@@ -61,11 +61,10 @@ def check_command(target: str, draft: str | None, spec_types: tuple[str, ...], a
 
 def _build_types() -> tuple[str, ...] | None:
     """The --spec-type values of the installed llama-server, None where none is installed."""
-    from velollm_core.plugins import hook
+    from velollm_core.speculative.bench import _available_types, _speculative_backend
 
-    backend = hook().speculative_backend(backend="llamacpp", kind="llamacpp")
     try:
-        return backend.available_types() if backend is not None else None
+        return _available_types(_speculative_backend())
     except VeloError:
         return None
 

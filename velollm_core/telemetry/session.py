@@ -59,8 +59,12 @@ class _Scraper:
         import httpx
 
         if self._client is None:
-            self._client = httpx.Client(timeout=SCRAPE_TIMEOUT_S)
-        response = self._client.get(url)
+            # Idle connections let go before llama-server's own 5 s keep-alive would close them under us.
+            self._client = httpx.Client(timeout=SCRAPE_TIMEOUT_S, limits=httpx.Limits(keepalive_expiry=2.0))
+        try:
+            response = self._client.get(url)
+        except httpx.RemoteProtocolError:  # the server closed a kept-alive connection as we reused it
+            response = self._client.get(url)
         if response.status_code != 200:
             raise ScrapeFailed(f"HTTP {response.status_code} from {url}: {response.text.strip()[:200]}")
         return response.text

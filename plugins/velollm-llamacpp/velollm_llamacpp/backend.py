@@ -55,8 +55,13 @@ def server_args(binary: Path, options: dict[str, Any], parallel: int) -> list[st
         elif not key.startswith("request."):
             known = ", ".join([*OPTION_FLAGS, "server_args", *RUN_OPTIONS, "env.<VAR>", "request.<field>"])
             raise UserInputError(f"unknown llamacpp option {key!r}; known: {known}")
-    # Prometheus counters at /metrics: the benchmark's telemetry reads the server's own figures.
-    return args if "--metrics" in args else [*args, "--metrics"]
+    # Prometheus counters at /metrics: the benchmark's telemetry reads the server's own figures. Only
+    # where this build lists the flag (it changes no timing, so the tuner's candidates stay exact).
+    from velollm_llamacpp.server import server_flags
+
+    if "--metrics" in args or "--metrics" not in server_flags(binary):
+        return args
+    return [*args, "--metrics"]
 
 
 # Flags of ours that raw server_args must not override: the server must stay on 127.0.0.1.

@@ -184,7 +184,7 @@ class OllamaBackend(BackendBase):
         from velollm_ollama.runner import run_generation
 
         return run_generation(client_for(context), context.model, request, context.options, context.state,
-                              version=server_version(context), probe=True)
+                              version=server_version(context))
 
     def describe(self, context: BenchmarkContext) -> BackendInfo:
         return describe(context)
@@ -201,8 +201,8 @@ class OllamaBackend(BackendBase):
         from velollm_ollama.runner import prepare
 
         client = client_for(context)
-        body, accumulator = prepare(client, context.model, request, context.options, context.state,
-                                    version=server_version(context), probe=True)
+        body, accumulator = prepare(context.model, request, context.options, context.state,
+                                    version=server_version(context))
         return StreamCall(
             url=f"{client.base_url}/api/generate", body={**body, "stream": True}, accumulator=accumulator,
             framing="ndjson", server=f"Ollama at {client.base_url}", auth=client.auth, params=client.params,

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from velollm_core.api import NUMBER, BackendError, GenerationRequest, GenerationTiming, VeloError, conform
+from velollm_core.api import NUMBER, BackendError, GenerationRequest, GenerationTiming, conform
 
 # Request fields that Ollama takes beside ``options``, not inside it.
 TOP_LEVEL_FIELDS = {"keep_alive", "think", "raw", "format", "system", "template", "suffix"}
@@ -237,8 +237,8 @@ PROMPT_RATE_METHODS = {
                       "(Ollama >= 0.30.1 counts cached tokens too; the prefix a slot still holds is cached)",
     "raw_nonce_first": "raw prompt beginning with a random nonce: at most the BOS token (and rarely one more) "
                        "can be cached, so prompt_eval_count less 1 is what was evaluated",
-    "unknown_cache": "Ollama >= 0.30.1 counts cached tokens, and no earlier context says how many were "
-                     "cached: prompt tok/s left unknown",
+    "unknown_cache": "Ollama >= 0.30.1 counts cached tokens, and no earlier run's context says how many "
+                     "were cached (the first run of a benchmark): prompt tok/s left unknown",
 }
 
 
@@ -263,14 +263,6 @@ class PromptLedger:
         self.counts_cached = has(version, "prompt_count_includes_cache")
         self._lock = threading.Lock()
         self._recent: deque[list[int]] = deque(maxlen=self.KEPT)
-        self._probed = False
-
-    def wants_probe(self) -> bool:
-        """True once, when no run has yet told what the server caches (then a probe is sent)."""
-        with self._lock:
-            wanted = not self._recent and not self._probed
-            self._probed = True
-            return wanted
 
     def account(self, timing: GenerationTiming, final: Mapping[str, Any], *, raw: bool) -> None:
         """Set ``timing``'s prompt rate on evaluated tokens and say in ``extra`` how it was counted."""
@@ -332,12 +324,6 @@ def ledger_for(state: dict[str, Any], version: str | None) -> PromptLedger:
         return ledger
 
 
-def _timed(client, body: dict[str, Any], ledger: PromptLedger | None, after=None) -> GenerationTiming:
-    started = time.perf_counter()
-    with contextlib.closing(client.generate_stream(body)) as events:
-        return measure_stream(events, started, ledger=ledger, raw=bool(body.get("raw")), after=after)
-
-
 def _after(request: GenerationRequest, settings: Mapping[str, Any], state: dict[str, Any]):
     """What each run's timing gets once measured: cache hits marked, or the nonce noted."""
     def mark(timing: GenerationTiming) -> None:
@@ -349,32 +335,24 @@ def _after(request: GenerationRequest, settings: Mapping[str, Any], state: dict[
     return mark
 
 
-def prepare(client, model: str, request: GenerationRequest, user_options: Mapping[str, Any],
-            state: dict[str, Any], *, version: str | None, probe: bool) -> tuple[dict[str, Any], StreamAccumulator]:
+def prepare(model: str, request: GenerationRequest, user_options: Mapping[str, Any], state: dict[str, Any],
+            *, version: str | None) -> tuple[dict[str, Any], StreamAccumulator]:
     """The body of one run and the accumulator that will read its stream (the sync and asyncio paths).
 
-    ``version`` is the server's (``/api/version``; None: unknown, taken as the newest). With
-    ``probe``, a server that counts cached prompt tokens gets one short probe, once per benchmark,
-    when no earlier run has told what it caches.
+    ``version`` is the server's (``/api/version``; None: unknown, taken as the newest). No probe is
+    sent for the first run of a benchmark: on a server that counts cached prompt tokens its prompt
+    rate stays unknown (a warm-up run, usually), and every later run compares with the runs before.
+    A probe would double the wait on a server that hangs, and the core warms up anyway.
     """
     body, settings = build_body(model, request, user_options)
     ledger = ledger_for(state, version)
-    raw = bool(body.get("raw"))
-    if probe and ledger.counts_cached and not raw and not settings.get("cache_prompt", False) \
-            and ledger.wants_probe():
-        # One short run of the same prompt with another nonce, so that the first measured run has a
-        # context to compare with (what the server caches of a new prompt: the template's header,
-        # the nonce's start). A failing probe says nothing the measured run will not say better.
-        probe_body, _ = build_body(model, request.model_copy(update={"max_tokens": 1}), user_options)
-        with contextlib.suppress(VeloError):
-            _timed(client, probe_body, ledger)
-    return body, StreamAccumulator(ledger, raw=raw, after=_after(request, settings, state))
+    return body, StreamAccumulator(ledger, raw=bool(body.get("raw")), after=_after(request, settings, state))
 
 
 def run_generation(client, model: str, request: GenerationRequest, user_options: Mapping[str, Any],
-                   state: dict[str, Any], *, version: str | None = None, probe: bool = False) -> GenerationTiming:
+                   state: dict[str, Any], *, version: str | None = None) -> GenerationTiming:
     """Send one generation through ``client`` and measure it (``prepare`` says what is sent)."""
-    body, accumulator = prepare(client, model, request, user_options, state, version=version, probe=probe)
+    body, accumulator = prepare(model, request, user_options, state, version=version)
     started = time.perf_counter()
     with contextlib.closing(client.generate_stream(body)) as events:
         for arrived, chunk in events:
