@@ -136,9 +136,10 @@ def _suite():
     return [SUITES["short_completion"]]
 
 
-@pytest.mark.parametrize("profile", ["constant", "poisson"])
-def test_open_loop_rates(profile, mock):
-    result = BenchmarkRunner(plan("llamacpp", mock, profile=profile, rates=[20.0, 40.0], requests=20)).run()
+@pytest.mark.parametrize(("profile", "backend"), [("constant", "llamacpp"), ("poisson", "llamacpp"),
+                                                   ("poisson", "openai"), ("constant", "ollama")])
+def test_open_loop_rates(profile, backend, mock):
+    result = BenchmarkRunner(plan(backend, mock, profile=profile, rates=[20.0, 40.0], requests=20)).run()
     assert [lv["key"] for lv in result.levels] == [f"{'rate' if profile == 'constant' else 'poisson'}{r}"
                                                    for r in (20, 40)]
     for level in result.levels:
@@ -146,9 +147,10 @@ def test_open_loop_rates(profile, mock):
         assert level["request_throughput"] > 0 and level["max_concurrency"] >= 1
 
 
-def test_sweep_finds_a_knee(tmp_path):
+@pytest.mark.parametrize("backend", ["openai", "ollama"])
+def test_sweep_finds_a_knee(backend, tmp_path):
     with mock_llm(ttft_ms=10, itl_ms=4, slots=2) as server:  # two slots: more streams only queue
-        result = BenchmarkRunner(plan("openai", server, profile="sweep", max_concurrency=8, requests=12,
+        result = BenchmarkRunner(plan(backend, server, profile="sweep", max_concurrency=8, requests=12,
                                       warmup=0)).run()
     keys = [lv["key"] for lv in result.levels]
     assert keys[:2] == ["c1", "c8"] and len(keys) >= 5 and all(k.startswith("rate") for k in keys[2:])
