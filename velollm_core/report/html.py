@@ -18,6 +18,7 @@ body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#
 main{max-width:1500px;margin:0 auto;padding:18px 28px 40px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
 .meta{color:#555;font-size:13px}
+.table-wrap{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;margin:8px 0 4px;font-size:13px;background:#fff}
 th,td{border:1px solid #ddd;padding:3px 8px;text-align:right;white-space:nowrap}
 th{background:#f0f0f0}td.text,th.text{text-align:left;white-space:normal}
@@ -46,7 +47,7 @@ def _table(headers: list[str], rows: list[list[Any]], text_columns: int = 1) -> 
     head = "".join(f'<th class="{"text" if i < text_columns else ""}">{escape(h)}</th>' for i, h in enumerate(headers))
     body = "".join("<tr>" + "".join(f'<td class="{"text" if i < text_columns else ""}">{_cell(v)}</td>'
                                     for i, v in enumerate(row)) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def _figure(svg: str, kind: str, caption: str) -> str:
@@ -58,7 +59,7 @@ def _sources_section(sources: list[d.Source]) -> str:
     for source in sources:
         f = d.facts(source)
         rows.append([source.label, f["kind"], f["backend"],
-                     f["backend_version"], f["build_commit"], f["model"], f["machine"], f["started_at"], f["status"]])
+                     f["backend_version"], (f["build_commit"] or "")[:12] or None, f["model"], f["machine"], f["started_at"], f["status"]])
     head = ["source", "kind", "backend", "version", "build", "model", "machine", "started (UTC)", "status"]
     errors = "".join(f'<p class="bad">{escape(s.label)}: {escape(str(s.data.get("status")))}: '
                      f'{escape(str(s.data.get("error")))}</p>' for s in sources if s.data.get("error"))

@@ -16,6 +16,7 @@ from html import escape
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#999999")
 WIDTH, HEIGHT = 680, 330
 LEFT, RIGHT, TOP, BOTTOM = 70, 20, 52, 50
+CATEGORY_CHAR_PX, CATEGORY_SLANT = 6.4, 35  # a tick character's width (11 px sans), degrees of slant
 
 
 def color(i: int) -> str:
@@ -75,9 +76,9 @@ class _Frame:
     """The plot area and the value-to-pixel mapping of one chart."""
 
     def __init__(self, xs: list[float], ys: list[float], *, y_zero: bool, x_zero: bool = False,
-                 legend_rows: int = 1) -> None:
+                 legend_rows: int = 1, bottom_extra: float = 0.0) -> None:
         extra = 14 * max(legend_rows - 1, 0)  # a legend on more rows pushes the plot down, the chart grows
-        self.top, self.height = TOP + extra, HEIGHT + extra
+        self.top, self.height = TOP + extra, HEIGHT + extra + round(bottom_extra)
         x_lo, x_hi = min(xs), max(xs)
         y_lo, y_hi = (min(0.0, min(ys)) if y_zero else min(ys)), max(ys)
         if x_zero:
@@ -86,7 +87,7 @@ class _Frame:
         self.y_ticks = nice_ticks(y_lo, y_hi)
         self.x0, self.x1 = self.x_ticks[0], self.x_ticks[-1]
         self.y0, self.y1 = self.y_ticks[0], self.y_ticks[-1]
-        self.w, self.h = WIDTH - LEFT - RIGHT, self.height - self.top - BOTTOM
+        self.w, self.h = WIDTH - LEFT - RIGHT, self.height - self.top - BOTTOM - round(bottom_extra)
 
     def px(self, x: float) -> float:
         return LEFT + (x - self.x0) / ((self.x1 - self.x0) or 1) * self.w
@@ -206,16 +207,26 @@ def bar_chart(chart_id: str, title: str, y_label: str, categories: list[str],
     """Grouped bars: one group per category, one bar per (name, colour, bars) entry of ``groups``."""
     values = [v for _, _, bars in groups for bar in bars if bar for v in (bar.median, bar.low, bar.high, *bar.values)]
     legend, rows = _legend([(name, colour, False) for name, colour, _ in groups])
-    frame = _Frame([0.0, 1.0], values + ([hline[0]] if hline else []), y_zero=True, legend_rows=rows)
+    # Category names wider than their slot are written slanted (below the axis, the chart grows).
+    slot = (WIDTH - LEFT - RIGHT) / max(len(categories), 1)
+    longest = max((len(c) for c in categories), default=0) * CATEGORY_CHAR_PX
+    slanted = longest > slot * 0.92
+    bottom_extra = max(longest * math.sin(math.radians(CATEGORY_SLANT)) - 18, 0.0) if slanted else 0.0
+    frame = _Frame([0.0, 1.0], values + ([hline[0]] if hline else []), y_zero=True, legend_rows=rows,
+                   bottom_extra=bottom_extra)
     out = _open(title, chart_id, frame.height) + legend
     out += _axes(frame, None, y_label, x_categories=True)
     out += _hline(frame, *(hline or (None, "")))
-    slot = frame.w / max(len(categories), 1)
     width = min(46.0, slot * 0.8 / max(len(groups), 1))
     for c, category in enumerate(categories):
         centre = LEFT + slot * (c + 0.5)
-        out.append(f'<text class="tick category" x="{centre:.1f}" y="{frame.top + frame.h + 17}" '
-                   f'text-anchor="middle">{escape(category)}</text>')
+        y = frame.top + frame.h + 17
+        if slanted:
+            out.append(f'<text class="tick category" x="{centre + 4:.1f}" y="{y - 4}" text-anchor="end" '
+                       f'transform="rotate(-{CATEGORY_SLANT} {centre + 4:.1f} {y - 4})">{escape(category)}</text>')
+        else:
+            out.append(f'<text class="tick category" x="{centre:.1f}" y="{y}" '
+                       f'text-anchor="middle">{escape(category)}</text>')
         for g, (name, colour, bars) in enumerate(groups):
             bar = bars[c] if c < len(bars) else None
             if bar is None:
