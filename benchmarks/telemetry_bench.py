@@ -41,6 +41,11 @@ from velollm_core.telemetry.sources import hardware_sources
 MIB = 2**20
 
 
+def http_client() -> httpx.Client:
+    # Idle connections let go before llama-server's 5 s keep-alive closes them under a request.
+    return httpx.Client(timeout=600, limits=httpx.Limits(keepalive_expiry=2.0))
+
+
 def stream(client: httpx.Client, url: str, n_prompt: int, n_gen: int, t_level: float) -> dict:
     """One streamed /completion of a token-id prompt; the run dict the session takes, and timings."""
     body = {"prompt": [100 + i % 20000 for i in range(n_prompt)], "n_predict": n_gen, "ignore_eos": True,
@@ -72,13 +77,13 @@ def run_level(url: str, streams: int, n_prompt: int, n_gen: int, min_seconds: fl
     started = [0]
 
     def worker() -> None:
-        with httpx.Client(timeout=600) as client:
+        with http_client() as http:
             while True:
                 with lock:
                     if time.perf_counter() - t_level >= min_seconds and started[0] >= min_requests:
                         return
                     started[0] += 1
-                run = stream(client, url, n_prompt, n_gen, t_level)
+                run = stream(http, url, n_prompt, n_gen, t_level)
                 with lock:
                     runs.append(run)
 
@@ -95,9 +100,9 @@ def overhead(args: argparse.Namespace) -> dict:
     binary = find_program("llama-server")
     flags = ["-c", "2048", "--metrics", *shlex.split(args.server_args)]
     plain, sampled, cpu_per_s = [], [], []
-    with LlamaServer(binary, model, args=flags) as server, httpx.Client(timeout=600) as client:
+    with LlamaServer(binary, model, args=flags) as server, http_client() as http:
         url = server.url
-        stream(client, url, 32, 16, time.perf_counter())  # warm-up
+        stream(http, url, 32, 16, time.perf_counter())  # warm-up
         for i in range(args.rounds):
             for with_telemetry in ((False, True) if i % 2 == 0 else (True, False)):
                 session = None
@@ -105,7 +110,7 @@ def overhead(args: argparse.Namespace) -> dict:
                     session = TelemetrySession(f"{url}/metrics", sample_hz=args.hz, server_hz=args.server_hz,
                                                warn=None)
                     session.start()
-                run = stream(client, url, 32, args.n_gen, time.perf_counter())
+                run = stream(http, url, 32, args.n_gen, time.perf_counter())
                 (sampled if with_telemetry else plain).append(run["server_decode_tokens_per_s"])
                 if session is not None:
                     cpu = session.finish()["sampler"]
@@ -172,8 +177,8 @@ def energy(args: argparse.Namespace) -> dict:
         flags = ["-c", str(args.ctx), "--parallel", str(max(levels)), "--metrics", *extra]
         with LlamaServer(binary, model, args=flags) as server:
             url = server.url
-            with httpx.Client(timeout=600) as client:
-                stream(client, url, args.n_prompt, 8, time.perf_counter())  # warm-up
+            with http_client() as http:
+                stream(http, url, args.n_prompt, 8, time.perf_counter())  # warm-up
             session = TelemetrySession(f"{url}/metrics", warn=print)
             session.start()
             for streams in levels:

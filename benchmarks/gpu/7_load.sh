@@ -6,12 +6,15 @@
 cd "$(dirname "$0")/../.." && . benchmarks/gpu/env.sh
 M=$MODELS/llama-8b-random-q4_0.gguf
 common=(--backend llamacpp --model "$M" --option n_gpu_layers=999 --workload pp512/tg128 --warmup 1)
-time $VELOLLM benchmark "${common[@]}" --concurrency 1,2,4,8,16,32,64 --iterations 3 \
-  --option ctx_size=65536 --output "$OUT/r/load-concurrency.json" 2>&1 | tail -16
-time $VELOLLM benchmark "${common[@]}" --profile sweep --arrivals poisson --max-concurrency 64 --requests 96 \
-  --option ctx_size=65536 --slo ttft_ms=1000,tpot_ms=50 --output "$OUT/r/load-poisson-sweep.json" 2>&1 | tail -16
-time $VELOLLM benchmark "${common[@]}" --concurrency 64,128,256 --iterations 2 --warmup 1 \
-  --option ctx_size=196608 --output "$OUT/r/load-streams.json" 2>&1 | tail -12
+# PARTS selects (default: all three): concurrency poisson streams.
+for part in ${PARTS:-concurrency poisson streams}; do case $part in
+concurrency) time $VELOLLM benchmark "${common[@]}" --concurrency 1,2,4,8,16,32,64 --iterations 3 \
+  --option ctx_size=65536 --output "$OUT/r/load-concurrency.json" 2>&1 | tail -16 ;;
+poisson) time $VELOLLM benchmark "${common[@]}" --profile sweep --arrivals poisson --max-concurrency 64 --requests 96 \
+  --option ctx_size=65536 --slo ttft_ms=1000,tpot_ms=50 --output "$OUT/r/load-poisson-sweep.json" 2>&1 | tail -16 ;;
+streams) time $VELOLLM benchmark "${common[@]}" --concurrency 64,128,256 --iterations 2 --warmup 1 \
+  --option ctx_size=196608 --output "$OUT/r/load-streams.json" 2>&1 | tail -12 ;;
+esac; done
 python3 - "$OUT/r" <<'PY'
 import json, sys, pathlib
 for name in ("load-concurrency", "load-poisson-sweep", "load-streams"):

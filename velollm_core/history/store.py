@@ -99,7 +99,7 @@ def machine_of(environment: Any) -> str | None:
 
 
 def headline_of(kind: str, document: dict) -> float | None:
-    """One number for the list: median decode tok/s over single-stream suites, the speedup, or the
+    """One number for the list: median decode tok/s over single-stream suites (a sweep's ``@c1``), the speedup, or the
     verified proposal's decode ratio."""
     if kind == "speculative":
         value = document.get("speedup")
@@ -107,7 +107,7 @@ def headline_of(kind: str, document: dict) -> float | None:
         value = _get(document, "final", "vs_defaults", "decode_tokens_per_s", "ratio")
     else:
         medians = [_get(metrics, "decode_tokens_per_s", "median") for suite, metrics in
-                   (document.get("summary") or {}).items() if "@" not in suite]
+                   (document.get("summary") or {}).items() if "@" not in suite or suite.endswith("@c1")]
         medians = [m for m in medians if isinstance(m, (int, float))]
         value = statistics.median(medians) if medians else None
     return float(value) if isinstance(value, (int, float)) else None
