@@ -237,3 +237,15 @@ def test_cli_workload_table_and_json(mock, tmp_path):
     data = json.loads(out.read_text())
     assert data["settings"]["output_length"] == "fixed" and data["settings"]["workloads"] == ["pp32/tg8"]
     assert [lv["key"] for lv in data["levels"]] == ["seq", "c4"]
+
+
+def test_telemetry_stops_while_the_server_still_runs():
+    """The scraper ends with the last level, not after the backend's server is stopped (which it then
+    counted as failed scrapes)."""
+    with mock_llm(ttft_ms=5, itl_ms=2, output_tokens=6) as server:
+        runner = BenchmarkRunner(plan("llamacpp", server, concurrency=[2], requests=4, warmup=0), telemetry=True)
+        at_close = []
+        runner.context.resources.callback(lambda: at_close.append(runner.telemetry))  # where a server stops
+        result = runner.run()
+    assert at_close == [None]
+    assert result.telemetry["server"]["available"] and result.telemetry["server"]["scrape_failures"] == 0

@@ -27,7 +27,7 @@ def test_runner_records_server_figures_per_level(mock, tmp_path):
     result = BenchmarkRunner(plan, output=out, telemetry=True).run()
     telemetry = result.telemetry
     assert telemetry["server"] == {"url": f"{mock.url}/metrics", "flavor": "llama.cpp", "available": True,
-                                   "why": None, "scrape_failures": 0}
+                                   "why": None, "scrape_failures": 0, "last_scrape_error": None}
     seq, c4 = telemetry["levels"]
     assert (seq["key"], seq["workload"], c4["key"]) == ("seq", "pp64/tg16", "c4")
     # sequential: exactly the measured requests ran between the edges, so the counts are judged

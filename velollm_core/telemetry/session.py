@@ -174,6 +174,7 @@ class TelemetrySession:
         self.flavor: str | None = None
         self.server_why: str | None = None
         self.scrape_failures = 0
+        self.last_scrape_error: str | None = None
         self._open: list[TelemetrySource] = []
         self._samplers: list[PeriodicSampler] = []
         self._lock = threading.Lock()
@@ -242,7 +243,8 @@ class TelemetrySession:
             "sample_hz": self.sample_hz,
             "server_poll_hz": self.server_hz if self.server_why is None else None,
             "server": {"url": self.shown_url, "flavor": self.flavor, "available": self.server_why is None,
-                       "why": self.server_why, "scrape_failures": self.scrape_failures},
+                       "why": self.server_why, "scrape_failures": self.scrape_failures,
+                       "last_scrape_error": self.last_scrape_error},
             "devices": [{"id": key, "name": d.name, "kind": d.kind, "source": d.source,
                          "energy": d.method or UNKNOWN, "memory_total_bytes": d.memory_total_bytes}
                         for key, d in self.devices.items()],
@@ -300,6 +302,7 @@ class TelemetrySession:
                 self.server_why = why
             else:
                 self.scrape_failures += 1
+                self.last_scrape_error = why
             return None
         if first:
             self.flavor = figures.flavor
