@@ -200,21 +200,30 @@ class TelemetrySession:
 
         self._started = True
         self._t0, self._unix0 = time.perf_counter(), time.time()
+        unavailable: list[tuple[str, str]] = []  # (sensor, why): said one by one only where others work
         for source in self.sources if self.sources is not None else hardware_sources():
+            name = str(getattr(source, "name", source))
             try:
                 notes = source.open()
             except SensorUnavailable as exc:
-                self._say(str(exc))
+                unavailable.append((name, str(exc)))
                 continue
             except Exception as exc:  # noqa: BLE001 - a sensor's bug costs only that sensor
-                self._say(f"{getattr(source, 'name', source)}: failed to open: {type(exc).__name__}: {exc}")
+                unavailable.append((name, f"{name}: failed to open: {type(exc).__name__}: {exc}"))
                 continue
             for note in notes or []:
                 self._say(note)
             self._open.append(source)
         self._sample_hardware(time.perf_counter())
-        if not self.devices:
-            self._say("no hardware sensor is readable: power, energy and tokens per joule are unknown")
+        if self.devices:
+            for _, why in unavailable:
+                self._say(why)
+        else:
+            # One line on the console for the common case (a CPU-only container); each reason in ``why``.
+            self.why.extend(why for _, why in unavailable if why not in self.why)
+            names = ", ".join(name for name, _ in unavailable)
+            self.why.append("no hardware sensor is readable: power, energy and tokens per joule are unknown")
+            self.warn(f"no power sensor readable{f' ({names})' if names else ''}: energy and tok/J unknown")
         if self.metrics_url is None:
             self.server_why = "the backend exposes no Prometheus metrics endpoint"
         else:
