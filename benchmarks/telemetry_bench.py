@@ -35,15 +35,14 @@ from velollm_llamacpp.install import find_program
 from velollm_llamacpp.server import LlamaServer
 
 from velollm_core.modelfiles import resolve_model_path
-from velollm_core.telemetry.session import TelemetrySession
+from velollm_core.telemetry.session import KEEPALIVE_EXPIRY_S, TelemetrySession
 from velollm_core.telemetry.sources import hardware_sources
 
 MIB = 2**20
 
 
 def http_client() -> httpx.Client:
-    # Idle connections let go before llama-server's 5 s keep-alive closes them under a request.
-    return httpx.Client(timeout=600, limits=httpx.Limits(keepalive_expiry=2.0))
+    return httpx.Client(timeout=600, limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S))
 
 
 def stream(client: httpx.Client, url: str, n_prompt: int, n_gen: int, t_level: float) -> dict:

@@ -575,7 +575,8 @@ class BenchmarkRunner:
                 try:
                     self._run_all()
                 finally:  # while the server still runs: its scraper must not outlive it
-                    self._finish_telemetry()
+                    if self.telemetry is not None:
+                        self.result.telemetry, self.telemetry = self.telemetry.finish(), None
             self.result.status = "complete"
         except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP
             self.result.status = "interrupted"
@@ -602,13 +603,8 @@ class BenchmarkRunner:
         self.result.finished_at = _now()
         self.save()
 
-    def _finish_telemetry(self) -> None:
-        if self.telemetry is not None:
-            self.result.telemetry, self.telemetry = self.telemetry.finish(), None
-
     def _final_save(self) -> None:
         """The last write, with the final status (and end time)."""
-        self._finish_telemetry()
         self.result.finished_at = _now()
         try:
             self.save()

@@ -30,6 +30,8 @@ from velollm_core.telemetry.sources import DeviceReading, SensorUnavailable, Tel
 UNKNOWN = "unknown"
 DISAGREEMENT = 0.02  # client and server token counts further apart than this are flagged
 SCRAPE_TIMEOUT_S = 5.0
+# Idle connections are let go before llama-server's own 5 s keep-alive would close them under a request.
+KEEPALIVE_EXPIRY_S = 2.0
 
 
 def compare_client_server(client_tokens: dict[str, float | None], server_tokens: dict[str, float | None],
@@ -59,8 +61,7 @@ class _Scraper:
         import httpx
 
         if self._client is None:
-            # Idle connections let go before llama-server's own 5 s keep-alive would close them under us.
-            self._client = httpx.Client(timeout=SCRAPE_TIMEOUT_S, limits=httpx.Limits(keepalive_expiry=2.0))
+            self._client = httpx.Client(timeout=SCRAPE_TIMEOUT_S, limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S))
         try:
             response = self._client.get(url)
         except httpx.RemoteProtocolError:  # the server closed a kept-alive connection as we reused it
@@ -187,10 +188,12 @@ class TelemetrySession:
 
     # -- what cannot be read, said once ------------------------------------------------------------
 
-    def _say(self, message: str) -> None:
+    def _say(self, message: str, *, show: bool = True) -> None:
+        """Record ``message`` in ``why`` once; on the console too unless ``show`` is False."""
         if message not in self.why:
             self.why.append(message)
-            self.warn(message)
+            if show:
+                self.warn(message)
 
     # -- start and stop ----------------------------------------------------------------------------
 
@@ -220,9 +223,10 @@ class TelemetrySession:
                 self._say(why)
         else:
             # One line on the console for the common case (a CPU-only container); each reason in ``why``.
-            self.why.extend(why for _, why in unavailable if why not in self.why)
+            for _, why in unavailable:
+                self._say(why, show=False)
+            self._say("no hardware sensor is readable: power, energy and tokens per joule are unknown", show=False)
             names = ", ".join(name for name, _ in unavailable)
-            self.why.append("no hardware sensor is readable: power, energy and tokens per joule are unknown")
             self.warn(f"no power sensor readable{f' ({names})' if names else ''}: energy and tok/J unknown")
         if self.metrics_url is None:
             self.server_why = "the backend exposes no Prometheus metrics endpoint"

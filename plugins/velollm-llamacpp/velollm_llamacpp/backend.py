@@ -36,7 +36,7 @@ RUN_OPTIONS = tuple(key for key in LlamaCppOptions.model_fields
 
 def server_args(binary: Path, options: dict[str, Any], parallel: int) -> list[str]:
     """llama-server flags for the benchmark options, in the spellings this build accepts."""
-    from velollm_llamacpp.server import pick_flag
+    from velollm_llamacpp.server import pick_flag, server_flags
 
     options = dict(options)
     options.setdefault("ctx_size", DEFAULT_CTX_PER_SLOT * parallel)
@@ -57,8 +57,6 @@ def server_args(binary: Path, options: dict[str, Any], parallel: int) -> list[st
             raise UserInputError(f"unknown llamacpp option {key!r}; known: {known}")
     # Prometheus counters at /metrics: the benchmark's telemetry reads the server's own figures. Only
     # where this build lists the flag (it changes no timing, so the tuner's candidates stay exact).
-    from velollm_llamacpp.server import server_flags
-
     if "--metrics" in args or "--metrics" not in server_flags(binary):
         return args
     return [*args, "--metrics"]
