@@ -55,7 +55,8 @@ def first_difference(a: str, b: str) -> int | None:
     return min(len(a), len(b))
 
 
-def _speculative_backend():
+def require_speculative_backend():
+    """The installed plugin's speculative backend, or a clear error where none is installed."""
     from velollm_core.plugins import hook
 
     backend = hook().speculative_backend(backend="llamacpp", kind="llamacpp")
@@ -64,7 +65,8 @@ def _speculative_backend():
     return backend
 
 
-def _available_types(backend) -> tuple[str, ...] | None:
+def build_types(backend) -> tuple[str, ...] | None:
+    """The --spec-type values the backend's build lists, or None where it cannot say."""
     available = getattr(backend, "available_types", None)
     return available() if available else None
 
@@ -138,8 +140,8 @@ class SpeculativeComparison:
         self.output = output
         self.on_run = on_run or (lambda label, record: None)
         self.hardware = hardware
-        self.backend = _speculative_backend()
-        resolved = resolve_plan(plan, _available_types(self.backend))
+        self.backend = require_speculative_backend()
+        resolved = resolve_plan(plan, build_types(self.backend))
         self.target, self.draft_path = resolved["target"], resolved["draft"]
         # name -> (types, extra flags of that server)
         self.configs = {name: (list(types), list(extra)) for name, types, extra in plan.variants} or {

@@ -61,10 +61,10 @@ def check_command(target: str, draft: str | None, spec_types: tuple[str, ...], a
 
 def _build_types() -> tuple[str, ...] | None:
     """The --spec-type values of the installed llama-server, None where none is installed."""
-    from velollm_core.speculative.bench import _available_types, _speculative_backend
+    from velollm_core.speculative.bench import build_types, require_speculative_backend
 
     try:
-        return _available_types(_speculative_backend())
+        return build_types(require_speculative_backend())
     except VeloError:
         return None
 
