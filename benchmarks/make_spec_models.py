@@ -1,10 +1,11 @@
 """Random-weight GGUF drafters for llama.cpp's newer speculation types, for speed and plumbing tests.
 
-    python benchmarks/make_spec_models.py --out DIR [--mtp tiny,4b,9b,27b] [--eagle3 tiny,8b] [--type q4_0]
-                                          [--tokenizer GGUF] [--force]
+    python benchmarks/make_spec_models.py --out DIR [--mtp tiny,4b,9b,27b] [--eagle3 tiny,8b]
+                                          [--dflash tiny,8b] [--dspark tiny,8b] [--type q4_0]
+                                          [--tokenizer GGUF] [--copy-head] [--force]
 
-Two kinds, in the tensor layout llama.cpp's converter writes (conversion/qwen.py, conversion/llama.py
-at 0c1e570) and its loader reads (src/models/qwen35.cpp, src/models/eagle3.cpp):
+Three kinds, in the tensor layout llama.cpp's converter writes (conversion/qwen.py, conversion/llama.py
+at 0c1e570) and its loader reads (src/models/qwen35.cpp, src/models/eagle3.cpp, src/models/dflash.cpp):
 
 - ``qwen35-<shape>-mtp-random-<type>.gguf``: a Qwen3.5 dense model (gated delta-net layers with a
   full-attention layer every 4th) whose last block is one MTP head (``qwen35.nextn_predict_layers``
@@ -15,11 +16,32 @@ at 0c1e570) and its loader reads (src/models/qwen35.cpp, src/models/eagle3.cpp):
   states of 3 target layers, ``fc``, its own lm_head over a 32,000-token draft vocabulary mapped to
   target ids by ``d2t``) for the Llama target of benchmarks/make_gguf_models.py of the same shape:
   ``8b`` is the shape of yuhuili/EAGLE3-LLaMA3.1-Instruct-8B (hidden 4096, FFN 14336).
+- ``dflash-<shape>-random-<type>.gguf``: a DFlash block drafter (GGUF arch ``dflash``) for the Llama
+  target of the same shape: ``fc`` fuses the hidden states entering the target layers listed in
+  ``dflash.target_layers`` (the converter's HF ``target_layer_ids`` + 1) into K/V of its own
+  non-causal decoder layers (Qwen3-style, with q/k norms), which denoise a block of up to
+  ``dflash.block_size`` tokens ([last token, mask, mask...]; the mask is
+  ``tokenizer.ggml.mask_token_id``) in one pass. llama.cpp's Llama graph records the inputs of
+  layers 0..n-1 only, so every target layer listed is below the target's layer count. It ships no
+  embeddings or lm_head: llama.cpp uses the target's. ``dspark-<shape>-random-<type>.gguf`` is
+  the same plus DSpark's Markov head (``markov_w1`` / ``markov_w2``, rank R) and confidence head
+  (``conf_proj``); llama.cpp (and VeloLLM's compat.draft_kind) tell it apart by
+  ``markov_w1.weight`` and run it as draft-dspark.
+  ``8b`` has the target's layer width (hidden 4096, FFN 14336, 32 / 8 heads) and 5 layers reading
+  target layers [2, 9, 16, 23, 30], block size 10 (so 9 drafted tokens, as the model card of
+  z-lab/LLaMA3.1-8B-Instruct-DFlash-UltraChat runs it), mask token 128002, Markov rank 256: a
+  plausible shape, not a published one: llama.cpp's tree has no config of a Llama DFlash drafter,
+  so the layer count and their spread (HF ids 1..n-3, evenly) are modeled on z-lab's Qwen3-8B
+  DFlash drafter, and we know of no DSpark drafter for Llama 3.1 8B. ``tiny``: one layer over the
+  inputs of the tiny Llama's layers 0 and 1, block size 8, Markov rank 64.
 
-Both use the vocabulary of make_gguf_models.py (SmolLM2's BPE padded to Llama 3's 128,256 tokens), so
+All use the vocabulary of make_gguf_models.py (SmolLM2's BPE padded to Llama 3's 128,256 tokens), so
 they pair with its llama-<shape>-random models; the real Qwen3.5 has 248,320 tokens (a larger lm_head).
 Random weights accept nothing on their own: drafts are rejected (or accepted by chance), so use
 ``--spec-synth-rates`` for speed (benchmarks/speculative_synthetic.py) and exact mode for identical text.
+``--copy-head`` instead writes heads that repeat a token, as a random-weight target mostly does, so
+drafts are accepted for real: ``qwen35-<shape>-mtp-copy-...`` (the MTP head repeats its input token)
+and ``dspark-<shape>-copy-...`` (the Markov head repeats the anchor token); DFlash has no such head.
 """
 
 from __future__ import annotations
@@ -71,6 +93,22 @@ QWEN35 = {
 EAGLE3 = {"tiny": "tiny", "1b": "1b", "3b": "3b", "8b": "8b"}  # the Llama target shape each head reads
 
 
+@dataclass(frozen=True)
+class DFlashShape:
+    target: str  # the make_gguf_models.py Llama shape whose hidden states it reads
+    n_layer: int
+    target_layers: tuple[int, ...]  # dflash.target_layers: inputs of these target layers (each < its n_layer)
+    block_size: int  # dflash.block_size: block_size - 1 drafted tokens a step (DSpark: block_size)
+    markov_rank: int  # DSpark's Markov head
+
+
+DFLASH = {
+    "tiny": DFlashShape("tiny", 1, (0, 1), 8, 64),
+    "8b": DFlashShape("8b", 5, (2, 9, 16, 23, 30), 10, 256),  # plausible, see the module docstring
+}
+MASK_ID = 128002  # <|reserved_special_token_0|>: Llama 3 has no mask token of its own
+
+
 class Tensors:
     """Tensor plan and data: 2-D matrices in the chosen type where their rows allow it, the rest F32."""
 
@@ -96,7 +134,8 @@ class Tensors:
         self.plan.append((name, shape, "small"))
 
     def fixed(self, name: str, shape: tuple[int, ...], kind: str) -> None:
-        """``zeros``, or ``copy`` ([I 0]: the first half of the input passes through), in F32."""
+        """``zeros``, ``copy`` ([I 0]: the first half of the input passes through), or ``signs`` (random
+        +-1, the same for every tensor of one shape), in F32."""
         self.plan.append((name, shape, kind))
 
     def ids(self, name: str, n: int) -> None:
@@ -141,6 +180,9 @@ class Tensors:
                 data = np.zeros(shape, dtype=np.float32)
             elif kind == "copy":
                 data = np.eye(shape[0], shape[1], dtype=np.float32)
+            elif kind == "signs":
+                data = np.where(np.random.default_rng(7).random(shape, dtype=np.float32) < 0.5, -1.0, 1.0)
+                data = data.astype(np.float32)
             else:
                 data = (rng.standard_normal(shape, dtype=np.float32) * 0.1).astype(np.float32)
             writer.write_tensor_data(data)
@@ -303,6 +345,77 @@ def write_eagle3(path: Path, target_shape_name: str, type_name: str, tokenizer, 
     t.write(writer)
 
 
+def write_dflash(path: Path, shape: DFlashShape, type_name: str, tokenizer, seed: int = 0,
+                 dspark: bool = False, copy_head: bool = False) -> None:
+    """A DFlash block drafter (``dspark``: with DSpark's Markov and confidence heads) for the
+    make_gguf_models.py Llama target of ``shape.target`` (see the module docstring).
+
+    ``copy_head`` (DSpark only): the Markov head repeats the block's anchor token. Its bias for
+    token j after token i is the dot product of two rows of one random +-1 matrix (in F32): R when
+    j = i, under about 4.5 sqrt(R) for every other j of the vocabulary, and far above the random
+    decoder's logits (well under 1), so every drafted token
+    is the last committed one, which is what a random-weight target mostly generates too: drafts
+    are accepted for real. The confidence head is biased to about 0.98, so a p_min keeps them."""
+    import gguf
+
+    target = SHAPES[shape.target]
+    arch = "dflash"
+    e, n_in = target.n_embd, len(shape.target_layers)
+    if max(shape.target_layers) >= target.n_layer:
+        raise ValueError(f"target layer {max(shape.target_layers)}: Llama {target.label} has {target.n_layer}")
+    writer = gguf.GGUFWriter(path, arch)
+    kind = "DSpark" if dspark else "DFlash"
+    writer.add_name(f"{kind} drafter for Llama {target.label}, random weights ({type_name.upper()})")
+    writer.add_context_length(target.n_ctx)
+    writer.add_embedding_length(e)
+    writer.add_block_count(shape.n_layer)
+    writer.add_feed_forward_length(target.n_ff)
+    writer.add_head_count(target.n_head)
+    writer.add_head_count_kv(target.n_head_kv)
+    writer.add_key_length(target.head_dim)
+    writer.add_value_length(target.head_dim)
+    writer.add_rope_dimension_count(target.head_dim)
+    writer.add_rope_freq_base(target.rope_theta)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_array(f"{arch}.target_layers", list(shape.target_layers))
+    writer.add_uint32(f"{arch}.block_size", shape.block_size)
+    if dspark:
+        writer.add_bool(f"{arch}.sample_from_anchor", True)  # DFlash-lineage export: slot 0 is a prediction
+        writer.add_bool(f"{arch}.has_confidence_head", True)
+    writer.add_vocab_size(N_VOCAB)
+    _tokenizer_fields(writer, tokenizer)
+    writer.add_uint32("tokenizer.ggml.mask_token_id", MASK_ID)
+
+    t = Tensors(type_name, seed)
+    q, kv = target.n_head * target.head_dim, target.n_head_kv * target.head_dim
+    t.matrix("fc.weight", e, n_in * e)
+    t.ones("enc.output_norm.weight", e)  # the norm after fc
+    for i in range(shape.n_layer):
+        t.ones(f"blk.{i}.attn_norm.weight", e)
+        t.matrix(f"blk.{i}.attn_q.weight", q, e)
+        t.matrix(f"blk.{i}.attn_k.weight", kv, e)
+        t.matrix(f"blk.{i}.attn_v.weight", kv, e)
+        t.matrix(f"blk.{i}.attn_output.weight", e, q)
+        t.ones(f"blk.{i}.attn_q_norm.weight", target.head_dim)
+        t.ones(f"blk.{i}.attn_k_norm.weight", target.head_dim)
+        t.ones(f"blk.{i}.ffn_norm.weight", e)
+        t.matrix(f"blk.{i}.ffn_gate.weight", target.n_ff, e)
+        t.matrix(f"blk.{i}.ffn_up.weight", target.n_ff, e)
+        t.matrix(f"blk.{i}.ffn_down.weight", e, target.n_ff)
+    t.ones("output_norm.weight", e)
+    if dspark:
+        r = shape.markov_rank
+        if copy_head:
+            t.fixed("markov_w1.weight", (N_VOCAB, r), "signs")
+            t.fixed("markov_w2.weight", (N_VOCAB, r), "signs")
+        else:
+            t.matrix("markov_w1.weight", N_VOCAB, r)  # the previous token's row
+            t.matrix("markov_w2.weight", N_VOCAB, r)  # its bias on every (full-vocabulary) draft logit
+        t.matrix("conf_proj.weight", 1, e + r)
+        t.const("conf_proj.bias", (1,), 4.0 if copy_head else 0.0)
+    t.write(writer)
+
+
 def _names(value: str, known) -> list[str]:
     items = [v.strip().lower() for v in value.split(",") if v.strip()]
     unknown = [v for v in items if v not in known]
@@ -316,10 +429,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--mtp", default="", help=f"Qwen3.5+MTP shapes: {', '.join(QWEN35)}.")
     parser.add_argument("--eagle3", default="", help=f"EAGLE-3 heads for Llama shapes: {', '.join(EAGLE3)}.")
+    parser.add_argument("--dflash", default="", help=f"DFlash drafters for Llama shapes: {', '.join(DFLASH)}.")
+    parser.add_argument("--dspark", default="", help="DSpark drafters (DFlash + Markov head), same shapes.")
     parser.add_argument("--type", default="q4_0", choices=("f16", "q8_0", "q4_0"))
     parser.add_argument("--tokenizer", help="GGUF whose BPE tokens and merges to use (default: smollm2-135m).")
     parser.add_argument("--copy-head", action="store_true",
-                        help="MTP head that repeats its input token (real acceptance on random weights).")
+                        help="MTP head that repeats its input token, DSpark Markov head that repeats the "
+                             "anchor token (real acceptance on random weights; --dflash has no such head).")
     parser.add_argument("--force", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -337,6 +453,11 @@ def main() -> None:
             for s in _names(args.mtp, QWEN35)]
     jobs += [(args.out / f"eagle3-{s}-random-{args.type}.gguf", write_eagle3, EAGLE3[s])
              for s in _names(args.eagle3, EAGLE3)]
+    jobs += [(args.out / f"dflash-{s}-random-{args.type}.gguf", write_dflash, DFLASH[s])
+             for s in _names(args.dflash, DFLASH)]
+    jobs += [(args.out / f"dspark-{s}{copy}-random-{args.type}.gguf",
+              lambda *a, **k: write_dflash(*a, **k, dspark=True, copy_head=args.copy_head), DFLASH[s])
+             for s in _names(args.dspark, DFLASH)]
     for path, write, shape in jobs:
         if path.exists() and not args.force:
             print(f"kept     {path} (exists; --force rewrites it)")

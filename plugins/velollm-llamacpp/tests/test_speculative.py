@@ -184,27 +184,30 @@ def test_ngram_bench_measures_acceptance_and_compares_text(spec_backend, tmp_pat
         assert report["differences"][0]["position"] >= 0
 
 
-# --- every speculation type: random-weight Qwen3.5 + MTP head, Llama + EAGLE-3 head -------------
+# --- every speculation type: random-weight Qwen3.5 + MTP head, Llama + EAGLE-3 / DFlash / DSpark ---
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 @pytest.fixture(scope="module")
 def spec_models(tmp_path_factory):
-    """Tiny random-weight models from the benchmark scripts: a Llama target, an EAGLE-3 head for it,
-    and Qwen3.5 with its own MTP head (random, and one that repeats its input token, as the random
-    target mostly does, so drafts are accepted for real)."""
+    """Tiny random-weight models from the benchmark scripts: a Llama target, an EAGLE-3 head, a DFlash
+    and a DSpark block drafter for it, and Qwen3.5 with its own MTP head (random, and one that repeats
+    its input token, as the random target mostly does, so drafts are accepted for real; likewise a
+    DSpark whose Markov head repeats the anchor token)."""
     out = tmp_path_factory.mktemp("spec-models")
     script = os.path.join(REPO, "benchmarks")
-    for args in (["make_spec_models.py", "--mtp", "tiny", "--eagle3", "tiny"],
-                 ["make_spec_models.py", "--mtp", "tiny", "--copy-head"],
+    for args in (["make_spec_models.py", "--mtp", "tiny", "--eagle3", "tiny", "--dflash", "tiny", "--dspark", "tiny"],
+                 ["make_spec_models.py", "--mtp", "tiny", "--dspark", "tiny", "--copy-head"],
                  ["make_gguf_models.py", "--shapes", "tiny"]):
         proc = subprocess.run([sys.executable, os.path.join(script, args[0]), "--out", str(out), *args[1:],
                                "--type" if args[0] == "make_spec_models.py" else "--types", "q8_0"],
                               capture_output=True, text=True, timeout=300, check=False)
         assert proc.returncode == 0, proc.stderr
     return {"llama": out / "llama-tiny-random-q8_0.gguf", "eagle3": out / "eagle3-tiny-random-q8_0.gguf",
-            "mtp": out / "qwen35-tiny-mtp-random-q8_0.gguf", "mtp_copy": out / "qwen35-tiny-mtp-copy-random-q8_0.gguf"}
+            "mtp": out / "qwen35-tiny-mtp-random-q8_0.gguf", "mtp_copy": out / "qwen35-tiny-mtp-copy-random-q8_0.gguf",
+            "dflash": out / "dflash-tiny-random-q8_0.gguf", "dspark": out / "dspark-tiny-random-q8_0.gguf",
+            "dspark_copy": out / "dspark-tiny-copy-random-q8_0.gguf"}
 
 
 def test_check_names_the_types_each_model_supports(spec_models):
@@ -218,6 +221,42 @@ def test_check_names_the_types_each_model_supports(spec_models):
     assert eagle["supported"] == ["draft-eagle3", *NGRAM] and eagle["compatible"]
     assert "EAGLE-3" in eagle["types"]["draft-simple"]["why"] or "eagle3" in eagle["types"]["draft-simple"]["why"]
     assert "no MTP head for architecture 'llama'" in eagle["types"]["draft-mtp"]["why"]
+
+
+def test_dflash_and_dspark_files_have_the_loaders_layout(spec_models):
+    """The tensors and keys llama.cpp's dflash loader reads, for the tiny Llama (2 layers, width 256)."""
+    from velollm_core.gguf_meta import read_summary
+
+    for name, markov in (("dflash", False), ("dspark", True), ("dspark_copy", True)):
+        summary = read_summary(spec_models[name])
+        shapes = {t.name: list(t.shape) for t in summary.tensors}
+        assert summary.architecture == "dflash"
+        assert summary.arch_value("target_layers") == [0, 1] and summary.arch_value("block_size") == 8
+        assert summary.metadata["tokenizer.ggml.mask_token_id"] == 128002
+        assert shapes["fc.weight"] == [512, 256]  # two target layers of 256 in, the drafter's 256 out
+        assert "enc.output_norm.weight" in shapes and "blk.0.attn_q_norm.weight" in shapes
+        assert "token_embd.weight" not in shapes and "output.weight" not in shapes  # the target's are used
+        assert ("markov_w1.weight" in shapes) == markov
+        if markov:
+            assert shapes["markov_w1.weight"] == shapes["markov_w2.weight"] == [64, 128256]
+            assert shapes["conf_proj.weight"] == [256 + 64, 1]
+            assert summary.arch_value("sample_from_anchor") is True
+
+
+def test_check_names_dflash_and_dspark(spec_models):
+    llama = str(spec_models["llama"])
+    for name, kind, other in (("dflash", "draft-dflash", "draft-dspark"), ("dspark", "draft-dspark", "draft-dflash")):
+        proc = velollm("speculative", "check", llama, str(spec_models[name]), "--json")
+        assert proc.returncode == 0, proc.stdout
+        report = json.loads(proc.stdout)
+        assert report["compatible"] and report["supported"] == [kind, *NGRAM]
+        assert f"ngram-mod,{kind}" in report["combinations"]
+        assert f"is a {kind} drafter (dflash)" in report["types"][other]["why"]
+        text = velollm("speculative", "check", llama, str(spec_models[name]))
+        assert f"compatible: llama.cpp will speculate with this pair ({kind})" in text.stdout
+    # A drafter for another target: its vocabulary is named.
+    proc = velollm("speculative", "check", "gemma3-270m", str(spec_models["dflash"]), "--spec-type", "draft-dflash")
+    assert proc.returncode == 1 and "vocabulary sizes differ" in proc.stdout
 
 
 def test_check_and_bench_refuse_impossible_combinations_before_starting(spec_models):
@@ -343,6 +382,43 @@ def test_eagle3_bench_end_to_end(spec_backend, spec_models, tmp_path):
     assert config["per_suite"]["short_completion"]["drafted"] > 0 and config["outputs_identical"]
     assert config["server_args"][:4] == ["--spec-draft-model", str(spec_models["eagle3"]), "--spec-type", "draft-eagle3"]
     assert config["acceptance_by_position"]["steps"] > 0
+
+
+def _head_bench(spec_models, tmp_path, draft, spec_type, *extra):
+    out = tmp_path / f"{spec_type}.json"
+    proc = velollm("speculative", "bench", "--target", str(spec_models["llama"]), "--draft", str(spec_models[draft]),
+                   "--spec-type", spec_type, "--suite", "short_completion", "--iterations", "1", "--warmup", "0",
+                   "--max-tokens", "24", "--threads", "2", "--draft-max", "4", "--no-advise", *extra,
+                   "--output", str(out))
+    report = json.loads(out.read_text())
+    assert proc.returncode == 0, proc.stderr
+    assert report["status"] == "complete" and report["outputs_identical"], report.get("differences")
+    config = report["configs"][spec_type]
+    assert config["server_args"][:4] == ["--spec-draft-model", str(spec_models[draft]), "--spec-type", spec_type]
+    assert config["outputs_identical"] and config["differences"] == []
+    assert config["acceptance_by_position"]["steps"] > 0
+    return config["per_suite"]["short_completion"], config
+
+
+@pytest.mark.parametrize("draft,spec_type", [("dflash", "draft-dflash"), ("dspark", "draft-dspark")])
+def test_dflash_and_dspark_bench_end_to_end(spec_backend, spec_models, tmp_path, draft, spec_type):
+    """A DFlash / DSpark block drafter reads the Llama target's layer inputs and drafts a block every
+    step; random weights are rejected, and the text stays the target's."""
+    row, config = _head_bench(spec_models, tmp_path, draft, spec_type, "--p-min", "0")
+    # A block of the 4 asked for each step (block size 8 allows 7 for DFlash, 8 for DSpark), fewer only
+    # in the last steps, where fewer tokens remain (24 tokens, none accepted: 19 x 4 + 3 + 2 + 1).
+    steps = config["acceptance_by_position"]["steps"]
+    assert 4 * steps >= row["drafted"] > 3 * steps > 0
+    assert 0 <= row["accepted"] <= row["drafted"] and row["speculative_decode_tokens_per_s"] > 0
+
+
+def test_dspark_copy_head_drafts_are_accepted_with_identical_text(spec_backend, spec_models, tmp_path):
+    """The DSpark whose Markov head repeats the anchor token, under the default p_min (0.75, so its
+    confidence head is read): accepted drafts, and still the target's text."""
+    row, config = _head_bench(spec_models, tmp_path, "dspark_copy", "draft-dspark")
+    assert config["server_args"][config["server_args"].index("--spec-draft-p-min") + 1] == "0.75"
+    assert row["accepted"] > 0 and row["acceptance_rate"] > 0.3, row
+    assert config["acceptance_by_position"]["rates"][0] > 0.3
 
 
 def test_draft_files_name_their_type(tmp_path):
