@@ -133,6 +133,11 @@ def draft_kind(summary: GgufSummary) -> str:
     return "draft-simple"
 
 
+# Architectures whose graph also records the output of the last layer (index n_layer), so a head
+# may read it (src/models/deepseek4.cpp, nemotron-h.cpp at 0c1e570); every other graph stops at n_layer-1.
+LAST_OUTPUT_ARCHS = frozenset({"deepseek4", "nemotron_h", "nemotron_h_moe"})
+
+
 def _head_problems(tgt: GgufSummary, dft: GgufSummary) -> list[str]:
     """Why an EAGLE-3 / DFlash head cannot read this target's hidden states (empty: it can)."""
     arch = dft.architecture
@@ -144,9 +149,15 @@ def _head_problems(tgt: GgufSummary, dft: GgufSummary) -> list[str]:
     else:
         if arch == "eagle3" and len(layers) != 3:
             problems.append(f"an EAGLE-3 head reads 3 target layers, this one lists {len(layers)}")
-        if isinstance(n_layer, int) and max(layers) > n_layer:
-            problems.append(f"the head reads target layer {max(layers)}, the target has {n_layer}")
+        # Graphs record each layer's input (0 .. n_layer-1); a few also record the last layer's output.
+        if isinstance(n_layer, int):
+            last = n_layer if tgt.architecture in LAST_OUTPUT_ARCHS else n_layer - 1
+            if max(layers) > last or min(layers) < 0:
+                problems.append(f"the head reads target layers {layers}; the target's are 0-{last}")
     hidden = dft.arch_value("target_hidden_size")
+    fc = next((t for t in dft.tensors if t.name == "fc.weight"), None)
+    if hidden is None and fc is not None and isinstance(layers, list) and layers and fc.shape[0] % len(layers) == 0:
+        hidden = fc.shape[0] // len(layers)  # fc takes the target layers' hidden states side by side
     if isinstance(hidden, int) and isinstance(n_embd, int) and hidden != n_embd:
         problems.append(f"the head was trained on hidden size {hidden}, the target's is {n_embd}")
     n_t, n_d = _vocab_size(tgt), _vocab_size(dft)

@@ -257,6 +257,8 @@ def test_check_names_dflash_and_dspark(spec_models):
     # A drafter for another target: its vocabulary is named.
     proc = velollm("speculative", "check", "gemma3-270m", str(spec_models["dflash"]), "--spec-type", "draft-dflash")
     assert proc.returncode == 1 and "vocabulary sizes differ" in proc.stdout
+    # DFlash files carry no target_hidden_size: the width is read from fc (2 layers x 256 in).
+    assert "hidden size 256, the target's is 640" in proc.stdout
 
 
 def test_check_and_bench_refuse_impossible_combinations_before_starting(spec_models):
@@ -447,3 +449,12 @@ def test_draft_files_name_their_type(tmp_path):
     support = type_support(target, dspark)
     assert support["draft-dspark"] is None and "draft-dspark drafter" in support["draft-dflash"]
     assert type_support(target, dflash, available=("ngram-mod",))["draft-dflash"] == "this llama-server build does not have it"
+
+    # llama's graph records the inputs of layers 0..n_layer-1 only: a head reading layer n_layer aborts it.
+    writer = gguf_writer(tmp_path / "two-layers.gguf", arch="llama")
+    writer.add_uint32("llama.block_count", 2)
+    two_layers = finish_gguf(writer)
+    for layers, ok in (([0, 1], True), ([0, 2], False), ([-1, 1], False)):
+        head = model(f"dflash-{layers[0]}-{layers[1]}.gguf", "dflash", target_layers=layers)
+        why = type_support(two_layers, head)["draft-dflash"]
+        assert (why is None) == ok and (ok or "the target's are 0-1" in why), (layers, why)
