@@ -9,8 +9,8 @@
 #           (F16, as published), draft max 3,5
 # e.g. PARTS="eagle8:f16 eagle8 mtp9:f16". Every server of a part (plain + one per acceptance) is up at
 # once: a 27B Q8_0 needs A=0.75,0.9 (4 servers) to fit 139 GiB; F16 27B does not fit at all.
-# Each part writes $OUT/r/spec6-<name>-<quant>.json and .txt; the server logs' draft statistics go to
-# $OUT/r/spec6-server-stats.txt. DEADLINE (epoch seconds) skips parts that cannot finish before it;
+# Each part writes $OUT/r/spec6-<name>-<quant>.json (acceptance per draft position included, from the
+# server's /metrics) and .txt. DEADLINE (epoch seconds) skips parts that cannot finish before it;
 # DROP=1 deletes a part's models after it (the GPU machine has a 64 GiB disk). ITER / TOK / A override
 # iterations (3), output tokens (256) and acceptances (0.6,0.75,0.9). TINY=1 runs tiny shapes on a CPU,
 # for testing this script.
@@ -45,6 +45,5 @@ for part in ${PARTS:-mtp9 eagle8 mtp27}; do
   esac
   echo "$part: $(( $(date +%s) - t0 )) s" | tee -a "$out.txt"
   # shellcheck disable=SC2086 - one path per word
-  [ "${DROP:-0}" = 1 ] && rm -f $models
+  if [ "${DROP:-0}" = 1 ]; then rm -f $models; fi
 done
-grep -h "draft acceptance\|acc per pos" /tmp/velollm-llama-server-*.log 2>/dev/null | tail -60 > "$OUT/r/spec6-server-stats.txt"
