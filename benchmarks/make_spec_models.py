@@ -298,6 +298,21 @@ def write_qwen35_mtp(path: Path, shape: Qwen35Shape, type_name: str, tokenizer, 
     t.write(writer)
 
 
+def _target_hparams(writer, target, n_layer: int) -> None:
+    """A head's attention and FFN sizes: the Llama target's (EAGLE-3 and DFlash heads mirror its layers)."""
+    writer.add_context_length(target.n_ctx)
+    writer.add_embedding_length(target.n_embd)
+    writer.add_block_count(n_layer)
+    writer.add_feed_forward_length(target.n_ff)
+    writer.add_head_count(target.n_head)
+    writer.add_head_count_kv(target.n_head_kv)
+    writer.add_key_length(target.head_dim)
+    writer.add_value_length(target.head_dim)
+    writer.add_rope_dimension_count(target.head_dim)
+    writer.add_rope_freq_base(target.rope_theta)
+    writer.add_layer_norm_rms_eps(1e-5)
+
+
 def write_eagle3(path: Path, target_shape_name: str, type_name: str, tokenizer, seed: int = 0) -> None:
     """An EAGLE-3 head for the make_gguf_models.py Llama target of ``target_shape_name``."""
     import gguf
@@ -307,17 +322,7 @@ def write_eagle3(path: Path, target_shape_name: str, type_name: str, tokenizer, 
     e = target.n_embd
     writer = gguf.GGUFWriter(path, arch)
     writer.add_name(f"EAGLE-3 head for Llama {target.label}, random weights ({type_name.upper()})")
-    writer.add_context_length(target.n_ctx)
-    writer.add_embedding_length(e)
-    writer.add_block_count(1)
-    writer.add_feed_forward_length(target.n_ff)
-    writer.add_head_count(target.n_head)
-    writer.add_head_count_kv(target.n_head_kv)
-    writer.add_key_length(target.head_dim)
-    writer.add_value_length(target.head_dim)
-    writer.add_rope_dimension_count(target.head_dim)
-    writer.add_rope_freq_base(target.rope_theta)
-    writer.add_layer_norm_rms_eps(1e-5)
+    _target_hparams(writer, target, n_layer=1)
     # The converter's default when the head's config names none: [2, n/2, n-3].
     writer.add_array(f"{arch}.target_layers", [2, target.n_layer // 2, target.n_layer - 3]
                      if target.n_layer > 4 else [0, target.n_layer // 2, target.n_layer - 1])
@@ -366,17 +371,7 @@ def write_dflash(path: Path, shape: DFlashShape, type_name: str, tokenizer, seed
     writer = gguf.GGUFWriter(path, arch)
     kind = "DSpark" if dspark else "DFlash"
     writer.add_name(f"{kind} drafter for Llama {target.label}, random weights ({type_name.upper()})")
-    writer.add_context_length(target.n_ctx)
-    writer.add_embedding_length(e)
-    writer.add_block_count(shape.n_layer)
-    writer.add_feed_forward_length(target.n_ff)
-    writer.add_head_count(target.n_head)
-    writer.add_head_count_kv(target.n_head_kv)
-    writer.add_key_length(target.head_dim)
-    writer.add_value_length(target.head_dim)
-    writer.add_rope_dimension_count(target.head_dim)
-    writer.add_rope_freq_base(target.rope_theta)
-    writer.add_layer_norm_rms_eps(1e-5)
+    _target_hparams(writer, target, n_layer=shape.n_layer)
     writer.add_array(f"{arch}.target_layers", list(shape.target_layers))
     writer.add_uint32(f"{arch}.block_size", shape.block_size)
     if dspark:
