@@ -1,5 +1,6 @@
 """Speedup vs SYNTHETIC acceptance from benchmarks/speculative_synthetic.py results: one SVG per file
-(measured lines and the advisor's predictions, per draft length) and one Markdown table for them all.
+(measured lines and the advisor's predictions, per draft length) and one Markdown table for them all;
+files of the same drafter and target (the same label) share one chart.
 
     python benchmarks/plot_spec_synthetic.py RESULT.json [...] --out docs/img [--goal 0.75:2.0]
 
@@ -39,7 +40,7 @@ def chart(path: Path, data: dict, goal: tuple[float, float] | None) -> str:
                      if r.get("predicted_speedup") is not None and not r.get("calibration_point")]
         if predicted:
             series.append(Series(f"k={k} advisor", color(i), predicted, dashed=True, line=False))
-    marks = [Mark(goal[0], goal[1], f"goal {goal[1]:g}x")] if goal else []
+    marks = [Mark(goal[0], goal[1], f"goal {goal[1]:g}x", color="#222")] if goal else []
     title = f"{_name(path, data)} on the H200: speedup vs acceptance (SYNTHETIC)"
     svg = xy_chart(f"spec-{path.stem}", title, "per-token acceptance a (--spec-synth-rates)", "decode speedup (x)",
                    series, marks=marks, hline=(1.0, "1x: no gain"), y_zero=True)
@@ -69,11 +70,16 @@ def main() -> None:
     goal = tuple(float(v) for v in args.goal.split(":")) if args.goal else None
     args.out.mkdir(parents=True, exist_ok=True)
     results = [(p, json.loads(p.read_text())) for p in args.results]
+    # Files of one drafter and target (e.g. more draft lengths run later) share a chart and a table block.
+    groups: dict[str, list[tuple[Path, dict]]] = {}
     for path, data in results:
+        groups.setdefault(_name(path, data), []).append((path, data))
+    merged = [(min((path for path, _ in files), key=lambda path: len(path.stem)), {"rows": [row for _, data in files for row in data["rows"]]}) for files in groups.values()]
+    for path, data in merged:
         svg_path = args.out / f"{path.stem}.svg"
         svg_path.write_text(chart(path, data, goal) + "\n")
         print(f"wrote {svg_path}")
-    print(table(results))
+    print(table(merged))
 
 
 if __name__ == "__main__":
