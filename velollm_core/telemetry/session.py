@@ -218,13 +218,11 @@ class TelemetrySession:
                 self._say(note)
             self._open.append(source)
         self._sample_hardware(time.perf_counter())
-        if self.devices:
-            for _, why in unavailable:
-                self._say(why)
-        else:
-            # One line on the console for the common case (a CPU-only container); each reason in ``why``.
-            for _, why in unavailable:
-                self._say(why, show=False)
+        # Where no sensor works (a CPU-only container, commonly) the console gets one line for them all;
+        # each reason is in ``why`` either way.
+        for _, why in unavailable:
+            self._say(why, show=bool(self.devices))
+        if not self.devices:
             self._say("no hardware sensor is readable: power, energy and tokens per joule are unknown", show=False)
             names = ", ".join(name for name, _ in unavailable)
             self.warn(f"no power sensor readable{f' ({names})' if names else ''}: energy and tok/J unknown")
