@@ -4,23 +4,17 @@ files of the same drafter and target (the same label) share one chart.
 
     python benchmarks/plot_spec_synthetic.py RESULT.json [...] --out docs/img [--goal 0.75:2.0]
 
-The charts use the report's SVG code (velollm_core/report/svg.py) with its style sheet inlined, so
-each file renders on its own (a browser, GitHub's Markdown).
+The charts use the report's SVG code (velollm_core/report/svg.py), its chart styles inlined
+(``svg.standalone``), so each file renders on its own (a browser, GitHub's Markdown).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
-from velollm_core.report.html import _CSS
-from velollm_core.report.svg import Mark, Series, color, xy_chart
-
-# The chart rules of the report's style sheet (the page rules would restyle a document around it).
-_CHART_CSS = "svg{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif}" + "".join(rule for rule in re.findall(r"[^{}]+\{[^}]*\}", _CSS)
-                     if rule.strip().startswith((".", "svg")) and not rule.strip().startswith((".table", ".charts")))
+from velollm_core.report.svg import Mark, Series, color, standalone, xy_chart
 
 
 def _name(path: Path, data: dict) -> str:
@@ -44,7 +38,7 @@ def chart(path: Path, data: dict, goal: tuple[float, float] | None) -> str:
     title = f"{_name(path, data)} on the H200: speedup vs acceptance (SYNTHETIC)"
     svg = xy_chart(f"spec-{path.stem}", title, "per-token acceptance a (--spec-synth-rates)", "decode speedup (x)",
                    series, marks=marks, hline=(1.0, "1x: no gain"), y_zero=True)
-    return svg.replace("<title>", f"<style>{_CHART_CSS}</style><title>", 1)
+    return standalone(svg)
 
 
 def table(results: list[tuple[Path, dict]]) -> str:

@@ -11,7 +11,7 @@ from html import escape
 from typing import Any
 
 from velollm_core.report import data as d
-from velollm_core.report.svg import Bar, Mark, Series, bar_chart, color, fmt, xy_chart
+from velollm_core.report.svg import CHART_CSS, Bar, Mark, Series, bar_chart, color, fmt, xy_chart
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1b1b1b;margin:0;background:#fafafa}
@@ -26,12 +26,7 @@ th{background:#f0f0f0}td.text,th.text{text-align:left;white-space:normal}
 figure.chart{margin:0;background:#fff;border:1px solid #e2e2e2;border-radius:4px;padding:6px}
 figcaption{font-size:12px;color:#555;max-width:680px;padding:2px 6px 4px}
 svg{display:block;max-width:100%;height:auto}
-.chart-title{font-size:14px;font-weight:600;fill:#1b1b1b}.legend{font-size:12px;fill:#333}
-.tick{font-size:11px;fill:#555}.axis-label{font-size:12px;fill:#333}
-.grid{stroke:#eee}.axis{stroke:#888}.reference{stroke:#555;stroke-dasharray:6 4}
-.reference-label,.span-label{font-size:11px;fill:#555}.span{fill:#0072B2}
-.point-label{font-size:10px;fill:#444}.mark-label{font-size:12px;font-weight:600}.bar-label{font-size:10px;fill:#333}
-.bad{color:#b00020;font-weight:600}.note{color:#555;font-size:13px}
+""" + CHART_CSS + """.bad{color:#b00020;font-weight:600}.note{color:#555;font-size:13px}
 """
 
 

@@ -17,6 +17,14 @@ PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#0
 WIDTH, HEIGHT = 680, 330
 LEFT, RIGHT, TOP, BOTTOM = 70, 20, 52, 50
 CATEGORY_CHAR_PX, CATEGORY_SLANT = 6.4, 35  # a tick character's width (11 px sans), degrees of slant
+# The charts' own style rules: the report's page includes them, and standalone() inlines them.
+CHART_CSS = """\
+.chart-title{font-size:14px;font-weight:600;fill:#1b1b1b}.legend{font-size:12px;fill:#333}
+.tick{font-size:11px;fill:#555}.axis-label{font-size:12px;fill:#333}
+.grid{stroke:#eee}.axis{stroke:#888}.reference{stroke:#555;stroke-dasharray:6 4}
+.reference-label,.span-label{font-size:11px;fill:#555}.span{fill:#0072B2}
+.point-label{font-size:10px;fill:#444}.mark-label{font-size:12px;font-weight:600}.bar-label{font-size:10px;fill:#333}
+"""
 
 
 def color(i: int) -> str:
@@ -250,3 +258,9 @@ def bar_chart(chart_id: str, title: str, y_label: str, categories: list[str],
                        f"{fmt(bar.median)}</text>")
     out.append("</svg>")
     return "\n".join(out)
+
+
+def standalone(svg: str) -> str:
+    """A chart that renders on its own (a browser, GitHub's Markdown): its style rules and font inlined."""
+    style = f"<style>svg{{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif}}{CHART_CSS}</style>"
+    return svg.replace("<title>", style + "<title>", 1)
