@@ -358,9 +358,9 @@ def write_dflash(path: Path, shape: DFlashShape, type_name: str, tokenizer, seed
     ``copy_head`` (DSpark only): the Markov head repeats the block's anchor token. Its bias for
     token j after token i is the dot product of two rows of one random +-1 matrix (in F32): R when
     j = i, under about 4.5 sqrt(R) for every other j of the vocabulary, and far above the random
-    decoder's logits (well under 1), so every drafted token
-    is the last committed one, which is what a random-weight target mostly generates too: drafts
-    are accepted for real. The confidence head is biased to about 0.98, so a p_min keeps them."""
+    decoder's logits (well under 1), so every drafted token is the last committed one, which is what
+    a random-weight target mostly generates too: drafts are accepted for real. The confidence head
+    is biased to about 0.98, so a p_min keeps them."""
     import gguf
 
     target = SHAPES[shape.target]

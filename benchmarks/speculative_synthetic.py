@@ -98,9 +98,9 @@ def main() -> None:
         from dataclasses import replace
 
         suites = [replace(s, max_tokens=args.max_tokens) for s in suites]
+    backend = require_speculative_backend()
     costs = None
     if args.predict:
-        backend = require_speculative_backend()
         ngl = options.get("n_gpu_layers")
         costs = backend.measure_costs(Path(args.target), Path(draft) if simple else None,
                                       draft_lengths=tuple(sorted({*lengths, 1, 2, 4})),
@@ -120,7 +120,7 @@ def main() -> None:
             types=[variant_types] if variant_types else [],
         )
         if variant_types is None:
-            variant_types = resolve_plan(plan, build_types(require_speculative_backend()))["configs"][0]
+            variant_types = resolve_plan(plan, build_types(backend))["configs"][0]
         plan.variants = [(f"a={a:.2f}", variant_types, ["--spec-synth-rates", rates(a, draft_max)]) for a in acceptances]
         report = SpeculativeComparison(plan).run()
         measured = {a: measured_row(report, f"a={a:.2f}", args.suite) for a in acceptances}

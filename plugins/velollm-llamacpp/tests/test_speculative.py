@@ -371,25 +371,13 @@ def test_ready_command_is_shell_quoted(spec_backend, tmp_path):
     assert argv[-4:] == ["--threads", "4", "--n-gpu-layers", "99"]
 
 
-def test_eagle3_bench_end_to_end(spec_backend, spec_models, tmp_path):
-    """A Llama target with an EAGLE-3 head drafts every step; random heads are rejected, and the text
-    stays the target's."""
-    out = tmp_path / "eagle3.json"
-    proc = velollm("speculative", "bench", "--target", str(spec_models["llama"]), "--draft", str(spec_models["eagle3"]),
-                   "--suite", "short_completion", "--iterations", "1", "--warmup", "0", "--max-tokens", "24",
-                   "--threads", "2", "--draft-max", "4", "--p-min", "0", "--no-advise", "--output", str(out))
-    report = json.loads(out.read_text())
-    assert proc.returncode == 0, proc.stderr
-    config = report["configs"]["draft-eagle3"]
-    assert config["per_suite"]["short_completion"]["drafted"] > 0 and config["outputs_identical"]
-    assert config["server_args"][:4] == ["--spec-draft-model", str(spec_models["eagle3"]), "--spec-type", "draft-eagle3"]
-    assert config["acceptance_by_position"]["steps"] > 0
-
-
-def _head_bench(spec_models, tmp_path, draft, spec_type, *extra):
+def _head_bench(spec_models, tmp_path, draft, spec_type, *extra, infer_type=False):
+    """``speculative bench`` of the tiny Llama with a head file (``infer_type``: no --spec-type, the file
+    says which): complete, identical text, the head passed to the server; its row and configuration."""
     out = tmp_path / f"{spec_type}.json"
+    type_args = [] if infer_type else ["--spec-type", spec_type]
     proc = velollm("speculative", "bench", "--target", str(spec_models["llama"]), "--draft", str(spec_models[draft]),
-                   "--spec-type", spec_type, "--suite", "short_completion", "--iterations", "1", "--warmup", "0",
+                   *type_args, "--suite", "short_completion", "--iterations", "1", "--warmup", "0",
                    "--max-tokens", "24", "--threads", "2", "--draft-max", "4", "--no-advise", *extra,
                    "--output", str(out))
     report = json.loads(out.read_text())
@@ -400,6 +388,13 @@ def _head_bench(spec_models, tmp_path, draft, spec_type, *extra):
     assert config["outputs_identical"] and config["differences"] == []
     assert config["acceptance_by_position"]["steps"] > 0
     return config["per_suite"]["short_completion"], config
+
+
+def test_eagle3_bench_end_to_end(spec_backend, spec_models, tmp_path):
+    """A Llama target with an EAGLE-3 head drafts every step; random heads are rejected, and the text
+    stays the target's."""
+    row, _ = _head_bench(spec_models, tmp_path, "eagle3", "draft-eagle3", "--p-min", "0", infer_type=True)
+    assert row["drafted"] > 0
 
 
 @pytest.mark.parametrize("draft,spec_type", [("dflash", "draft-dflash"), ("dspark", "draft-dspark")])
