@@ -46,8 +46,8 @@ def main() -> None:
     from velollm_llamacpp.install import find_program
     from velollm_llamacpp.memlog import server_memory
 
+    from velollm_core.contract.modelfiles import resolve_model_path
     from velollm_core.gguf_meta import read_summary
-    from velollm_core.modelfiles import resolve_model_path
     from velollm_core.tune.estimate import estimate_memory
 
     binary = find_program("llama-server")

@@ -18,7 +18,7 @@ from velollm_llamacpp.install import find_program
 
 from velollm_core.bench.engine import BenchmarkPlan, BenchmarkRunner
 from velollm_core.bench.suites import Suite
-from velollm_core.modelfiles import resolve_model_path
+from velollm_core.contract.modelfiles import resolve_model_path
 
 
 def llama_bench_tg(model, threads: int, n_gen: int) -> float:

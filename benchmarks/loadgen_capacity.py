@@ -30,10 +30,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from velollm_core import backends
 from velollm_core.bench.loadgen import LevelDriver, LevelSpec
-from velollm_core.deadline import Deadlines
-from velollm_core.models import BenchmarkContext, GenerationRequest
+from velollm_core.contract import backends
+from velollm_core.contract.deadline import Deadlines
+from velollm_core.contract.schemas import BenchmarkContext, GenerationRequest
 from velollm_core.testing import mock_llm
 
 TTFT_MS = 50.0

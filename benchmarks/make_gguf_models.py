@@ -240,8 +240,8 @@ def main() -> None:
     shapes = _parse_list(args.shapes, SHAPES, "shape")
     types = _parse_list(args.types, TYPES, "type")
 
-    from velollm_core.errors import VeloError
-    from velollm_core.modelfiles import resolve_model_path
+    from velollm_core.contract.errors import VeloError
+    from velollm_core.contract.modelfiles import resolve_model_path
 
     try:
         source = resolve_model_path(args.tokenizer or "smollm2-135m")

@@ -434,8 +434,8 @@ def main() -> None:
     parser.add_argument("--force", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    from velollm_core.errors import VeloError
-    from velollm_core.modelfiles import resolve_model_path
+    from velollm_core.contract.errors import VeloError
+    from velollm_core.contract.modelfiles import resolve_model_path
 
     try:
         tokenizer = load_tokenizer(resolve_model_path(args.tokenizer or "smollm2-135m"))

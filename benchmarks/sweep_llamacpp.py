@@ -114,8 +114,8 @@ def main() -> None:
     from velollm_llamacpp.install import find_program
     from velollm_llamacpp.tune import build_devices, local_cpu_limit, propose_llamacpp
 
+    from velollm_core.contract.modelfiles import resolve_model_path
     from velollm_core.hardware.report import detect_hardware
-    from velollm_core.modelfiles import resolve_model_path
 
     model = resolve_model_path(args.model)
     binary = find_program("llama-bench")

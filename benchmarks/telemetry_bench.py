@@ -34,9 +34,9 @@ import httpx
 from velollm_llamacpp.install import find_program
 from velollm_llamacpp.server import LlamaServer
 
-from velollm_core.modelfiles import resolve_model_path
+from velollm_core.contract.modelfiles import resolve_model_path
+from velollm_core.contract.telemetry import hardware_sources
 from velollm_core.telemetry.session import KEEPALIVE_EXPIRY_S, TelemetrySession
-from velollm_core.telemetry.sources import hardware_sources
 
 MIB = 2**20
 

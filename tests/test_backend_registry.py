@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from velollm_core import backends, plugins
 from velollm_core.bench.engine import BenchmarkPlan, BenchmarkRunner
 from velollm_core.bench.suites import get_suites
-from velollm_core.errors import UserInputError
+from velollm_core.contract import backends, plugins
+from velollm_core.contract.errors import UserInputError
 from velollm_core.hookspecs import hookimpl
 from velollm_core.testing import BackendPlugin, FakeBackend
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from velollm_core.errors import UserInputError
+from velollm_core.contract.errors import UserInputError
 from velollm_core.gguf_meta import GgufSummary, TensorInfo
 from velollm_core.tune.estimate import estimate_memory, kv_layout, model_shape, row_bytes
 

@@ -63,7 +63,7 @@ def write_hostile_files(directory: Path, gemma: Path) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory) -> dict[str, Path]:
-    from velollm_core.errors import UserInputError
+    from velollm_core.contract.errors import UserInputError
     from velollm_core.testmodels import resolve_model
 
     try:

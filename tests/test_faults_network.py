@@ -24,8 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
-from velollm_core.deadline import Deadlines, RequestWatch, plain_request
-from velollm_core.errors import BackendError
+from velollm_core.contract.deadline import Deadlines, RequestWatch, plain_request
+from velollm_core.contract.errors import BackendError
 
 VELOLLM = [sys.executable, "-m", "velollm_core"]
 MODEL = "m"

@@ -185,7 +185,7 @@ def test_a_full_disk_is_an_error_and_the_previous_file_is_kept(tmpfs):
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from velollm_core.files import prepare_output
+from velollm_core.contract.files import prepare_output
 prepare_output(Path(sys.argv[1]))
 print("locked", flush=True)
 time.sleep(60)
@@ -208,7 +208,7 @@ def test_a_file_that_another_velollm_writes_is_refused(tmp_path):
 
 def test_a_result_file_is_ours_and_may_be_replaced(tmp_path):
     """A previous VeloLLM result (or an empty file) is replaced without --force."""
-    from velollm_core.files import prepare_output
+    from velollm_core.contract.files import prepare_output
 
     result = tmp_path / "old.json"
     result.write_text(json.dumps({"status": "complete", "settings": {}, "runs": []}))

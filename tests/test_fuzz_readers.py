@@ -21,8 +21,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from velollm_core.errors import VeloError
-from velollm_core.hardware.commands import ProbeError
+from velollm_core.contract.errors import VeloError
+from velollm_core.contract.probing.tools import ProbeError
 from velollm_core.testing import (
     FUZZ,
     GGUF_SEEDS,
@@ -136,7 +136,7 @@ def test_gguf_value_mutants_fail_cleanly(gguf_seeds, fuzz_scratch, data):
 @settings(FUZZ, max_examples=150)
 @given(data=st.data())
 def test_every_cut_of_a_gguf_says_truncated(gguf_seeds, fuzz_scratch, data):
-    from velollm_core.errors import UserInputError
+    from velollm_core.contract.errors import UserInputError
     from velollm_core.gguf_meta import read_summary
 
     seed = gguf_seeds[data.draw(st.sampled_from(sorted(gguf_seeds)))]

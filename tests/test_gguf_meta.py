@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from velollm_core.errors import UserInputError
+from velollm_core.contract.errors import UserInputError
 from velollm_core.gguf_meta import (
     MAX_ARRAY_ENTRIES,
     MAX_INLINE_ARRAY,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from velollm_core.hardware import pci
-from velollm_core.hardware.pci import normalize_pci_bus_id, probe_pci_gpus, vendor_seen_on_pci
+from velollm_core.contract.probing import pci
+from velollm_core.contract.probing.pci import normalize_pci_bus_id, probe_pci_gpus, vendor_seen_on_pci
 
 
 @pytest.mark.parametrize(
@@ -118,7 +118,9 @@ def test_vendor_seen_on_pci(sysfs):
 def test_hook_reads_the_module_root(sysfs, monkeypatch):
     monkeypatch.setattr(pci, "SYSFS_ROOT", sysfs)
     messages = []
-    gpus = pci.detect_gpu(warn=messages.append)
+    from velollm_core.hardware import pci_gpus
+
+    gpus = pci_gpus.detect_gpu(warn=messages.append)
     assert len(gpus) == 4
     assert messages == []
 

@@ -12,11 +12,11 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from velollm_core.cli import cli
+from velollm_core.contract.plugins import hook, pm
+from velollm_core.contract.schemas import CpuInfo, GpuInfo, HardwareReport, MemoryInfo, OsInfo
 from velollm_core.hardware import report
 from velollm_core.hardware.report import collect_gpus, detect_hardware, merge_gpus, render_hardware
 from velollm_core.hookspecs import hookimpl
-from velollm_core.models import CpuInfo, GpuInfo, HardwareReport, MemoryInfo, OsInfo
-from velollm_core.plugins import hook, pm
 
 
 def gpu(source: str, bus: str | None, name: str = "GPU", **fields) -> GpuInfo:

@@ -39,7 +39,7 @@ def velollm(*args: str, db: Path | str, columns: int = 80) -> subprocess.Complet
 def measured(speed: float, *, model: str = "/models/smollm2-135m.gguf", iterations: int = 3, jitter: float = 0.0,
              started_at: str | None = None) -> dict:
     """A benchmark the real engine ran over the test kit's FakeBackend (decode ``speed`` ± ``jitter``)."""
-    from velollm_core.plugins import load_plugins, pm
+    from velollm_core.contract.plugins import load_plugins, pm
 
     class Jittery(FakeBackend):
         calls = 0
@@ -78,7 +78,7 @@ def write(path: Path, doc: dict, indent: int = 2) -> Path:
 
 # -- storing and giving back ----------------------------------------------------------------------
 def test_record_then_export_gives_the_result_file_byte_for_byte(db, tmp_path):
-    from velollm_core.files import atomic_write_json
+    from velollm_core.contract.files import atomic_write_json
     from velollm_core.history import record
 
     doc = measured(100.0)

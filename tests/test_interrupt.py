@@ -13,7 +13,7 @@ import pytest
 # A program that installs the handler, starts a child "server", then gets stuck in its cleanup.
 STUCK = """
 import subprocess, sys, time
-from velollm_core import interrupt
+from velollm_core.contract import interrupt
 interrupt.GRACE_S = float(sys.argv[1])
 interrupt.install()
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
@@ -70,7 +70,7 @@ def test_a_second_ctrl_c_forces_the_exit():
 # benchmark's first concurrency level does), then waits to be signalled.
 SPAWNER = """
 import sys, threading, time
-from velollm_core import interrupt
+from velollm_core.contract import interrupt
 interrupt.install()
 box = []
 worker = threading.Thread(target=lambda: box.append(interrupt.spawn([sys.executable, "-c", "import time; time.sleep(120)"])))
@@ -127,7 +127,7 @@ def test_orphans_of_a_dead_velollm_are_reaped(tmp_path, monkeypatch):
     import json
     import os
 
-    from velollm_core import interrupt
+    from velollm_core.contract import interrupt
 
     monkeypatch.setenv("VELOLLM_CACHE_DIR", str(tmp_path))
     orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
@@ -148,7 +148,7 @@ def test_orphans_of_a_dead_velollm_are_reaped(tmp_path, monkeypatch):
 
 LAST_WORDS = """
 import sys, time
-from velollm_core import interrupt
+from velollm_core.contract import interrupt
 interrupt.install()
 with interrupt.last_words(lambda why: open(sys.argv[1], "w").write(why)):
     try:

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from velollm_core.hardware.load import busy_warning, cpu_busy
+from velollm_core.contract.probing.load import busy_warning, cpu_busy
 
 
 def test_a_busy_process_is_seen_and_named_in_the_warning():

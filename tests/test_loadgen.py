@@ -15,7 +15,7 @@ import pytest
 from velollm_core.bench.engine import BenchmarkPlan, BenchmarkRunner
 from velollm_core.bench.levels import find_knee, parse_slo
 from velollm_core.bench.workloads import PromptBuilder, Workload, build_prompts, parse_workload
-from velollm_core.errors import BackendError, UserInputError
+from velollm_core.contract.errors import BackendError, UserInputError
 from velollm_core.testing import mock_llm
 
 

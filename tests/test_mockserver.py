@@ -14,9 +14,9 @@ import time
 import httpx
 import pytest
 
-from velollm_core import backends
+from velollm_core.contract import backends
+from velollm_core.contract.schemas import BenchmarkContext, GenerationRequest
 from velollm_core.mockserver import MockConfig, Plan, Tokenizer, plan_llama, plan_ollama, plan_openai
-from velollm_core.models import BenchmarkContext, GenerationRequest
 from velollm_core.testing import mock_llm
 
 MOCK = [sys.executable, "-m", "velollm_core.mockserver"]
@@ -300,7 +300,7 @@ def test_status_codes_of_bad_requests(mock_llm_server):
 
 
 def test_injected_failures_reach_the_client_as_its_error():
-    from velollm_core.errors import VeloError
+    from velollm_core.contract.errors import VeloError
 
     with mock_llm(ttft_ms=1, itl_ms=1, fail_every=2) as mock:
         assert _generate("llamacpp", mock.url, _request(3)).completion_tokens == 3

@@ -13,10 +13,10 @@ from pathlib import Path
 import click
 import pytest
 
-from velollm_core import cachedir, plugin_index
 from velollm_core.cli import VeloGroup
+from velollm_core.contract import cachedir, plugin_index
+from velollm_core.contract.plugins import load_errors, pm
 from velollm_core.hookspecs import hookimpl
-from velollm_core.plugins import load_errors, pm
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from velollm_core.errors import UserInputError
-from velollm_core.modelfiles import check_gguf
+from velollm_core.contract.errors import UserInputError
+from velollm_core.contract.modelfiles import check_gguf
 
 REPO = Path(__file__).resolve().parents[1]
 FIVE = {"nvidia", "amd", "apple", "ollama", "llamacpp"}
@@ -47,7 +47,7 @@ def test_five_plugins_load_without_error():
     assert not [e for e in data["errors"] if e["name"] in FIVE]
     assert names["llamacpp"]["distribution"] == "velollm-llamacpp"
     assert "run_benchmark" in names["llamacpp"]["hooks"] and "detect_gpu" in names["nvidia"]["hooks"]
-    assert names["velollm_core.hardware.pci"]["builtin"] is True
+    assert names["velollm_core.hardware.pci_gpus"]["builtin"] is True
 
 
 def test_third_party_plugin_appears_and_broken_one_is_reported(third_party):
@@ -79,7 +79,7 @@ def test_velollm_plugins_env_restricts_loading(third_party):
 def test_third_party_model_alias_resolves(third_party, tmp_path):
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF" + b"\0" * 16)
-    code = ("from velollm_core.modelfiles import resolve_model_path; "
+    code = ("from velollm_core.contract.modelfiles import resolve_model_path; "
             "print(resolve_model_path('hello-model'))")
     proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(third_party), "HELLO_MODEL_PATH": str(model)})

@@ -31,7 +31,7 @@ def velollm(*args: str, env: dict | None = None, **kwargs) -> subprocess.Complet
 # -- result documents: measured through the fake backend, levels/telemetry per the engine-v2 schema ---
 def measured(speeds: float, iterations: int = 3) -> dict:
     """A benchmark result the real engine produced (three suites) over the test kit's FakeBackend."""
-    from velollm_core.plugins import load_plugins, pm
+    from velollm_core.contract.plugins import load_plugins, pm
     from velollm_core.testing import BackendPlugin
 
     load_plugins()

@@ -7,9 +7,8 @@ import pytest
 
 from velollm_core.bench.engine import BenchmarkPlan, BenchmarkRunner
 from velollm_core.bench.suites import get_suites
-from velollm_core.gguf_meta import GgufSummary, TensorInfo
-from velollm_core.hookspecs import hookimpl
-from velollm_core.models import (
+from velollm_core.contract.plugins import pm
+from velollm_core.contract.schemas import (
     BackendInfo,
     CpuInfo,
     GenerationTiming,
@@ -19,7 +18,8 @@ from velollm_core.models import (
     ModelFacts,
     OsInfo,
 )
-from velollm_core.plugins import pm
+from velollm_core.gguf_meta import GgufSummary, TensorInfo
+from velollm_core.hookspecs import hookimpl
 from velollm_core.tune import roofline
 from velollm_core.tune.roofline import bytes_per_token, decode_bandwidth, max_decode_tokens_per_s
 

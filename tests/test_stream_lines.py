@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from velollm_core import deadline
-from velollm_core.errors import BackendError
+from velollm_core.contract import deadline
+from velollm_core.contract.errors import BackendError
 
 
 class Body:

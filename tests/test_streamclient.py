@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from velollm_core.bench.streamclient import ConnectFailed, ProtocolError, StreamClient
+from velollm_core.contract.streamclient import ConnectFailed, ProtocolError, StreamClient
 
 
 async def serve(handler):

@@ -15,8 +15,14 @@ from rich.table import Table
 from velollm_core import tables
 from velollm_core.bench.compare import compare_results, load_result
 from velollm_core.bench.render import render_comparison, render_result
+from velollm_core.contract.schemas import (
+    BenchmarkResult,
+    ConfigChange,
+    ConfigProposal,
+    GpuInfo,
+    HardwareReport,
+)
 from velollm_core.hardware.report import render_hardware
-from velollm_core.models import BenchmarkResult, ConfigChange, ConfigProposal, GpuInfo, HardwareReport
 from velollm_core.speculative.commands import render_report
 from velollm_core.tune.render import print_proposals
 
@@ -129,7 +135,7 @@ def test_plugins_table(monkeypatch):
         assert CliRunner().invoke(cli.cli, ["plugins"]).exit_code == 0
         text = console.export_text()
         check_readable(text, width)
-        assert "velollm_core.hardware.pci" in text and "velollm-llamacpp" in text
+        assert "velollm_core.hardware.pci_gpus" in text and "velollm-llamacpp" in text
         assert ("version" in header_line(text)) is (width == 140)
 
 
@@ -174,8 +180,8 @@ def test_proposal_output_ends_with_the_command_on_one_unbroken_line():
 
 
 def test_estimate_table():
+    from velollm_core.contract.modelfiles import resolve_model_path
     from velollm_core.gguf_meta import read_summary
-    from velollm_core.modelfiles import resolve_model_path
     from velollm_core.tune.estimate import estimate_memory
     from velollm_core.tune.estimate_command import render_estimate
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from velollm_core.contract.telemetry import SensorUnavailable
 from velollm_core.telemetry import rapl
-from velollm_core.telemetry.sources import SensorUnavailable
 
 MAX_UJ = 262143328850  # an Intel package's max_energy_range_uj
 

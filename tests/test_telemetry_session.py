@@ -10,9 +10,9 @@ import time
 import httpx
 import pytest
 
+from velollm_core.contract.telemetry import DeviceReading, SensorUnavailable
 from velollm_core.telemetry.sampler import BoundedSeries, PeriodicSampler
 from velollm_core.telemetry.session import UNKNOWN, TelemetrySession, compare_client_server, merge_windows
-from velollm_core.telemetry.sources import DeviceReading, SensorUnavailable
 from velollm_core.testing import llama_server
 
 

@@ -1,10 +1,10 @@
-"""velollm_core.urls: --host URLs split into base and secrets, joined by path, redacted for display."""
+"""velollm_core.contract.urls: --host URLs split into base and secrets, joined by path, redacted for display."""
 
 from __future__ import annotations
 
 import pytest
 
-from velollm_core.urls import ServerURL, join_url, redact_url, scrub, split_server_url
+from velollm_core.contract.urls import ServerURL, join_url, redact_url, scrub, split_server_url
 
 
 @pytest.mark.parametrize("url, shown", [

@@ -9,11 +9,11 @@ import math
 
 import pytest
 
-from velollm_core.bench.stats import bootstrap_paired_ratio_interval
-from velollm_core.errors import BackendError
+from velollm_core.contract.errors import BackendError
+from velollm_core.contract.plugins import pm
+from velollm_core.contract.schemas import ConfigChange, ConfigProposal, GenerationTiming
+from velollm_core.contract.stats import bootstrap_paired_ratio_interval
 from velollm_core.hookspecs import hookimpl
-from velollm_core.models import ConfigChange, ConfigProposal, GenerationTiming
-from velollm_core.plugins import pm
 from velollm_core.tune.verify import paired_effect, verify_proposal
 
 # Multipliers each flag applies: (decode, prefill).

@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from velollm_core.cli import cli
-from velollm_core.hardware.commands import ProbeError
-from velollm_core.hardware.pci import probe_pci_gpus
+from velollm_core.contract.probing.pci import probe_pci_gpus
+from velollm_core.contract.probing.tools import ProbeError
 from velollm_core.hardware.report import merge_gpus
 from velollm_core.hardware.xpu import (
     gpu_from_xpu,
@@ -294,7 +294,7 @@ def test_detect_with_failing_xpu_smi_warns_once_and_succeeds(fake_tools):
 
 
 def test_xpu_is_a_builtin_detect_gpu_plugin():
-    from velollm_core.plugins import describe_plugins
+    from velollm_core.contract.plugins import describe_plugins
 
     plugin = next(p for p in describe_plugins() if p["name"] == "velollm_core.hardware.xpu")
     assert plugin["builtin"] is True and plugin["hooks"] == ["detect_gpu"]

@@ -3,7 +3,7 @@
 ``from velollm_core.api import hookimpl, Backend, GenerationTiming`` works for each name in
 ``__all__``; plugins import nothing else from ``velollm_core`` (``tests/test_dependency_rules.py``
 reads every plugin's imports and holds them to this list), apart from the test kit
-``velollm_core.testing`` in their tests. Names are imported on first use, as ``velollm_core.models``
+``velollm_core.testing`` in their tests. Names are imported on first use, as ``velollm_core.contract.schemas``
 does, so that a plugin module importing only ``hookimpl`` keeps the CLI's start-up fast. What is not
 here may change without notice; what is here changes with a deprecation.
 
@@ -21,31 +21,31 @@ _EXPORTS: dict[str, str] = {
     # the hook marker
     "hookimpl": "velollm_core.hookspecs",
     # errors: UserInputError exits 2, the others 1; the CLI prints the message without a traceback
-    "VeloError": "velollm_core.errors",
-    "UserInputError": "velollm_core.errors",
-    "BackendError": "velollm_core.errors",
+    "VeloError": "velollm_core.contract.errors",
+    "UserInputError": "velollm_core.contract.errors",
+    "BackendError": "velollm_core.contract.errors",
     # models
     **dict.fromkeys(
         ("BackendInfo", "BenchmarkContext", "ConfigChange", "ConfigProposal", "GenerationRequest",
          "GenerationTiming", "GpuInfo", "GpuVendor", "HardwareReport", "ModelFacts"),
-        "velollm_core.models",
+        "velollm_core.contract.schemas",
     ),
     # backend objects
-    "Backend": "velollm_core.backends",
-    "BackendBase": "velollm_core.backends",
-    "BackendOptions": "velollm_core.backends",
+    "Backend": "velollm_core.contract.backends",
+    "BackendBase": "velollm_core.contract.backends",
+    "BackendOptions": "velollm_core.contract.backends",
     # clients: deadlines, URLs, wire format, statistics
     **dict.fromkeys(("Deadlines", "RequestWatch", "plain_request", "PLAIN_TIMEOUT_S", "seconds_option"),
-                    "velollm_core.deadline"),
-    **dict.fromkeys(("ServerURL", "join_url", "redact_url", "scrub", "split_server_url"), "velollm_core.urls"),
-    **dict.fromkeys(("NUMBER", "conform", "stream_event", "LLAMACPP_TIMINGS"), "velollm_core.wire"),
-    "percentile": "velollm_core.bench.stats",
+                    "velollm_core.contract.deadline"),
+    **dict.fromkeys(("ServerURL", "join_url", "redact_url", "scrub", "split_server_url"), "velollm_core.contract.urls"),
+    **dict.fromkeys(("NUMBER", "conform", "stream_event", "LLAMACPP_TIMINGS"), "velollm_core.contract.wire"),
+    "percentile": "velollm_core.contract.stats",
     "StreamCall": "velollm_core.bench.loadgen",
     # model files and GGUF knowledge
-    "resolve_model_path": "velollm_core.modelfiles",
+    "resolve_model_path": "velollm_core.contract.modelfiles",
     # files: --output checked and locked before work starts, then replaced atomically
-    **dict.fromkeys(("prepare_output", "atomic_write_text"), "velollm_core.files"),
-    "cache_dir": "velollm_core.cachedir",
+    **dict.fromkeys(("prepare_output", "atomic_write_text"), "velollm_core.contract.files"),
+    "cache_dir": "velollm_core.contract.cachedir",
     "TEST_MODELS": "velollm_core.testmodels",
     "GgufSummary": "velollm_core.gguf_meta",
     "read_summary": "velollm_core.gguf_meta",
@@ -57,19 +57,19 @@ _EXPORTS: dict[str, str] = {
     "unit_installed": "velollm_core.tune.systemd",
     # hardware probing
     **dict.fromkeys(("gpu_from_pci", "normalize_pci_bus_id", "pci_device_name", "read_amdgpu_vram",
-                     "scan_display_devices", "vendor_seen_on_pci"), "velollm_core.hardware.pci"),
-    **dict.fromkeys(("DEFAULT_TIMEOUT_S", "ProbeError", "run_tool"), "velollm_core.hardware.commands"),
-    "OptionalCalls": "velollm_core.hardware.bindings",
-    "usable_cpus": "velollm_core.hardware.load",
-    "memory_bytes": "velollm_core.hardware.units",
-    "MEMORY_UNIT_BYTES": "velollm_core.hardware.units",
+                     "scan_display_devices", "vendor_seen_on_pci"), "velollm_core.contract.probing.pci"),
+    **dict.fromkeys(("DEFAULT_TIMEOUT_S", "ProbeError", "run_tool"), "velollm_core.contract.probing.tools"),
+    "OptionalCalls": "velollm_core.contract.probing.bindings",
+    "usable_cpus": "velollm_core.contract.probing.load",
+    "memory_bytes": "velollm_core.contract.probing.units",
+    "MEMORY_UNIT_BYTES": "velollm_core.contract.probing.units",
     "detect_hardware": "velollm_core.hardware.report",
     # hardware telemetry sources (the telemetry_sources hook)
-    **dict.fromkeys(("DeviceReading", "SensorUnavailable", "TelemetrySource"), "velollm_core.telemetry.sources"),
+    **dict.fromkeys(("DeviceReading", "SensorUnavailable", "TelemetrySource"), "velollm_core.contract.telemetry"),
     # process control: interrupt.spawn / interrupt.run keep Ctrl-C and SIGTERM orderly
-    "interrupt": "velollm_core",
+    "interrupt": "velollm_core.contract",
     # output of commands
-    **dict.fromkeys(("print_json", "stdout_console", "stderr_console"), "velollm_core.output"),
+    **dict.fromkeys(("print_json", "stdout_console", "stderr_console"), "velollm_core.contract.output"),
 }
 
 __all__ = list(_EXPORTS)
@@ -81,4 +81,4 @@ def __getattr__(name: str):
     except KeyError:
         raise AttributeError(f"velollm_core.api has no {name!r}: plugins may use only {', '.join(sorted(__all__))}") from None
     # Looked up at each import, not cached here: a test that monkeypatches the defining module is obeyed.
-    return importlib.import_module(f"velollm_core.{name}") if name == "interrupt" else getattr(module, name)
+    return importlib.import_module(f"velollm_core.contract.{name}") if name == "interrupt" else getattr(module, name)

@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from velollm_core import __version__
-from velollm_core.errors import UserInputError, VeloError
-from velollm_core.output import print_json, stderr_console, stdout_console  # noqa: F401 - their old home
+from velollm_core.contract.errors import UserInputError, VeloError
+from velollm_core.contract.output import print_json, stderr_console, stdout_console  # noqa: F401 - their old home
 
 # Core commands imported only when run: `velollm --help` and `velollm detect` stay fast.
 LAZY_COMMANDS = {
@@ -84,7 +84,7 @@ class VeloGroup(click.Group):
         """Call every plugin's ``register_commands``, each alone; failures go to ``plugins.load_errors``."""
         if self._plugin_commands is not None:
             return self._plugin_commands
-        from velollm_core import plugin_index, plugins
+        from velollm_core.contract import plugin_index, plugins
 
         self._plugin_commands = {}
         self._reserved = {*self.commands, *LAZY_COMMANDS}
@@ -108,7 +108,7 @@ class VeloGroup(click.Group):
     def _listing(self) -> dict[str, click.Command]:
         """The plugins' commands for ``--help``: placeholders from the index, else the real ones."""
         if self._plugin_listing is None:
-            from velollm_core import plugin_index
+            from velollm_core.contract import plugin_index
 
             cached = plugin_index.cached_commands(plugin_index.selection())
             try:
@@ -170,7 +170,7 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plugins_command(as_json: bool) -> None:
     """List loaded plugins, the hooks they implement, and plugins that failed to load."""
-    from velollm_core import backends, plugins
+    from velollm_core.contract import backends, plugins
 
     cli.load_plugin_commands()  # so that a plugin failing to register its commands is listed too
     listing = backends.describe_plugins()
@@ -219,7 +219,7 @@ def detect_command(as_json: bool, output: Path | None) -> None:
     report = None if as_json else hardware.detect_hardware()
     data = hardware.detect_hardware_data() if report is None else report.model_dump(mode="json")
     if output:
-        from velollm_core.files import atomic_write_json
+        from velollm_core.contract.files import atomic_write_json
 
         atomic_write_json(output, data)
     if report is None:
@@ -232,7 +232,7 @@ def detect_command(as_json: bool, output: Path | None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line and an exit code, never a traceback."""
-    from velollm_core import interrupt
+    from velollm_core.contract import interrupt
 
     interrupt.install()
     try:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from velollm_core.errors import UserInputError
+from velollm_core.contract.errors import UserInputError
 
 # Arrays that can be huge: never cached, read on demand with ``read_arrays`` / ``iter_array``.
 _BIG_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type",
@@ -431,7 +431,7 @@ def _summary_cached(path_str: str, size: int, mtime_ns: int) -> GgufSummary:
     except (OSError, ValueError, KeyError, TypeError):
         pass  # no cache yet, or a damaged one: read the file
     data = _read_header(path)
-    from velollm_core.files import atomic_write_json
+    from velollm_core.contract.files import atomic_write_json
 
     try:
         atomic_write_json(cache, data)
@@ -442,7 +442,7 @@ def _summary_cached(path_str: str, size: int, mtime_ns: int) -> GgufSummary:
 
 def read_summary(path: str | os.PathLike) -> GgufSummary:
     """Metadata (without the big token arrays) and tensor table of a GGUF file."""
-    from velollm_core.modelfiles import check_gguf
+    from velollm_core.contract.modelfiles import check_gguf
 
     path = check_gguf(Path(path))
     stat = path.stat()

@@ -14,7 +14,7 @@ hookimpl = pluggy.HookimplMarker("velollm")
 
 @hookspec
 def detect_gpu(warn):
-    """Return a list of ``velollm_core.models.GpuInfo``, one per GPU this probe sees.
+    """Return a list of ``velollm_core.contract.schemas.GpuInfo``, one per GPU this probe sees.
 
     Every vendor plugin answers (an empty list when it sees nothing). The core merges the answers:
     one record per physical GPU keyed by PCI bus id, and a vendor probe's record replaces the core's
@@ -47,14 +47,14 @@ def benchmark_backends():
 
 @hookspec(firstresult=True)
 def run_benchmark(backend, request, context):
-    """Run one generation on ``backend`` and return a ``velollm_core.models.GenerationTiming``.
+    """Run one generation on ``backend`` and return a ``velollm_core.contract.schemas.GenerationTiming``.
 
     ``request`` is a ``GenerationRequest`` (prompt, max_tokens, temperature, seed, options);
     ``context`` is the ``BenchmarkContext`` of the whole benchmark (host, model, parallel slots,
     server options, and ``context.resources``, an ExitStack the core closes at the end: a plugin
     that starts a server keeps it there, so it starts once and always stops). firstresult: the plugin
     that owns ``backend`` answers, every other returns None. Suites, warm-up, iterations, statistics
-    and files stay in the core. Raise ``velollm_core.errors.BackendError`` with a readable message
+    and files stay in the core. Raise ``velollm_core.contract.errors.BackendError`` with a readable message
     when the runtime fails.
     """
 

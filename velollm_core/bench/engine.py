@@ -16,13 +16,13 @@ from typing import Any
 from velollm_core import __version__
 from velollm_core.bench.levels import find_knee, level_entry
 from velollm_core.bench.loadgen import LevelSpec
-from velollm_core.bench.stats import summarize
 from velollm_core.bench.suites import Suite
 from velollm_core.bench.workloads import Dataset, PromptBuilder, Workload, build_prompts
-from velollm_core.deadline import Deadlines
-from velollm_core.errors import BackendError, UserInputError, VeloError
-from velollm_core.files import OutputError, OutputFile
-from velollm_core.models import (
+from velollm_core.contract.deadline import Deadlines
+from velollm_core.contract.errors import BackendError, UserInputError, VeloError
+from velollm_core.contract.files import OutputError, OutputFile
+from velollm_core.contract.plugins import call_each
+from velollm_core.contract.schemas import (
     BenchmarkContext,
     BenchmarkResult,
     GenerationRequest,
@@ -30,7 +30,7 @@ from velollm_core.models import (
     HardwareReport,
     RunRecord,
 )
-from velollm_core.plugins import call_each
+from velollm_core.contract.stats import summarize
 
 # Metrics summarized per suite, in display order.
 METRICS = (
@@ -235,7 +235,7 @@ class BenchmarkRunner:
         hook=None,
         telemetry: bool = False,
     ) -> None:
-        from velollm_core.plugins import hook as default_hook
+        from velollm_core.contract.plugins import hook as default_hook
 
         self.plan = plan
         self.output = OutputFile(Path(output)) if isinstance(output, (str, Path)) else output
@@ -305,7 +305,7 @@ class BenchmarkRunner:
         )
 
     def _backend(self):
-        from velollm_core import backends
+        from velollm_core.contract import backends
 
         backend = backends.get(self.plan.backend)
         if backend is not None:
@@ -566,7 +566,7 @@ class BenchmarkRunner:
 
     def run(self) -> BenchmarkResult:
         """Run every suite at every concurrency level; on any failure the file keeps finished runs."""
-        from velollm_core import interrupt
+        from velollm_core.contract import interrupt
 
         write = True
         try:

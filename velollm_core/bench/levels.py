@@ -13,9 +13,9 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from velollm_core.bench.stats import percentile
-from velollm_core.errors import UserInputError
-from velollm_core.models import RunRecord
+from velollm_core.contract.errors import UserInputError
+from velollm_core.contract.schemas import RunRecord
+from velollm_core.contract.stats import percentile
 
 LATENCY_METRICS = ("ttft_ms", "tpot_ms", "itl_ms", "e2el_ms")
 SLO_KEYS = ("ttft_ms", "tpot_ms", "e2el_ms")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from velollm_core.models import BenchmarkResult
+from velollm_core.contract.schemas import BenchmarkResult
 
 _LABELS = {
     "decode_tokens_per_s": "decode tok/s",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from velollm_core.errors import UserInputError
+from velollm_core.contract.errors import UserInputError
 
 
 @dataclass(frozen=True)

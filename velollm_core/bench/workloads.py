@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from velollm_core.errors import UserInputError
+from velollm_core.contract.errors import UserInputError
 
 _SPEC = re.compile(r"^(?:pp(?P<pp>\d+))?(?:/?tg(?P<tg>\d+))?(?:@d(?P<d>\d+))?$")
 # A prompt needs some tokens even for a pure generation test (llama-bench's tg128 starts from BOS).
@@ -178,7 +178,7 @@ def build_prompts(workload: Workload, builder: PromptBuilder, count: int, seed: 
 
 def prompt_check(requested: int, reported: list[int]) -> dict[str, object]:
     """Requested vs the server's reported prompt counts; ``mismatch`` where the median is >1% off."""
-    from velollm_core.bench.stats import percentile
+    from velollm_core.contract.stats import percentile
 
     if not reported:
         return {"requested": requested, "reported_median": None, "mismatch": None}

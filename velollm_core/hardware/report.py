@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from velollm_core.hardware.pci import normalize_pci_bus_id
+from velollm_core.contract.probing.pci import normalize_pci_bus_id
 from velollm_core.hardware.system import (
     cpu_facts,
     memory_facts,
@@ -18,7 +18,7 @@ from velollm_core.hardware.system import (
 if TYPE_CHECKING:  # pydantic loads only where a model is needed: detect --json usually does without
     from rich.console import Console
 
-    from velollm_core.models import GpuInfo, HardwareReport
+    from velollm_core.contract.schemas import GpuInfo, HardwareReport
 
 GENERIC_SOURCE = "pci"
 
@@ -36,7 +36,7 @@ def _merge_group(group: list[GpuInfo]) -> GpuInfo:
             # Only gaps: the winner's own facts (name, memory, source) are never overwritten.
             if data.get(key) is None and value is not None:
                 data[key] = value
-    from velollm_core.models import GpuInfo
+    from velollm_core.contract.schemas import GpuInfo
 
     return GpuInfo.model_validate(data)
 
@@ -61,7 +61,7 @@ def merge_gpus(records: Iterable[GpuInfo]) -> list[GpuInfo]:
 
 
 def _as_gpu(item: Any) -> GpuInfo:
-    from velollm_core.models import GpuInfo
+    from velollm_core.contract.schemas import GpuInfo
 
     return item if isinstance(item, GpuInfo) else GpuInfo.model_validate(item)
 
@@ -73,7 +73,7 @@ def _plugin_label(plugin_name: str) -> str:
 
 def collect_gpus(warnings: list[str]) -> list[GpuInfo]:
     """Every plugin's ``detect_gpu`` answer, each plugin called alone so one bug costs one vendor."""
-    from velollm_core import plugins
+    from velollm_core.contract import plugins
 
     plugins.load_plugins()
     for error in plugins.load_errors:
@@ -127,7 +127,7 @@ def _gather(
 
 def detect_hardware() -> HardwareReport:
     """OS, CPU, memory and merged GPUs of this machine; failures become ``warnings``, never errors."""
-    from velollm_core.models import HardwareReport
+    from velollm_core.contract.schemas import HardwareReport
 
     parts, _ = _gather(probe_os, probe_cpu, probe_memory)
     return HardwareReport(**parts)
@@ -143,7 +143,7 @@ def detect_hardware_data() -> dict[str, Any]:
     parts, complete = _gather(os_facts, cpu_facts, memory_facts)
     if complete and not parts["gpus"]:
         return parts
-    from velollm_core.models import HardwareReport
+    from velollm_core.contract.schemas import HardwareReport
 
     return HardwareReport.model_validate(parts).model_dump(mode="json")
 

@@ -12,10 +12,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from velollm_core.hardware.commands import ProbeError, run_tool
+from velollm_core.contract.probing.tools import ProbeError, run_tool
 
 if TYPE_CHECKING:  # pydantic loads only where a model is asked for: detect --json does without
-    from velollm_core.models import CpuInfo, MemoryInfo, OsInfo
+    from velollm_core.contract.schemas import CpuInfo, MemoryInfo, OsInfo
 
 OS_RELEASE_PATHS = (Path("/etc/os-release"), Path("/usr/lib/os-release"))
 CPUINFO_PATH = Path("/proc/cpuinfo")
@@ -76,7 +76,7 @@ def os_facts() -> dict[str, Any]:
 
 def probe_os() -> OsInfo:
     """Kernel, architecture and distribution of this machine."""
-    from velollm_core.models import OsInfo
+    from velollm_core.contract.schemas import OsInfo
 
     return OsInfo(**os_facts())
 
@@ -255,7 +255,7 @@ def arm_cpu_name(pairs: Iterable[tuple[str, str]]) -> str | None:
 
 def parse_cpuinfo(text: str) -> CpuInfo:
     """CPU facts from /proc/cpuinfo text: model, vendor, flags, core counts, fastest listed MHz."""
-    from velollm_core.models import CpuInfo
+    from velollm_core.contract.schemas import CpuInfo
 
     return CpuInfo(**cpuinfo_facts(text))
 
@@ -364,7 +364,7 @@ def cpu_facts() -> dict[str, Any]:
 
 def probe_cpu() -> CpuInfo:
     """CPU model, cores, max clock and ISA flags; missing facts stay None."""
-    from velollm_core.models import CpuInfo
+    from velollm_core.contract.schemas import CpuInfo
 
     return CpuInfo(**cpu_facts())
 
@@ -389,6 +389,6 @@ def memory_facts() -> dict[str, Any]:
 
 def probe_memory() -> MemoryInfo:
     """RAM and swap from psutil."""
-    from velollm_core.models import MemoryInfo
+    from velollm_core.contract.schemas import MemoryInfo
 
     return MemoryInfo(**memory_facts())

@@ -16,12 +16,12 @@ import shutil
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from velollm_core.hardware.commands import DEFAULT_TIMEOUT_S, ProbeError, ProbeTimeout, run_tool
-from velollm_core.hardware.units import memory_bytes
+from velollm_core.contract.probing.tools import DEFAULT_TIMEOUT_S, ProbeError, ProbeTimeout, run_tool
+from velollm_core.contract.probing.units import memory_bytes
 from velollm_core.hookspecs import hookimpl
 
 if TYPE_CHECKING:  # pydantic loads only when a GPU record is built: every CLI command loads this module
-    from velollm_core.models import GpuInfo
+    from velollm_core.contract.schemas import GpuInfo
 
 TOOL = "xpu-smi"
 SOURCE = "xpu-smi"
@@ -192,8 +192,8 @@ def gpu_from_xpu(props: dict[str, Any]) -> GpuInfo:
     No bandwidth: xpu-smi reports no memory clock, and its "Memory Bus Width" is not the data-sheet
     figure (384 on an Arc B580, whose GDDR6 bus is 192 bits), so neither is recorded.
     """
-    from velollm_core.hardware.pci import normalize_pci_bus_id, pci_device_name
-    from velollm_core.models import GpuInfo
+    from velollm_core.contract.probing.pci import normalize_pci_bus_id, pci_device_name
+    from velollm_core.contract.schemas import GpuInfo
 
     device_id = _hex_id(props.get("pci_device_id"))
     name = _text(props.get("device_name"))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from velollm_core.errors import UserInputError
+from velollm_core.contract.errors import UserInputError
 
 _KIND_SHORT = {"benchmark": "bench", "speculative": "spec", "verify": "verify"}
 
@@ -98,8 +98,8 @@ def history_group(ctx, model, backend, machine, since, until, label, kind, limit
     """
     if ctx.invoked_subcommand is not None:
         return
+    from velollm_core.contract.output import print_json, stdout_console
     from velollm_core.history.store import db_path, open_history
-    from velollm_core.output import print_json, stdout_console
 
     for name, value in (("--since", since), ("--until", until)):
         _check_date(name, value)
@@ -175,7 +175,7 @@ def export_command(ref: str, output: Path | None, force: bool) -> None:
     if output is None:
         click.echo(text, nl=False)
         return
-    from velollm_core.files import prepare_output
+    from velollm_core.contract.files import prepare_output
 
     with prepare_output(output, force=force) as out:
         out.write_text(text)

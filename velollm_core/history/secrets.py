@@ -1,6 +1,6 @@
 """Secrets out of documents before they reach the history database or a report.
 
-The result models already redact ``--host`` (``velollm_core.urls.redact_url``); a file written by an
+The result models already redact ``--host`` (``velollm_core.contract.urls.redact_url``); a file written by an
 older or another tool, a backend option named like a key (``--option api_key=...``) or a raw
 ``server_args="--api-key sk-..."`` would still carry one. Every document the history stores and every
 result a report shows goes through :func:`scrub_document` first: a second line of defence, so a key
@@ -36,7 +36,7 @@ def is_secret_key(key: str) -> bool:
 def scrub_text(text: str) -> str:
     """``text`` with URL credentials, ``--api-key VALUE`` and ``Bearer VALUE`` replaced by ``***``."""
     if "://" in text:
-        from velollm_core.urls import redact_url
+        from velollm_core.contract.urls import redact_url
 
         text = _URL.sub(lambda match: redact_url(match.group(0)), text)
     if "--" in text:

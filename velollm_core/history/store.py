@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from velollm_core.errors import UserInputError, VeloError
+from velollm_core.contract.errors import UserInputError, VeloError
 from velollm_core.history.schema import LATEST, MIGRATIONS
 from velollm_core.history.secrets import scrub_document
 

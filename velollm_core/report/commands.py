@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from velollm_core.errors import UserInputError
+from velollm_core.contract.errors import UserInputError
 
 FORMATS = ("html", "csv", "md", "jsonl")
 # The first bytes of every report this command writes: a report may be replaced without --force.
@@ -35,7 +35,7 @@ def report_command(results: tuple[str, ...], output: Path | None, fmt: str | Non
         raise UserInputError("an HTML report goes to a file: pass --output FILE.html (or --format csv|md|jsonl)")
     out = None
     if output is not None:
-        from velollm_core.files import prepare_output
+        from velollm_core.contract.files import prepare_output
 
         out = prepare_output(output, force=force or _is_report(output))
     sources = load_sources(list(results))

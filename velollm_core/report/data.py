@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from velollm_core.errors import UserInputError
+from velollm_core.contract.errors import UserInputError
 
 SUITE_METRICS = ("decode_tokens_per_s", "prompt_tokens_per_s", "ttft_ms", "total_ms")
 LATENCIES = ("ttft_ms", "tpot_ms", "itl_ms", "e2el_ms")

@@ -10,8 +10,8 @@ from typing import Any
 
 from velollm_core.bench.engine import BenchmarkPlan, BenchmarkRunner
 from velollm_core.bench.suites import Suite
-from velollm_core.errors import UserInputError, VeloError
-from velollm_core.files import OutputFile
+from velollm_core.contract.errors import UserInputError, VeloError
+from velollm_core.contract.files import OutputFile
 
 
 def is_draftless(draft: str) -> bool:
@@ -57,7 +57,7 @@ def first_difference(a: str, b: str) -> int | None:
 
 def require_speculative_backend():
     """The installed plugin's speculative backend, or a clear error where none is installed."""
-    from velollm_core.plugins import hook
+    from velollm_core.contract.plugins import hook
 
     backend = hook().speculative_backend(backend="llamacpp", kind="llamacpp")
     if backend is None:
@@ -74,8 +74,8 @@ def build_types(backend) -> tuple[str, ...] | None:
 def resolve_plan(plan: SpeculativePlan, available: tuple[str, ...] | None = None) -> dict:
     """Target and draft paths and the configurations to run, all checked before anything starts:
     {"target", "draft", "support", "configs", "compatibility"}."""
+    from velollm_core.contract.modelfiles import resolve_model_path
     from velollm_core.gguf_meta import read_summary
-    from velollm_core.modelfiles import resolve_model_path
     from velollm_core.speculative.compat import (
         check_pair,
         combination_problems,
@@ -225,7 +225,7 @@ class SpeculativeComparison:
     def run(self) -> dict:
         from contextlib import ExitStack
 
-        from velollm_core import interrupt
+        from velollm_core.contract import interrupt
 
         names = list(self.configs)
         try:

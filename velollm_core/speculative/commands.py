@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from velollm_core.errors import UserInputError, VeloError
+from velollm_core.contract.errors import UserInputError, VeloError
 
 
 @click.group("speculative")
@@ -23,8 +23,8 @@ def speculative_group() -> None:
 def check_command(target: str, draft: str | None, spec_types: tuple[str, ...], as_json: bool) -> None:
     """Which speculation types run for TARGET (and DRAFT)? Exit 1 with the reasons when the
     draft fits none, or a --spec-type combination cannot run."""
-    from velollm_core.modelfiles import resolve_model_path
-    from velollm_core.output import print_json
+    from velollm_core.contract.modelfiles import resolve_model_path
+    from velollm_core.contract.output import print_json
     from velollm_core.speculative.compat import (
         check_pair,
         combination_problems,
@@ -135,7 +135,7 @@ def bench_command(target, draft, spec_types, draft_max, draft_min, p_min, draft_
 
     from velollm_core.bench.commands import parse_options
     from velollm_core.bench.suites import DEFAULT_SUITES, INPUT_GROUNDED_SUITES, get_suites
-    from velollm_core.output import print_json, stderr_console, stdout_console
+    from velollm_core.contract.output import print_json, stderr_console, stdout_console
     from velollm_core.speculative.bench import SpeculativeComparison, SpeculativePlan
     from velollm_core.speculative.compat import parse_types
 
@@ -154,7 +154,7 @@ def bench_command(target, draft, spec_types, draft_max, draft_min, p_min, draft_
                            threads=threads, settings=settings, options=parse_options(options),
                            advise=not no_advise, exact=exact, speculative_args=list(spec_args))
     from velollm_core.bench.commands import record_busy, warn_if_busy
-    from velollm_core.files import prepare_output
+    from velollm_core.contract.files import prepare_output
 
     console = stderr_console()
     busy = warn_if_busy(console)
@@ -263,7 +263,7 @@ def render_report(report: dict, console) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def pairs_command(dirs, max_ratio, as_json) -> None:
     """Scan local models (directories, the Ollama store, test models) for compatible pairs."""
-    from velollm_core.output import print_json
+    from velollm_core.contract.output import print_json
     from velollm_core.speculative.pairs import find_pairs, local_models
 
     models = local_models(dirs)

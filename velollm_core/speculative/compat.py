@@ -212,7 +212,7 @@ def _head_problems_mtp(tgt: GgufSummary, dft: GgufSummary) -> list[str]:
 
 def parse_types(value: str) -> list[str]:
     """``draft-mtp,ngram-mod`` -> its types, in order; unknown names and repeats refused."""
-    from velollm_core.errors import UserInputError
+    from velollm_core.contract.errors import UserInputError
 
     types = [t.strip() for t in value.split(",") if t.strip()]
     unknown = [t for t in types if t not in ALL_TYPES]

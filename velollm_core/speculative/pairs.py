@@ -7,7 +7,7 @@ from pathlib import Path
 
 def local_models(dirs) -> list[dict]:
     """GGUF files under ``dirs`` plus every model the plugins list (Ollama store, test models)."""
-    from velollm_core.plugins import call_each
+    from velollm_core.contract.plugins import call_each
 
     found: dict[str, dict] = {}
     for directory in dirs:
@@ -21,7 +21,7 @@ def local_models(dirs) -> list[dict]:
 
 def find_pairs(models: list[dict], *, max_ratio: float = 0.5) -> list[dict]:
     """Every compatible pair whose draft is at most ``max_ratio`` of the target's size."""
-    from velollm_core.errors import UserInputError
+    from velollm_core.contract.errors import UserInputError
     from velollm_core.gguf_meta import read_summary
     from velollm_core.speculative.compat import check_pair
 

@@ -16,8 +16,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from velollm_core.contract.telemetry import DeviceReading, SensorUnavailable
 from velollm_core.hookspecs import hookimpl
-from velollm_core.telemetry.sources import DeviceReading, SensorUnavailable
 
 POWERCAP = Path("/sys/class/powercap")
 

@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from velollm_core.contract.telemetry import DeviceReading, SensorUnavailable, TelemetrySource
 from velollm_core.telemetry import prometheus
 from velollm_core.telemetry.sampler import BoundedSeries, PeriodicSampler
-from velollm_core.telemetry.sources import DeviceReading, SensorUnavailable, TelemetrySource
 
 UNKNOWN = "unknown"
 DISAGREEMENT = 0.02  # client and server token counts further apart than this are flagged
@@ -160,7 +160,7 @@ class TelemetrySession:
                  sample_hz: float = 10.0, server_hz: float = 1.0, series_limit: int = 512,
                  warn: Callable[[str], None] | None = _stderr_warn,
                  http_get: Callable[[str], str] | None = None) -> None:
-        from velollm_core.urls import redact_url
+        from velollm_core.contract.urls import redact_url
 
         self.metrics_url = metrics_url
         self.shown_url = redact_url(metrics_url) if metrics_url else None
@@ -199,7 +199,7 @@ class TelemetrySession:
 
     def start(self) -> None:
         """Open every source and the server's metrics; start the samplers. Never raises for a sensor."""
-        from velollm_core.telemetry.sources import hardware_sources
+        from velollm_core.contract.telemetry import hardware_sources
 
         self._started = True
         self._t0, self._unix0 = time.perf_counter(), time.time()

@@ -12,17 +12,17 @@ from typing import TYPE_CHECKING
 
 import click
 
-from velollm_core.errors import UserInputError, VeloError
+from velollm_core.contract.errors import UserInputError, VeloError
 from velollm_core.tune import systemd
 from velollm_core.tune.render import FORMATS, format_for_path, render, render_systemd, restart_commands
 
 if TYPE_CHECKING:  # the models import pydantic: kept off the CLI's start-up path
-    from velollm_core.models import ConfigProposal, HardwareReport
+    from velollm_core.contract.schemas import ConfigProposal, HardwareReport
 
 
 def load_hardware(path: Path | None) -> HardwareReport:
     """The hardware report from a ``velollm detect --output`` file, or detected now."""
-    from velollm_core.models import HardwareReport
+    from velollm_core.contract.schemas import HardwareReport
 
     if path is None:
         from velollm_core.hardware.report import detect_hardware
@@ -37,8 +37,8 @@ def load_hardware(path: Path | None) -> HardwareReport:
 
 def gather_proposals(hardware: HardwareReport, model: str | None, backend: str | None) -> list[ConfigProposal]:
     """Every plugin's proposals for ``backend`` (all runtimes when None)."""
-    from velollm_core.models import ConfigProposal
-    from velollm_core.plugins import hook
+    from velollm_core.contract.plugins import hook
+    from velollm_core.contract.schemas import ConfigProposal
 
     arguments = {"hardware": hardware, "model": model, "backend": backend}
     proposals: list[ConfigProposal] = []
@@ -66,7 +66,7 @@ def gather_proposals(hardware: HardwareReport, model: str | None, backend: str |
 
 def print_table(proposals: list[ConfigProposal]) -> None:
     """Current -> proposed with the reason for each change, one table per runtime."""
-    from velollm_core.output import stdout_console
+    from velollm_core.contract.output import stdout_console
     from velollm_core.tune.render import print_proposals
 
     print_proposals(proposals, stdout_console())
@@ -140,14 +140,14 @@ def _interactive() -> bool:
 def _verify_by_plugin(proposal: ConfigProposal, model: str, hardware: HardwareReport, report_path: Path) -> bool:
     """A runtime VeloLLM starts itself (llama-server) is verified by its plugin: defaults, proposal and
     each change measured interleaved (``verify_config``); False when no plugin does that for it."""
-    from velollm_core.files import atomic_write_json
-    from velollm_core.plugins import hook
+    from velollm_core.contract.files import atomic_write_json
+    from velollm_core.contract.plugins import hook
 
     report = hook().verify_config(proposal=proposal, model=model, hardware=hardware,
                                   progress=lambda line: click.echo(line, err=True))
     if report is None:
         return False
-    from velollm_core.output import stdout_console
+    from velollm_core.contract.output import stdout_console
     from velollm_core.tune.verify import render_verify_report
 
     render_verify_report(report, stdout_console())
@@ -198,7 +198,7 @@ def verify(proposal: ConfigProposal, model: str | None, hardware: HardwareReport
     _run_benchmark(proposal.runtime, model, hardware, Path(after))
     from velollm_core.bench.compare import compare_results, load_result
     from velollm_core.bench.render import render_comparison
-    from velollm_core.output import stdout_console
+    from velollm_core.contract.output import stdout_console
 
     rows = compare_results(load_result(Path(before)), load_result(Path(after)))
     render_comparison(rows, stdout_console(), "current", "proposed")
@@ -252,7 +252,7 @@ def optimize_command(
     force: bool,
 ) -> None:
     """Propose runtime settings for this machine, each with its reason; print, write or apply them."""
-    from velollm_core.files import prepare_output
+    from velollm_core.contract.files import prepare_output
 
     # Checked before any work: never over the model, a device, or a file that is not ours.
     out = None if dry_run else prepare_output(output, force=force, protect=(model or "", hardware_file or ""))

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from velollm_core.errors import UserInputError
+from velollm_core.contract.errors import UserInputError
 from velollm_core.gguf_meta import GgufSummary
 
 CTX_PAD = 256

@@ -53,9 +53,9 @@ def render_estimate(estimate: MemoryEstimate, console) -> None:
 def estimate_command(model: str, ctx: int | None, kv_type: str, parallel: int, n_gpu_layers: int | None,
                      flash_attn: bool, as_json: bool) -> None:
     """Estimate weights, KV cache and compute memory of MODEL (GGUF path or name) under llama.cpp."""
+    from velollm_core.contract.modelfiles import resolve_model_path
+    from velollm_core.contract.output import print_json, stdout_console
     from velollm_core.gguf_meta import read_summary
-    from velollm_core.modelfiles import resolve_model_path
-    from velollm_core.output import print_json, stdout_console
     from velollm_core.tune.estimate import estimate_memory
 
     summary = read_summary(resolve_model_path(model))

@@ -14,11 +14,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from velollm_core.errors import UserInputError, VeloError
+from velollm_core.contract.errors import UserInputError, VeloError
 from velollm_core.tune import systemd
 
 if TYPE_CHECKING:  # the models import pydantic: kept off the CLI's start-up path
-    from velollm_core.models import ConfigChange, ConfigProposal
+    from velollm_core.contract.schemas import ConfigChange, ConfigProposal
 
 FORMATS = ("shell", "systemd", "launchctl", "powershell", "json")
 SUFFIX_FORMATS = {

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from velollm_core.contract.schemas import BenchmarkResult, HardwareReport
 from velollm_core.gguf_meta import GgufSummary
-from velollm_core.models import BenchmarkResult, HardwareReport
 from velollm_core.tune.estimate import INPUT, has_output_tensor, model_shape, row_bytes, tensor_layer
 
 COPY_BYTES = 256 * 2**20  # per buffer; far beyond any L2 and most L3 slices, short enough to take ~0.1 s
@@ -61,7 +61,7 @@ def max_decode_tokens_per_s(bandwidth_gbps: float, bytes_per_tok: int) -> float:
 
 
 def _cache_path() -> Path:
-    from velollm_core.cachedir import cache_dir
+    from velollm_core.contract.cachedir import cache_dir
 
     return cache_dir() / "roofline" / "ram-bandwidth.json"
 
@@ -128,7 +128,7 @@ def _cached_ram_bandwidth(key: str) -> tuple[float, str]:
     # One entry per machine key: a report loaded from another machine never evicts this one's.
     machines[key] = {"gbps": gbps, "measured_at": stamp}
     try:
-        from velollm_core.files import atomic_write_json
+        from velollm_core.contract.files import atomic_write_json
 
         atomic_write_json(path, {"version": CACHE_VERSION, "machines": machines})
     except OSError:

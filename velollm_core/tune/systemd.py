@@ -11,7 +11,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from velollm_core.files import atomic_write_text
+from velollm_core.contract.files import atomic_write_text
 
 DEFAULT_SYSTEMD_DIR = Path("/etc/systemd/system")
 SYSTEMD_DIR_ENV = "VELOLLM_SYSTEMD_DIR"

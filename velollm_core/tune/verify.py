@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from velollm_core.errors import VeloError
-from velollm_core.models import ConfigChange, ConfigProposal, HardwareReport
+from velollm_core.contract.errors import VeloError
+from velollm_core.contract.schemas import ConfigChange, ConfigProposal, HardwareReport
 
 DEFAULT_ROUNDS = 5
 DECODE_TOKENS = 64
@@ -67,7 +67,7 @@ def paired_effect(a: list[float], b: list[float]) -> Effect:
     """How b compares with a, pair by pair (rounds): better / worse only when the interval excludes 1."""
     import statistics
 
-    from velollm_core.bench.stats import bootstrap_paired_ratio_interval
+    from velollm_core.contract.stats import bootstrap_paired_ratio_interval
 
     ratios = [vb / va for va, vb in zip(a, b) if va and vb]
     if not ratios:

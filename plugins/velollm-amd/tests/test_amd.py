@@ -13,7 +13,7 @@ from velollm_amd.amdsmi_api import probe_amdsmi
 from velollm_amd.bandwidth import known_bandwidth_gbps
 from velollm_amd.parsers import parse_amd_smi_list, parse_amd_smi_static, parse_rocm_smi
 
-from velollm_core.hardware.commands import ProbeError
+from velollm_core.contract.probing.tools import ProbeError
 
 MIB = 2**20
 GIB = 2**30

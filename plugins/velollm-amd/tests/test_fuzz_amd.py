@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from velollm_core.errors import VeloError
-from velollm_core.hardware.commands import ProbeError
+from velollm_core.contract.errors import VeloError
+from velollm_core.contract.probing.tools import ProbeError
 from velollm_core.testing import FUZZ, draw_seed, expect_probe_error, json_text_mutant, one_line, tool_seeds
 
 # The keys the AMD parsers read: the nodes a JSON mutation aims at half of the time.

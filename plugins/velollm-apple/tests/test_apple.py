@@ -9,7 +9,7 @@ import pytest
 from velollm_apple import plugin
 from velollm_apple.plugin import apple_bandwidth_gbps, parse_system_profiler, usable_gpu_memory_bytes
 
-from velollm_core.hardware.commands import ProbeError
+from velollm_core.contract.probing.tools import ProbeError
 
 GIB = 2**30
 MIB = 2**20

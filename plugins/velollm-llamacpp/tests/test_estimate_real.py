@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from velollm_core.errors import UserInputError
+from velollm_core.contract.errors import UserInputError
 from velollm_core.testing import missing
 from velollm_core.tune.estimate import estimate_memory
 

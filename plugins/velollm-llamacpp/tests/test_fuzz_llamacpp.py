@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from velollm_core.errors import VeloError
+from velollm_core.contract.errors import VeloError
 from velollm_core.testing import (
     FUZZ,
     answer_next,

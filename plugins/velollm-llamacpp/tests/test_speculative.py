@@ -10,7 +10,7 @@ import sys
 import pytest
 from velollm_llamacpp.server import _split_help_line
 
-from velollm_core.errors import UserInputError
+from velollm_core.contract.errors import UserInputError
 from velollm_core.speculative.advisor import (
     Observation,
     advise,
@@ -49,7 +49,7 @@ def spec_backend():
     from velollm_llamacpp.install import find_program
     from velollm_llamacpp.speculative import LlamaCppSpeculative
 
-    from velollm_core.errors import UserInputError
+    from velollm_core.contract.errors import UserInputError
 
     try:
         find_program("llama-server")
@@ -135,7 +135,7 @@ def test_advisor_does_not_promise_longer_drafts_than_the_draft_makes():
 
 
 def test_costs_come_from_llama_bench_one_run_per_model(spec_backend):
-    from velollm_core.modelfiles import resolve_model_path
+    from velollm_core.contract.modelfiles import resolve_model_path
 
     target, draft = resolve_model_path("gemma3-270m-f16"), resolve_model_path("gemma3-270m")
     costs = spec_backend.measure_costs(target, draft, threads=2, draft_lengths=(1, 4), n_gen=8)

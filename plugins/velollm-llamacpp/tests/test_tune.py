@@ -9,8 +9,8 @@ import pytest
 from velollm_llamacpp import tune
 from velollm_llamacpp.tune import GPU_MARGIN_BYTES, gpu_budgets, propose_llamacpp
 
+from velollm_core.contract.schemas import CpuInfo, GpuInfo, HardwareReport, MemoryInfo, OsInfo
 from velollm_core.gguf_meta import GgufSummary, TensorInfo
-from velollm_core.models import CpuInfo, GpuInfo, HardwareReport, MemoryInfo, OsInfo
 from velollm_core.tune.estimate import estimate_memory
 
 GIB = 2**30
@@ -186,7 +186,7 @@ def test_without_a_model_only_machine_settings_are_proposed():
 
 
 def test_hook_answers_only_for_llamacpp_and_all():
-    from velollm_core.plugins import hook
+    from velollm_core.contract.plugins import hook
 
     assert tune.propose_config(hardware=machine(), model=None, backend="ollama") == []
     answers = [p for group in hook().propose_config(hardware=machine(), model=None, backend="llamacpp")
@@ -195,7 +195,7 @@ def test_hook_answers_only_for_llamacpp_and_all():
 
 
 def test_unknown_model_is_a_user_error_for_llamacpp_but_a_note_for_all_runtimes():
-    from velollm_core.errors import UserInputError
+    from velollm_core.contract.errors import UserInputError
 
     with pytest.raises(UserInputError):
         tune.propose_config(hardware=machine(), model="no-such-model:7b", backend="llamacpp")
@@ -238,12 +238,12 @@ def test_verification_starts_llama_server_with_exactly_the_candidate_flags(fake_
 
 
 def test_verify_hook_answers_for_llamacpp_only_and_keeps_servers_up_when_they_fit(monkeypatch, tmp_path):
-    from velollm_core.models import ConfigProposal
+    from velollm_core.contract.schemas import ConfigProposal
     from velollm_core.tune import verify
 
     captured = {}
     monkeypatch.setattr(verify, "verify_proposal", lambda *a, **k: captured.update(args=a, kwargs=k) or "report")
-    monkeypatch.setattr("velollm_core.modelfiles.resolve_model_path", lambda name: MODEL)
+    monkeypatch.setattr("velollm_core.contract.modelfiles.resolve_model_path", lambda name: MODEL)
     monkeypatch.setattr("velollm_core.gguf_meta.read_summary", lambda path: llama_summary())
     other = ConfigProposal(runtime="ollama")
     assert tune.verify_config(proposal=other, model="m", hardware=machine(), progress=print) is None

@@ -12,7 +12,7 @@ import pytest
 
 @pytest.fixture(scope="module")
 def smollm2(llama_server_bin):
-    from velollm_core.modelfiles import resolve_model_path
+    from velollm_core.contract.modelfiles import resolve_model_path
 
     try:
         return resolve_model_path("smollm2-135m")

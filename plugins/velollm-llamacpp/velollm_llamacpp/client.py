@@ -18,7 +18,7 @@ from velollm_core.api import (
 
 CONNECT_TIMEOUT_S = 5.0
 SERVER_NAME = "llama-server"
-# The fields stream_completion and timing_from_final read, with their types (velollm_core.wire).
+# The fields stream_completion and timing_from_final read, with their types (velollm_core.contract.wire).
 COMPLETION_EVENT = {"tokens_predicted": int, "tokens_evaluated": int, "tokens": list, "content": str,
                     "stop_type": str, "timings": LLAMACPP_TIMINGS}
 
@@ -102,7 +102,7 @@ class CompletionStream:
 def stream_completion(client, base_url: str, request: GenerationRequest,
                       deadlines: Deadlines | None = None) -> GenerationTiming:
     """Run one streamed generation and time it: TTFT and decode rate from the stream, beside the
-    server's own ``timings``; ``deadlines`` (velollm_core.deadline) bound it."""
+    server's own ``timings``; ``deadlines`` (velollm_core.contract.deadline) bound it."""
     import httpx
 
     body = completion_body(request)

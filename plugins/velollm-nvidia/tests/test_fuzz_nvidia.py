@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from velollm_core.errors import VeloError
-from velollm_core.hardware.commands import ProbeError
+from velollm_core.contract.errors import VeloError
+from velollm_core.contract.probing.tools import ProbeError
 from velollm_core.testing import (
     FUZZ,
     NASTY,

@@ -11,7 +11,7 @@ from velollm_nvidia import plugin
 from velollm_nvidia.nvml import NvmlUnavailable, probe_nvml, theoretical_bandwidth_gbps
 from velollm_nvidia.smi import FULL_FIELDS, parse_smi_csv, probe_smi
 
-from velollm_core.hardware.commands import ProbeError
+from velollm_core.contract.probing.tools import ProbeError
 
 MIB = 2**20
 

@@ -10,7 +10,7 @@ from velollm_nvidia import plugin
 from velollm_nvidia.smi import probe_smi
 from velollm_nvidia.smi_xml import parse_smi_xml
 
-from velollm_core.hardware.commands import ProbeError
+from velollm_core.contract.probing.tools import ProbeError
 
 MIB = 2**20
 A100_MIG = "telegraf_a100-sxm4-80gb-mig_v12.xml"

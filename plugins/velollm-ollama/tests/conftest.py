@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from velollm_core.models import CpuInfo, GpuInfo, HardwareReport, MemoryInfo, OsInfo
+from velollm_core.contract.schemas import CpuInfo, GpuInfo, HardwareReport, MemoryInfo, OsInfo
 
 GIB = 1024**3
 MIB = 1024**2

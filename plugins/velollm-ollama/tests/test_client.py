@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from velollm_ollama.client import OllamaClient, default_base_url, error_text, is_loopback_url, normalize_host
 
-from velollm_core.errors import BackendError, UserInputError
+from velollm_core.contract.errors import BackendError, UserInputError
 
 
 @pytest.mark.parametrize(

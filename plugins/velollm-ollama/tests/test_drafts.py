@@ -18,7 +18,7 @@ from velollm_ollama.drafts import (
     render_modelfile,
 )
 
-from velollm_core.errors import UserInputError
+from velollm_core.contract.errors import UserInputError
 
 
 @pytest.fixture

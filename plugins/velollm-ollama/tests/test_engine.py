@@ -8,7 +8,7 @@ import json
 import pytest
 from velollm_ollama.backend import OllamaBackend
 
-from velollm_core.models import BenchmarkContext, GenerationRequest
+from velollm_core.contract.schemas import BenchmarkContext, GenerationRequest
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import pytest
 from velollm_ollama.backend import OllamaBackend
 from velollm_ollama.client import OllamaClient, default_base_url
 
-from velollm_core.errors import UserInputError, VeloError
-from velollm_core.models import BenchmarkContext, GenerationRequest
+from velollm_core.contract.errors import UserInputError, VeloError
+from velollm_core.contract.schemas import BenchmarkContext, GenerationRequest
 from velollm_core.testing import backend_hooks
 
 plugin = backend_hooks(OllamaBackend())  # the hooks the core's bridge answers for this backend

@@ -183,8 +183,8 @@ def test_verify_benchmarks_current_settings_then_explains(velollm, machine, fake
 
 
 def test_a_broken_plugin_costs_only_its_own_proposal(velollm, machine):
+    from velollm_core.contract.plugins import hook, pm
     from velollm_core.hookspecs import hookimpl
-    from velollm_core.plugins import hook, pm
 
     class Broken:
         @hookimpl

@@ -16,7 +16,7 @@ from velollm_ollama.optimizer import (
 )
 from velollm_ollama.versions import FEATURES, has, parallel_forced_to_one, parse_version, since
 
-from velollm_core.errors import UserInputError
+from velollm_core.contract.errors import UserInputError
 
 # Variables Ollama's envconfig really reads; a proposal may only touch these.
 REAL_OLLAMA_VARIABLES = set(SETTINGS) | {"OLLAMA_DEBUG", "OLLAMA_LOAD_TIMEOUT", "OLLAMA_MAX_QUEUE"}
@@ -319,7 +319,7 @@ def test_single_gpu_ignores_spread(hw):
 
 
 def test_mixed_vendors_size_for_the_larger_group(hw):
-    from velollm_core.models import GpuInfo
+    from velollm_core.contract.schemas import GpuInfo
 
     amd = GpuInfo(vendor="amd", name="AMD Radeon RX 7600", memory_total_bytes=8 * GIB,
                   memory_free_bytes=8 * GIB, source="amdsmi")
@@ -363,7 +363,7 @@ def test_cpu_keep_alive(hw):
 
 
 def test_unsupported_gpus_fall_back_to_cpu_rules(hw):
-    from velollm_core.models import GpuInfo
+    from velollm_core.contract.schemas import GpuInfo
 
     intel = GpuInfo(vendor="intel", name="Intel UHD Graphics 770", source="pci")
     proposal, _ = propose(hw.report([intel], ram_gib=32), llama8b())

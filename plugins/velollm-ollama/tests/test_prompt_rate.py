@@ -7,7 +7,7 @@ import pytest
 from velollm_ollama.backend import OllamaBackend
 from velollm_ollama.runner import PROMPT_RATE_METHODS, PromptLedger, measure_stream
 
-from velollm_core.models import BenchmarkContext, GenerationRequest
+from velollm_core.contract.schemas import BenchmarkContext, GenerationRequest
 from velollm_core.testing import backend_hooks
 
 plugin = backend_hooks(OllamaBackend())

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from velollm_core.errors import UserInputError, VeloError
-from velollm_core.models import ConfigChange, ConfigProposal
+from velollm_core.contract.errors import UserInputError, VeloError
+from velollm_core.contract.schemas import ConfigChange, ConfigProposal
 from velollm_core.tune import systemd
 from velollm_core.tune.render import (
     FORMATS,

@@ -6,8 +6,8 @@ import pytest
 from velollm_ollama.backend import OllamaBackend
 from velollm_ollama.runner import build_body, mark_prompt_cache_hit, measure_stream, split_options
 
-from velollm_core.errors import BackendError, UserInputError
-from velollm_core.models import BenchmarkContext, GenerationRequest
+from velollm_core.contract.errors import BackendError, UserInputError
+from velollm_core.contract.schemas import BenchmarkContext, GenerationRequest
 from velollm_core.testing import backend_hooks
 
 plugin = backend_hooks(OllamaBackend())  # the hooks the core's bridge answers for this backend
@@ -181,7 +181,7 @@ def test_concurrent_runs(fake_ollama):
 
 
 def test_through_the_plugin_manager(fake_ollama):
-    from velollm_core.plugins import hook
+    from velollm_core.contract.plugins import hook
 
     context = BenchmarkContext(backend="ollama", model="tiny", host=fake_ollama.url)
     with context.resources:

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from velollm_ollama import plugin
 from velollm_ollama.store import ModelName, ModelStore, blob_path, default_models_dirs
 
-from velollm_core.errors import UserInputError
+from velollm_core.contract.errors import UserInputError
 
 
 @pytest.mark.parametrize(
@@ -121,7 +121,7 @@ def test_resolve_model_hook(isolated_ollama, fake_store, gguf_file, monkeypatch)
 
 
 def test_resolve_through_the_core(isolated_ollama, fake_store, gguf_file, monkeypatch):
-    from velollm_core.modelfiles import resolve_model_path
+    from velollm_core.contract.modelfiles import resolve_model_path
 
     monkeypatch.setenv("OLLAMA_MODELS", str(fake_store.root))
     fake_store.add("registry.ollama.ai", "library", "smol", "135m", gguf_file().read_bytes())

@@ -18,9 +18,9 @@ from velollm_core.api import NUMBER, BackendError, GenerationRequest, Generation
 
 # Request fields that Ollama takes beside ``options``, not inside it.
 TOP_LEVEL_FIELDS = {"keep_alive", "think", "raw", "format", "system", "template", "suffix"}
-# Settings of this client, never sent to Ollama (the deadlines: velollm_core.deadline).
+# Settings of this client, never sent to Ollama (the deadlines: velollm_core.contract.deadline).
 CLIENT_SETTINGS = {"timeout", "first_token_timeout_s", "timeout_s", "cache_prompt"}
-# The fields measure_stream reads, with their types (velollm_core.wire).
+# The fields measure_stream reads, with their types (velollm_core.contract.wire).
 STREAM_CHUNK = {
     **dict.fromkeys(("response", "thinking", "done_reason"), str),
     **dict.fromkeys(("prompt_eval_count", "eval_count"), int),

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from velollm_core.errors import VeloError
+from velollm_core.contract.errors import VeloError
 from velollm_core.testing import FUZZ, answer_next, mock_http, one_line, seed_body, stream_mutants
 
 STREAMS = Path(__file__).parent / "data" / "fuzz"

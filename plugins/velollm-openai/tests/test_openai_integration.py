@@ -169,7 +169,7 @@ def _decode_rates(path: Path) -> tuple[list[float], list[float]]:
 def test_openai_and_llamacpp_backends_agree_on_the_same_server(llama_server_url, tmp_path):
     """Medians within 10%, or, on a machine too busy for that, within noise: the 95% bootstrap interval
     of their ratio contains 1 (the verdict `velollm compare` gives)."""
-    from velollm_core.bench.stats import bootstrap_ratio_interval
+    from velollm_core.contract.stats import bootstrap_ratio_interval
 
     rates: dict[str, tuple[list[float], list[float]]] = {"openai": ([], []), "llamacpp": ([], [])}
     common = ["--host", llama_server_url, "--model", MODEL, "--iterations", "2", "--max-tokens", "32"]

@@ -12,7 +12,7 @@ from velollm_core.api import LLAMACPP_TIMINGS, BackendError, GenerationTiming, s
 # Generated-text fields of a choice: completions' ``text``; chat's ``delta.content``, plus the
 # reasoning text some servers (vLLM, SGLang) stream separately — those are generated tokens too.
 _DELTA_FIELDS = ("content", "reasoning_content", "reasoning")
-# The fields StreamRecord and timing_from_stream read, with their types (velollm_core.wire).
+# The fields StreamRecord and timing_from_stream read, with their types (velollm_core.contract.wire).
 STREAM_EVENT = {
     "choices": [{"text": str, "delta": dict.fromkeys(_DELTA_FIELDS, str), "finish_reason": str}],
     "usage": {"prompt_tokens": int, "completion_tokens": int},

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from velollm_core.errors import UserInputError, VeloError
+from velollm_core.contract.errors import UserInputError, VeloError
 
 # Top-level keys that mark a JSON document as one of ours (benchmark, detect, speculative, optimize).
 _OUR_KEYS = ({"runs", "settings"}, {"os", "cpu", "gpus"}, {"vanilla", "speculative"}, {"proposals"})

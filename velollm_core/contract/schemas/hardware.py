@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from velollm_core.models.base import VeloModel as _Model
+from velollm_core.contract.schemas.base import VeloModel as _Model
 
 GpuVendor = Literal["nvidia", "amd", "apple", "intel", "other"]
 

@@ -233,7 +233,7 @@ def run(cmd: list[str], *, timeout: float | None = None, **popen_kwargs: Any) ->
 
 def _registry() -> Any:
 
-    from velollm_core.cachedir import cache_dir
+    from velollm_core.contract.cachedir import cache_dir
 
     return cache_dir() / "children"
 

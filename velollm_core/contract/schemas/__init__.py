@@ -1,7 +1,7 @@
 """Pydantic models of everything that crosses a plugin boundary or lands in a file.
 
 Split by concern and imported lazily: `velollm detect` builds only the hardware models, which keeps
-the CLI's start-up fast. ``from velollm_core.models import GpuInfo`` works for every name below.
+the CLI's start-up fast. ``from velollm_core.contract.schemas import GpuInfo`` works for every name below.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ __all__ = list(_SUBMODULE)
 
 def __getattr__(name: str):
     try:
-        module = importlib.import_module(f"velollm_core.models.{_SUBMODULE[name]}")
+        module = importlib.import_module(f"velollm_core.contract.schemas.{_SUBMODULE[name]}")
     except KeyError:
-        raise AttributeError(f"module 'velollm_core.models' has no attribute {name!r}") from None
+        raise AttributeError(f"module 'velollm_core.contract.schemas' has no attribute {name!r}") from None
     return getattr(module, name)

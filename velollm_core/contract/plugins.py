@@ -18,7 +18,8 @@ from typing import Any
 
 import pluggy
 
-from velollm_core import __version__, hookspecs, plugin_index
+from velollm_core import __version__, hookspecs
+from velollm_core.contract import plugin_index
 
 ENTRY_POINT_GROUP = plugin_index.ENTRY_POINT_GROUP
 PLUGINS_ENV = plugin_index.PLUGINS_ENV
@@ -26,8 +27,8 @@ DISABLE_ENV = plugin_index.DISABLE_ENV
 
 # Core features registered as plugins, so they are listed and can be replaced like any other.
 BUILTIN_PLUGINS = (
-    "velollm_core.backend_bridge",
-    "velollm_core.hardware.pci",
+    "velollm_core.contract.backend_bridge",
+    "velollm_core.hardware.pci_gpus",
     "velollm_core.hardware.xpu",
     "velollm_core.telemetry.rapl",
     "velollm_core.testmodels",

@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from velollm_core.errors import BackendError, UserInputError
-from velollm_core.urls import redact_url
+from velollm_core.contract.errors import BackendError, UserInputError
+from velollm_core.contract.urls import redact_url
 
 FIRST_TOKEN_OPTION = "first_token_timeout_s"
 TOTAL_OPTION = "timeout_s"

@@ -7,7 +7,7 @@ import random
 import statistics
 from collections.abc import Sequence
 
-from velollm_core.models import MetricStats
+from velollm_core.contract.schemas import MetricStats
 
 
 def summarize(values: Sequence[float]) -> MetricStats | None:

@@ -1,7 +1,7 @@
 """Backends as objects: the ``Backend`` protocol, its typed options, and the registry plugins fill.
 
 A backend plugin implements ``register_backends(register)`` and calls ``register(MyBackend())``. The
-core's bridge plugin (``velollm_core.backend_bridge``) answers the name-dispatched hooks
+core's bridge plugin (``velollm_core.contract.backend_bridge``) answers the name-dispatched hooks
 (``run_benchmark``, ``describe_backend``, ``check_benchmark``, ``speculative_backend``,
 ``verify_config``, ``benchmark_backends``) for every registered backend, so a backend never checks
 ``if backend != NAME`` and plugins written against those hooks directly keep working beside it.
@@ -17,13 +17,18 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from velollm_core import deadline
-from velollm_core.errors import UserInputError
+from velollm_core.contract import deadline
+from velollm_core.contract.errors import UserInputError
 
 if TYPE_CHECKING:
     import click
 
-    from velollm_core.models import BackendInfo, BenchmarkContext, GenerationRequest, GenerationTiming
+    from velollm_core.contract.schemas import (
+        BackendInfo,
+        BenchmarkContext,
+        GenerationRequest,
+        GenerationTiming,
+    )
 
 # Option keys whose head names a dict field take the rest as the dict's key: request.top_p=0.9.
 SEPARATOR = "."
@@ -136,7 +141,7 @@ class Registry:
         return [entry.backend for entry in self.entries.values()]
 
 
-BRIDGE = "velollm_core.backend_bridge"
+BRIDGE = "velollm_core.contract.backend_bridge"
 _lock = threading.RLock()  # a backend's own hooks may ask the registry while it is being built
 _cache: tuple[tuple[int, ...], Registry] | None = None
 
@@ -160,7 +165,7 @@ def _check(backend: Any) -> str | None:
 
 def build_registry() -> Registry:
     """Ask every plugin's ``register_backends``; duplicates and bad backends become load errors."""
-    from velollm_core import plugins
+    from velollm_core.contract import plugins
 
     registry = Registry()
     for plugin_name, call in plugins.implementations("register_backends"):  # load order: first wins
@@ -186,7 +191,7 @@ def build_registry() -> Registry:
 
 def _claims_by_name(registry: Registry) -> None:
     """Plugins that claim a backend name through ``benchmark_backends`` that another already owns."""
-    from velollm_core import plugins
+    from velollm_core.contract import plugins
 
     owners = {name: entry.plugin for name, entry in registry.entries.items()}
     for plugin_name, call in plugins.implementations("benchmark_backends"):
@@ -208,7 +213,7 @@ def _claims_by_name(registry: Registry) -> None:
 def registry() -> Registry:
     """The registry, built once per set of registered plugins (a test registering a fake rebuilds it)."""
     global _cache
-    from velollm_core import plugins
+    from velollm_core.contract import plugins
 
     plugins.load_plugins()
     # The plugins themselves, not their id()s: the cache holds them, so a plugin unregistered and a new
@@ -228,7 +233,7 @@ def get(name: str | None) -> Backend | None:
 def describe_plugins() -> list[dict]:
     """``plugins.describe_plugins()`` with each plugin's ``backends``, and among its ``hooks`` those the
     core's bridge answers for them (``run_benchmark``, ...): what ``velollm plugins`` shows."""
-    from velollm_core import plugins
+    from velollm_core.contract import plugins
 
     listing = plugins.describe_plugins()
     current = registry()

@@ -2,7 +2,7 @@
 
 Registered first, so pluggy calls it last: a plugin implementing ``run_benchmark`` itself still answers
 for its own names, and this bridge answers for the names in the registry
-(``velollm_core.backends``). Imports only the hook marker: the registry is built on the first call.
+(``velollm_core.contract.backends``). Imports only the hook marker: the registry is built on the first call.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from velollm_core.hookspecs import hookimpl
 
 
 def _backend(name):
-    from velollm_core import backends
+    from velollm_core.contract import backends
 
     return backends.get(name)
 
@@ -20,7 +20,7 @@ def _prepared(name, context):
     """The backend called ``name`` with ``context.settings`` validated, or None when none is registered."""
     backend = _backend(name)
     if backend is not None:
-        from velollm_core import backends
+        from velollm_core.contract import backends
 
         backends.settings(backend, context)
     return backend
@@ -28,7 +28,7 @@ def _prepared(name, context):
 
 @hookimpl
 def benchmark_backends():
-    from velollm_core import backends
+    from velollm_core.contract import backends
 
     return backends.registry().names()
 

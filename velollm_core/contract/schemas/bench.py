@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from velollm_core.models.base import VeloModel as _Model
-from velollm_core.models.hardware import HardwareReport
+from velollm_core.contract.schemas.base import VeloModel as _Model
+from velollm_core.contract.schemas.hardware import HardwareReport
 
 
 class GenerationRequest(_Model):
@@ -83,7 +83,7 @@ class ModelFacts(_Model):
 
 
 def _redacted_host(host: str | None) -> str | None:
-    from velollm_core.urls import redact_url
+    from velollm_core.contract.urls import redact_url
 
     return redact_url(host) if isinstance(host, str) else host
 
@@ -154,6 +154,6 @@ class BenchmarkContext:
     resources: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     state: dict[str, Any] = field(default_factory=dict)
     hardware: HardwareReport | None = None  # this machine, where the engine detected it
-    # The backend's validated options (a ``velollm_core.backends.BackendOptions``), set by the core
+    # The backend's validated options (a ``velollm_core.contract.backends.BackendOptions``), set by the core
     # before the backend's first call; ``options`` keeps the flat ``--option`` dict as given.
     settings: Any = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from velollm_core.errors import UserInputError
+from velollm_core.contract.errors import UserInputError
 
 GGUF_MAGIC = b"GGUF"
 
@@ -48,7 +48,7 @@ def resolve_model_path(name: str) -> Path:
     candidate = Path(name).expanduser()
     if _exists(candidate) or _looks_like_path(name):
         return check_gguf(candidate)
-    from velollm_core.plugins import hook
+    from velollm_core.contract.plugins import hook
 
     resolved = hook().resolve_model(name=name)
     if resolved is None:

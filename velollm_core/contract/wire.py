@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from velollm_core.errors import BackendError
+from velollm_core.contract.errors import BackendError
 
 # A count must be an int (GenerationTiming refuses 2.5 tokens); times and rates may be either.
 NUMBER = (int, float)

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from velollm_core.cachedir import cache_dir
+from velollm_core.contract.cachedir import cache_dir
 
 ENTRY_POINT_GROUP = "velollm"
 PLUGINS_ENV = "VELOLLM_PLUGINS"  # a,b: load only these entry points
@@ -147,7 +147,7 @@ def _usable_index_path() -> Path | None:
 
 
 def _save(data: dict) -> None:
-    from velollm_core.files import atomic_write_text
+    from velollm_core.contract.files import atomic_write_text
 
     path = _usable_index_path()
     if path is None:

@@ -54,7 +54,7 @@ class TelemetrySource(Protocol):
 
 def hardware_sources() -> list[TelemetrySource]:
     """Every source the plugins offer through ``telemetry_sources()`` (the core's RAPL among them)."""
-    from velollm_core import plugins
+    from velollm_core.contract import plugins
 
     plugins.load_plugins()
     found: list[TelemetrySource] = []

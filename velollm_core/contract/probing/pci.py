@@ -7,15 +7,12 @@ by PCI bus id, so this probe only has to be right about *which* GPUs exist.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from velollm_core.hookspecs import hookimpl
-
 if TYPE_CHECKING:  # pydantic loads only when a GPU record is built: every CLI command loads this module
-    from velollm_core.models import GpuInfo, GpuVendor
+    from velollm_core.contract.schemas import GpuInfo, GpuVendor
 
 SYSFS_ROOT = Path("/sys")
 
@@ -147,7 +144,7 @@ def pci_device_name(vendor_id: str, device_id: str) -> str:
 
 def gpu_from_pci(device: PciDisplayDevice, source: str = "pci") -> GpuInfo:
     """A GpuInfo holding what sysfs alone knows about ``device``."""
-    from velollm_core.models import GpuInfo
+    from velollm_core.contract.schemas import GpuInfo
 
     name = _read(device.path / "product_name") or pci_device_name(device.vendor_id, device.device_id)
     total, used = read_amdgpu_vram(device.path)
@@ -173,13 +170,3 @@ def probe_pci_gpus(sysfs_root: Path = SYSFS_ROOT) -> list[GpuInfo]:
 def vendor_seen_on_pci(vendor: GpuVendor, sysfs_root: Path = SYSFS_ROOT) -> bool:
     """Whether sysfs shows a display device of ``vendor``: tells a missing tool from a missing GPU."""
     return any(device.vendor == vendor for device in scan_display_devices(sysfs_root))
-
-
-@hookimpl
-def detect_gpu(warn: Callable[[str], None]) -> list[GpuInfo]:
-    """Generic records for every GPU on the PCI bus; vendor plugins' records replace them."""
-    try:
-        return probe_pci_gpus(SYSFS_ROOT)
-    except OSError as exc:
-        warn(f"pci: could not read {SYSFS_ROOT / 'bus/pci/devices'}: {exc}")
-        return []
