@@ -1,6 +1,8 @@
 """The dependency rules of docs/ARCHITECTURE.md, read from every file's imports (``ast``, nothing run):
 the core never imports a plugin (its tests included), no plugin imports another, and a plugin takes from
-the core only the declared API (``velollm_core.api``) and, in its tests, the test kit."""
+the core only the declared API (``velollm_core.api``) and, in its tests, the test kit. Inside the core,
+the contract (``hookspecs``, ``api``, ``contract/``) imports nothing of the features, the features
+import only downwards (``FEATURE_LAYERS``), and the core holds no runtime knowledge and no test tooling."""
 
 from __future__ import annotations
 
@@ -100,3 +102,75 @@ def test_pending_files_still_need_their_exception():
 def test_every_declared_name_exists():
     for name in api.__all__:
         assert getattr(api, name) is not None, name
+
+
+# --- inside the core ------------------------------------------------------------------------------------
+
+CONTRACT = {"__init__", "hookspecs", "api", "contract"}
+# The built-in features, lowest first: a feature imports the contract and the features below it only.
+FEATURE_LAYERS = ["tables", "hardware", "telemetry", "history", "bench", "report", "tune", "speculative", "cli",
+                  "__main__"]
+# Core files still breaking an in-core rule, each with why; a file leaves this list when fixed.
+CORE_PENDING: dict[str, str] = {
+    "velollm_core/bench/engine.py": "the roofline moves out with the GGUF knowledge",
+    "velollm_core/contract/modelfiles.py": "names the bundled test models in an error",
+    "velollm_core/history/commands.py": "compare moves into history",
+}
+# api names still defined in a feature, and core parts still to move out (same rule: leave when fixed).
+API_PENDING = {"StreamCall", "TEST_MODELS", "GgufSummary", "read_summary", "MemoryEstimate", "ModelShape",
+               "estimate_compute_bytes", "estimate_kv_cache", "estimate_memory", "model_shape",
+               "verify_proposal", "read_unit_environment", "unit_installed", "detect_hardware"}
+PARTS_PENDING = {"gguf_meta", "mockserver", "testing", "testmodels"}
+
+
+def core_part(module: str) -> str | None:
+    """The top-level part of the core a dotted module belongs to (``bench``, ``contract``, ...)."""
+    parts = module.split(".")
+    if parts[0] != CORE_PACKAGE:
+        return None
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def core_imports(path: Path) -> list[tuple[str, int]]:
+    """The core modules ``path`` imports (``from velollm_core import x`` counted as ``velollm_core.x``)."""
+    found = []
+    for module, names, line in imports(path):
+        if module == CORE_PACKAGE:
+            found += [(f"{module}.{name}", line) for name in names]
+        elif module.startswith(CORE_PACKAGE + "."):
+            found.append((module, line))
+    return found
+
+
+def layer_offences(path: Path) -> list[str]:
+    mine = path.relative_to(REPO / CORE_PACKAGE).parts[0].removesuffix(".py")
+    offences = []
+    for module, line in core_imports(path):
+        part = core_part(module)
+        where = f"{path.relative_to(REPO)}:{line}"
+        if mine in CONTRACT and part not in CONTRACT and part != "__version__":
+            offences.append(f"{where}: the contract imports the feature {module}")
+        elif mine in FEATURE_LAYERS and part in FEATURE_LAYERS and FEATURE_LAYERS.index(part) > FEATURE_LAYERS.index(mine):
+            offences.append(f"{where}: {mine} imports {module}, a layer above it")
+    return offences
+
+
+def core_files() -> list[Path]:
+    return [path for path in python_files(REPO / CORE_PACKAGE)]
+
+
+def test_the_contract_imports_no_feature_and_features_import_only_downwards():
+    offenders = [offence for path in core_files() if str(path.relative_to(REPO)) not in CORE_PENDING
+                 for offence in layer_offences(path)]
+    assert not offenders, "\n".join(offenders)
+
+
+def test_every_api_name_lives_in_the_contract():
+    outside = {name: module for name, module in api._EXPORTS.items()
+               if core_part(module) not in CONTRACT and name not in API_PENDING}
+    assert not outside, f"velollm_core.api exports names from features: {outside}"
+
+
+def test_every_core_part_is_the_contract_or_a_known_feature():
+    parts = {path.relative_to(REPO / CORE_PACKAGE).parts[0].removesuffix(".py") for path in core_files()}
+    assert parts <= CONTRACT | set(FEATURE_LAYERS) | PARTS_PENDING, sorted(parts - CONTRACT - set(FEATURE_LAYERS))
