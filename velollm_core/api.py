@@ -58,7 +58,8 @@ _EXPORTS: dict[str, str] = {
     # hardware probing
     **dict.fromkeys(("gpu_from_pci", "normalize_pci_bus_id", "pci_device_name", "read_amdgpu_vram",
                      "scan_display_devices", "vendor_seen_on_pci"), "velollm_core.contract.probing.pci"),
-    **dict.fromkeys(("DEFAULT_TIMEOUT_S", "ProbeError", "run_tool"), "velollm_core.contract.probing.tools"),
+    **dict.fromkeys(("DEFAULT_TIMEOUT_S", "ProbeError", "ProbeTimeout", "run_tool"),
+                    "velollm_core.contract.probing.tools"),
     "OptionalCalls": "velollm_core.contract.probing.bindings",
     "usable_cpus": "velollm_core.contract.probing.load",
     "memory_bytes": "velollm_core.contract.probing.units",

@@ -29,7 +29,6 @@ DISABLE_ENV = plugin_index.DISABLE_ENV
 BUILTIN_PLUGINS = (
     "velollm_core.contract.backend_bridge",
     "velollm_core.hardware.pci_gpus",
-    "velollm_core.hardware.xpu",
     "velollm_core.telemetry.rapl",
     "velollm_core.testmodels",
 )

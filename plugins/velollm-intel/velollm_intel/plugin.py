@@ -1,7 +1,7 @@
 """Intel GPUs through ``xpu-smi`` (Intel XPU Manager): names, memory, driver and bus ids.
 
-There is no Intel plugin distribution: this is a built-in plugin, like the PCI probe, whose records
-replace the generic ``pci`` record of the same card (same PCI bus id) when the report is merged.
+Its records replace the generic ``pci`` record of the same card (same PCI bus id) when the report is
+merged.
 
 ``xpu-smi discovery -j`` lists the devices; ``xpu-smi discovery -d ID -j`` describes one. Both also
 exist as box-drawn tables of ``Key: Value`` lines (the only form some captures show), read by
@@ -16,12 +16,10 @@ import shutil
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from velollm_core.contract.probing.tools import DEFAULT_TIMEOUT_S, ProbeError, ProbeTimeout, run_tool
-from velollm_core.contract.probing.units import memory_bytes
-from velollm_core.hookspecs import hookimpl
+from velollm_core.api import DEFAULT_TIMEOUT_S, ProbeError, ProbeTimeout, hookimpl, memory_bytes, run_tool
 
 if TYPE_CHECKING:  # pydantic loads only when a GPU record is built: every CLI command loads this module
-    from velollm_core.contract.schemas import GpuInfo
+    from velollm_core.api import GpuInfo
 
 TOOL = "xpu-smi"
 SOURCE = "xpu-smi"
@@ -192,8 +190,7 @@ def gpu_from_xpu(props: dict[str, Any]) -> GpuInfo:
     No bandwidth: xpu-smi reports no memory clock, and its "Memory Bus Width" is not the data-sheet
     figure (384 on an Arc B580, whose GDDR6 bus is 192 bits), so neither is recorded.
     """
-    from velollm_core.contract.probing.pci import normalize_pci_bus_id, pci_device_name
-    from velollm_core.contract.schemas import GpuInfo
+    from velollm_core.api import GpuInfo, normalize_pci_bus_id, pci_device_name
 
     device_id = _hex_id(props.get("pci_device_id"))
     name = _text(props.get("device_name"))

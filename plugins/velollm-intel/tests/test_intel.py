@@ -1,5 +1,5 @@
-"""The Intel probe: xpu-smi's real outputs (Arc B580, Data Center GPU Max 0x020a), fakes of the tool,
-the merge with the generic PCI record, and ``velollm detect``."""
+"""The Intel plugin's probe: xpu-smi's real outputs (Arc B580, Data Center GPU Max 0x020a), fakes of
+the tool, the merge with the generic PCI record, and ``velollm detect``."""
 
 from __future__ import annotations
 
@@ -10,12 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
-from velollm_core.cli import cli
-from velollm_core.contract.probing.pci import probe_pci_gpus
-from velollm_core.contract.probing.tools import ProbeError
-from velollm_core.hardware.report import merge_gpus
-from velollm_core.hardware.xpu import (
+from velollm_intel.plugin import (
     gpu_from_xpu,
     parse_xpu_device_json,
     parse_xpu_device_text,
@@ -23,6 +18,11 @@ from velollm_core.hardware.xpu import (
     parse_xpu_table,
     probe_xpu,
 )
+
+from velollm_core.cli import cli
+from velollm_core.contract.probing.pci import probe_pci_gpus
+from velollm_core.contract.probing.tools import ProbeError
+from velollm_core.hardware.report import merge_gpus
 
 MIB = 2**20
 B580_D0 = "xpumanager-readme_arc-b580_discovery-d0.txt"
@@ -290,11 +290,13 @@ def test_detect_with_failing_xpu_smi_warns_once_and_succeeds(fake_tools):
     document = json.loads(result.output)
     assert intel_gpus(document) == []
     xpu_warnings = [w for w in document["warnings"] if "xpu" in w]
-    assert xpu_warnings == ["xpu: xpu-smi exited with code 1: Error: Level Zero Initialization Error"]
+    # The warning is labelled with the plugin's entry-point name, as every vendor plugin's is.
+    assert xpu_warnings == ["intel: xpu-smi exited with code 1: Error: Level Zero Initialization Error"]
 
 
-def test_xpu_is_a_builtin_detect_gpu_plugin():
+def test_intel_is_a_detect_gpu_plugin_of_its_own_distribution():
     from velollm_core.contract.plugins import describe_plugins
 
-    plugin = next(p for p in describe_plugins() if p["name"] == "velollm_core.hardware.xpu")
-    assert plugin["builtin"] is True and plugin["hooks"] == ["detect_gpu"]
+    plugin = next(p for p in describe_plugins() if p["name"] == "intel")
+    assert plugin["builtin"] is False and plugin["hooks"] == ["detect_gpu"]
+    assert plugin["distribution"] == "velollm-intel"

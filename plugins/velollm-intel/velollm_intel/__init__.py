@@ -1,0 +1,1 @@
+"""VeloLLM plugin: Intel GPU probe (xpu-smi)."""
