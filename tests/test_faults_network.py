@@ -304,6 +304,24 @@ def test_plain_request_trickle_is_cut_at_its_deadline(server):
     assert time.monotonic() - started < 1.8
 
 
+def test_deadline_defaults_are_exported_and_read_from_typed_settings():
+    from velollm_core import api
+
+    assert (api.FIRST_TOKEN_TIMEOUT_S, api.REQUEST_TIMEOUT_S, api.CONNECT_TIMEOUT_S) == (300.0, 600.0, 10.0)
+    assert api.Deadlines.from_settings(None) == api.Deadlines() == api.Deadlines(300.0, 600.0)
+    settings = api.BackendOptions.model_validate({"first_token_timeout_s": 5})
+    assert api.Deadlines.from_settings(settings) == api.Deadlines(first_token_s=5.0, total_s=600.0)
+
+
+def test_plain_request_carries_basic_auth_that_no_message_shows(server):
+    server.modes = {"/": "silent"}
+    with httpx.Client() as http, pytest.raises(BackendError) as caught:
+        plain_request(http, "GET", server.url + "/", Deadlines().plain(1.0), server="test server",
+                      auth=(SECRET_USER, SECRET_PASSWORD))
+    assert server.requests[-1]["auth"] == BASIC
+    assert "did not answer within 1 s" in str(caught.value) and SECRET_PASSWORD not in str(caught.value)
+
+
 # --- case 4: credentials in --host ---------------------------------------------------------------
 
 

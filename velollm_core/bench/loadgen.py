@@ -27,13 +27,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from velollm_core.contract.deadline import MAX_LINE_CHARS, Deadlines
+from velollm_core.contract.deadline import CONNECT_TIMEOUT_S, MAX_LINE_CHARS, Deadlines
 from velollm_core.contract.errors import BackendError
 from velollm_core.contract.schemas import GenerationRequest, GenerationTiming
 from velollm_core.contract.streamclient import ConnectFailed, ProtocolError, StreamClient
 
 PROFILES = ("concurrent", "constant", "poisson")
-CONNECT_TIMEOUT_S = 10.0
 
 
 class Accumulator(Protocol):

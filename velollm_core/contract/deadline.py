@@ -24,10 +24,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from velollm_core.contract.errors import BackendError, UserInputError
 from velollm_core.contract.urls import redact_url
+
+if TYPE_CHECKING:
+    from velollm_core.contract.backends import BackendOptions
 
 FIRST_TOKEN_OPTION = "first_token_timeout_s"
 TOTAL_OPTION = "timeout_s"
@@ -44,6 +47,9 @@ FIRST_TOKEN_TIMEOUT_S = 300.0
 REQUEST_TIMEOUT_S = 600.0
 # Metadata requests (model lists, versions, health) answer in milliseconds on any healthy server.
 PLAIN_TIMEOUT_S = 30.0
+# Opening a TCP connection to a server on this machine or this network: a listening server accepts in
+# milliseconds, so 10 s only ever passes for a host that drops packets (a firewall, a wrong address).
+CONNECT_TIMEOUT_S = 10.0
 # The "waiting" line: after this much silence, then again at this interval while it lasts.
 NOTICE_AFTER_S = 5.0
 # One event line of a stream: a token's JSON is under a kilobyte; 16 MiB is past any real server.
@@ -79,6 +85,17 @@ class Deadlines:
         return cls(
             first_token_s=_seconds(options, (FIRST_TOKEN_OPTION,), FIRST_TOKEN_TIMEOUT_S),
             total_s=_seconds(options, (TOTAL_OPTION, *total_aliases), REQUEST_TIMEOUT_S),
+        )
+
+    @classmethod
+    def from_settings(cls, settings: BackendOptions | None) -> Deadlines:
+        """From a backend's validated options (``context.settings``): its ``first_token_timeout_s`` and
+        ``timeout_s``, each default where not given; None (no options) gives the defaults."""
+        if settings is None:
+            return cls()
+        return cls(
+            first_token_s=settings.first_token_timeout_s or FIRST_TOKEN_TIMEOUT_S,
+            total_s=settings.timeout_s or REQUEST_TIMEOUT_S,
         )
 
     def plain(self, seconds: float = PLAIN_TIMEOUT_S) -> Deadlines:
@@ -286,10 +303,13 @@ class RequestWatch:
                 pass  # already closed: the request ended on its own
 
 
-def plain_request(http: Any, method: str, url: str, limits: Deadlines, *, server: str, connect_s: float,
-                  **kwargs: Any) -> Any:
+def plain_request(http: Any, method: str, url: str, limits: Deadlines, *, server: str,
+                  connect_s: float = CONNECT_TIMEOUT_S, auth: tuple[str, str] | None = None, **kwargs: Any) -> Any:
     """One request that is not a stream (``limits`` from ``Deadlines.plain``), its answer read whole.
 
+    ``auth`` is HTTP basic auth, as ``ServerURL.auth`` holds it for a ``--host user:password@...``; it
+    goes into the request's header only (``url`` should be the URL's safe ``base``; messages redact
+    it anyway). ``kwargs`` go to httpx's ``build_request`` (``json=``, ``params=``, ``headers=``).
     Returns the read httpx response; a passed deadline raises BackendError, and any other httpx
     error passes through for the client to name (not reachable, connection reset).
     """
@@ -299,7 +319,7 @@ def plain_request(http: Any, method: str, url: str, limits: Deadlines, *, server
     watch = RequestWatch(limits, server=server, url=str(request.url))
     try:
         with watch:
-            response = http.send(request, stream=True)
+            response = http.send(request, stream=True, auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT)
             try:
                 watch.attach(response)
                 response.read()
