@@ -35,8 +35,8 @@ _EXPORTS: dict[str, str] = {
     "BackendBase": "velollm_core.contract.backends",
     "BackendOptions": "velollm_core.contract.backends",
     # clients: deadlines, URLs, wire format, statistics
-    **dict.fromkeys(("Deadlines", "RequestWatch", "plain_request", "PLAIN_TIMEOUT_S", "seconds_option"),
-                    "velollm_core.contract.deadline"),
+    **dict.fromkeys(("Deadlines", "RequestWatch", "plain_request", "seconds_option", "FIRST_TOKEN_TIMEOUT_S",
+                     "REQUEST_TIMEOUT_S", "PLAIN_TIMEOUT_S", "CONNECT_TIMEOUT_S"), "velollm_core.contract.deadline"),
     **dict.fromkeys(("ServerURL", "join_url", "redact_url", "scrub", "split_server_url"), "velollm_core.contract.urls"),
     **dict.fromkeys(("NUMBER", "conform", "stream_event", "LLAMACPP_TIMINGS"), "velollm_core.contract.wire"),
     "percentile": "velollm_core.contract.stats",
