@@ -10,13 +10,14 @@ import threading
 
 import pytest
 
-from velollm_core.bench.compare import compare_results, load_result
-from velollm_core.bench.engine import BenchmarkPlan, BenchmarkRunner, summarize_runs
+from velollm_core.bench.engine import BenchmarkPlan, BenchmarkRunner
 from velollm_core.bench.suites import SUITES, get_suites
 from velollm_core.contract.errors import BackendError, UserInputError
 from velollm_core.contract.plugins import pm
 from velollm_core.contract.schemas import GenerationTiming
 from velollm_core.contract.stats import bootstrap_ratio_interval, percentile, summarize
+from velollm_core.history.compare import compare_results, load_result
+from velollm_core.history.summary import summarize_runs
 from velollm_core.hookspecs import hookimpl
 
 

@@ -13,7 +13,6 @@ from rich.console import Console
 from rich.table import Table
 
 from velollm_core import tables
-from velollm_core.bench.compare import compare_results, load_result
 from velollm_core.bench.render import render_comparison, render_result
 from velollm_core.contract.schemas import (
     BenchmarkResult,
@@ -23,6 +22,7 @@ from velollm_core.contract.schemas import (
     HardwareReport,
 )
 from velollm_core.hardware.report import render_hardware
+from velollm_core.history.compare import compare_results, load_result
 from velollm_core.speculative.commands import render_report
 from velollm_core.tune.render import print_proposals
 

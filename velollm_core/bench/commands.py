@@ -134,8 +134,11 @@ def benchmark_command(
     from velollm_core.contract.backends import flag_options
     from velollm_core.contract.files import prepare_output
     from velollm_core.contract.output import print_json, stderr_console, stdout_console
+    from velollm_core.contract.urls import check_server_url
     from velollm_core.hardware.report import detect_hardware
 
+    if host is not None:
+        check_server_url(host)  # a malformed URL is the user's to fix, before any backend gets it
     backends = known_backends()
     if backend not in backends:
         raise UserInputError(
@@ -255,8 +258,8 @@ def _run_with_progress(runner, console, busy=None):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def compare_command(results: tuple[str, ...], baseline: bool, baseline_runs: int, as_json: bool) -> None:
     """Compare two results (files or history ids): ratio of medians (B/A) and whether it exceeds noise."""
-    from velollm_core.bench.compare import baseline_rows, compare_results, find_baselines, load_source
     from velollm_core.contract.output import print_json, stdout_console
+    from velollm_core.history.compare import baseline_rows, compare_results, find_baselines, load_source
 
     if len(results) not in (1, 2) or (len(results) == 1 and not baseline):
         raise UserInputError("compare takes two results A B (files or history ids), or one with --baseline")

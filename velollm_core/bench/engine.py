@@ -30,19 +30,7 @@ from velollm_core.contract.schemas import (
     HardwareReport,
     RunRecord,
 )
-from velollm_core.contract.stats import summarize
-
-# Metrics summarized per suite, in display order.
-METRICS = (
-    "decode_tokens_per_s",
-    "client_decode_tokens_per_s",
-    "prompt_tokens_per_s",
-    "ttft_ms",
-    "total_ms",
-    "prompt_tokens",
-    "completion_tokens",
-)
-
+from velollm_core.history.summary import summarize_runs
 
 # The asyncio load generator holds this many streams (one connection each); a backend without
 # StreamCalls runs one thread per stream, and is held to THREAD_STREAMS.
@@ -170,34 +158,6 @@ class BenchmarkPlan:
         if self.profile == "sweep":
             total += len(self.jobs) * len(SWEEP_SHARES) * max(self.requests or 8, self.iterations)
         return total
-
-
-def summary_key(benchmark: str, concurrency: int | str | None) -> str:
-    """'short_completion' at sequential, 'short_completion@c4' / '@rate2' at a load level."""
-    if concurrency in (None, 1, "seq"):
-        return benchmark
-    return f"{benchmark}@{concurrency if isinstance(concurrency, str) else f'c{concurrency}'}"
-
-
-def run_key(run: RunRecord) -> str:
-    return summary_key(run.benchmark, run.level if run.level is not None else run.concurrency)
-
-
-def summarize_runs(runs: list[RunRecord]) -> dict[str, dict[str, Any]]:
-    """Per suite (and load level), MetricStats for each metric that has values (failed runs left out)."""
-    groups: dict[str, list[RunRecord]] = {}
-    for run in runs:
-        if run.failed is None:
-            groups.setdefault(run_key(run), []).append(run)
-    summary = {}
-    for key, group in groups.items():
-        metrics = {}
-        for metric in METRICS:
-            stats = summarize([getattr(run, metric) for run in group])
-            if stats is not None:
-                metrics[metric] = stats
-        summary[key] = metrics
-    return summary
 
 
 def concurrency_report(levels: list[dict[str, Any]]) -> dict[str, Any]:

@@ -144,7 +144,7 @@ def _check_date(name: str, value: str | None) -> None:
 @click.option("--label", help="Label the imported results.")
 def import_command(files: tuple[Path, ...], label: str | None) -> None:
     """Store result files (benchmark, speculative bench, verify) in the history; each one once."""
-    from velollm_core.bench.compare import read_document
+    from velollm_core.history.compare import read_document
     from velollm_core.history.store import kind_of, open_history
 
     loaded = []

@@ -50,7 +50,7 @@ def _num(value: Any) -> float | None:
 
 def load_sources(refs: list[str]) -> list[Source]:
     """Each of ``refs`` a result file or a history id ('12', '#12', 'latest'); a file wins over an id."""
-    from velollm_core.bench.compare import parse_document, read_document
+    from velollm_core.history.compare import parse_document, read_document
     from velollm_core.history.secrets import scrub_document
     from velollm_core.history.store import kind_of, load_ref
 
@@ -101,7 +101,7 @@ def facts(source: Source) -> dict[str, Any]:
 
 
 def _summary_key(run: dict) -> str:
-    from velollm_core.bench.engine import summary_key
+    from velollm_core.history.summary import summary_key
 
     return summary_key(str(run.get("benchmark")), int(run.get("concurrency") or 1))
 

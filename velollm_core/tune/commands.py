@@ -196,9 +196,9 @@ def verify(proposal: ConfigProposal, model: str | None, hardware: HardwareReport
                  err=True)
     click.echo(f"Measuring with the proposed settings ({after})...", err=True)
     _run_benchmark(proposal.runtime, model, hardware, Path(after))
-    from velollm_core.bench.compare import compare_results, load_result
     from velollm_core.bench.render import render_comparison
     from velollm_core.contract.output import stdout_console
+    from velollm_core.history.compare import compare_results, load_result
 
     rows = compare_results(load_result(Path(before)), load_result(Path(after)))
     render_comparison(rows, stdout_console(), "current", "proposed")

@@ -10,10 +10,10 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from velollm_core.bench.engine import METRICS, summary_key
 from velollm_core.contract.errors import UserInputError
 from velollm_core.contract.schemas import BenchmarkResult
 from velollm_core.contract.stats import bootstrap_ratio_interval, summarize
+from velollm_core.history.summary import METRICS, summary_key
 
 # For these, smaller is better; for every other metric, larger is better.
 LOWER_IS_BETTER = {"ttft_ms", "total_ms"}
