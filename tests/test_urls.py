@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
-from velollm_core.contract.urls import ServerURL, join_url, redact_url, scrub, split_server_url
+from velollm_core.contract.errors import UserInputError
+from velollm_core.contract.urls import (
+    ServerURL,
+    check_server_url,
+    join_url,
+    redact_url,
+    scrub,
+    split_server_url,
+)
 
 
 @pytest.mark.parametrize("url, shown", [
@@ -48,3 +59,36 @@ def test_secrets_include_the_basic_auth_header_value():
     server = split_server_url("http://u:pw@h:1/?t=tok")
     assert set(server.secrets()) == {"tok", "pw", "dTpwdw=="}  # base64("u:pw")
     assert scrub("echo: Basic dTpwdw== pw tok", server.secrets()) == "echo: Basic *** *** ***"
+
+
+@pytest.mark.parametrize("raw, why", [
+    ("http://[::1", "is not a URL: Invalid IPv6 URL"),
+    ("http://h:99999", "is not a URL: Port out of range"),
+    ("http://user:pw-SECRET@h:abc/?k=tok-SECRET", "is not a URL: Port could not be cast"),
+    ("http://", "names no host"),
+    ("http://h:0", "port 0"),
+    ("http://a b:1", "spaces or control characters"),
+    ("", "is not a URL"),
+])
+def test_malformed_server_urls_are_one_user_error_without_secrets(raw, why):
+    with pytest.raises(UserInputError, match=why) as caught:
+        check_server_url(raw)
+    assert "SECRET" not in str(caught.value)
+
+
+@pytest.mark.parametrize("raw", ["http://127.0.0.1:8000", "localhost:11434", "u:p@h:1", "http://[::1]:8080/v1",
+                                 "0.0.0.0", "https://h.example/openai/?api_key=k"])
+def test_usable_server_urls_pass_unchanged(raw):
+    assert check_server_url(raw) == raw
+
+
+def test_redact_url_of_a_malformed_url_shows_no_secret():
+    assert redact_url("http://u:pw@[::1?k=secret") == "http://***@[::1"
+
+
+@pytest.mark.parametrize("host", ["http://[::1", "http://h:port", "http://"])
+def test_benchmark_with_a_malformed_host_exits_2_in_one_line(host):
+    proc = subprocess.run([sys.executable, "-m", "velollm_core", "benchmark", "--backend", "openai", "--host", host,
+                           "--model", "x"], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("Error: --host "), proc.stderr

@@ -12,6 +12,8 @@ import base64
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
+from velollm_core.contract.errors import UserInputError
+
 REDACTED = "***"
 
 
@@ -32,12 +34,52 @@ def _unsplit(parts, had_scheme: bool) -> str:
     return text if had_scheme else text.removeprefix("//")
 
 
+def _shown(raw: str) -> str:
+    """``raw`` for a message when it may not parse: anything before its last ``@`` (the userinfo)
+    after the scheme becomes ``***``, and the query goes."""
+    scheme, sep, rest = raw.partition("://")
+    if not sep:
+        scheme, rest = "", raw
+    rest = rest.split("?", 1)[0]
+    if "@" in rest:
+        rest = f"{REDACTED}@{rest.rpartition('@')[2]}"
+    return f"{scheme}{sep}{rest}"
+
+
+def check_server_url(raw: str, *, what: str = "--host") -> str:
+    """``raw`` as given when it is a usable server URL; else one UserInputError saying why.
+
+    Usable: it parses (an IPv6 address is bracketed whole), it names a host, its port (if any) is a TCP
+    port, and it holds no whitespace or control characters. The scheme is left to the backend (a
+    server URL without one is ``http``). The message never shows the URL's userinfo or query.
+    """
+    shown = _shown(raw.strip())
+    if not raw.strip() or any(char.isspace() or not char.isprintable() for char in raw.strip()):
+        raise UserInputError(f"{what} {shown!r} is not a URL: it is empty or holds spaces or control characters")
+    try:
+        # With "://" the host is what follows it ("http://" names none); without, the whole text is
+        # the network location, as _parts reads it.
+        parts = urlsplit(raw.strip()) if "://" in raw else urlsplit("//" + raw.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise UserInputError(f"{what} {shown!r} is not a URL: {exc}") from None
+    if not parts.hostname:
+        raise UserInputError(f"{what} {shown!r} names no host (expected e.g. http://127.0.0.1:8000)")
+    if port == 0:
+        raise UserInputError(f"{what} {shown!r}: port 0 is no server's port (1-65535)")
+    return raw
+
+
 def redact_url(url: str) -> str:
     """``url`` fit for messages and files: userinfo becomes ``***@``, each query value ``***``.
 
-    A URL without either comes back unchanged, character for character.
+    A URL without either comes back unchanged, character for character; one that does not parse
+    comes back with everything that could be userinfo or query cut out.
     """
-    parts, had_scheme = _parts(url.strip())
+    try:
+        parts, had_scheme = _parts(url.strip())
+    except ValueError:
+        return _shown(url.strip())
     _userinfo, at, hostport = parts.netloc.rpartition("@")
     if not at and not parts.query:
         return url
