@@ -56,3 +56,13 @@ def test_echo_options_are_validated(echo_site):
     assert too_long.returncode == 2 and "more than timeout_s" in too_long.stderr
     foreign = velollm("benchmark", "--backend", "llamacpp", "--model", "x", "--echo-prefix", "a", env=echo_site)
     assert foreign.returncode == 2 and "--echo-prefix is an option of the echo backend" in foreign.stderr
+
+
+def test_echo_text_option_given_digits_stays_text(echo_site):
+    proc = velollm("benchmark", "--backend", "echo", "--model", "x", "--iterations", "1", "--warmup", "0",
+                   "--suite", "short_completion", "--max-tokens", "4", "--option", "token_delay_ms=1",
+                   "--option", "echo_prefix=42", "--json", env=echo_site)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["runs"][0]["text"].startswith("42 ")
+    assert result["settings"]["options"] == {"token_delay_ms": 1, "echo_prefix": "42"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -34,32 +35,29 @@ def parse_rates(value: str | None) -> list[float]:
     return rates
 
 
-def parse_options(pairs: tuple[str, ...]) -> dict[str, object]:
-    """KEY=VALUE pairs; values that look like numbers or booleans become them."""
-    options: dict[str, object] = {}
+def parse_options(pairs: tuple[str, ...], backend: str | None = None) -> dict[str, Any]:
+    """KEY=VALUE pairs, each value read by the type of the option it sets in ``backend``'s ``Options``
+    (``velollm_core.contract.options``): a text option keeps ``123`` as text, a number option gets 123,
+    an untyped one (``request.<field>``) its JSON value or the text. No registered backend: every
+    value is read as untyped."""
+    from velollm_core.contract import backends
+    from velollm_core.contract.options import read_options
+
+    texts: dict[str, str] = {}
     for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
             raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}")
-        value: object = raw
-        if raw.lower() in ("true", "false"):
-            value = raw.lower() == "true"
-        else:
-            for convert in (int, float):
-                try:
-                    value = convert(raw)
-                    break
-                except ValueError:
-                    pass
-        options[key.strip()] = value
-    return options
+        texts[key.strip()] = text
+    registered = backends.get(backend) if backend is not None else None
+    return read_options(registered.Options if registered is not None else backends.BackendOptions, texts)
 
 
 def known_backends() -> list[str]:
-    """Every backend name a plugin offers: registered backend objects and ``benchmark_backends`` answers."""
-    from velollm_core.contract.plugins import call_each
+    """The names of the backends plugins registered (``register_backends``)."""
+    from velollm_core.contract import backends
 
-    return sorted({name for names in call_each("benchmark_backends") for name in names})
+    return backends.registry().names()
 
 
 class BenchmarkCommand(click.Command):
@@ -174,7 +172,7 @@ def benchmark_command(
         warmup=warmup,
         concurrency=parse_concurrency(concurrency),
         host=host,
-        options={**parse_options(options), **flag_options(backend, given, flags)},
+        options={**parse_options(options, backend), **flag_options(backend, given, flags)},
         seed=seed,
         max_tokens=max_tokens,
     )

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from velollm_core.contract import deadline
 from velollm_core.contract.errors import UserInputError
+from velollm_core.contract.options import SEPARATOR, dict_value_type, place
 
 if TYPE_CHECKING:
     import click
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
         GenerationTiming,
     )
 
-# Option keys whose head names a dict field take the rest as the dict's key: request.top_p=0.9.
-SEPARATOR = "."
 
 
 class BackendOptions(BaseModel):
@@ -47,8 +46,9 @@ class BackendOptions(BaseModel):
         None, description="Seconds a streamed request may wait for its first token (default 300).")
     timeout_s: float | None = Field(None, description="Seconds one whole request may take (default 600).")
     request: dict[str, Any] = Field(
-        default_factory=dict, description="Fields sent as they are in every generation request body.",
-        json_schema_extra={"placeholder": "<field>"})
+        default_factory=dict, json_schema_extra={"placeholder": "<field>"},
+        description="Fields set in every generation request body, over the backend's own: "
+                    "values as JSON (request.stop='[\"\\n\"]'), dotted keys nest (request.a.b=1).")
 
     @field_validator("first_token_timeout_s", "timeout_s", mode="before")
     @classmethod
@@ -256,8 +256,7 @@ def _label(options_model: type[BackendOptions], name: str) -> str:
 
 
 def _is_dict_field(options_model: type[BackendOptions], name: str) -> bool:
-    annotation = options_model.model_fields[name].annotation
-    return getattr(annotation, "__origin__", annotation) is dict
+    return dict_value_type(options_model, name) is not None
 
 
 def known_options(options_model: type[BackendOptions]) -> list[str]:
@@ -266,8 +265,9 @@ def known_options(options_model: type[BackendOptions]) -> list[str]:
 
 
 def nest(options_model: type[BackendOptions], flat: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Flat ``--option`` keys as the model's shape (``request.x=1`` -> ``{"request": {"x": 1}}``), and
-    the keys that name no field (only where the model forbids extra keys)."""
+    """Flat ``--option`` keys as the model's shape (``request.x=1`` -> ``{"request": {"x": 1}}``,
+    ``request.a.b=1`` -> ``{"request": {"a": {"b": 1}}}``), and the keys that name no field (only where
+    the model forbids extra keys). A key that is both a value and a table of fields is a UserInputError."""
     fields = options_model.model_fields
     forbid = options_model.model_config.get("extra") == "forbid"
     nested: dict[str, Any] = {}
@@ -275,7 +275,7 @@ def nest(options_model: type[BackendOptions], flat: Mapping[str, Any]) -> tuple[
     for key, value in flat.items():
         head, sep, rest = key.partition(SEPARATOR)
         if sep and head in fields and _is_dict_field(options_model, head):
-            nested.setdefault(head, {})[rest] = value
+            place(options_model, nested.setdefault(head, {}), head, rest, value)
         elif key in fields or not forbid:
             nested[key] = value
         else:
