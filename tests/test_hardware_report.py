@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -126,7 +127,7 @@ def test_one_broken_plugin_does_not_hide_the_others(fake_plugins):
     assert sorted(record.name for record in records) == ["dict fake", "good fake"]
     assert "fake-good: saw something odd" in warnings
     assert any(w.startswith("fake-broken: detect_gpu failed: RuntimeError: plugin bug") for w in warnings)
-    assert any(w.startswith("fake-bad: detect_gpu failed: ValidationError") for w in warnings)
+    assert any(w.startswith("fake-bad: detect_gpu failed: TypeError: GpuInfo.vendor must be one of") for w in warnings)
 
 
 def test_detect_hardware_survives_failing_probes(monkeypatch):
@@ -305,5 +306,23 @@ def test_detect_data_with_plugin_gpus(fake_plugins):
     data = report.detect_hardware_data()
     records = {record["name"]: record for record in data["gpus"]}
     assert {"good fake", "dict fake"} <= set(records)
-    assert list(records["dict fake"]) == list(GpuInfo.model_fields)
+    assert list(records["dict fake"]) == [field.name for field in dataclasses.fields(GpuInfo)]
     assert any("fake-broken" in w for w in data["warnings"])
+
+
+def test_detect_data_with_gpus_needs_no_pydantic_and_matches_the_models(fake_plugins):
+    """GPU records are dataclasses: the JSON of a machine with GPUs is built without the models, and
+    is exactly what the pydantic report would dump."""
+    from velollm_core.contract.schemas import HardwareReport
+
+    data = report.detect_hardware_data()
+    assert data["gpus"]
+    assert HardwareReport.model_validate(data).model_dump(mode="json") == data
+
+
+def test_a_gpu_record_of_the_wrong_type_is_refused_by_name():
+    with pytest.raises(TypeError, match="memory_total_bytes must be int"):
+        GpuInfo(vendor="nvidia", name="x", source="nvml", memory_total_bytes="lots")
+    with pytest.raises(TypeError, match="vendor must be one of"):
+        GpuInfo(vendor="matrox", name="x", source="pci")
+    assert GpuInfo(vendor="amd", name="x", source="sysfs", bandwidth_gbps=1000).bandwidth_gbps == 1000.0

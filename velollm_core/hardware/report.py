@@ -30,15 +30,13 @@ def _merge_group(group: list[GpuInfo]) -> GpuInfo:
     ordered = vendor_records + generic
     if len(ordered) == 1:
         return ordered[0]
-    data: dict[str, Any] = ordered[0].model_dump()
+    data: dict[str, Any] = ordered[0].to_dict()
     for other in ordered[1:]:
-        for key, value in other.model_dump().items():
+        for key, value in other.to_dict().items():
             # Only gaps: the winner's own facts (name, memory, source) are never overwritten.
             if data.get(key) is None and value is not None:
                 data[key] = value
-    from velollm_core.contract.schemas import GpuInfo
-
-    return GpuInfo.model_validate(data)
+    return ordered[0].replace(**data)
 
 
 def merge_gpus(records: Iterable[GpuInfo]) -> list[GpuInfo]:
@@ -52,7 +50,7 @@ def merge_gpus(records: Iterable[GpuInfo]) -> list[GpuInfo]:
     for record in records:
         bus_id = normalize_pci_bus_id(record.pci_bus_id)
         if bus_id != record.pci_bus_id:
-            record = record.model_copy(update={"pci_bus_id": bus_id})
+            record = record.replace(pci_bus_id=bus_id)
         if bus_id is None:
             loose.append(record)
         else:
@@ -61,9 +59,13 @@ def merge_gpus(records: Iterable[GpuInfo]) -> list[GpuInfo]:
 
 
 def _as_gpu(item: Any) -> GpuInfo:
-    from velollm_core.contract.schemas import GpuInfo
+    from velollm_core.contract.schemas.gpu import GpuInfo
 
-    return item if isinstance(item, GpuInfo) else GpuInfo.model_validate(item)
+    if isinstance(item, GpuInfo):
+        return item
+    if not isinstance(item, dict):
+        raise TypeError(f"a GPU record is a GpuInfo or a dict, not {type(item).__name__}")
+    return GpuInfo.from_dict(item)
 
 
 def _plugin_label(plugin_name: str) -> str:
@@ -136,13 +138,13 @@ def detect_hardware() -> HardwareReport:
 def detect_hardware_data() -> dict[str, Any]:
     """``detect_hardware().model_dump(mode="json")``: what ``velollm detect --json`` prints.
 
-    The usual case, every probe answered and no GPU record, is built without pydantic: the core's
-    ``*_facts`` probes return complete fields in the models' order (a test holds them to the models'
-    dump). A fallback value or a GPU record goes through the models.
+    The usual case, every probe answered, is built without pydantic: the core's ``*_facts`` probes
+    return complete fields in the models' order and GPU records are dataclasses (a test holds both
+    to the models' dump). Only a fallback value goes through the models.
     """
     parts, complete = _gather(os_facts, cpu_facts, memory_facts)
-    if complete and not parts["gpus"]:
-        return parts
+    if complete:
+        return {**parts, "gpus": [gpu.to_dict() for gpu in parts["gpus"]]}
     from velollm_core.contract.schemas import HardwareReport
 
     return HardwareReport.model_validate(parts).model_dump(mode="json")

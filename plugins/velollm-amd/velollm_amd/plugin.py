@@ -36,13 +36,7 @@ def _with_sysfs_memory(gpus: list[GpuInfo], sysfs_root: Path) -> list[GpuInfo]:
             total, used = read_amdgpu_vram(sysfs_root / "bus" / "pci" / "devices" / gpu.pci_bus_id)
             total = gpu.memory_total_bytes or total
             if used is not None and total is not None:
-                gpu = gpu.model_copy(
-                    update={
-                        "memory_total_bytes": total,
-                        "memory_used_bytes": used,
-                        "memory_free_bytes": total - used,
-                    }
-                )
+                gpu = gpu.replace(memory_total_bytes=total, memory_used_bytes=used, memory_free_bytes=total - used)
         filled.append(gpu)
     return filled
 
@@ -60,12 +54,9 @@ def probe_amd_smi(timeout: float) -> list[GpuInfo]:
         except ProbeError:
             listing = {}  # bus ids only help merging; the GPUs themselves are already known
         gpus = [
-            gpu.model_copy(
-                update={
-                    "pci_bus_id": gpu.pci_bus_id
-                    or normalize_pci_bus_id(listing.get(gpu.index, {}).get("bdf")),
-                    "uuid": gpu.uuid or listing.get(gpu.index, {}).get("uuid"),
-                }
+            gpu.replace(
+                pci_bus_id=gpu.pci_bus_id or normalize_pci_bus_id(listing.get(gpu.index, {}).get("bdf")),
+                uuid=gpu.uuid or listing.get(gpu.index, {}).get("uuid"),
             )
             for gpu in gpus
         ]
@@ -95,12 +86,7 @@ def probe_sysfs(sysfs_root: Path) -> list[GpuInfo]:
             continue
         gpu = gpu_from_pci(device, source="sysfs")
         gpus.append(
-            gpu.model_copy(
-                update={
-                    "driver_version": driver,
-                    "bandwidth_gbps": known_bandwidth_gbps(gpu.name, gpu.memory_total_bytes),
-                }
-            )
+            gpu.replace(driver_version=driver, bandwidth_gbps=known_bandwidth_gbps(gpu.name, gpu.memory_total_bytes))
         )
     return gpus
 

@@ -59,7 +59,7 @@ def test_discovery_table_says_what_the_json_says(tool_outputs):
     for key in ("device_name", "pci_bdf_address", "uuid", "vendor_name"):
         assert row[key] == device[key], key
     assert row["device_function_type"] == "physical"
-    assert gpu_from_xpu(row).model_dump() == gpu_from_xpu(device).model_dump() | {"pci_device_id": None}
+    assert gpu_from_xpu(row).to_dict() == gpu_from_xpu(device).to_dict() | {"pci_device_id": None}
 
 
 def test_arc_b580_details_from_the_table(tool_outputs):

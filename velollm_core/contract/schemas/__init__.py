@@ -12,20 +12,21 @@ _SUBMODULE = {
     "OsInfo": "hardware",
     "CpuInfo": "hardware",
     "MemoryInfo": "hardware",
-    "GpuInfo": "hardware",
+    "GpuInfo": "gpu",
     "HardwareReport": "hardware",
     "GenerationRequest": "bench",
     "GenerationTiming": "bench",
     "RunRecord": "bench",
     "MetricStats": "bench",
     "ModelFacts": "bench",
+    "DecodeTraffic": "bench",
     "BackendInfo": "bench",
     "BenchmarkEnvironment": "bench",
     "BenchmarkResult": "bench",
     "BenchmarkContext": "bench",
     "ConfigChange": "config",
     "ConfigProposal": "config",
-    "GpuVendor": "hardware",
+    "GpuVendor": "gpu",
 }
 
 __all__ = list(_SUBMODULE)

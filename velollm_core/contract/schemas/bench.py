@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -13,22 +14,30 @@ from velollm_core.contract.schemas.hardware import HardwareReport
 
 
 class GenerationRequest(_Model):
-    benchmark: str
-    prompt: str
-    max_tokens: int
-    temperature: float = 0.0
-    seed: int = 42
-    options: dict[str, Any] = Field(default_factory=dict)
-    # Fixed output length: generate exactly max_tokens, past the end-of-sequence token, where the
-    # runtime can (llama-server and vLLM ``ignore_eos``); elsewhere a shorter answer is flagged.
-    ignore_eos: bool = False
-    # No chat template: the prompt is sent as it is (llama-server /completion, OpenAI /v1/completions,
-    # Ollama ``raw``), so a synthetic workload's token count is the count the server evaluates.
-    raw: bool = False
-    # Let the server answer the prompt's prefix from its cache (llama-server ``cache_prompt``).
-    cache_prompt: bool = False
-    # The prompt length (server tokens) a synthetic workload built, to check against the reported count.
-    prompt_tokens_target: int | None = None
+    """One generation the engine asks of a backend (``Backend.generate`` / ``stream`` / ``check``)."""
+
+    benchmark: str = Field(description="The suite, workload (ppN/tgM[@dD]) or dataset this request belongs to; "
+                                       "'calibration' for the probes that size prompts without a tokenizer.")
+    prompt: str = Field(description="The prompt text, sent as the user's message (or as it is, when raw).")
+    max_tokens: int = Field(description="Tokens to generate at most (exactly, with ignore_eos).")
+    temperature: float = Field(0.0, description="Sampling temperature; 0: greedy.")
+    seed: int = Field(42, description="Sampling seed, for runtimes that take one.")
+    options: dict[str, Any] = Field(default_factory=dict, description=(
+        "The flat --option dict as given (the validated options are context.settings); body_fields() "
+        "picks the request.<field> keys a backend adds to its request body."))
+    ignore_eos: bool = Field(False, description=(
+        "Fixed output length: generate exactly max_tokens, past the end-of-sequence token. A backend "
+        "whose runtime has no such switch declares capabilities.ignore_eos=False and answers naturally; "
+        "the engine warns once and flags every shorter answer (RunRecord.short_output)."))
+    raw: bool = Field(False, description=(
+        "No chat template: send the prompt as it is (llama-server /completion, OpenAI /v1/completions, "
+        "Ollama raw), so a synthetic workload's token count is the count the server evaluates."))
+    cache_prompt: bool = Field(False, description=(
+        "Let the server answer the prompt's prefix from its cache (--prefix-cache, a depth workload's "
+        "priming request); False: the prompt is evaluated in full, so prefill is measured."))
+    prompt_tokens_target: int | None = Field(None, description=(
+        "The prompt length in server tokens (BOS included) a synthetic workload built, depth included; "
+        "the engine compares it with the reported prompt_tokens. None for suites and datasets."))
 
     def body_fields(self) -> dict[str, Any]:
         """Fields the user adds to each request body (``--option request.FIELD=VALUE``)."""
@@ -36,7 +45,16 @@ class GenerationRequest(_Model):
 
 
 class GenerationTiming(_Model):
-    """What one generation measured. ``None`` means the runtime did not say, never zero."""
+    """What one generation measured. ``None`` means the runtime did not say, never zero.
+
+    ``prompt_tokens_per_s`` is None when the runtime reports no prefill time (never estimated from the
+    time to first token). ``decode_tokens_per_s`` is the runtime's own rate where it reports one, the
+    client's otherwise; ``client_decode_tokens_per_s`` always the client's (tokens after the first over
+    the time between the first and the last). ``extra["itl_ms"]``, where the backend measures it, is
+    the list of gaps in milliseconds between consecutive token arrivals (one per token after the
+    first); load levels take their ITL percentiles from it. ``extra["tpot_ms"]`` overrides the TPOT the
+    engine otherwise derives from ``total_ms``, ``ttft_ms`` and ``completion_tokens``.
+    """
 
     ttft_ms: float | None = None
     prompt_tokens: int | None = None
@@ -73,6 +91,24 @@ class MetricStats(_Model):
     n: int
 
 
+class DecodeTraffic(_Model):
+    """Bytes one generated token reads from memory, as the runtime lays the model out: the roofline's
+    numerator (decode tokens/s <= memory bandwidth / bytes per token). The KV cache read grows with
+    the context; layers with a sliding window read at most ``window_tokens`` of it."""
+
+    weights_bytes: int  # weights every generated token passes through (mixture-of-experts: those used)
+    resident_bytes: int  # weights held in memory: whether a GPU can hold the model
+    kv_bytes_per_token: int = 0  # KV cache read per token of context, by layers attending to all of it
+    window_kv_bytes_per_token: int = 0  # the same, by the sliding-window layers
+    window_tokens: int = 0
+    cpu_only: bool = False  # the run keeps every layer in system RAM (no GPU offload asked for)
+
+    def bytes_per_token(self, context_tokens: int = 0) -> int:
+        """Bytes one decode step reads with ``context_tokens`` of context in the cache."""
+        window = min(context_tokens, self.window_tokens)
+        return self.weights_bytes + self.kv_bytes_per_token * context_tokens + self.window_kv_bytes_per_token * window
+
+
 class ModelFacts(_Model):
     name: str
     path: str | None = None
@@ -80,6 +116,8 @@ class ModelFacts(_Model):
     quantization: str | None = None
     architecture: str | None = None
     parameters: str | None = None
+    # What a decode step reads, where the backend knows the model's layout (None: no roofline).
+    decode_traffic: DecodeTraffic | None = None
 
 
 def _redacted_host(host: str | None) -> str | None:
@@ -94,6 +132,9 @@ class BackendInfo(_Model):
     host: str | None = None
     model: ModelFacts | None = None
     server_flags: list[str] = Field(default_factory=list)
+    # What the backend wants the user to know (an endpoint that failed, a setting it could not read):
+    # printed on the console once and saved in the result.
+    warnings: list[str] = Field(default_factory=list)
 
     @field_validator("host")
     @classmethod
@@ -125,7 +166,7 @@ class BenchmarkResult(_Model):
     runs: list[RunRecord] = Field(default_factory=list)
     summary: dict[str, dict[str, MetricStats]] = Field(default_factory=dict)
     concurrency: dict[str, Any] = Field(default_factory=dict)
-    # Decode speed against the memory-bandwidth limit (velollm_core.tune.roofline); None when unknown.
+    # Decode speed against the memory-bandwidth limit (velollm_core.bench.roofline); None when unknown.
     roofline: dict[str, Any] | None = None
     # One entry per measured load level (velollm_core.bench.levels): throughput, latency percentiles,
     # goodput, failures; and for a sweep the knee.
@@ -157,3 +198,6 @@ class BenchmarkContext:
     # The backend's validated options (a ``velollm_core.contract.backends.BackendOptions``), set by the core
     # before the backend's first call; ``options`` keeps the flat ``--option`` dict as given.
     settings: Any = None
+    # ``state`` is shared by every call of this benchmark, and calls at a load level run on several
+    # threads: take this lock to create a shared thing (a client, a session) once.
+    lock: threading.RLock = field(default_factory=threading.RLock)

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 
 from velollm_core.contract.schemas.base import VeloModel as _Model
-
-GpuVendor = Literal["nvidia", "amd", "apple", "intel", "other"]
-
+from velollm_core.contract.schemas.gpu import GpuInfo, GpuVendor  # noqa: F401 - part of this family
 
 
 class OsInfo(_Model):
@@ -36,30 +32,6 @@ class MemoryInfo(_Model):
     used_bytes: int
     swap_total_bytes: int | None = None
     swap_used_bytes: int | None = None
-
-
-class GpuInfo(_Model):
-    vendor: GpuVendor
-    name: str
-    memory_total_bytes: int | None = None
-    memory_free_bytes: int | None = None
-    memory_used_bytes: int | None = None
-    driver_version: str | None = None
-    pci_bus_id: str | None = None
-    bandwidth_gbps: float | None = None
-    source: str
-    index: int | None = None
-    uuid: str | None = None
-    compute_capability: str | None = None
-    cuda_driver_version: str | None = None
-    memory_bus_width_bits: int | None = None
-    memory_max_clock_mhz: float | None = None
-    power_limit_w: float | None = None
-    gpu_cores: int | None = None
-    unified_memory: bool = False
-    pci_vendor_id: str | None = None
-    pci_device_id: str | None = None
-    mig_enabled: bool | None = None
 
 
 class HardwareReport(_Model):
