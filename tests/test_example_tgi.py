@@ -1,0 +1,163 @@
+"""The documented non-OpenAI example backend (docs/examples/velollm-tgi), as a third party ships it:
+copied out of the repository, pip-installed from the copy, listed by ``velollm plugins`` and
+benchmarked through the CLI against the test kit's mock server speaking TGI's native API
+(``/info``, ``/tokenize``, ``/generate_stream``), sequentially, at load levels, and with its server gone.
+
+Nothing here is skipped: a missing piece (pip, the test kit) fails the test."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+from velollm_testkit.mock import mock_llm
+
+from tests.test_plugins import REPO, pip_install_target, velollm
+
+EXAMPLE = REPO / "docs" / "examples" / "velollm-tgi"
+# The mock's "model" ends every answer after ANSWER_WORDS words with its end-of-sequence token, which
+# TGI counts as generated; we ask for more, as a benchmark with a fixed output length does: TGI cannot
+# ignore the end of sequence, so the answers are short.
+ANSWER_WORDS = 6
+ANSWER_TOKENS = ANSWER_WORDS + 1
+ASKED_TOKENS = 12
+
+
+@pytest.fixture(scope="module")
+def tgi_site(tmp_path_factory) -> dict[str, str]:
+    """velollm-tgi copied to a temporary folder (as a user's checkout of it), pip-installed from there
+    into another one put on PYTHONPATH: nothing is written into docs/."""
+    copy = tmp_path_factory.mktemp("tgi-src") / "velollm-tgi"
+    shutil.copytree(EXAMPLE, copy, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    target = tmp_path_factory.mktemp("tgi-site")
+    pip_install_target(copy, target)
+    return {"PYTHONPATH": str(target)}
+
+
+@pytest.fixture(scope="module")
+def tgi_server():
+    with mock_llm(ttft_ms=5, itl_ms=2, output_tokens=ANSWER_WORDS) as mock:
+        yield mock
+
+
+def benchmark(env: dict[str, str], host: str, output, *args: str) -> subprocess.CompletedProcess:
+    return velollm("benchmark", "--backend", "tgi", "--host", host, "--model", "velollm-mock",
+                   "--suite", "short_completion", "--max-tokens", str(ASKED_TOKENS), "--warmup", "0",
+                   "--output", str(output), *args, env=env)
+
+
+def test_tgi_plugin_is_listed_with_its_backend(tgi_site):
+    proc = velollm("plugins", "--json", env=tgi_site)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    tgi = next(p for p in data["plugins"] if p["name"] == "tgi")
+    assert tgi["distribution"] == "velollm-tgi" and tgi["backends"] == ["tgi"]
+    assert "register_backends" in tgi["hooks"]
+    assert not [e for e in data["errors"] if e["name"] == "tgi"]
+
+
+def test_sequential_benchmark_flags_short_answers(tgi_site, tgi_server, tmp_path):
+    out = tmp_path / "tgi.json"
+    proc = benchmark(tgi_site, tgi_server.url, out, "--iterations", "2")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["status"] == "complete" and len(result["runs"]) == 2
+    for run in result["runs"]:
+        assert run["completion_tokens"] == ANSWER_TOKENS and run["short_output"] is True
+        assert run["prompt_tokens"] and run["ttft_ms"] > 0 and run["decode_tokens_per_s"] > 0
+        assert run["stop_reason"] == "eos_token" and run["prompt_tokens_per_s"] is None
+    assert result["summary"]["short_completion"]["decode_tokens_per_s"]["n"] == 2
+    backend = result["environment"]["backend"]
+    assert backend["name"] == "tgi" and backend["model"]["name"] == "velollm-mock"
+
+
+def test_concurrency_levels_stream_through_the_core(tgi_site, tgi_server, tmp_path):
+    out = tmp_path / "levels.json"
+    proc = benchmark(tgi_site, tgi_server.url, out, "--concurrency", "1,4", "--requests", "8")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["status"] == "complete"
+    levels = {level["key"]: level for level in result["levels"]}
+    assert {"seq", "c4"} <= set(levels), list(levels)  # concurrency 1 is the sequential level
+    assert levels["c4"]["max_concurrency"] == 4
+    runs = [run for run in result["runs"] if run["level"] == "c4"]
+    assert len(runs) == 8 and not [run for run in runs if run["failed"]]
+    assert all(run["short_output"] and run["completion_tokens"] == ANSWER_TOKENS for run in runs)
+
+
+def test_unknown_model_is_a_user_error(tgi_site, tgi_server, tmp_path):
+    proc = velollm("benchmark", "--backend", "tgi", "--host", tgi_server.url, "--model", "llama3.2:1b",
+                   "--suite", "short_completion", "--iterations", "1", env=tgi_site)
+    assert proc.returncode == 2 and "serves model 'velollm-mock', not 'llama3.2:1b'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_server_gone_mid_run_fails_with_a_valid_result_file(tgi_site, tmp_path):
+    out = tmp_path / "gone.json"
+    with mock_llm(ttft_ms=5, itl_ms=20, output_tokens=ASKED_TOKENS) as mock:
+        cli = subprocess.Popen(
+            [sys.executable, "-m", "velollm_core", "benchmark", "--backend", "tgi", "--host", mock.url,
+             "--model", "velollm-mock", "--suite", "short_completion", "--max-tokens", str(ASKED_TOKENS),
+             "--warmup", "0", "--iterations", "200", "--output", str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **tgi_site})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _runs_saved(out):
+            time.sleep(0.05)
+        assert _runs_saved(out), "no run was saved within 60 s"
+    # The mock is stopped here, mid-benchmark.
+    _, stderr = cli.communicate(timeout=120)
+    assert cli.returncode == 1, stderr
+    assert "Text Generation Inference at " in stderr and "Traceback" not in stderr
+    result = json.loads(out.read_text())
+    assert result["status"] == "failed" and "Text Generation Inference" in result["error"]
+    assert 0 < len(result["runs"]) < 200
+
+
+def _runs_saved(path) -> bool:
+    try:
+        return bool(json.loads(path.read_text())["runs"])
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+@pytest.fixture(scope="module")
+def tgi_events(tgi_site):
+    """The installed copy's event reader, imported in this process."""
+    sys.path.insert(0, tgi_site["PYTHONPATH"])
+    try:
+        from velollm_tgi import events
+    finally:
+        sys.path.remove(tgi_site["PYTHONPATH"])
+    return events
+
+
+def test_stream_events_make_a_timing_and_bad_ones_a_readable_error(tgi_events):
+    from velollm_core.api import BackendError
+
+    def token(i, **final):
+        return {"index": i, "token": {"id": i, "text": f" t{i}", "logprob": -0.1, "special": False}, **final}
+
+    stream = tgi_events.TGIStream("TGI at http://x")
+    assert not stream.feed(token(1), 1.0)
+    assert stream.feed(token(2, generated_text=" t1 t2",
+                             details={"finish_reason": "length", "generated_tokens": 2, "input_length": 7}), 1.5)
+    timing = stream.finish(0.5, 1.6)
+    assert (timing.completion_tokens, timing.prompt_tokens, timing.text) == (2, 7, " t1 t2")
+    assert timing.ttft_ms == pytest.approx(500) and timing.decode_tokens_per_s == pytest.approx(2.0)
+    assert timing.extra["itl_ms"] == [500.0] and timing.stop_reason == "length"
+
+    with pytest.raises(BackendError, match=r"reported a generation error after 0 token\(s\): CUDA OOM"):
+        tgi_events.TGIStream("TGI").feed({"error": "CUDA OOM", "error_type": "generation"}, 1.0)
+    with pytest.raises(BackendError, match="not a TGI stream event .no token object; fields: choices"):
+        tgi_events.TGIStream("TGI").feed({"choices": []}, 1.0)
+    with pytest.raises(BackendError, match="not a JSON object"):
+        tgi_events.TGIStream("TGI").feed([1, 2], 1.0)
+    cut = tgi_events.TGIStream("TGI")
+    cut.feed(token(1), 1.0)
+    with pytest.raises(BackendError, match=r"cut mid-way after 1 token\(s\): no final event"):
+        cut.finish(0.5, 1.1)
