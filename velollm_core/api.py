@@ -65,6 +65,8 @@ _EXPORTS: dict[str, str] = {
     "memory_bytes": "velollm_core.contract.probing.units",
     "MEMORY_UNIT_BYTES": "velollm_core.contract.probing.units",
     "detect_hardware": "velollm_core.hardware.report",
+    # output formats (the register_report_formats and register_config_formats hooks)
+    **dict.fromkeys(("ReportFormat", "ReportSource", "ConfigFormat"), "velollm_core.contract.formats"),
     # hardware telemetry sources (the telemetry_sources hook)
     **dict.fromkeys(("DeviceReading", "SensorUnavailable", "TelemetrySource"), "velollm_core.contract.telemetry"),
     # process control: interrupt.spawn / interrupt.run keep Ctrl-C and SIGTERM orderly

@@ -142,3 +142,28 @@ def telemetry_sources():
 @hookspec
 def register_commands(cli):
     """Add click commands or groups to the ``velollm`` CLI group ``cli``. All plugins are called."""
+
+@hookspec
+def register_report_formats(register):
+    """Add ``velollm report --format`` choices: call ``register(ReportFormat(...))`` once per format.
+
+    A ``velollm_core.api.ReportFormat`` holds ``name`` (the ``--format`` value), ``render(sources)``
+    returning the whole report as text (``sources``: the ``ReportSource`` inputs, each with ``name``,
+    ``kind``, ``label`` and the result document ``data``), the ``suffixes`` that choose it for
+    ``--output FILE`` without ``--format``, the ``marker`` its text starts with (a report of its own is
+    replaced without ``--force``) and ``file_only`` (never printed to the terminal). All plugins are
+    called; the built-ins (html, csv, md, jsonl) register ``tryfirst``, and a name registered twice keeps
+    its first registration.
+    """
+
+
+@hookspec
+def register_config_formats(register):
+    """Add ``velollm optimize --format`` choices: call ``register(ConfigFormat(...))`` once per format.
+
+    A ``velollm_core.api.ConfigFormat`` holds ``name`` (the ``--format`` value), ``render(proposals)``
+    returning the ``ConfigProposal`` list as text (raise ``UserInputError`` for proposals the format
+    cannot express), and the ``suffixes`` that choose it for ``--output FILE`` without ``--format``. All
+    plugins are called; the built-ins (shell, systemd, launchctl, powershell, json) register ``tryfirst``,
+    and a name registered twice keeps its first registration.
+    """

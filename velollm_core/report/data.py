@@ -9,31 +9,14 @@ from __future__ import annotations
 
 import re
 import statistics
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from velollm_core.contract.errors import UserInputError
+from velollm_core.contract.formats import ReportSource
 
 SUITE_METRICS = ("decode_tokens_per_s", "prompt_tokens_per_s", "ttft_ms", "total_ms")
 LATENCIES = ("ttft_ms", "tpot_ms", "itl_ms", "e2el_ms")
-
-
-@dataclass
-class Source:
-    name: str  # as given: a path, or '#12' for a history id
-    kind: str  # benchmark, speculative, verify
-    data: dict
-    label: str = ""  # short name for legends, unique among the sources
-
-    def results(self) -> list[tuple[str, str, dict]]:
-        """(side, legend name, benchmark-shaped result): one for a benchmark, two for a speculative bench."""
-        if self.kind == "benchmark":
-            return [("", self.label, self.data)]
-        if self.kind == "speculative":
-            return [(side, f"{self.label} {side}", self.data[side]) for side in ("vanilla", "speculative")
-                    if isinstance(self.data.get(side), dict)]
-        return []
 
 
 def _get(node: Any, *keys: str) -> Any:
@@ -48,7 +31,7 @@ def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def load_sources(refs: list[str]) -> list[Source]:
+def load_sources(refs: list[str]) -> list[ReportSource]:
     """Each of ``refs`` a result file or a history id ('12', '#12', 'latest'); a file wins over an id."""
     from velollm_core.history.compare import parse_document, read_document
     from velollm_core.history.secrets import scrub_document
@@ -67,19 +50,19 @@ def load_sources(refs: list[str]) -> list[Source]:
         kind = kind_of(data)
         if kind is None:
             raise UserInputError(f"{name} is not a VeloLLM benchmark, speculative bench or verification result")
-        sources.append(Source(name=name, kind=kind, data=scrub_document(data)))
+        sources.append(ReportSource(name=name, kind=kind, data=scrub_document(data)))
     _label(sources)
     return sources
 
 
-def _label(sources: list[Source]) -> None:
+def _label(sources: list[ReportSource]) -> None:
     """Legend names: the file's name (its path where two share a name), or '#id'."""
     short = [Path(s.name).name if not s.name.startswith("#") else s.name for s in sources]
     for source, name in zip(sources, short):
         source.label = name if short.count(name) == 1 else source.name
 
 
-def facts(source: Source) -> dict[str, Any]:
+def facts(source: ReportSource) -> dict[str, Any]:
     """Backend, version, build, model, machine, status and start of a source, for headers and rows."""
     from velollm_core.history.store import machine_of
 

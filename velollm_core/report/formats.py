@@ -34,7 +34,7 @@ def _r(value: Any, digits: int = 3) -> Any:
     return round(value, digits) if isinstance(value, float) else value
 
 
-def rows(sources: list[d.Source]) -> list[dict[str, Any]]:
+def rows(sources: list[d.ReportSource]) -> list[dict[str, Any]]:
     out = []
     for source in sources:
         base = d.facts(source)
@@ -121,3 +121,18 @@ def to_markdown(table_rows: list[dict[str, Any]]) -> str:
         parts += ["| " + " | ".join(_md_cell(r.get(c)) for c in shown) + " |" for r in chosen]
         parts.append("")
     return "\n".join(parts)
+
+
+def csv_report(sources: list[d.ReportSource]) -> str:
+    """The ``csv`` report format: every row, every column."""
+    return to_csv(rows(sources))
+
+
+def markdown_report(sources: list[d.ReportSource]) -> str:
+    """The ``md`` report format: one table per kind of row."""
+    return to_markdown(rows(sources))
+
+
+def jsonl_report(sources: list[d.ReportSource]) -> str:
+    """The ``jsonl`` report format: one object per row."""
+    return to_jsonl(rows(sources))

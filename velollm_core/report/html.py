@@ -49,7 +49,7 @@ def _figure(svg: str, kind: str, caption: str) -> str:
     return f'<figure class="chart" data-kind="{escape(kind)}">{svg}<figcaption>{escape(caption)}</figcaption></figure>'
 
 
-def _sources_section(sources: list[d.Source]) -> str:
+def _sources_section(sources: list[d.ReportSource]) -> str:
     rows = []
     for source in sources:
         f = d.facts(source)
@@ -61,7 +61,7 @@ def _sources_section(sources: list[d.Source]) -> str:
     return f"<h2>Sources</h2>{_table(head, rows, text_columns=len(head))}{errors}"
 
 
-def _results(sources: list[d.Source]) -> list[tuple[int, str, dict]]:
+def _results(sources: list[d.ReportSource]) -> list[tuple[int, str, dict]]:
     """(colour index, legend name, benchmark-shaped result) over all sources; sides get their own colour."""
     out, i = [], 0
     for source in sources:
@@ -80,7 +80,7 @@ def _bar(stats: dict | None) -> Bar | None:
                note=f", stdev {fmt(stats['stdev'])}" if stats.get("stdev") is not None else "")
 
 
-def _suites_section(sources: list[d.Source]) -> str:
+def _suites_section(sources: list[d.ReportSource]) -> str:
     results = [(i, name, d.suite_stats(result)) for i, name, result in _results(sources)]
     suites = list(dict.fromkeys(s for _, _, stats in results for s in stats))
     if not suites:
@@ -108,7 +108,7 @@ def _latency(level: dict, name: str, stat: str = "median") -> float | None:
     return d._num(value.get(stat)) if isinstance(value, dict) else None
 
 
-def _load_section(sources: list[d.Source]) -> str:
+def _load_section(sources: list[d.ReportSource]) -> str:
     curves = []  # (colour, name, workload, levels sorted by offered load)
     for i, name, result in _results(sources):
         found = d.levels(result) or d.legacy_concurrency(result)
@@ -161,7 +161,7 @@ def _load_section(sources: list[d.Source]) -> str:
     return f'<h2>Load: throughput vs latency</h2><div class="charts">{"".join(figures)}</div>{notes}{table}'
 
 
-def _speculative_section(sources: list[d.Source]) -> str:
+def _speculative_section(sources: list[d.ReportSource]) -> str:
     figures, rows = [], []
     for i, source in enumerate(sources):
         if source.kind != "speculative":
@@ -198,7 +198,7 @@ def _speculative_section(sources: list[d.Source]) -> str:
     return f'<h2>Speculative decoding</h2><div class="charts">{"".join(figures)}</div>{table}'
 
 
-def _roofline_section(sources: list[d.Source]) -> str:
+def _roofline_section(sources: list[d.ReportSource]) -> str:
     results = [(i, name, d.roofline(result), result) for i, name, result in _results(sources)]
     results = [r for r in results if r[2]]
     if not results:
@@ -230,7 +230,7 @@ def _figure_cell(figure: dict) -> str:
     return f'<span class="bad">{text} ≠</span>' if figure.get("disagree") else text
 
 
-def _telemetry_table(sources: list[d.Source]) -> str:
+def _telemetry_table(sources: list[d.ReportSource]) -> str:
     rows = []
     for _, name, result in _results(sources):
         for level in d.telemetry_levels(result):
@@ -251,7 +251,7 @@ def _telemetry_table(sources: list[d.Source]) -> str:
             '<p class="note">≠: client and server differ by more than 2%.</p>')
 
 
-def _telemetry_section(sources: list[d.Source]) -> str:
+def _telemetry_section(sources: list[d.ReportSource]) -> str:
     table = _telemetry_table(sources)
     charts: dict[str, list[tuple[int, str, dict]]] = {}
     for i, name, result in _results(sources):
@@ -274,7 +274,7 @@ def _telemetry_section(sources: list[d.Source]) -> str:
     return f'<h2>Telemetry</h2><div class="charts">{"".join(figures)}</div>{table}'
 
 
-def _verify_section(sources: list[d.Source]) -> str:
+def _verify_section(sources: list[d.ReportSource]) -> str:
     parts = []
     for i, source in enumerate(sources):
         if source.kind != "verify":
@@ -296,7 +296,7 @@ def _verify_section(sources: list[d.Source]) -> str:
     return f'<h2>Verification</h2><div class="charts">{"".join(parts)}</div>' if any(parts) else ""
 
 
-def render_html(sources: list[d.Source]) -> str:
+def render_html(sources: list[d.ReportSource]) -> str:
     """The whole page."""
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     from velollm_core import __version__

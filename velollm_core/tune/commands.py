@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 import click
 
 from velollm_core.contract.errors import UserInputError, VeloError
+from velollm_core.contract.formats import FormatChoice, config_formats
 from velollm_core.tune import systemd
-from velollm_core.tune.render import FORMATS, format_for_path, render, render_systemd, restart_commands
+from velollm_core.tune.render import format_for_path, render, render_systemd, restart_commands
 
 if TYPE_CHECKING:  # the models import pydantic: kept off the CLI's start-up path
     from velollm_core.contract.schemas import ConfigProposal, HardwareReport
@@ -232,7 +233,8 @@ def _write_output(out, text: str) -> None:
 @click.option("--dry-run", is_flag=True, help="Print only: write nothing, even with --output or --apply.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the rendered settings here (format from --format or the file suffix).")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), help="Print or write the settings in this form.")
+@click.option("--format", "fmt", type=FormatChoice(config_formats),
+              help="Print or write the settings in this form (plugins may add forms).")
 @click.option("--verify", "verify_", is_flag=True,
               help="Benchmark before and after the change and report the measured ratio per suite.")
 @click.option("--apply", "apply_", is_flag=True,

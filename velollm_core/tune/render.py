@@ -20,16 +20,9 @@ from velollm_core.tune import systemd
 if TYPE_CHECKING:  # the models import pydantic: kept off the CLI's start-up path
     from velollm_core.contract.schemas import ConfigChange, ConfigProposal
 
+# The built-in formats (tune/plugin.py registers them); plugins add more (``register_config_formats``).
 FORMATS = ("shell", "systemd", "launchctl", "powershell", "json")
-SUFFIX_FORMATS = {
-    ".sh": "shell",
-    ".bash": "shell",
-    ".env": "shell",
-    ".conf": "systemd",
-    ".plist": "launchctl",
-    ".ps1": "powershell",
-    ".json": "json",
-}
+DEFAULT_FORMAT = "shell"
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # PowerShell ends a single-quoted string at any of these, not only at the ASCII quote.
@@ -38,7 +31,9 @@ _PS_SINGLE_QUOTES = "'\u2018\u2019\u201a\u201b"
 
 def format_for_path(path: Path) -> str:
     """The output format implied by a file name (``.json`` -> json, ``.conf`` -> systemd, ...), else shell."""
-    return SUFFIX_FORMATS.get(path.suffix.lower(), "shell")
+    from velollm_core.contract.formats import config_formats, format_for_suffix
+
+    return format_for_suffix(config_formats(), path.suffix) or DEFAULT_FORMAT
 
 
 def check_env_name(key: str) -> str:
@@ -258,23 +253,23 @@ def render_json(proposals: list[ConfigProposal]) -> str:
     return json.dumps({"proposals": [p.model_dump(mode="json") for p in proposals]}, indent=2) + "\n"
 
 
+def render_systemd_service(proposals: list[ConfigProposal]) -> str:
+    """The drop-in of the one service among ``proposals``; refused when there is none or several."""
+    services = [p for p in proposals if p.systemd_unit]
+    if len(services) != 1:
+        names = ", ".join(p.runtime for p in (services or proposals)) or "none"
+        raise UserInputError(
+            f"--format systemd writes the drop-in of one service; runtimes here: {names}. "
+            "Choose one with --backend."
+        )
+    return render_systemd(services[0])
+
+
 def render(proposals: list[ConfigProposal], fmt: str) -> str:
-    """Render ``proposals`` in format ``fmt`` (one of ``FORMATS``)."""
-    if fmt == "json":
-        return render_json(proposals)
-    if fmt == "shell":
-        return render_shell(proposals)
-    if fmt == "launchctl":
-        return render_launchctl(proposals)
-    if fmt == "powershell":
-        return render_powershell(proposals)
-    if fmt == "systemd":
-        services = [p for p in proposals if p.systemd_unit]
-        if len(services) != 1:
-            names = ", ".join(p.runtime for p in (services or proposals)) or "none"
-            raise UserInputError(
-                f"--format systemd writes the drop-in of one service; runtimes here: {names}. "
-                "Choose one with --backend."
-            )
-        return render_systemd(services[0])
-    raise UserInputError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
+    """Render ``proposals`` in the registered format ``fmt`` (``FORMATS`` and the plugins' formats)."""
+    from velollm_core.contract.formats import config_formats
+
+    formats = config_formats()
+    if fmt not in formats:
+        raise UserInputError(f"unknown format {fmt!r}; known: {', '.join(formats)}")
+    return formats[fmt].render(proposals)
