@@ -90,6 +90,16 @@ def test_concurrency_levels_stream_through_the_core(tgi_site, tgi_server, tmp_pa
     assert all(run["short_output"] and run["completion_tokens"] == ANSWER_TOKENS for run in runs)
 
 
+def test_workload_prompts_are_sized_by_the_tgi_tokenizer(tgi_site, tgi_server, tmp_path):
+    out = tmp_path / "pp.json"
+    proc = velollm("benchmark", "--backend", "tgi", "--host", tgi_server.url, "--model", "velollm-mock",
+                   "--workload", "pp64/tg4", "--iterations", "2", "--warmup", "0", "--output", str(out), env=tgi_site)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["settings"]["prompt_sizing"] == {"method": "tokenizer"}
+    assert [run["prompt_tokens"] for run in result["runs"]] == [64, 64]
+
+
 def test_unknown_model_is_a_user_error(tgi_site, tgi_server, tmp_path):
     proc = velollm("benchmark", "--backend", "tgi", "--host", tgi_server.url, "--model", "llama3.2:1b",
                    "--suite", "short_completion", "--iterations", "1", env=tgi_site)
