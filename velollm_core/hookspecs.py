@@ -143,6 +143,7 @@ def telemetry_sources():
 def register_commands(cli):
     """Add click commands or groups to the ``velollm`` CLI group ``cli``. All plugins are called."""
 
+
 @hookspec
 def register_report_formats(register):
     """Add ``velollm report --format`` choices: call ``register(ReportFormat(...))`` once per format.

@@ -1,15 +1,19 @@
 """The report feature's hook implementations: the built-in ``velollm report`` formats.
 
-Loaded with every plugin, so it imports only the contract; a format's renderer is imported when that
-format is used.
+Loaded with every plugin, so it imports only the hook marker until formats are asked for; a format's
+renderer is imported when that format is used.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from velollm_core.contract.formats import ReportFormat, imported_on_call
 from velollm_core.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from velollm_core.contract.formats import ReportFormat
 
 ROWS = "velollm_core.report.formats"
 
@@ -17,6 +21,8 @@ ROWS = "velollm_core.report.formats"
 @hookimpl(tryfirst=True)
 def register_report_formats(register: Callable[[ReportFormat], None]) -> None:
     """html, csv, md and jsonl: the page people open, and the rows people paste elsewhere."""
+    from velollm_core.contract.formats import ReportFormat, imported_on_call
+
     register(ReportFormat("html", imported_on_call("velollm_core.report.html", "render_html"),
                           suffixes=(".html", ".htm"), marker=b"<!DOCTYPE html>\n<!-- VeloLLM report",
                           file_only=True, description="one offline HTML page"))
