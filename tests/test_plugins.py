@@ -3,8 +3,10 @@ with pip, and a broken plugin that must be reported without taking the CLI down.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -105,3 +107,86 @@ def test_usage_errors_exit_2_without_traceback():
     assert "Traceback" not in proc.stderr
     proc = velollm("benchmark", "--backend", "llamacpp", "--model", "m", "--concurrency", "0")
     assert proc.returncode == 2 and "concurrency" in proc.stderr
+
+
+EXAMPLES = ("velollm-echo", "velollm-hello")
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_installing_an_example_writes_nothing_into_its_folder(example, tmp_path):
+    source = tmp_path / example
+    shutil.copytree(REPO / "docs" / "examples" / example, source,
+                    ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    before = sorted(path.relative_to(source) for path in source.rglob("*"))
+    pip_install_target(source, tmp_path / "site")
+    assert sorted(path.relative_to(source) for path in source.rglob("*")) == before
+    assert any((tmp_path / "site").glob(f"{example.replace('-', '_')}-*.dist-info"))
+
+
+def _toml(path: Path) -> dict:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    return tomllib.loads(path.read_text())
+
+
+def _requirement_name(requirement: str) -> str:
+    return requirement.split(";")[0].split("[")[0].split("<")[0].split(">")[0].split("=")[0].split("!")[0].strip()
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_an_example_declares_every_distribution_it_imports(example):
+    folder = REPO / "docs" / "examples" / example
+    project = _toml(folder / "pyproject.toml")["project"]
+    declared = {_requirement_name(requirement) for requirement in project["dependencies"]}
+    own = example.replace("-", "_")
+    imported = set()
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {own, "__future__"}
+    distributions = {"velollm" if name == "velollm_core" else name for name in third_party}
+    assert distributions <= declared, f"{example} imports {sorted(distributions - declared)} undeclared"
+
+
+def test_built_ins_are_entry_points_of_the_velollm_distribution():
+    from velollm_core import api
+    from velollm_core.contract import plugins
+
+    declared = _toml(REPO / "pyproject.toml")["project"]["entry-points"]["velollm"]
+    installed = api.installed_plugins()
+    assert {entry_point.name for entry_point in installed if entry_point.builtin} == set(declared)
+    assert all(entry_point.distribution == "velollm" for entry_point in installed if entry_point.builtin)
+    first_third_party = next(i for i, entry_point in enumerate(installed) if not entry_point.builtin)
+    assert all(entry_point.builtin for entry_point in installed[:first_third_party])  # built-ins first
+    # The contract names no feature: the built-ins are found as entry points, as a third party's are.
+    assert not hasattr(plugins, "BUILTIN_PLUGINS")
+    assert "velollm_core.hardware" not in Path(plugins.__file__).read_text()
+
+
+def test_a_plugin_checks_in_process_that_its_entry_point_is_installed():
+    from velollm_core.api import installed_plugins
+
+    openai = next(entry_point for entry_point in installed_plugins() if entry_point.name == "openai")
+    assert (openai.distribution, openai.builtin) == ("velollm-openai", False)
+    assert openai.value.startswith("velollm_openai")
+
+
+def test_plugin_env_variables_take_distribution_names(third_party):
+    env = {"PYTHONPATH": str(third_party), "VELOLLM_PLUGINS": "velollm-hello", "VELOLLM_DISABLE": "Velollm_Broken"}
+    data = json.loads(velollm("plugins", "--json", env=env).stdout)
+    assert {p["name"] for p in data["plugins"] if not p["builtin"]} == {"hello"} and data["errors"] == []
+    proc = velollm("plugins", "--json", env={"VELOLLM_DISABLE": "velollm-openai"})
+    assert "openai" not in {p["name"] for p in json.loads(proc.stdout)["plugins"]}
+    assert "warning" not in proc.stderr, proc.stderr
+
+
+def test_a_plugin_env_name_that_matches_nothing_is_warned_about():
+    proc = velollm("plugins", "--json", env={"VELOLLM_DISABLE": "velollm-nvidai,openai",
+                                             "VELOLLM_PLUGINS": "olama"})
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: VELOLLM_DISABLE names 'velollm-nvidai', which is no installed plugin" in proc.stderr
+    assert "warning: VELOLLM_PLUGINS names 'olama', which is no installed plugin" in proc.stderr
+    assert "'openai'" not in proc.stderr
+    json.loads(proc.stdout)  # stdout stays one JSON document

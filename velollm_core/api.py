@@ -34,6 +34,8 @@ _EXPORTS: dict[str, str] = {
     "Backend": "velollm_core.contract.backends",
     "BackendBase": "velollm_core.contract.backends",
     "BackendOptions": "velollm_core.contract.backends",
+    # typed options: an Options model declares its fields with these (pydantic's own)
+    **dict.fromkeys(("Field", "field_validator", "ConfigDict"), "velollm_core.contract.options"),
     # clients: deadlines, URLs, wire format, statistics
     **dict.fromkeys(("Deadlines", "RequestWatch", "plain_request", "seconds_option", "FIRST_TOKEN_TIMEOUT_S",
                      "REQUEST_TIMEOUT_S", "PLAIN_TIMEOUT_S", "CONNECT_TIMEOUT_S"), "velollm_core.contract.deadline"),
@@ -46,6 +48,8 @@ _EXPORTS: dict[str, str] = {
     # files: --output checked and locked before work starts, then replaced atomically
     **dict.fromkeys(("prepare_output", "atomic_write_text"), "velollm_core.contract.files"),
     "cache_dir": "velollm_core.contract.cachedir",
+    # the installed plugins (entry points, built-ins first), none imported: a plugin's test checks its own
+    "installed_plugins": "velollm_core.contract.plugins",
     "TEST_MODELS": "velollm_core.testmodels",
     "GgufSummary": "velollm_core.gguf_meta",
     "read_summary": "velollm_core.gguf_meta",

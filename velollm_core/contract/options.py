@@ -13,6 +13,10 @@ by the field it sets:
 A key ``head.a.b`` whose ``head`` is a dict field of untyped values (``request``) nests: it sets
 ``{"a": {"b": value}}`` inside that field, for APIs whose request bodies nest. A dict field of typed
 values (``env`` of ``dict[str, str]``) takes the rest of the key whole, dots included.
+
+A backend's ``Options`` model declares its fields with pydantic's ``Field`` (and may check them with
+``field_validator``, allow unknown keys with ``ConfigDict(extra="allow")``): this module is where
+``velollm_core.api`` exports those three from, so a plugin imports them from the API like the rest.
 """
 
 from __future__ import annotations
@@ -23,12 +27,15 @@ from collections.abc import Mapping
 from pathlib import PurePath
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from velollm_core.contract.errors import UserInputError
 
 # Option keys whose head names a dict field take the rest as the dict's key: request.top_p=0.9.
 SEPARATOR = "."
+
+__all__ = ["SEPARATOR", "ConfigDict", "Field", "dict_value_type", "field_validator", "is_text_type",
+           "option_type", "place", "read_options", "read_value"]
 
 
 def _unwrapped(annotation: Any) -> Any:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import sys
 import zlib
 from collections.abc import Iterable
@@ -24,7 +25,9 @@ from typing import Any, NamedTuple
 from velollm_core.contract.cachedir import cache_dir
 
 ENTRY_POINT_GROUP = "velollm"
-PLUGINS_ENV = "VELOLLM_PLUGINS"  # a,b: load only these entry points
+# The built-in plugins are the entry points of VeloLLM's own distribution (its pyproject.toml).
+BUILTIN_DISTRIBUTION = "velollm"
+PLUGINS_ENV = "VELOLLM_PLUGINS"  # a,b: load only these plugins (entry point or distribution names)
 DISABLE_ENV = "VELOLLM_DISABLE"  # a,b: never load these plugins (built-ins too)
 FORMAT = 1
 _RECORD_SUFFIXES = (".dist-info", ".egg-info", ".pth")
@@ -38,6 +41,17 @@ class EntryPoint(NamedTuple):
     distribution: str | None
     version: str | None
 
+    @property
+    def builtin(self) -> bool:
+        """Whether VeloLLM's own distribution declares it."""
+        return self.distribution is not None and distribution_key(self.distribution) == BUILTIN_DISTRIBUTION
+
+    def named_by(self, names: set[str]) -> bool:
+        """Whether ``names`` (from ``$VELOLLM_PLUGINS`` or ``$VELOLLM_DISABLE``) name this entry point,
+        by its own name or by its distribution's (``velollm-nvidia``, in any of pip's spellings)."""
+        return self.name in names or (self.distribution is not None and distribution_key(self.distribution)
+                                      in {distribution_key(name) for name in names})
+
     def load(self) -> Any:
         """The object ``value`` names (``module`` or ``module:attr.attr``), as importlib.metadata loads it."""
         module_name, _, attr = self.value.split("[", 1)[0].partition(":")
@@ -47,8 +61,13 @@ class EntryPoint(NamedTuple):
         return found
 
 
+def distribution_key(name: str) -> str:
+    """A distribution name as pip compares them: ``Velollm_NVIDIA`` and ``velollm-nvidia`` are one."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def allowed_names() -> set[str] | None:
-    """The entry point names ``$VELOLLM_PLUGINS`` allows, or None when it is not set (all)."""
+    """The plugin names ``$VELOLLM_PLUGINS`` allows, or None when it is not set (all)."""
     raw = os.environ.get(PLUGINS_ENV)
     if raw is None:
         return None
@@ -56,7 +75,7 @@ def allowed_names() -> set[str] | None:
 
 
 def disabled_names() -> set[str]:
-    """The plugin names ``$VELOLLM_DISABLE`` blocks (entry point names or built-in module names)."""
+    """The plugin names ``$VELOLLM_DISABLE`` blocks (entry point or distribution names)."""
     raw = os.environ.get(DISABLE_ENV, "")
     return {name.strip() for name in raw.split(",") if name.strip()}
 

@@ -1,16 +1,21 @@
-"""The plugin manager: built-in plugins plus every entry point of group ``velollm``, each loaded alone.
+"""The plugin manager: every entry point of group ``velollm``, each loaded alone, built-ins first.
+
+The built-in plugins are entry points too, declared by VeloLLM's own distribution (``velollm``) in
+its pyproject.toml: they are found, loaded, listed and disabled exactly as a third party's are, and
+this module names no feature.
 
 A plugin that fails to import or register is recorded in ``load_errors`` and shown by
 ``velollm plugins``; it never takes the CLI down. So is a plugin implementing a hook that has no spec
 (a misspelt ``detect_gpus``): it is unregistered, as pytest's ``check_pending`` refuses it. Every
 non-firstresult hook is called through ``call_each``: a plugin that raises costs only its own answer
-and is named in a warning. ``VELOLLM_DISABLE=a,b`` blocks plugins by name, built-ins included
-(pytest's ``-p no:name``); ``VELOLLM_PLUGINS=a,b`` loads only the entry points named.
+and is named in a warning. ``VELOLLM_DISABLE=a,b`` blocks plugins, built-ins included (pytest's
+``-p no:name``); ``VELOLLM_PLUGINS=a,b`` loads only the plugins named (and the built-ins). Both take
+entry point names (``nvidia``) and distribution names (``velollm-nvidia``: all its entry points); a
+name that matches no installed plugin is warned about on stderr, never silently ignored.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,20 +23,12 @@ from typing import Any
 
 import pluggy
 
-from velollm_core import __version__, hookspecs
+from velollm_core import hookspecs
 from velollm_core.contract import plugin_index
 
 ENTRY_POINT_GROUP = plugin_index.ENTRY_POINT_GROUP
 PLUGINS_ENV = plugin_index.PLUGINS_ENV
 DISABLE_ENV = plugin_index.DISABLE_ENV
-
-# Core features registered as plugins, so they are listed and can be replaced like any other.
-BUILTIN_PLUGINS = (
-    "velollm_core.contract.backend_bridge",
-    "velollm_core.hardware.pci_gpus",
-    "velollm_core.telemetry.rapl",
-    "velollm_core.testmodels",
-)
 
 pm = pluggy.PluginManager("velollm")
 pm.add_hookspecs(hookspecs)
@@ -93,36 +90,53 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first_line}{where}"
 
 
+def installed_plugins() -> list[plugin_index.EntryPoint]:
+    """Every installed plugin, none imported: the entry points of group ``velollm``, built-ins first.
+
+    Each has ``name``, ``value`` (what it loads), ``distribution``, ``version`` and ``builtin``; a
+    plugin's own test can check its entry point is installed without running the CLI.
+    """
+    found = plugin_index.entry_points()
+    return [entry_point for entry_point in found if entry_point.builtin] + [
+        entry_point for entry_point in found if not entry_point.builtin]
+
+
+def _warn_unmatched(variable: str, names: set[str] | None, installed: list[plugin_index.EntryPoint]) -> None:
+    """A warning for each name in ``$variable`` that is no installed plugin's (a typo, a removed plugin)."""
+    for name in sorted(names or ()):
+        if not any(entry_point.named_by({name}) for entry_point in installed):
+            warn(f"{variable} names {name!r}, which is no installed plugin (neither an entry point nor a "
+                 "distribution; `velollm plugins` lists them)")
+
+
 def load_plugins() -> None:
-    """Register the built-ins and every allowed entry point; runs once per process."""
+    """Register every allowed entry point, built-ins first; runs once per process."""
     global _loaded
     if _loaded:
         return
     _loaded = True
     allowed = plugin_index.allowed_names()
     disabled = disabled_names()
-    for name in disabled:
-        pm.set_blocked(name)  # registering a blocked name is a no-op; the entry point is not even imported
-    for module_name in BUILTIN_PLUGINS:
-        if module_name in disabled:
-            continue
-        try:
-            module = importlib.import_module(module_name)
-            _register(module, PluginRecord(module_name, "velollm", __version__, builtin=True))
-        except Exception as exc:  # noqa: BLE001 - a broken built-in must not take the CLI down either
-            load_errors.append(PluginLoadError(module_name, "velollm", describe_error(exc)))
-
     # The entry points come from the plugin index: no importlib.metadata scan while nothing changed.
-    for entry_point in plugin_index.entry_points():
-        if (allowed is not None and entry_point.name not in allowed) or entry_point.name in disabled:
+    installed = installed_plugins()
+    _warn_unmatched(PLUGINS_ENV, allowed, installed)
+    _warn_unmatched(DISABLE_ENV, disabled, installed)
+    for name in disabled:
+        pm.set_blocked(name)  # a plugin registered later under this name (a test's) is blocked too
+    for entry_point in installed:
+        if entry_point.named_by(disabled):
+            pm.set_blocked(entry_point.name)
+            continue  # not even imported
+        if not entry_point.builtin and allowed is not None and not entry_point.named_by(allowed):
             continue
         if entry_point.name in records:
             continue  # the same distribution visible twice on sys.path
         try:
             plugin = entry_point.load()
-            record = PluginRecord(entry_point.name, entry_point.distribution, entry_point.version, builtin=False)
+            record = PluginRecord(entry_point.name, entry_point.distribution, entry_point.version,
+                                  builtin=entry_point.builtin)
             _register(plugin, record)
-        except Exception as exc:  # noqa: BLE001 - any plugin bug must stay isolated
+        except Exception as exc:  # noqa: BLE001 - any plugin bug, a built-in's too, must stay isolated
             load_errors.append(PluginLoadError(entry_point.name, entry_point.distribution, describe_error(exc)))
 
 

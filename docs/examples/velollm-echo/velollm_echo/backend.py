@@ -11,13 +11,13 @@ import time
 from collections.abc import Iterator
 
 import click
-from pydantic import Field
 
 from velollm_core.api import (
     BackendBase,
     BackendInfo,
     BackendOptions,
     BenchmarkContext,
+    Field,
     GenerationRequest,
     GenerationTiming,
     ModelFacts,
