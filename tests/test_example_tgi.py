@@ -59,13 +59,21 @@ def test_tgi_plugin_is_listed_with_its_backend(tgi_site):
     assert tgi["distribution"] == "velollm-tgi" and tgi["backends"] == ["tgi"]
     assert "register_backends" in tgi["hooks"]
     assert not [e for e in data["errors"] if e["name"] == "tgi"]
+    # The same in process, as a plugin's own test checks it: the entry point is installed.
+    check = ("from velollm_core.api import installed_plugins; "
+             "print([(p.name, p.value, p.distribution) for p in installed_plugins() if p.name == 'tgi'])")
+    listed = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True,
+                            env={**os.environ, **tgi_site})
+    assert listed.stdout.strip() == "[('tgi', 'velollm_tgi.plugin', 'velollm-tgi')]"
 
 
 def test_sequential_benchmark_flags_short_answers(tgi_site, tgi_server, tmp_path):
     out = tmp_path / "tgi.json"
-    proc = benchmark(tgi_site, tgi_server.url, out, "--iterations", "2")
+    proc = benchmark(tgi_site, tgi_server.url, out, "--iterations", "2", "--option", "top_k=40")
     assert proc.returncode == 0, proc.stderr
+    assert "tgi cannot generate past the end-of-sequence token" in proc.stderr
     result = json.loads(out.read_text())
+    assert result["settings"]["options"] == {"top_k": 40}
     assert result["status"] == "complete" and len(result["runs"]) == 2
     for run in result["runs"]:
         assert run["completion_tokens"] == ANSWER_TOKENS and run["short_output"] is True
@@ -104,6 +112,9 @@ def test_unknown_model_is_a_user_error(tgi_site, tgi_server, tmp_path):
     proc = velollm("benchmark", "--backend", "tgi", "--host", tgi_server.url, "--model", "llama3.2:1b",
                    "--suite", "short_completion", "--iterations", "1", env=tgi_site)
     assert proc.returncode == 2 and "serves model 'velollm-mock', not 'llama3.2:1b'" in proc.stderr
+    refused = velollm("benchmark", "--backend", "tgi", "--host", tgi_server.url, "--model", "velollm-mock",
+                      "--option", "top_k=0", env=tgi_site)
+    assert refused.returncode == 2 and "top_k" in refused.stderr and "Traceback" not in refused.stderr
     assert "Traceback" not in proc.stderr
 
 

@@ -9,10 +9,9 @@ token, so the backend declares ``ignore_eos=False`` and the core flags answers s
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
-
-from pydantic import Field
 
 from velollm_core.api import (
     BackendBase,
@@ -21,6 +20,7 @@ from velollm_core.api import (
     BenchmarkContext,
     Capabilities,
     Deadlines,
+    Field,
     GenerationRequest,
     GenerationTiming,
     ModelFacts,
@@ -118,8 +118,6 @@ class TGIBackend(BackendBase):
 
     def generate(self, request: GenerationRequest, context: BenchmarkContext) -> GenerationTiming:
         """One streamed generation, read by this backend's own client (sequential runs)."""
-        import time
-
         sess = session(context)
         events = TGIStream(sess.server.who)
         start = time.perf_counter()
