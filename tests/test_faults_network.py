@@ -322,6 +322,19 @@ def test_plain_request_carries_basic_auth_that_no_message_shows(server):
     assert "did not answer within 1 s" in str(caught.value) and SECRET_PASSWORD not in str(caught.value)
 
 
+@pytest.mark.parametrize("backend, modes, generate", [
+    ("openai", {**OPENAI_MODELS, "/v1/completions": "openai:ok"}, "/v1/completions"),
+    ("llamacpp", {**LLAMACPP_META, "/completion": "llamacpp:ok"}, "/completion"),
+])
+def test_request_option_fields_reach_the_body_as_json_and_nested(server, backend, modes, generate):
+    server.modes = modes
+    proc, _ = bench(backend, server.url, "--option", 'request.stop=["\\n", "END"]', "--option", "request.a.b=1",
+                    "--option", "request.user=42", "--json")
+    assert proc.returncode == 0, proc.stderr
+    body = json.loads(next(r for r in server.requests if r["path"].startswith(generate))["body"])
+    assert body["stop"] == ["\n", "END"] and body["a"] == {"b": 1} and body["user"] == 42
+
+
 # --- case 4: credentials in --host ---------------------------------------------------------------
 
 

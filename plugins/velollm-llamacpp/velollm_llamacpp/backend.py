@@ -248,7 +248,7 @@ def run_generation(request: GenerationRequest, context: BenchmarkContext) -> Gen
 
     url = base_url(context)
     try:
-        return stream_completion(_client(context), url, request, _deadlines(context))
+        return stream_completion(_client(context), url, request, _deadlines(context), context.settings.request)
     except BackendError:
         server = context.state.get("server")
         if server is not None and not server.alive():
@@ -265,7 +265,8 @@ def stream_request(request: GenerationRequest, context: BenchmarkContext):
 
     url = base_url(context)
     server = split_server_url(context.host) if context.host else None
-    return StreamCall(url=f"{url}/completion", body=completion_body(request), accumulator=CompletionStream(),
+    return StreamCall(url=f"{url}/completion", body=completion_body(request, context.settings.request),
+                      accumulator=CompletionStream(),
                       framing="sse", server=f"llama-server at {url}", status_error=status_error,
                       auth=server.auth if server else None, params=server.params if server else None)
 

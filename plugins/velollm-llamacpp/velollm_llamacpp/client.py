@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from velollm_core.api import (
@@ -23,9 +24,9 @@ COMPLETION_EVENT = {"tokens_predicted": int, "tokens_evaluated": int, "tokens": 
                     "stop_type": str, "timings": LLAMACPP_TIMINGS}
 
 
-def completion_body(request: GenerationRequest) -> dict[str, Any]:
+def completion_body(request: GenerationRequest, fields: Mapping[str, Any]) -> dict[str, Any]:
     """Greedy, seeded, no prompt cache unless asked: every run processes its whole prompt, so prefill
-    is measured; ``ignore_eos`` for a fixed output length."""
+    is measured; ``ignore_eos`` for a fixed output length; ``fields`` (the ``request`` option) over these."""
     body: dict[str, Any] = {
         "prompt": request.prompt,
         "n_predict": request.max_tokens,
@@ -38,7 +39,7 @@ def completion_body(request: GenerationRequest) -> dict[str, Any]:
         body["ignore_eos"] = True
     if request.temperature == 0:
         body["top_k"] = 1
-    body.update(request.body_fields())
+    body.update(fields)
     return body
 
 
@@ -100,12 +101,12 @@ class CompletionStream:
 
 
 def stream_completion(client, base_url: str, request: GenerationRequest,
-                      deadlines: Deadlines | None = None) -> GenerationTiming:
+                      deadlines: Deadlines | None = None, fields: Mapping[str, Any] | None = None) -> GenerationTiming:
     """Run one streamed generation and time it: TTFT and decode rate from the stream, beside the
     server's own ``timings``; ``deadlines`` (velollm_core.contract.deadline) bound it."""
     import httpx
 
-    body = completion_body(request)
+    body = completion_body(request, fields or {})
     stream = CompletionStream()
     deadlines = deadlines or Deadlines()
     watch = RequestWatch(deadlines, server=SERVER_NAME, url=base_url)

@@ -52,6 +52,7 @@ class Session:
     headers: dict[str, str] = field(default_factory=dict)
     include_usage: bool = True
     fingerprint: str | None = None
+    request_fields: dict[str, Any] = field(default_factory=dict)  # --option request.<field>=VALUE
 
     @property
     def software(self) -> str | None:
@@ -118,6 +119,7 @@ def _open_session(context: BenchmarkContext) -> Session:
         endpoint=settings.endpoint,
         models=models,
         headers={k.lower(): v for k, v in headers.items()},
+        request_fields=settings.request,
     )
 
 
@@ -132,7 +134,7 @@ def session(context: BenchmarkContext) -> Session:
 
 
 def request_body(request: GenerationRequest, sess: Session) -> dict[str, Any]:
-    """Greedy, seeded, streamed, with usage; ``request.<field>`` options pass through as they are."""
+    """Greedy, seeded, streamed, with usage; the ``request`` option's fields are set over these."""
     body: dict[str, Any] = {
         "model": sess.model,
         "max_tokens": request.max_tokens,
@@ -159,7 +161,7 @@ def request_body(request: GenerationRequest, sess: Session) -> dict[str, Any]:
         body.pop("min_tokens", None)
         if request.temperature == 0:
             body["top_k"] = 1
-    body.update(request.body_fields())
+    body.update(sess.request_fields)
     return body
 
 

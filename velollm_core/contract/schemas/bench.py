@@ -23,8 +23,9 @@ class GenerationRequest(_Model):
     temperature: float = Field(0.0, description="Sampling temperature; 0: greedy.")
     seed: int = Field(42, description="Sampling seed, for runtimes that take one.")
     options: dict[str, Any] = Field(default_factory=dict, description=(
-        "The flat --option dict as given (the validated options are context.settings); body_fields() "
-        "picks the request.<field> keys a backend adds to its request body."))
+        "The flat --option dict, each value read by its field's type. A backend reads its validated "
+        "options from context.settings instead, the request body's extra fields from "
+        "context.settings.request."))
     ignore_eos: bool = Field(False, description=(
         "Fixed output length: generate exactly max_tokens, past the end-of-sequence token. A backend "
         "whose runtime has no such switch declares capabilities.ignore_eos=False and answers naturally; "
@@ -38,10 +39,6 @@ class GenerationRequest(_Model):
     prompt_tokens_target: int | None = Field(None, description=(
         "The prompt length in server tokens (BOS included) a synthetic workload built, depth included; "
         "the engine compares it with the reported prompt_tokens. None for suites and datasets."))
-
-    def body_fields(self) -> dict[str, Any]:
-        """Fields the user adds to each request body (``--option request.FIELD=VALUE``)."""
-        return {k.removeprefix("request."): v for k, v in self.options.items() if k.startswith("request.")}
 
 
 class GenerationTiming(_Model):
