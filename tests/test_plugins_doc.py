@@ -1,0 +1,106 @@
+"""docs/PLUGINS.md is the reference a third party writes a plugin from: it must keep up with the code.
+
+Every hook spec has its section with the spec's signature (and says firstresult where it is one), every
+name of the plugin API is mentioned, every Backend method has its lifecycle entry, every field of the
+models a backend receives or returns is in its table, and every Python example at least compiles."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from velollm_core import api, hookspecs
+from velollm_core.contract.backends import Backend, BackendOptions, Capabilities
+from velollm_core.contract.schemas import (
+    BackendInfo,
+    BenchmarkContext,
+    ConfigChange,
+    ConfigProposal,
+    DecodeTraffic,
+    GenerationRequest,
+    GenerationTiming,
+    GpuInfo,
+    ModelFacts,
+)
+from velollm_core.contract.streamclient import StreamCall
+
+DOC = (Path(__file__).resolve().parents[1] / "docs" / "PLUGINS.md").read_text()
+
+
+def hook_specs() -> dict[str, object]:
+    return {name: fn for name, fn in vars(hookspecs).items()
+            if inspect.isfunction(fn) and hasattr(fn, "velollm_spec")}
+
+
+def section(heading: str) -> str:
+    """The text under ``heading`` (a whole heading line) up to the next heading of any level."""
+    start = DOC.index(f"\n{heading}\n")
+    following = re.search(r"\n#{1,4} ", DOC[start + len(heading) + 2:])
+    end = start + len(heading) + 2 + following.start() if following else len(DOC)
+    return DOC[start:end]
+
+
+@pytest.mark.parametrize("name", sorted(hook_specs()))
+def test_every_hook_has_its_section_with_the_specs_signature(name):
+    spec = hook_specs()[name]
+    signature = f"{name}({', '.join(inspect.signature(spec).parameters)})"
+    text = section(f"### `{signature}`")
+    firstresult = spec.velollm_spec.get("firstresult", False)
+    assert ("**firstresult.**" in text) == firstresult, f"{name}: firstresult={firstresult} not said"
+    assert "```python" in text, f"{name}: no example"
+    assert f"[`{signature}`]" in section("## Hooks"), f"{name} is missing from the table of hooks"
+
+
+def test_no_section_for_a_hook_that_is_gone():
+    documented = set(re.findall(r"^### `(\w+)\(", DOC, re.MULTILINE)) & {
+        "benchmark_backends", "describe_backend", "check_benchmark", "verify_config"}
+    assert not documented or documented <= set(hook_specs()), documented
+
+
+@pytest.mark.parametrize("name", sorted(api.__all__))
+def test_every_api_name_is_documented(name):
+    assert f"`{name}`" in DOC or f"`{name}(" in DOC
+
+
+@pytest.mark.parametrize("method", sorted(
+    name for name, member in vars(Backend).items() if callable(member) and not name.startswith("_")))
+def test_every_backend_method_has_its_lifecycle_entry(method):
+    assert re.search(rf"^#### `{method}\(", DOC, re.MULTILINE), method
+
+
+@pytest.mark.parametrize(("heading", "fields"), [
+    ("### `GenerationRequest` (what `generate`, `stream` and `check` receive)", GenerationRequest.model_fields),
+    ("### `GenerationTiming` (what `generate` and an accumulator's `finish` return)", GenerationTiming.model_fields),
+    ("### `BackendInfo` (what `describe` returns; the result's `environment.backend`)", BackendInfo.model_fields),
+    ("### `ModelFacts`", [*ModelFacts.model_fields, *DecodeTraffic.model_fields]),
+    ("### `BenchmarkContext` (the `context` of every backend call)",
+     [f.name for f in dataclasses.fields(BenchmarkContext)]),
+    ("### `BackendOptions` (the base of your `Options`)", BackendOptions.model_fields),
+    ("### `GpuInfo` (what `detect_gpu` returns)", [f.name for f in dataclasses.fields(GpuInfo)]),
+    ("### `ConfigProposal` and `ConfigChange` (what `propose_config` returns)",
+     [*ConfigProposal.model_fields, *ConfigChange.model_fields]),
+    ("### Capabilities", [f.name for f in dataclasses.fields(Capabilities)]),
+    ("### Streaming at load levels: `StreamCall` and its accumulator", [f.name for f in dataclasses.fields(StreamCall)]),
+])
+def test_every_field_is_in_its_table(heading, fields):
+    text = section(heading)
+    missing = [name for name in fields if f"`{name}`" not in text]
+    assert not missing, f"{heading}: {missing}"
+
+
+def test_every_python_example_compiles():
+    blocks = re.findall(r"```python\n(.*?)```", DOC, re.DOTALL)
+    assert len(blocks) > 10
+    for block in blocks:
+        compile(textwrap.dedent(block), "<PLUGINS.md>", "exec")  # blocks in a list item are indented
+
+
+def test_examples_named_by_the_doc_exist():
+    root = Path(__file__).resolve().parents[1]
+    for example in re.findall(r"\]\((examples/[\w-]+)\)", DOC):
+        assert (root / "docs" / example / "pyproject.toml").is_file(), example
