@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from velollm_core import __version__
-from velollm_core.contract.errors import UserInputError, VeloError
-from velollm_core.contract.output import print_json, stderr_console, stdout_console  # noqa: F401 - their old home
+from velollm_core.contract.errors import VeloError
+from velollm_core.contract.output import print_json, stdout_console
 
 # Core commands imported only when run: `velollm --help` and `velollm detect` stay fast.
 LAZY_COMMANDS = {
@@ -254,4 +254,4 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
 
 
-__all__ = ["UserInputError", "cli", "main"]
+__all__ = ["cli", "main"]
