@@ -72,9 +72,9 @@ def _velollm(*args, env):
 
 
 def test_velollm_disable_blocks_plugins_and_built_ins():
-    proc = _velollm("plugins", "--json", env={"VELOLLM_DISABLE": "openai,velollm_core.testmodels"})
+    proc = _velollm("plugins", "--json", env={"VELOLLM_DISABLE": "openai,velollm_core.telemetry.rapl"})
     names = {p["name"] for p in json.loads(proc.stdout)["plugins"]}
-    assert "openai" not in names and "velollm_core.testmodels" not in names and "llamacpp" in names
+    assert "openai" not in names and "velollm_core.telemetry.rapl" not in names and "llamacpp" in names
     bench = _velollm("benchmark", "--backend", "openai", "--model", "m", env={"VELOLLM_DISABLE": "openai"})
     assert bench.returncode == 2 and "unknown backend 'openai'" in bench.stderr
 

@@ -63,11 +63,11 @@ def write_hostile_files(directory: Path, gemma: Path) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory) -> dict[str, Path]:
+    from velollm_core.api import resolve_model_path
     from velollm_core.contract.errors import UserInputError
-    from velollm_core.testmodels import resolve_model
 
     try:
-        gemma = resolve_model("gemma3-270m")
+        gemma = resolve_model_path("gemma3-270m")
     except UserInputError as exc:
         pytest.skip(str(exc))
     return write_hostile_files(tmp_path_factory.mktemp("hostile"), gemma)
@@ -119,7 +119,7 @@ def test_hostile_model_file_fails_fast_in_one_sentence(hostile, tmp_path, case, 
 
 
 if __name__ == "__main__":
-    from velollm_core.testmodels import resolve_model
+    from velollm_core.api import resolve_model_path
 
-    for name, written in write_hostile_files(Path(sys.argv[1]), resolve_model("gemma3-270m")).items():
+    for name, written in write_hostile_files(Path(sys.argv[1]), resolve_model_path("gemma3-270m")).items():
         print(f"{name}: {written} ({written.stat().st_size:,} bytes)")

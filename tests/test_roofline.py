@@ -1,16 +1,21 @@
-"""The decode roofline: bytes read per token, bandwidth sources, the cached RAM measurement, and the
-engine's annotation of every benchmark result (which must never fail a benchmark)."""
+"""The decode roofline: bandwidth sources, the cached RAM measurement, and the engine's annotation of
+every benchmark result from the bytes per token its backend reports (which must never fail a benchmark).
+What a GGUF model reads per token is velollm-gguf's (libs/velollm-gguf/tests/test_roofline.py)."""
 
 from __future__ import annotations
 
 import pytest
 
+from velollm_core.bench import roofline
 from velollm_core.bench.engine import BenchmarkPlan, BenchmarkRunner
+from velollm_core.bench.roofline import decode_bandwidth, max_decode_tokens_per_s
 from velollm_core.bench.suites import get_suites
+from velollm_core.contract.backends import BackendBase
 from velollm_core.contract.plugins import pm
 from velollm_core.contract.schemas import (
     BackendInfo,
     CpuInfo,
+    DecodeTraffic,
     GenerationTiming,
     GpuInfo,
     HardwareReport,
@@ -18,58 +23,17 @@ from velollm_core.contract.schemas import (
     ModelFacts,
     OsInfo,
 )
-from velollm_core.gguf_meta import GgufSummary, TensorInfo
 from velollm_core.hookspecs import hookimpl
-from velollm_core.tune import roofline
-from velollm_core.tune.roofline import bytes_per_token, decode_bandwidth, max_decode_tokens_per_s
 
 GIB = 2**30
 
 
-def summary(*, tied: bool, moe: bool = False, window: int | None = None) -> GgufSummary:
-    arch = "gemma3" if window else "llama"
-    metadata = {
-        "general.architecture": arch,
-        f"{arch}.block_count": 2,
-        f"{arch}.embedding_length": 64,
-        f"{arch}.attention.head_count": 4,
-        f"{arch}.attention.head_count_kv": 1,  # K and V rows of 16 elements
-        f"{arch}.feed_forward_length": 128,
-    }
-    if window:
-        metadata[f"{arch}.attention.sliding_window"] = window
-    tensors = [TensorInfo("token_embd.weight", "F16", (64, 1000), 128_000),
-               TensorInfo("blk.0.attn_q.weight", "F16", (64, 64), 8192),
-               TensorInfo("blk.1.attn_q.weight", "F16", (64, 64), 8192),
-               TensorInfo("output_norm.weight", "F32", (64,), 256)]
-    if moe:
-        metadata.update({f"{arch}.expert_count": 8, f"{arch}.expert_used_count": 2})
-        tensors.append(TensorInfo("blk.0.ffn_up_exps.weight", "Q4_0", (64, 128, 8), 80_000))
-    if not tied:
-        tensors.append(TensorInfo("output.weight", "F16", (64, 1000), 128_000))
-    return GgufSummary("m.gguf", 0, metadata, tuple(tensors), {})
-
-
-def test_untied_model_reads_layers_head_and_one_embedding_row():
-    assert bytes_per_token(summary(tied=False)) == 8192 * 2 + 256 + 128_000 + 128
-
-
-def test_tied_head_reads_the_whole_embedding_matrix():
-    assert bytes_per_token(summary(tied=True)) == 8192 * 2 + 256 + 128_000
-
-
-def test_moe_reads_only_the_experts_used():
-    dense = bytes_per_token(summary(tied=True))
-    assert bytes_per_token(summary(tied=True, moe=True)) == dense + 80_000 * 2 // 8
-
-
-def test_kv_read_grows_with_context_and_stops_at_the_window():
-    base = bytes_per_token(summary(tied=True))
-    row = 2 * 16 * 2  # K + V, 16 elements, f16
-    assert bytes_per_token(summary(tied=True), context_tokens=100) == base + 2 * 100 * row
-    windowed = summary(tied=True, window=10)  # gemma3: layer 0 slides, layer 1 too (period 6)
-    assert bytes_per_token(windowed, context_tokens=100) == base + 2 * 10 * row
-    assert bytes_per_token(summary(tied=True), context_tokens=100, cache_type_k="f32") == base + 2 * 100 * row * 2  # K and V in f32
+def test_bytes_per_token_grows_with_context_and_stops_at_the_window():
+    traffic = DecodeTraffic(weights_bytes=1000, resident_bytes=2000, kv_bytes_per_token=10,
+                            window_kv_bytes_per_token=3, window_tokens=50)
+    assert traffic.bytes_per_token() == 1000
+    assert traffic.bytes_per_token(20) == 1000 + 20 * 10 + 20 * 3
+    assert traffic.bytes_per_token(100) == 1000 + 100 * 10 + 50 * 3
 
 
 def test_roofline_arithmetic():
@@ -103,8 +67,7 @@ def fake_ram(monkeypatch, tmp_path):
 def test_gpu_bandwidth_when_the_model_fits_else_measured_ram(fake_ram):
     assert decode_bandwidth(hardware([H100]), 10 * GIB).device == "gpu"
     assert decode_bandwidth(hardware([H100]), 100 * GIB).device == "cpu"
-    assert decode_bandwidth(hardware([H100]), GIB, {"n_gpu_layers": 0}).device == "cpu"
-    assert decode_bandwidth(hardware([H100]), GIB, {}, ["-m", "x", "-ngl", "0"]).device == "cpu"
+    assert decode_bandwidth(hardware([H100]), GIB, cpu_only=True).device == "cpu"
     cpu = decode_bandwidth(hardware(), GIB)
     assert (cpu.device, cpu.gbps) == ("cpu", 20.0)
 
@@ -133,36 +96,38 @@ def test_copy_benchmark_measures_something_plausible():
 # --- the engine's annotation -----------------------------------------------------------------------
 
 
-class DescribedBackend:
-    """A backend that reports a model file, as llama.cpp's does, so the engine can annotate."""
+# What the tiny model of libs/velollm-gguf/tests/test_roofline.py reads per token (its test checks the figure):
+# a layer, an untied head, one embedding row; K and V rows of 16 f16 elements in its one layer.
+TINY_TRAFFIC = DecodeTraffic(weights_bytes=2048 + 6400 + 64, resident_bytes=6400 + 2048 + 6400,
+                             kv_bytes_per_token=2 * 16 * 2)
 
-    def __init__(self, model_path: str | None) -> None:
-        self.model_path = model_path
+
+class DescribedBackend(BackendBase):
+    """A backend that reports what a decode step reads, as llama.cpp's does, so the engine can annotate."""
+
+    name = "described"
+
+    def __init__(self, traffic: DecodeTraffic | None) -> None:
+        self.traffic = traffic
 
     @hookimpl
-    def benchmark_backends(self):
-        return ["described"]
+    def register_backends(self, register):
+        register(self)
 
-    @hookimpl
-    def run_benchmark(self, backend, request, context):
-        if backend != "described":
-            return None
+    def generate(self, request, context):
         return GenerationTiming(prompt_tokens=20, completion_tokens=request.max_tokens, decode_tokens_per_s=10.0,
                                 prompt_tokens_per_s=100.0, ttft_ms=5.0, total_ms=100.0)
 
-    @hookimpl
-    def describe_backend(self, backend, context):
-        if backend != "described":
-            return None
-        return BackendInfo(name="described", model=ModelFacts(name="m", path=self.model_path))
+    def describe(self, context):
+        return BackendInfo(name="described", model=ModelFacts(name="m", decode_traffic=self.traffic))
 
 
 @pytest.fixture
 def described():
     registered = []
 
-    def register(path):
-        plugin = DescribedBackend(path)
+    def register(traffic):
+        plugin = DescribedBackend(traffic)
         pm.register(plugin, name=f"described-{len(registered)}")
         registered.append(plugin)
 
@@ -171,34 +136,14 @@ def described():
         pm.unregister(plugin)
 
 
-def tiny_gguf(path) -> str:
-    import gguf
-    import numpy as np
-
-    writer = gguf.GGUFWriter(path, "llama")
-    writer.add_block_count(1)
-    writer.add_embedding_length(32)
-    writer.add_head_count(2)
-    writer.add_head_count_kv(1)
-    writer.add_feed_forward_length(64)
-    writer.add_tensor("token_embd.weight", np.zeros((100, 32), dtype=np.float16))
-    writer.add_tensor("blk.0.attn_q.weight", np.zeros((32, 32), dtype=np.float16))
-    writer.add_tensor("output.weight", np.zeros((100, 32), dtype=np.float16))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return str(path)
-
-
 def _run(hw):
     plan = BenchmarkPlan(backend="described", model="m", suites=get_suites(["short_completion"]), iterations=2,
                          warmup=0)
     return BenchmarkRunner(plan, hardware=hw).run()
 
 
-def test_every_result_reports_decode_as_a_share_of_the_roofline(described, fake_ram, tmp_path):
-    described(tiny_gguf(tmp_path / "tiny.gguf"))
+def test_every_result_reports_decode_as_a_share_of_the_roofline(described, fake_ram):
+    described(TINY_TRAFFIC)
     result = _run(hardware())
     roof = result.roofline
     assert roof["bandwidth_gbps"] == 20.0 and roof["device"] == "cpu"
@@ -210,10 +155,12 @@ def test_every_result_reports_decode_as_a_share_of_the_roofline(described, fake_
     assert result.model_dump(mode="json")["roofline"]["suites"]
 
 
-def test_annotation_failures_leave_no_roofline_and_no_crash(described, fake_ram, tmp_path):
-    broken = tmp_path / "broken.gguf"
-    broken.write_bytes(b"GGUF" + b"\xff" * 40)  # the magic, then garbage
-    described(str(broken))
+def test_annotation_failures_leave_no_roofline_and_no_crash(described, fake_ram, monkeypatch):
+    def broken(hardware):
+        raise OSError("no bandwidth today")
+
+    monkeypatch.setattr(roofline, "ram_bandwidth", broken)
+    described(TINY_TRAFFIC)
     result = _run(hardware())
     assert result.status == "complete" and result.roofline is None
 
@@ -223,12 +170,12 @@ def test_unknown_model_file_means_no_roofline(described, fake_ram):
     assert _run(hardware()).roofline is None
 
 
-def test_render_shows_the_percentage(described, fake_ram, tmp_path):
+def test_render_shows_the_percentage(described, fake_ram):
     from rich.console import Console
 
     from velollm_core.bench.render import render_result
 
-    described(tiny_gguf(tmp_path / "tiny.gguf"))
+    described(TINY_TRAFFIC)
     console = Console(record=True, width=200)
     render_result(_run(hardware()), console)
     text = console.export_text()

@@ -180,21 +180,22 @@ def test_proposal_output_ends_with_the_command_on_one_unbroken_line():
 
 
 def test_estimate_table():
+    """``velollm estimate`` (the llamacpp plugin's command), run through the CLI at each width."""
+    from click.testing import CliRunner
+
+    from velollm_core.cli import cli
     from velollm_core.contract.modelfiles import resolve_model_path
-    from velollm_core.gguf_meta import read_summary
-    from velollm_core.tune.estimate import estimate_memory
-    from velollm_core.tune.estimate_command import render_estimate
 
     try:
         path = resolve_model_path("gemma3-270m")
     except Exception as exc:  # noqa: BLE001 - the bundled model is an optional package
         pytest.skip(f"bundled test model not installed: {exc}")
-    estimate = estimate_memory(read_summary(path), ctx=None, cache_type_k="q8_0", parallel=2, n_gpu_layers=10,
-                               flash_attn=True)
     for width in WIDTHS:
-        text = rendered(width, lambda console: render_estimate(estimate, console))
-        check_readable(text, width)
-        assert "KV cache" in text and "total" in text
+        outcome = CliRunner(env={"COLUMNS": str(width)}).invoke(
+            cli, ["estimate", str(path), "--kv-type", "q8_0", "--parallel", "2", "--n-gpu-layers", "10"])
+        assert outcome.exit_code == 0, outcome.output
+        check_readable(outcome.output, width)
+        assert "KV cache" in outcome.output and "total" in outcome.output
 
 
 # --- speculative ----------------------------------------------------------------------------------

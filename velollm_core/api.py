@@ -9,7 +9,7 @@ here may change without notice; what is here changes with a deprecation.
 
 Groups: the hook marker; errors; the models a plugin returns or receives (docs/PLUGINS.md has a field
 reference); backend objects and their typed options; deadlines, URLs and wire-format checks for
-clients; model files and GGUF knowledge (the reader, the memory estimate); hardware probing helpers
+clients; model files; hardware probing helpers
 for GPU plugins; process control (``interrupt``); output helpers for commands.
 """
 
@@ -27,7 +27,7 @@ _EXPORTS: dict[str, str] = {
     # models
     **dict.fromkeys(
         ("BackendInfo", "BenchmarkContext", "ConfigChange", "ConfigProposal", "GenerationRequest",
-         "GenerationTiming", "GpuInfo", "GpuVendor", "HardwareReport", "ModelFacts"),
+         "GenerationTiming", "GpuInfo", "GpuVendor", "HardwareReport", "ModelFacts", "DecodeTraffic"),
         "velollm_core.contract.schemas",
     ),
     # backend objects
@@ -40,21 +40,16 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("Deadlines", "RequestWatch", "plain_request", "seconds_option", "FIRST_TOKEN_TIMEOUT_S",
                      "REQUEST_TIMEOUT_S", "PLAIN_TIMEOUT_S", "CONNECT_TIMEOUT_S"), "velollm_core.contract.deadline"),
     **dict.fromkeys(("ServerURL", "join_url", "redact_url", "scrub", "split_server_url"), "velollm_core.contract.urls"),
-    **dict.fromkeys(("NUMBER", "conform", "stream_event", "LLAMACPP_TIMINGS"), "velollm_core.contract.wire"),
+    **dict.fromkeys(("NUMBER", "conform", "stream_event"), "velollm_core.contract.wire"),
     "percentile": "velollm_core.contract.stats",
     "StreamCall": "velollm_core.bench.loadgen",
-    # model files and GGUF knowledge
-    "resolve_model_path": "velollm_core.contract.modelfiles",
+    # model files: a GGUF path or a name the resolve_model hook knows
+    **dict.fromkeys(("resolve_model_path", "check_gguf"), "velollm_core.contract.modelfiles"),
     # files: --output checked and locked before work starts, then replaced atomically
     **dict.fromkeys(("prepare_output", "atomic_write_text"), "velollm_core.contract.files"),
     "cache_dir": "velollm_core.contract.cachedir",
     # the installed plugins (entry points, built-ins first), none imported: a plugin's test checks its own
     "installed_plugins": "velollm_core.contract.plugins",
-    "TEST_MODELS": "velollm_core.testmodels",
-    "GgufSummary": "velollm_core.gguf_meta",
-    "read_summary": "velollm_core.gguf_meta",
-    **dict.fromkeys(("MemoryEstimate", "ModelShape", "estimate_compute_bytes", "estimate_kv_cache",
-                     "estimate_memory", "model_shape"), "velollm_core.tune.estimate"),
     # configuration
     "verify_proposal": "velollm_core.tune.verify",
     "read_unit_environment": "velollm_core.tune.systemd",

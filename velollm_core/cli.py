@@ -19,8 +19,6 @@ LAZY_COMMANDS = {
                 "Compare two results (files or ids), or one with --baseline."),
     "history": ("velollm_core.history.commands", "history_group",
                 "The results history: list, filter, import, export."),
-    "estimate": ("velollm_core.tune.estimate_command", "estimate_command",
-                 "Estimate the memory a model needs: weights, KV cache, compute buffers."),
     "optimize": ("velollm_core.tune.commands", "optimize_command",
                  "Propose (and verify) a better configuration for a runtime."),
     "report": ("velollm_core.report.commands", "report_command",

@@ -499,7 +499,7 @@ class BenchmarkRunner:
     def _annotate_roofline(self) -> None:
         """Each suite's decode speed as a share of the memory-bandwidth limit; never fails the run."""
         try:
-            from velollm_core.tune.roofline import annotate_result
+            from velollm_core.bench.roofline import annotate_result
 
             annotate_result(self.result)
         except Exception:  # noqa: BLE001 - an annotation must not cost the benchmark

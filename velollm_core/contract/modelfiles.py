@@ -52,10 +52,24 @@ def resolve_model_path(name: str) -> Path:
 
     resolved = hook().resolve_model(name=name)
     if resolved is None:
-        from velollm_core.testmodels import TEST_MODELS
-
-        raise UserInputError(
-            f"unknown model {_shown(name)!r}: not a file, and no plugin knows this name "
-            f"(built-in test models: {', '.join(TEST_MODELS)}; Ollama names need velollm-ollama)"
-        )
+        raise UserInputError(f"unknown model {_shown(name)!r}: not a file, and no installed plugin knows this "
+                             f"name ({_listed_models()})")
     return check_gguf(Path(resolved))
+
+
+# Names shown in the unknown-model message at most: a model store can hold hundreds.
+SHOWN_NAMES = 8
+
+
+def _listed_models() -> str:
+    """What the plugins' ``local_models`` hook lists, for the unknown-model message."""
+    from velollm_core.contract.plugins import call_each
+
+    # A plugin failing here is no news for this message: its warning would make the error two lines.
+    listings = call_each("local_models", on_error=lambda plugin_name, exc: None)
+    names = sorted({str(model["name"]) for listing in listings for model in listing or []
+                    if isinstance(model, dict) and model.get("name")})
+    if not names:
+        return "the plugins list no local model"
+    more = f", ... ({len(names)} in all)" if len(names) > SHOWN_NAMES else ""
+    return f"local models the plugins list: {', '.join(_shown(n) for n in names[:SHOWN_NAMES])}{more}"

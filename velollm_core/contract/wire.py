@@ -21,13 +21,6 @@ NUMBER = (int, float)
 Schema = Mapping[str, Any]
 _WRONG = object()
 
-# llama-server's ``timings`` object, read by the llamacpp backend and, where a llama-server answers,
-# by the openai one.
-LLAMACPP_TIMINGS: Schema = {
-    **dict.fromkeys(("prompt_n", "predicted_n", "cache_n", "draft_n", "draft_n_accepted"), int),
-    **dict.fromkeys(("prompt_ms", "predicted_ms", "prompt_per_second", "predicted_per_second"), NUMBER),
-}
-
 
 def _fits(value: Any, kind: type | tuple[type, ...]) -> bool:
     if isinstance(value, bool):  # a bool is an int to Python, never a count or a time to us

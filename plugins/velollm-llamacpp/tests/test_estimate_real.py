@@ -1,4 +1,4 @@
-"""The core's memory estimate against what the real llama-server logs for the real test models (Gemma 3
+"""velollm-gguf's memory estimate against what the real llama-server logs for the real test models (Gemma 3
 with sliding-window layers, SmolLM2 without), f16 and q8_0, and ``velollm estimate`` on a real model.
 
 Skipped where llama-server or the test models are absent, unless VELOLLM_REQUIRE_LLAMACPP=1 (CI sets
@@ -12,25 +12,21 @@ import subprocess
 import sys
 
 import pytest
+from velollm_gguf import estimate_memory, read_summary
 
 from velollm_core.contract.errors import UserInputError
 from velollm_core.testing import missing
-from velollm_core.tune.estimate import estimate_memory
 
 pytestmark = pytest.mark.llamacpp
 
 
 def velollm(*args: str) -> subprocess.CompletedProcess:
-    code = ("import sys; from velollm_core import cli; "
-            "from velollm_core.tune.estimate_command import estimate_command; "
-            "cli.cli.add_command(estimate_command) if 'estimate' not in cli.cli.commands else None; "
-            "cli.main(sys.argv[1:])")
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120,
-                          check=False)
+    return subprocess.run([sys.executable, "-m", "velollm_core", *args], capture_output=True, text=True,
+                          timeout=120, check=False)
 
 
 def _test_model(name: str):
-    from velollm_core.testmodels import TEST_MODELS
+    from velollm_llamacpp.testmodels import TEST_MODELS
 
     try:
         return TEST_MODELS[name]()
@@ -50,8 +46,6 @@ def _test_model(name: str):
 )
 def test_kv_estimate_matches_what_llama_server_logs(llama_server_bin, model, kv_type, parallel):
     from velollm_llamacpp.memlog import server_memory
-
-    from velollm_core.gguf_meta import read_summary
 
     path = _test_model(model)
     ctx = 4096

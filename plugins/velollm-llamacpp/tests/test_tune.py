@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from velollm_gguf.estimate import estimate_memory
+from velollm_gguf.meta import GgufSummary, TensorInfo
 from velollm_llamacpp import tune
 from velollm_llamacpp.tune import GPU_MARGIN_BYTES, gpu_budgets, propose_llamacpp
 
 from velollm_core.contract.schemas import CpuInfo, GpuInfo, HardwareReport, MemoryInfo, OsInfo
-from velollm_core.gguf_meta import GgufSummary, TensorInfo
-from velollm_core.tune.estimate import estimate_memory
 
 GIB = 2**30
 MODEL = Path("/models/llama-8b.gguf")
@@ -244,7 +244,7 @@ def test_verify_hook_answers_for_llamacpp_only_and_keeps_servers_up_when_they_fi
     captured = {}
     monkeypatch.setattr(verify, "verify_proposal", lambda *a, **k: captured.update(args=a, kwargs=k) or "report")
     monkeypatch.setattr("velollm_core.contract.modelfiles.resolve_model_path", lambda name: MODEL)
-    monkeypatch.setattr("velollm_core.gguf_meta.read_summary", lambda path: llama_summary())
+    monkeypatch.setattr("velollm_gguf.meta.read_summary", lambda path: llama_summary())
     other = ConfigProposal(runtime="ollama")
     assert tune.verify_config(proposal=other, model="m", hardware=machine(), progress=print) is None
     proposal = propose(machine(gpus=[gpu(80)]))

@@ -84,10 +84,13 @@ def server_args_list(options: dict[str, Any]) -> list[str]:
     return args
 
 
-def model_facts(path: Path) -> ModelFacts:
-    from velollm_core.api import read_summary
+def model_facts(path: Path, options: dict[str, Any] | None = None, flags: list[str] | tuple[str, ...] = ()) -> ModelFacts:
+    """The model file's facts, with what a decode step reads under ``options`` and server ``flags``."""
+    from velollm_gguf import file_decode_traffic, read_summary
 
     summary = read_summary(path)
+    options = options or {}
+    cache_type_k = str(options.get("cache_type_k", "f16"))
     return ModelFacts(
         name=summary.text("general.name") or path.name,
         path=str(path),
@@ -95,7 +98,20 @@ def model_facts(path: Path) -> ModelFacts:
         quantization=summary.quantization,
         architecture=summary.architecture,
         parameters=summary.text("general.size_label"),
+        decode_traffic=file_decode_traffic(path, cache_type_k=cache_type_k,
+                                           cache_type_v=str(options.get("cache_type_v", cache_type_k)),
+                                           cpu_only=_cpu_only(options, flags)),
     )
+
+
+def _cpu_only(options: dict[str, Any], flags: list[str] | tuple[str, ...]) -> bool:
+    """Whether the run keeps every layer on the CPU (``n_gpu_layers=0``, or ``-ngl 0`` among the flags)."""
+    if str(options.get("n_gpu_layers", "")).strip() == "0":
+        return True
+    from itertools import pairwise
+
+    return any(flag in ("-ngl", "--n-gpu-layers", "--gpu-layers") and value.strip() == "0"
+               for flag, value in pairwise(flags))
 
 
 def _deadlines(context: BenchmarkContext) -> Deadlines:
@@ -200,8 +216,9 @@ def check(context: BenchmarkContext, requests: list[GenerationRequest]) -> None:
 
 def _check_started(context: BenchmarkContext, longest: int) -> None:
     import psutil
+    from velollm_gguf import estimate_memory, model_shape, read_summary
 
-    from velollm_core.api import estimate_memory, model_shape, read_summary, resolve_model_path
+    from velollm_core.api import resolve_model_path
 
     options = context.options
     port = options.get("port")
@@ -295,7 +312,7 @@ def describe(context: BenchmarkContext) -> BackendInfo:
             build_commit=(build or {}).get("llama_cpp_commit"),
             build=build,
             host=server.url,
-            model=model_facts(context.state["model_path"]),
+            model=model_facts(context.state["model_path"], context.options, server.command[1:]),
             server_flags=server.command[1:],
             server_env=server.env,
             log_path=str(server.log_path),
@@ -304,7 +321,7 @@ def describe(context: BenchmarkContext) -> BackendInfo:
     model_path = props.get("model_path")
     facts = ModelFacts(name=context.model, path=model_path)
     if model_path and Path(model_path).is_file():
-        facts = model_facts(Path(model_path))
+        facts = model_facts(Path(model_path), context.options)
     return BackendInfo(name=BACKEND, version=props.get("build_info"), host=base_url(context), model=facts)
 
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from velollm_core.api import (
-    LLAMACPP_TIMINGS,
+    NUMBER,
     BackendError,
     Deadlines,
     GenerationRequest,
@@ -19,6 +19,11 @@ from velollm_core.api import (
 
 CONNECT_TIMEOUT_S = 5.0
 SERVER_NAME = "llama-server"
+# llama-server's ``timings`` object (also in its OpenAI-style events).
+LLAMACPP_TIMINGS = {
+    **dict.fromkeys(("prompt_n", "predicted_n", "cache_n", "draft_n", "draft_n_accepted"), int),
+    **dict.fromkeys(("prompt_ms", "predicted_ms", "prompt_per_second", "predicted_per_second"), NUMBER),
+}
 # The fields stream_completion and timing_from_final read, with their types (velollm_core.contract.wire).
 COMPLETION_EVENT = {"tokens_predicted": int, "tokens_evaluated": int, "tokens": list, "content": str,
                     "stop_type": str, "timings": LLAMACPP_TIMINGS}

@@ -22,8 +22,8 @@ def derived_path(name: str) -> Path:
 
 def make_derived(name: str) -> Path:
     """The derived model's path, quantizing it first when absent."""
-    from velollm_core.api import TEST_MODELS
     from velollm_llamacpp.install import find_program
+    from velollm_llamacpp.testmodels import TEST_MODELS
 
     source_name, qtype = DERIVED[name]
     out = derived_path(name)

@@ -42,7 +42,9 @@ from velollm_llamacpp.tune_facts import (
 from velollm_llamacpp.tune_rules import RULES, TunePlan, size_model, usable_budgets
 
 if TYPE_CHECKING:
-    from velollm_core.api import ConfigProposal, GgufSummary, HardwareReport
+    from velollm_gguf import GgufSummary
+
+    from velollm_core.api import ConfigProposal, HardwareReport
 
 # Imported from here by the tests and the benchmark scripts.
 __all__ = ["GPU_MARGIN_BYTES", "GPU_MASK_VARS", "build_devices", "cgroup_cpu_limit", "gpu_budgets",
@@ -72,7 +74,9 @@ def propose_llamacpp(
     ``summary``: the model's GGUF summary when already read (else read from ``model_path``).
     ``load_average``: this machine's 1-minute load now, to warn when other work competes for the cores.
     """
-    from velollm_core.api import ConfigProposal, read_summary
+    from velollm_gguf import read_summary
+
+    from velollm_core.api import ConfigProposal
 
     budgets, notes = usable_budgets(hardware, gpu_devices)
     plan = TunePlan(hardware, ServerFlags(binary), budgets, cpu_limit=cpu_limit, memlock_limit=memlock_limit,
@@ -134,7 +138,7 @@ def benchmark_options(args: list[str]) -> dict[str, Any]:
 
 def _proposal_memory(proposal: ConfigProposal, summary: GgufSummary) -> int:
     """Total bytes of a llama-server started with the proposal's -c, -np and KV cache type."""
-    from velollm_core.api import estimate_memory
+    from velollm_gguf import estimate_memory
 
     values = {c.key: c.proposed for c in proposal.changes}
     cache_type = (values.get("-ctk/-ctv") or "f16").split()[0]
@@ -144,7 +148,7 @@ def _proposal_memory(proposal: ConfigProposal, summary: GgufSummary) -> int:
 
 def servers_fit_together(proposal: ConfigProposal, model_path: Path, hardware: HardwareReport, count: int) -> bool:
     """Whether one server with the defaults and ``count - 1`` with the proposal fit in memory at once."""
-    from velollm_core.api import estimate_memory, read_summary
+    from velollm_gguf import estimate_memory, read_summary
 
     summary = read_summary(model_path)
     default = estimate_memory(summary, parallel=4, unified=True).total_bytes

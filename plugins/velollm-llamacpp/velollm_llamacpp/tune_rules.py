@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING
 from velollm_llamacpp.tune_facts import GPU_MASK_VARS, RAM_MARGIN_BYTES, gpu_budgets
 
 if TYPE_CHECKING:
-    from velollm_core.api import ConfigChange, GgufSummary, HardwareReport, MemoryEstimate
+    from velollm_gguf import GgufSummary, MemoryEstimate
+
+    from velollm_core.api import ConfigChange, HardwareReport
     from velollm_llamacpp.tune_facts import GpuBudget, ServerFlags
 
 DEFAULT_CTX_PER_SLOT = 8192
@@ -40,7 +42,7 @@ def _fits(estimate: MemoryEstimate, budgets: list[GpuBudget]) -> bool:
 def plan_offload(summary: GgufSummary, ctx: int, parallel: int, budgets: list[GpuBudget]) -> Offload:
     """How much of the model goes to the GPUs: everything if it fits (with an f16, else a q8_0 KV
     cache), else the most layers that fit with an f16 cache."""
-    from velollm_core.api import estimate_memory, model_shape
+    from velollm_gguf import estimate_memory, model_shape
 
     n_full = model_shape(summary).n_layer + 1
     names = tuple(b.name for b in budgets)
@@ -97,7 +99,7 @@ class Sizing:
 
 def size_model(summary: GgufSummary, parallel: int, ctx_per_slot: int | None, budgets: list[GpuBudget]) -> Sizing:
     """The model's context (a slot's default, or its own if smaller, times the slots) and its offload."""
-    from velollm_core.api import estimate_memory, model_shape
+    from velollm_gguf import estimate_memory, model_shape
 
     shape = model_shape(summary)
     per_slot = min(ctx_per_slot or DEFAULT_CTX_PER_SLOT, shape.n_ctx_train)
@@ -154,7 +156,7 @@ def rule_context(plan: TunePlan) -> None:
     sizing = plan.sizing
     if sizing is None:
         return
-    from velollm_core.api import estimate_memory
+    from velollm_gguf import estimate_memory
 
     default_kv = estimate_memory(sizing.summary, parallel=4, unified=True).kv_cache_bytes
     plan.changes.append(_change(

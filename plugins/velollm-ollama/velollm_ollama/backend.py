@@ -85,6 +85,8 @@ def server_version(context: BenchmarkContext) -> str | None:
 def _facts(name: str, shown: dict[str, Any], listed: dict[str, Any] | None, running: dict[str, Any] | None,
            gguf_path: Path | None) -> ModelFacts:
     """ModelFacts from /api/show, the /api/tags entry, the /api/ps entry and the store's GGUF path."""
+    from velollm_gguf import file_decode_traffic
+
     details = shown.get("details") or (listed or {}).get("details") or {}
     info = shown.get("model_info") if isinstance(shown.get("model_info"), dict) else {}
     arch = info.get("general.architecture") or details.get("family")
@@ -118,6 +120,8 @@ def _facts(name: str, shown: dict[str, Any], listed: dict[str, Any] | None, runn
         quantization=details.get("quantization_level"),
         architecture=arch,
         parameters=details.get("parameter_size"),
+        # What a decode step reads, for the roofline: Ollama's runner is llama.cpp, with an f16 cache by default.
+        decode_traffic=file_decode_traffic(gguf_path) if gguf_path else None,
         **{key: value for key, value in extra.items() if value is not None},
     )
 

@@ -3,7 +3,7 @@
 Memory model (bytes), per the llama.cpp runner that Ollama drives:
 
 * weights: the GGUF blob(s) (model + vision projector);
-* KV cache and compute buffers: the core's estimator (``velollm_core.tune.estimate``, the one behind
+* KV cache and compute buffers: velollm-gguf's estimator (``velollm_gguf.estimate``, the one behind
   ``velollm estimate``) for context x parallel cells of the chosen cache type, with llama.cpp's
   padding and sliding-window layers, and the attention score matrix when flash attention is off;
 * Ollama keeps 457 MiB per GPU (512 MiB on Metal) free, plus ``OLLAMA_GPU_OVERHEAD``;

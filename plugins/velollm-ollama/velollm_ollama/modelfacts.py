@@ -1,8 +1,8 @@
-"""A model's shape and the memory it needs at a given context, through the core's llama.cpp estimator.
+"""A model's shape and the memory it needs at a given context, through velollm-gguf's llama.cpp estimator.
 
 The same GGUF keys arrive two ways: ``model_info`` of Ollama's ``/api/show``, or the GGUF file's
-metadata read by the core (``velollm_core.gguf_meta``). Both become a ``GgufSummary``, so one
-estimator (``velollm_core.tune.estimate``: KV cache with llama.cpp's padding and sliding-window
+metadata read by ``velollm_gguf.meta``. Both become a ``GgufSummary``, so one
+estimator (``velollm_gguf.estimate``: KV cache with llama.cpp's padding and sliding-window
 layers, compute buffers) sizes models for ``velollm estimate`` and for this optimizer alike.
 """
 
@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 from velollm_core.api import UserInputError
 
 if TYPE_CHECKING:
-    from velollm_core.api import GgufSummary, ModelShape
+    from velollm_gguf import GgufSummary, ModelShape
 
 MIB = 1024**2
 GIB = 1024**3
 
 
 def _shape(summary: GgufSummary) -> ModelShape | None:
-    from velollm_core.api import model_shape
+    from velollm_gguf import model_shape
 
     try:
         return model_shape(summary)
@@ -37,7 +37,7 @@ def _layers(value: Any) -> int:
 
 def mtp_layers(path: Path) -> int:
     """``<arch>.nextn_predict_layers`` of a GGUF file (the core's reader), 0 when it has no MTP head."""
-    from velollm_core.api import read_summary
+    from velollm_gguf import read_summary
 
     return _layers(read_summary(path).arch_value("nextn_predict_layers"))
 
@@ -63,7 +63,7 @@ class ModelArchitecture:
     def from_metadata(cls, name: str, meta: Mapping[str, Any], weights_bytes: int | None = None,
                       path: str | None = None) -> ModelArchitecture:
         """From GGUF-style metadata, e.g. ``/api/show``'s ``model_info``."""
-        from velollm_core.api import GgufSummary
+        from velollm_gguf import GgufSummary
 
         tokens = meta.get("tokenizer.ggml.tokens")
         lengths = {"tokenizer.ggml.tokens": len(tokens)} if isinstance(tokens, list) and tokens else {}
@@ -77,7 +77,7 @@ class ModelArchitecture:
     @classmethod
     def from_gguf(cls, name: str, path: Path, extra_bytes: int = 0) -> ModelArchitecture:
         """From a GGUF file (metadata cached by the core); ``extra_bytes``: projectors loaded beside it."""
-        from velollm_core.api import read_summary
+        from velollm_gguf import read_summary
 
         summary = read_summary(path)
         return cls(name=name, shape=_shape(summary), weights_bytes=summary.size_bytes + extra_bytes,
@@ -97,7 +97,7 @@ class ModelArchitecture:
         """KV cache for ``context`` tokens per slot in ``parallel`` slots (Ollama allocates both)."""
         if self.shape is None:
             return None
-        from velollm_core.api import estimate_kv_cache
+        from velollm_gguf import estimate_kv_cache
 
         return estimate_kv_cache(self.shape, context * parallel, cache_type_k=cache_type,
                                  parallel=parallel).bytes
@@ -107,7 +107,7 @@ class ModelArchitecture:
         """Weights + KV cache + compute buffers at ``context`` tokens per slot; None when unknown."""
         if self.shape is None or self.weights_bytes is None:
             return None
-        from velollm_core.api import estimate_compute_bytes, estimate_kv_cache
+        from velollm_gguf import estimate_compute_bytes, estimate_kv_cache
 
         kv = estimate_kv_cache(self.shape, context * parallel, cache_type_k=cache_type, parallel=parallel)
         compute = estimate_compute_bytes(self.shape, kv.layout, parallel=parallel, flash_attn=flash_attention)

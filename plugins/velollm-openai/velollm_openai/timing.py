@@ -7,16 +7,19 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
-from velollm_core.api import LLAMACPP_TIMINGS, BackendError, GenerationTiming, stream_event
+from velollm_core.api import NUMBER, BackendError, GenerationTiming, stream_event
 
 # Generated-text fields of a choice: completions' ``text``; chat's ``delta.content``, plus the
 # reasoning text some servers (vLLM, SGLang) stream separately — those are generated tokens too.
 _DELTA_FIELDS = ("content", "reasoning_content", "reasoning")
+# The ``timings`` object a llama-server adds to its OpenAI-style events: the fields read here.
+SERVER_TIMINGS = {**dict.fromkeys(("prompt_ms", "predicted_ms", "prompt_per_second", "predicted_per_second"), NUMBER),
+                  "cache_n": int}
 # The fields StreamRecord and timing_from_stream read, with their types (velollm_core.contract.wire).
 STREAM_EVENT = {
     "choices": [{"text": str, "delta": dict.fromkeys(_DELTA_FIELDS, str), "finish_reason": str}],
     "usage": {"prompt_tokens": int, "completion_tokens": int},
-    "timings": LLAMACPP_TIMINGS,
+    "timings": SERVER_TIMINGS,
     "system_fingerprint": str,
 }
 

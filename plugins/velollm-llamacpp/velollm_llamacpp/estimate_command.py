@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import click
-
-from velollm_core.tune.estimate import CACHE_TYPES, MemoryEstimate
+from velollm_gguf.estimate import CACHE_TYPES, MemoryEstimate
 
 
 def _mib(value: int) -> str:
@@ -40,7 +39,7 @@ def render_estimate(estimate: MemoryEstimate, console) -> None:
         console.print(f"note: {escape(note)}", highlight=False)
 
 
-@click.command("estimate")
+@click.command("estimate", short_help="Estimate the memory a model needs: weights, KV cache, compute buffers.")
 @click.argument("model")
 @click.option("--ctx", type=int, help="Context size in tokens (all slots together); default: the model's own.")
 @click.option("--kv-type", type=click.Choice(CACHE_TYPES, case_sensitive=False), default="f16", show_default=True,
@@ -53,10 +52,9 @@ def render_estimate(estimate: MemoryEstimate, console) -> None:
 def estimate_command(model: str, ctx: int | None, kv_type: str, parallel: int, n_gpu_layers: int | None,
                      flash_attn: bool, as_json: bool) -> None:
     """Estimate weights, KV cache and compute memory of MODEL (GGUF path or name) under llama.cpp."""
-    from velollm_core.contract.modelfiles import resolve_model_path
-    from velollm_core.contract.output import print_json, stdout_console
-    from velollm_core.gguf_meta import read_summary
-    from velollm_core.tune.estimate import estimate_memory
+    from velollm_gguf import estimate_memory, read_summary
+
+    from velollm_core.api import print_json, resolve_model_path, stdout_console
 
     summary = read_summary(resolve_model_path(model))
     estimate = estimate_memory(summary, ctx=ctx, cache_type_k=kv_type, parallel=parallel,

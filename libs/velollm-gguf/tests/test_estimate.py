@@ -1,19 +1,16 @@
-"""The memory estimate: llama.cpp's KV-cache rules on synthetic models, and the CLI.
+"""The memory estimate: llama.cpp's KV-cache rules on synthetic models.
 
-The KV figure against what the real llama-server logs is checked in the llamacpp plugin's tests
-(plugins/velollm-llamacpp/tests/test_estimate_real.py).
+The KV figure against what the real llama-server logs, and the ``velollm estimate`` command, are
+checked in the llamacpp plugin's tests (test_estimate_real.py, test_estimate_command.py).
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
+from velollm_gguf.estimate import estimate_memory, kv_layout, model_shape, row_bytes
+from velollm_gguf.meta import GgufSummary, TensorInfo
 
-from velollm_core.contract.errors import UserInputError
-from velollm_core.gguf_meta import GgufSummary, TensorInfo
-from velollm_core.tune.estimate import estimate_memory, kv_layout, model_shape, row_bytes
+from velollm_core.api import UserInputError
 
 MIB = 2**20
 
@@ -196,24 +193,3 @@ def test_bad_values_are_user_errors():
 def test_quantized_v_cache_without_flash_attention_is_flagged():
     estimate = estimate_memory(make_summary(), ctx=256, cache_type_k="q8_0", flash_attn=False)
     assert any("flash attention" in note for note in estimate.notes)
-
-
-# --- through the CLI --------------------------------------------------------------------------------
-
-
-def velollm(*args: str) -> subprocess.CompletedProcess:
-    code = ("import sys; from velollm_core import cli; "
-            "from velollm_core.tune.estimate_command import estimate_command; "
-            "cli.cli.add_command(estimate_command) if 'estimate' not in cli.cli.commands else None; "
-            "cli.main(sys.argv[1:])")
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120,
-                          check=False)
-
-
-def test_cli_errors_are_one_line_and_exit_2(tmp_path):
-    proc = velollm("estimate", str(tmp_path / "missing.gguf"))
-    assert proc.returncode == 2 and "not found" in proc.stderr and "Traceback" not in proc.stderr
-    bad = tmp_path / "bad.gguf"
-    bad.write_bytes(b"NOPE" + b"\0" * 64)
-    proc = velollm("estimate", str(bad), "--json")
-    assert proc.returncode == 2 and "not a GGUF" in proc.stderr and proc.stdout == ""

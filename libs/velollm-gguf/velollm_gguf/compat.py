@@ -9,7 +9,8 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from velollm_core.gguf_meta import TOKENS_DIGEST_START, TOKENS_KEY, GgufSummary, iter_array, read_summary
+from velollm_core.api import UserInputError
+from velollm_gguf.meta import TOKENS_DIGEST_START, TOKENS_KEY, GgufSummary, iter_array, read_summary
 
 # llama.cpp's own limits (common/speculative.cpp).
 MAX_VOCAB_SIZE_DIFFERENCE = 128
@@ -212,8 +213,6 @@ def _head_problems_mtp(tgt: GgufSummary, dft: GgufSummary) -> list[str]:
 
 def parse_types(value: str) -> list[str]:
     """``draft-mtp,ngram-mod`` -> its types, in order; unknown names and repeats refused."""
-    from velollm_core.contract.errors import UserInputError
-
     types = [t.strip() for t in value.split(",") if t.strip()]
     unknown = [t for t in types if t not in ALL_TYPES]
     if unknown or not types:

@@ -9,9 +9,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-
-from velollm_core.contract.errors import UserInputError
-from velollm_core.gguf_meta import (
+from velollm_gguf.meta import (
     MAX_ARRAY_ENTRIES,
     MAX_INLINE_ARRAY,
     _read_header,
@@ -19,21 +17,24 @@ from velollm_core.gguf_meta import (
     read_arrays,
     read_summary,
 )
-from velollm_core.testing import finish_gguf, gguf_writer
+from velollm_testkit.fuzz import GGUF_SEEDS
+from velollm_testkit.gguf_writer import finish_gguf, gguf_writer
 
-SEEDS = Path(__file__).parent / "data" / "fuzz" / "gguf"
+from velollm_core.api import UserInputError
+
+SEEDS = GGUF_SEEDS["llama"].parent  # the test kit's tiny generated models
 UINT32, INT32, FLOAT32, BOOL, STRING, ARRAY, UINT64, FLOAT64 = 4, 5, 6, 7, 8, 9, 10, 12
 
 
 @pytest.fixture(scope="module")
 def bundled() -> dict[str, Path | str]:
     """The bundled test models' paths (or why not installed), found before VELOLLM_CACHE_DIR moves."""
-    from velollm_core.testmodels import resolve_model
+    from velollm_core.api import resolve_model_path
 
     found: dict[str, Path | str] = {}
     for name in ("gemma3-270m", "smollm2-135m"):
         try:
-            found[name] = resolve_model(name)
+            found[name] = resolve_model_path(name)
         except UserInputError as exc:
             found[name] = str(exc)
     return found
@@ -250,7 +251,7 @@ def test_text_beyond_the_metadata_budget_is_left_out(tmp_path):
 
 @pytest.mark.parametrize("layers", [2**31, 0xFFFFFFFF])
 def test_absurd_layer_count_is_refused_not_allocated(tmp_path, layers):
-    from velollm_core.tune.estimate import estimate_memory
+    from velollm_gguf.estimate import estimate_memory
 
     writer = gguf_writer(tmp_path / "m.gguf")
     writer.add_uint32("general.fuzz", 0)
@@ -264,7 +265,7 @@ def test_absurd_layer_count_is_refused_not_allocated(tmp_path, layers):
 
 
 def test_negative_or_non_numeric_sizes_are_one_sentence(tmp_path):
-    from velollm_core.tune.estimate import estimate_memory
+    from velollm_gguf.estimate import estimate_memory
 
     writer = gguf_writer(tmp_path / "m.gguf")
     writer.add_string("llama.attention.head_count_kv", "many")  # int("many"): ValueError before
@@ -285,7 +286,7 @@ def _pair(tmp_path, draft_tokens):
 
 
 def test_same_vocabulary_is_compared_by_digest_without_reading_the_tokens(tmp_path, monkeypatch):
-    from velollm_core.speculative import compat
+    from velollm_gguf import compat
 
     target, draft = _pair(tmp_path, ["<unk>", "<s>", "</s>", "a", "b", "c", "d", "e"])
     monkeypatch.setattr(compat, "iter_array", lambda *args: pytest.fail("tokens read despite equal digests"))
@@ -293,7 +294,7 @@ def test_same_vocabulary_is_compared_by_digest_without_reading_the_tokens(tmp_pa
 
 
 def test_first_differing_token_is_found_by_streaming_both_vocabularies(tmp_path):
-    from velollm_core.speculative.compat import check_pair
+    from velollm_gguf.compat import check_pair
 
     target, draft = _pair(tmp_path, ["<unk>", "<s>", "</s>", "a", "b", "c", "D", "e"])
     report = check_pair(target, draft)

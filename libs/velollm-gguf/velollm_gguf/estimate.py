@@ -21,8 +21,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from velollm_core.contract.errors import UserInputError
-from velollm_core.gguf_meta import GgufSummary
+from velollm_core.api import UserInputError
+from velollm_gguf.meta import GgufSummary
 
 CTX_PAD = 256
 MAX_LAYERS = 512  # LLAMA_MAX_LAYERS (llama.cpp's src/llama-hparams.h): it refuses models with more

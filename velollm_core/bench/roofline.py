@@ -1,58 +1,25 @@
 """The decode roofline: tokens/s <= memory bandwidth / bytes read per generated token.
 
-Generating one token reads every weight the token passes through (each layer once, the output head,
-one row of the token embeddings; for mixture-of-experts only the experts used) plus the KV cache of
-the context so far. Bandwidth comes from the GPU record (``bandwidth_gbps`` from detection) or, on
-the CPU, from a short multi-threaded copy benchmark, measured once per machine and cached on disk.
+The bytes come from the backend, which knows how its runtime lays the model out: the
+``DecodeTraffic`` of the model facts it describes (weights per token, KV cache per token of context).
+Bandwidth comes from the GPU record (``bandwidth_gbps`` from detection) or, on the CPU, from a short
+multi-threaded copy benchmark, measured once per machine and cached on disk. Without the backend's
+figures a result has no roofline.
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from velollm_core.contract.schemas import BenchmarkResult, HardwareReport
-from velollm_core.gguf_meta import GgufSummary
-from velollm_core.tune.estimate import INPUT, has_output_tensor, model_shape, row_bytes, tensor_layer
+from velollm_core.contract.schemas import BenchmarkResult, DecodeTraffic, HardwareReport
 
 COPY_BYTES = 256 * 2**20  # per buffer; far beyond any L2 and most L3 slices, short enough to take ~0.1 s
 CACHE_VERSION = 2
-
-
-def bytes_per_token(
-    summary: GgufSummary,
-    *,
-    context_tokens: int = 0,
-    cache_type_k: str = "f16",
-    cache_type_v: str | None = None,
-) -> int:
-    """Bytes one decode step reads: weights used per token plus the KV cache of ``context_tokens``."""
-    shape = model_shape(summary)
-    used_share = shape.n_expert_used / shape.n_expert if shape.n_expert and shape.n_expert_used else 1.0
-    total = 0.0
-    tied = not has_output_tensor(summary)
-    for tensor in summary.tensors:
-        if tensor_layer(tensor.name, shape.n_layer) == INPUT:
-            if tensor.name == "token_embd.weight" and not tied:
-                # Only the new token's row is fetched (get_rows).
-                rows = tensor.shape[-1] if len(tensor.shape) > 1 else 1
-                total += tensor.n_bytes / max(rows, 1)
-                continue
-            total += tensor.n_bytes  # a tied head multiplies by the whole embedding matrix
-        elif "_exps." in tensor.name:
-            total += tensor.n_bytes * used_share
-        else:
-            total += tensor.n_bytes
-    cache_type_v = cache_type_v or cache_type_k
-    for il in range(shape.n_layer):
-        cells = min(context_tokens, shape.n_swa) if shape.swa_layers[il] and shape.has_swa else context_tokens
-        total += (row_bytes(cache_type_k, shape.k_width(il)) + row_bytes(cache_type_v, shape.v_width(il))) * cells
-    return int(total)
 
 
 def max_decode_tokens_per_s(bandwidth_gbps: float, bytes_per_tok: int) -> float:
@@ -148,25 +115,10 @@ class Bandwidth:
     device: str
 
 
-def _asks_cpu_only(flags: list[str]) -> bool:
-    """Whether a server command line keeps every layer on the CPU (``-ngl 0``)."""
-    for flag, value in itertools.pairwise(flags):
-        if flag in ("-ngl", "--n-gpu-layers", "--gpu-layers") and value.strip() == "0":
-            return True
-    return False
-
-
-def decode_bandwidth(
-    hardware: HardwareReport | None,
-    model_bytes: int,
-    options: dict[str, Any] | None = None,
-    server_flags: list[str] | tuple[str, ...] = (),
-) -> Bandwidth:
+def decode_bandwidth(hardware: HardwareReport | None, model_bytes: int, cpu_only: bool = False) -> Bandwidth:
     """The memory the weights stream from: the GPU when one with a known bandwidth holds the model
-    (and the run did not ask for ``n_gpu_layers=0``), else the measured RAM."""
-    options = options or {}
-    on_cpu = str(options.get("n_gpu_layers", "")).strip() == "0" or _asks_cpu_only(server_flags)
-    if hardware is not None and not on_cpu:
+    (and the run keeps no layer off the GPU's reach: not ``cpu_only``), else the measured RAM."""
+    if hardware is not None and not cpu_only:
         for gpu in hardware.gpus:
             fits = gpu.memory_total_bytes is None or gpu.memory_total_bytes >= model_bytes
             if gpu.bandwidth_gbps and fits:
@@ -175,29 +127,19 @@ def decode_bandwidth(
     return Bandwidth(gbps, source, "cpu")
 
 
-def _model_path(result: BenchmarkResult) -> str | None:
+def _traffic(result: BenchmarkResult) -> DecodeTraffic | None:
     backend = result.environment.backend
-    if backend is not None and backend.model is not None and backend.model.path:
-        return backend.model.path
-    model = result.settings.get("model")
-    return model if isinstance(model, str) and model.endswith(".gguf") and Path(model).is_file() else None
+    return backend.model.decode_traffic if backend is not None and backend.model is not None else None
 
 
 def roofline_for_result(result: BenchmarkResult) -> dict[str, Any] | None:
     """The roofline of a benchmark result and each suite's decode speed as a percentage of it;
-    None when the model file is not known (e.g. a remote server)."""
-    from velollm_core.gguf_meta import read_summary
-
-    path = _model_path(result)
-    if path is None or not Path(path).is_file():
+    None when the backend did not say what a decode step reads (e.g. a remote server)."""
+    traffic = _traffic(result)
+    if traffic is None:
         return None
-    summary = read_summary(path)
-    options = result.settings.get("options") or {}
-    cache_k = str(options.get("cache_type_k", "f16"))
-    cache_v = str(options.get("cache_type_v", cache_k))
-    base = bytes_per_token(summary, cache_type_k=cache_k, cache_type_v=cache_v)
-    flags = list(result.environment.backend.server_flags) if result.environment.backend else []
-    bandwidth = decode_bandwidth(result.environment.hardware, summary.weights_bytes, options, flags)
+    base = traffic.bytes_per_token()
+    bandwidth = decode_bandwidth(result.environment.hardware, traffic.resident_bytes, traffic.cpu_only)
     roofline: dict[str, Any] = {
         "bandwidth_gbps": round(bandwidth.gbps, 2),
         "source": bandwidth.source,
@@ -214,7 +156,7 @@ def roofline_for_result(result: BenchmarkResult) -> dict[str, Any] | None:
         completion = metrics.get("completion_tokens")
         # The KV read grows during decode: its mean is at the prompt plus half the answer.
         context = int((prompt.median if prompt else 0) + (completion.median if completion else 0) / 2)
-        per_token = bytes_per_token(summary, context_tokens=context, cache_type_k=cache_k, cache_type_v=cache_v)
+        per_token = traffic.bytes_per_token(context)
         limit = max_decode_tokens_per_s(bandwidth.gbps, per_token)
         roofline["suites"][suite] = {
             "context_tokens": context,

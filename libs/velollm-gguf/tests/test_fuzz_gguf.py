@@ -1,14 +1,14 @@
-"""Property-based fuzzing of the core's readers of outside bytes: model files (the GGUF reader, the
-memory estimate, the speculative compatibility check).
+"""Property-based fuzzing of velollm-gguf's readers of outside bytes: model files (the GGUF reader,
+the memory estimate, the speculative compatibility check).
 
 Each reader, fed mutations of real or realistic input, must answer or fail with its own documented
 error, one line, within the deadline: VeloError (UserInputError). Anything else (a KeyError, a numpy
 message, a hang) is a crash to fix in the reader.
 Each plugin fuzzes its own readers in its tests (plugins/velollm-*/tests/test_fuzz_*.py); the
-strategies, mutations and seed fixtures they share are the test kit's (velollm_core/testing.py).
+strategies, mutations and seed fixtures they share are the test kit's (velollm_testkit/fuzz.py).
 
 Seeds: tests/data/fuzz/gguf (two tiny generated GGUF models, also the llamacpp plugin's). Runs are
-derandomized, so CI sees the same examples every time; ``python tests/test_fuzz_readers.py`` rewrites
+derandomized, so CI sees the same examples every time; ``python libs/velollm-gguf/tests/test_fuzz_gguf.py`` rewrites
 the generated GGUF seeds.
 """
 
@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from velollm_testkit.fuzz import FUZZ, GGUF_SEEDS, gguf_mutants, gguf_value_mutants, one_line
 
 from velollm_core.contract.errors import VeloError
-from velollm_core.testing import FUZZ, GGUF_SEEDS, gguf_mutants, gguf_value_mutants, one_line
 
 # --- GGUF -----------------------------------------------------------------------------------------
 
@@ -75,11 +75,11 @@ def write_seed_gguf(path: Path, arch: str) -> Path:
 
 
 def exercise_model_file(path: Path) -> None:
-    """Everything the core does with a GGUF path: summary, arrays, estimate, compatibility (the
+    """Everything velollm-gguf does with a GGUF path: summary, arrays, estimate, compatibility (the
     llamacpp plugin's model facts are fuzzed in its own tests, on the same mutants)."""
-    from velollm_core.gguf_meta import _BIG_ARRAYS, read_arrays, read_summary
-    from velollm_core.speculative.compat import check_pair
-    from velollm_core.tune.estimate import estimate_memory
+    from velollm_gguf.compat import check_pair
+    from velollm_gguf.estimate import estimate_memory
+    from velollm_gguf.meta import _BIG_ARRAYS, read_arrays, read_summary
 
     operations = (
         lambda: read_summary(path),
@@ -97,9 +97,9 @@ def exercise_model_file(path: Path) -> None:
 
 
 def test_seeds_are_valid_models(gguf_seeds):
-    from velollm_core.gguf_meta import read_summary
-    from velollm_core.speculative.compat import check_pair
-    from velollm_core.tune.estimate import estimate_memory
+    from velollm_gguf.compat import check_pair
+    from velollm_gguf.estimate import estimate_memory
+    from velollm_gguf.meta import read_summary
 
     for path in GGUF_SEEDS.values():
         assert path.stat().st_size < 100_000
@@ -123,8 +123,9 @@ def test_gguf_value_mutants_fail_cleanly(gguf_seeds, fuzz_scratch, data):
 @settings(FUZZ, max_examples=150)
 @given(data=st.data())
 def test_every_cut_of_a_gguf_says_truncated(gguf_seeds, fuzz_scratch, data):
+    from velollm_gguf.meta import read_summary
+
     from velollm_core.contract.errors import UserInputError
-    from velollm_core.gguf_meta import read_summary
 
     seed = gguf_seeds[data.draw(st.sampled_from(sorted(gguf_seeds)))]
     cut = data.draw(st.integers(4, seed["needed"] - 1))

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from velollm_core.contract.errors import UserInputError
+from velollm_core.api import UserInputError
 
 # Arrays that can be huge: never cached, read on demand with ``read_arrays`` / ``iter_array``.
 _BIG_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type",
@@ -405,10 +405,10 @@ def _read_header(path: Path) -> dict[str, Any]:
 
 
 def _cache_file(path: Path, stat: os.stat_result) -> Path:
-    from platformdirs import user_cache_path
+    from velollm_core.api import cache_dir
 
     key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|v3".encode()).hexdigest()[:24]
-    return Path(os.environ.get("VELOLLM_CACHE_DIR") or user_cache_path("velollm")) / "gguf" / f"{key}.json"
+    return cache_dir() / "gguf" / f"{key}.json"
 
 
 def _summary_from(path_str: str, size: int, data: dict[str, Any]) -> GgufSummary:
@@ -431,10 +431,11 @@ def _summary_cached(path_str: str, size: int, mtime_ns: int) -> GgufSummary:
     except (OSError, ValueError, KeyError, TypeError):
         pass  # no cache yet, or a damaged one: read the file
     data = _read_header(path)
-    from velollm_core.contract.files import atomic_write_json
+    from velollm_core.api import atomic_write_text
 
     try:
-        atomic_write_json(cache, data)
+        # allow_nan=False: a NaN in the metadata would make a file no JSON reader accepts.
+        atomic_write_text(cache, json.dumps(data, allow_nan=False))
     except (OSError, ValueError):
         pass  # a read-only cache (or a NaN in the metadata, which JSON cannot hold) costs speed only
     return _summary_from(path_str, size, data)
@@ -442,7 +443,7 @@ def _summary_cached(path_str: str, size: int, mtime_ns: int) -> GgufSummary:
 
 def read_summary(path: str | os.PathLike) -> GgufSummary:
     """Metadata (without the big token arrays) and tensor table of a GGUF file."""
-    from velollm_core.contract.modelfiles import check_gguf
+    from velollm_core.api import check_gguf
 
     path = check_gguf(Path(path))
     stat = path.stat()

