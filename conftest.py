@@ -13,9 +13,9 @@ REPO_ROOT = Path(__file__).resolve().parent
 # history points VELOLLM_HISTORY_DB at its own tmp_path.
 os.environ["VELOLLM_HISTORY_DB"] = "off"
 
-# The plugin test kit: register_plugin, fake_backend, llama_server_bin, gemma, llama_server_url, the
-# fuzz fixtures gguf_seeds and fuzz_scratch (velollm_core/testing.py).
-pytest_plugins = ("velollm_core.testing",)
+# The test kit's fixtures (register_plugin, fake_backend, llama_server_bin, gemma, llama_server_url,
+# gguf_seeds, fuzz_scratch, mock_llm_server) come from the velollm-testkit distribution, which pytest
+# loads through its pytest11 entry point (testkit/velollm_testkit/plugin.py): no pytest_plugins line.
 
 
 def tool_outputs_dir() -> Path | None:

@@ -1,5 +1,5 @@
 """Capacity of VeloLLM's load generator: 1, 64, 256 and 1,000 continuous streams against the mock LLM
-server (velollm_core.mockserver, in its own process), measured TTFT and ITL beside the mock's configured
+server (velollm_testkit.mock, in its own process), measured TTFT and ITL beside the mock's configured
 values and its own account of how late it sent each token, client CPU per streamed token, errors, stalls.
 
     python benchmarks/loadgen_capacity.py                      # the four levels, llama-server's wire format
@@ -30,11 +30,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from velollm_testkit.mock import mock_llm
+
 from velollm_core.bench.loadgen import LevelDriver, LevelSpec
 from velollm_core.contract import backends
 from velollm_core.contract.deadline import Deadlines
 from velollm_core.contract.schemas import BenchmarkContext, GenerationRequest
-from velollm_core.testing import mock_llm
 
 TTFT_MS = 50.0
 AGGREGATE_TOK_S = 2000.0

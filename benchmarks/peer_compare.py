@@ -32,8 +32,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from velollm_core.testing import _where, llama_server
 from velollm_core.testmodels import TEST_MODELS
+from velollm_testkit.llama_server import llama_server, llamacpp_where
 
 RESULTS = ROOT / "benchmarks" / "results" / "peer"
 VELOLLM = [sys.executable, "-m", "velollm_core"]
@@ -106,7 +106,7 @@ def guidellm_serving(guidellm: str, tokenizer: str, url: str, profile: str, valu
 
 def serving(args: argparse.Namespace) -> list[dict[str, Any]]:
     model = TEST_MODELS[args.model]()
-    binary = _where()["programs"]["llama-server"]
+    binary = llamacpp_where()["programs"]["llama-server"]
     profiles = [("concurrent", float(args.concurrency)), (args.rate_profile, args.rate)]
     rows: list[dict[str, Any]] = []
     server_args = ["-c", str(args.ctx), "--parallel", str(args.slots), "-t", str(args.threads), "-a", ALIAS]
@@ -166,7 +166,7 @@ def serving_table(rows: list[dict[str, Any]]) -> str:
 
 def llama_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     model = TEST_MODELS[args.model]()
-    programs = _where()["programs"]
+    programs = llamacpp_where()["programs"]
     depths = [int(d) for d in args.depth.split(",")]
     rows: list[dict[str, Any]] = []
     for round_no in range(1, args.rounds + 1):

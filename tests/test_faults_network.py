@@ -425,7 +425,7 @@ def test_unreachable_host_message_has_no_secret():
 def test_a_steady_stream_gets_no_waiting_lines():
     """Tokens every 0.1 s with the notice at 0.3 s of silence: none is silent that long, so no line
     (the watchdog once woke at its planned time and said "0 s since the last")."""
-    from velollm_core.testing import mock_llm
+    from velollm_testkit.mock import mock_llm
 
     notices: list[str] = []
     with mock_llm(ttft_ms=50, itl_ms=100, output_tokens=15) as mock:

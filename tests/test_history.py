@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
+from velollm_testkit.plugin import BackendPlugin, FakeBackend
 
 from velollm_core.bench.engine import BenchmarkPlan, BenchmarkRunner
 from velollm_core.bench.suites import get_suites
 from velollm_core.history import store
-from velollm_core.testing import BackendPlugin, FakeBackend
 
 REPO = Path(__file__).resolve().parents[1]
 

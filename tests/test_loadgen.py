@@ -1,6 +1,6 @@
 """Engine v2 end to end: synthetic workloads, fixed output length, continuous concurrency, open-loop
 rates, sweeps, failures and a dying server, through the real backends' clients against the loopback
-mock LLM server (velollm_core.mockserver in its own process: real sockets, real streams)."""
+mock LLM server (velollm_testkit.mock in its own process: real sockets, real streams)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import sys
 import threading
 
 import pytest
+from velollm_testkit.mock import mock_llm
 
 from velollm_core.bench.engine import BenchmarkPlan, BenchmarkRunner
 from velollm_core.bench.levels import find_knee, parse_slo
 from velollm_core.bench.workloads import PromptBuilder, Workload, build_prompts, parse_workload
 from velollm_core.contract.errors import BackendError, UserInputError
-from velollm_core.testing import mock_llm
 
 
 def velollm(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from velollm_testkit.plugin import FakeBackend
 
 from velollm_core.bench.engine import BenchmarkPlan, BenchmarkRunner
 from velollm_core.bench.suites import get_suites
-from velollm_core.testing import FakeBackend
 
 SCREENSHOT_DIR_ENV = "VELOLLM_REPORT_SCREENSHOTS"  # keep the screenshots there (else the test's tmp dir)
 
@@ -31,8 +31,9 @@ def velollm(*args: str, env: dict | None = None, **kwargs) -> subprocess.Complet
 # -- result documents: measured through the fake backend, levels/telemetry per the engine-v2 schema ---
 def measured(speeds: float, iterations: int = 3) -> dict:
     """A benchmark result the real engine produced (three suites) over the test kit's FakeBackend."""
+    from velollm_testkit.plugin import BackendPlugin
+
     from velollm_core.contract.plugins import load_plugins, pm
-    from velollm_core.testing import BackendPlugin
 
     load_plugins()
     plugin = BackendPlugin(FakeBackend())

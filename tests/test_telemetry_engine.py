@@ -8,10 +8,10 @@ import subprocess
 import sys
 
 import pytest
+from velollm_testkit.mock import mock_llm
 
 from velollm_core.bench.engine import BenchmarkPlan, BenchmarkRunner
 from velollm_core.bench.workloads import Workload
-from velollm_core.testing import mock_llm
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ mutated from the captured real outputs (shared/testdata/tool-outputs).
 
 Each parser must answer or fail with ProbeError, one line, within the deadline; anything else (a
 KeyError, an OverflowError, a hang) is a crash to fix in the parser. The strategies are the test
-kit's (velollm_core/testing.py). Derandomized: CI sees the same examples every time.
+kit's (velollm_testkit/fuzz.py). Derandomized: CI sees the same examples every time.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from velollm_testkit.fuzz import FUZZ, draw_seed, expect_probe_error, json_text_mutant, one_line, tool_seeds
 
 from velollm_core.contract.errors import VeloError
 from velollm_core.contract.probing.tools import ProbeError
-from velollm_core.testing import FUZZ, draw_seed, expect_probe_error, json_text_mutant, one_line, tool_seeds
 
 # The keys the AMD parsers read: the nodes a JSON mutation aims at half of the time.
 AMD_READ = frozenset({"gpu_data", "gpu", "asic", "market_name", "device_id", "board", "product_name", "bus", "bdf",

@@ -3,7 +3,7 @@
 
 Each must answer or fail with VeloError (UserInputError, BackendError), one line, within the deadline;
 anything else is a crash to fix in the reader. The strategies and seed fixtures are the test kit's
-(velollm_core/testing.py); the stream seed is in tests/data/fuzz. Derandomized: CI sees the same
+(velollm_testkit/fuzz.py); the stream seed is in tests/data/fuzz. Derandomized: CI sees the same
 examples every time.
 """
 
@@ -14,9 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from velollm_core.contract.errors import VeloError
-from velollm_core.testing import (
+from velollm_testkit.fuzz import (
     FUZZ,
     answer_next,
     fuzz_request,
@@ -27,6 +25,8 @@ from velollm_core.testing import (
     seed_body,
     stream_mutants,
 )
+
+from velollm_core.contract.errors import VeloError
 
 COMPLETION = Path(__file__).parent / "data" / "fuzz" / "llamacpp-completion.sse"
 

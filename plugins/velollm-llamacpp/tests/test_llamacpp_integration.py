@@ -18,8 +18,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-
-from velollm_core.testing import fill_filesystem
+from velollm_testkit.plugin import fill_filesystem
 
 pytestmark = pytest.mark.llamacpp
 

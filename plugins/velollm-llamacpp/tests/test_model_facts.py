@@ -3,7 +3,7 @@ a fact to report, not a crash (what fuzzing found in the readers of model files)
 
 from __future__ import annotations
 
-from velollm_core.testing import finish_gguf, gguf_writer
+from velollm_testkit.gguf_writer import finish_gguf, gguf_writer
 
 
 def test_wrong_types_of_name_architecture_and_file_type_are_not_crashes(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from velollm_core.speculative.compat import NGRAM_TYPES as NGRAM
 from velollm_llamacpp.server import _split_help_line
 
 from velollm_core.contract.errors import UserInputError
@@ -21,7 +22,6 @@ from velollm_core.speculative.advisor import (
     with_sampling,
 )
 from velollm_core.speculative.bench import first_difference
-from velollm_core.speculative.compat import NGRAM_TYPES as NGRAM
 
 VELOLLM = [sys.executable, "-m", "velollm_core"]
 
@@ -422,10 +422,9 @@ def test_draft_files_name_their_type(tmp_path):
     """llama.cpp infers the type from the draft file: a DFlash block drafter (with a Markov head:
     DSpark), an EAGLE-3 head, an MTP head alone (a sidecar without the trunk), or a whole model."""
     import numpy as np
-
     from velollm_core.gguf_meta import read_summary
     from velollm_core.speculative.compat import draft_kind, type_support
-    from velollm_core.testing import finish_gguf, gguf_writer
+    from velollm_testkit.gguf_writer import finish_gguf, gguf_writer
 
     def model(name, arch="llama", tensors=(), **arrays):
         writer = gguf_writer(tmp_path / name, arch=arch)

@@ -4,7 +4,7 @@ plugin's own captures (tests/data).
 
 Each parser must answer or fail with ProbeError, one line, within the deadline; anything else (a
 KeyError, an OverflowError, a hang) is a crash to fix in the parser. The strategies are the test
-kit's (velollm_core/testing.py). Derandomized: CI sees the same examples every time.
+kit's (velollm_testkit/fuzz.py). Derandomized: CI sees the same examples every time.
 """
 
 from __future__ import annotations
@@ -17,10 +17,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from velollm_core.contract.errors import VeloError
-from velollm_core.contract.probing.tools import ProbeError
-from velollm_core.testing import (
+from velollm_testkit.fuzz import (
     FUZZ,
     NASTY,
     draw_seed,
@@ -29,6 +26,9 @@ from velollm_core.testing import (
     text_mutants,
     tool_seeds,
 )
+
+from velollm_core.contract.errors import VeloError
+from velollm_core.contract.probing.tools import ProbeError
 
 NVIDIA_DATA = Path(__file__).parent / "data"
 

@@ -3,7 +3,7 @@ stream, as the runner reads and times it.
 
 Each generation must answer or fail with VeloError (BackendError), one line, within the deadline;
 anything else is a crash to fix in the reader. The strategies are the test kit's
-(velollm_core/testing.py); the stream seed is in tests/data/fuzz. Derandomized.
+(velollm_testkit/fuzz.py); the stream seed is in tests/data/fuzz. Derandomized.
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from velollm_core.contract.errors import VeloError
-from velollm_core.testing import (
+from velollm_testkit.fuzz import (
     FUZZ,
     answer_next,
     fuzz_request,
@@ -25,6 +23,8 @@ from velollm_core.testing import (
     seed_body,
     stream_mutants,
 )
+
+from velollm_core.contract.errors import VeloError
 
 GENERATE = Path(__file__).parent / "data" / "fuzz" / "ollama-generate.ndjson"
 

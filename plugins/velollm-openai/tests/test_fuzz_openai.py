@@ -3,7 +3,7 @@ completions answers of an OpenAI-compatible server, as the backend streams and t
 
 Each generation must answer or fail with VeloError (BackendError), one line, within the deadline;
 anything else is a crash to fix in the reader. The strategies are the test kit's
-(velollm_core/testing.py); the stream seeds are in tests/data/fuzz. Derandomized.
+(velollm_testkit/fuzz.py); the stream seeds are in tests/data/fuzz. Derandomized.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from velollm_testkit.fuzz import FUZZ, answer_next, mock_http, one_line, seed_body, stream_mutants
 
 from velollm_core.contract.errors import VeloError
-from velollm_core.testing import FUZZ, answer_next, mock_http, one_line, seed_body, stream_mutants
 
 STREAMS = Path(__file__).parent / "data" / "fuzz"
 

@@ -15,8 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from velollm_core.testing import llama_server
+from velollm_testkit.llama_server import llama_server
 
 pytestmark = pytest.mark.llamacpp
 

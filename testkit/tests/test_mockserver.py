@@ -13,13 +13,17 @@ import time
 
 import httpx
 import pytest
+from velollm_testkit.mock import MockConfig, mock_llm
+from velollm_testkit.mock.llamacpp import plan_llama
+from velollm_testkit.mock.ollama import plan_ollama
+from velollm_testkit.mock.openai import plan_openai
+from velollm_testkit.mock.tokenizer import Tokenizer
+from velollm_testkit.mock.wire import Plan
 
 from velollm_core.contract import backends
 from velollm_core.contract.schemas import BenchmarkContext, GenerationRequest
-from velollm_core.mockserver import MockConfig, Plan, Tokenizer, plan_llama, plan_ollama, plan_openai
-from velollm_core.testing import mock_llm
 
-MOCK = [sys.executable, "-m", "velollm_core.mockserver"]
+MOCK = [sys.executable, "-m", "velollm_testkit.mock"]
 
 
 def _context(backend_name: str, url: str, **options) -> BenchmarkContext:
@@ -35,9 +39,9 @@ def _generate(backend_name: str, url: str, request: GenerationRequest, **options
         return backend.generate(request, context)
 
 
-def _request(max_tokens: int, **options) -> GenerationRequest:
+def _request(max_tokens: int, ignore_eos: bool = False, **options) -> GenerationRequest:
     return GenerationRequest(benchmark="mock", prompt="Tell me about the sea", max_tokens=max_tokens,
-                             options=options)
+                             ignore_eos=ignore_eos, options=options)
 
 
 # --- the real clients read each wire format ----------------------------------------------------------------
@@ -47,7 +51,7 @@ def test_llamacpp_client_reads_the_completion_stream_and_its_timings(mock_llm_se
     # The mock's model ends its answer after 16 tokens (EOS) unless ignore_eos forces the limit.
     natural = _generate("llamacpp", mock_llm_server.url, _request(64))
     assert natural.completion_tokens == 16 and natural.stop_reason == "eos"
-    forced = _generate("llamacpp", mock_llm_server.url, _request(40, **{"request.ignore_eos": True}))
+    forced = _generate("llamacpp", mock_llm_server.url, _request(40, ignore_eos=True))
     assert forced.completion_tokens == 40 and forced.stop_reason == "limit"
     assert forced.text.startswith(" The quick brown fox")
     # The final event's timings, from the mock's clock: 40 tokens 5 ms apart, the first after 20 ms.
@@ -173,7 +177,7 @@ def test_output_length_follows_the_request(kind, body, n_out, stop):
     ("ollama", {"prompt": "a"}, "model is required"),
 ])
 def test_bad_requests_are_refused_with_a_reason(kind, body, message):
-    from velollm_core.mockserver import BadRequest
+    from velollm_testkit.mock.wire import BadRequest
 
     with pytest.raises(BadRequest, match=message):
         _plan(kind, body)
@@ -310,7 +314,7 @@ def test_injected_failures_reach_the_client_as_its_error():
 
 
 def test_jitter_is_off_by_default_and_seeded():
-    from velollm_core.mockserver import MockServer
+    from velollm_testkit.mock.server import MockServer
 
     async def gaps(**config) -> list[float]:
         server = MockServer(MockConfig(itl_ms=20, **config))
@@ -324,7 +328,7 @@ def test_jitter_is_off_by_default_and_seeded():
 
 def test_lateness_and_cpu_are_accounted(mock_llm_server):
     mock_llm_server.reset()
-    _generate("llamacpp", mock_llm_server.url, _request(10, **{"request.ignore_eos": True}))
+    _generate("llamacpp", mock_llm_server.url, _request(10, ignore_eos=True))
     stats = mock_llm_server.stats()
     assert stats["tokens"] == 10 and stats["completed"] == 1
     assert 0 <= stats["lag_ms"]["p50"] <= stats["lag_ms"]["p99"] and stats["lag_ms"]["max"] < 1000

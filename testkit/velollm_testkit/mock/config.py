@@ -1,0 +1,39 @@
+"""How the mock "model" behaves: the settings every wire format and the command line share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+MOCK_VERSION = "velollm-mock 1"
+
+
+@dataclass(frozen=True)
+class MockConfig:
+    """How the mock "model" behaves; every field is a command-line flag of the same name."""
+
+    ttft_ms: float = 50.0  # slot start to first token, before per-token prefill
+    itl_ms: float = 20.0  # gap between two tokens of one stream
+    output_tokens: int = 128  # where the model ends its answer (EOS) unless ignore_eos/min_tokens
+    prefill_ms_per_token: float = 0.0  # added to the TTFT per prompt token not found in the cache
+    jitter_ms: float = 0.0  # each gap drawn uniformly in itl ± jitter (0: exact schedule)
+    seed: int = 0
+    slots: int = 0  # concurrent generations; more wait in a queue (0: no limit)
+    ctx_size: int = 32768  # tokens of context per slot (/props n_ctx; longer prompts are refused)
+    vocab_size: int = 32000
+    model: str = "velollm-mock"
+    fail_every: int = 0  # every Nth generation request answers HTTP 503 (0: never)
+
+    def check(self) -> None:
+        """Refuse values no schedule can follow (one readable sentence each)."""
+        for name in ("ttft_ms", "itl_ms", "prefill_ms_per_token", "jitter_ms"):
+            if not 0 <= getattr(self, name) <= 3_600_000:
+                raise ValueError(f"--{name.replace('_', '-')} must lie between 0 and 3600000 ms")
+        for name in ("output_tokens", "slots", "fail_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must not be negative")
+        if self.ctx_size < 2 or self.vocab_size < 16:
+            raise ValueError("--ctx-size must be at least 2 and --vocab-size at least 16")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}

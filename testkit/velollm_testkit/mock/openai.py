@@ -1,0 +1,130 @@
+"""OpenAI's wire format in the mock: ``/v1/completions`` and ``/v1/chat/completions`` (SSE, ``usage``
+when ``stream_options.include_usage``, llama-server's ``timings`` on the last chunk as llama-server
+adds them) and ``/v1/models``; vLLM's ``min_tokens`` and llama-server's ``ignore_eos`` are obeyed."""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from velollm_testkit.mock.config import MOCK_VERSION, MockConfig
+from velollm_testkit.mock.llamacpp import llama_timings
+from velollm_testkit.mock.tokenizer import Tokenizer, prompt_tokens
+from velollm_testkit.mock.wire import (
+    BadRequest,
+    Format,
+    Plan,
+    check_context,
+    int_field,
+    output_length,
+    render_chat,
+)
+
+if TYPE_CHECKING:
+    from velollm_testkit.mock.scheduler import Generation
+    from velollm_testkit.mock.server import Connection, MockServer
+
+
+def plan_openai(config: MockConfig, tokenizer: Tokenizer, body: dict[str, Any], chat: bool) -> Plan:
+    if int_field(body, "n", default=1) != 1:
+        raise BadRequest("the mock answers one choice per request ('n' must be 1)")
+    if chat:
+        prompt = tokenizer.tokenize(render_chat(body.get("messages")), add_special=True)
+    elif "prompt" in body:
+        prompt = prompt_tokens(tokenizer, body["prompt"], add_special=True)
+    else:
+        raise BadRequest('"prompt" must be provided')
+    check_context(config, len(prompt))
+    limit = int_field(body, "max_completion_tokens", "max_tokens")
+    n_out, stop = output_length(config, len(prompt), limit, bool(body.get("ignore_eos")),
+                                int_field(body, "min_tokens", default=0) or 0)
+    return Plan(prompt, n_out, stop, body.get("cache_prompt", True) is not False, bool(body.get("stream", False)))
+
+
+class OpenAIFormat(Format):
+    chat = False
+
+    def __init__(self, gen: Generation) -> None:
+        super().__init__(gen)
+        self.id = f"{'chatcmpl' if self.chat else 'cmpl'}-mock{gen.number}"
+        self.created = int(time.time())
+        model = json.dumps(gen.model)
+        tail = (f'"created":{self.created},"id":"{self.id}","model":{model},'
+                f'"system_fingerprint":"{MOCK_VERSION}","object":"{self.object}"')
+        if self.chat:
+            self.template = ('data: {"choices":[{"finish_reason":null,"index":0,"delta":{"content":%s}}],'
+                             + tail + "}\n\n")
+            role = '{"choices":[{"finish_reason":null,"index":0,"delta":{"role":"assistant","content":null}}],'
+            self.first = ("data: " + role + tail + "}\n\n").encode()
+        else:
+            self.template = ('data: {"choices":[{"text":%s,"index":0,"logprobs":null,"finish_reason":null}],'
+                             + tail + "}\n\n")
+
+    @property
+    def object(self) -> str:
+        return "chat.completion.chunk" if self.chat else "text_completion"
+
+    def token(self, index: int, piece_json: str, token: int) -> bytes:
+        event = (self.template % piece_json).encode()
+        return self.first + event if self.chat and index == 0 else event
+
+    def finish_reason(self) -> str:
+        return "length" if self.gen.plan.stop == "limit" else "stop"
+
+    def usage(self) -> dict[str, Any]:
+        gen = self.gen
+        n_prompt = len(gen.plan.prompt)
+        return {"completion_tokens": gen.emitted, "prompt_tokens": n_prompt, "total_tokens": gen.emitted + n_prompt,
+                "prompt_tokens_details": {"cached_tokens": gen.cache_n}}
+
+    def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        return {"choices": choices, "created": self.created, "id": self.id, "model": self.gen.model,
+                "system_fingerprint": MOCK_VERSION, "object": self.object, **extra}
+
+    def final(self) -> bytes:
+        last = {"finish_reason": self.finish_reason(), "index": 0}
+        last.update({"delta": {}} if self.chat else {"text": "", "logprobs": None})
+        events = [self._chunk([last])]
+        options = self.gen.body.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage"):
+            events.append(self._chunk([], usage=self.usage()))
+        events[-1]["timings"] = llama_timings(self.gen)  # as llama-server puts them on its last chunk
+        return b"".join(self.event(e) for e in events) + self.event("[DONE]")
+
+    def whole(self) -> dict[str, Any]:
+        text = self.gen.text()
+        choice: dict[str, Any] = {"finish_reason": self.finish_reason(), "index": 0}
+        if self.chat:
+            choice["message"] = {"role": "assistant", "content": text}
+        else:
+            choice.update(text=text, logprobs=None)
+        return {**self._chunk([choice]), "object": "chat.completion" if self.chat else "text_completion",
+                "usage": self.usage(), "timings": llama_timings(self.gen)}
+
+
+class OpenAIChatFormat(OpenAIFormat):
+    chat = True
+
+
+def completions(server: MockServer, conn: Connection, body: dict[str, Any]) -> None:
+    server.generate(conn, body, functools.partial(plan_openai, chat=False), OpenAIFormat)
+
+
+def chat_completions(server: MockServer, conn: Connection, body: dict[str, Any]) -> None:
+    server.generate(conn, body, functools.partial(plan_openai, chat=True), OpenAIChatFormat)
+
+
+def models(server: MockServer, conn: Connection, body: dict[str, Any]) -> None:
+    config = server.config
+    conn.send_json(200, {"object": "list", "data": [
+        {"id": config.model, "object": "model", "created": 0, "owned_by": "velollm-mock",
+         "meta": {"n_ctx_train": config.ctx_size, "n_vocab": config.vocab_size}}]})
+
+
+ROUTES = {
+    "/v1/completions": ("POST", completions),
+    "/v1/chat/completions": ("POST", chat_completions), "/chat/completions": ("POST", chat_completions),
+    "/v1/models": ("GET", models), "/models": ("GET", models),
+}

@@ -1,0 +1,250 @@
+"""The mock's schedule: one generation's tokens on ``loop.call_at`` callbacks, the slots (llama-server's
+``--parallel``: a request beyond them waits), the prefix cache, and the counters of its own account.
+
+Why not a thread per stream: the point is holding 1,000+ streams on a 2-core machine while a load
+generator runs beside it, so every token is one ``loop.call_at`` callback and one socket write, and
+token texts are encoded once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import heapq
+import json
+import random
+import time
+from typing import Any, Protocol
+
+from velollm_testkit.mock.config import MockConfig
+from velollm_testkit.mock.tokenizer import ANSWER, Tokenizer
+from velollm_testkit.mock.wire import Format, Plan
+
+LAG_BUCKET_S = 1e-4  # the lateness histogram's resolution: 0.1 ms
+LAG_BUCKETS = 20_000  # up to 2 s; later tokens all count in the last bucket
+
+
+class Stream(Protocol):
+    """Where a generation writes: one HTTP connection (``server.Connection``)."""
+
+    def start_stream(self, status: int, content_type: str) -> None: ...
+    def write_chunk(self, data: bytes) -> None: ...
+    def end_stream(self) -> None: ...
+    def send_json(self, status: int, data: Any) -> None: ...
+
+
+class Generation:
+    """One request's tokens, each written at its scheduled time by a ``loop.call_at`` callback."""
+
+    def __init__(self, server: Scheduler, conn: Stream, plan: Plan, body: dict[str, Any],
+                 format_cls: type[Format]) -> None:
+        self.server, self.conn, self.plan, self.body = server, conn, plan, body
+        self.model = body.get("model") if isinstance(body.get("model"), str) else server.config.model
+        self.number = next(server.numbers)
+        self.t_arrived = server.loop.time()
+        self.t_slot = self.t_first = self.t_last = 0.0
+        self.slot = -1
+        self.cache_n = 0
+        self.emitted = 0
+        self.due = 0.0
+        self.handle: asyncio.TimerHandle | None = None
+        self.done = False
+        self.format_cls = format_cls
+        self.format: Format | None = None
+
+    def start(self, slot: int) -> None:
+        """A slot is free: prefill, then the first token."""
+        server = self.server
+        self.slot = slot
+        self.t_slot = server.loop.time()
+        self.cache_n = server.cache.lookup(self.plan.prompt) if self.plan.cache_allowed else 0
+        server.cache.store(self.plan.prompt)
+        self.format = self.format_cls(self)
+        if self.plan.stream:
+            self.conn.start_stream(200, self.format.content_type)
+        config = server.config
+        uncached = len(self.plan.prompt) - self.cache_n
+        self.due = self.t_slot + (config.ttft_ms + config.prefill_ms_per_token * uncached) / 1000
+        if self.plan.n_out == 0:
+            self.handle = server.loop.call_at(self.due, self.finish)
+        else:
+            self.handle = server.loop.call_at(self.due, self.emit)
+
+    def emit(self) -> None:
+        server = self.server
+        now = server.loop.time()
+        server.stats.late(now - self.due)
+        index = self.emitted
+        if index == 0:
+            self.t_first = now
+        self.t_last = now
+        self.emitted += 1
+        if self.plan.stream:
+            piece_json, token = server.answer[index % len(server.answer)]
+            self.conn.write_chunk(self.format.token(index, piece_json, token))
+        if self.emitted >= self.plan.n_out:
+            self.finish()
+            return
+        self.due += server.gap()
+        self.handle = server.loop.call_at(self.due, self.emit)
+
+    def finish(self) -> None:
+        server = self.server
+        self.done = True
+        self.handle = None
+        server.stats.finished(self)
+        if self.plan.stream:
+            self.conn.write_chunk(self.format.final())
+            self.conn.end_stream()
+        else:
+            self.conn.send_json(200, self.format.whole())
+        server.release(self)
+
+    def cancel(self) -> None:
+        """The client went away mid-stream."""
+        if self.done:
+            return
+        self.done = True
+        if self.handle is not None:
+            self.handle.cancel()
+        self.server.stats.cancelled += 1
+        self.server.release(self)
+
+    def tokens(self) -> list[int]:
+        answer = self.server.answer
+        return [answer[i % len(answer)][1] for i in range(self.emitted)]
+
+    def text(self) -> str:
+        tokenizer = self.server.tokenizer
+        return "".join(tokenizer.piece(token) for token in self.tokens())
+
+
+class PrefixCache:
+    """The last prompts seen (llama-server keeps one per slot): the longest shared prefix."""
+
+    def __init__(self, size: int) -> None:
+        self.prompts: collections.deque[tuple[int, ...]] = collections.deque(maxlen=size)
+
+    def lookup(self, prompt: list[int]) -> int:
+        best = 0
+        wanted = tuple(prompt)
+        for seen in self.prompts:
+            # Binary search on the prefix length: each comparison is one C-level tuple compare.
+            low, high = best, min(len(seen), len(wanted))
+            if high <= best or seen[:best + 1] != wanted[:best + 1]:
+                continue
+            while low < high:
+                mid = (low + high + 1) // 2
+                if seen[:mid] == wanted[:mid]:
+                    low = mid
+                else:
+                    high = mid - 1
+            best = low
+        # The last prompt token is always evaluated again: its logits give the first output token.
+        return min(best, max(len(prompt) - 1, 0))
+
+    def store(self, prompt: list[int]) -> None:
+        self.prompts.append(tuple(prompt))
+
+
+class Stats:
+    """Counters for /metrics and /mock/stats; ``late`` is on the hot path (one list index)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.lag = [0] * (LAG_BUCKETS + 1)
+        self.lag_sum = 0.0
+        self.lag_max = 0.0
+        self.tokens = 0
+        self.started = self.completed = self.cancelled = self.failed = self.queued_max = self.active_max = 0
+        self.accepted = 0  # connections opened: a client that reuses its connections opens few
+        self.prompt_tokens = self.prompt_cached = 0
+        self.prompt_seconds = self.predicted_seconds = 0.0
+        self.n_tokens_max = 0
+        self.cpu_start = time.process_time()
+        self.wall_start = time.monotonic()
+
+    def late(self, seconds: float) -> None:
+        seconds = max(seconds, 0.0)
+        self.tokens += 1
+        self.lag_sum += seconds
+        self.lag_max = max(self.lag_max, seconds)
+        self.lag[min(int(seconds / LAG_BUCKET_S), LAG_BUCKETS)] += 1
+
+    def finished(self, gen: Generation) -> None:
+        self.completed += 1
+        self.prompt_tokens += len(gen.plan.prompt) - gen.cache_n
+        self.prompt_cached += gen.cache_n
+        if gen.t_first:
+            self.prompt_seconds += gen.t_first - gen.t_slot
+            self.predicted_seconds += gen.t_last - gen.t_first
+        self.n_tokens_max = max(self.n_tokens_max, len(gen.plan.prompt) + gen.emitted)
+
+    def lag_quantile(self, q: float) -> float:
+        if not self.tokens:
+            return 0.0
+        wanted = q * self.tokens
+        seen = 0
+        for index, count in enumerate(self.lag):
+            seen += count
+            if seen >= wanted:
+                return (index + 1) * LAG_BUCKET_S  # the bucket's upper edge: never flatters the mock
+        return self.lag_max
+
+
+class Scheduler:
+    """The model's side of the mock: tokenizer, answer, slots, queue, prefix cache, counters.
+    Created inside the running event loop."""
+
+    def __init__(self, config: MockConfig) -> None:
+        self.config = config
+        self.loop = asyncio.get_running_loop()
+        self.tokenizer = Tokenizer(config.vocab_size)
+        # Each answer word's text as a JSON string and its id, encoded once for every stream.
+        self.answer = [(json.dumps(f" {w}"), self.tokenizer.id_of(f" {w}")) for w in ANSWER]
+        self.numbers = iter(range(1, 1 << 62))
+        self.stats = Stats()
+        self.cache = PrefixCache(max(config.slots, 16))
+        self.active: set[Generation] = set()
+        self.waiting: collections.deque[Generation] = collections.deque()
+        self.free_slots: list[int] = []
+        self.next_slot = 0
+        self.random = random.Random(config.seed)
+
+    def gap(self) -> float:
+        config = self.config
+        if not config.jitter_ms:
+            return config.itl_ms / 1000
+        return max(config.itl_ms + self.random.uniform(-config.jitter_ms, config.jitter_ms), 0.0) / 1000
+
+    def submit(self, gen: Generation) -> None:
+        """Start ``gen`` in a free slot, or queue it ("deferred") while every slot is busy."""
+        self.stats.started += 1
+        if self.config.slots and len(self.active) >= self.config.slots:
+            self.waiting.append(gen)
+            self.stats.queued_max = max(self.stats.queued_max, len(self.waiting))
+            return
+        self._run(gen)
+
+    def _run(self, gen: Generation) -> None:
+        self.active.add(gen)
+        self.stats.active_max = max(self.stats.active_max, len(self.active))
+        if self.free_slots:
+            slot = heapq.heappop(self.free_slots)
+        else:
+            slot, self.next_slot = self.next_slot, self.next_slot + 1
+        gen.start(slot)
+
+    def release(self, gen: Generation) -> None:
+        if gen in self.active:
+            self.active.discard(gen)
+            heapq.heappush(self.free_slots, gen.slot)
+        else:
+            try:
+                self.waiting.remove(gen)
+            except ValueError:
+                pass
+        while self.waiting and (not self.config.slots or len(self.active) < self.config.slots):
+            self._run(self.waiting.popleft())
