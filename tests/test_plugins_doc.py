@@ -100,6 +100,17 @@ def test_every_python_example_compiles():
         compile(textwrap.dedent(block), "<PLUGINS.md>", "exec")  # blocks in a list item are indented
 
 
+def test_the_hello_example_is_shown_as_it_is():
+    root = Path(__file__).resolve().parents[1] / "docs" / "examples" / "velollm-hello"
+    text = section("## A command plugin: velollm-hello")
+    shown = re.search(r"```toml\n(.*?)```", text, re.DOTALL).group(1)
+    real = "\n".join(line for line in (root / "pyproject.toml").read_text().splitlines() if not line.startswith("#"))
+    assert shown.strip() == real.strip()
+    source = (root / "velollm_hello" / "__init__.py").read_text()
+    for hook in ("register_commands", "resolve_model"):
+        assert f"def {hook}(" in source and f"`{hook}`" in text
+
+
 def test_examples_named_by_the_doc_exist():
     root = Path(__file__).resolve().parents[1]
     for example in re.findall(r"\]\((examples/[\w-]+)\)", DOC):
