@@ -8,13 +8,13 @@ import subprocess
 import sys
 
 import pytest
+from velollm_testkit.plugin import BackendPlugin, FakeBackend
 
 from velollm_core.bench.engine import BenchmarkPlan, BenchmarkRunner
 from velollm_core.bench.suites import get_suites
 from velollm_core.contract import backends, plugins
 from velollm_core.contract.errors import UserInputError
 from velollm_core.hookspecs import hookimpl
-from velollm_core.testing import BackendPlugin, FakeBackend
 
 
 def test_fake_backend_runs_through_the_engine_with_validated_options(fake_backend, tmp_path):

@@ -15,8 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from velollm_core.testing import fill_filesystem
+from velollm_testkit.plugin import fill_filesystem
 
 VELOLLM = [sys.executable, "-m", "velollm_core"]
 POSIX = pytest.mark.skipif(os.name != "posix", reason="POSIX files")

@@ -13,9 +13,9 @@ import sys
 
 import pytest
 from velollm_gguf import estimate_memory, read_summary
+from velollm_testkit.llama_server import missing
 
 from velollm_core.contract.errors import UserInputError
-from velollm_core.testing import missing
 
 pytestmark = pytest.mark.llamacpp
 
