@@ -19,7 +19,9 @@ PLUGIN_API = {"velollm_core.api"}
 # Libraries the plugins share (libs/<name>: no entry point, not plugins): a plugin may import them; they
 # import from the core only velollm_core.api and no plugin; the core never imports them.
 SHARED_LIBRARIES = {"velollm_gguf": REPO / "libs" / "velollm-gguf"}
-TEST_KIT = {"velollm_core.testing"}
+# The test kit (distribution velollm-testkit): tests may import it, no package does.
+TEST_KIT = "velollm_testkit"
+TEST_KIT_ROOT = REPO / "testkit" / TEST_KIT
 # Example plugins are written against the same API as the plugins we ship.
 # Files still importing what the rules forbid, each with why; a file leaves this list when it is fixed
 # (test_pending_files_still_need_their_exception fails once it no longer offends).
@@ -48,7 +50,7 @@ def imports(path: Path) -> list[tuple[str, list[str], int]]:
 def plugin_package(module: str) -> str | None:
     """``velollm_<name>`` for a module of a plugin package (anything velollm_* but the core)."""
     top = module.split(".")[0]
-    return top if top.startswith("velollm_") and top != CORE_PACKAGE else None
+    return top if top.startswith("velollm_") and top not in (CORE_PACKAGE, TEST_KIT) else None
 
 
 def own_package(root: Path) -> str:
@@ -72,8 +74,10 @@ def plugin_offences(root: Path, path: Path) -> list[str]:
         other = plugin_package(module)
         if other and other != mine and other not in SHARED_LIBRARIES:
             offenders.append(f"{where} imports another plugin: {module}")
-        elif module.split(".")[0] == CORE_PACKAGE and module not in PLUGIN_API | TEST_KIT and not in_tests:
+        elif module.split(".")[0] == CORE_PACKAGE and module not in PLUGIN_API and not in_tests:
             offenders.append(f"{where} imports {module}: plugins import only velollm_core.api")
+        elif module.split(".")[0] == TEST_KIT and not in_tests:
+            offenders.append(f"{where} imports the test kit {module} outside its tests")
         elif module == "velollm_core.api":
             offenders += [f"{where} imports {name}, which velollm_core.api does not declare"
                           for name in names if name not in api.__all__]
@@ -90,6 +94,27 @@ def test_core_never_imports_a_plugin():
 def test_plugin_imports_only_itself_and_the_declared_api(root):
     offenders = [offence for path in python_files(root) for offence in plugin_offences(root, path)]
     assert not offenders, "\n".join(offenders)
+
+
+def test_the_core_never_imports_the_test_kit():
+    offenders = [f"{path.relative_to(REPO)}:{line} imports {module}" for path in python_files(REPO / CORE_PACKAGE)
+                 for module, _, line in imports(path) if module.split(".")[0] == TEST_KIT]
+    assert not offenders, "\n".join(offenders)
+
+
+def test_the_test_kit_imports_only_the_api_and_the_contract():
+    """The kit is a client of the plugin API: it reaches backends, models and llama-server through the
+    contract and the plugins' hooks, never a feature of the core or a plugin's modules."""
+    offenders = []
+    for path in python_files(TEST_KIT_ROOT):
+        for module, _, line in imports(path):
+            where = f"{path.relative_to(REPO)}:{line}"
+            if plugin_package(module):
+                offenders.append(f"{where} imports the plugin {module}")
+            elif module.split(".")[0] == CORE_PACKAGE and not (
+                    module in PLUGIN_API or module == "velollm_core.contract" or module.startswith("velollm_core.contract.")):
+                offenders.append(f"{where} imports {module}: the kit imports only velollm_core.api and the contract")
+    assert offenders == [] and python_files(TEST_KIT_ROOT), "\n".join(offenders)
 
 
 
@@ -125,7 +150,7 @@ CORE_PENDING: dict[str, str] = {
 }
 # api names still defined in a feature, and core parts still to move out (same rule: leave when fixed).
 API_PENDING = {"StreamCall", "verify_proposal", "read_unit_environment", "unit_installed", "detect_hardware"}
-PARTS_PENDING = {"mockserver", "testing"}
+PARTS_PENDING: set[str] = set()
 
 
 def core_part(module: str) -> str | None:

@@ -3,9 +3,9 @@
 ``from velollm_core.api import hookimpl, Backend, GenerationTiming`` works for each name in
 ``__all__``; plugins import nothing else from ``velollm_core`` (``tests/test_dependency_rules.py``
 reads every plugin's imports and holds them to this list), apart from the test kit
-``velollm_core.testing`` in their tests. Names are imported on first use, as ``velollm_core.contract.schemas``
-does, so that a plugin module importing only ``hookimpl`` keeps the CLI's start-up fast. What is not
-here may change without notice; what is here changes with a deprecation.
+(``velollm_testkit``, its own distribution) in their tests. Names are imported on first use, as
+``velollm_core.contract.schemas`` does, so that a plugin module importing only ``hookimpl`` keeps the
+CLI's start-up fast. What is not here may change without notice; what is here changes with a deprecation.
 
 Groups: the hook marker; errors; the models a plugin returns or receives (docs/PLUGINS.md has a field
 reference); backend objects and their typed options; deadlines, URLs and wire-format checks for
