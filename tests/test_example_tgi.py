@@ -16,8 +16,10 @@ import time
 
 import pytest
 from velollm_testkit.mock import mock_llm
+from velollm_testkit.plugin import BackendCalls
 
 from tests.test_plugins import REPO, pip_install_target, velollm
+from velollm_core.api import BackendError, BenchmarkContext, GenerationRequest
 
 EXAMPLE = REPO / "docs" / "examples" / "velollm-tgi"
 # The mock's "model" ends every answer after ANSWER_WORDS words with its end-of-sequence token, which
@@ -147,19 +149,34 @@ def _runs_saved(path) -> bool:
 
 
 @pytest.fixture(scope="module")
-def tgi_events(tgi_site):
-    """The installed copy's event reader, imported in this process."""
+def tgi_modules(tgi_site):
+    """The installed copy's modules, imported in this process."""
     sys.path.insert(0, tgi_site["PYTHONPATH"])
     try:
-        from velollm_tgi import events
+        from velollm_tgi import backend, events
     finally:
         sys.path.remove(tgi_site["PYTHONPATH"])
-    return events
+    return backend, events
+
+
+@pytest.fixture(scope="module")
+def tgi_events(tgi_modules):
+    return tgi_modules[1]
+
+
+def test_the_backend_object_in_process_with_the_kits_backend_calls(tgi_modules, tgi_server):
+    calls = BackendCalls(tgi_modules[0].TGIBackend())
+    context = BenchmarkContext(backend="tgi", model="velollm-mock", host=tgi_server.url)
+    with context.resources:
+        timing = calls.generate(GenerationRequest(benchmark="t", prompt="hello there", max_tokens=ASKED_TOKENS),
+                                context)
+        call = calls.stream(GenerationRequest(benchmark="t", prompt="hello", max_tokens=4), context)
+        assert calls.tokenize("hello world", context)[1:] and calls.describe(context).version
+    assert timing.completion_tokens == ANSWER_TOKENS and timing.stop_reason == "eos_token"
+    assert call.url == f"{tgi_server.url}/generate_stream" and call.body["parameters"]["max_new_tokens"] == 4
 
 
 def test_stream_events_make_a_timing_and_bad_ones_a_readable_error(tgi_events):
-    from velollm_core.api import BackendError
-
     def token(i, **final):
         return {"index": i, "token": {"id": i, "text": f" t{i}", "logprob": -0.1, "special": False}, **final}
 
