@@ -100,6 +100,19 @@ def test_every_python_example_compiles():
         compile(textwrap.dedent(block), "<PLUGINS.md>", "exec")  # blocks in a list item are indented
 
 
+def test_the_test_kit_is_documented():
+    import velollm_testkit.plugin
+    from velollm_testkit.mock import MockConfig
+
+    text = section("## Testing your plugin")
+    source = Path(velollm_testkit.plugin.__file__).read_text()
+    fixtures = re.findall(r"^@pytest\.fixture[^\n]*\ndef (\w+)\(", source, re.MULTILINE)
+    assert len(fixtures) > 5
+    missing = [name for name in [*fixtures, *(f.name for f in dataclasses.fields(MockConfig))]
+               if f"`{name}`" not in text]
+    assert not missing, missing
+
+
 def test_the_hello_example_is_shown_as_it_is():
     root = Path(__file__).resolve().parents[1] / "docs" / "examples" / "velollm-hello"
     text = section("## A command plugin: velollm-hello")
