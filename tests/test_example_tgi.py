@@ -114,6 +114,8 @@ def test_unknown_model_is_a_user_error(tgi_site, tgi_server, tmp_path):
     proc = velollm("benchmark", "--backend", "tgi", "--host", tgi_server.url, "--model", "llama3.2:1b",
                    "--suite", "short_completion", "--iterations", "1", env=tgi_site)
     assert proc.returncode == 2 and "serves model 'velollm-mock', not 'llama3.2:1b'" in proc.stderr
+    no_host = velollm("benchmark", "--backend", "tgi", "--model", "velollm-mock", env=tgi_site)
+    assert no_host.returncode == 2 and "pass --host URL" in no_host.stderr
     refused = velollm("benchmark", "--backend", "tgi", "--host", tgi_server.url, "--model", "velollm-mock",
                       "--option", "top_k=0", env=tgi_site)
     assert refused.returncode == 2 and "top_k" in refused.stderr and "Traceback" not in refused.stderr
