@@ -201,3 +201,30 @@ def test_stream_events_make_a_timing_and_bad_ones_a_readable_error(tgi_events):
     cut.feed(token(1), 1.0)
     with pytest.raises(BackendError, match=r"cut mid-way after 1 token\(s\): no final event"):
         cut.finish(0.5, 1.1)
+
+
+def _table_rows(text: str) -> dict[str, tuple[str, str]]:
+    """The rows of a ``velollm plugins`` table: name -> (distribution, hooks), wrapped cells joined."""
+    rows: dict[str, list[str]] = {}
+    name = None
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("│").split("│")]
+        if "│" not in line or len(cells) != 4:
+            continue
+        if cells[0]:
+            name = cells[0]
+            rows[name] = [cells[1], cells[3]]
+        elif name is not None:
+            rows[name][1] = f"{rows[name][1]} {cells[3]}".strip()
+    return {key: (dist, " ".join(hooks.split())) for key, (dist, hooks) in rows.items()}
+
+
+def test_the_plugins_sample_in_plugins_md_is_what_the_command_prints(tgi_site):
+    """PLUGINS.md shows `velollm plugins` with this example installed: the same rows, the same hooks."""
+    doc = (REPO / "docs" / "PLUGINS.md").read_text()
+    sample = doc.split("   ```text\n", 1)[1].split("   ```", 1)[0]
+    printed = velollm("plugins", env={**tgi_site, "COLUMNS": "110"})
+    assert printed.returncode == 0, printed.stderr
+    assert _table_rows(sample) == _table_rows(printed.stdout), (
+        "PLUGINS.md's sample is stale: paste what `COLUMNS=110 velollm plugins` prints with velollm-tgi installed")
+    assert "tgi" in _table_rows(sample)
