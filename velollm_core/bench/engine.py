@@ -436,7 +436,7 @@ class BenchmarkRunner:
             self.on_run(label, level_runs[-1] if outcome.measured and level_runs else None)
 
         driver = LevelDriver(spec, [p[0] for p in pairs], primes=[p[1] for p in pairs], prepare=prepare,
-                             generate=self._generate, deadlines=Deadlines.from_options(self.plan.options),
+                             generate=self._generate, deadlines=Deadlines.from_settings(self.context.settings),
                              on_done=on_done)
         if (telemetry := self._telemetry()) is not None:
             telemetry.begin_level(spec.key, job.name)

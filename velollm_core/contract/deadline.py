@@ -22,7 +22,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -64,28 +64,12 @@ def seconds_option(name: str, value: Any) -> float:
     return float(value)
 
 
-def _seconds(options: Mapping[str, Any], names: tuple[str, ...], default: float) -> float:
-    """The first of ``names`` present in ``options``, as a positive number of seconds."""
-    for name in names:
-        if name in options:
-            return seconds_option(name, options[name])
-    return default
-
-
 @dataclass(frozen=True)
 class Deadlines:
     """How long one request may take: to its first token (None: not a stream) and as a whole."""
 
     first_token_s: float | None = FIRST_TOKEN_TIMEOUT_S
     total_s: float = REQUEST_TIMEOUT_S
-
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any], total_aliases: tuple[str, ...] = ()) -> Deadlines:
-        """From ``--option first_token_timeout_s=S`` and ``timeout_s=S`` (or an older name of the latter)."""
-        return cls(
-            first_token_s=_seconds(options, (FIRST_TOKEN_OPTION,), FIRST_TOKEN_TIMEOUT_S),
-            total_s=_seconds(options, (TOTAL_OPTION, *total_aliases), REQUEST_TIMEOUT_S),
-        )
 
     @classmethod
     def from_settings(cls, settings: BackendOptions | None) -> Deadlines:

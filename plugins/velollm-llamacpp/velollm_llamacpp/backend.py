@@ -115,7 +115,7 @@ def _cpu_only(options: dict[str, Any], flags: list[str] | tuple[str, ...]) -> bo
 
 
 def _deadlines(context: BenchmarkContext) -> Deadlines:
-    return Deadlines.from_options(context.options)
+    return Deadlines.from_settings(context.settings)
 
 
 def _client(context: BenchmarkContext):

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, field_validator
-
-from velollm_core.api import BackendOptions, UserInputError
+from velollm_core.api import BackendOptions, Field, UserInputError, field_validator
 
 # Options that become llama-server flags; every spelling listed is one some llama.cpp release
 # accepted, the first one the build knows is used.

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
-
-from pydantic import ConfigDict, Field, field_validator
 
 from velollm_core.api import (
     BackendBase,
     BackendInfo,
     BackendOptions,
     BenchmarkContext,
+    ConfigDict,
     Deadlines,
+    Field,
     GenerationRequest,
     GenerationTiming,
     ModelFacts,
     VeloError,
+    field_validator,
     seconds_option,
 )
 from velollm_ollama.store import resolve_gguf
@@ -45,6 +47,14 @@ class OllamaOptions(BackendOptions):
         return None if value is None else seconds_option("timeout", value)
 
 
+def deadlines_of(settings: OllamaOptions | None) -> Deadlines:
+    """The request deadlines of these options; ``timeout`` is this backend's older name of ``timeout_s``."""
+    deadlines = Deadlines.from_settings(settings)
+    if isinstance(settings, OllamaOptions) and settings.timeout_s is None and settings.timeout is not None:
+        deadlines = replace(deadlines, total_s=settings.timeout)
+    return deadlines
+
+
 _CLIENT_KEY = "ollama_client"
 _client_lock = threading.Lock()
 
@@ -58,11 +68,8 @@ def client_for(context: BenchmarkContext):
         client = context.state.get(_CLIENT_KEY)
         if client is None:
             from velollm_ollama.client import OllamaClient
-            from velollm_ollama.runner import split_options
 
-            # `timeout` is this backend's older name for timeout_s (the whole request).
-            deadlines = Deadlines.from_options(split_options(context.options)[2], total_aliases=("timeout",))
-            client = OllamaClient(context.host, deadlines=deadlines)
+            client = OllamaClient(context.host, deadlines=deadlines_of(context.settings))
             context.resources.callback(client.close)
             context.state[_CLIENT_KEY] = client
     return client

@@ -11,7 +11,6 @@ from pathlib import PurePosixPath
 from typing import Any, Literal
 
 import click
-from pydantic import Field
 
 from velollm_core.api import (
     BackendBase,
@@ -20,6 +19,7 @@ from velollm_core.api import (
     BackendOptions,
     BenchmarkContext,
     Deadlines,
+    Field,
     GenerationRequest,
     GenerationTiming,
     ModelFacts,
@@ -107,7 +107,7 @@ def _open_session(context: BenchmarkContext) -> Session:
         api_key=_api_key(settings),
         api_key_env=settings.api_key_env,
         parallel=context.parallel,
-        deadlines=Deadlines.from_options(context.options),
+        deadlines=Deadlines.from_settings(settings),
     )
     context.resources.callback(server.close)
     listed = server.list_models()
