@@ -15,7 +15,10 @@ os.environ["VELOLLM_HISTORY_DB"] = "off"
 
 # The test kit's fixtures (register_plugin, fake_backend, llama_server_bin, gemma, llama_server_url,
 # gguf_seeds, fuzz_scratch, mock_llm_server) come from the velollm-testkit distribution, which pytest
-# loads through its pytest11 entry point (testkit/velollm_testkit/plugin.py): no pytest_plugins line.
+# loads through its pytest11 entry point (testkit/velollm_testkit/plugin.py). Naming it here as well
+# would register it twice, so only where entry-point plugins are switched off.
+if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
+    pytest_plugins = ("velollm_testkit.plugin",)
 
 
 def tool_outputs_dir() -> Path | None:
