@@ -103,7 +103,8 @@ def test_concurrency_levels_stream_through_the_core(tgi_site, tgi_server, tmp_pa
 def test_workload_prompts_are_sized_by_the_tgi_tokenizer(tgi_site, tgi_server, tmp_path):
     out = tmp_path / "pp.json"
     proc = velollm("benchmark", "--backend", "tgi", "--host", tgi_server.url, "--model", "velollm-mock",
-                   "--workload", "pp64/tg4", "--iterations", "2", "--warmup", "0", "--output", str(out), env=tgi_site)
+                   "--workload", "pp64/tg4", "--iterations", "2", "--warmup", "0", "--output", str(out),
+                   env=tgi_site)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert result["settings"]["prompt_sizing"] == {"method": "tokenizer"}
@@ -170,8 +171,8 @@ def test_the_backend_object_in_process_with_the_kits_backend_calls(tgi_modules, 
     calls = BackendCalls(tgi_modules[0].TGIBackend())
     context = BenchmarkContext(backend="tgi", model="velollm-mock", host=tgi_server.url)
     with context.resources:
-        timing = calls.generate(GenerationRequest(benchmark="t", prompt="hello there", max_tokens=ASKED_TOKENS),
-                                context)
+        asked = GenerationRequest(benchmark="t", prompt="hello there", max_tokens=ASKED_TOKENS)
+        timing = calls.generate(asked, context)
         call = calls.stream(GenerationRequest(benchmark="t", prompt="hello", max_tokens=4), context)
         assert calls.tokenize("hello world", context)[1:] and calls.describe(context).version
     assert timing.completion_tokens == ANSWER_TOKENS and timing.stop_reason == "eos_token"
@@ -184,8 +185,8 @@ def test_stream_events_make_a_timing_and_bad_ones_a_readable_error(tgi_events):
 
     stream = tgi_events.TGIStream("TGI at http://x")
     assert not stream.feed(token(1), 1.0)
-    assert stream.feed(token(2, generated_text=" t1 t2",
-                             details={"finish_reason": "length", "generated_tokens": 2, "input_length": 7}), 1.5)
+    final = {"finish_reason": "length", "generated_tokens": 2, "input_length": 7}
+    assert stream.feed(token(2, generated_text=" t1 t2", details=final), 1.5)
     timing = stream.finish(0.5, 1.6)
     assert (timing.completion_tokens, timing.prompt_tokens, timing.text) == (2, 7, " t1 t2")
     assert timing.ttft_ms == pytest.approx(500) and timing.decode_tokens_per_s == pytest.approx(2.0)
@@ -226,5 +227,6 @@ def test_the_plugins_sample_in_plugins_md_is_what_the_command_prints(tgi_site):
     printed = velollm("plugins", env={**tgi_site, "COLUMNS": "110"})
     assert printed.returncode == 0, printed.stderr
     assert _table_rows(sample) == _table_rows(printed.stdout), (
-        "PLUGINS.md's sample is stale: paste what `COLUMNS=110 velollm plugins` prints with velollm-tgi installed")
+        "PLUGINS.md's sample is stale: paste what `COLUMNS=110 velollm plugins` prints with velollm-tgi "
+        "installed")
     assert "tgi" in _table_rows(sample)

@@ -73,10 +73,16 @@ def test_every_backend_method_has_its_lifecycle_entry(method):
     assert re.search(rf"^#### `{method}\(", DOC, re.MULTILINE), method
 
 
+REQUEST = "### `GenerationRequest` (what `generate`, `stream` and `check` receive)"
+TIMING = "### `GenerationTiming` (what `generate` and an accumulator's `finish` return)"
+INFO = "### `BackendInfo` (what `describe` returns; the result's `environment.backend`)"
+STREAMING = "### Streaming at load levels: `StreamCall` and its accumulator"
+
+
 @pytest.mark.parametrize(("heading", "fields"), [
-    ("### `GenerationRequest` (what `generate`, `stream` and `check` receive)", GenerationRequest.model_fields),
-    ("### `GenerationTiming` (what `generate` and an accumulator's `finish` return)", GenerationTiming.model_fields),
-    ("### `BackendInfo` (what `describe` returns; the result's `environment.backend`)", BackendInfo.model_fields),
+    (REQUEST, GenerationRequest.model_fields),
+    (TIMING, GenerationTiming.model_fields),
+    (INFO, BackendInfo.model_fields),
     ("### `ModelFacts`", [*ModelFacts.model_fields, *DecodeTraffic.model_fields]),
     ("### `BenchmarkContext` (the `context` of every backend call)",
      [f.name for f in dataclasses.fields(BenchmarkContext)]),
@@ -85,7 +91,7 @@ def test_every_backend_method_has_its_lifecycle_entry(method):
     ("### `ConfigProposal` and `ConfigChange` (what `propose_config` returns)",
      [*ConfigProposal.model_fields, *ConfigChange.model_fields]),
     ("### Capabilities", [f.name for f in dataclasses.fields(Capabilities)]),
-    ("### Streaming at load levels: `StreamCall` and its accumulator", [f.name for f in dataclasses.fields(StreamCall)]),
+    (STREAMING, [f.name for f in dataclasses.fields(StreamCall)]),
 ])
 def test_every_field_is_in_its_table(heading, fields):
     text = section(heading)
@@ -117,7 +123,8 @@ def test_the_hello_example_is_shown_as_it_is():
     root = Path(__file__).resolve().parents[1] / "docs" / "examples" / "velollm-hello"
     text = section("## A command plugin: velollm-hello")
     shown = re.search(r"```toml\n(.*?)```", text, re.DOTALL).group(1)
-    real = "\n".join(line for line in (root / "pyproject.toml").read_text().splitlines() if not line.startswith("#"))
+    lines = (root / "pyproject.toml").read_text().splitlines()
+    real = "\n".join(line for line in lines if not line.startswith("#"))
     assert shown.strip() == real.strip()
     source = (root / "velollm_hello" / "__init__.py").read_text()
     for hook in ("register_commands", "resolve_model"):

@@ -36,8 +36,8 @@ STATE_KEY = "tgi"  # this backend's entry in context.state
 class TGIOptions(BackendOptions):
     """``--option`` keys of the tgi backend; ``request.<field>`` lands in the body's ``parameters``."""
 
-    top_k: int | None = Field(None, ge=1, description="Sample from the k likeliest tokens (TGI's top_k).")
-    truncate: int | None = Field(None, ge=1, description="Keep only the prompt's last N tokens (TGI's truncate).")
+    top_k: int | None = Field(None, ge=1, description="Sample from the k likeliest tokens (TGI then samples).")
+    truncate: int | None = Field(None, ge=1, description="Keep only the prompt's last N tokens.")
 
 
 @dataclass
@@ -93,7 +93,8 @@ class TGIBackend(BackendBase):
 
     def start(self, context: BenchmarkContext) -> None:
         """Connect, read ``/info`` and check that the router serves ``--model``."""
-        server = TGIServer(context.host, deadlines=Deadlines.from_settings(context.settings), parallel=context.parallel)
+        deadlines = Deadlines.from_settings(context.settings)
+        server = TGIServer(context.host, deadlines=deadlines, parallel=context.parallel)
         context.resources.callback(server.close)
         info = server.info()
         if not _served_name_matches(context.model, info["model_id"]):

@@ -83,9 +83,11 @@ def timing_of(stream: TGIStream, start: float, end: float) -> GenerationTiming:
         # The first token ends the prefill; each later one is one decode step.
         decode = (completion_tokens - 1) / (times[-1] - times[0])
     itl_ms = [round((later - earlier) * 1000, 3) for earlier, later in pairwise(times)]
-    extra: dict[str, Any] = {"itl_ms": itl_ms, "token_count_source": "details" if isinstance(counted, int) else "events"}
+    extra: dict[str, Any] = {"itl_ms": itl_ms,
+                             "token_count_source": "details" if isinstance(counted, int) else "events"}
     if itl_ms:
-        extra.update({f"itl_ms_{name}": percentile(itl_ms, q) for name, q in (("median", 50), ("p90", 90), ("p99", 99))})
+        extra.update({f"itl_ms_{name}": percentile(itl_ms, q)
+                      for name, q in (("median", 50), ("p90", 90), ("p99", 99))})
     if ttft_ms is not None and completion_tokens > 1:
         extra["tpot_ms"] = (total_ms - ttft_ms) / (completion_tokens - 1)
     if isinstance(details.get("seed"), int):

@@ -80,7 +80,8 @@ class TGIServer:
         import httpx
 
         try:
-            response = plain_request(self._http, method, f"{self.base}{path}", self.deadlines.plain(INFO_TIMEOUT_S),
+            response = plain_request(self._http, method, f"{self.base}{path}",
+                                     self.deadlines.plain(INFO_TIMEOUT_S),
                                      server=SERVER_NAME, connect_s=CONNECT_TIMEOUT_S, **kwargs)
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from None
@@ -107,14 +108,15 @@ class TGIServer:
             tokens = response.json()
         except ValueError:
             tokens = None
-        if not isinstance(tokens, list) or not all(isinstance(t, dict) and isinstance(t.get("id"), int) for t in tokens):
+        if not isinstance(tokens, list) or not all(
+                isinstance(token, dict) and isinstance(token.get("id"), int) for token in tokens):
             raise BackendError(f"{self.who} answered /tokenize with something other than a list of tokens")
         return [token["id"] for token in tokens]
 
     def stream_call(self, body: dict[str, Any], accumulator: Any) -> StreamCall:
         """``body`` POSTed to ``/generate_stream`` as a StreamCall for the core's load generator."""
-        return StreamCall(url=f"{self.base}/generate_stream", body=body, accumulator=accumulator, framing="sse",
-                          server=self.who, auth=self._auth, params=self._params or None,
+        return StreamCall(url=f"{self.base}/generate_stream", body=body, accumulator=accumulator,
+                          framing="sse", server=self.who, auth=self._auth, params=self._params or None,
                           status_error=self.status_error)
 
     def stream(self, body: dict[str, Any], events: TGIStream) -> Iterator[tuple[float, dict[str, Any]]]:
@@ -123,7 +125,8 @@ class TGIServer:
         import httpx
 
         url = f"{self.base}/generate_stream"
-        request = self._http.build_request("POST", url, json=body, timeout=self.deadlines.httpx_timeout(CONNECT_TIMEOUT_S))
+        timeout = self.deadlines.httpx_timeout(CONNECT_TIMEOUT_S)
+        request = self._http.build_request("POST", url, json=body, timeout=timeout)
         watch = RequestWatch(self.deadlines, server=SERVER_NAME, url=url)
         try:
             with watch:
