@@ -36,7 +36,7 @@ STATE_KEY = "tgi"  # this backend's entry in context.state
 class TGIOptions(BackendOptions):
     """``--option`` keys of the tgi backend; ``request.<field>`` lands in the body's ``parameters``."""
 
-    top_k: int | None = Field(None, ge=1, description="Sample from the k likeliest tokens (TGI then samples).")
+    top_k: int | None = Field(None, ge=1, description="Sample from the k likeliest tokens.")
     truncate: int | None = Field(None, ge=1, description="Keep only the prompt's last N tokens.")
 
 
