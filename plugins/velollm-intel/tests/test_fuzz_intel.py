@@ -3,7 +3,7 @@ tables, mutated from the captured real outputs (shared/testdata/tool-outputs).
 
 Each parser must answer or fail with ProbeError, one line, within the deadline; anything else (a
 KeyError, an OverflowError, a hang) is a crash to fix in the parser. The strategies are the test
-kit's (velollm_core/testing.py). Derandomized: CI sees the same examples every time.
+kit's (velollm_testkit/fuzz.py). Derandomized: CI sees the same examples every time.
 """
 
 from __future__ import annotations
@@ -12,10 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from velollm_intel import plugin as xpu
-
-from velollm_core.contract.errors import VeloError
-from velollm_core.contract.probing.tools import ProbeError
-from velollm_core.testing import (
+from velollm_testkit.fuzz import (
     FUZZ,
     NASTY,
     draw_seed,
@@ -25,6 +22,9 @@ from velollm_core.testing import (
     text_mutants,
     tool_seeds,
 )
+
+from velollm_core.contract.errors import VeloError
+from velollm_core.contract.probing.tools import ProbeError
 
 # The keys the xpu-smi parsers read: the nodes a JSON mutation aims at half of the time.
 XPU_READ = frozenset({"device_list", "device_id", "device_name", "pci_device_id", "pci_vendor_id", "uuid",
