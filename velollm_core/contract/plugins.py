@@ -119,6 +119,10 @@ def load_plugins() -> None:
     disabled = disabled_names()
     # The entry points come from the plugin index: no importlib.metadata scan while nothing changed.
     installed = installed_plugins()
+    if not any(entry_point.builtin for entry_point in installed):
+        # Sources run without their distribution's metadata (no pip install): the built-ins are unknown.
+        load_errors.append(PluginLoadError(plugin_index.BUILTIN_DISTRIBUTION, None, "VeloLLM's built-in plugins "
+                                           "are not installed: install VeloLLM (pip install -e .)"))
     _warn_unmatched(PLUGINS_ENV, allowed, installed)
     _warn_unmatched(DISABLE_ENV, disabled, installed)
     for name in disabled:
