@@ -5,7 +5,7 @@ values and its own account of how late it sent each token, client CPU per stream
     python benchmarks/loadgen_capacity.py                      # the four levels, llama-server's wire format
     python benchmarks/loadgen_capacity.py --levels 256 --format openai-chat --profile-cpu /tmp/lg.pstats
 
-What runs is the engine's own path for a level: the backend's ``stream_request`` builds each StreamCall
+What runs is the engine's own path for a level: the backend's ``stream`` builds each StreamCall
 (the llamacpp backend: /completion SSE; openai: /v1/chat/completions SSE; ollama: /api/generate NDJSON)
 and ``loadgen.LevelDriver`` runs them on one asyncio loop with one httpx.AsyncClient. The calls are
 built before the clock starts, so the client CPU counted (``time.process_time()`` of this process only:
@@ -68,10 +68,11 @@ def run_level(streams: int, fmt: str, itl_ms: float | None, profile_cpu: Path | 
         backend = backends.get(backend_name)
         backends.settings(backend, context)
         with context.resources:
+            backend.start(context)
             requests = [GenerationRequest(benchmark="capacity", prompt=f"request {i} of the capacity level says",
                                           max_tokens=tokens_out, ignore_eos=True, raw=True)
                         for i in range(n_requests + streams)]
-            calls = {id(r): backend.stream_request(r, context) for r in requests}  # built before the clock
+            calls = {id(r): backend.stream(r, context) for r in requests}  # built before the clock
             spec = LevelSpec(key=f"c{streams}", profile="concurrent", concurrency=streams, requests=n_requests,
                              max_in_flight=streams)
             driver = LevelDriver(spec, requests, prepare=lambda r: calls[id(r)],

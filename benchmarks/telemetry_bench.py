@@ -32,6 +32,7 @@ from pathlib import Path
 
 import httpx
 from velollm_llamacpp.install import find_program
+from velollm_llamacpp.metrics import LLAMACPP_METRICS
 from velollm_llamacpp.server import LlamaServer
 
 from velollm_core.contract.modelfiles import resolve_model_path
@@ -106,7 +107,7 @@ def overhead(args: argparse.Namespace) -> dict:
             for with_telemetry in ((False, True) if i % 2 == 0 else (True, False)):
                 session = None
                 if with_telemetry:
-                    session = TelemetrySession(f"{url}/metrics", sample_hz=args.hz, server_hz=args.server_hz,
+                    session = TelemetrySession(f"{url}/metrics", names=LLAMACPP_METRICS, sample_hz=args.hz, server_hz=args.server_hz,
                                                warn=None)
                     session.start()
                 run = stream(http, url, 32, args.n_gen, time.perf_counter())
@@ -114,7 +115,7 @@ def overhead(args: argparse.Namespace) -> dict:
                 if session is not None:
                     cpu = session.finish()["sampler"]
                     cpu_per_s.append(sum(s["cpu_s"] for s in cpu.values()) / max(s["wall_s"] for s in cpu.values()))
-        record = TelemetrySession(f"{url}/metrics", sample_hz=args.hz, server_hz=args.server_hz, warn=print)
+        record = TelemetrySession(f"{url}/metrics", names=LLAMACPP_METRICS, sample_hz=args.hz, server_hz=args.server_hz, warn=print)
         record.start()
         t_level = time.perf_counter()
         record.begin_level("seq")
@@ -178,7 +179,7 @@ def energy(args: argparse.Namespace) -> dict:
             url = server.url
             with http_client() as http:
                 stream(http, url, args.n_prompt, 8, time.perf_counter())  # warm-up
-            session = TelemetrySession(f"{url}/metrics", warn=print)
+            session = TelemetrySession(f"{url}/metrics", names=LLAMACPP_METRICS, warn=print)
             session.start()
             for streams in levels:
                 key = f"c{streams}"

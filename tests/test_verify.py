@@ -9,6 +9,7 @@ import math
 
 import pytest
 
+from velollm_core.contract.backends import BackendBase, BackendOptions
 from velollm_core.contract.errors import BackendError
 from velollm_core.contract.plugins import pm
 from velollm_core.contract.schemas import ConfigChange, ConfigProposal, GenerationTiming
@@ -20,8 +21,15 @@ from velollm_core.tune.verify import paired_effect, verify_proposal
 EFFECTS = {"-t": (1.3, 1.0), "-ub": (1.0, 1.5), "-slow": (0.8, 1.0), "-noop": (1.0, 1.0), "-c": (1.0, 1.0)}
 
 
-class FlaggedBackend:
+class FlaggedOptions(BackendOptions):
+    server_args: str = ""
+
+
+class FlaggedBackend(BackendBase):
     """Speeds from the server flags in ``options['server_args']``, with a little deterministic noise."""
+
+    name = "flagged"
+    Options = FlaggedOptions
 
     def __init__(self, slow_capacity: bool = False) -> None:
         self.calls = itertools.count()
@@ -29,13 +37,10 @@ class FlaggedBackend:
         self.effects = dict(EFFECTS, **({"-c": (0.7, 0.7)} if slow_capacity else {}))
 
     @hookimpl
-    def benchmark_backends(self):
-        return ["flagged"]
+    def register_backends(self, register):
+        register(self)
 
-    @hookimpl
-    def run_benchmark(self, backend, request, context):
-        if backend != "flagged":
-            return None
+    def generate(self, request, context):
         args = context.options.get("server_args", "").split()
         if "started" not in context.state:
             context.state["started"] = True

@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "VeloError": "velollm_core.contract.errors",
     "UserInputError": "velollm_core.contract.errors",
     "BackendError": "velollm_core.contract.errors",
+    "ServerGone": "velollm_core.contract.errors",  # a BackendError that ends a load level: the server is gone
     # models
     **dict.fromkeys(
         ("BackendInfo", "BenchmarkContext", "ConfigChange", "ConfigProposal", "GenerationRequest",
@@ -31,18 +32,20 @@ _EXPORTS: dict[str, str] = {
         "velollm_core.contract.schemas",
     ),
     # backend objects
-    "Backend": "velollm_core.contract.backends",
-    "BackendBase": "velollm_core.contract.backends",
-    "BackendOptions": "velollm_core.contract.backends",
+    **dict.fromkeys(("Backend", "BackendBase", "BackendOptions", "Capabilities"), "velollm_core.contract.backends"),
+    # the speculative_backend door's answer
+    "Speculative": "velollm_core.contract.speculation",
     # typed options: an Options model declares its fields with these (pydantic's own)
     **dict.fromkeys(("Field", "field_validator", "ConfigDict"), "velollm_core.contract.options"),
+    **dict.fromkeys(("MetricNames", "COUNTER_KEYS", "GAUGE_KEYS"), "velollm_core.contract.metricnames"),
+    # streamed generations for the load generator (Backend.stream), and the one wording of a cut stream
+    **dict.fromkeys(("StreamCall", "Accumulator", "stream_cut"), "velollm_core.contract.streamclient"),
     # clients: deadlines, URLs, wire format, statistics
     **dict.fromkeys(("Deadlines", "RequestWatch", "plain_request", "seconds_option", "FIRST_TOKEN_TIMEOUT_S",
                      "REQUEST_TIMEOUT_S", "PLAIN_TIMEOUT_S", "CONNECT_TIMEOUT_S"), "velollm_core.contract.deadline"),
     **dict.fromkeys(("ServerURL", "join_url", "redact_url", "scrub", "split_server_url"), "velollm_core.contract.urls"),
     **dict.fromkeys(("NUMBER", "conform", "stream_event"), "velollm_core.contract.wire"),
     "percentile": "velollm_core.contract.stats",
-    "StreamCall": "velollm_core.bench.loadgen",
     # model files: a GGUF path or a name the resolve_model hook knows
     **dict.fromkeys(("resolve_model_path", "check_gguf"), "velollm_core.contract.modelfiles"),
     # files: --output checked and locked before work starts, then replaced atomically

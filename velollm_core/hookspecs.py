@@ -28,54 +28,27 @@ def detect_gpu(warn):
 def register_backends(register):
     """Register this plugin's backend objects: call ``register(backend)`` once per backend.
 
-    A backend implements ``velollm_core.api.Backend`` (name, a typed ``Options`` model, ``generate``,
-    ``describe``; optionally ``cli_options``, ``check``, ``speculative``, ``verify_config``). The core
-    answers the backend hooks below (``run_benchmark``, ``describe_backend``, ``check_benchmark``,
-    ``speculative_backend``, ``verify_config``, ``benchmark_backends``) for every registered backend,
-    so this is the one hook a backend plugin needs. A name registered twice is a load error naming both
-    plugins; the first registration is kept.
-    """
-
-
-@hookspec
-def benchmark_backends():
-    """Return the names of the benchmark backends this plugin owns, e.g. ``["llamacpp"]``.
-
-    All plugins answer; the CLI offers the union as ``velollm benchmark --backend`` choices.
+    A backend implements ``velollm_core.api.Backend`` (``BackendBase`` gives the defaults): ``name``,
+    typed ``Options``, declared ``capabilities``, and the lifecycle the engine calls in order:
+    ``check`` -> ``start`` -> ``generate`` / ``stream`` / ``tokenize`` (as declared), ``describe`` once
+    -> ``close``. The core reaches it through the two doors below (``run_benchmark``,
+    ``speculative_backend``), whose defaults answer for every registered backend, so this is the one
+    hook a backend plugin needs. A name registered twice is a load error naming both plugins; the
+    first registration is kept.
     """
 
 
 @hookspec(firstresult=True)
-def run_benchmark(backend, request, context):
-    """Run one generation on ``backend`` and return a ``velollm_core.contract.schemas.GenerationTiming``.
+def run_benchmark(backend, plan, context, runner):
+    """Run a whole benchmark of the registered backend named ``backend``; return its ``BenchmarkResult``.
 
-    ``request`` is a ``GenerationRequest`` (prompt, max_tokens, temperature, seed, options);
-    ``context`` is the ``BenchmarkContext`` of the whole benchmark (host, model, parallel slots,
-    server options, and ``context.resources``, an ExitStack the core closes at the end: a plugin
-    that starts a server keeps it there, so it starts once and always stops). firstresult: the plugin
-    that owns ``backend`` answers, every other returns None. Suites, warm-up, iterations, statistics
-    and files stay in the core. Raise ``velollm_core.contract.errors.BackendError`` with a readable message
-    when the runtime fails.
-    """
-
-
-@hookspec
-def check_benchmark(backend, context, requests):
-    """Refuse, before anything starts, a benchmark ``backend`` cannot hold: raise ``UserInputError``.
-
-    ``requests`` are the ``GenerationRequest`` of every suite, ``context.parallel`` the most
-    concurrent streams. The plugin that owns ``backend`` checks what it knows (the model's trained
-    context, the server's slots, the memory the slots would need) and says the limit and why; every
-    other plugin returns None. Called once, before the first generation and before any server starts.
-    """
-
-
-@hookspec(firstresult=True)
-def describe_backend(backend, context):
-    """Return a ``BackendInfo`` (name, version, model facts, server flags) for ``backend``.
-
-    firstresult: called once after the first run, when any server the plugin started is up; the core
-    records it in the result file's ``environment.backend``.
+    ``plan`` is the ``BenchmarkPlan`` (suites, workloads, datasets, load levels, iterations, warm-up),
+    ``context`` the ``BenchmarkContext`` of the run (options validated, ``context.resources`` closed by
+    the core after the run), ``runner`` the engine's ``BenchmarkRunner`` (``result``, ``save()``,
+    ``on_run``). The core's own implementation is registered ``trylast``: it drives the registered
+    ``Backend`` object through its lifecycle, with warm-up, iterations, load levels, statistics and the
+    result file shared by every backend. A plugin may answer for its own backend name to take over
+    the whole run (and return None for every other name); no backend needs to.
     """
 
 
@@ -90,22 +63,14 @@ def propose_config(hardware, model, backend):
 
 
 @hookspec(firstresult=True)
-def verify_config(proposal, model, hardware, progress):
-    """Measure ``proposal`` against the backend's defaults; return a ``velollm_core.tune.verify.VerifyReport``.
+def speculative_backend(backend):
+    """Return the speculative object of the backend named ``backend`` (``velollm_core.api.Speculative``),
+    or None where it has none.
 
-    firstresult: the plugin that owns backend ``proposal.runtime`` and can start it with any flags answers
-    (``velollm optimize --verify``): defaults, proposal and the proposal without each speed change,
-    interleaved. ``progress(line)`` reports each measurement. Others return None, and the core
-    falls back to measuring before and after a restart of the user's own service.
-    """
-
-
-@hookspec(firstresult=True)
-def speculative_backend(backend, kind):
-    """Return an object able to run target+draft speculative decoding, or None.
-
-    ``backend`` is the backend name (``"llamacpp"``); ``kind`` is its older name, passed too, with the
-    same value. firstresult: the first plugin able to answer wins.
+    ``velollm speculative check | bench | pairs`` ask it for ``--backend`` (default: the one registered
+    backend that has one) and leave every runtime rule to it: types, flags, costs, acceptance. The core's
+    own answer is ``trylast``: the registered ``Backend``'s ``speculative()`` where it declares
+    ``capabilities.speculative``. firstresult: a plugin may answer for its own backend name first.
     """
 
 

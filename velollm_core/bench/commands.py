@@ -179,7 +179,8 @@ def benchmark_command(
     out = prepare_output(output, force=force, protect=(model,))
     console = stderr_console()
     with out or contextlib.nullcontext():
-        runner = BenchmarkRunner(plan, hardware=detect_hardware(), output=out, telemetry=True)
+        runner = BenchmarkRunner(plan, hardware=detect_hardware(), output=out, telemetry=True,
+                                 warn=lambda message: console.print(f"warning: {message}", markup=False, highlight=False))
         runner.check()  # what cannot run is refused before the load is sampled or a server starts
         busy = warn_if_busy(console)
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import random
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -18,10 +19,10 @@ from velollm_core.bench.levels import find_knee, level_entry
 from velollm_core.bench.loadgen import LevelSpec
 from velollm_core.bench.suites import Suite
 from velollm_core.bench.workloads import Dataset, PromptBuilder, Workload, build_prompts
+from velollm_core.contract.backends import Backend
 from velollm_core.contract.deadline import Deadlines
-from velollm_core.contract.errors import BackendError, UserInputError, VeloError
+from velollm_core.contract.errors import BackendError, ServerGone, UserInputError, VeloError
 from velollm_core.contract.files import OutputError, OutputFile
-from velollm_core.contract.plugins import call_each
 from velollm_core.contract.schemas import (
     BenchmarkContext,
     BenchmarkResult,
@@ -70,6 +71,10 @@ def check_streams(concurrency: int, threads: bool = False) -> None:
         kind = "a thread and a connection" if threads else "a connection"
         raise UserInputError(f"--concurrency {concurrency} is more than this machine can run: at most {limit} "
                              f"streams (each stream is {kind}; {why})")
+
+
+def _stderr_warn(message: str) -> None:
+    sys.stderr.write(f"warning: {message}\n")
 
 
 def _now() -> str:
@@ -160,26 +165,15 @@ class BenchmarkPlan:
         return total
 
 
-def concurrency_report(levels: list[dict[str, Any]]) -> dict[str, Any]:
-    """The concurrency levels in the shape results had before load levels (``result.concurrency``):
-    per level and suite, aggregate output tok/s, requests/s, TTFT and TPOT/ITL percentiles."""
-    report: dict[str, Any] = {}
-    for level in levels:
-        if level["profile"] != "concurrent":
-            continue
-        # One figure per level now; {"median": x} as before, so readers of older results read these too.
-        entry = {"aggregate_decode_tokens_per_s": {"median": level["output_throughput"]},
-                 "requests_per_s": {"median": level["request_throughput"]}}
-        for metric in ("ttft_ms", "tpot_ms", "itl_ms"):
-            for q in ("p50", "p90", "p99"):
-                entry[f"{metric}_{q}"] = level[metric]["median" if q == "p50" else q]
-        report.setdefault(str(level["concurrency"]), {})[level["workload"]] = entry
-    return report
-
-
 class BenchmarkRunner:
-    """Runs a plan through the plugins' ``run_benchmark`` hook (sequential levels) or the asyncio load
-    generator (load levels), and keeps the result file current."""
+    """Runs a plan through the ``run_benchmark`` door and keeps the result file current.
+
+    The engine's own implementation (``drive``) calls the registered Backend object in the order of its
+    lifecycle: ``check`` (``check()``, before anything starts) -> ``start`` (before the first
+    generation) -> ``generate`` / ``stream`` / ``tokenize`` as its capabilities declare, ``describe``
+    once after the first generation -> ``close``. Sequential levels call ``generate`` in this thread;
+    load levels go through the asyncio load generator (``stream``) or a thread per stream.
+    """
 
     # During a load level the file is rewritten at most this often (and after the level): a save
     # holds the event loop for tens of ms at thousands of runs, which shows as stalls in ITL p99.
@@ -194,13 +188,16 @@ class BenchmarkRunner:
         on_run: Callable[[str, RunRecord | None], None] | None = None,
         hook=None,
         telemetry: bool = False,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         from velollm_core.contract.plugins import hook as default_hook
 
         self.plan = plan
+        self.warn = warn or _stderr_warn  # what the user should see once: a backend's warnings, a missing capability
         self.output = OutputFile(Path(output)) if isinstance(output, (str, Path)) else output
         self.saved_runs = 0  # runs in the file as last written: what a failure keeps
         self.checked = False
+        self.started: Backend | None = None  # the backend whose start() returned (close() is then due)
         self.on_run = on_run or (lambda label, record: None)
         self.hook = hook or default_hook()
         self._builder: PromptBuilder | None = None
@@ -264,32 +261,48 @@ class BenchmarkRunner:
             prompt_tokens_target=target,
         )
 
-    def _backend(self):
+    def _backend(self) -> Backend:
+        """The registered backend of the plan, its options validated onto ``context.settings``."""
         from velollm_core.contract import backends
 
         backend = backends.get(self.plan.backend)
-        if backend is not None:
-            backends.settings(backend, self.context)
+        if backend is None:
+            raise UserInputError(f"no installed plugin runs backend {self.plan.backend!r}")
+        backends.settings(backend, self.context)
         return backend
+
+    def start(self) -> Backend:
+        """The backend, started once (``Backend.start``); its ``close`` is then due when resources close."""
+        if self.started is None:
+            backend = self._backend()
+            backend.start(self.context)
+            self.started = backend
+            # Registered after start's own resources, so close() runs before they are released.
+            self.context.resources.callback(self._close, backend)
+        return self.started
+
+    def _close(self, backend: Backend) -> None:
+        self.started = None
+        backend.close(self.context)
 
     def _telemetry(self):
         """The run's server and hardware telemetry, started once (at the first level), or None."""
         if self.telemetry is None and self._want_telemetry:
             from velollm_core.telemetry.session import TelemetrySession
 
-            metrics_url = getattr(self._backend(), "metrics_url", None)
-            self.telemetry = TelemetrySession(metrics_url(self.context) if callable(metrics_url) else None)
+            backend = self.start()
+            names = backend.capabilities.metrics
+            self.telemetry = TelemetrySession(backend.metrics_url(self.context) if names else None, names=names)
             self.telemetry.start()
         return self.telemetry
 
     def _tokenizer(self):
-        """The backend's tokenizer as a function of text, or None where it has none."""
-        backend = self._backend()
-        tokenize = getattr(backend, "tokenize", None)
-        if not callable(tokenize):
+        """The backend's tokenizer as a function of text, or None where it declares none (or it answers None)."""
+        backend = self.start()
+        if not backend.capabilities.tokenize:
             return None
-        probe = tokenize("hello world", self.context)
-        return (lambda text: tokenize(text, self.context)) if probe else None
+        probe = backend.tokenize("hello world", self.context)
+        return (lambda text: backend.tokenize(text, self.context)) if probe else None
 
     def _prompt_builder(self) -> PromptBuilder:
         if self._builder is None:
@@ -332,17 +345,11 @@ class BenchmarkRunner:
         return [(self._request(job, f"Request {uuid.uuid4().hex[:8]}.\n{job.prompt}"), None) for _ in range(count)]
 
     def _generate(self, request: GenerationRequest) -> GenerationTiming:
-        timing = self.hook.run_benchmark(backend=self.plan.backend, request=request, context=self.context)
-        if timing is None:
-            raise UserInputError(f"no installed plugin runs backend {self.plan.backend!r}")
-        return timing
+        return self.start().generate(request, self.context)
 
     # -- the file ---------------------------------------------------------------------------------
     def save(self) -> None:
         self.result.summary = summarize_runs(self.result.runs)
-        concurrency = concurrency_report(self.result.levels)
-        if concurrency:
-            self.result.concurrency = concurrency
         if self.result.environment.backend is not None:
             self._annotate_roofline()
         if self.output is not None:
@@ -404,13 +411,12 @@ class BenchmarkRunner:
 
     # -- load levels (the asyncio load generator) -------------------------------------------------
     def _run_load(self, job: Suite | Workload, spec: LevelSpec) -> dict[str, Any]:
-        from velollm_core.bench.loadgen import LevelDriver, ServerGone
+        from velollm_core.bench.loadgen import LevelDriver
 
         pad = spec.concurrency or min(spec.requests, max(1, math.ceil((spec.rate or 1) * 5)))
         pairs = self.requests_for(job, spec.warmup + spec.requests + pad, unique=True)
-        backend = self._backend()
-        prepare = getattr(backend, "stream_request", None)
-        prepare = (lambda request: backend.stream_request(request, self.context)) if callable(prepare) else None
+        backend = self.start()
+        prepare = (lambda request: backend.stream(request, self.context)) if backend.capabilities.stream else None
         if prepare is None:
             check_streams(spec.concurrency or spec.max_in_flight, threads=True)
         if not self.result.runs:  # the server is up (and described) before anything is timed
@@ -476,6 +482,15 @@ class BenchmarkRunner:
             return None
         return self._run_load(job, spec)
 
+    def drive(self, backend: Backend) -> BenchmarkResult:
+        """The engine's own ``run_benchmark``: every job at every level through ``backend``'s lifecycle."""
+        try:
+            self._run_all()
+        finally:  # while the server still runs: its scraper must not outlive it
+            if self.telemetry is not None:
+                self.result.telemetry, self.telemetry = self.telemetry.finish(), None
+        return self.result
+
     def _run_all(self) -> None:
         levels = self.plan.load_levels()
         if self.plan.profile != "sweep":
@@ -506,22 +521,32 @@ class BenchmarkRunner:
             self.result.roofline = None
 
     def _describe_backend(self) -> None:
-        info = self.hook.describe_backend(backend=self.plan.backend, context=self.context)
+        """``Backend.describe``, once; the warnings it carries are said on the console."""
+        info = self.start().describe(self.context)
         if info is not None:
             self.result.environment.backend = info
+            for warning in info.warnings:
+                self.warn(f"{self.plan.backend}: {warning}")
 
     def check(self) -> None:
         """Refuse what this machine, the load generator or the backend cannot hold (UserInputError)."""
         if self.checked:
             return
         check_streams(self.plan.streams())
-        # Every plugin may veto (a refusal is a VeloError, passed on); a plugin's bug is a warning. A
-        # synthetic workload is checked with its whole context (depth, prompt and answer) as max_tokens.
+        backend = self._backend()
+        # One request per job as it will be sent; a synthetic workload's with its prompt size (depth
+        # included) as prompt_tokens_target, so a backend can add the answer and check its context.
         requests = [self._request(suite) for suite in self.plan.suites]
-        requests += [self._request(w).model_copy(update={"max_tokens": w.context_tokens}) for w in self.plan.workloads]
+        requests += [self._request(w, target=w.depth + w.prompt_tokens) for w in self.plan.workloads]
         requests += [self._request(d, max(d.prompts, key=len)) for d in self.plan.datasets]
-        call_each("check_benchmark", reraise=(VeloError,), backend=self.plan.backend, context=self.context,
-                  requests=requests)
+        try:
+            backend.check(self.context, requests)
+        except BaseException:
+            self.context.resources.close()  # what a refusing check() opened is closed with it
+            raise
+        if self.plan.jobs and not self.plan.natural_stop and not backend.capabilities.ignore_eos:
+            self.warn(f"{backend.name} cannot generate past the end-of-sequence token: answers may be shorter "
+                      "than asked, and each shorter one is flagged (short_output)")
         self.checked = True
 
     def run(self) -> BenchmarkResult:
@@ -532,11 +557,10 @@ class BenchmarkRunner:
         try:
             self.check()
             with interrupt.last_words(self._forced_exit), self.context.resources:
-                try:
-                    self._run_all()
-                finally:  # while the server still runs: its scraper must not outlive it
-                    if self.telemetry is not None:
-                        self.result.telemetry, self.telemetry = self.telemetry.finish(), None
+                answered = self.hook.run_benchmark(backend=self.plan.backend, plan=self.plan, context=self.context,
+                                                   runner=self)
+                if answered is None:
+                    raise UserInputError(f"no installed plugin runs backend {self.plan.backend!r}")
             self.result.status = "complete"
         except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP
             self.result.status = "interrupted"

@@ -1,10 +1,14 @@
 """The load generator: one asyncio event loop, no thread per stream, timestamps taken on arrival.
 
-A backend describes one streamed generation as a ``StreamCall`` (URL, JSON body, framing and an
-accumulator that turns events into a ``GenerationTiming``); this module runs many of them at once
+A backend that declares ``capabilities.stream`` describes one streamed generation as a ``StreamCall``
+(``velollm_core.contract.streamclient``: URL, JSON body, framing and an accumulator that turns events
+into a ``GenerationTiming``); this module runs many of them at once
 with one small HTTP/1.1 client (``streamclient``: why not httpx there is said there). Every network chunk is stamped with ``perf_counter()`` the moment it
-arrives, before any parsing, and each event in it carries that stamp. Backends that do not describe
-their calls (``generate`` only) run on a thread pool sized to the level instead.
+arrives, before any parsing, and each event in it carries that stamp. Backends without streaming
+(``generate`` only) run on a thread pool sized to the level instead.
+
+A failed request is one counted failure of its level (``Outcome.error``); ``ServerGone`` (a stream
+that cannot connect, or raised by ``generate``) ends the level.
 
 Profiles (``LevelSpec.profile``):
 
@@ -25,44 +29,19 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
 
 from velollm_core.contract.deadline import CONNECT_TIMEOUT_S, MAX_LINE_CHARS, Deadlines
-from velollm_core.contract.errors import BackendError
+from velollm_core.contract.errors import BackendError, ServerGone
 from velollm_core.contract.schemas import GenerationRequest, GenerationTiming
-from velollm_core.contract.streamclient import ConnectFailed, ProtocolError, StreamClient
+from velollm_core.contract.streamclient import (
+    ConnectFailed,
+    ProtocolError,
+    StreamCall,
+    StreamClient,
+    stream_cut,
+)
 
 PROFILES = ("concurrent", "constant", "poisson")
-
-
-class Accumulator(Protocol):
-    """Turns one stream's events into a timing; one per request. ``token_times``: arrival of each
-    token-bearing event (for throughput inside a window)."""
-
-    token_times: list[float]
-
-    def feed(self, event: dict[str, Any], arrived: float) -> bool:
-        """Take one event in; True when the stream is complete. Raise ``BackendError`` on an error event."""
-        ...
-
-    def finish(self, start: float, end: float) -> GenerationTiming:
-        ...
-
-
-@dataclass
-class StreamCall:
-    """One streamed HTTP generation, as a backend describes it for the load generator."""
-
-    url: str
-    body: dict[str, Any]
-    accumulator: Accumulator
-    framing: Literal["sse", "ndjson"] = "sse"
-    server: str = "the server"
-    headers: dict[str, str] = field(default_factory=dict)
-    auth: tuple[str, str] | None = None  # HTTP basic auth (a --host's user:password@)
-    params: Any = None  # query parameters: pairs (a --host's ?query)
-    # HTTP status and body of a refused request -> the exception to record (a readable message).
-    status_error: Callable[[int, bytes], Exception] | None = None
 
 
 @dataclass
@@ -119,10 +98,6 @@ class LevelRun:
             return None
         lo, hi = window
         return sum(lo <= t <= hi for o in self.outcomes for t in o.token_times)
-
-
-class ServerGone(BackendError):
-    """The server refused connections mid-level: nothing more can be measured."""
 
 
 def _short(exc: BaseException) -> str:
@@ -189,8 +164,8 @@ async def _stream(client: StreamClient, call: StreamCall, deadlines: Deadlines) 
                            "(--option timeout_s=SECONDS)") from None
     except ConnectFailed as exc:
         raise ServerGone(f"{call.server} is not reachable at {call.url} ({exc}); did it die?") from None
-    except (ConnectionError, asyncio.IncompleteReadError, ProtocolError, OSError) as exc:
-        raise BackendError(f"lost the connection to {call.server} mid-stream ({type(exc).__name__})") from None
+    except (ConnectionError, asyncio.IncompleteReadError, ProtocolError, OSError):
+        raise stream_cut(call.server, len(acc.token_times)) from None
     end = time.perf_counter()
     # A stream closed without its end marker: the accumulator knows whether what came is complete.
     return acc.finish(start, end), acc.token_times, start

@@ -1,11 +1,11 @@
-"""Backends as objects: the ``Backend`` protocol, its typed options, and the registry plugins fill.
+"""Backends as objects: the ``Backend`` protocol, its declared ``Capabilities``, its typed options, and
+the registry plugins fill.
 
 A backend plugin implements ``register_backends(register)`` and calls ``register(MyBackend())``. The
-core's bridge plugin (``velollm_core.contract.backend_bridge``) answers the name-dispatched hooks
-(``run_benchmark``, ``describe_backend``, ``check_benchmark``, ``speculative_backend``,
-``verify_config``, ``benchmark_backends``) for every registered backend, so a backend never checks
-``if backend != NAME`` and plugins written against those hooks directly keep working beside it.
-Two plugins registering one name is a load error naming both; the first registration is kept.
+engine reaches a registered backend only through the methods below, in the order the protocol gives,
+and only those its ``capabilities`` declare: nothing is looked up with ``getattr``. Two plugins
+registering one name is a load error naming both; the first registration is kept (load order is the
+order of the entry points, but one backend per name makes it matter only for that error).
 """
 
 from __future__ import annotations
@@ -24,13 +24,16 @@ from velollm_core.contract.options import SEPARATOR, dict_value_type, place
 if TYPE_CHECKING:
     import click
 
+    from velollm_core.contract.metricnames import MetricNames
     from velollm_core.contract.schemas import (
         BackendInfo,
         BenchmarkContext,
+        ConfigProposal,
         GenerationRequest,
         GenerationTiming,
+        HardwareReport,
     )
-
+    from velollm_core.contract.streamclient import StreamCall
 
 
 class BackendOptions(BaseModel):
@@ -56,63 +59,171 @@ class BackendOptions(BaseModel):
         return None if value is None else deadline.seconds_option(info.field_name, value)
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do, declared once on the class; the engine reads it and never probes.
+
+    - ``stream``: ``stream(request, context)`` returns a ``StreamCall``, so load levels run on the
+      core's asyncio load generator (one connection per stream, tokens stamped on arrival). False: load
+      levels call ``generate`` on one thread per stream (at most 1024 streams).
+    - ``tokenize``: ``tokenize(text, context)`` counts tokens as the server does, so ``ppN/tgM`` prompts
+      are exact. False: the engine calibrates tokens per word from two probe generations' reported
+      ``prompt_tokens`` and marks the workload calibrated.
+    - ``ignore_eos``: the runtime honours ``GenerationRequest.ignore_eos`` (generates exactly
+      ``max_tokens``). False: it answers naturally; the engine says so once on the console and flags
+      every run shorter than asked (``short_output``; ``short_outputs`` per level).
+    - ``metrics``: the server's Prometheus metric names (``MetricNames``) for the generic keys;
+      ``metrics_url(context)`` then gives the endpoint. None: the server has no metrics endpoint, and
+      the telemetry says nothing about server metrics.
+    - ``speculative``: ``speculative()`` returns the object running target+draft speculative decoding.
+    - ``verify_config``: ``verify_config(proposal, model, hardware, progress)`` measures an optimize
+      proposal against the defaults (``velollm optimize --verify``).
+    """
+
+    stream: bool = False
+    tokenize: bool = False
+    ignore_eos: bool = False
+    metrics: MetricNames | None = None
+    speculative: bool = False
+    verify_config: bool = False
+
+
 @runtime_checkable
 class Backend(Protocol):
-    """A benchmark backend: one runtime VeloLLM can measure. See docs/PLUGINS.md, "Write a backend plugin".
+    """A benchmark backend: one runtime VeloLLM can measure. ``BackendBase`` gives every default.
 
-    Required: ``name``, ``Options`` (a ``BackendOptions`` subclass), ``generate`` and ``describe``.
-    Optional (looked up with ``getattr``; ``BackendBase`` provides defaults): ``cli_options`` (click
-    options this backend adds to ``velollm benchmark``; each option's name is a field of ``Options``),
-    ``check(context, requests)`` (refuse, before anything starts, what the backend cannot hold: raise
-    ``UserInputError``), ``speculative()`` (an object running target+draft speculative decoding) and
-    ``verify_config(proposal, model, hardware, progress)`` (``velollm optimize --verify``).
-    ``context.settings`` holds the validated ``Options`` in every call.
+    Attributes: ``name`` (``--backend NAME``), ``Options`` (a ``BackendOptions`` subclass: the
+    ``--option`` keys), ``capabilities`` (``Capabilities``), ``cli_options`` (click options this
+    backend adds to ``velollm benchmark``; each one's name is a field of ``Options``).
+
+    Lifecycle, in the order the engine calls it for one benchmark (one ``BenchmarkContext``):
+
+    1. ``check(context, requests)``: before anything starts, refuse what the backend cannot hold by
+       raising ``UserInputError`` (one sentence: the limit and why). ``requests`` holds one request of
+       every suite, workload and dataset with its real ``max_tokens`` (a workload's also carries
+       ``prompt_tokens_target``: depth plus prompt). It may read files and the options; it may NOT
+       make network calls (no server runs yet; a limit only the server knows is checked in
+       ``start``). Anything it put on ``context.resources`` is closed when it refuses.
+    2. ``start(context)``: start the server or connect to it; keep whatever must be closed on
+       ``context.resources`` (an ExitStack the engine closes after ``close``). It may raise
+       ``UserInputError`` for a limit the running server reveals, or ``BackendError``.
+    3. ``generate(request, context)`` (always), ``stream(request, context)`` (``capabilities.stream``),
+       ``tokenize(text, context)`` (``capabilities.tokenize``), ``metrics_url(context)``
+       (``capabilities.metrics``): any number of times, from several threads at a load level.
+       ``describe(context)`` is called once, after the first generation has finished (a runtime that
+       loads its model on the first request can then report it loaded).
+    4. ``close(context)``: always, once, after the last call (also after a failure or Ctrl-C) when
+       ``start`` was called; then ``context.resources`` closes.
+
+    Errors: ``UserInputError`` (exit 2) for what the user asked that cannot run; ``BackendError``
+    (exit 1) for a runtime that fails. A ``generate`` error in a sequential level (warm-up or
+    iteration) ends the benchmark, the runs finished so far kept in the file with ``status: failed``;
+    at a load level it is one failed request, counted in the level's ``failed``/``failures``, and the
+    level goes on. ``ServerGone`` (a ``BackendError``) from ``generate`` or from a stream's connection
+    ends the level and the benchmark: the server is gone. Any other exception is a bug: named in the
+    result, exit 1.
+
+    State: ``context.state`` is one dict for every call of one benchmark (``check``, ``start``,
+    ``generate``, ``stream``, ``tokenize``, ``describe``, ``metrics_url``, ``close``); calls at a load
+    level run on several threads at once, so take ``context.lock`` (an ``RLock``) to create shared
+    things once. ``context.settings`` holds the validated ``Options`` in every call; ``context.options``
+    the flat ``--option`` dict as given.
     """
 
     name: str
     Options: type[BackendOptions]
+    capabilities: Capabilities
+    cli_options: tuple[click.Option, ...]
+
+    def check(self, context: BenchmarkContext, requests: list[GenerationRequest]) -> None:
+        """Refuse what cannot run (``UserInputError``); no network calls."""
+        ...
+
+    def start(self, context: BenchmarkContext) -> None:
+        """Start or connect to the server; resources on ``context.resources``."""
+        ...
+
+    def describe(self, context: BenchmarkContext) -> BackendInfo | None:
+        """Version, model facts, server flags and ``warnings`` (shown on the console), once."""
+        ...
 
     def generate(self, request: GenerationRequest, context: BenchmarkContext) -> GenerationTiming:
         """Run one generation and return its timings; raise ``BackendError`` when the runtime fails."""
         ...
 
-    def describe(self, context: BenchmarkContext) -> BackendInfo | None:
-        """Version, model facts and server flags, called once after the first measured run."""
+    def stream(self, request: GenerationRequest, context: BenchmarkContext) -> StreamCall:
+        """``capabilities.stream``: the generation as a ``StreamCall`` for the load generator."""
+        ...
+
+    def tokenize(self, text: str, context: BenchmarkContext) -> list[int] | None:
+        """``capabilities.tokenize``: the server's tokens of ``text`` (BOS included); None: it cannot."""
+        ...
+
+    def metrics_url(self, context: BenchmarkContext) -> str | None:
+        """``capabilities.metrics``: the server's Prometheus endpoint (after ``start``)."""
+        ...
+
+    def speculative(self) -> Any:
+        """``capabilities.speculative``: the object running speculative decoding for this runtime."""
+        ...
+
+    def verify_config(self, proposal: ConfigProposal, model: str | None, hardware: HardwareReport,
+                      progress) -> Any:
+        """``capabilities.verify_config``: measure ``proposal`` against the defaults; a ``VerifyReport``."""
+        ...
+
+    def close(self, context: BenchmarkContext) -> None:
+        """End what ``start`` began that ``context.resources`` does not hold."""
         ...
 
 
 class BackendBase:
-    """Defaults for the optional parts of ``Backend``: subclass it, or write every part yourself."""
+    """Defaults for every part of ``Backend`` but ``name`` and ``generate``: subclass it and override.
+
+    A method whose capability is not declared raises ``NotImplementedError`` (the engine never calls it).
+    """
 
     name: ClassVar[str]
     Options: ClassVar[type[BackendOptions]] = BackendOptions
+    capabilities: ClassVar[Capabilities] = Capabilities()
     cli_options: ClassVar[tuple[click.Option, ...]] = ()
 
     def check(self, context: BenchmarkContext, requests: list[GenerationRequest]) -> None:
         """Nothing is refused beyond what the options model refuses."""
 
+    def start(self, context: BenchmarkContext) -> None:
+        """Nothing to start: ``generate`` reaches the runtime itself."""
+
     def describe(self, context: BenchmarkContext) -> BackendInfo | None:
         return None
 
+    def generate(self, request: GenerationRequest, context: BenchmarkContext) -> GenerationTiming:
+        raise NotImplementedError(f"backend {self.name!r} has no generate()")
+
+    def stream(self, request: GenerationRequest, context: BenchmarkContext) -> StreamCall:
+        raise NotImplementedError(f"backend {self.name!r} does not declare capabilities.stream")
+
+    def tokenize(self, text: str, context: BenchmarkContext) -> list[int] | None:
+        raise NotImplementedError(f"backend {self.name!r} does not declare capabilities.tokenize")
+
     def metrics_url(self, context: BenchmarkContext) -> str | None:
-        """The server's Prometheus endpoint for the benchmark's telemetry; None: it has none."""
-        return None
+        raise NotImplementedError(f"backend {self.name!r} does not declare capabilities.metrics")
+
+    def speculative(self) -> Any:
+        raise NotImplementedError(f"backend {self.name!r} does not declare capabilities.speculative")
+
+    def verify_config(self, proposal: ConfigProposal, model: str | None, hardware: HardwareReport,
+                      progress) -> Any:
+        raise NotImplementedError(f"backend {self.name!r} does not declare capabilities.verify_config")
+
+    def close(self, context: BenchmarkContext) -> None:
+        """Nothing beyond ``context.resources``, which the engine closes."""
 
 
-# The hooks the bridge answers for a backend, by the capability it needs (None: every backend).
-BRIDGED_HOOKS: dict[str, str | None] = {
-    "benchmark_backends": None,
-    "check_benchmark": None,
-    "run_benchmark": None,
-    "describe_backend": None,
-    "speculative_backend": "speculative",
-    "verify_config": "verify_config",
-}
-
-
-def bridged_hooks(backend: Backend) -> list[str]:
-    """The hook names the bridge answers on ``backend``'s behalf."""
-    return [hook for hook, needs in BRIDGED_HOOKS.items() if needs is None or callable(getattr(backend, needs, None))]
+# The methods a capability needs: a backend declaring one without its method is a load error.
+CAPABILITY_METHODS = {"stream": "stream", "tokenize": "tokenize", "metrics": "metrics_url",
+                      "speculative": "speculative", "verify_config": "verify_config"}
+LIFECYCLE_METHODS = ("check", "start", "describe", "generate", "close")
 
 
 @dataclass
@@ -141,9 +252,8 @@ class Registry:
         return [entry.backend for entry in self.entries.values()]
 
 
-BRIDGE = "velollm_core.contract.backend_bridge"
 _lock = threading.RLock()  # a backend's own hooks may ask the registry while it is being built
-_cache: tuple[tuple[int, ...], Registry] | None = None
+_cache: tuple[frozenset, Registry] | None = None
 
 
 def _check(backend: Any) -> str | None:
@@ -153,13 +263,19 @@ def _check(backend: Any) -> str | None:
         return f"{backend!r} has no name"
     options = getattr(backend, "Options", None)
     if not (isinstance(options, type) and issubclass(options, BackendOptions)):
-        return f"backend {backend.name!r}: Options must subclass velollm_core.api.BackendOptions"
-    for method in ("generate", "describe"):
+        return f"backend {name!r}: Options must subclass velollm_core.api.BackendOptions"
+    capabilities = getattr(backend, "capabilities", None)
+    if not isinstance(capabilities, Capabilities):
+        return f"backend {name!r}: capabilities must be a velollm_core.api.Capabilities"
+    for method in LIFECYCLE_METHODS:
         if not callable(getattr(backend, method, None)):
-            return f"backend {backend.name!r} has no {method}()"
+            return f"backend {name!r} has no {method}() (subclass velollm_core.api.BackendBase for the defaults)"
+    for capability, method in CAPABILITY_METHODS.items():
+        if getattr(capabilities, capability) and not callable(getattr(backend, method, None)):
+            return f"backend {name!r} declares capabilities.{capability} but has no {method}()"
     for option in getattr(backend, "cli_options", ()) or ():
         if option.name not in options.model_fields:
-            return f"backend {backend.name!r}: its flag {option.opts[0]} is no field of its Options"
+            return f"backend {name!r}: its flag {option.opts[0]} is no field of its Options"
     return None
 
 
@@ -185,29 +301,7 @@ def build_registry() -> Registry:
             call(register=register)
         except Exception as exc:  # noqa: BLE001 - one plugin's bug must not cost the others' backends
             plugins.record_error(plugin_name, f"register_backends: {plugins.describe_error(exc)}")
-    _claims_by_name(registry)
     return registry
-
-
-def _claims_by_name(registry: Registry) -> None:
-    """Plugins that claim a backend name through ``benchmark_backends`` that another already owns."""
-    from velollm_core.contract import plugins
-
-    owners = {name: entry.plugin for name, entry in registry.entries.items()}
-    for plugin_name, call in plugins.implementations("benchmark_backends"):
-        if plugin_name == BRIDGE:
-            continue  # it answers from the registry being built
-        try:
-            names = call()
-        except Exception as exc:  # noqa: BLE001 - a plugin's bug costs only its own claims
-            plugins.warn(f"plugin {plugin_name} failed in benchmark_backends: {plugins.describe_error(exc)}")
-            continue
-        for name in names or []:
-            if name in owners and owners[name] != plugin_name:
-                plugins.record_error(plugin_name, f"benchmark_backends: backend {name!r} is already "
-                                                  f"claimed by plugin {owners[name]}; the first one is kept")
-            else:
-                owners.setdefault(name, plugin_name)
 
 
 def registry() -> Registry:
@@ -230,16 +324,22 @@ def get(name: str | None) -> Backend | None:
     return registry().get(name)
 
 
+def doors(backend: Backend) -> list[str]:
+    """The design card's hooks the core answers for ``backend`` (``run_benchmark``, and
+    ``speculative_backend`` where it declares speculative decoding): what ``velollm plugins`` lists."""
+    return ["run_benchmark", *(["speculative_backend"] if backend.capabilities.speculative else [])]
+
+
 def describe_plugins() -> list[dict]:
-    """``plugins.describe_plugins()`` with each plugin's ``backends``, and among its ``hooks`` those the
-    core's bridge answers for them (``run_benchmark``, ...): what ``velollm plugins`` shows."""
+    """``plugins.describe_plugins()`` with each plugin's ``backends``, and among its ``hooks`` the doors
+    the core answers for them: what ``velollm plugins`` shows."""
     from velollm_core.contract import plugins
 
     listing = plugins.describe_plugins()
     current = registry()
     for item in listing:
         owned = current.owned_by(item["name"])
-        item["hooks"] = sorted({*item["hooks"], *(hook for backend in owned for hook in bridged_hooks(backend))})
+        item["hooks"] = sorted({*item["hooks"], *(hook for backend in owned for hook in doors(backend))})
         item["backends"] = [backend.name for backend in owned]
     return listing
 
@@ -319,7 +419,7 @@ def cli_flags(backends: list[Backend]) -> dict[str, tuple[click.Option, list[str
     """
     flags: dict[str, tuple[click.Option, list[str]]] = {}
     for backend in backends:
-        for option in getattr(backend, "cli_options", ()) or ():
+        for option in backend.cli_options:
             flags.setdefault(option.name, (option, []))[1].append(backend.name)
     return flags
 

@@ -15,3 +15,11 @@ class UserInputError(VeloError):
 
 class BackendError(VeloError):
     """A runtime (server) failed, was unreachable or answered something we cannot use."""
+
+
+class ServerGone(BackendError):
+    """The server is gone (it refuses connections): nothing more can be measured.
+
+    Raised by ``generate`` (or by the load generator for a stream that cannot connect), it ends the
+    load level and the benchmark at once, where any other ``BackendError`` is one failed request.
+    """

@@ -208,7 +208,7 @@ def call_each(hook_name: str, *, reraise: tuple[type[BaseException], ...] = (),
     The answers come back as pluggy's relay would return them (None left out). A plugin that raises
     costs only its own answer: ``on_error(plugin_name, exc)`` hears of it, by default a warning on
     stderr naming the plugin and the hook. ``reraise`` lists the exceptions that are a plugin's answer
-    rather than its bug (``check_benchmark`` refuses with ``UserInputError``).
+    rather than its bug (a refusal raised as ``UserInputError``).
     """
     return [result for _, result in call_each_named(hook_name, reraise=reraise, on_error=on_error, **kwargs)]
 

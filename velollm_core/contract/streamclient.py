@@ -1,4 +1,5 @@
-"""A small HTTP/1.1 client on asyncio streams, for the load generator's streamed POSTs only.
+"""Streamed generations for the load generator: what a backend hands over (``StreamCall``, its
+``Accumulator``, the one wording of a cut stream) and the small HTTP/1.1 client that runs them.
 
 Why not httpx's AsyncClient (which the rest of VeloLLM uses): measured here at 128-256 streams it spent
 ~0.12 ms of CPU per streamed chunk (h11 events, anyio timeouts, a pool scanned per request, an
@@ -16,11 +17,75 @@ import base64
 import json
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import urlencode, urlsplit
 
 from velollm_core import __version__
+from velollm_core.contract.errors import BackendError
+
+if TYPE_CHECKING:
+    from velollm_core.contract.schemas import GenerationTiming
+
+class Accumulator(Protocol):
+    """Turns one stream's events into a ``GenerationTiming``; a backend makes a new one per request.
+
+    Call order: the load generator reads the response and calls ``feed(event, arrived)`` once per
+    event, in arrival order (``event`` is one SSE ``data:`` line or one NDJSON line parsed as a JSON
+    object; ``arrived`` is ``time.perf_counter()`` when its network chunk arrived), until ``feed``
+    returns True or the body ends. Then ``finish(start, end)`` once (``start``: the request was sent;
+    ``end``: the last byte read), which returns the timing, or raises ``BackendError`` when what came is
+    incomplete (no final event). When the stream fails first (an error status, a timeout, a cut
+    connection) ``finish`` is not called. ``token_times`` is read after ``finish``: the arrival time
+    of every token-bearing event, for the tokens inside a level's measured window (leave it empty
+    where events carry no tokens: the level then counts output tokens from the timings).
+    """
+
+    token_times: list[float]
+
+    def feed(self, event: dict[str, Any], arrived: float) -> bool:
+        """Take one event in; True when the stream is complete. Raise ``BackendError`` on an error event."""
+        ...
+
+    def finish(self, start: float, end: float) -> GenerationTiming:
+        """The timing of the whole stream (``ttft_ms`` from ``start`` to the first token's arrival)."""
+        ...
+
+
+@dataclass
+class StreamCall:
+    """One streamed HTTP POST of a generation, as a backend's ``stream(request, context)`` describes it.
+
+    The load generator sends ``body`` as JSON to ``url`` (with ``headers``, basic ``auth`` and query
+    ``params``, as a ``--host user:pw@host/?q`` implies) and reads the answer as ``framing``: ``sse``
+    (``data:`` lines, ``[DONE]`` ends) or ``ndjson`` (one JSON object per line). ``server`` names the
+    server in messages ("llama-server at http://..."). ``status_error(status, body)`` turns a refused
+    request into the exception to record (default: "SERVER answered HTTP STATUS: BODY").
+    """
+
+    url: str
+    body: dict[str, Any]
+    accumulator: Accumulator
+    framing: Literal["sse", "ndjson"] = "sse"
+    server: str = "the server"
+    headers: dict[str, str] = field(default_factory=dict)
+    auth: tuple[str, str] | None = None
+    params: Any = None
+    status_error: Callable[[int, bytes], Exception] | None = None
+
+
+def stream_cut(server: str, tokens: int, detail: str | None = None) -> BackendError:
+    """The one wording of a stream whose connection broke before its end, with the tokens that arrived.
+
+    The load generator says it this way; a backend's own streaming path should too (raise what this
+    returns), so one fault reads the same in every run of a result file. ``detail`` is for a person
+    (the server's last words), never an exception's class name.
+    """
+    said = f": {detail}" if detail else ""
+    return BackendError(f"the stream from {server} was cut mid-way after {tokens} token(s){said}; "
+                        "did the server die?")
+
 
 MAX_HEADER_BYTES = 64 << 10
 READ_SIZE = 64 << 10

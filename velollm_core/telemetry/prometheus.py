@@ -1,12 +1,13 @@
-"""Server metrics: the Prometheus text exposition format, and what llama-server, vLLM and SGLang call things.
+"""Server metrics: the Prometheus text exposition format, read into the generic keys a backend maps.
 
 The format (https://prometheus.io/docs/instrumenting/exposition_formats/, version 0.0.4) is one sample
 per line: ``name{label="value",...} value [timestamp]``, with ``# HELP`` / ``# TYPE`` comments. We read
 it ourselves rather than depend on ``prometheus_client`` for one function: the grammar is a line, and
-the servers we read (llama-server, vLLM, SGLang) write plain samples.
+the servers we read write plain samples.
 
-``server_figures`` maps each server's names onto one vocabulary (``COUNTERS`` and ``GAUGES``), so the
-rest of VeloLLM asks for ``generated_tokens`` and never for ``llamacpp:tokens_predicted_total``.
+``server_figures`` maps a server's names onto the generic keys (``velollm_core.contract.metricnames``)
+through the ``MetricNames`` its backend declares (``Capabilities.metrics``), so the rest of VeloLLM
+asks for ``generated_tokens`` and never for a server's own name; the names live in the backends' plugins.
 """
 
 from __future__ import annotations
@@ -14,46 +15,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-# Counters: a run's figure is the difference between two scrapes. Each canonical name lists the
-# names servers use for it; the first one present wins. Names from llama.cpp's
-# tools/server/server-task.cpp (to_metrics), vLLM's docs/design/metrics.md and SGLang's
-# production_metrics page.
-COUNTERS: dict[str, tuple[str, ...]] = {
-    "prompt_tokens": ("llamacpp:prompt_tokens_total", "vllm:prompt_tokens_total", "sglang:prompt_tokens_total"),
-    "prompt_tokens_cached": ("llamacpp:prompt_tokens_cached_total", "vllm:prefix_cache_hits_total",
-                             "sglang:cached_tokens_total"),
-    "prompt_seconds": ("llamacpp:prompt_seconds_total",),
-    "generated_tokens": ("llamacpp:tokens_predicted_total", "vllm:generation_tokens_total",
-                         "sglang:generation_tokens_total"),
-    "generation_seconds": ("llamacpp:tokens_predicted_seconds_total",),
-    "decode_calls": ("llamacpp:n_decode_total",),
-    "requests": ("vllm:request_success_total", "sglang:num_requests_total"),
-    "preemptions": ("vllm:num_preemptions_total",),
-    "drafts": ("llamacpp:spec_decode_num_drafts_total", "vllm:spec_decode_num_drafts_total"),
-    "draft_tokens": ("llamacpp:spec_decode_num_draft_tokens_total", "vllm:spec_decode_num_draft_tokens_total"),
-    "accepted_tokens": ("llamacpp:spec_decode_num_accepted_tokens_total",
-                        "vllm:spec_decode_num_accepted_tokens_total"),
-}
-# Counters with one series per draft position (label ``position``).
-ACCEPTED_PER_POSITION = ("llamacpp:spec_decode_num_accepted_tokens_per_pos_total",
-                         "vllm:spec_decode_num_accepted_tokens_per_pos_total")
+from velollm_core.contract.metricnames import COUNTER_KEYS, GAUGE_KEYS, RATIO_GAUGE_KEYS, MetricNames
 
-# Gauges: read while the load runs (mean and peak over a level). "ratio" gauges are 0..1 fractions
-# (vLLM's *_perc too, despite the name), taken as the largest over label sets; the others are summed
-# (requests running on two engines add up).
-GAUGES: dict[str, tuple[str, ...]] = {
-    "requests_running": ("llamacpp:requests_processing", "vllm:num_requests_running", "sglang:num_running_reqs"),
-    "requests_waiting": ("llamacpp:requests_deferred", "vllm:num_requests_waiting", "sglang:num_queue_reqs"),
-    "kv_cache_usage": ("llamacpp:kv_cache_usage_ratio", "vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc",
-                       "sglang:token_usage"),
-    "generation_tokens_per_s": ("llamacpp:predicted_tokens_seconds", "sglang:gen_throughput"),
-    "prompt_tokens_per_s": ("llamacpp:prompt_tokens_seconds",),
-    "busy_slots_per_decode": ("llamacpp:n_busy_slots_per_decode",),
-    "longest_sequence_tokens": ("llamacpp:n_tokens_max", "llamacpp:n_past_max"),
-    "spec_accept_length": ("sglang:spec_accept_length",),
-}
-RATIO_GAUGES = {"kv_cache_usage"}
-FLAVORS = {"llamacpp": "llama.cpp", "vllm": "vLLM", "sglang": "SGLang"}
+__all__ = ["COUNTER_KEYS", "GAUGE_KEYS", "Exposition", "MetricsFormatError", "Sample", "ServerFigures",
+           "counter_deltas", "parse", "position_deltas", "server_figures"]
 
 
 class MetricsFormatError(ValueError):
@@ -80,12 +45,12 @@ class Exposition:
     def values(self, name: str) -> list[Sample]:
         return [sample for sample in self.samples if sample.name == name]
 
-    def flavor(self) -> str | None:
-        """Which server wrote it, from its metric names' prefix: "llama.cpp", "vLLM", "SGLang" or None."""
+    def flavor(self, flavors: dict[str, str]) -> str | None:
+        """Which server wrote it, from its metric names' prefix (``MetricNames.flavors``), or None."""
         for sample in self.samples:
             prefix = sample.name.split(":", 1)[0]
-            if prefix in FLAVORS:
-                return FLAVORS[prefix]
+            if prefix in flavors:
+                return flavors[prefix]
         return None
 
 
@@ -172,20 +137,20 @@ class ServerFigures:
     accepted_per_position: dict[int, float]
 
 
-def server_figures(exposition: Exposition) -> ServerFigures:
-    """The figures of ``COUNTERS`` and ``GAUGES`` that this scrape holds (absent names are left out)."""
-    counters = {key: v for key, names in COUNTERS.items() if (v := _total(exposition, names)) is not None}
-    gauges = {key: v for key, names in GAUGES.items()
-              if (v := _total(exposition, names, largest=key in RATIO_GAUGES)) is not None}
+def server_figures(exposition: Exposition, names: MetricNames) -> ServerFigures:
+    """The generic counters and gauges this scrape holds, by ``names`` (absent ones are left out)."""
+    counters = {key: v for key, options in names.counters.items() if (v := _total(exposition, options)) is not None}
+    gauges = {key: v for key, options in names.gauges.items()
+              if (v := _total(exposition, options, largest=key in RATIO_GAUGE_KEYS)) is not None}
     per_position: dict[int, float] = {}
-    for name in ACCEPTED_PER_POSITION:
+    for name in names.accepted_per_position:
         for sample in exposition.values(name):
             position = sample.label("position")
             if position is not None and position.isdigit():
                 per_position[int(position)] = per_position.get(int(position), 0.0) + sample.value
         if per_position:
             break
-    return ServerFigures(exposition.flavor(), counters, gauges, per_position)
+    return ServerFigures(exposition.flavor(dict(names.flavors)), counters, gauges, per_position)
 
 
 def counter_deltas(before: ServerFigures, after: ServerFigures) -> dict[str, float]:

@@ -1,6 +1,7 @@
 """One benchmark's telemetry: the server's own counters and the hardware's sensors, per load level.
 
-The engine makes one ``TelemetrySession(metrics_url, sources)``, calls ``start()`` once the server is
+The engine makes one ``TelemetrySession(metrics_url, sources, names=...)`` (``names``: the backend's
+declared ``Capabilities.metrics``), calls ``start()`` once the server is
 up, ``begin_level(key)`` where a level's clock starts (after its warm-up), ``end_level(key, runs=...)``
 when its last request ended, and ``finish()`` at the end; ``finish()``'s dict is the result's
 ``telemetry``. Two daemon threads sample while the load runs: the hardware at ``sample_hz`` (10) and
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from velollm_core.contract.metricnames import MetricNames
 from velollm_core.contract.telemetry import DeviceReading, SensorUnavailable, TelemetrySource
 from velollm_core.telemetry import prometheus
 from velollm_core.telemetry.sampler import BoundedSeries, PeriodicSampler
@@ -157,12 +159,16 @@ class TelemetrySession:
     """See the module docstring. ``sources`` default to every plugin's ``telemetry_sources()``."""
 
     def __init__(self, metrics_url: str | None, sources: list[TelemetrySource] | None = None, *,
+                 names: MetricNames | None = None,
                  sample_hz: float = 10.0, server_hz: float = 1.0, series_limit: int = 512,
                  warn: Callable[[str], None] | None = _stderr_warn,
                  http_get: Callable[[str], str] | None = None) -> None:
         from velollm_core.contract.urls import redact_url
 
-        self.metrics_url = metrics_url
+        # The server's metric names as its backend declares them; None: it declares none, so the
+        # server is not scraped and nothing is said about it on the console.
+        self.names = names
+        self.metrics_url = metrics_url if names is not None else None
         self.shown_url = redact_url(metrics_url) if metrics_url else None
         self.sources = sources
         self.sample_hz, self.server_hz = sample_hz, server_hz
@@ -226,12 +232,14 @@ class TelemetrySession:
             self._say("no hardware sensor is readable: power, energy and tokens per joule are unknown", show=False)
             names = ", ".join(name for name, _ in unavailable)
             self.warn(f"no power sensor readable{f' ({names})' if names else ''}: energy and tok/J unknown")
-        if self.metrics_url is None:
+        if self.names is None:
+            self.server_why = "the backend declares no server metrics"
+        elif self.metrics_url is None:
             self.server_why = "the backend exposes no Prometheus metrics endpoint"
         else:
             self._scrape(first=True)
         if self.server_why:
-            self._say(f"server metrics: {self.server_why}")
+            self._say(f"server metrics: {self.server_why}", show=self.names is not None)
         if self._open:
             self._samplers.append(PeriodicSampler(self._sample_hardware, 1.0 / self.sample_hz, "hardware"))
         if self.server_why is None and self.server_hz > 0:
@@ -303,9 +311,9 @@ class TelemetrySession:
                     del device.raw[:-1]
 
     def _scrape(self, first: bool = False) -> prometheus.ServerFigures | None:
-        assert self.metrics_url is not None
+        assert self.metrics_url is not None and self.names is not None
         try:
-            figures = prometheus.server_figures(prometheus.parse(self.http_get(self.metrics_url)))
+            figures = prometheus.server_figures(prometheus.parse(self.http_get(self.metrics_url)), self.names)
         except Exception as exc:  # noqa: BLE001 - any failure of the endpoint: said, and the run goes on
             why = str(exc) if isinstance(exc, (ScrapeFailed, prometheus.MetricsFormatError)) else (
                 f"{type(exc).__name__} reading {self.shown_url}")
@@ -318,10 +326,12 @@ class TelemetrySession:
         if first:
             self.flavor = figures.flavor
             if not figures.counters and not figures.gauges:
-                self.server_why = f"{self.shown_url} answers, but with none of the llama.cpp, vLLM or SGLang metrics"
+                servers = list(dict.fromkeys(self.names.flavors.values())) or ["declared"]
+                listed = ", ".join(servers[:-1]) + " or " + servers[-1] if len(servers) > 1 else servers[0]
+                self.server_why = f"{self.shown_url} answers, but with none of the {listed} metrics"
         now = time.perf_counter()
         with self._lock:
-            self._server_series.add({"t": now - self._t0, **{k: figures.gauges.get(k) for k in prometheus.GAUGES}})
+            self._server_series.add({"t": now - self._t0, **{k: figures.gauges.get(k) for k in prometheus.GAUGE_KEYS}})
             if self._level is not None:
                 for key, value in figures.gauges.items():
                     self._level["gauges"].setdefault(key, []).append(value)

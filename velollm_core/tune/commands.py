@@ -139,13 +139,17 @@ def _interactive() -> bool:
 
 
 def _verify_by_plugin(proposal: ConfigProposal, model: str, hardware: HardwareReport, report_path: Path) -> bool:
-    """A runtime VeloLLM starts itself (llama-server) is verified by its plugin: defaults, proposal and
-    each change measured interleaved (``verify_config``); False when no plugin does that for it."""
+    """A runtime VeloLLM starts itself (llama-server) is verified by its backend: defaults, proposal and
+    each change measured interleaved (``Backend.verify_config``, where the backend declares it); False
+    when its backend does not."""
+    from velollm_core.contract import backends
     from velollm_core.contract.files import atomic_write_json
-    from velollm_core.contract.plugins import hook
 
-    report = hook().verify_config(proposal=proposal, model=model, hardware=hardware,
-                                  progress=lambda line: click.echo(line, err=True))
+    backend = backends.get(proposal.runtime)
+    if backend is None or not backend.capabilities.verify_config:
+        return False
+    report = backend.verify_config(proposal=proposal, model=model, hardware=hardware,
+                                   progress=lambda line: click.echo(line, err=True))
     if report is None:
         return False
     from velollm_core.contract.output import stdout_console

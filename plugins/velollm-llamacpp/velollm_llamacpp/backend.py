@@ -13,6 +13,7 @@ from velollm_core.api import (
     BackendError,
     BackendInfo,
     BenchmarkContext,
+    Capabilities,
     ConfigProposal,
     Deadlines,
     GenerationRequest,
@@ -24,6 +25,7 @@ from velollm_core.api import (
     plain_request,
     split_server_url,
 )
+from velollm_llamacpp.metrics import LLAMACPP_METRICS
 from velollm_llamacpp.options import OPTION_FLAGS, LlamaCppOptions
 
 BACKEND = "llamacpp"
@@ -194,24 +196,33 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB"
 
 
+_LONGEST_KEY = "longest_request_tokens"
+
+
 def check(context: BenchmarkContext, requests: list[GenerationRequest]) -> None:
-    """Refuse, before a server starts, what it could not hold: context, slots, memory."""
-    longest = max((r.max_tokens for r in requests), default=0)
-    if context.host:
-        url = base_url(context)  # --host without its secrets, for the messages below
-        props = _get(context, join_url(url, "props")).json()
-        slots = props.get("total_slots")
-        n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx")
-        if isinstance(slots, int) and context.parallel > slots:
-            raise UserInputError(
-                f"--concurrency {context.parallel} is more than the {slots} slot(s) of the llama-server at "
-                f"{url}: extra streams would wait in its queue; restart it with --parallel "
-                f"{context.parallel} or lower --concurrency")
-        if isinstance(n_ctx, int) and longest > n_ctx:
-            raise UserInputError(f"--max-tokens {longest} does not fit the {n_ctx}-token context of each slot "
-                                 f"of the llama-server at {url}")
-        return
-    _check_started(context, longest)
+    """Refuse, before a server starts, what it could not hold: context, slots, memory (no network:
+    a server attached to with --host is checked by ``check_attached`` once it answers)."""
+    # A slot holds the prompt and the answer: a workload says its prompt size, a suite's is small.
+    longest = max(((r.prompt_tokens_target or 0) + r.max_tokens for r in requests), default=0)
+    context.state[_LONGEST_KEY] = longest
+    if not context.host:
+        _check_started(context, longest)
+
+
+def check_attached(context: BenchmarkContext, url: str) -> None:
+    """Refuse what the attached llama-server's slots cannot hold, from its /props."""
+    longest = context.state.get(_LONGEST_KEY, 0)
+    props = _get(context, join_url(url, "props")).json()
+    slots = props.get("total_slots")
+    n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx")
+    if isinstance(slots, int) and context.parallel > slots:
+        raise UserInputError(
+            f"--concurrency {context.parallel} is more than the {slots} slot(s) of the llama-server at "
+            f"{url}: extra streams would wait in its queue; restart it with --parallel "
+            f"{context.parallel} or lower --concurrency")
+    if isinstance(n_ctx, int) and longest > n_ctx:
+        raise UserInputError(f"--max-tokens {longest} does not fit the {n_ctx}-token context of each slot "
+                             f"of the llama-server at {url}")
 
 
 def _check_started(context: BenchmarkContext, longest: int) -> None:
@@ -252,11 +263,12 @@ def _check_started(context: BenchmarkContext, longest: int) -> None:
 
 
 def base_url(context: BenchmarkContext) -> str:
-    """The server of this benchmark, started (once) or attached to."""
-    url = context.state.get("url")
-    if url is None:
-        url = _attach(context) if context.host else _start(context)
-        context.state["url"] = url
+    """The server of this benchmark, started (once) or attached to (``LlamaCppBackend.start``)."""
+    with context.lock:
+        url = context.state.get("url")
+        if url is None:
+            url = _attach(context) if context.host else _start(context)
+            context.state["url"] = url
     return url
 
 
@@ -275,7 +287,7 @@ def run_generation(request: GenerationRequest, context: BenchmarkContext) -> Gen
         raise
 
 
-def stream_request(request: GenerationRequest, context: BenchmarkContext):
+def stream_call(request: GenerationRequest, context: BenchmarkContext):
     """The generation as a StreamCall for the core's asyncio load generator (same body and parser)."""
     from velollm_core.api import StreamCall
     from velollm_llamacpp.client import CompletionStream, completion_body, status_error
@@ -330,9 +342,17 @@ class LlamaCppBackend(BackendBase):
 
     name = BACKEND
     Options = LlamaCppOptions
+    capabilities = Capabilities(stream=True, tokenize=True, ignore_eos=True, metrics=LLAMACPP_METRICS,
+                                speculative=True, verify_config=True)
 
     def check(self, context: BenchmarkContext, requests: list[GenerationRequest]) -> None:
         check(context, requests)
+
+    def start(self, context: BenchmarkContext) -> None:
+        """Start llama-server (or attach to --host's and check its slots); it stops with ``context.resources``."""
+        url = base_url(context)
+        if context.host:
+            check_attached(context, url)
 
     def generate(self, request: GenerationRequest, context: BenchmarkContext) -> GenerationTiming:
         return run_generation(request, context)
@@ -344,8 +364,8 @@ class LlamaCppBackend(BackendBase):
         """llama-server's Prometheus endpoint (on for a server we start; --metrics for one attached to)."""
         return join_url(base_url(context), "metrics")
 
-    def stream_request(self, request: GenerationRequest, context: BenchmarkContext):
-        return stream_request(request, context)
+    def stream(self, request: GenerationRequest, context: BenchmarkContext):
+        return stream_call(request, context)
 
     def tokenize(self, text: str, context: BenchmarkContext) -> list[int] | None:
         return tokenize(text, context)

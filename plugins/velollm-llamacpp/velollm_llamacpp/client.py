@@ -14,6 +14,7 @@ from velollm_core.api import (
     GenerationRequest,
     GenerationTiming,
     RequestWatch,
+    stream_cut,
     stream_event,
 )
 
@@ -137,10 +138,8 @@ def stream_completion(client, base_url: str, request: GenerationRequest,
                 if stream.feed(event, arrived):
                     break
     except httpx.TransportError as exc:
-        raise watch.error(exc) or BackendError(
-            f"lost the connection to llama-server at {base_url} mid-stream "
-            f"({type(exc).__name__}: {exc or 'no detail'}); did the server die?"
-        ) from None
+        raise watch.error(exc) or stream_cut(f"llama-server at {base_url}", len(stream.token_times),
+                                             str(exc) or None) from None
     end = time.perf_counter()
     if stream.final is None:
         raise BackendError(f"llama-server at {base_url} ended the stream without its final event")

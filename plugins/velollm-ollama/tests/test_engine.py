@@ -27,11 +27,11 @@ def velollm(capsys):
     return run
 
 
-def test_stream_request_shares_the_body_and_the_parser(fake_ollama):
+def test_stream_shares_the_body_and_the_parser(fake_ollama):
     context = BenchmarkContext(backend="ollama", model="tiny", host=fake_ollama.url)
     request = GenerationRequest(benchmark="w", prompt="hello " * 8, max_tokens=4, raw=True, ignore_eos=True)
     with context.resources:
-        call = OllamaBackend().stream_request(request, context)
+        call = OllamaBackend().stream(request, context)
         error = call.status_error(404, b'{"error": "model \'tiny\' not found"}')
     assert "not installed" in str(error) and "Installed: llama3.2:1b, tiny:latest" in str(error)
     assert call.framing == "ndjson" and call.url == f"{fake_ollama.url}/api/generate"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from velollm_ollama.backend import OllamaBackend
 from velollm_ollama.client import OllamaClient, default_base_url
+from velollm_testkit.plugin import BackendCalls
 
 from velollm_core.contract.errors import UserInputError, VeloError
 from velollm_core.contract.schemas import BenchmarkContext, GenerationRequest
-from velollm_core.testing import backend_hooks
 
-plugin = backend_hooks(OllamaBackend())  # the hooks the core's bridge answers for this backend
+plugin = BackendCalls(OllamaBackend())  # called as the engine calls it
 
 pytestmark = pytest.mark.ollama_live
 
@@ -41,9 +41,9 @@ def test_generation_timing(live):
     context = BenchmarkContext(backend="ollama", model=model, host=client.base_url)
     request = GenerationRequest(benchmark="live", prompt="Count from 1 to 20.", max_tokens=16)
     with context.resources:
-        plugin.run_benchmark(backend="ollama", request=request, context=context)  # loads the model
-        timing = plugin.run_benchmark(backend="ollama", request=request, context=context)
-        info = plugin.describe_backend(backend="ollama", context=context)
+        plugin.generate(request, context)  # loads the model
+        timing = plugin.generate(request, context)
+        info = plugin.describe(context)
     assert timing.completion_tokens and timing.completion_tokens <= 16
     assert timing.ttft_ms > 0 and timing.total_ms >= timing.ttft_ms
     assert timing.decode_tokens_per_s > 0
@@ -88,7 +88,7 @@ def test_prompt_rate_on_evaluated_tokens(live):
     context = BenchmarkContext(backend="ollama", model=model, host=client.base_url)
     request = GenerationRequest(benchmark="live", prompt="Name three colours.", max_tokens=4)
     with context.resources:
-        timings = [plugin.run_benchmark(backend="ollama", request=request, context=context) for _ in range(2)]
+        timings = [plugin.generate(request, context) for _ in range(2)]
     for timing in timings:
         method = timing.extra["prompt_rate_method"]
         if has(version, "prompt_count_includes_cache"):

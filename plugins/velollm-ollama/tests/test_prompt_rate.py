@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 from velollm_ollama.backend import OllamaBackend
 from velollm_ollama.runner import PROMPT_RATE_METHODS, PromptLedger, measure_stream
+from velollm_testkit.plugin import BackendCalls
 
 from velollm_core.contract.schemas import BenchmarkContext, GenerationRequest
-from velollm_core.testing import backend_hooks
 
-plugin = backend_hooks(OllamaBackend())
+plugin = BackendCalls(OllamaBackend())
 PROMPT = "Why is the sky blue?"
 
 
@@ -18,7 +18,7 @@ def runs(fake, n: int = 3, **request_fields):
     context = BenchmarkContext(backend="ollama", model="tiny", host=fake.url)
     request = GenerationRequest(benchmark="short", prompt=PROMPT, max_tokens=4, **request_fields)
     with context.resources:
-        return [plugin.run_benchmark(backend="ollama", request=request, context=context) for _ in range(n)]
+        return [plugin.generate(request, context) for _ in range(n)]
 
 
 def test_current_ollama_counts_the_cached_header_and_the_rate_leaves_it_out(fake_ollama):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from velollm_ollama.backend import OllamaBackend
 from velollm_ollama.runner import build_body, mark_prompt_cache_hit, measure_stream, split_options
+from velollm_testkit.plugin import BackendCalls
 
 from velollm_core.contract.errors import BackendError, UserInputError
 from velollm_core.contract.schemas import BenchmarkContext, GenerationRequest
-from velollm_core.testing import backend_hooks
 
-plugin = backend_hooks(OllamaBackend())  # the hooks the core's bridge answers for this backend
+plugin = BackendCalls(OllamaBackend())  # called as the engine calls it
 
 
 def request(max_tokens: int = 8, **options) -> GenerationRequest:
@@ -21,21 +21,14 @@ def request(max_tokens: int = 8, **options) -> GenerationRequest:
 def run(fake, model: str = "tiny", max_tokens: int = 8, context: BenchmarkContext | None = None, **options):
     context = context or BenchmarkContext(backend="ollama", model=model, host=fake.url, options=options)
     with context.resources:
-        return plugin.run_benchmark(backend="ollama", request=request(max_tokens), context=context)
-
-
-def test_other_backends_are_not_answered():
-    context = BenchmarkContext(backend="llamacpp", model="m")
-    assert plugin.run_benchmark(backend="llamacpp", request=request(), context=context) is None
-    assert plugin.describe_backend(backend="llamacpp", context=context) is None
-    assert plugin.benchmark_backends() == ["ollama"]
+        return plugin.generate(request(max_tokens), context)
 
 
 def test_timing_contract(fake_ollama):
     context = BenchmarkContext(backend="ollama", model="tiny", host=fake_ollama.url)
     with context.resources:  # the first run tells the second what the server caches
-        plugin.run_benchmark(backend="ollama", request=request(8), context=context)
-        timing = plugin.run_benchmark(backend="ollama", request=request(8), context=context)
+        plugin.generate(request(8), context)
+        timing = plugin.generate(request(8), context)
     # Runtime's own numbers, from nanosecond durations.
     final_eval_ns = 7 * int(fake_ollama.token_delay * 1e9)
     assert timing.completion_tokens == 8
@@ -163,9 +156,9 @@ def test_read_timeout(fake_ollama):
 def test_client_is_shared_and_closed_by_the_core(fake_ollama):
     context = BenchmarkContext(backend="ollama", model="tiny", host=fake_ollama.url)
     with context.resources:
-        plugin.run_benchmark(backend="ollama", request=request(2), context=context)
+        plugin.generate(request(2), context)
         client = context.state["ollama_client"]
-        plugin.run_benchmark(backend="ollama", request=request(2), context=context)
+        plugin.generate(request(2), context)
         assert context.state["ollama_client"] is client
     assert client._http.is_closed
 
@@ -175,18 +168,18 @@ def test_concurrent_runs(fake_ollama):
 
     context = BenchmarkContext(backend="ollama", model="tiny", host=fake_ollama.url, parallel=4)
     with context.resources, ThreadPoolExecutor(4) as pool:
-        timings = list(pool.map(lambda _: plugin.run_benchmark(backend="ollama", request=request(4),
-                                                                 context=context), range(4)))
+        timings = list(pool.map(lambda _: plugin.generate(request(4), context), range(4)))
     assert [t.completion_tokens for t in timings] == [4, 4, 4, 4]
 
 
-def test_through_the_plugin_manager(fake_ollama):
-    from velollm_core.contract.plugins import hook
+def test_through_the_registry(fake_ollama):
+    from velollm_core.contract import backends
 
+    registered = BackendCalls(backends.get("ollama"))
     context = BenchmarkContext(backend="ollama", model="tiny", host=fake_ollama.url)
     with context.resources:
-        timing = hook().run_benchmark(backend="ollama", request=request(3), context=context)
-        info = hook().describe_backend(backend="ollama", context=context)
+        timing = registered.generate(request(3), context)
+        info = registered.describe(context)
     assert timing.completion_tokens == 3
     assert info.name == "ollama"
 
@@ -194,7 +187,7 @@ def test_through_the_plugin_manager(fake_ollama):
 def test_describe_backend_records_model_facts(fake_ollama, isolated_ollama):
     context = BenchmarkContext(backend="ollama", model="tiny", host=fake_ollama.url, options={"num_ctx": 4096})
     with context.resources:
-        info = plugin.describe_backend(backend="ollama", context=context)
+        info = plugin.describe(context)
     data = info.model_dump()
     assert data["version"] == fake_ollama.version
     assert data["host"] == fake_ollama.url
@@ -207,13 +200,13 @@ def test_describe_backend_records_model_facts(fake_ollama, isolated_ollama):
     assert model["block_count"] == 16 and model["head_count_kv"] == 8 and model["context_length"] == 131072
     assert model["size_vram_bytes"] == 1_900_000_000 and model["gpu_fraction"] == 1.0
     assert model["loaded_context_length"] == 4096
-    assert "warnings" not in data
+    assert data["warnings"] == []  # BackendInfo.warnings is declared: empty, not absent
 
 
 def test_describe_backend_survives_failing_endpoints(fake_ollama, isolated_ollama):
     context = BenchmarkContext(backend="ollama", model="unknown-model", host=fake_ollama.url)
     with context.resources:
-        info = plugin.describe_backend(backend="ollama", context=context)
+        info = plugin.describe(context)
     assert info.version == fake_ollama.version
     assert info.model.name == "unknown-model"
     assert any("/api/show" in w for w in info.warnings)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from velollm_core.api import (
     BackendInfo,
     BackendOptions,
     BenchmarkContext,
+    Capabilities,
     ConfigDict,
     Deadlines,
     Field,
@@ -56,15 +56,15 @@ def deadlines_of(settings: OllamaOptions | None) -> Deadlines:
 
 
 _CLIENT_KEY = "ollama_client"
-_client_lock = threading.Lock()
 
 
 def client_for(context: BenchmarkContext):
-    """The benchmark's OllamaClient: made once (concurrent runs share it), closed by the core."""
+    """The benchmark's OllamaClient: made once (``OllamaBackend.start``; concurrent runs share it),
+    closed by the core."""
     client = context.state.get(_CLIENT_KEY)
     if client is not None:
         return client
-    with _client_lock:
+    with context.lock:
         client = context.state.get(_CLIENT_KEY)
         if client is None:
             from velollm_ollama.client import OllamaClient
@@ -186,10 +186,20 @@ def describe(context: BenchmarkContext) -> BackendInfo:
 
 
 class OllamaBackend(BackendBase):
-    """A running Ollama server (--host, default its own address): one /api/generate stream per run."""
+    """A running Ollama server (--host, default its own address): one /api/generate stream per run.
+
+    Ollama has no tokenizer endpoint (the engine calibrates prompt sizes from the reported prompt
+    counts) and no way to generate past the end-of-sequence token (with ``ignore_eos`` the answer may
+    stop early: the engine flags the short output).
+    """
 
     name = BACKEND
     Options = OllamaOptions
+    capabilities = Capabilities(stream=True)
+
+    def start(self, context: BenchmarkContext) -> None:
+        """The client of this benchmark (no request yet: Ollama loads the model on the first generation)."""
+        client_for(context)
 
     def generate(self, request: GenerationRequest, context: BenchmarkContext) -> GenerationTiming:
         from velollm_ollama.runner import run_generation
@@ -200,14 +210,9 @@ class OllamaBackend(BackendBase):
     def describe(self, context: BenchmarkContext) -> BackendInfo:
         return describe(context)
 
-    def stream_request(self, request: GenerationRequest, context: BenchmarkContext):
+    def stream(self, request: GenerationRequest, context: BenchmarkContext):
         """The generation as an NDJSON StreamCall for the core's asyncio load generator: the body and
-        the accumulator of the sync path (``runner.prepare``), so Ollama's stream has one parser.
-
-        Ollama has no tokenizer endpoint (``tokenize`` stays None: the engine calibrates from the
-        reported prompt counts) and no way to generate past the end-of-sequence token: with
-        ``ignore_eos`` the answer may stop early, and the engine flags the short output.
-        """
+        the accumulator of the sync path (``runner.prepare``), so Ollama's stream has one parser."""
         from velollm_core.api import StreamCall
         from velollm_ollama.runner import prepare
 

@@ -119,7 +119,7 @@ class StreamAccumulator:
     """One ``/api/generate`` stream taken in chunk by chunk: ``feed`` each parsed NDJSON line with its
     arrival time until it returns True (the final ``done`` chunk), then ``finish``.
 
-    The sync path (``measure_stream``) and the core's asyncio load generator (``stream_request``)
+    The sync path (``measure_stream``) and the core's asyncio load generator (``OllamaBackend.stream``)
     both use it, so Ollama's stream has one parser. ``ledger`` (a ``PromptLedger``) corrects the
     prompt count of servers that count cached tokens; without one the reported counts are used.
     Each Ollama chunk carries one token, so the client's decode rate is (token chunks - 1) over the

@@ -104,10 +104,10 @@ def test_chat_endpoint_with_concurrency(llama_server_url, tmp_path):
     assert [r["concurrency"] for r in data["runs"]] == [1, 4, 4, 4, 4]
     assert {r["extra"]["endpoint"] for r in data["runs"]} == {"chat"}
     assert all(r["completion_tokens"] > 0 and r["ttft_ms"] > 0 for r in data["runs"])
-    level = data["concurrency"]["4"]["short_completion"]
-    assert level["aggregate_decode_tokens_per_s"]["median"] > 0 and level["requests_per_s"]["median"] > 0
+    level = next(lv for lv in data["levels"] if lv["key"] == "c4" and lv["workload"] == "short_completion")
+    assert level["output_throughput"] > 0 and level["request_throughput"] > 0
     for metric in ("ttft_ms", "tpot_ms", "itl_ms"):
-        assert level[f"{metric}_p99"] >= level[f"{metric}_p90"] >= level[f"{metric}_p50"] > 0
+        assert level[metric]["p99"] >= level[metric]["p90"] >= level[metric]["median"] > 0
 
 
 def test_unknown_model_lists_what_the_server_offers(llama_server_url, gemma):

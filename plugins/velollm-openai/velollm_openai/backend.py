@@ -4,7 +4,6 @@ serves, stream one generation per call, or describe it as a StreamCall for the c
 from __future__ import annotations
 
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -18,6 +17,7 @@ from velollm_core.api import (
     BackendInfo,
     BackendOptions,
     BenchmarkContext,
+    Capabilities,
     Deadlines,
     Field,
     GenerationRequest,
@@ -27,6 +27,7 @@ from velollm_core.api import (
     UserInputError,
 )
 from velollm_openai.client import OpenAIServer, StreamOptionsRejected
+from velollm_openai.metrics import OPENAI_SERVER_METRICS
 from velollm_openai.timing import OpenAIStream, StreamRecord, timing_from_stream
 
 BACKEND = "openai"
@@ -95,12 +96,16 @@ def _match_model(wanted: str, models: list[dict[str, Any]], server: OpenAIServer
     )
 
 
-def _open_session(context: BenchmarkContext) -> Session:
+def _server_needed(context: BenchmarkContext) -> None:
     if not context.host:
         raise UserInputError(
             "the openai backend attaches to a running server: pass --host URL "
             "(e.g. --host http://127.0.0.1:8000)"
         )
+
+
+def _open_session(context: BenchmarkContext) -> Session:
+    _server_needed(context)
     settings: OpenAIOptions = context.settings
     server = OpenAIServer(
         context.host,
@@ -124,9 +129,8 @@ def _open_session(context: BenchmarkContext) -> Session:
 
 
 def session(context: BenchmarkContext) -> Session:
-    """This benchmark's Session, opened once even when the first runs start on many threads."""
-    lock = context.state.setdefault(f"{_STATE_KEY}_lock", threading.Lock())
-    with lock:
+    """This benchmark's Session, opened once (``OpenAIBackend.start``) even when calls come from many threads."""
+    with context.lock:
         current = context.state.get(_STATE_KEY)
         if current is None:
             current = context.state[_STATE_KEY] = _open_session(context)
@@ -170,7 +174,7 @@ def _endpoint(sess: Session, request: GenerationRequest) -> str:
     return "completions" if request.raw else sess.endpoint
 
 
-def stream_request(request: GenerationRequest, context: BenchmarkContext) -> StreamCall:
+def stream_call(request: GenerationRequest, context: BenchmarkContext) -> StreamCall:
     """The generation as a StreamCall for the core's asyncio load generator (same body, same parser)."""
     sess = session(context)
     endpoint = _endpoint(sess, request)
@@ -187,7 +191,8 @@ def tokenize(text: str, context: BenchmarkContext) -> list[int] | None:
 def _stream(sess: Session, path: str, request: GenerationRequest) -> StreamRecord:
     """One streamed request, every event taken into a StreamRecord."""
     record = StreamRecord(start=time.perf_counter())
-    for arrived, event in sess.server.stream(path, request_body(request, sess)):
+    for arrived, event in sess.server.stream(path, request_body(request, sess),
+                                             tokens_arrived=lambda: len(record.chunk_times)):
         record.observe(arrived, event)
     return record
 
@@ -238,10 +243,22 @@ class OpenAIBackend(BackendBase):
 
     name = BACKEND
     Options = OpenAIOptions
+    # ignore_eos: sent, and honoured by vLLM, SGLang and llama-server; a server that ignores it answers
+    # naturally and the engine flags each shorter answer.
+    capabilities = Capabilities(stream=True, tokenize=True, ignore_eos=True, metrics=OPENAI_SERVER_METRICS)
     cli_options = (
         click.Option(["--api-key-env"], metavar="VAR", help="Env variable holding the API key (openai backend)."),
         click.Option(["--endpoint"], type=click.Choice(list(ENDPOINTS)), help="openai backend: API endpoint."),
     )
+
+    def check(self, context: BenchmarkContext, requests: list[GenerationRequest]) -> None:
+        """It attaches to a running server: refuse a missing --host or API key before anything else."""
+        _server_needed(context)
+        _api_key(context.settings)
+
+    def start(self, context: BenchmarkContext) -> None:
+        """Connect: list the server's models and match --model among them."""
+        session(context)
 
     def generate(self, request: GenerationRequest, context: BenchmarkContext) -> GenerationTiming:
         return run_generation(request, context)
@@ -249,8 +266,8 @@ class OpenAIBackend(BackendBase):
     def describe(self, context: BenchmarkContext) -> BackendInfo:
         return describe(context)
 
-    def stream_request(self, request: GenerationRequest, context: BenchmarkContext) -> StreamCall:
-        return stream_request(request, context)
+    def stream(self, request: GenerationRequest, context: BenchmarkContext) -> StreamCall:
+        return stream_call(request, context)
 
     def tokenize(self, text: str, context: BenchmarkContext) -> list[int] | None:
         return tokenize(text, context)

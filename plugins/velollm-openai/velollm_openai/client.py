@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,6 +26,7 @@ from velollm_core.api import (
     plain_request,
     scrub,
     split_server_url,
+    stream_cut,
 )
 
 CONNECT_TIMEOUT_S = 10.0
@@ -241,11 +242,13 @@ class OpenAIServer:
                 return tokens
         return None
 
-    def stream(self, path: str, body: dict[str, Any]) -> Iterator[tuple[float, dict[str, Any]]]:
+    def stream(self, path: str, body: dict[str, Any], *,
+               tokens_arrived: Callable[[], int] | None = None) -> Iterator[tuple[float, dict[str, Any]]]:
         """POST ``body`` to ``path`` with ``stream: true``; yield (arrival time, event) per SSE event.
 
         Ends quietly at ``data: [DONE]`` or when the server closes the stream; a transport failure
-        mid-way becomes a BackendError.
+        mid-way becomes the core's ``stream_cut`` error, with ``tokens_arrived()`` (the consumer's count;
+        the events read where it gives none).
         """
         import httpx
 
@@ -280,10 +283,9 @@ class OpenAIServer:
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise self._unreachable(exc) from None
         except httpx.TransportError as exc:
-            raise watch.error(exc) or BackendError(
-                f"the stream from {SERVER_NAME} at {self.base}{path} was cut mid-way after {events} "
-                f"event(s) ({type(exc).__name__}: {self.redact(str(exc)) or 'no detail'})"
-            ) from None
+            tokens = tokens_arrived() if tokens_arrived is not None else events
+            raise watch.error(exc) or stream_cut(f"the {SERVER_NAME} at {self.base}{path}", tokens,
+                                                 self.redact(str(exc)) or None) from None
 
 
 def _is_unknown_model(status: int, text: str) -> bool:

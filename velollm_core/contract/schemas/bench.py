@@ -162,7 +162,6 @@ class BenchmarkResult(_Model):
     environment: BenchmarkEnvironment = Field(default_factory=BenchmarkEnvironment)
     runs: list[RunRecord] = Field(default_factory=list)
     summary: dict[str, dict[str, MetricStats]] = Field(default_factory=dict)
-    concurrency: dict[str, Any] = Field(default_factory=dict)
     # Decode speed against the memory-bandwidth limit (velollm_core.bench.roofline); None when unknown.
     roofline: dict[str, Any] | None = None
     # One entry per measured load level (velollm_core.bench.levels): throughput, latency percentiles,

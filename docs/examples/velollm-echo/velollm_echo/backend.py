@@ -17,6 +17,7 @@ from velollm_core.api import (
     BackendInfo,
     BackendOptions,
     BenchmarkContext,
+    Capabilities,
     Field,
     GenerationRequest,
     GenerationTiming,
@@ -40,12 +41,19 @@ def stream_words(words: list[str], count: int, delay_s: float) -> Iterator[tuple
 
 
 class EchoBackend(BackendBase):
+    """No server to start or stop (``start``/``close`` keep ``BackendBase``'s defaults), no streaming
+    for the load generator (load levels run ``generate`` on a thread per stream), no tokenizer (prompt
+    sizes are calibrated), no metrics; it always streams ``max_tokens`` words, so a fixed output
+    length holds (``ignore_eos``)."""
+
     name = "echo"
     Options = EchoOptions
+    capabilities = Capabilities(ignore_eos=True)
     cli_options = (click.Option(["--echo-prefix"], metavar="TEXT", help="echo backend: words sent first."),)
 
     def check(self, context: BenchmarkContext, requests: list[GenerationRequest]) -> None:
-        """Refuse, before any run, a benchmark whose longest request would outlast its deadline."""
+        """Refuse, before any run, a benchmark whose longest request would outlast its deadline (from the
+        options alone: check may make no network call)."""
         settings: EchoOptions = context.settings
         longest = max((r.max_tokens for r in requests), default=0) * settings.token_delay_ms / 1000
         limit = settings.timeout_s or 600.0
