@@ -34,8 +34,7 @@ def test_started_server_counts_the_backends_generations(gemma):
         session = TelemetrySession(url, sources=[], names=backend.capabilities.metrics, warn=None)
         session.start()
         session.begin_level("seq")
-        request = GenerationRequest(benchmark="t", prompt="Name three colours.", max_tokens=20,
-                                    options={"request.ignore_eos": True})
+        request = GenerationRequest(benchmark="t", prompt="Name three colours.", max_tokens=20, ignore_eos=True)
         timings = [backend.generate(request, context) for _ in range(2)]
         level = session.end_level("seq", runs=timings)
         result = session.finish()

@@ -120,6 +120,11 @@ def _deadlines(context: BenchmarkContext) -> Deadlines:
     return Deadlines.from_settings(context.settings)
 
 
+def _request_fields(context: BenchmarkContext) -> dict[str, Any]:
+    """The ``request`` option's body fields; none for a context made without the engine's validation."""
+    return context.settings.request if context.settings is not None else {}
+
+
 def _client(context: BenchmarkContext):
     client = context.state.get("client")
     if client is None:
@@ -277,7 +282,7 @@ def run_generation(request: GenerationRequest, context: BenchmarkContext) -> Gen
 
     url = base_url(context)
     try:
-        return stream_completion(_client(context), url, request, _deadlines(context), context.settings.request)
+        return stream_completion(_client(context), url, request, _deadlines(context), _request_fields(context))
     except BackendError:
         server = context.state.get("server")
         if server is not None and not server.alive():
@@ -294,7 +299,7 @@ def stream_call(request: GenerationRequest, context: BenchmarkContext):
 
     url = base_url(context)
     server = split_server_url(context.host) if context.host else None
-    return StreamCall(url=f"{url}/completion", body=completion_body(request, context.settings.request),
+    return StreamCall(url=f"{url}/completion", body=completion_body(request, _request_fields(context)),
                       accumulator=CompletionStream(),
                       framing="sse", server=f"llama-server at {url}", status_error=status_error,
                       auth=server.auth if server else None, params=server.params if server else None)
