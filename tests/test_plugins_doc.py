@@ -16,6 +16,7 @@ import pytest
 
 from velollm_core import api, hookspecs
 from velollm_core.contract.backends import Backend, BackendOptions, Capabilities
+from velollm_core.contract.formats import ConfigFormat, ReportFormat, ReportSource
 from velollm_core.contract.schemas import (
     BackendInfo,
     BenchmarkContext,
@@ -27,7 +28,9 @@ from velollm_core.contract.schemas import (
     GpuInfo,
     ModelFacts,
 )
-from velollm_core.contract.streamclient import StreamCall
+from velollm_core.contract.speculation import Speculative
+from velollm_core.contract.streamclient import Accumulator, StreamCall
+from velollm_core.contract.telemetry import DeviceReading, TelemetrySource
 
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "PLUGINS.md").read_text()
 
@@ -96,6 +99,28 @@ STREAMING = "### Streaming at load levels: `StreamCall` and its accumulator"
 def test_every_field_is_in_its_table(heading, fields):
     text = section(heading)
     missing = [name for name in fields if f"`{name}`" not in text]
+    assert not missing, f"{heading}: {missing}"
+
+
+def field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def protocol_members(protocol: type) -> list[str]:
+    names = [name for name in vars(protocol) if not name.startswith("_")]
+    return [*getattr(protocol, "__annotations__", {}), *(n for n in names if callable(getattr(protocol, n)))]
+
+
+@pytest.mark.parametrize(("heading", "members"), [
+    ("### `speculative_backend(backend)`", protocol_members(Speculative)),
+    (STREAMING, protocol_members(Accumulator)),
+    ("### `telemetry_sources()`", [*protocol_members(TelemetrySource), *field_names(DeviceReading)]),
+    ("### `register_report_formats(register)`", [*field_names(ReportFormat), *field_names(ReportSource)]),
+    ("### `register_config_formats(register)`", field_names(ConfigFormat)),
+])
+def test_every_member_of_a_returned_object_is_documented(heading, members):
+    text = section(heading)
+    missing = [name for name in members if f"`{name}`" not in text and f"`{name}(" not in text]
     assert not missing, f"{heading}: {missing}"
 
 
