@@ -204,3 +204,16 @@ def test_every_api_name_lives_in_the_contract():
 def test_every_core_part_is_the_contract_or_a_known_feature():
     parts = {path.relative_to(REPO / CORE_PACKAGE).parts[0].removesuffix(".py") for path in core_files()}
     assert parts <= CONTRACT | set(FEATURE_LAYERS) | PARTS_PENDING, sorted(parts - CONTRACT - set(FEATURE_LAYERS))
+
+
+def test_the_contract_names_no_feature_module_even_as_a_string():
+    """No list of feature modules to load by name: the built-in plugins are entry points of the velollm
+    distribution (pyproject.toml), found as a third party's are."""
+    offenders = []
+    for path in python_files(REPO / CORE_PACKAGE / "contract"):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                named = node.value.split(".")
+                if named[0] == CORE_PACKAGE and len(named) > 1 and named[1] in FEATURE_LAYERS:
+                    offenders.append(f"{path.relative_to(REPO)}:{node.lineno} names {node.value}")
+    assert not offenders, "\n".join(offenders)
