@@ -109,7 +109,7 @@ def test_usage_errors_exit_2_without_traceback():
     assert proc.returncode == 2 and "concurrency" in proc.stderr
 
 
-EXAMPLES = ("velollm-echo", "velollm-hello")
+EXAMPLES = sorted(path.name for path in (REPO / "docs" / "examples").glob("velollm-*"))
 
 
 @pytest.mark.parametrize("example", EXAMPLES)
