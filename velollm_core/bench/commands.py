@@ -115,7 +115,9 @@ class BenchmarkCommand(click.Command):
 @click.option("--natural-stop", is_flag=True, help="Let the model stop at end-of-sequence (default: fixed output length).")
 @click.option("--prefix-cache", is_flag=True, help="Let requests share prompts and hit the server's prefix cache.")
 @click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--option", "options", multiple=True, help="Backend option KEY=VALUE (repeatable).")
+@click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="Backend option (repeatable). VALUE stays text for a text option, else is read as JSON where it "
+                   "parses (request.stop='[\"END\"]'); request.a.b=1 nests.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Result file (JSON).")
 @click.option("--force", is_flag=True, help="Replace --output even when it is not a VeloLLM result.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON to stdout.")
