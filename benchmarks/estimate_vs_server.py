@@ -43,12 +43,11 @@ def main() -> None:
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
 
+    from velollm_gguf import estimate_memory, read_summary
     from velollm_llamacpp.install import find_program
     from velollm_llamacpp.memlog import server_memory
 
     from velollm_core.contract.modelfiles import resolve_model_path
-    from velollm_core.gguf_meta import read_summary
-    from velollm_core.tune.estimate import estimate_memory
 
     binary = find_program("llama-server")
     rows = []

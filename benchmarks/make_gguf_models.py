@@ -78,7 +78,7 @@ TYPES = ("f16", "q8_0", "q4_0")
 
 def load_tokenizer(path: Path) -> tuple[str, list[str], list[int], list[str]]:
     """(pre-tokenizer, tokens, token types, merges) of a GGUF with a BPE (gpt2-style) tokenizer."""
-    from velollm_core.gguf_meta import read_arrays, read_summary
+    from velollm_gguf.meta import read_arrays, read_summary
 
     summary = read_summary(path)
     if summary.metadata.get("tokenizer.ggml.model") != "gpt2":

@@ -32,7 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from velollm_core.testmodels import TEST_MODELS
+from velollm_llamacpp.testmodels import TEST_MODELS
 from velollm_testkit.llama_server import llama_server, llamacpp_where
 
 RESULTS = ROOT / "benchmarks" / "results" / "peer"

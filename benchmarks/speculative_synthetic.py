@@ -30,15 +30,7 @@ from pathlib import Path
 from velollm_core.bench.commands import parse_options
 from velollm_core.bench.suites import get_suites
 from velollm_core.speculative.advisor import Observation, calibrate, predicted_speedup, step_ms, with_sampling
-from velollm_core.speculative.bench import (
-    SpeculativeComparison,
-    SpeculativePlan,
-    build_types,
-    is_draftless,
-    require_speculative_backend,
-    resolve_plan,
-)
-from velollm_core.speculative.compat import parse_types
+from velollm_core.speculative.bench import SpeculativeComparison, SpeculativePlan, require_speculative_backend
 
 
 def rates(alpha: float, draft_max: int) -> str:
@@ -87,24 +79,23 @@ def main() -> None:
     calibrate_at = None if args.calibrate_at == "none" or not args.predict else float(args.calibrate_at)
     if calibrate_at is not None and calibrate_at not in acceptances:
         acceptances = [calibrate_at, *acceptances]
-    types = parse_types(args.spec_type) if args.spec_type else None
+    backend = require_speculative_backend("llamacpp")  # --spec-synth-rates is a llama-server flag
     draft = None if args.draft in (None, "") else args.draft
-    drafter = types is None and draft is not None and not is_draftless(draft) or any(
-        t.startswith("draft-") for t in types or [])
-    simple = draft is not None and not is_draftless(draft) and (types is None or "draft-simple" in types)
-    head = drafter and not simple
+    # The configuration the runs use: the --spec-type given, else the one type the draft names.
+    types = backend.parse_types(args.spec_type) if args.spec_type else None
+    resolved = backend.resolve(args.target, draft, [types] if types else [])
+    variant_types = resolved["configs"][0]
+    roles = backend.roles(variant_types)
+    drafter, simple, head = roles["drafter"], roles["draft_model"] and resolved["draft"] is not None, roles["head"]
     suites = get_suites([args.suite])
     if args.max_tokens:
         from dataclasses import replace
 
         suites = [replace(s, max_tokens=args.max_tokens) for s in suites]
-    backend = require_speculative_backend()
     costs = None
     if args.predict:
-        ngl = options.get("n_gpu_layers")
         costs = backend.measure_costs(Path(args.target), Path(draft) if simple else None,
-                                      draft_lengths=tuple(sorted({*lengths, 1, 2, 4})),
-                                      n_gpu_layers=int(ngl) if ngl is not None else None)
+                                      draft_lengths=tuple(sorted({*lengths, 1, 2, 4})), options=options)
         print(f"costs (llama-bench, ms): target token {costs['target_token_ms']:.3f}, draft token "
               f"{costs['draft_token_ms']:.3f}, verify "
               + ", ".join(f"k={k}: {v:.3f}" for k, v in sorted(costs["verify_ms"].items())), flush=True)
@@ -113,14 +104,11 @@ def main() -> None:
         settings = {"draft_max": draft_max, **({"p_min": 0.0} if drafter else {}),
                     **{k: v for k, v in (("draft_min", args.draft_min), ("ngram_match", args.ngram_match))
                        if v is not None}}
-        variant_types = types or None
         plan = SpeculativePlan(
             target=args.target, draft=draft, suites=suites, iterations=args.iterations, settings=settings,
             options=options, advise=False, exact=False, speculative_args=list(args.spec_arg),
-            types=[variant_types] if variant_types else [],
+            types=[variant_types], backend="llamacpp",
         )
-        if variant_types is None:
-            variant_types = resolve_plan(plan, build_types(backend))["configs"][0]
         plan.variants = [(f"a={a:.2f}", variant_types, ["--spec-synth-rates", rates(a, draft_max)]) for a in acceptances]
         report = SpeculativeComparison(plan).run()
         measured = {a: measured_row(report, f"a={a:.2f}", args.suite) for a in acceptances}

@@ -217,3 +217,65 @@ def test_the_contract_names_no_feature_module_even_as_a_string():
                 if named[0] == CORE_PACKAGE and len(named) > 1 and named[1] in FEATURE_LAYERS:
                     offenders.append(f"{path.relative_to(REPO)}:{node.lineno} names {node.value}")
     assert not offenders, "\n".join(offenders)
+
+
+# --- no runtime knowledge in the core -------------------------------------------------------------------
+
+# The runtimes' own words, as code would use them: the names of the backends we ship and of llama.cpp's
+# programs (what a dispatch compares or passes), llama-server's ``timings`` fields, and the prefix of its
+# Prometheus metric names; and the GGUF file library.
+RUNTIME_NAMES = {"llamacpp", "ollama", "openai", "llama-server", "llama-bench", "llama.cpp"}
+RUNTIME_FIELDS = {"prompt_n", "predicted_n", "cache_n", "draft_n", "draft_n_accepted", "prompt_ms", "predicted_ms",
+                  "prompt_per_second", "predicted_per_second"}
+RUNTIME_PREFIXES = ("llamacpp:",)
+RUNTIME_LIBRARIES = {"gguf"}
+
+
+def docstring_nodes(tree: ast.AST) -> set[int]:
+    """The ids of the string constants that are docstrings (module, class, function)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                found.add(id(first.value))
+    return found
+
+
+def runtime_knowledge(path: Path) -> list[str]:
+    where = path.relative_to(REPO) if path.is_relative_to(REPO) else path.name
+    offences = [f"{where}:{line} imports {module}" for module, _, line in imports(path)
+                if module.split(".")[0] in RUNTIME_LIBRARIES]
+    tree = ast.parse(path.read_text(), filename=str(path))
+    docstrings = docstring_nodes(tree)
+    strings = [node for node in ast.walk(tree)
+               if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
+    for node in sorted(strings, key=lambda node: (node.lineno, node.col_offset)):
+        text = node.value
+        if text in RUNTIME_NAMES | RUNTIME_FIELDS or any(prefix in text for prefix in RUNTIME_PREFIXES):
+            offences.append(f"{where}:{node.lineno} holds the runtime's word {text[:60]!r}")
+    return offences
+
+
+def test_the_core_holds_no_runtime_knowledge():
+    """No core file imports ``gguf``, and no string constant in the core's code (docstrings excepted)
+    is one of a runtime's own words: a string *equal to* a shipped backend's or llama.cpp program's name
+    (``"llamacpp"``, ``"ollama"``, ``"openai"``, ``"llama-server"``, ``"llama-bench"``, ``"llama.cpp"``)
+    or to a field of llama-server's ``timings``, or a string *containing* its metric prefix
+    ``llamacpp:``. Equality is the rule for names because that is how code dispatches on one
+    (``backend == "ollama"``, ``speculative_backend(backend="llamacpp")``); a message or help text
+    that mentions a runtime as an example ("install a backend plugin that does, such as
+    velollm-llamacpp") is a longer sentence and passes. Such knowledge lives in the plugins and in
+    libs/velollm-gguf, reached through the backend doors."""
+    offenders = [offence for path in core_files() for offence in runtime_knowledge(path)]
+    assert not offenders, "\n".join(offenders)
+
+
+def test_the_runtime_rule_sees_dispatch_and_wire_names_but_not_docstrings(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text('"""Talks to llamacpp and ollama."""\nimport gguf\n\n\ndef pick(backend):\n'
+                      '    """Uses \'llamacpp\'."""\n    if backend == "ollama":\n        return timings["draft_n"]\n'
+                      '    return f"{backend} llamacpp:requests_processing"\n')
+    assert [offence.split(":", 1)[1] for offence in runtime_knowledge(sample)] == [
+        "2 imports gguf", "7 holds the runtime's word 'ollama'", "8 holds the runtime's word 'draft_n'",
+        "9 holds the runtime's word ' llamacpp:requests_processing'"]

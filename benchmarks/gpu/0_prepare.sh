@@ -47,7 +47,7 @@ fi
 if [ ! -f .dev/gpu/smollm2-tokenizer.gguf ]; then
   python - <<'EOF'
 import gguf
-from velollm_core.testmodels import TEST_MODELS
+from velollm_llamacpp.testmodels import TEST_MODELS
 
 source = gguf.GGUFReader(TEST_MODELS["smollm2-135m"]())
 writer = gguf.GGUFWriter(".dev/gpu/smollm2-tokenizer.gguf", arch="llama")

@@ -1,4 +1,9 @@
-"""Vanilla vs speculative on the same prompts and seed, interleaved A B A B so drift cancels."""
+"""Vanilla vs speculative on the same prompts and seed, interleaved A B A B so drift cancels.
+
+Whatever is specific to a runtime (its speculation types and their rules, the flags that start them,
+what a step costs, how many drafted tokens were accepted) is asked of the backend's speculative object,
+found through the ``speculative_backend`` hook; a configuration is a list of that backend's type names.
+"""
 
 from __future__ import annotations
 
@@ -14,15 +19,10 @@ from velollm_core.contract.errors import UserInputError, VeloError
 from velollm_core.contract.files import OutputFile
 
 
-def is_draftless(draft: str) -> bool:
-    """Whether ``draft`` names n-gram drafting (``ngram`` / ``ngram-<kind>``) rather than a model."""
-    return draft == "ngram" or draft.startswith("ngram-")
-
-
 @dataclass
 class SpeculativePlan:
     target: str
-    draft: str | None  # GGUF path / model name, "ngram" / "ngram-<kind>", or None (types alone, e.g. MTP)
+    draft: str | None  # a model path or name, a draftless drafter the backend names, or None (types alone)
     suites: list[Suite]
     iterations: int = 3
     warmup: int = 1
@@ -39,10 +39,8 @@ class SpeculativePlan:
     # Or named variants, (name, types, extra flags for that server): the same types under different
     # settings, e.g. one per synthetic acceptance rate, all against one vanilla server.
     variants: list[tuple[str, list[str], list[str]]] = field(default_factory=list)
-
-    @property
-    def draftless(self) -> bool:
-        return self.draft is None or is_draftless(self.draft)
+    # The backend that speculates (--backend); None: the one installed backend that can.
+    backend: str | None = None
 
 
 def first_difference(a: str, b: str) -> int | None:
@@ -55,71 +53,38 @@ def first_difference(a: str, b: str) -> int | None:
     return min(len(a), len(b))
 
 
-def require_speculative_backend():
-    """The installed plugin's speculative backend, or a clear error where none is installed."""
+def speculative_backends() -> dict[str, Any]:
+    """{backend name: its speculative object} for every registered backend that has one."""
+    from velollm_core.contract import backends
     from velollm_core.contract.plugins import hook
 
-    backend = hook().speculative_backend(backend="llamacpp", kind="llamacpp")
-    if backend is None:
-        raise UserInputError("no installed plugin runs speculative decoding (install velollm-llamacpp)")
-    return backend
+    found = {}
+    for name in backends.registry().names():
+        speculative = hook().speculative_backend(backend=name)
+        if speculative is not None:
+            found[name] = speculative
+    return found
 
 
-def build_types(backend) -> tuple[str, ...] | None:
-    """The --spec-type values the backend's build lists, or None where it cannot say."""
-    available = getattr(backend, "available_types", None)
-    return available() if available else None
+def require_speculative_backend(backend: str | None = None):
+    """The speculative object of ``backend``, or of the one installed backend that has one; a
+    UserInputError naming the candidates where there is none, or several and no choice."""
+    if backend is not None:
+        from velollm_core.contract.plugins import hook
 
-
-def resolve_plan(plan: SpeculativePlan, available: tuple[str, ...] | None = None) -> dict:
-    """Target and draft paths and the configurations to run, all checked before anything starts:
-    {"target", "draft", "support", "configs", "compatibility"}."""
-    from velollm_core.contract.modelfiles import resolve_model_path
-    from velollm_core.gguf_meta import read_summary
-    from velollm_core.speculative.compat import (
-        check_pair,
-        combination_problems,
-        draft_kind,
-        supported_combinations,
-        type_support,
-    )
-
-    target = resolve_model_path(plan.target)
-    draft = None if plan.draftless else resolve_model_path(plan.draft)
-    support = type_support(target, draft, available)
-    if plan.variants:
-        configs = [list(types) for _, types, _ in plan.variants]
-    elif plan.types == [["all"]]:
-        configs = supported_combinations(support)
-    elif plan.types:
-        configs = [list(c) for c in plan.types]
-    elif draft is None:
-        from velollm_core.speculative.compat import parse_types
-
-        configs = [parse_types("ngram-mod" if plan.draft in (None, "ngram") else plan.draft)]
-    else:
-        configs = [[draft_kind(read_summary(draft))]]
-    problems = [f"{','.join(c)}: {p}" for c in configs
-                for p in combination_problems(c, support, has_draft=False)]
-    if draft is not None and plan.types != [["all"]] and not any(
-            t.startswith("draft-") for c in configs for t in c):
-        problems.append("a draft model is given but no configuration uses a draft-* type")
-    if not configs:
-        problems.append("no speculation type runs for this target" + (" and draft" if draft else ""))
-    compat = None
-    if draft is not None and any("draft-simple" in c for c in configs):
-        report = check_pair(target, draft)
-        compat = report.to_json()
-        if not report.compatible:
-            raise VeloError("draft and target are not compatible: " + "; ".join(report.problems))
-        if report.facts["draft_size_bytes"] >= report.facts["target_size_bytes"]:
-            raise UserInputError(
-                f"the draft ({report.facts['draft_size_bytes'] / 2**20:.0f} MiB) is not smaller than the target "
-                f"({report.facts['target_size_bytes'] / 2**20:.0f} MiB): speculation cannot be faster"
-            )
-    if problems:
-        raise UserInputError("cannot speculate so:\n  " + "\n  ".join(problems))
-    return {"target": target, "draft": draft, "support": support, "configs": configs, "compatibility": compat}
+        speculative = hook().speculative_backend(backend=backend)
+        if speculative is None:
+            able = ", ".join(sorted(speculative_backends())) or "none is installed"
+            raise UserInputError(f"backend {backend!r} runs no speculative decoding (backends that do: {able})")
+        return speculative
+    found = speculative_backends()
+    if len(found) == 1:
+        return next(iter(found.values()))
+    if not found:
+        raise UserInputError("no installed backend runs speculative decoding (install a backend plugin that "
+                             "does, such as velollm-llamacpp)")
+    raise UserInputError(f"several backends run speculative decoding ({', '.join(sorted(found))}): "
+                         "choose one with --backend")
 
 
 def _median(values):
@@ -140,8 +105,9 @@ class SpeculativeComparison:
         self.output = output
         self.on_run = on_run or (lambda label, record: None)
         self.hardware = hardware
-        self.backend = require_speculative_backend()
-        resolved = resolve_plan(plan, build_types(self.backend))
+        self.backend = require_speculative_backend(plan.backend)
+        configs = [list(types) for _, types, _ in plan.variants] or plan.types
+        resolved = self.backend.resolve(plan.target, plan.draft, configs)
         self.target, self.draft_path = resolved["target"], resolved["draft"]
         # name -> (types, extra flags of that server)
         self.configs = {name: (list(types), list(extra)) for name, types, extra in plan.variants} or {
@@ -180,22 +146,11 @@ class SpeculativeComparison:
             "compatibility": resolved["compatibility"],
         }
 
-    def _uses_draft_file(self, types: list[str]) -> bool:
-        from velollm_core.gguf_meta import read_summary
-        from velollm_core.speculative.compat import draft_kind
-
-        return self.draft_path is not None and draft_kind(read_summary(self.draft_path)) in types
-
     def _settings(self, types: list[str], **overrides) -> dict:
-        drafter = any(t.startswith("draft-") for t in types)
-        settings = {"draft": "model" if drafter else types[0], "types": list(types), **self.plan.settings,
-                    **overrides}
-        if drafter:
-            settings.setdefault("p_min", 0.75)
-        return settings
+        return self.backend.settings(types, **{**self.plan.settings, **overrides})
 
     def _server_args(self, types: list[str], **overrides) -> list[str]:
-        draft = self.draft_path if self._uses_draft_file(types) else None
+        draft = self.draft_path if self.backend.uses_draft_file(types, self.draft_path) else None
         return self.backend.server_args(draft_path=draft, **self._settings(types, **overrides))
 
     def total_runs(self) -> int:
@@ -207,16 +162,13 @@ class SpeculativeComparison:
         self._update()
 
     def _spec_metrics(self, runner) -> dict | None:
-        from velollm_core.speculative import metrics
-
-        read = getattr(self.backend, "metrics_text", None)
-        return metrics.parse(read(runner.context)) if read else None
+        return self.backend.acceptance_counters(runner.context)
 
     def _measure_speculative(self, runner, suite: Suite, iteration: int) -> None:
         """One counted run, with the server's per-position counters it moved (``extra['spec_metrics']``)."""
         from velollm_core.speculative import metrics
 
-        before = self._spec_metrics(runner) if runner.context.state.get("url") else None
+        before = self._spec_metrics(runner)  # None before the server starts: every count is new
         records = runner.measure(suite, iteration)
         grown = metrics.delta(self._spec_metrics(runner), before)
         if grown is not None:
@@ -268,8 +220,7 @@ class SpeculativeComparison:
             s_runs = [r for r in spec.runs if r.benchmark == suite.name]
             v_med = _median(r.decode_tokens_per_s for r in v_runs)
             s_med = _median(r.decode_tokens_per_s for r in s_runs)
-            drafted = sum(int(r.extra.get("draft_n") or 0) for r in s_runs)
-            accepted = sum(int(r.extra.get("draft_n_accepted") or 0) for r in s_runs)
+            drafted, accepted = self._acceptance(s_runs)
             for v, s in zip(v_runs, s_runs):
                 pos = first_difference(v.text, s.text)
                 if pos is not None:
@@ -304,6 +255,11 @@ class SpeculativeComparison:
             "differences": differences,
         }
 
+    def _acceptance(self, runs) -> tuple[int, int]:
+        """(drafted, accepted) tokens of ``runs``, as the backend reads them from each run's timings."""
+        counts = [self.backend.acceptance(r.extra) for r in runs]
+        return sum(d for d, _ in counts), sum(a for _, a in counts)
+
     def _update(self) -> None:
         names = list(self.configs)
         configs = {name: {**self.report.get("configs", {}).get(name, {}), **self._summary(name)} for name in names}
@@ -326,53 +282,50 @@ class SpeculativeComparison:
             self.output.write_json(self.report)
 
     def _costs(self, with_draft: bool) -> dict:
-        """llama-bench costs of the target (and the draft model), measured once per comparison."""
+        """The backend's measured costs of the target (and the draft model), once per comparison."""
         key = "costs_draft" if with_draft else "costs"
         if key not in self.__dict__:
-            ngl = self.plan.options.get("n_gpu_layers")
             self.__dict__[key] = self.backend.measure_costs(
                 self.target, self.draft_path if with_draft else None, threads=self.plan.threads,
-                exact=self.plan.exact, n_gpu_layers=None if ngl is None else int(ngl))
+                exact=self.plan.exact, options=self.plan.options)
         return self.__dict__[key]
 
     def _advise(self, name: str, types: list[str]) -> None:
         from velollm_core.speculative.advisor import Observation, advise, calibrate, with_sampling
 
         spec_runs = self.runners[name].result.runs
-        observed = Observation(
-            generated=sum(r.completion_tokens or 0 for r in spec_runs),
-            drafted=sum(int(r.extra.get("draft_n") or 0) for r in spec_runs),
-            accepted=sum(int(r.extra.get("draft_n_accepted") or 0) for r in spec_runs),
-        )
+        drafted, accepted = self._acceptance(spec_runs)
+        observed = Observation(generated=sum(r.completion_tokens or 0 for r in spec_runs), drafted=drafted,
+                               accepted=accepted)
         summary = self.report["configs"][name]
         if not observed.drafted:
             summary["advisor"] = {"recommended_draft_max": None, "curve": [], "recommendation":
                                   "off: nothing was drafted in these runs", "measured_speedup": summary["speedup"]}
             return
-        simple = "draft-simple" in types and self.draft_path is not None
+        roles = self.backend.roles(types)
+        simple = roles["draft_model"] and self.draft_path is not None
         vanilla = _median(r.decode_tokens_per_s for r in self.runners["vanilla"].result.runs)
         costs = with_sampling(self._costs(simple), vanilla)
-        heads = [t for t in types if t.startswith("draft-") and t != "draft-simple"]
         spec_tps = _median(r.decode_tokens_per_s for r in spec_runs)
-        drafter = any(t.startswith("draft-") for t in types)
+        drafter = roles["drafter"]
         early_stop = drafter and float(self._settings(types).get("p_min") or 0) > 0
         if spec_tps:
             # Fitted to the measured step: a head's cost (llama-bench cannot run one alone) and the
             # server's per-step work; the curve then predicts the other draft lengths.
             tokens = observed.generated / observed.steps
             costs = calibrate(costs, 1000 * tokens / spec_tps, observed.drafted / observed.steps, tokens,
-                              head=bool(heads), early_stop=early_stop)
+                              head=roles["head"], early_stop=early_stop)
         by_position = summary.get("acceptance_by_position")
         advice = advise(costs, observed, early_stop=early_stop, rates=by_position["rates"] if by_position else None,
                         draft_max=self._settings(types).get("draft_max")
-                        or (getattr(self.backend, "default_draft_max", None) if drafter else None))
+                        or (self.backend.default_draft_max if drafter else None))
         advice["measured_speedup"] = summary["speedup"]
         if advice["measured_speedup"]:
             advice["prediction_error"] = advice["predicted_speedup_measured_config"] / advice["measured_speedup"] - 1
         summary["advisor"] = advice
 
     def _ready_command(self) -> None:
-        """The llama-server command line that realizes the measured best (None when nothing paid)."""
+        """The server command line that realizes the measured best (None when nothing paid)."""
         import shlex
 
         from velollm_core.speculative.advisor import WORTH_IT
@@ -387,10 +340,9 @@ class SpeculativeComparison:
         types = best["types"]
         advised = (best.get("advisor") or {}).get("recommended_draft_max")
         overrides = {"draft_max": advised} if advised else {}
-        spec_args = [a for a in self._server_args(types, **overrides) if a != "--metrics"]
-        ngl = self.plan.options.get("n_gpu_layers")
+        spec_args = self._server_args(types, **overrides)
         command = self.backend.ready_command(self.target, spec_args, threads=self.plan.threads,
-                                             n_gpu_layers=None if ngl is None else int(ngl))
+                                             options=self.plan.options)
         self.report["ready"] = {
             "types": types, "draft_max": advised or self._settings(types).get("draft_max"),
             "p_min": self._settings(types).get("p_min"), "threads": self.plan.threads,

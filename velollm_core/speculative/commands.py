@@ -1,4 +1,5 @@
-"""``velollm speculative check | bench | pairs``."""
+"""``velollm speculative check | bench | pairs``: each asks the speculative object of one backend
+(``--backend``, or the one installed backend that has one) through the ``speculative_backend`` hook."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 import click
 
 from velollm_core.contract.errors import UserInputError, VeloError
+
+BACKEND_HELP = "Backend that speculates (default: the one installed backend that can)."
 
 
 @click.group("speculative")
@@ -19,70 +22,42 @@ def speculative_group() -> None:
 @click.argument("draft", required=False)
 @click.option("--spec-type", "spec_types", multiple=True,
               help="Types to check together, comma-separated (e.g. ngram-mod,draft-mtp; repeat for several).")
+@click.option("--backend", "backend_name", help=BACKEND_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def check_command(target: str, draft: str | None, spec_types: tuple[str, ...], as_json: bool) -> None:
+def check_command(target: str, draft: str | None, spec_types: tuple[str, ...], backend_name: str | None,
+                  as_json: bool) -> None:
     """Which speculation types run for TARGET (and DRAFT)? Exit 1 with the reasons when the
     draft fits none, or a --spec-type combination cannot run."""
     from velollm_core.contract.modelfiles import resolve_model_path
     from velollm_core.contract.output import print_json
-    from velollm_core.speculative.compat import (
-        check_pair,
-        combination_problems,
-        parse_types,
-        supported_combinations,
-        type_support,
-    )
+    from velollm_core.speculative.bench import require_speculative_backend
 
+    backend = require_speculative_backend(backend_name)
     target_path = resolve_model_path(target)
     draft_path = resolve_model_path(draft) if draft else None
-    support = type_support(target_path, draft_path, _build_types())
-    combos = [parse_types(value) for value in spec_types]
-    refused = {",".join(c): combination_problems(c, support, has_draft=draft_path is not None) for c in combos}
-    refused = {name: problems for name, problems in refused.items() if problems}
-    pair = check_pair(target_path, draft_path) if draft_path is not None else None
-    draft_fits = draft_path is None or any(support[t] is None for t in support if t.startswith("draft-"))
-    report = {
-        **(pair.to_json() if pair else {"target": str(target_path), "draft": None}),
-        "types": {t: {"supported": why is None, "why": why} for t, why in support.items()},
-        "supported": [t for t, why in support.items() if why is None],
-        "combinations": [",".join(c) for c in supported_combinations(support)],
-        "refused": refused,
-    }
-    if pair is not None:
-        # Compatible: the draft serves at least one drafter type (a head is not a draft-simple model).
-        report["compatible"] = draft_fits
+    report = backend.check(target_path, draft_path, [backend.parse_types(value) for value in spec_types])
     if as_json:
         print_json(report)
     else:
-        _print_check(report, pair, support)
-    if not draft_fits or refused:
+        _print_check(report, backend.runtime)
+    if report.get("compatible") is False or report["refused"]:
         raise SystemExit(1)
 
 
-def _build_types() -> tuple[str, ...] | None:
-    """The --spec-type values of the installed llama-server, None where none is installed."""
-    from velollm_core.speculative.bench import build_types, require_speculative_backend
-
-    try:
-        return build_types(require_speculative_backend())
-    except VeloError:
-        return None
-
-
-def _print_check(report: dict, pair, support: dict) -> None:
-    if pair is not None:
-        facts = pair.facts
-        click.echo(f"target {pair.target} ({facts['target_size_bytes'] / 2**20:.0f} MiB, vocab {facts['target_vocab']})")
-        click.echo(f"draft  {pair.draft} ({facts['draft_size_bytes'] / 2**20:.0f} MiB, vocab {facts['draft_vocab']})")
-        kinds = [t for t in support if t.startswith("draft-") and support[t] is None]
-        if kinds:
-            click.echo(f"compatible: llama.cpp will speculate with this pair ({', '.join(kinds)})")
+def _print_check(report: dict, runtime: str) -> None:
+    if report["draft"] is not None:
+        click.echo(f"target {report['target']} ({report['target_size_bytes'] / 2**20:.0f} MiB, "
+                   f"vocab {report['target_vocab']})")
+        click.echo(f"draft  {report['draft']} ({report['draft_size_bytes'] / 2**20:.0f} MiB, "
+                   f"vocab {report['draft_vocab']})")
+        if report["compatible"]:
+            click.echo(f"compatible: {runtime} will speculate with this pair ({', '.join(report['drafters'])})")
         else:
             click.echo("NOT compatible:")
-            for problem in pair.problems or [support["draft-simple"]]:
+            for problem in report["reasons"]:
                 click.echo(f"  - {problem}")
-        if "warning" in facts:
-            click.echo(f"warning: {facts['warning']}")
+        if "warning" in report:
+            click.echo(f"warning: {report['warning']}")
     else:
         click.echo(f"target {report['target']}")
     click.echo("speculation types:")
@@ -126,22 +101,27 @@ def _print_check(report: dict, pair, support: dict) -> None:
                    "attention), so speculative text can match vanilla token for token.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Replace --output even when it is not a VeloLLM result.")
+@click.option("--backend", "backend_name", help=BACKEND_HELP)
 @click.option("--json", "as_json", is_flag=True)
 def bench_command(target, draft, spec_types, draft_max, draft_min, p_min, draft_ctx, draft_gpu_layers, draft_threads,
                   ngram_match, spec_args, threads, suites, iterations, warmup, max_tokens, options, no_advise, exact,
-                  output, force, as_json) -> None:
+                  output, force, backend_name, as_json) -> None:
     """Vanilla vs speculative, interleaved, same prompts and seed: speedup, acceptance, same text."""
     from dataclasses import replace
 
     from velollm_core.bench.commands import parse_options
     from velollm_core.bench.suites import DEFAULT_SUITES, INPUT_GROUNDED_SUITES, get_suites
     from velollm_core.contract.output import print_json, stderr_console, stdout_console
-    from velollm_core.speculative.bench import SpeculativeComparison, SpeculativePlan
-    from velollm_core.speculative.compat import parse_types
+    from velollm_core.speculative.bench import (
+        SpeculativeComparison,
+        SpeculativePlan,
+        require_speculative_backend,
+    )
 
     if not draft and not spec_types:
         raise UserInputError("name a --draft, a --spec-type, or both (see velollm speculative check TARGET)")
-    types = [["all"]] if "all" in spec_types else [parse_types(value) for value in spec_types]
+    backend = require_speculative_backend(backend_name)
+    types = [["all"]] if "all" in spec_types else [backend.parse_types(value) for value in spec_types]
     chosen = get_suites(suites or (*DEFAULT_SUITES, *INPUT_GROUNDED_SUITES))
     if max_tokens:
         chosen = [replace(s, max_tokens=max_tokens) for s in chosen]
@@ -152,7 +132,8 @@ def bench_command(target, draft, spec_types, draft_max, draft_min, p_min, draft_
     settings["p_min"] = p_min  # used by drafters only
     plan = SpeculativePlan(target=target, draft=draft, types=types, suites=chosen, iterations=iterations, warmup=warmup,
                            threads=threads, settings=settings, options=parse_options(options),
-                           advise=not no_advise, exact=exact, speculative_args=list(spec_args))
+                           advise=not no_advise, exact=exact, speculative_args=list(spec_args),
+                           backend=backend_name)
     from velollm_core.bench.commands import record_busy, warn_if_busy
     from velollm_core.contract.files import prepare_output
 
@@ -260,16 +241,19 @@ def render_report(report: dict, console) -> None:
               help="A directory of GGUF files to scan (repeatable).")
 @click.option("--max-ratio", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Largest draft/target size ratio to list.")
+@click.option("--backend", "backend_name", help=BACKEND_HELP)
 @click.option("--json", "as_json", is_flag=True)
-def pairs_command(dirs, max_ratio, as_json) -> None:
+def pairs_command(dirs, max_ratio, backend_name, as_json) -> None:
     """Scan local models (directories, the Ollama store, test models) for compatible pairs."""
     from velollm_core.contract.output import print_json
-    from velollm_core.speculative.pairs import find_pairs, local_models
+    from velollm_core.speculative.bench import require_speculative_backend
+    from velollm_core.speculative.pairs import local_models
 
+    backend = require_speculative_backend(backend_name)
     models = local_models(dirs)
     if not models:
         raise UserInputError("no local GGUF models found (name directories with --dir)")
-    pairs = find_pairs(models, max_ratio=max_ratio)
+    pairs = backend.pairs(models, max_ratio=max_ratio)
     if as_json:
         print_json({"models": len(models), "pairs": pairs})
         return

@@ -1,41 +1,13 @@
-"""Acceptance per draft position, from llama-server's Prometheus counters (``--metrics``).
+"""Acceptance per draft position, from counters the backend's speculative object reads off its server.
 
-llama-server (0c1e570) exports, summed over finished requests:
-  llamacpp:spec_decode_num_drafts_total                    verification steps
-  llamacpp:spec_decode_num_draft_tokens_total              tokens drafted
-  llamacpp:spec_decode_num_accepted_tokens_total           tokens accepted
-  llamacpp:spec_decode_num_accepted_tokens_per_pos_total{position="i"}
-                                                           steps in which draft position i was accepted
-A position is accepted only when every earlier one was, so the per-position count over the steps is
-the unconditional acceptance rate r_i of position i, and r_i / r_(i-1) the conditional one.
-
-Read here with a few lines rather than a Prometheus library: only these counters are needed.
+The object's ``acceptance_counters(context)`` returns ``{steps, drafted, accepted, per_position}``
+summed over finished requests (llama-server exports them as Prometheus counters): verification steps,
+tokens drafted, tokens accepted, and per draft position the steps in which it was accepted. A position
+is accepted only when every earlier one was, so the per-position count over the steps is the
+unconditional acceptance rate r_i of position i, and r_i / r_(i-1) the conditional one.
 """
 
 from __future__ import annotations
-
-import re
-
-_LINE = re.compile(r'^llamacpp:(spec_decode_[a-z_]+)(?:\{position="(\d+)"\})?\s+([0-9.eE+-]+)\s*$', re.MULTILINE)
-_NAMES = {"spec_decode_num_drafts_total": "steps", "spec_decode_num_draft_tokens_total": "drafted",
-          "spec_decode_num_accepted_tokens_total": "accepted"}
-
-
-def parse(text: str | None) -> dict | None:
-    """{steps, drafted, accepted, per_position: [count, ...]} from a /metrics page; None without them."""
-    if not text:
-        return None
-    found: dict = {"per_position": []}
-    positions: dict[int, int] = {}
-    for name, position, value in _LINE.findall(text):
-        if name == "spec_decode_num_accepted_tokens_per_pos_total" and position:
-            positions[int(position)] = int(float(value))
-        elif name in _NAMES:
-            found[_NAMES[name]] = int(float(value))
-    if "steps" not in found:
-        return None
-    found["per_position"] = [positions.get(i, 0) for i in range(max(positions) + 1)] if positions else []
-    return found
 
 
 def delta(after: dict | None, before: dict | None) -> dict | None:

@@ -19,7 +19,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("MemoryEstimate", "ModelShape", "CACHE_TYPES", "estimate_compute_bytes", "estimate_kv_cache",
                      "estimate_memory", "model_shape"), "estimate"),
     **dict.fromkeys(("bytes_per_token", "decode_traffic", "file_decode_traffic"), "roofline"),
-    **dict.fromkeys(("CompatReport", "check_pair", "draft_kind", "type_support"), "compat"),
+    **dict.fromkeys(("CompatReport", "check_pair", "draft_kind", "find_pairs", "type_support"), "compat"),
 }
 
 __all__ = list(_EXPORTS)

@@ -241,3 +241,25 @@ def supported_combinations(support: dict) -> list[list[str]]:
     combos = [["ngram-mod", t] for t in DRAFT_TYPES
               if support.get(t, "missing") is None and support.get("ngram-mod", "missing") is None]
     return alone + combos
+
+
+def find_pairs(models: list[dict], *, max_ratio: float = 0.5) -> list[dict]:
+    """Every compatible (target, draft) pair of ``models`` ({name, path, ...}) whose draft is at most
+    ``max_ratio`` of the target's size, smallest ratio first per target."""
+    summaries = {}
+    for model in models:
+        try:
+            summaries[model["path"]] = read_summary(model["path"])
+        except UserInputError:
+            continue  # not a readable GGUF: nothing to pair
+    pairs = []
+    for target, tgt in summaries.items():
+        for draft, dft in summaries.items():
+            if draft == target or dft.size_bytes > max_ratio * tgt.size_bytes:
+                continue
+            if tgt.metadata.get("tokenizer.ggml.model") != dft.metadata.get("tokenizer.ggml.model"):
+                continue
+            report = check_pair(Path(target), Path(draft))
+            if report.compatible:
+                pairs.append({"target": target, "draft": draft, "size_ratio": dft.size_bytes / tgt.size_bytes})
+    return sorted(pairs, key=lambda p: (p["target"], p["size_ratio"]))

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from velollm_core.speculative.compat import NGRAM_TYPES as NGRAM
+from velollm_gguf.compat import NGRAM_TYPES as NGRAM
 from velollm_llamacpp.server import _split_help_line
 
 from velollm_core.contract.errors import UserInputError
@@ -225,7 +225,7 @@ def test_check_names_the_types_each_model_supports(spec_models):
 
 def test_dflash_and_dspark_files_have_the_loaders_layout(spec_models):
     """The tensors and keys llama.cpp's dflash loader reads, for the tiny Llama (2 layers, width 256)."""
-    from velollm_core.gguf_meta import read_summary
+    from velollm_gguf import read_summary
 
     for name, markov in (("dflash", False), ("dspark", True), ("dspark_copy", True)):
         summary = read_summary(spec_models[name])
@@ -294,6 +294,8 @@ def test_server_flags_for_each_type(spec_backend, spec_models):
 
 
 def test_metrics_counters_give_acceptance_per_position():
+    from velollm_llamacpp.speculative import parse_spec_counters
+
     from velollm_core.speculative import metrics
 
     page = ('# TYPE llamacpp:spec_decode_num_drafts_total counter\nllamacpp:spec_decode_num_drafts_total 10\n'
@@ -302,13 +304,13 @@ def test_metrics_counters_give_acceptance_per_position():
             'llamacpp:spec_decode_num_accepted_tokens_per_pos_total{position="1"} 6\n'
             'llamacpp:spec_decode_num_accepted_tokens_per_pos_total{position="2"} 3\n'
             'llamacpp:spec_decode_num_accepted_tokens_per_pos_total{position="3"} 1\n')
-    before = metrics.parse(page.replace(" 10\n", " 4\n").replace('"0"} 8', '"0"} 2'))
-    grown = metrics.delta(metrics.parse(page), before)
+    before = parse_spec_counters(page.replace(" 10\n", " 4\n").replace('"0"} 8', '"0"} 2'))
+    grown = metrics.delta(parse_spec_counters(page), before)
     assert grown["steps"] == 6 and grown["per_position"] == [6, 0, 0, 0]
-    curve = metrics.curve(metrics.parse(page))
+    curve = metrics.curve(parse_spec_counters(page))
     assert curve["rates"] == [0.8, 0.6, 0.3, 0.1] and curve["conditional"][1] == pytest.approx(0.75)
     assert curve["tokens_per_step"] == pytest.approx(2.8)
-    assert metrics.parse("llamacpp:prompt_tokens_total 5\n") is None
+    assert parse_spec_counters("llamacpp:prompt_tokens_total 5\n") is None
 
 
 def test_advisor_reads_the_position_curve_and_says_off():
@@ -422,8 +424,8 @@ def test_draft_files_name_their_type(tmp_path):
     """llama.cpp infers the type from the draft file: a DFlash block drafter (with a Markov head:
     DSpark), an EAGLE-3 head, an MTP head alone (a sidecar without the trunk), or a whole model."""
     import numpy as np
-    from velollm_core.gguf_meta import read_summary
-    from velollm_core.speculative.compat import draft_kind, type_support
+    from velollm_gguf import read_summary
+    from velollm_gguf.compat import draft_kind, type_support
     from velollm_testkit.gguf_writer import finish_gguf, gguf_writer
 
     def model(name, arch="llama", tensors=(), **arrays):

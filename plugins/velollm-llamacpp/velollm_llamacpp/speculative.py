@@ -1,5 +1,11 @@
 """Speculative decoding with llama-server: a draft model beside the target, or draftless n-gram
-drafting, in the flag spellings this build accepts."""
+drafting, in the flag spellings this build accepts.
+
+``LlamaCppSpeculative`` is what the ``speculative_backend`` door returns for the llamacpp backend: the
+core's ``velollm speculative`` commands ask it which speculation types a target and draft support
+(llama.cpp's rules, from velollm-gguf), which flags start them, what they cost (llama-bench) and how
+many drafted tokens the server accepted (its ``timings`` and Prometheus counters).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,9 @@ import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from velollm_core.api import BackendError, UserInputError
+from velollm_core.api import BackendError, UserInputError, VeloError
 
 NGRAM_KINDS = ("ngram-mod", "ngram-simple", "ngram-map-k", "ngram-map-k4v", "ngram-cache")
 # ngram-mod on a CPU-only build, for the settings the user leaves unset. llama.cpp's defaults (match
@@ -21,6 +28,39 @@ CPU_NGRAM_MOD = {"ngram_match": 8, "draft_min": 2, "draft_max": 8}
 
 DRAFTERS = ("draft-simple", "draft-eagle3", "draft-mtp", "draft-dflash", "draft-dspark")
 _SPEC_TYPE_HELP = re.compile(r"^--spec-type\s+([a-z0-9,-]+)", re.MULTILINE)
+# llama-server's Prometheus counters of speculation (``--metrics``, 0c1e570), summed over finished requests:
+#   llamacpp:spec_decode_num_drafts_total          verification steps
+#   llamacpp:spec_decode_num_draft_tokens_total    tokens drafted
+#   llamacpp:spec_decode_num_accepted_tokens_total tokens accepted
+#   llamacpp:spec_decode_num_accepted_tokens_per_pos_total{position="i"}  steps in which position i was accepted
+_SPEC_COUNTER = re.compile(r'^llamacpp:(spec_decode_[a-z_]+)(?:\{position="(\d+)"\})?\s+([0-9.eE+-]+)\s*$',
+                           re.MULTILINE)
+_COUNTER_NAMES = {"spec_decode_num_drafts_total": "steps", "spec_decode_num_draft_tokens_total": "drafted",
+                  "spec_decode_num_accepted_tokens_total": "accepted"}
+
+
+def is_draftless(draft: str) -> bool:
+    """Whether ``draft`` names n-gram drafting (``ngram`` / ``ngram-<kind>``) rather than a model."""
+    return draft == "ngram" or draft.startswith("ngram-")
+
+
+def parse_spec_counters(text: str | None) -> dict | None:
+    """{steps, drafted, accepted, per_position: [count, ...]} from a /metrics page; None without them.
+
+    Read with a few lines rather than a Prometheus library: only these counters are needed."""
+    if not text:
+        return None
+    found: dict = {"per_position": []}
+    positions: dict[int, int] = {}
+    for name, position, value in _SPEC_COUNTER.findall(text):
+        if name == "spec_decode_num_accepted_tokens_per_pos_total" and position:
+            positions[int(position)] = int(float(value))
+        elif name in _COUNTER_NAMES:
+            found[_COUNTER_NAMES[name]] = int(float(value))
+    if "steps" not in found:
+        return None
+    found["per_position"] = [positions.get(i, 0) for i in range(max(positions) + 1)] if positions else []
+    return found
 
 
 @dataclass
@@ -60,7 +100,125 @@ class LlamaCppSpeculative:
 
     name = "llamacpp"
     backend = "llamacpp"
+    runtime = "llama.cpp"
     default_draft_max = SpeculativeSettings.MODEL_DRAFT_MAX
+
+    # --- what the commands ask before anything starts ----------------------------------------------
+
+    def parse_types(self, value: str) -> list[str]:
+        """``draft-mtp,ngram-mod`` -> its types, in order; unknown names and repeats refused."""
+        from velollm_gguf.compat import parse_types
+
+        return parse_types(value)
+
+    def build_types(self) -> tuple[str, ...] | None:
+        """``available_types``, or None where no llama-server is installed (every type is then checked)."""
+        try:
+            return self.available_types()
+        except VeloError:
+            return None
+
+    def check(self, target: Path, draft: Path | None, combinations: list[list[str]]) -> dict:
+        """``velollm speculative check``: which types run for ``target`` (and ``draft``), and why the
+        given ``combinations`` would not (``refused``). With a draft: ``compatible`` (it serves at least
+        one drafter type), ``drafters`` (those types) and ``reasons`` (why none, where it serves none)."""
+        from velollm_gguf.compat import check_pair, combination_problems, supported_combinations, type_support
+
+        support = type_support(target, draft, self.build_types())
+        refused = {",".join(c): combination_problems(c, support, has_draft=draft is not None) for c in combinations}
+        pair = check_pair(target, draft) if draft is not None else None
+        report = {
+            **(pair.to_json() if pair else {"target": str(target), "draft": None}),
+            "types": {t: {"supported": why is None, "why": why} for t, why in support.items()},
+            "supported": [t for t, why in support.items() if why is None],
+            "combinations": [",".join(c) for c in supported_combinations(support)],
+            "refused": {name: problems for name, problems in refused.items() if problems},
+        }
+        if pair is not None:
+            # Compatible: the draft serves at least one drafter type (a head is not a draft-simple model).
+            report["drafters"] = [t for t in DRAFTERS if support.get(t, "missing") is None]
+            report["compatible"] = bool(report["drafters"])
+            report["reasons"] = [] if report["compatible"] else pair.problems or [support["draft-simple"]]
+        return report
+
+    def resolve(self, target: str, draft: str | None, configs: list[list[str]]) -> dict:
+        """Target and draft paths and the configurations a comparison runs, all checked before anything
+        starts: {"target", "draft", "support", "configs", "compatibility"}. ``configs``: lists of types;
+        [["all"]] every supported one; [] the one type the draft names (a model's kind, or an n-gram kind)."""
+        from velollm_gguf import read_summary
+        from velollm_gguf.compat import (
+            check_pair,
+            combination_problems,
+            draft_kind,
+            parse_types,
+            supported_combinations,
+            type_support,
+        )
+
+        from velollm_core.api import resolve_model_path
+
+        target_path = resolve_model_path(target)
+        draft_path = None if draft is None or is_draftless(draft) else resolve_model_path(draft)
+        support = type_support(target_path, draft_path, self.available_types())
+        every = configs == [["all"]]
+        if every:
+            configs = supported_combinations(support)
+        elif configs:
+            configs = [list(c) for c in configs]
+        elif draft_path is None:
+            configs = [parse_types("ngram-mod" if draft in (None, "ngram") else draft)]
+        else:
+            configs = [[draft_kind(read_summary(draft_path))]]
+        problems = [f"{','.join(c)}: {p}" for c in configs for p in combination_problems(c, support, has_draft=False)]
+        if draft_path is not None and not every and not any(t in DRAFTERS for c in configs for t in c):
+            problems.append("a draft model is given but no configuration uses a draft-* type")
+        if not configs:
+            problems.append("no speculation type runs for this target" + (" and draft" if draft_path else ""))
+        compatibility = None
+        if draft_path is not None and any("draft-simple" in c for c in configs):
+            report = check_pair(target_path, draft_path)
+            compatibility = report.to_json()
+            if not report.compatible:
+                raise VeloError("draft and target are not compatible: " + "; ".join(report.problems))
+            if report.facts["draft_size_bytes"] >= report.facts["target_size_bytes"]:
+                raise UserInputError(
+                    f"the draft ({report.facts['draft_size_bytes'] / 2**20:.0f} MiB) is not smaller than the "
+                    f"target ({report.facts['target_size_bytes'] / 2**20:.0f} MiB): speculation cannot be faster")
+        if problems:
+            raise UserInputError("cannot speculate so:\n  " + "\n  ".join(problems))
+        return {"target": target_path, "draft": draft_path, "support": support, "configs": configs,
+                "compatibility": compatibility}
+
+    def pairs(self, models: list[dict], *, max_ratio: float = 0.5) -> list[dict]:
+        """Every compatible (target, draft) pair of ``models`` whose draft is at most ``max_ratio`` of the target."""
+        from velollm_gguf.compat import find_pairs
+
+        return find_pairs(models, max_ratio=max_ratio)
+
+    # --- one configuration -----------------------------------------------------------------------------
+
+    @staticmethod
+    def roles(types: list[str]) -> dict[str, bool]:
+        """What a configuration drafts with: ``drafter`` (a draft model or head at all), ``draft_model``
+        (a separate model llama-bench can time), ``head`` (a head reading the target's hidden states)."""
+        drafters = [t for t in types if t in DRAFTERS]
+        return {"drafter": bool(drafters), "draft_model": "draft-simple" in drafters,
+                "head": any(t != "draft-simple" for t in drafters)}
+
+    def settings(self, types: list[str], **settings: Any) -> dict:
+        """The settings of one configuration, as ``server_args`` takes them and the report records them."""
+        drafter = self.roles(types)["drafter"]
+        out = {"draft": "model" if drafter else types[0], "types": list(types), **settings}
+        if drafter:
+            out.setdefault("p_min", 0.75)
+        return out
+
+    def uses_draft_file(self, types: list[str], draft_path: Path | None) -> bool:
+        """Whether the configuration loads the draft file (the type llama.cpp infers from it is among ``types``)."""
+        from velollm_gguf import read_summary
+        from velollm_gguf.compat import draft_kind
+
+        return draft_path is not None and draft_kind(read_summary(draft_path)) in types
 
     def available_types(self) -> tuple[str, ...]:
         """The speculation types this llama-server build lists in ``--spec-type`` (older builds: a
@@ -149,19 +307,28 @@ class LlamaCppSpeculative:
         return args
 
     def ready_command(self, target: Path, spec_args: list[str], *, threads: int | None = None,
-                      n_gpu_layers: int | None = None) -> list[str]:
+                      n_gpu_layers: int | None = None, options: dict[str, Any] | None = None) -> list[str]:
         """The llama-server command (argv) a user runs to get the measured speedup: the build the
-        comparison used, the target, the speculation flags, the threads and GPU layers."""
+        comparison used, the target, the speculation flags, the threads and GPU layers (``n_gpu_layers``,
+        else the benchmark ``options``' own)."""
         from velollm_llamacpp.install import find_program
         from velollm_llamacpp.server import pick_flag
 
+        n_gpu_layers = _gpu_layers(n_gpu_layers, options)
         binary = find_program("llama-server")
+        # --metrics served the comparison's counters; the user's server does not need it.
+        spec_args = [a for a in spec_args if a != "--metrics"]
         argv = [str(binary), pick_flag(binary, "--model", "-m"), str(target), *spec_args]
         if threads:
             argv += [pick_flag(binary, "--threads", "-t"), str(threads)]
         if n_gpu_layers is not None:
             argv += [pick_flag(binary, "--n-gpu-layers", "--gpu-layers", "-ngl"), str(n_gpu_layers)]
         return argv
+
+    def acceptance_counters(self, context) -> dict | None:
+        """The speculative server's acceptance counters now ({steps, drafted, accepted, per_position}),
+        None where it exports none; the core takes their growth over each measured request."""
+        return parse_spec_counters(self.metrics_text(context))
 
     def metrics_text(self, context) -> str | None:
         """The speculative server's Prometheus page (``--metrics``), None where it has none."""
@@ -205,7 +372,8 @@ class LlamaCppSpeculative:
 
     def measure_costs(self, target: Path, draft: Path | None, *, threads: int | None = None,
                       draft_lengths: tuple[int, ...] = (1, 2, 4, 8, 16), n_gen: int = 32,
-                      exact: bool = False, n_gpu_layers: int | None = None) -> dict:
+                      exact: bool = False, n_gpu_layers: int | None = None,
+                      options: dict[str, Any] | None = None) -> dict:
         """Per-token decode time of target and draft, and the time each takes for a batch of k+1
         tokens (the target verifies it, the draft re-evaluates it), from llama-bench (ms), with the
         kernels the comparison used. Draftless drafting costs nothing."""
@@ -216,6 +384,7 @@ class LlamaCppSpeculative:
         from velollm_core.api import interrupt
         from velollm_llamacpp.install import find_program
 
+        n_gpu_layers = _gpu_layers(n_gpu_layers, options)
         bench = find_program("llama-bench", exact=exact)
         env = {**os.environ, "GGML_CPU_TILED_MM": "0"} if exact else None
         kernels = ["--repack", "0", "-fa", "off"] if exact else []
@@ -252,3 +421,10 @@ class LlamaCppSpeculative:
             draft_ms, draft_verify = model_ms(draft)
             costs.update(draft_token_ms=draft_ms, draft_verify_ms=draft_verify)
         return costs
+
+
+def _gpu_layers(n_gpu_layers: int | None, options: dict[str, Any] | None) -> int | None:
+    """``n_gpu_layers`` as given, else the benchmark options' (``--option n_gpu_layers=N``)."""
+    if n_gpu_layers is not None or not options or options.get("n_gpu_layers") is None:
+        return n_gpu_layers
+    return int(options["n_gpu_layers"])

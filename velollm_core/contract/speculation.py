@@ -1,0 +1,69 @@
+"""What the core asks of a backend's speculative object: the ``speculative_backend`` door's answer.
+
+``velollm speculative check | bench | pairs`` know no runtime: the speculation types, their rules, the
+flags that start them, what a step costs and how many drafted tokens the server accepted are the
+backend's. A backend offers speculation by declaring ``capabilities.speculative`` and returning such an
+object from ``Backend.speculative()`` (the hook's default answers with it), or by answering the hook
+itself. A configuration is a list of the backend's type names (llama.cpp's ``--spec-type`` values).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Speculative(Protocol):
+    """The speculative object of one backend; every method is called by the core, in this order of need."""
+
+    backend: str  # the registered backend that runs both servers of a comparison
+    runtime: str  # how messages name the runtime ("llama.cpp")
+    default_draft_max: int | None  # tokens drafted per step when the user gives none (advisor's reference)
+
+    def parse_types(self, value: str) -> list[str]:
+        """One ``--spec-type`` value (a comma list) as type names; UserInputError for unknown ones."""
+
+    def check(self, target: Path, draft: Path | None, combinations: list[list[str]]) -> dict:
+        """``speculative check``'s JSON document: ``target``, ``draft``, ``types`` {type: {supported, why}},
+        ``supported``, ``combinations`` (what runs), ``refused`` {combination: [reasons]}; with a draft also
+        ``compatible``, ``drafters`` (the types it serves), ``reasons`` (why none) and the pair's facts
+        (``target_size_bytes``, ``draft_size_bytes``, ``target_vocab``, ``draft_vocab``, ``problems``)."""
+
+    def resolve(self, target: str, draft: str | None, configs: list[list[str]]) -> dict:
+        """The comparison's model paths and configurations, checked before anything starts:
+        {"target": Path, "draft": Path | None, "support", "configs", "compatibility"}. ``configs``
+        [["all"]]: every supported one; []: what the draft names. UserInputError / VeloError to refuse."""
+
+    def pairs(self, models: list[dict], *, max_ratio: float = 0.5) -> list[dict]:
+        """Compatible {target, draft, size_ratio} pairs among ``models`` ({name, path, ...})."""
+
+    def roles(self, types: list[str]) -> dict[str, bool]:
+        """{"drafter", "draft_model", "head"}: whether the configuration drafts with a model or head, a
+        separate draft model the cost measurement times, a head reading the target's hidden states."""
+
+    def settings(self, types: list[str], **settings: Any) -> dict:
+        """The configuration's settings as ``server_args`` takes them and the report records them."""
+
+    def uses_draft_file(self, types: list[str], draft_path: Path | None) -> bool:
+        """Whether the configuration loads the draft file."""
+
+    def server_args(self, *, draft_path: Path | None = None, **settings: Any) -> list[str]:
+        """Server flags (added to the backend's ``server_args`` option) that switch the configuration on."""
+
+    def exact_options(self) -> dict[str, Any]:
+        """Backend options under which speculative and plain decoding give the same greedy text."""
+
+    def acceptance(self, extra: dict) -> tuple[int, int]:
+        """(drafted, accepted) tokens of one generation, from its ``GenerationTiming.extra``."""
+
+    def acceptance_counters(self, context: Any) -> dict | None:
+        """The server's acceptance counters now, {steps, drafted, accepted, per_position}; None without."""
+
+    def measure_costs(self, target: Path, draft: Path | None, *, threads: int | None = None, exact: bool = False,
+                      options: dict[str, Any] | None = None) -> dict:
+        """Per-token and per-batch costs (ms) of target and draft, for the advisor (``speculative.advisor``)."""
+
+    def ready_command(self, target: Path, spec_args: list[str], *, threads: int | None = None,
+                      options: dict[str, Any] | None = None) -> list[str]:
+        """The server command line (argv) that realizes a configuration for the user."""
