@@ -16,10 +16,8 @@ import time
 
 import pytest
 from velollm_testkit.mock import mock_llm
-from velollm_testkit.plugin import BackendCalls
 
 from tests.test_plugins import REPO, pip_install_target, velollm
-from velollm_core.api import BackendError, BenchmarkContext, GenerationRequest
 
 EXAMPLE = REPO / "docs" / "examples" / "velollm-tgi"
 # The mock's "model" ends every answer after ANSWER_WORDS words with its end-of-sequence token, which
@@ -151,57 +149,16 @@ def _runs_saved(path) -> bool:
         return False
 
 
-@pytest.fixture(scope="module")
-def tgi_modules(tgi_site):
-    """The installed copy's modules, imported in this process."""
-    sys.path.insert(0, tgi_site["PYTHONPATH"])
-    try:
-        from velollm_tgi import backend, events
-    finally:
-        sys.path.remove(tgi_site["PYTHONPATH"])
-    return backend, events
-
-
-@pytest.fixture(scope="module")
-def tgi_events(tgi_modules):
-    return tgi_modules[1]
-
-
-def test_the_backend_object_in_process_with_the_kits_backend_calls(tgi_modules, tgi_server):
-    calls = BackendCalls(tgi_modules[0].TGIBackend())
-    context = BenchmarkContext(backend="tgi", model="velollm-mock", host=tgi_server.url)
-    with context.resources:
-        asked = GenerationRequest(benchmark="t", prompt="hello there", max_tokens=ASKED_TOKENS)
-        timing = calls.generate(asked, context)
-        call = calls.stream(GenerationRequest(benchmark="t", prompt="hello", max_tokens=4), context)
-        assert calls.tokenize("hello world", context)[1:] and calls.describe(context).version
-    assert timing.completion_tokens == ANSWER_TOKENS and timing.stop_reason == "eos_token"
-    assert call.url == f"{tgi_server.url}/generate_stream" and call.body["parameters"]["max_new_tokens"] == 4
-
-
-def test_stream_events_make_a_timing_and_bad_ones_a_readable_error(tgi_events):
-    def token(i, **final):
-        return {"index": i, "token": {"id": i, "text": f" t{i}", "logprob": -0.1, "special": False}, **final}
-
-    stream = tgi_events.TGIStream("TGI at http://x")
-    assert not stream.feed(token(1), 1.0)
-    final = {"finish_reason": "length", "generated_tokens": 2, "input_length": 7}
-    assert stream.feed(token(2, generated_text=" t1 t2", details=final), 1.5)
-    timing = stream.finish(0.5, 1.6)
-    assert (timing.completion_tokens, timing.prompt_tokens, timing.text) == (2, 7, " t1 t2")
-    assert timing.ttft_ms == pytest.approx(500) and timing.decode_tokens_per_s == pytest.approx(2.0)
-    assert timing.extra["itl_ms"] == [500.0] and timing.stop_reason == "length"
-
-    with pytest.raises(BackendError, match=r"reported a generation error after 0 token\(s\): CUDA OOM"):
-        tgi_events.TGIStream("TGI").feed({"error": "CUDA OOM", "error_type": "generation"}, 1.0)
-    with pytest.raises(BackendError, match="not a TGI stream event .no token object; fields: choices"):
-        tgi_events.TGIStream("TGI").feed({"choices": []}, 1.0)
-    with pytest.raises(BackendError, match="not a JSON object"):
-        tgi_events.TGIStream("TGI").feed([1, 2], 1.0)
-    cut = tgi_events.TGIStream("TGI")
-    cut.feed(token(1), 1.0)
-    with pytest.raises(BackendError, match=r"cut mid-way after 1 token\(s\): no final event"):
-        cut.finish(0.5, 1.1)
+def test_the_examples_own_tests_pass_against_the_installed_copy(tgi_site, tmp_path):
+    """Its tests/ (the event reader, the backend in process against the kit's mock), run as a third
+    party runs them: pytest in the copy, the distribution installed, the test kit loaded by itself."""
+    copy = tmp_path / "velollm-tgi"
+    shutil.copytree(EXAMPLE / "tests", copy / "tests")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=copy,
+                          capture_output=True, text=True, timeout=300, check=False,
+                          env={**os.environ, **tgi_site})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "3 passed" in proc.stdout
 
 
 def _table_rows(text: str) -> dict[str, tuple[str, str]]:

@@ -1,0 +1,60 @@
+"""velollm-tgi's own tests, as a third party writes them with VeloLLM's test kit: the event reader with
+no server at all, and the backend object in process against the kit's mock server speaking TGI.
+
+Run them where velollm-tgi and velollm-testkit are installed: ``python -m pytest tests``."""
+
+from __future__ import annotations
+
+import pytest
+from velollm_testkit.mock import mock_llm
+from velollm_testkit.plugin import BackendCalls
+from velollm_tgi.backend import TGIBackend
+from velollm_tgi.events import TGIStream
+
+from velollm_core.api import BackendError, BenchmarkContext, GenerationRequest
+
+
+def token_event(index: int, **final) -> dict:
+    return {"index": index, "token": {"id": index, "text": f" t{index}", "logprob": -0.1, "special": False},
+            **final}
+
+
+def test_events_make_a_timing():
+    stream = TGIStream("TGI at http://x")
+    assert not stream.feed(token_event(1), 1.0)
+    final = {"finish_reason": "length", "generated_tokens": 2, "input_length": 7}
+    assert stream.feed(token_event(2, generated_text=" t1 t2", details=final), 1.5)
+    timing = stream.finish(0.5, 1.6)
+    assert (timing.completion_tokens, timing.prompt_tokens, timing.text) == (2, 7, " t1 t2")
+    assert timing.ttft_ms == pytest.approx(500) and timing.decode_tokens_per_s == pytest.approx(2.0)
+    assert timing.extra["itl_ms"] == [500.0] and timing.stop_reason == "length"
+    assert timing.prompt_tokens_per_s is None  # TGI reports no prefill time
+
+
+def test_bad_events_are_readable_errors():
+    with pytest.raises(BackendError, match=r"reported a generation error after 0 token\(s\): CUDA OOM"):
+        TGIStream("TGI").feed({"error": "CUDA OOM", "error_type": "generation"}, 1.0)
+    with pytest.raises(BackendError, match="not a TGI stream event .no token object; fields: choices"):
+        TGIStream("TGI").feed({"choices": []}, 1.0)
+    with pytest.raises(BackendError, match="not a JSON object"):
+        TGIStream("TGI").feed([1, 2], 1.0)
+    cut = TGIStream("TGI")
+    cut.feed(token_event(1), 1.0)
+    with pytest.raises(BackendError, match=r"cut mid-way after 1 token\(s\): no final event"):
+        cut.finish(0.5, 1.1)
+
+
+def test_the_backend_in_process_against_the_mock():
+    """Generate, stream, tokenize and describe, called as the engine calls them (BackendCalls)."""
+    calls = BackendCalls(TGIBackend())
+    with mock_llm(ttft_ms=5, itl_ms=2, output_tokens=6) as mock:
+        context = BenchmarkContext(backend="tgi", model="velollm-mock", host=mock.url)
+        with context.resources:
+            asked = GenerationRequest(benchmark="t", prompt="hello there", max_tokens=12)
+            timing = calls.generate(asked, context)
+            call = calls.stream(GenerationRequest(benchmark="t", prompt="hello", max_tokens=4), context)
+            tokens = calls.tokenize("hello world", context)
+            info = calls.describe(context)
+    assert timing.completion_tokens == 7 and timing.stop_reason == "eos_token"  # six words and the EOS
+    assert call.url == f"{mock.url}/generate_stream" and call.body["parameters"]["max_new_tokens"] == 4
+    assert len(tokens) > 1 and info.name == "tgi" and info.version
