@@ -51,8 +51,12 @@ class Speculative(Protocol):
     def server_args(self, *, draft_path: Path | None = None, **settings: Any) -> list[str]:
         """Server flags (added to the backend's ``server_args`` option) that switch the configuration on."""
 
-    def exact_options(self) -> dict[str, Any]:
-        """Backend options under which speculative and plain decoding give the same greedy text."""
+    def base_options(self, options: dict[str, Any], *, threads: int | None = None, exact: bool = True) -> dict:
+        """The backend options both servers run with (``--option``s, ``--threads``; with ``exact``, those
+        under which speculative and plain decoding give the same greedy text)."""
+
+    def with_server_args(self, options: dict[str, Any], args: list[str]) -> dict:
+        """The backend options of the speculative server: ``options`` with ``server_args``' flags added."""
 
     def acceptance(self, extra: dict) -> tuple[int, int]:
         """(drafted, accepted) tokens of one generation, from its ``GenerationTiming.extra``."""

@@ -112,19 +112,11 @@ class SpeculativeComparison:
         # name -> (types, extra flags of that server)
         self.configs = {name: (list(types), list(extra)) for name, types, extra in plan.variants} or {
             config_name(c): (c, []) for c in resolved["configs"]}
-        base = dict(plan.options)
-        if plan.threads:
-            base["threads"] = plan.threads
-        if plan.exact:
-            exact = self.backend.exact_options()
-            base["server_args"] = " ".join(filter(None, [str(base.get("server_args", "")), exact.pop("server_args")]))
-            base.update(exact)
+        base = self.backend.base_options(plan.options, threads=plan.threads, exact=plan.exact)
         self.spec_args = {name: [*self._server_args(types), *plan.speculative_args, *extra]
                           for name, (types, extra) in self.configs.items()}
-        options = {"vanilla": dict(base)}
-        for name, args in self.spec_args.items():
-            options[name] = {**base, "server_args": " ".join([str(base.get("server_args", "")),
-                                                               *map(_quote, args)]).strip()}
+        options = {"vanilla": base, **{name: self.backend.with_server_args(base, args)
+                                       for name, args in self.spec_args.items()}}
         self.runners = {
             name: BenchmarkRunner(
                 BenchmarkPlan(backend=self.backend.backend, model=str(self.target), suites=plan.suites,
@@ -348,9 +340,3 @@ class SpeculativeComparison:
             "p_min": self._settings(types).get("p_min"), "threads": self.plan.threads,
             "measured_speedup": best["speedup"], "argv": command, "command": shlex.join(command),
         }
-
-
-def _quote(arg: str) -> str:
-    import shlex
-
-    return shlex.quote(str(arg))

@@ -349,6 +349,26 @@ class LlamaCppSpeculative:
 
         return build_devices(str(binary)) == ()
 
+    def base_options(self, options: dict[str, Any], *, threads: int | None = None, exact: bool = True) -> dict:
+        """The backend options both servers of a comparison run with: the user's, ``threads``, and with
+        ``exact`` the batch-invariant kernels (``exact_options``)."""
+        base = dict(options)
+        if threads:
+            base["threads"] = threads
+        if exact:
+            kernels = self.exact_options()
+            base["server_args"] = " ".join(filter(None, [str(base.get("server_args", "")), kernels.pop("server_args")]))
+            base.update(kernels)
+        return base
+
+    @staticmethod
+    def with_server_args(options: dict[str, Any], args: list[str]) -> dict:
+        """``options`` with ``args`` (speculation flags) added to the server's command line."""
+        import shlex
+
+        return {**options, "server_args": " ".join([str(options.get("server_args", "")),
+                                                    *map(shlex.quote, map(str, args))]).strip()}
+
     def exact_options(self) -> dict[str, str]:
         """Backend options that make the CPU kernels batch-invariant, for both servers.
 
