@@ -271,6 +271,14 @@ def test_the_core_holds_no_runtime_knowledge():
     assert not offenders, "\n".join(offenders)
 
 
+def test_the_core_distribution_needs_no_runtime_library():
+    """``velollm`` itself depends on no runtime's library (``gguf`` is velollm-gguf's and the test kit's)."""
+    tomllib = pytest.importorskip("tomllib")
+    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {dependency.split(">")[0].split("=")[0].split("<")[0].strip().lower() for dependency in dependencies}
+    assert not names & RUNTIME_LIBRARIES, sorted(names & RUNTIME_LIBRARIES)
+
+
 def test_the_runtime_rule_sees_dispatch_and_wire_names_but_not_docstrings(tmp_path):
     sample = tmp_path / "sample.py"
     sample.write_text('"""Talks to llamacpp and ollama."""\nimport gguf\n\n\ndef pick(backend):\n'

@@ -78,8 +78,8 @@ def speculative_backend(backend):
 def resolve_model(name):
     """Turn a model name into a local GGUF path (``pathlib.Path``), or return None.
 
-    firstresult: the Ollama plugin resolves ``llama3.2:1b`` through its model store; the core
-    resolves the bundled test models (``gemma3-270m``, ``smollm2-135m``). A plain file path never
+    firstresult: the Ollama plugin resolves ``llama3.2:1b`` through its model store; the llamacpp
+    plugin the bundled test models (``gemma3-270m``, ``smollm2-135m``). A plain file path never
     reaches this hook.
     """
 
