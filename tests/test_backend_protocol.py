@@ -291,3 +291,24 @@ def test_the_cli_shows_a_backends_warnings_on_the_console(register, tmp_path):
                                       "--warmup", "0", "--output", str(tmp_path / "r.json")])
     assert result.exit_code == 0, result.output
     assert "warning: recording: /api/ps: not answered" in result.stderr
+
+
+def test_a_plugin_may_take_over_a_whole_run_of_its_own_backend(register, tmp_path):
+    backend = register(Recording())
+
+    class WholeRun:
+        @hookimpl
+        def run_benchmark(self, backend, plan, runner):
+            if backend != "recording":
+                return None
+            runner.result.settings["taken_over"] = plan.iterations
+            return runner.result
+
+    taker = WholeRun()
+    pm.register(taker, name="whole-run")
+    try:
+        result = BenchmarkRunner(plan(), output=tmp_path / "r.json").run()
+    finally:
+        pm.unregister(taker)
+    assert result.status == "complete" and result.settings["taken_over"] == 2
+    assert backend.calls == ["check"]  # the engine's own path (trylast) never ran
