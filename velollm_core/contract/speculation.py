@@ -45,6 +45,10 @@ class Speculative(Protocol):
     def settings(self, types: list[str], **settings: Any) -> dict:
         """The configuration's settings as ``server_args`` takes them and the report records them."""
 
+    def draft_max(self, types: list[str], settings: dict[str, Any], spec_args: list[str]) -> int | None:
+        """Tokens drafted per step by this configuration (from ``settings`` or the server flags it runs
+        with), or None where it has no such bound: what the result records as ``settings.draft_max``."""
+
     def uses_draft_file(self, types: list[str], draft_path: Path | None) -> bool:
         """Whether the configuration loads the draft file."""
 

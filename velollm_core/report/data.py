@@ -141,19 +141,9 @@ def offered_load(level: dict) -> float:
 
 
 def draft_max_of(data: dict) -> int | None:
-    """The draft length a speculative bench measured: its setting, else ``--draft-max N`` in the server args."""
+    """The draft length a speculative bench measured, as it recorded it (``settings.draft_max``)."""
     value = _get(data, "settings", "draft_max")
-    if isinstance(value, int):
-        return value
-    args = [str(a) for a in data.get("speculative_server_args") or []]
-    for i, arg in enumerate(args):
-        flag, _, value = arg.partition("=")
-        # --draft-max / --draft (model drafts), --spec-ngram-mod-n-max and kin (n-gram drafts)
-        if flag in ("--draft-max", "--draft") or (flag.startswith("--spec-") and flag.endswith("-n-max")):
-            value = value or (args[i + 1] if i + 1 < len(args) else "")
-            if value.isdigit():
-                return int(value)
-    return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def speculative_curve(data: dict) -> dict[str, Any] | None:

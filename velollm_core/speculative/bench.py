@@ -132,7 +132,9 @@ class SpeculativeComparison:
             "target": str(self.target),
             "draft": str(self.draft_path) if self.draft_path else (plan.draft or first),
             "settings": {**self._settings(self.configs[first][0]), "threads": plan.threads, "iterations": plan.iterations,
-                         "exact": plan.exact, "suites": [s.name for s in plan.suites]},
+                         "exact": plan.exact, "suites": [s.name for s in plan.suites],
+                         "draft_max": self.backend.draft_max(self.configs[first][0], self._settings(self.configs[first][0]),
+                                                             self.spec_args[first])},
             "type_support": resolved["support"],
             "speculative_server_args": self.spec_args[first],
             "compatibility": resolved["compatibility"],
@@ -236,6 +238,7 @@ class SpeculativeComparison:
         counters = metrics.total([r.extra.get("spec_metrics") for r in spec.runs])
         return {
             "types": self.configs[name][0],
+            "uses_draft_file": self.backend.uses_draft_file(self.configs[name][0], self.draft_path),
             "server_args": self.spec_args[name],
             "per_suite": per_suite,
             "speedup": statistics.median(speedups) if speedups else None,

@@ -184,8 +184,7 @@ def _report_table(report: dict, config: dict, with_ttft: bool):
     """One row per suite; without ``with_ttft`` the TTFT column is left to ``--json`` (80 columns)."""
     from rich.table import Table
 
-    drafter = f" · draft {Path(report['draft']).name}" if any(t.startswith("draft-") for t in config["types"]) \
-        and report.get("draft") and Path(report["draft"]).suffix == ".gguf" else ""
+    drafter = f" · draft {Path(report['draft']).name}" if config.get("uses_draft_file") and report.get("draft") else ""
     table = Table(title=f"vanilla vs {','.join(config['types'])}{drafter}",
                   caption="median decode tok/s; interleaved runs, same seed, temperature 0")
     ttft_column = ["TTFT ms (v / s)"] if with_ttft else []

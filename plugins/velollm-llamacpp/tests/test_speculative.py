@@ -454,3 +454,16 @@ def test_draft_files_name_their_type(tmp_path):
         head = model(f"dflash-{layers[0]}-{layers[1]}.gguf", "dflash", target_layers=layers)
         why = type_support(two_layers, head)["draft-dflash"]
         assert (why is None) == ok and (ok or "the target's are 0-1" in why), (layers, why)
+
+
+def test_the_draft_length_a_configuration_runs_with():
+    from velollm_llamacpp.speculative import LlamaCppSpeculative
+
+    spec = LlamaCppSpeculative()
+    assert spec.draft_max(["draft-simple"], {"draft_max": 12}, ["--spec-draft-n-max", "16"]) == 12
+    assert spec.draft_max(["ngram-mod"], {}, ["--spec-type", "ngram-mod", "--spec-ngram-mod-n-max", "8",
+                                              "--spec-ngram-mod-n-min", "2", "--metrics"]) == 8
+    assert spec.draft_max(["ngram-mod"], {}, ["--spec-ngram-mod-n-max=24"]) == 24
+    assert spec.draft_max(["draft-simple"], {}, ["--draft-max", "16"]) == 16
+    assert spec.draft_max(["draft-simple"], {}, []) == spec.default_draft_max  # a model draft's default
+    assert spec.draft_max(["ngram-mod"], {}, ["--metrics", "--draft-max", "²"]) is None

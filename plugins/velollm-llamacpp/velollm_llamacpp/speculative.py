@@ -213,6 +213,22 @@ class LlamaCppSpeculative:
             out.setdefault("p_min", 0.75)
         return out
 
+    def draft_max(self, types: list[str], settings: dict[str, Any], spec_args: list[str]) -> int | None:
+        """The draft length: the setting, else the last ``--draft-max``/``--draft`` (model drafts) or
+        ``--spec-<kind>-n-max`` (n-gram drafts) among the flags, else a model draft's default."""
+        if isinstance(settings.get("draft_max"), int):
+            return settings["draft_max"]
+        found = None
+        for i, arg in enumerate(spec_args):
+            flag, _, value = str(arg).partition("=")
+            if flag in ("--draft-max", "--draft") or (flag.startswith("--spec-") and flag.endswith("-n-max")):
+                value = value or (str(spec_args[i + 1]) if i + 1 < len(spec_args) else "")
+                if value.isascii() and value.isdigit():
+                    found = int(value)
+        if found is None and self.roles(types)["drafter"]:
+            return self.default_draft_max
+        return found
+
     def uses_draft_file(self, types: list[str], draft_path: Path | None) -> bool:
         """Whether the configuration loads the draft file (the type llama.cpp infers from it is among ``types``)."""
         from velollm_gguf import read_summary
