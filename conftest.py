@@ -21,25 +21,13 @@ if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
     pytest_plugins = ("velollm_testkit.plugin",)
 
 
-def tool_outputs_dir() -> Path | None:
-    """Where the real captured tool outputs live (shared/testdata, beside the checkout)."""
-    candidates = [
-        os.environ.get("VELOLLM_TESTDATA"),
-        REPO_ROOT.parent / "shared" / "testdata" / "tool-outputs",
-        Path("/work/shared/testdata/tool-outputs"),
-    ]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    return None
+TOOL_OUTPUTS = REPO_ROOT / "tests" / "data" / "tool-outputs"
 
 
 @pytest.fixture
 def tool_outputs() -> Path:
-    found = tool_outputs_dir()
-    if found is None:
-        pytest.skip("captured tool outputs not found (set VELOLLM_TESTDATA)")
-    return found
+    """The real captured outputs of GPU/CPU tools (tests/data/tool-outputs; its README names each source)."""
+    return TOOL_OUTPUTS
 
 
 _FAKE_TOOL = """#!{python}

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from velollm_testkit.plugin import FakeBackend
+from velollm_testkit.real import missing
 
 from velollm_core.bench.engine import BenchmarkPlan, BenchmarkRunner
 from velollm_core.bench.suites import get_suites
@@ -215,7 +216,7 @@ def chromium() -> str:
         found = shutil.which(name)
         if found:
             return found
-    pytest.skip("headless Chromium is not installed (Debian: apt-get install -y chromium)")
+    missing("headless Chromium", "none on PATH (Debian: apt-get install -y chromium; scripts/test installs it as root)")
 
 
 def _moved_up(fd: int) -> int:

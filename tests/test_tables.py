@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 from rich.table import Table
+from velollm_testkit.real import missing
 
 from velollm_core import tables
 from velollm_core.bench.render import render_comparison, render_result
@@ -183,13 +184,14 @@ def test_estimate_table():
     """``velollm estimate`` (the llamacpp plugin's command), run through the CLI at each width."""
     from click.testing import CliRunner
 
+    from velollm_core.api import UserInputError
     from velollm_core.cli import cli
     from velollm_core.contract.modelfiles import resolve_model_path
 
     try:
         path = resolve_model_path("gemma3-270m")
-    except Exception as exc:  # noqa: BLE001 - the bundled model is an optional package
-        pytest.skip(f"bundled test model not installed: {exc}")
+    except UserInputError as exc:
+        missing("the bundled Gemma 3 270M", str(exc))
     for width in WIDTHS:
         outcome = CliRunner(env={"COLUMNS": str(width)}).invoke(
             cli, ["estimate", str(path), "--kv-type", "q8_0", "--parallel", "2", "--n-gpu-layers", "10"])

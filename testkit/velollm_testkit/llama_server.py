@@ -23,15 +23,9 @@ from typing import Any
 
 import pytest
 
-REQUIRE_LLAMACPP_ENV = "VELOLLM_REQUIRE_LLAMACPP"
+from velollm_testkit.real import missing
+
 LLAMA_SERVER_HEALTH_TIMEOUT_S = 120.0
-
-
-def missing(reason: str) -> None:
-    """Skip the test for a missing real component, or fail it where CI requires the component."""
-    if os.environ.get(REQUIRE_LLAMACPP_ENV) == "1":
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 def llamacpp_where() -> dict[str, Any]:
@@ -60,7 +54,7 @@ def find_llama_server() -> Path:
     path = (found.get("programs") or {}).get("llama-server")
     if not path:
         why = found.get("error") or "run `velollm llamacpp install` to build it"
-        missing(f"llama-server not found by `velollm llamacpp where` ({why})")
+        missing("llama-server", f"`velollm llamacpp where` finds none ({why})")
     return Path(path)
 
 

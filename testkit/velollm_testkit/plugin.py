@@ -7,7 +7,8 @@ Fixtures:
 - ``fake_backend``: a ``FakeBackend`` registered as backend ``fake`` for one test.
 - ``llama_server_bin`` / ``gemma``: the real llama-server (as ``velollm llamacpp where`` finds it) and
   the bundled Gemma 3 270M GGUF (``resolve_model_path("gemma3-270m")``); a test needing them is skipped
-  where they are absent, and fails instead when ``VELOLLM_REQUIRE_LLAMACPP=1`` (CI sets it).
+  where they are absent, and fails instead when ``VELOLLM_REQUIRE_REAL=1`` (CI sets it; see
+  ``velollm_testkit.real``, whose ``missing(what, why)`` every test needing a real component calls).
 - ``llama_server_url``: the URL of that llama-server, started on 127.0.0.1 with Gemma (8192 tokens of
   context, 4 slots) for one test module and stopped after it (``llama_server.llama_server`` is the
   context manager behind it, for a test that needs other flags).
@@ -15,6 +16,9 @@ Fixtures:
   their numbers lie) and ``fuzz_scratch`` (writes each mutant to a new file, the cache moved aside).
 - ``mock_llm_server``: the mock LLM server (``velollm_testkit.mock``) for one test module;
   ``mock_llm(**config)`` is the context manager behind it.
+- ``hostile_server``: ``hostile_server(hostility, routes)`` starts a server answering ``routes`` spoiled
+  one way (``velollm_testkit.hostile.HOSTILITIES``: non-finite numbers, escapes, a gzip bomb, ...),
+  stopped after the test; parametrize a test over ``HOSTILITIES`` to run a client through them all.
 Helpers here: ``FakeBackend``, ``BackendPlugin``, ``BackendCalls(backend)`` (calls one backend
 object as the engine does: options validated, started once), ``fill_filesystem``. The
 fuzz helpers are in ``velollm_testkit.fuzz``, the GGUF writer in ``velollm_testkit.gguf_writer``.
@@ -22,6 +26,7 @@ fuzz helpers are in ``velollm_testkit.fuzz``, the GGUF writer in ``velollm_testk
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,9 +37,11 @@ from pydantic import Field
 
 from velollm_core.api import BackendBase, BackendOptions, UserInputError, hookimpl, resolve_model_path
 from velollm_core.contract import backends
+from velollm_testkit import hostile
 from velollm_testkit.fuzz import FUZZ_DATA, read_gguf_seeds
-from velollm_testkit.llama_server import find_llama_server, llama_server, missing
+from velollm_testkit.llama_server import find_llama_server, llama_server
 from velollm_testkit.mock import MockLLM, mock_llm
+from velollm_testkit.real import missing
 
 
 @pytest.fixture
@@ -151,7 +158,7 @@ def gemma(llama_server_bin) -> Path:
     try:
         return resolve_model_path("gemma3-270m")
     except UserInputError as exc:
-        missing(str(exc))
+        missing("the bundled Gemma 3 270M", str(exc))
 
 
 def fill_filesystem(folder: Path) -> None:
@@ -180,7 +187,7 @@ def gguf_seeds() -> dict[str, dict[str, Any]]:
     """{architecture: seed}: each seed GGUF's bytes, where its numbers lie, the bytes its tensors need."""
     seeds = read_gguf_seeds()
     if seeds is None:
-        pytest.skip(f"the seed GGUF models are not in {FUZZ_DATA / 'gguf'} (a checkout's tests/data)")
+        missing("the seed GGUF models", f"none in {FUZZ_DATA / 'gguf'} (a checkout's tests/data)")
     return seeds
 
 
@@ -206,3 +213,12 @@ def mock_llm_server() -> Iterator[MockLLM]:
     """The mock LLM server for one test module: TTFT 20 ms, ITL 5 ms, 16-token answers, no slot limit."""
     with mock_llm(ttft_ms=20, itl_ms=5, output_tokens=16) as mock:
         yield mock
+
+
+@pytest.fixture
+def hostile_server():
+    """``hostile_server(hostility, routes=None, **options)``: a running ``hostile.HostileServer``,
+    stopped after the test."""
+    with contextlib.ExitStack() as servers:
+        yield lambda hostility, routes=None, **options: servers.enter_context(
+            hostile.hostile_server(hostility, routes, **options))

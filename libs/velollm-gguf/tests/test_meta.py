@@ -19,6 +19,7 @@ from velollm_gguf.meta import (
 )
 from velollm_testkit.fuzz import GGUF_SEEDS
 from velollm_testkit.gguf_writer import finish_gguf, gguf_writer
+from velollm_testkit.real import missing
 
 from velollm_core.api import UserInputError
 
@@ -42,7 +43,7 @@ def bundled() -> dict[str, Path | str]:
 
 def bundled_model(bundled, name: str) -> Path:
     if isinstance(bundled[name], str):
-        pytest.skip(bundled[name])
+        missing(f"the bundled test model {name}", bundled[name])
     return bundled[name]
 
 

@@ -1,5 +1,5 @@
 """Property-based fuzzing of the amd plugin's readers of outside bytes: amd-smi's and rocm-smi's JSON,
-mutated from the captured real outputs (shared/testdata/tool-outputs).
+mutated from the captured real outputs (tests/data/tool-outputs).
 
 Each parser must answer or fail with ProbeError, one line, within the deadline; anything else (a
 KeyError, an OverflowError, a hang) is a crash to fix in the parser. The strategies are the test

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 from velollm_gguf import estimate_memory, read_summary
-from velollm_testkit.llama_server import missing
+from velollm_testkit.real import missing
 
 from velollm_core.contract.errors import UserInputError
 
@@ -31,7 +31,7 @@ def _test_model(name: str):
     try:
         return TEST_MODELS[name]()
     except UserInputError as exc:
-        missing(str(exc))
+        missing(f"the bundled test model {name}", str(exc))
 
 
 @pytest.mark.parametrize(

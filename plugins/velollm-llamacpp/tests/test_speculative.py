@@ -10,6 +10,7 @@ import sys
 import pytest
 from velollm_gguf.compat import NGRAM_TYPES as NGRAM
 from velollm_llamacpp.server import _split_help_line
+from velollm_testkit.real import missing
 
 from velollm_core.contract.errors import UserInputError
 from velollm_core.speculative.advisor import (
@@ -38,12 +39,6 @@ def velollm(*args, timeout=900):
     return subprocess.run([*VELOLLM, *args], check=False, capture_output=True, text=True, timeout=timeout)
 
 
-def _require(fixture_error):
-    if os.environ.get("VELOLLM_REQUIRE_LLAMACPP") == "1":
-        pytest.fail(fixture_error)
-    pytest.skip(fixture_error)
-
-
 @pytest.fixture(scope="module")
 def spec_backend():
     from velollm_llamacpp.install import find_program
@@ -54,7 +49,7 @@ def spec_backend():
     try:
         find_program("llama-server")
     except UserInputError as exc:
-        _require(str(exc))
+        missing("llama-server", str(exc))
     return LlamaCppSpeculative()
 
 

@@ -8,16 +8,18 @@ import subprocess
 import sys
 
 import pytest
+from velollm_testkit.real import missing
 
 
 @pytest.fixture(scope="module")
 def smollm2(llama_server_bin):
+    from velollm_core.api import UserInputError
     from velollm_core.contract.modelfiles import resolve_model_path
 
     try:
         return resolve_model_path("smollm2-135m")
-    except Exception as exc:  # noqa: BLE001 - the package is part of the test setup
-        pytest.skip(f"SmolLM2 135M is not installed ({exc}); run ./scripts/setup")
+    except UserInputError as exc:
+        missing("SmolLM2 135M", f"{exc}; run ./scripts/setup")
 
 
 def benchmark(tmp_path, *args: str) -> dict:

@@ -1,5 +1,5 @@
 """Property-based fuzzing of the nvidia plugin's readers of outside bytes: nvidia-smi's CSV and its
-``-q -x`` XML, mutated from the captured real outputs (shared/testdata/tool-outputs) and this
+``-q -x`` XML, mutated from the captured real outputs (tests/data/tool-outputs) and this
 plugin's own captures (tests/data).
 
 Each parser must answer or fail with ProbeError, one line, within the deadline; anything else (a
