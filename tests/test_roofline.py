@@ -143,16 +143,18 @@ def _run(hw):
 
 
 def test_every_result_reports_decode_as_a_share_of_the_roofline(described, fake_ram):
-    described(TINY_TRAFFIC)
+    """A model reading 1 GB per token at its mean context, on 20 GB/s: at most 20 tokens/s, so the
+    backend's 10 tokens/s is 50% of the roofline."""
+    context = 20 + 32 // 2  # the suite's prompt plus half its answer
+    described(DecodeTraffic(weights_bytes=10**9 - context * 1000, resident_bytes=10**9, kv_bytes_per_token=1000))
     result = _run(hardware())
     roof = result.roofline
     assert roof["bandwidth_gbps"] == 20.0 and roof["device"] == "cpu"
-    per_token = 2048 + 6400 + 64  # layer, untied head, one embedding row
-    assert roof["bytes_per_token"] == per_token
+    assert roof["bytes_per_token"] == 10**9 - context * 1000
     suite = roof["suites"]["short_completion"]
-    assert suite["context_tokens"] == 20 + 32 // 2
-    assert suite["pct_of_limit"] == pytest.approx(100 * 10.0 / suite["max_decode_tokens_per_s"], abs=0.1)
-    assert result.model_dump(mode="json")["roofline"]["suites"]
+    assert suite["context_tokens"] == context and suite["bytes_per_token"] == 10**9
+    assert (suite["max_decode_tokens_per_s"], suite["decode_tokens_per_s"], suite["pct_of_limit"]) == (20.0, 10.0, 50.0)
+    assert result.model_dump(mode="json")["roofline"]["suites"]["short_completion"]["pct_of_limit"] == 50.0
 
 
 def test_annotation_failures_leave_no_roofline_and_no_crash(described, fake_ram, monkeypatch):

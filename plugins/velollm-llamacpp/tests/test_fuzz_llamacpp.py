@@ -27,6 +27,7 @@ from velollm_testkit.fuzz import (
 )
 
 from velollm_core.contract.errors import VeloError
+from velollm_core.contract.schemas import GenerationTiming
 
 COMPLETION = Path(__file__).parent / "data" / "fuzz" / "llamacpp-completion.sse"
 
@@ -59,16 +60,21 @@ def test_gguf_value_mutants_fail_cleanly(gguf_seeds, fuzz_scratch, data):
 # --- the completion stream ------------------------------------------------------------------------
 
 
-def _generate(answer: tuple[int, bytes]) -> None:
+def _generate(answer: tuple[int, bytes]) -> GenerationTiming:
     """One generation as the llamacpp backend streams it, the mock server answering ``answer``."""
     from velollm_llamacpp.client import stream_completion
 
     answer_next(answer)
-    stream_completion(mock_http(), "http://fuzz.invalid", fuzz_request())
+    return stream_completion(mock_http(), "http://fuzz.invalid", fuzz_request())
 
 
 def test_stream_seed_is_a_valid_generation():
-    _generate(seed_body(COMPLETION))
+    """The seed's four tokens, its prompt count, its server timings and draft counters come through."""
+    timing = _generate(seed_body(COMPLETION))
+    assert (timing.text, timing.prompt_tokens, timing.completion_tokens) == (" one two three four", 7, 4)
+    assert (timing.server_decode_tokens_per_s, timing.prompt_tokens_per_s, timing.stop_reason) == (133.3, 560.0, "limit")
+    assert (timing.extra["draft_n"], timing.extra["draft_n_accepted"]) == (2, 1)
+    assert 0 < timing.ttft_ms <= timing.total_ms
 
 
 @settings(FUZZ, max_examples=200)

@@ -202,6 +202,7 @@ def test_two_ctrl_c_20_ms_apart_end_the_run_and_keep_runs(gemma, tmp_path):
     try:
         _wait_for_runs(out, 1, proc)
         servers = _server_children(proc.pid)
+        assert servers, "the benchmark should have started llama-server"
         proc.send_signal(signal.SIGINT)
         time.sleep(0.02)
         proc.send_signal(signal.SIGINT)

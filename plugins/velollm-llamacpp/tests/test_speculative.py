@@ -99,8 +99,18 @@ def test_advisor_cost_model():
     expensive = advise(costs, Observation(generated=400, drafted=1600, accepted=1560))
     assert expensive["recommended_draft_max"] is None and "don't use speculation" in expensive["recommendation"]
     assert expensive["recommendation"].startswith("off")
+    # A cheap draft (5% of the target) accepted 240 of 1200 tokens over 400 generated: 160 steps of 7.5
+    # drafted and 1.5 accepted, a per-token acceptance of about 0.606.
     cheap = advise({**costs, "draft_token_ms": 0.5}, Observation(generated=400, drafted=1200, accepted=240))
-    assert cheap["recommended_draft_max"] is not None and cheap["curve"][0]["predicted_speedup"] > 1
+    assert (cheap["mean_drafted_per_step"], cheap["mean_accepted_per_step"]) == (7.5, 1.5)
+    assert cheap["per_token_acceptance"] == pytest.approx(0.6056, abs=1e-3)
+    speedups = {row["draft_max"]: row["predicted_speedup"] for row in cheap["curve"]}
+    # Draft 1: 1.606 tokens per step of verify 11 ms + the draft's re-evaluation (5% of it) + one draft decode.
+    assert speedups[1] == pytest.approx(1.6056 * 10.0 / (11.0 + 0.05 * 11.0 + 0.5), rel=1e-3)
+    # Long drafts verify more than they win: below 1x from 12 on; the measured 7.5 gains little.
+    assert [k for k, speedup in speedups.items() if speedup < 1] == [12, 16, 24, 32]
+    assert cheap["predicted_speedup_measured_config"] == pytest.approx(1.07, abs=0.01)
+    assert (cheap["recommended_draft_max"], cheap["recommendation"]) == (2, "use draft max 2: 1.45x predicted")
 
 
 def test_advisor_step_model_counts_every_part_of_a_server_step():

@@ -238,20 +238,25 @@ def test_verification_starts_llama_server_with_exactly_the_candidate_flags(fake_
 
 
 def test_verify_hook_answers_for_llamacpp_only_and_keeps_servers_up_when_they_fit(monkeypatch, tmp_path):
+    from velollm_core.api import UserInputError
     from velollm_core.contract.schemas import ConfigProposal
     from velollm_core.tune import verify
 
     captured = {}
-    monkeypatch.setattr(verify, "verify_proposal", lambda *a, **k: captured.update(args=a, kwargs=k) or "report")
+    monkeypatch.setattr(verify, "verify_proposal", lambda *a, **k: captured.update(args=a, kwargs=k))
     monkeypatch.setattr("velollm_core.contract.modelfiles.resolve_model_path", lambda name: MODEL)
     monkeypatch.setattr("velollm_gguf.meta.read_summary", lambda path: llama_summary())
     other = ConfigProposal(runtime="ollama")
     assert tune.verify_config(proposal=other, model="m", hardware=machine(), progress=print) is None
+    assert captured == {}  # another runtime's proposal: this plugin measures nothing
     proposal = propose(machine(gpus=[gpu(80)]))
-    assert tune.verify_config(proposal=proposal, model="m", hardware=machine(gpus=[gpu(80)]),
-                              progress=print) == "report"
+    with pytest.raises(UserInputError, match="pass --model"):
+        tune.verify_config(proposal=proposal, model=None, hardware=machine(gpus=[gpu(80)]), progress=print)
+    hardware = machine(gpus=[gpu(80)])
+    tune.verify_config(proposal=proposal, model="m", hardware=hardware, progress=print)
+    # The proposal is measured on the model the name resolves to, with this plugin's benchmark options.
+    assert captured["args"] == (proposal, str(MODEL), hardware, tune.benchmark_options)
     assert captured["kwargs"]["keep_alive"] is True  # 8B Q4_0 x 3 servers fit in 80 GB
-    assert captured["args"][3] is tune.benchmark_options
     tune.verify_config(proposal=proposal, model="m", hardware=machine(gpus=[gpu(24)]), progress=print)
     assert captured["kwargs"]["keep_alive"] is False  # defaults reserve 16 GiB of KV: one server at a time
 

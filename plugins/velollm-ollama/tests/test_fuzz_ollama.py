@@ -25,6 +25,7 @@ from velollm_testkit.fuzz import (
 )
 
 from velollm_core.contract.errors import VeloError
+from velollm_core.contract.schemas import GenerationTiming
 
 GENERATE = Path(__file__).parent / "data" / "fuzz" / "ollama-generate.ndjson"
 
@@ -38,16 +39,20 @@ def _ollama_client():
     return client
 
 
-def _generate(answer: tuple[int, bytes]) -> None:
+def _generate(answer: tuple[int, bytes]) -> GenerationTiming:
     """One generation as the ollama backend runs it, the mock server answering ``answer``."""
     from velollm_ollama.runner import run_generation
 
     answer_next(answer)
-    run_generation(_ollama_client(), "m", fuzz_request(), {}, {})
+    return run_generation(_ollama_client(), "m", fuzz_request(), {}, {})
 
 
 def test_stream_seed_is_a_valid_generation():
-    _generate(seed_body(GENERATE))
+    """The seed's text and thinking, its counts and durations (4 tokens in 40 ms: 100 tokens/s) come through."""
+    timing = _generate(seed_body(GENERATE))
+    assert (timing.text, timing.extra["thinking"]) == (" one two three four", "hm")
+    assert (timing.prompt_tokens, timing.completion_tokens, timing.stop_reason) == (7, 4, "length")
+    assert (timing.server_decode_tokens_per_s, timing.load_ms) == (100.0, 1.0)
 
 
 @settings(FUZZ, max_examples=200)

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from velollm_testkit.fuzz import FUZZ, answer_next, mock_http, one_line, seed_body, stream_mutants
 
 from velollm_core.contract.errors import VeloError
+from velollm_core.contract.schemas import GenerationTiming
 
 STREAMS = Path(__file__).parent / "data" / "fuzz"
 
@@ -31,7 +32,7 @@ def _openai_server():
     return server
 
 
-def _openai_generation(path: str) -> None:
+def _openai_generation(path: str) -> GenerationTiming | None:
     """One generation as the openai backend streams and times it (backend._stream, run_generation)."""
     from velollm_openai.timing import StreamRecord, timing_from_stream
 
@@ -39,7 +40,8 @@ def _openai_generation(path: str) -> None:
     for arrived, event in _openai_server().stream(path, {"model": "m", "stream": True}):
         record.observe(arrived, event)
     if record.finished:
-        timing_from_stream(record, time.perf_counter(), endpoint="chat")
+        return timing_from_stream(record, time.perf_counter(), endpoint="chat")
+    return None
 
 
 GENERATIONS = {
@@ -48,14 +50,23 @@ GENERATIONS = {
 }
 
 
-def _generate(name: str, answer: tuple[int, bytes]) -> None:
+def _generate(name: str, answer: tuple[int, bytes]) -> GenerationTiming | None:
     answer_next(answer)
-    GENERATIONS[name]()
+    return GENERATIONS[name]()
+
+
+# What each seed says: the text (reasoning apart), the usage counts, the finish reason, the server's speed.
+SEED_TIMINGS = {
+    "openai-chat.sse": (" one two three four", 7, 5, "length", 125.0),
+    "openai-completions.sse": (" one two three four", 7, 4, "stop", None),
+}
 
 
 @pytest.mark.parametrize("name", sorted(GENERATIONS))
 def test_stream_seeds_are_valid_generations(name):
-    _generate(name, seed_body(STREAMS / name))
+    timing = _generate(name, seed_body(STREAMS / name))
+    assert (timing.text, timing.prompt_tokens, timing.completion_tokens, timing.stop_reason,
+            timing.server_decode_tokens_per_s) == SEED_TIMINGS[name]
 
 
 @settings(FUZZ, max_examples=200)
