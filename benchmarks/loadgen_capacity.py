@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 from velollm_testkit.mock import mock_llm
 
-from velollm_core.bench.loadgen import LevelDriver, LevelSpec
+from velollm_core.bench.loadgen import LevelDriver
+from velollm_core.bench.profiles import LevelSpec
 from velollm_core.contract import backends
 from velollm_core.contract.deadline import Deadlines
 from velollm_core.contract.schemas import BenchmarkContext, GenerationRequest
@@ -73,8 +74,7 @@ def run_level(streams: int, fmt: str, itl_ms: float | None, profile_cpu: Path | 
                                           max_tokens=tokens_out, ignore_eos=True, raw=True)
                         for i in range(n_requests + streams)]
             calls = {id(r): backend.stream(r, context) for r in requests}  # built before the clock
-            spec = LevelSpec(key=f"c{streams}", profile="concurrent", concurrency=streams, requests=n_requests,
-                             max_in_flight=streams)
+            spec = LevelSpec(key=f"c{streams}", profile="concurrent", concurrency=streams, requests=n_requests)
             driver = LevelDriver(spec, requests, prepare=lambda r: calls[id(r)],
                                  generate=lambda r: backend.generate(r, context), deadlines=Deadlines())
             mock.reset()

@@ -13,7 +13,8 @@ import pytest
 
 from velollm_core import api
 from velollm_core.bench.engine import BenchmarkPlan, BenchmarkRunner
-from velollm_core.bench.loadgen import LevelDriver, LevelSpec
+from velollm_core.bench.loadgen import LevelDriver
+from velollm_core.bench.profiles import LevelSpec
 from velollm_core.bench.suites import get_suites
 from velollm_core.bench.workloads import Workload
 from velollm_core.contract import backends, plugins

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from velollm_core.bench.profiles import ARRIVALS, PROFILES, profile_named
 from velollm_core.contract.errors import UserInputError
 
 
@@ -102,14 +103,14 @@ class BenchmarkCommand(click.Command):
               help="Synthetic workload with exact token counts, e.g. pp512/tg128 or pp512/tg128@d4096 (repeatable).")
 @click.option("--dataset", "datasets", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Your own prompts: JSONL (prompt/messages) or ShareGPT JSON (repeatable); --max-tokens sets the answer length (default 128).")
-@click.option("--profile", type=click.Choice(["sequential", "concurrent", "constant", "poisson", "sweep"]),
+@click.option("--profile", type=click.Choice(list(PROFILES)),
               help="Load profile (default: sequential at concurrency 1, continuous streams at the others).")
 @click.option("--rate", "rates", help="Requests per second for constant/poisson profiles, e.g. 0.5,1,2.")
 @click.option("--requests", type=click.IntRange(1, 1_000_000), help="Measured requests per load level.")
 @click.option("--duration", type=click.FloatRange(0.1, 86400), help="Seconds each load level sends measured requests.")
 @click.option("--max-concurrency", type=click.IntRange(1, 100000),
               help="Most streams open at once in rate profiles and sweeps (and server slots).")
-@click.option("--arrivals", type=click.Choice(["constant", "poisson"]), default="constant", show_default=True,
+@click.option("--arrivals", type=click.Choice(ARRIVALS), default=ARRIVALS[0], show_default=True,
               help="Arrivals of a sweep's rate levels.")
 @click.option("--slo", help="Goodput SLOs in ms, e.g. ttft_ms=500,tpot_ms=50 (keys: ttft_ms, tpot_ms, e2el_ms).")
 @click.option("--natural-stop", is_flag=True, help="Let the model stop at end-of-sequence (default: fixed output length).")
@@ -148,20 +149,15 @@ def benchmark_command(
     flags, given = backend_flags
     parsed_workloads = [parse_workload(text) for text in workloads]
     parsed_rates = parse_rates(rates)
-    if profile in ("constant", "poisson") and not parsed_rates:
-        raise UserInputError(f"--profile {profile} needs --rate, e.g. --rate 0.5,1,2 (requests per second)")
-    if parsed_rates and profile not in ("constant", "poisson"):
-        raise UserInputError("--rate goes with --profile constant or --profile poisson")
-    if profile in ("constant", "poisson", "sweep") and any(w.depth for w in parsed_workloads):
-        raise UserInputError("a workload at a depth (@dN) primes each request's context first, which an open-loop "
-                             "profile cannot schedule; use --profile concurrent or sequential")
+    load_profile = profile_named(profile)
+    load_profile.check(rates=parsed_rates, workloads=parsed_workloads)
     plan = BenchmarkPlan(
         backend=backend,
         model=model,
         suites=get_suites(suites) if suites or not (parsed_workloads or datasets) else [],
         workloads=parsed_workloads,
         datasets=[load_dataset(path, max_tokens or 128) for path in datasets],
-        profile=profile,
+        profile=load_profile,
         rates=parsed_rates,
         requests=requests,
         duration_s=duration,
@@ -230,7 +226,7 @@ def _run_with_progress(runner, console, busy=None):
         console=console,
         transient=True,
     ) as progress:
-        task = progress.add_task(f"{plan.backend}: starting", total=plan.total_runs())
+        task = progress.add_task(f"{plan.backend}: starting", total=plan.profile.total_runs(plan))
 
         def on_run(label: str, record) -> None:
             speed = ""

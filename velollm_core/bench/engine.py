@@ -4,7 +4,6 @@ is rewritten (atomically) after every finished run, so an interruption loses not
 from __future__ import annotations
 
 import datetime as _dt
-import math
 import random
 import sys
 import time
@@ -15,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from velollm_core import __version__
-from velollm_core.bench.levels import find_knee, level_entry
-from velollm_core.bench.loadgen import LevelSpec
+from velollm_core.bench.levels import level_entry
+from velollm_core.bench.profiles import LevelSpec, LoadProfile, Sequential, profile_named
 from velollm_core.bench.suites import Suite
 from velollm_core.bench.workloads import Dataset, PromptBuilder, Workload, build_prompts
 from velollm_core.contract.backends import Backend
@@ -81,11 +80,6 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-PROFILES = ("sequential", "concurrent", "constant", "poisson", "sweep")
-# A sweep's rates between the sequential rate and saturation, as shares of the distance between them.
-SWEEP_SHARES = (0.25, 0.5, 0.75, 0.9, 1.0)
-
-
 @dataclass
 class BenchmarkPlan:
     backend: str
@@ -100,9 +94,8 @@ class BenchmarkPlan:
     max_tokens: int | None = None
     workloads: list[Workload] = field(default_factory=list)
     datasets: list[Dataset] = field(default_factory=list)
-    # sequential | concurrent | constant | poisson | sweep; None: sequential at concurrency 1,
-    # continuous concurrency at the other --concurrency levels.
-    profile: str | None = None
+    # The load profile (velollm_core.bench.profiles), or its --profile name; None: sequential.
+    profile: LoadProfile | str | None = None
     rates: list[float] = field(default_factory=list)
     requests: int | None = None  # measured requests per load level (default: iterations x streams)
     duration_s: float | None = None  # and/or a time limit per level
@@ -114,55 +107,13 @@ class BenchmarkPlan:
     max_concurrency: int | None = None  # open-loop cap on open streams (and server slots)
     arrivals: str = "constant"  # a sweep's rate levels: constant or poisson
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.profile, LoadProfile):
+            self.profile = profile_named(self.profile)
+
     @property
     def jobs(self) -> list[Suite | Workload | Dataset]:
         return [*self.suites, *self.workloads, *self.datasets]
-
-    def load_levels(self) -> list[LevelSpec]:
-        """The levels every job runs at (a sweep adds its rate levels once it has measured the ends)."""
-        profile = self.profile
-        levels = []
-        if profile in (None, "sequential", "concurrent"):
-            for c in self.concurrency:
-                if c == 1 and profile != "concurrent":
-                    levels.append(LevelSpec("seq", "sequential", concurrency=1, requests=self.iterations,
-                                            warmup=self.warmup, seed=self.seed))
-                else:
-                    levels.append(self._level(f"c{c}", "concurrent", concurrency=c))
-        elif profile in ("constant", "poisson"):
-            prefix = "rate" if profile == "constant" else "poisson"
-            levels = [self._level(f"{prefix}{rate:.3g}", profile, rate=rate) for rate in self.rates]
-        elif profile == "sweep":
-            levels = [self._level("c1", "concurrent", concurrency=1),
-                      self._level(f"c{self.streams()}", "concurrent", concurrency=self.streams())]
-        return levels
-
-    def streams(self) -> int:
-        """The most streams any level opens (server slots are sized to it)."""
-        if self.profile in ("constant", "poisson", "sweep"):
-            return self.max_concurrency or max(max(self.concurrency), 8)
-        return max(self.concurrency)
-
-    def _level(self, key: str, profile: str, *, concurrency: int | None = None, rate: float | None = None) -> LevelSpec:
-        width = concurrency or max(1, math.ceil(rate or 1))
-        requests = self.requests or max(self.iterations * width, 8 if profile != "concurrent" else width)
-        return LevelSpec(key, profile, concurrency=concurrency, rate=rate, requests=requests,
-                         warmup=self.warmup * width, duration_s=self.duration_s,
-                         max_in_flight=self.streams(), seed=self.seed)
-
-    def sweep_levels(self, low: float, high: float) -> list[LevelSpec]:
-        """Rate levels between the sequential rate ``low`` and the saturation rate ``high`` (req/s)."""
-        prefix = "rate" if self.arrivals == "constant" else "poisson"
-        rates = sorted({float(f"{low + share * (high - low):.3g}") for share in SWEEP_SHARES} - {0.0})
-        return [self._level(f"{prefix}{rate:.3g}", self.arrivals, rate=rate) for rate in rates]
-
-    def total_runs(self) -> int:
-        total = 0
-        for level in self.load_levels():
-            total += len(self.jobs) * (level.warmup + level.requests)
-        if self.profile == "sweep":
-            total += len(self.jobs) * len(SWEEP_SHARES) * max(self.requests or 8, self.iterations)
-        return total
 
 
 class BenchmarkRunner:
@@ -216,7 +167,7 @@ class BenchmarkRunner:
                 "iterations": plan.iterations,
                 "warmup": plan.warmup,
                 "concurrency": plan.concurrency,
-                "profile": plan.profile or "sequential",
+                "profile": plan.profile.name,
                 "rates": plan.rates,
                 "requests": plan.requests,
                 "duration_s": plan.duration_s,
@@ -234,7 +185,7 @@ class BenchmarkRunner:
             backend=plan.backend,
             model=plan.model,
             host=plan.host,
-            parallel=plan.streams(),
+            parallel=plan.profile.max_concurrency(plan),
             options=dict(plan.options),
             hardware=hardware,
         )
@@ -395,30 +346,31 @@ class BenchmarkRunner:
             self.save()
         return [record]
 
-    def _run_sequential(self, job: Suite | Workload) -> None:
+    def run_sequential(self, job: Suite | Workload) -> None:
+        """``job``'s warm-up and iterations one after another, in this thread, as the sequential level."""
         first = len(self.result.runs)
         self.warm_up(job)
         if (telemetry := self._telemetry()) is not None:
-            telemetry.begin_level("seq", job.name)
+            telemetry.begin_level(Sequential.key, job.name)
         for iteration in range(1, self.plan.iterations + 1):
             self.measure(job, iteration)
         if telemetry is not None:  # cache primes of a @dN workload are served but not counted
-            telemetry.end_level("seq", self.result.runs[first:], other_requests=isinstance(job, Workload) and job.depth > 0)
+            telemetry.end_level(Sequential.key, self.result.runs[first:], other_requests=isinstance(job, Workload) and job.depth > 0)
         target = job.depth + job.prompt_tokens if isinstance(job, Workload) else None
-        self._add_level(level_entry(key="seq", profile="sequential", workload=job.name,
+        self._add_level(level_entry(key=Sequential.key, profile=Sequential.name, workload=job.name,
                                     runs=self.result.runs[first:], window_s=None, concurrency=1,
                                     max_concurrency=1, slo=self.plan.slo, prompt_requested=target))
 
     # -- load levels (the asyncio load generator) -------------------------------------------------
-    def _run_load(self, job: Suite | Workload, spec: LevelSpec) -> dict[str, Any]:
+    def run_load(self, job: Suite | Workload, spec: LevelSpec) -> dict[str, Any]:
+        """``job`` at the load level ``spec`` through the load generator; its level entry."""
         from velollm_core.bench.loadgen import LevelDriver
 
-        pad = spec.concurrency or min(spec.requests, max(1, math.ceil((spec.rate or 1) * 5)))
-        pairs = self.requests_for(job, spec.warmup + spec.requests + pad, unique=True)
+        pairs = self.requests_for(job, spec.warmup + spec.requests + spec.profile.cool_down(spec), unique=True)
         backend = self.start()
         prepare = (lambda request: backend.stream(request, self.context)) if backend.capabilities.stream else None
         if prepare is None:
-            check_streams(spec.concurrency or spec.max_in_flight, threads=True)
+            check_streams(spec.max_concurrency, threads=True)
         if not self.result.runs:  # the server is up (and described) before anything is timed
             self._generate(pairs[0][0].model_copy(update={"max_tokens": 1}))
             self._describe_backend()
@@ -431,7 +383,7 @@ class BenchmarkRunner:
             request = pairs[outcome.index][0]
             if outcome.measured:
                 timing = outcome.timing or GenerationTiming()
-                fields = {"level": spec.key, "profile": spec.profile, "failed": outcome.error,
+                fields = {"level": spec.key, "profile": spec.profile.name, "failed": outcome.error,
                           "started_s": round(outcome.start - driver.began, 6),
                           "ended_s": round(outcome.end - driver.began, 6)}
                 level_runs.append(self._record(timing, job, outcome.index - spec.warmup + 1,
@@ -457,7 +409,7 @@ class BenchmarkRunner:
             telemetry.end_level(spec.key, level_runs, origin=driver.began, window=window,
                                 window_tokens=run.tokens_in_window(), other_requests=True)
         target = job.depth + job.prompt_tokens if isinstance(job, Workload) else None
-        entry = level_entry(key=spec.key, profile=spec.profile, workload=job.name, runs=level_runs,
+        entry = level_entry(key=spec.key, profile=spec.profile.name, workload=job.name, runs=level_runs,
                             window_s=(window[1] - window[0]) if window else None,
                             tokens_in_window=run.tokens_in_window(), concurrency=spec.concurrency,
                             rate=spec.rate, max_concurrency=run.max_in_flight, slo=self.plan.slo,
@@ -476,40 +428,14 @@ class BenchmarkRunner:
         self.result.levels.append(entry)
         self.save()
 
-    def _run_job(self, job: Suite | Workload, spec: LevelSpec) -> dict[str, Any] | None:
-        if spec.profile == "sequential":
-            self._run_sequential(job)
-            return None
-        return self._run_load(job, spec)
-
     def drive(self, backend: Backend) -> BenchmarkResult:
         """The engine's own ``run_benchmark``: every job at every level through ``backend``'s lifecycle."""
         try:
-            self._run_all()
+            self.plan.profile.run(self)
         finally:  # while the server still runs: its scraper must not outlive it
             if self.telemetry is not None:
                 self.result.telemetry, self.telemetry = self.telemetry.finish(), None
         return self.result
-
-    def _run_all(self) -> None:
-        levels = self.plan.load_levels()
-        if self.plan.profile != "sweep":
-            for spec in levels:
-                for job in self.plan.jobs:
-                    self._run_job(job, spec)
-            return
-        for job in self.plan.jobs:
-            ends = [self._run_load(job, spec) for spec in levels]
-            low, high = (entry["request_throughput"] or 0 for entry in ends)
-            if not high or high <= low:
-                self.result.sweep = {"knee": ends[0]["key"], "workload": job.name,
-                                     "why": "more streams added no throughput: the server is saturated "
-                                            "by one stream"}
-                continue
-            for spec in self.plan.sweep_levels(low, high):
-                self._run_load(job, spec)
-            rate_levels = [lv for lv in self.result.levels if lv["workload"] == job.name]
-            self.result.sweep = find_knee(sorted(rate_levels, key=lambda lv: lv["request_throughput"] or 0))
 
     def _annotate_roofline(self) -> None:
         """Each suite's decode speed as a share of the memory-bandwidth limit; never fails the run."""
@@ -532,7 +458,7 @@ class BenchmarkRunner:
         """Refuse what this machine, the load generator or the backend cannot hold (UserInputError)."""
         if self.checked:
             return
-        check_streams(self.plan.streams())
+        check_streams(self.plan.profile.max_concurrency(self.plan))
         backend = self._backend()
         # One request per job as it will be sent; a synthetic workload's with its prompt size (depth
         # included) as prompt_tokens_target, so a backend can add the answer and check its context.

@@ -10,11 +10,10 @@ arrives, before any parsing, and each event in it carries that stamp. Backends w
 A failed request is one counted failure of its level (``Outcome.error``); ``ServerGone`` (a stream
 that cannot connect, or raised by ``generate``) ends the level.
 
-Profiles (``LevelSpec.profile``):
-
-- ``concurrent``: N streams, each sending its next request the moment the previous one ends;
-- ``constant`` / ``poisson``: open loop, arrivals at a fixed interval or exponentially distributed
-  (seeded), independent of completions, with at most ``max_in_flight`` streams open;
+How requests are sent is the level's profile's (``velollm_core.bench.profiles``): it calls
+``closed_loop`` (N streams, each sending its next request the moment the previous one ends) or
+``open_loop`` with its gaps between arrivals (independent of completions, with at most
+``max_concurrency`` requests in flight).
 
 Each level runs ``warmup`` uncounted requests first, then ``requests`` measured ones; requests past
 those keep the load steady (cool-down) until the last measured one ends, and are then cancelled.
@@ -24,12 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from velollm_core.bench.profiles import LevelSpec
 from velollm_core.contract.deadline import CONNECT_TIMEOUT_S, MAX_LINE_CHARS, Deadlines
 from velollm_core.contract.errors import BackendError, ServerGone
 from velollm_core.contract.schemas import GenerationRequest, GenerationTiming
@@ -40,21 +39,6 @@ from velollm_core.contract.streamclient import (
     StreamClient,
     stream_cut,
 )
-
-PROFILES = ("concurrent", "constant", "poisson")
-
-
-@dataclass
-class LevelSpec:
-    key: str
-    profile: str
-    concurrency: int | None = None
-    rate: float | None = None
-    requests: int = 10
-    warmup: int = 0
-    duration_s: float | None = None
-    max_in_flight: int = 256
-    seed: int = 42
 
 
 @dataclass
@@ -254,7 +238,7 @@ class LevelDriver:
         timing = await loop.run_in_executor(self._pool, self.generate, request)
         return timing, [], start
 
-    # -- profiles ---------------------------------------------------------------------------------
+    # -- sending (the level's profile chooses) ---------------------------------------------------
     def _take(self, began: float) -> int | None:
         """The next request index to send, or None when the level sends no more."""
         if self.fatal is not None or self.measured_done >= self.spec.requests:
@@ -273,7 +257,8 @@ class LevelDriver:
         return self.fatal is not None or self.measured_done >= min(
             self.spec.requests, max(0, self._next - self.spec.warmup))
 
-    async def _closed_loop(self, client, began: float) -> None:
+    async def closed_loop(self, client, began: float) -> None:
+        """``concurrency`` streams, each sending its next request when the previous one ends."""
         async def worker() -> None:
             while (index := self._take(began)) is not None:
                 await self._one(client, index)
@@ -283,11 +268,10 @@ class LevelDriver:
         workers = [asyncio.create_task(worker()) for _ in range(self.spec.concurrency or 1)]
         await self._until_measured(workers, began)
 
-    async def _open_loop(self, client, began: float) -> None:
-        rng = random.Random(f"{self.spec.seed}:{self.spec.key}")
-        rate = float(self.spec.rate or 1.0)
+    async def open_loop(self, client, began: float, gaps: Iterator[float]) -> None:
+        """Arrivals ``gaps`` seconds apart, each sent at once unless ``max_concurrency`` are in flight."""
         tasks: set[asyncio.Task] = set()
-        gate = asyncio.Semaphore(self.spec.max_in_flight)
+        gate = asyncio.Semaphore(self.spec.max_concurrency)
         due = time.perf_counter()
 
         async def send(index: int) -> None:
@@ -305,7 +289,7 @@ class LevelDriver:
                 task = asyncio.create_task(send(index))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
-                due += rng.expovariate(rate) if self.spec.profile == "poisson" else 1.0 / rate
+                due += next(gaps)
 
         producer = asyncio.create_task(arrivals())
         await self._until_measured([producer], began, extra=tasks)
@@ -334,15 +318,11 @@ class LevelDriver:
                 raise errors[0]
 
     async def _main(self) -> float:
-        size = max(self.spec.concurrency or 0, self.spec.max_in_flight if self.spec.profile != "concurrent" else 0, 1)
         client = StreamClient(connect_timeout_s=min(CONNECT_TIMEOUT_S, self.deadlines.total_s))
-        self._pool = None if self.prepare else ThreadPoolExecutor(max_workers=size)
+        self._pool = None if self.prepare else ThreadPoolExecutor(max_workers=self.spec.max_concurrency)
         try:
             self.began = began = time.perf_counter()
-            if self.spec.profile == "concurrent":
-                await self._closed_loop(client, began)
-            else:
-                await self._open_loop(client, began)
+            await self.spec.profile.send(self, client, began)
             return began
         finally:
             await client.aclose()
