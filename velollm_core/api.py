@@ -41,11 +41,11 @@ _EXPORTS: dict[str, str] = {
     # streamed generations for the load generator (Backend.stream), and the one wording of a cut stream
     **dict.fromkeys(("StreamCall", "Accumulator", "stream_cut"), "velollm_core.contract.streamclient"),
     # clients: deadlines, URLs, wire format, statistics
-    **dict.fromkeys(("Deadlines", "RequestWatch", "plain_request", "seconds_option", "FIRST_TOKEN_TIMEOUT_S",
+    **dict.fromkeys(("Deadlines", "RequestWatch", "plain_request", "read_bounded", "seconds_option", "FIRST_TOKEN_TIMEOUT_S",
                      "REQUEST_TIMEOUT_S", "PLAIN_TIMEOUT_S", "CONNECT_TIMEOUT_S"), "velollm_core.contract.deadline"),
     **dict.fromkeys(("ServerURL", "check_server_url", "join_url", "redact_url", "scrub", "split_server_url"),
                     "velollm_core.contract.urls"),
-    **dict.fromkeys(("NUMBER", "conform", "stream_event"), "velollm_core.contract.wire"),
+    **dict.fromkeys(("NUMBER", "conform", "stream_event", "check_timing"), "velollm_core.contract.wire"),
     "percentile": "velollm_core.contract.stats",
     # model files: a GGUF path or a name the resolve_model hook knows
     **dict.fromkeys(("resolve_model_path", "check_gguf"), "velollm_core.contract.modelfiles"),

@@ -54,6 +54,14 @@ CONNECT_TIMEOUT_S = 10.0
 NOTICE_AFTER_S = 5.0
 # One event line of a stream: a token's JSON is under a kilobyte; 16 MiB is past any real server.
 MAX_LINE_CHARS = 16 << 20
+# A whole answer that is not a stream (a model list, llama-server's /props with its chat template, an
+# error body): kilobytes on any real server, about a megabyte for the largest hosted model lists.
+# Counted on the wire and again after decompression, so a gzip bomb stops here.
+MAX_BODY_BYTES = 8 << 20
+# How much one step of decompression may produce: memory stays this small whatever the ratio.
+INFLATE_STEP = 1 << 20
+# The encodings read_bounded inflates itself (zlib, bounded); plain_request asks for these only.
+ENCODINGS = "gzip, deflate"
 NOTICE_EVERY_S = 15.0
 
 
@@ -299,14 +307,15 @@ def plain_request(http: Any, method: str, url: str, limits: Deadlines, *, server
     """
     import httpx
 
-    request = http.build_request(method, url, timeout=limits.httpx_timeout(connect_s), **kwargs)
+    headers = {"Accept-Encoding": ENCODINGS, **kwargs.pop("headers", {})}
+    request = http.build_request(method, url, timeout=limits.httpx_timeout(connect_s), headers=headers, **kwargs)
     watch = RequestWatch(limits, server=server, url=str(request.url))
     try:
         with watch:
             response = http.send(request, stream=True, auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT)
             try:
                 watch.attach(response)
-                response.read()
+                return read_bounded(response, server=watch.who)
             finally:
                 response.close()
     except httpx.HTTPError as exc:
@@ -314,4 +323,81 @@ def plain_request(http: Any, method: str, url: str, limits: Deadlines, *, server
         if passed is None:
             raise
         raise passed from None
-    return response
+
+
+def read_bounded(response: Any, *, server: str, limit: int = MAX_BODY_BYTES) -> Any:
+    """``response`` (httpx, opened with ``stream=True``) read whole, at most ``limit`` bytes on the wire
+    and ``limit`` after decompression (gzip or deflate, inflated here step by step); over either, or in
+    another encoding, a BackendError naming ``server`` ("llama-server at http://..."). Returns an httpx
+    response holding the decoded body (``content``, ``text``, ``json()`` read it); one already read is
+    returned as it is. Backends read an error body of a stream with it too.
+    """
+    import httpx
+
+    if response.is_stream_consumed:
+        return response
+    too_big = BackendError(f"{server} sent an answer over {limit >> 20} MiB (on the wire or decompressed); "
+                           "no model server's metadata is that large, so it is refused")
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        inflate = None
+    elif encoding in ("gzip", "x-gzip", "deflate"):
+        inflate = _Inflater(encoding, server)
+    else:
+        raise BackendError(f"{server} sent its answer in the {encoding[:40]!r} encoding, which VeloLLM did "
+                           f"not ask for (it accepts {ENCODINGS})")
+    wire = 0
+    pieces: list[bytes] = []
+    size = 0
+    for chunk in response.iter_raw():
+        wire += len(chunk)
+        if wire > limit:
+            raise too_big
+        for piece in (inflate.feed(chunk, limit - size + 1) if inflate else (chunk,)):
+            size += len(piece)
+            if size > limit:
+                raise too_big
+            pieces.append(piece)
+    if inflate:
+        inflate.check_end()
+    dropped = ("content-encoding", "content-length", "transfer-encoding")
+    return httpx.Response(
+        response.status_code,
+        headers=[(name, value) for name, value in response.headers.multi_items() if name.lower() not in dropped],
+        content=b"".join(pieces), request=response.request, extensions=response.extensions,
+    )
+
+
+class _Inflater:
+    """gzip or deflate, decompressed in steps of at most ``INFLATE_STEP`` bytes."""
+
+    def __init__(self, encoding: str, server: str) -> None:
+        import zlib
+
+        self._zlib, self._server = zlib, server
+        # 32+15 reads a gzip or zlib header; a "deflate" answer may also be raw deflate (retried below).
+        self._deflate = encoding == "deflate"
+        self._decompressor = zlib.decompressobj(47 if not self._deflate else 15)
+        self._started = False
+
+    def feed(self, data: bytes, room: int) -> Iterator[bytes]:
+        """The decompressed pieces of ``data``, stopping once more than ``room`` bytes came."""
+        zlib = self._zlib
+        while data and room > 0:
+            try:
+                piece = self._decompressor.decompress(data, min(room, INFLATE_STEP))
+            except zlib.error:
+                if self._deflate and not self._started:  # raw deflate, without the zlib header
+                    self._decompressor, self._started = zlib.decompressobj(-15), True
+                    continue
+                raise BackendError(f"{self._server} sent a corrupt {'deflate' if self._deflate else 'gzip'} answer") from None
+            self._started = True
+            room -= len(piece)
+            yield piece
+            data = self._decompressor.unconsumed_tail
+            if self._decompressor.eof:
+                return
+
+    def check_end(self) -> None:
+        if self._started and not self._decompressor.eof:
+            raise BackendError(f"{self._server} sent a compressed answer that ends mid-way")

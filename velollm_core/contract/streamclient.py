@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import urlencode, urlsplit
 
 from velollm_core import __version__
+from velollm_core.contract.deadline import MAX_BODY_BYTES
 from velollm_core.contract.errors import BackendError
 
 if TYPE_CHECKING:
@@ -89,6 +90,9 @@ def stream_cut(server: str, tokens: int, detail: str | None = None) -> BackendEr
 
 MAX_HEADER_BYTES = 64 << 10
 READ_SIZE = 64 << 10
+# One chunk of a chunked body: servers send an event or a few per chunk; a larger size is not a stream
+# but a request for that much memory (readexactly buffers it whole).
+MAX_CHUNK_BYTES = 16 << 20
 
 
 class ConnectFailed(ConnectionError):
@@ -119,6 +123,8 @@ class Response:
                     size = int(size_line.split(b";", 1)[0].strip(), 16)
                 except ValueError:
                     raise ProtocolError(f"bad chunk size line {size_line[:40]!r}") from None
+                if size > MAX_CHUNK_BYTES:
+                    raise ProtocolError(f"a chunk of {size:,} bytes announced (over {MAX_CHUNK_BYTES >> 20} MiB)")
                 if size == 0:
                     while (await reader.readline()) not in (b"\r\n", b"\n", b""):
                         pass  # trailers
@@ -140,8 +146,17 @@ class Response:
             self.done = True
             self.keep_alive = False
 
-    async def read(self) -> bytes:
-        return b"".join([data async for data, _ in self.chunks()])
+    async def read(self, limit: int = MAX_BODY_BYTES) -> bytes:
+        """The whole body (an error's, say), or a ProtocolError once it passes ``limit`` bytes."""
+        if self._left is not None and self._left > limit:
+            raise ProtocolError(f"an answer of {self._left:,} bytes announced (over {limit >> 20} MiB)")
+        pieces, size = [], 0
+        async for data, _ in self.chunks():
+            size += len(data)
+            if size > limit:
+                raise ProtocolError(f"an answer over {limit >> 20} MiB")
+            pieces.append(data)
+        return b"".join(pieces)
 
 
 @dataclass

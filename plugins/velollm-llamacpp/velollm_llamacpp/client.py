@@ -14,6 +14,7 @@ from velollm_core.api import (
     GenerationRequest,
     GenerationTiming,
     RequestWatch,
+    read_bounded,
     stream_cut,
     stream_event,
 )
@@ -122,7 +123,7 @@ def stream_completion(client, base_url: str, request: GenerationRequest,
         with watch, client.stream("POST", f"{base_url}/completion", json=body, timeout=timeout) as response:
             watch.attach(response)
             if response.status_code != 200:
-                raise status_error(response.status_code, response.read())
+                raise status_error(response.status_code, read_bounded(response, server=watch.who).content)
             for line in watch.lines(response):
                 if not line.startswith("data:"):
                     continue

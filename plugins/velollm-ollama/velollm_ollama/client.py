@@ -22,6 +22,7 @@ from velollm_core.api import (
     UserInputError,
     VeloError,
     plain_request,
+    read_bounded,
     scrub,
     split_server_url,
 )
@@ -277,7 +278,7 @@ class OllamaClient:
                                           timeout=timeout) as response:
                 watch.attach(response)
                 if response.status_code >= 400:
-                    raise self.status_error(response.status_code, response.read(), model)
+                    raise self.status_error(response.status_code, read_bounded(response, server=watch.who).content, model)
                 for line in watch.lines(response):
                     arrived = time.perf_counter()
                     if not line.strip():

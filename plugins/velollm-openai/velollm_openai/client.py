@@ -24,6 +24,7 @@ from velollm_core.api import (
     UserInputError,
     join_url,
     plain_request,
+    read_bounded,
     scrub,
     split_server_url,
     stream_cut,
@@ -52,9 +53,9 @@ def api_base(host: str) -> str:
 
 def error_text(response: Any, limit: int = 300) -> str:
     """The server's own error message: OpenAI ``{"error": {"message"}}``, TGI ``{"error": str}``,
-    FastAPI ``{"detail"}``, or the raw body; on one line (it ends up in a one-line error)."""
+    FastAPI ``{"detail"}``, or the raw body; on one line (it ends up in a one-line error). ``response``
+    is read (``plain_request``'s, or a stream's through ``read_bounded``)."""
     try:
-        response.read()
         data = json.loads(response.text)
     except (ValueError, UnicodeDecodeError):
         return " ".join((response.text or "").split())[:limit] or "(empty body)"
@@ -259,11 +260,12 @@ class OpenAIServer:
             with watch, self._http.stream("POST", f"{self.base}{path}", json=body, timeout=timeout) as response:
                 watch.attach(response)
                 if response.status_code != 200:
-                    if response.status_code in (400, 422) and "stream_options" in body:
-                        text = error_text(response)
+                    refusal = read_bounded(response, server=watch.who)
+                    if refusal.status_code in (400, 422) and "stream_options" in body:
+                        text = error_text(refusal)
                         if "stream_options" in text or "include_usage" in text:
                             raise StreamOptionsRejected(text)
-                    self.raise_for_status(response, model=body.get("model"), path=path)
+                    self.raise_for_status(refusal, model=body.get("model"), path=path)
                 for line in watch.lines(response):
                     if not line.startswith("data:"):
                         continue  # comments (":"), "event:", "id:" and blank separators
