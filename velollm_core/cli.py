@@ -9,7 +9,7 @@ import click
 
 from velollm_core import __version__
 from velollm_core.contract.errors import VeloError
-from velollm_core.contract.output import print_json, stdout_console
+from velollm_core.contract.output import print_error, print_json, stdout_console
 
 # Core commands imported only when run: `velollm --help` and `velollm detect` stay fast.
 LAZY_COMMANDS = {
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("Interrupted." if code == 130 else f"Terminated by {interrupt.signal_name(code)}.", err=True)
         sys.exit(code)
     except VeloError as exc:
-        click.echo(f"Error: {exc}", err=True)
+        print_error(exc)  # its text may quote a server or a file: made safe for the terminal
         sys.exit(exc.exit_code)
     except BrokenPipeError:
         sys.exit(1)

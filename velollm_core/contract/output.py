@@ -1,4 +1,14 @@
-"""What commands print: one JSON document on stdout, rich consoles for tables (stdout) and progress (stderr).
+"""What commands print: one JSON document on stdout, rich consoles for tables (stdout) and progress
+(stderr), and lines (``echo``, ``print_error``); the one place where text from outside is made safe
+for a terminal.
+
+Text from a server (a version, a model list, an error body), from a file (an imported result) or from a
+plugin may hold control characters: ESC starts a CSI or OSC sequence (clear the screen, hide text,
+retitle the window, write a link), C1 characters do the same in one byte, and the bidi overrides
+U+202A-U+202E and isolates U+2066-U+2069 reorder the rest of a line. Every console made here drops
+them from the text it renders (keeping its own colours and cursor moves), and ``echo`` and
+``print_error`` show them as visible escapes (``\\x1b``), on a terminal and through a pipe alike. JSON
+output needs nothing: json escapes every control character.
 
 Its own module so that command modules (the core's and the plugins') need not import ``cli.py``.
 """
@@ -6,8 +16,29 @@ Its own module so that command modules (the core's and the plugins') need not im
 from __future__ import annotations
 
 import json
+import re
+from typing import Any
 
 import click
+
+# C0 controls but tab and newline, DEL, C1 controls, and the bidi embeddings, overrides and isolates.
+UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _visible(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def safe_text(text: str) -> str:
+    """``text`` with every control character and bidi override shown as a visible escape (``\\x1b``)."""
+    return UNSAFE.sub(_visible, text)
+
+
+def stripped_text(text: str) -> str:
+    """``text`` without its control characters and bidi overrides (for tables: rich gives them no width,
+    so dropping them keeps the columns as measured)."""
+    return UNSAFE.sub("", text)
 
 
 def print_json(data) -> None:
@@ -15,13 +46,58 @@ def print_json(data) -> None:
     click.echo(json.dumps(data, indent=2, allow_nan=False))
 
 
-def stdout_console():
+def echo(message: Any = "", *, err: bool = False, nl: bool = True) -> None:
+    """``click.echo`` of ``message`` made safe for a terminal (``safe_text``)."""
+    click.echo(safe_text(str(message)), err=err, nl=nl)
+
+
+def print_error(message: Any) -> None:
+    """The CLI's ``Error: ...`` line on stderr, made safe for a terminal."""
+    echo(f"Error: {message}", err=True)
+
+
+def stdout_console(**options: Any):
+    """A rich console on stdout whose rendered text holds no control sequence but its own."""
+    return _safe_console(options)
+
+
+def stderr_console(**options: Any):
+    """The same on stderr."""
+    return _safe_console({**options, "stderr": True})
+
+
+def _safe_console(options: dict[str, Any]):
     from rich.console import Console
 
-    return Console()
+    console = Console(**options)
+    console.push_render_hook(_SafeRenderHook())
+    return console
 
 
-def stderr_console():
-    from rich.console import Console
+class _Safe:
+    """A renderable rendered as ``inner`` is, its text segments stripped of control characters; the
+    console's own control segments (a live display's cursor moves) pass, and no text carries a link:
+    VeloLLM writes none, so one came from markup in outside text."""
 
-    return Console(stderr=True)
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __rich_console__(self, console, options):
+        from rich.segment import Segment
+
+        for segment in console.render(self.inner, options):
+            if segment.control:
+                yield segment
+                continue
+            style = segment.style
+            if style is not None and style.link:
+                style = style.update_link(None)
+            yield Segment(stripped_text(segment.text), style)
+
+
+class _SafeRenderHook:
+    """Wraps everything a console prints in ``_Safe``: a rich ``RenderHook`` (duck-typed, so that this
+    module imports no rich until a console is made)."""
+
+    def process_renderables(self, renderables):
+        return [_Safe(renderable) for renderable in renderables]
