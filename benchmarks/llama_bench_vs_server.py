@@ -16,7 +16,8 @@ import subprocess
 
 from velollm_llamacpp.install import find_program
 
-from velollm_core.bench.engine import BenchmarkPlan, BenchmarkRunner
+from velollm_core.bench.plan import BenchmarkPlan
+from velollm_core.bench.runner import BenchmarkRunner
 from velollm_core.bench.suites import Suite
 from velollm_core.contract.modelfiles import resolve_model_path
 
@@ -44,10 +45,10 @@ def main() -> None:
     runner = BenchmarkRunner(plan)
     bench, server, client = [], [], []
     with runner.context.resources:
-        runner._batch(suite, 1)  # warm-up: starts the server and loads the model
-        for _ in range(args.rounds):
+        runner.measure(suite, 0)  # warm-up: starts the server and loads the model
+        for round_number in range(1, args.rounds + 1):
             bench.append(llama_bench_tg(model, args.threads, args.n_gen))
-            (timing,), _ = runner._batch(suite, 1)
+            (timing,) = runner.measure(suite, round_number)
             server.append(timing.server_decode_tokens_per_s)
             client.append(timing.client_decode_tokens_per_s)
     med = statistics.median

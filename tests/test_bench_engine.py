@@ -10,7 +10,8 @@ import threading
 
 import pytest
 
-from velollm_core.bench.engine import BenchmarkPlan, BenchmarkRunner
+from velollm_core.bench.plan import BenchmarkPlan
+from velollm_core.bench.runner import BenchmarkRunner
 from velollm_core.bench.suites import SUITES, get_suites
 from velollm_core.contract.backends import BackendBase
 from velollm_core.contract.errors import BackendError, UserInputError

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from velollm_testkit.plugin import BackendPlugin, FakeBackend
 
-from velollm_core.bench.engine import BenchmarkPlan, BenchmarkRunner
+from velollm_core.bench.plan import BenchmarkPlan
+from velollm_core.bench.runner import BenchmarkRunner
 from velollm_core.bench.suites import get_suites
 from velollm_core.history import store
 

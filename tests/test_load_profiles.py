@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from velollm_core.bench.engine import BenchmarkPlan
+from velollm_core.bench.plan import BenchmarkPlan
 from velollm_core.bench.profiles import (
     PROFILES,
     ConstantRate,

@@ -13,8 +13,9 @@ import threading
 import pytest
 from velollm_testkit.mock import mock_llm
 
-from velollm_core.bench.engine import BenchmarkPlan, BenchmarkRunner
 from velollm_core.bench.levels import find_knee, parse_slo
+from velollm_core.bench.plan import BenchmarkPlan
+from velollm_core.bench.runner import BenchmarkRunner
 from velollm_core.bench.workloads import PromptBuilder, Workload, build_prompts, parse_workload
 from velollm_core.contract.errors import BackendError, UserInputError
 

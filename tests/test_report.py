@@ -18,7 +18,8 @@ import pytest
 from velollm_testkit.plugin import FakeBackend
 from velollm_testkit.real import missing
 
-from velollm_core.bench.engine import BenchmarkPlan, BenchmarkRunner
+from velollm_core.bench.plan import BenchmarkPlan
+from velollm_core.bench.runner import BenchmarkRunner
 from velollm_core.bench.suites import get_suites
 
 SCREENSHOT_DIR_ENV = "VELOLLM_REPORT_SCREENSHOTS"  # keep the screenshots there (else the test's tmp dir)

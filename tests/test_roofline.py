@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 
 from velollm_core.bench import roofline
-from velollm_core.bench.engine import BenchmarkPlan, BenchmarkRunner
+from velollm_core.bench.plan import BenchmarkPlan
 from velollm_core.bench.roofline import decode_bandwidth, max_decode_tokens_per_s
+from velollm_core.bench.runner import BenchmarkRunner
 from velollm_core.bench.suites import get_suites
 from velollm_core.contract.backends import BackendBase
 from velollm_core.contract.plugins import pm

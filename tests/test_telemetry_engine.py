@@ -10,7 +10,8 @@ import sys
 import pytest
 from velollm_testkit.mock import mock_llm
 
-from velollm_core.bench.engine import BenchmarkPlan, BenchmarkRunner
+from velollm_core.bench.plan import BenchmarkPlan
+from velollm_core.bench.runner import BenchmarkRunner
 from velollm_core.bench.workloads import Workload
 
 

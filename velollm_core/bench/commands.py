@@ -128,8 +128,9 @@ def benchmark_command(
     backend_flags=({}, {}),
 ) -> None:
     """Benchmark a local backend with standard suites and honest statistics."""
-    from velollm_core.bench.engine import BenchmarkPlan, BenchmarkRunner
     from velollm_core.bench.levels import parse_slo
+    from velollm_core.bench.plan import BenchmarkPlan
+    from velollm_core.bench.runner import BenchmarkRunner
     from velollm_core.bench.suites import get_suites
     from velollm_core.bench.workloads import load_dataset, parse_workload
     from velollm_core.contract.backends import flag_options

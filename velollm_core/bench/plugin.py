@@ -1,7 +1,7 @@
 """The engine as a built-in plugin: the ``trylast`` implementation of the ``run_benchmark`` door.
 
 It answers for every backend registered with ``register_backends``, driving the Backend object
-through its lifecycle (``velollm_core.bench.engine``). A plugin that answers ``run_benchmark`` for its
+through its lifecycle (``velollm_core.bench.runner``). A plugin that answers ``run_benchmark`` for its
 own backend name is asked first and takes the whole run over. Imports only the hook marker: the CLI
 starts without the engine.
 """

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from velollm_core.bench.engine import BenchmarkPlan, BenchmarkRunner
+from velollm_core.bench.plan import BenchmarkPlan
+from velollm_core.bench.runner import BenchmarkRunner
 from velollm_core.bench.suites import Suite
 from velollm_core.contract.errors import UserInputError, VeloError
 from velollm_core.contract.files import OutputFile

@@ -210,7 +210,8 @@ def verify(proposal: ConfigProposal, model: str | None, hardware: HardwareReport
 
 
 def _run_benchmark(runtime: str, model: str, hardware: HardwareReport, output: Path) -> None:
-    from velollm_core.bench.engine import BenchmarkPlan, run_benchmark_suites
+    from velollm_core.bench.plan import BenchmarkPlan
+    from velollm_core.bench.runner import run_benchmark_suites
     from velollm_core.bench.suites import get_suites
 
     plan = BenchmarkPlan(backend=runtime, model=model, suites=get_suites([]))

@@ -96,7 +96,8 @@ class InterleavedBench:
         self.suites = verify_suites()
 
     def _runner(self, candidate: Candidate):
-        from velollm_core.bench.engine import BenchmarkPlan, BenchmarkRunner
+        from velollm_core.bench.plan import BenchmarkPlan
+        from velollm_core.bench.runner import BenchmarkRunner
 
         plan = BenchmarkPlan(backend=self.backend, model=self.model, suites=list(self.suites), iterations=1,
                              warmup=1, options={**candidate.options, "request.ignore_eos": True})

@@ -1,23 +1,28 @@
-"""The benchmark engine: warm-up, iterations, concurrency levels, statistics, and a result file that
-is rewritten (atomically) after every finished run, so an interruption loses nothing finished."""
+"""The runner: a plan measured through the ``run_benchmark`` door, every run recorded, and a result
+file rewritten (atomically) after every finished run, so an interruption loses nothing finished.
+
+It drives the backend's lifecycle, runs sequential levels in this thread and load levels through the
+load generator (``velollm_core.bench.loadgen``), as each level's profile says, and records telemetry,
+the backend's description and the roofline annotation with the result.
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
-import random
 import sys
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from velollm_core import __version__
 from velollm_core.bench.levels import level_entry
-from velollm_core.bench.profiles import LevelSpec, LoadProfile, Sequential, profile_named
+from velollm_core.bench.limits import check_concurrency
+from velollm_core.bench.plan import BenchmarkPlan
+from velollm_core.bench.profiles import LevelSpec, Sequential
+from velollm_core.bench.requests import RequestBuilder, RequestPair
 from velollm_core.bench.suites import Suite
-from velollm_core.bench.workloads import Dataset, PromptBuilder, Workload, build_prompts
+from velollm_core.bench.workloads import Dataset, Workload
 from velollm_core.contract.backends import Backend
 from velollm_core.contract.deadline import Deadlines
 from velollm_core.contract.errors import BackendError, ServerGone, UserInputError, VeloError
@@ -32,45 +37,6 @@ from velollm_core.contract.schemas import (
 )
 from velollm_core.history.summary import summarize_runs
 
-# The asyncio load generator holds this many streams (one connection each); a backend without
-# StreamCalls runs one thread per stream, and is held to THREAD_STREAMS.
-MAX_STREAMS = 4096
-THREAD_STREAMS = 1024
-_RESERVED_FILES = 64  # descriptors kept for the server's log, result files, the interpreter
-
-
-def stream_limit(threads: bool = False) -> tuple[int, str]:
-    """The most concurrent streams this process can run, and what sets that limit."""
-    cap = THREAD_STREAMS if threads else MAX_STREAMS
-    limit, why = cap, f"{cap} is the load generator's own cap"
-    try:
-        import resource
-    except ImportError:  # Windows
-        return limit, why
-    files, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if files != resource.RLIM_INFINITY and files - _RESERVED_FILES < limit:
-        # The soft limit (often 1024) may rise to the hard one without privileges, as servers do.
-        wanted = limit + _RESERVED_FILES if hard == resource.RLIM_INFINITY else min(hard, limit + _RESERVED_FILES)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-            files = wanted
-        except (ValueError, OSError):
-            pass
-    if files != resource.RLIM_INFINITY and files - _RESERVED_FILES < limit:
-        limit, why = max(1, files - _RESERVED_FILES), f"the open-file limit (ulimit -n) is {files}"
-    procs = resource.getrlimit(resource.RLIMIT_NPROC)[0] if hasattr(resource, "RLIMIT_NPROC") else -1
-    if threads and procs not in (-1, resource.RLIM_INFINITY) and procs // 2 < limit:
-        limit, why = max(1, procs // 2), f"the process/thread limit (ulimit -u) is {procs}"
-    return limit, why
-
-
-def check_streams(concurrency: int, threads: bool = False) -> None:
-    limit, why = stream_limit(threads)
-    if concurrency > limit:
-        kind = "a thread and a connection" if threads else "a connection"
-        raise UserInputError(f"--concurrency {concurrency} is more than this machine can run: at most {limit} "
-                             f"streams (each stream is {kind}; {why})")
-
 
 def _stderr_warn(message: str) -> None:
     sys.stderr.write(f"warning: {message}\n")
@@ -78,42 +44,6 @@ def _stderr_warn(message: str) -> None:
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-@dataclass
-class BenchmarkPlan:
-    backend: str
-    model: str
-    suites: list[Suite]
-    iterations: int = 3
-    warmup: int = 1
-    concurrency: list[int] = field(default_factory=lambda: [1])
-    host: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-    seed: int = 42
-    max_tokens: int | None = None
-    workloads: list[Workload] = field(default_factory=list)
-    datasets: list[Dataset] = field(default_factory=list)
-    # The load profile (velollm_core.bench.profiles), or its --profile name; None: sequential.
-    profile: LoadProfile | str | None = None
-    rates: list[float] = field(default_factory=list)
-    requests: int | None = None  # measured requests per load level (default: iterations x streams)
-    duration_s: float | None = None  # and/or a time limit per level
-    slo: dict[str, float] = field(default_factory=dict)
-    # False: fixed output length (ignore_eos where the runtime has it). The CLI's default is False;
-    # True here keeps callers that compare natural answers (speculative bench) as they were.
-    natural_stop: bool = True
-    prefix_cache: bool = False  # let requests share a prompt and hit the server's prefix cache
-    max_concurrency: int | None = None  # open-loop cap on open streams (and server slots)
-    arrivals: str = "constant"  # a sweep's rate levels: constant or poisson
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.profile, LoadProfile):
-            self.profile = profile_named(self.profile)
-
-    @property
-    def jobs(self) -> list[Suite | Workload | Dataset]:
-        return [*self.suites, *self.workloads, *self.datasets]
 
 
 class BenchmarkRunner:
@@ -151,7 +81,7 @@ class BenchmarkRunner:
         self.started: Backend | None = None  # the backend whose start() returned (close() is then due)
         self.on_run = on_run or (lambda label, record: None)
         self.hook = hook or default_hook()
-        self._builder: PromptBuilder | None = None
+        self.request_builder = RequestBuilder(plan, tokenizer=self._tokenizer, generate=self._generate)
         self._saved_at = 0.0
         self.telemetry = None  # a TelemetrySession once started (velollm_core/telemetry), when asked for
         self._want_telemetry = telemetry
@@ -176,7 +106,7 @@ class BenchmarkRunner:
                 "prefix_cache": plan.prefix_cache,
                 "seed": plan.seed,
                 "options": plan.options,
-                "max_tokens": {job.name: self._max_tokens(job) for job in plan.jobs},
+                "max_tokens": {job.name: self.request_builder.max_tokens(job) for job in plan.jobs},
             },
         )
         self.result.environment.hardware = hardware
@@ -190,28 +120,7 @@ class BenchmarkRunner:
             hardware=hardware,
         )
 
-    # -- requests ---------------------------------------------------------------------------------
-    def _max_tokens(self, job: Suite | Workload | Dataset) -> int:
-        if isinstance(job, Workload):
-            return job.output_tokens
-        if isinstance(job, Dataset):
-            return job.max_tokens
-        return self.plan.max_tokens or job.max_tokens
-
-    def _request(self, job: Suite | Workload, prompt: str | None = None, target: int | None = None) -> GenerationRequest:
-        synthetic = isinstance(job, Workload)
-        return GenerationRequest(
-            benchmark=job.name,
-            prompt=prompt if prompt is not None else getattr(job, "prompt", ""),
-            max_tokens=self._max_tokens(job),
-            seed=self.plan.seed,
-            options=dict(self.plan.options),
-            ignore_eos=not self.plan.natural_stop,
-            raw=synthetic,
-            cache_prompt=self.plan.prefix_cache or bool(synthetic and job.depth),
-            prompt_tokens_target=target,
-        )
-
+    # -- the backend's lifecycle -------------------------------------------------------------------
     def _backend(self) -> Backend:
         """The registered backend of the plan, its options validated onto ``context.settings``."""
         from velollm_core.contract import backends
@@ -255,45 +164,12 @@ class BenchmarkRunner:
         probe = backend.tokenize("hello world", self.context)
         return (lambda text: backend.tokenize(text, self.context)) if probe else None
 
-    def _prompt_builder(self) -> PromptBuilder:
-        if self._builder is None:
-            builder = PromptBuilder(self._tokenizer())
-            if builder.tokenize is None:
-                def count(text: str) -> int | None:
-                    return self._generate(GenerationRequest(benchmark="calibration", prompt=text, max_tokens=1,
-                                                            seed=self.plan.seed, options=dict(self.plan.options),
-                                                            raw=True)).prompt_tokens
-
-                builder.calibrate(count, random.Random(self.plan.seed))
-                self.result.settings["prompt_sizing"] = {"method": "calibrated", "fit": builder.fit}
-            else:
-                self.result.settings["prompt_sizing"] = {"method": "tokenizer"}
-            self._builder = builder
-        return self._builder
-
-    def requests_for(self, job: Suite | Workload, count: int, *, unique: bool) -> list[tuple[GenerationRequest, GenerationRequest | None]]:
-        """``count`` requests of ``job``, each with the depth context to prime first (or None).
-
-        Synthetic workloads are unique from their first token unless the plan measures prefix caching;
-        a suite's fixed prompt gets a unique first line at load levels (``unique``) for the same reason.
-        """
-        if isinstance(job, Workload):
-            shared = self.plan.prefix_cache
-            prompts = build_prompts(job, self._prompt_builder(), count, self.plan.seed + len(self.result.runs),
-                                    shared=shared)
-            pairs = []
-            for prompt in prompts:
-                prime = None
-                if prompt.depth_text is not None:
-                    prime = self._request(job, prompt.depth_text).model_copy(update={"max_tokens": 1, "cache_prompt": True})
-                pairs.append((self._request(job, prompt.text, prompt.tokens), prime))
-            return pairs
-        if isinstance(job, Dataset):
-            start = len(self.result.runs)
-            return [(self._request(job, job.prompt(start + i, self.plan.seed)), None) for i in range(count)]
-        if not unique or self.plan.prefix_cache:
-            return [(self._request(job), None) for _ in range(count)]
-        return [(self._request(job, f"Request {uuid.uuid4().hex[:8]}.\n{job.prompt}"), None) for _ in range(count)]
+    def requests_for(self, job: Suite | Workload | Dataset, count: int, *, unique: bool) -> list[RequestPair]:
+        """``count`` requests of ``job`` with their depth primes (``RequestBuilder.pairs``), past the runs so far."""
+        pairs = self.request_builder.pairs(job, count, unique=unique, offset=len(self.result.runs))
+        if self.request_builder.prompt_sizing is not None:
+            self.result.settings["prompt_sizing"] = self.request_builder.prompt_sizing
+        return pairs
 
     def _generate(self, request: GenerationRequest) -> GenerationTiming:
         return self.start().generate(request, self.context)
@@ -322,7 +198,7 @@ class BenchmarkRunner:
         if isinstance(job, (Workload, Dataset)):
             request, prime = self.requests_for(job, 1, unique=True)[0]
         else:
-            request, prime = self._request(job), None
+            request, prime = self.request_builder.request(job), None
         if prime is not None:
             self._generate(prime)
         return self._generate(request), request
@@ -370,7 +246,7 @@ class BenchmarkRunner:
         backend = self.start()
         prepare = (lambda request: backend.stream(request, self.context)) if backend.capabilities.stream else None
         if prepare is None:
-            check_streams(spec.max_concurrency, threads=True)
+            check_concurrency(spec.max_concurrency, threads=True)
         if not self.result.runs:  # the server is up (and described) before anything is timed
             self._generate(pairs[0][0].model_copy(update={"max_tokens": 1}))
             self._describe_backend()
@@ -458,15 +334,10 @@ class BenchmarkRunner:
         """Refuse what this machine, the load generator or the backend cannot hold (UserInputError)."""
         if self.checked:
             return
-        check_streams(self.plan.profile.max_concurrency(self.plan))
+        check_concurrency(self.plan.profile.max_concurrency(self.plan))
         backend = self._backend()
-        # One request per job as it will be sent; a synthetic workload's with its prompt size (depth
-        # included) as prompt_tokens_target, so a backend can add the answer and check its context.
-        requests = [self._request(suite) for suite in self.plan.suites]
-        requests += [self._request(w, target=w.depth + w.prompt_tokens) for w in self.plan.workloads]
-        requests += [self._request(d, max(d.prompts, key=len)) for d in self.plan.datasets]
         try:
-            backend.check(self.context, requests)
+            backend.check(self.context, self.request_builder.one_per_job())
         except BaseException:
             self.context.resources.close()  # what a refusing check() opened is closed with it
             raise
