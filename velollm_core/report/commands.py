@@ -47,7 +47,9 @@ def report_command(results: tuple[str, ...], output: Path | None, fmt: str | Non
         out = prepare_output(output, force=force or _is_report(output, formats.values()))
     text = chosen.render(load_sources(list(results)))
     if out is None:
-        click.echo(text, nl=False)
+        from velollm_core.contract.output import echo
+
+        echo(text, nl=False)  # a control character from a result file is shown, not obeyed
         return
     with out:
         out.write_text(text)

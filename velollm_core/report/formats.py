@@ -4,6 +4,10 @@ Rows come in four tables (column ``table``): ``suite`` (a suite of a benchmark, 
 speculative bench), ``level`` (a load level), ``speculative`` (a suite of a speculative bench) and
 ``verify`` (a candidate of a verification). CSV and JSONL hold every row with the same columns
 (empty where a column does not apply); markdown prints one table per kind, with only its columns.
+
+Cells hold text from result files (model names, versions, machine names), which anyone may have
+written: a CSV cell that a spreadsheet would run as a formula is neutralised as OWASP recommends, and a
+markdown cell can open no HTML tag, link or new cell.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import io
 import json
 from typing import Any
 
+from velollm_core.contract.output import safe_text
 from velollm_core.report import data as d
 
 COMMON = ("table", "source", "kind", "side", "backend", "backend_version", "build_commit", "model", "machine",
@@ -80,17 +85,39 @@ def rows(sources: list[d.ReportSource]) -> list[dict[str, Any]]:
     return out
 
 
+# What starts a formula in Excel, LibreOffice or Google Sheets (OWASP "CSV Injection"): such a text cell
+# gets a leading apostrophe, which spreadsheets show as text and do not evaluate. Numbers stay numbers.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """``value`` as a CSV cell: empty for None, a text that would start a formula neutralised, a carriage
+    return made a newline (the writer quotes a cell holding a newline, not one holding a lone CR, which
+    readers take for the end of the row)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return ("'" + value if value.startswith(FORMULA_START) else value).replace("\r", "\n")
+    return value
+
+
 def to_csv(table_rows: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=ALL_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in table_rows:
-        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+        writer.writerow({k: csv_cell(v) for k, v in row.items()})
     return buffer.getvalue()
 
 
 def to_jsonl(table_rows: list[dict[str, Any]]) -> str:
     return "".join(json.dumps({c: row.get(c) for c in ALL_COLUMNS}, allow_nan=False) + "\n" for row in table_rows)
+
+
+# A markdown cell's text: HTML opens no tag (entities), backslash, brackets and backticks are escaped
+# (no link, image or code span), a pipe is escaped (no new cell) and a line break is a space (no new row).
+_MD_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\\": "\\\\", "|": "\\|", "[": "\\[",
+                             "]": "\\]", "`": "\\`", "\n": " ", "\r": " "})
 
 
 def _md_cell(value: Any) -> str:
@@ -100,7 +127,7 @@ def _md_cell(value: Any) -> str:
         return "yes" if value else ""
     if isinstance(value, float):
         value = f"{value:.2f}"
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    return safe_text(str(value)).translate(_MD_ESCAPES)
 
 
 # Markdown repeats less: the facts that vary between sources, then the table's own columns.
