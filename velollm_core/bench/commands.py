@@ -36,6 +36,54 @@ def parse_rates(value: str | None) -> list[float]:
     return rates
 
 
+# The longest wait for one arrival a rate level may ask: as long as the longest --duration.
+MAX_ARRIVAL_GAP_S = 86400.0
+
+
+def check_arrival_gaps(rates: list[float], duration_s: float | None) -> None:
+    """Refuse a rate whose requests arrive too far apart to be measured: more than a day apart, or
+    further apart than the level's ``--duration`` (the level would wait for ever without a word)."""
+    limit, reason = MAX_ARRIVAL_GAP_S, "more than a day"
+    if duration_s is not None and duration_s < limit:
+        limit, reason = duration_s, f"longer than --duration {duration_s:g}, so no measured request would arrive"
+    for rate in rates:
+        if 1.0 / rate > limit:
+            raise UserInputError(f"--rate {rate:g} sends one request every {1.0 / rate:.3g} s, {reason}; "
+                                 f"give at least {1.0 / limit:.3g} requests per second")
+
+
+def _first_repeated(items: list[tuple[str, str]]) -> tuple[str, str, str] | None:
+    """The first key given twice in (key, source) pairs: (key, first source, second source)."""
+    seen: dict[str, str] = {}
+    for key, source in items:
+        if key in seen:
+            return key, seen[key], source
+        seen[key] = source
+    return None
+
+
+def check_distinct_keys(plan: Any, datasets: tuple[Path, ...] | list[Path], concurrency: str, rates: str | None) -> None:
+    """Refuse jobs or load levels that would share one result key: their runs would merge into one row
+    (two ``x.jsonl`` from different folders, a dataset named like a suite, ``--concurrency 2,2``).
+    ``datasets``, ``concurrency`` and ``rates`` are the options as given, for the message."""
+    jobs = ([(suite.name, f"--suite {suite.name}") for suite in plan.suites]
+            + [(workload.name, f"--workload {workload.name}") for workload in plan.workloads]
+            + [(dataset.name, f"--dataset {path}") for dataset, path in zip(plan.datasets, datasets)])
+    repeated = _first_repeated(jobs)
+    if repeated:
+        name, first, second = repeated
+        given = f"{first} is given twice" if first == second else f"{first} and {second} would both be reported"
+        raise UserInputError(f"{given} as {name!r}, merging their results into one row; give each job once "
+                             "(rename a dataset file to tell it apart)")
+    levels = [(level.key, f"--rate {rates}" if level.rate is not None else f"--concurrency {concurrency}")
+              for level in plan.profile.levels(plan)]
+    repeated = _first_repeated(levels)
+    if repeated:
+        key, flag, _ = repeated
+        raise UserInputError(f"{flag} gives the load level {key!r} twice, merging their results into one row; "
+                             "give each level once")
+
+
 def parse_options(pairs: tuple[str, ...], backend: str | None = None) -> dict[str, Any]:
     """KEY=VALUE pairs, each value read by the type of the option it sets in ``backend``'s ``Options``
     (``velollm_core.contract.options``): a text option keeps ``123`` as text, a number option gets 123,
@@ -150,6 +198,7 @@ def benchmark_command(
     flags, given = backend_flags
     parsed_workloads = [parse_workload(text) for text in workloads]
     parsed_rates = parse_rates(rates)
+    check_arrival_gaps(parsed_rates, duration)
     load_profile = profile_named(profile)
     load_profile.check(rates=parsed_rates, workloads=parsed_workloads)
     plan = BenchmarkPlan(
@@ -175,6 +224,7 @@ def benchmark_command(
         seed=seed,
         max_tokens=max_tokens,
     )
+    check_distinct_keys(plan, datasets, concurrency, rates)
     out = prepare_output(output, force=force, protect=(model,))
     console = stderr_console()
     with out or contextlib.nullcontext():

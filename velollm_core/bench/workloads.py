@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from velollm_core.contract.errors import UserInputError
 
@@ -194,11 +194,16 @@ class Dataset:
     name: str
     prompts: tuple[str, ...]
     max_tokens: int
+    # The seeded shuffle of each seed asked for, made once: a request then picks its prompt in O(1).
+    _orders: dict[int, list[int]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def prompt(self, index: int, seed: int) -> str:
         """The ``index``-th prompt of a seeded shuffle (the dataset repeats when requests outnumber it)."""
-        order = list(range(len(self.prompts)))
-        random.Random(seed).shuffle(order)
+        order = self._orders.get(seed)
+        if order is None:
+            order = list(range(len(self.prompts)))
+            random.Random(seed).shuffle(order)
+            self._orders[seed] = order
         return self.prompts[order[index % len(order)]]
 
 
@@ -230,39 +235,92 @@ def dataset_prompt(record: object) -> str | None:
 
 
 MAX_DATASET_BYTES = 1 << 30
+_READ_BYTES = 1 << 20
+
+
+def _binary_size(count: int) -> str:
+    """1073741824 -> '1 GiB', 65536 -> '64 KiB'."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= size:
+            return f"{count / size:g} {unit}"
+    return f"{count} bytes"
+
+
+def _read_dataset_text(path, limit: int) -> str:
+    """The file's UTF-8 text, refused once more than ``limit`` bytes were read: a pipe or a device
+    (``/dev/zero``, ``<(cat ...)``) has no size to check first, and a NUL byte is no text at all."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    parts: list[str] = []
+    read = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_READ_BYTES):
+            read += len(chunk)
+            if read > limit:
+                raise UserInputError(f"--dataset {path} is over {_binary_size(limit)}; cut it to the prompts "
+                                     "you want to send")
+            if b"\0" in chunk:
+                raise UserInputError(f"--dataset {path} holds NUL bytes: it is not a text file of prompts "
+                                     "(JSONL or JSON)")
+            parts.append(decoder.decode(chunk))
+    parts.append(decoder.decode(b"", final=True))
+    return "".join(parts)
+
+
+def _dataset_records(path, text: str) -> list[tuple[str, object]]:
+    """(where, record) pairs of a JSON array (``record N``) or of JSONL (``line N``)."""
+    from velollm_core.contract import jsontext
+
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            records = jsontext.loads(stripped)
+        except ValueError as exc:
+            raise UserInputError(f"--dataset {path} is not valid JSON ({exc})") from None
+        return [(f"record {number}", record) for number, record in enumerate(records, 1)] \
+            if isinstance(records, list) else []
+    lines = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                lines.append((f"line {number}", jsontext.loads(line)))
+            except jsontext.JSONTooDeep as exc:
+                raise UserInputError(f"--dataset {path} line {number} is {exc}: not a prompt record") from None
+            except ValueError:
+                raise UserInputError(f"--dataset {path} line {number} is not JSON: {line[:60]!r}") from None
+    return lines
 
 
 def load_dataset(path, max_tokens: int) -> Dataset:
     """Prompts from a JSONL file (one record a line) or a JSON array (ShareGPT dumps); a file that
-    yields none, or a line that is not JSON, is a UserInputError naming the line."""
-    import json
+    yields none, a line that is not JSON, or a prompt that is not text (a lone surrogate such as
+    ``\\ud800``, which no server can be sent) is a UserInputError naming the line."""
     from pathlib import Path
 
     path = Path(path)
     try:
-        if path.stat().st_size > MAX_DATASET_BYTES:
-            raise UserInputError(f"--dataset {path} is over 1 GiB; cut it to the prompts you want to send")
-        text = path.read_text(encoding="utf-8")
+        if path.stat().st_size > MAX_DATASET_BYTES:  # a regular file says its size: refused unread
+            raise UserInputError(f"--dataset {path} is over {_binary_size(MAX_DATASET_BYTES)}; cut it to the "
+                                 "prompts you want to send")
+        text = _read_dataset_text(path, MAX_DATASET_BYTES)
     except FileNotFoundError:
         raise UserInputError(f"--dataset {path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserInputError(f"--dataset {path} cannot be read as UTF-8 text ({exc})") from None
-    stripped = text.lstrip()
-    if stripped.startswith("["):
+    prompts = []
+    for where, record in _dataset_records(path, text):
+        prompt = dataset_prompt(record)
+        if not prompt:
+            continue
         try:
-            records = json.loads(stripped)
-        except ValueError as exc:
-            raise UserInputError(f"--dataset {path} is not valid JSON ({exc})") from None
-    else:
-        records = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except ValueError:
-                    raise UserInputError(f"--dataset {path} line {number} is not JSON: {line[:60]!r}") from None
-    prompts = tuple(p for p in map(dataset_prompt, records if isinstance(records, list) else []) if p)
+            prompt.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise UserInputError(f"--dataset {path} {where}: its prompt holds a lone surrogate "
+                                 f"({prompt[exc.start]!r} at character {exc.start}), which is not text a server "
+                                 "can be sent") from None
+        prompts.append(prompt)
     if not prompts:
         raise UserInputError(f"--dataset {path} holds no prompt: expected JSONL records with \"prompt\", "
                              "\"messages\" or ShareGPT \"conversations\"")
-    return Dataset(path.stem, prompts, max_tokens)
+    return Dataset(path.stem, tuple(prompts), max_tokens)
