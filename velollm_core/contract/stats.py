@@ -5,29 +5,69 @@ from __future__ import annotations
 import math
 import random
 import statistics
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 
 from velollm_core.contract.schemas import MetricStats
 
 
+def _unbounded(statistic: Callable[[list[float]], float], values: list[float]) -> float:
+    """``statistic`` (fmean or stdev) of ``values``, finite for any finite values: where the sums of
+    values near 1e308 overflow (fsum's 'intermediate overflow'), it is taken of the values scaled to
+    at most 1 and scaled back, saturating at the largest float."""
+    try:
+        result = statistic(values)
+        if math.isfinite(result):
+            return result
+    except OverflowError:
+        pass
+    scale = max(abs(v) for v in values)
+    result = statistic([v / scale for v in values]) * scale
+    return result if math.isfinite(result) else math.copysign(sys.float_info.max, result)
+
+
+def finite_values(values: Sequence[float | None]) -> list[float]:
+    """The finite numbers of ``values`` as floats; None, NaN, infinities and integers beyond the float
+    range (a count of 10**400 converts with an OverflowError) are left out."""
+    out = []
+    for value in values:
+        try:
+            number = float(value) if value is not None else math.nan
+        except OverflowError:
+            continue
+        if math.isfinite(number):
+            out.append(number)
+    return out
+
+
+def middle(data: Sequence[float]) -> float:
+    """The median of sorted ``data``; the mean of the two middle values halved first, so it cannot overflow."""
+    half = len(data) // 2
+    return data[half] if len(data) % 2 else data[half - 1] / 2 + data[half] / 2
+
+
 def summarize(values: Sequence[float]) -> MetricStats | None:
-    """mean, median, stdev (sample; 0 for one value), min, max, n — None when there are no values."""
-    clean = [float(v) for v in values if v is not None and math.isfinite(v)]
+    """mean, median, stdev (sample; 0 for one value), min, max, n — None when there are no values.
+
+    Non-finite values are left out; finite ones of any size give finite statistics (computed on the
+    values scaled to at most 1, a stdev beyond the float range saturates at the largest float).
+    """
+    clean = sorted(finite_values(values))
     if not clean:
         return None
     return MetricStats(
-        mean=statistics.fmean(clean),
-        median=statistics.median(clean),
-        stdev=statistics.stdev(clean) if len(clean) > 1 else 0.0,
-        min=min(clean),
-        max=max(clean),
+        mean=_unbounded(statistics.fmean, clean),
+        median=middle(clean),
+        stdev=_unbounded(statistics.stdev, clean) if len(clean) > 1 else 0.0,
+        min=clean[0],
+        max=clean[-1],
         n=len(clean),
     )
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
     """The q-th percentile (0-100), linear interpolation between closest ranks."""
-    data = sorted(v for v in values if v is not None)
+    data = sorted(finite_values(values))
     if not data:
         return None
     if len(data) == 1:
@@ -35,7 +75,10 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     pos = (len(data) - 1) * q / 100.0
     low = math.floor(pos)
     high = min(low + 1, len(data) - 1)
-    return data[low] + (data[high] - data[low]) * (pos - low)
+    value = data[low] + (data[high] - data[low]) * (pos - low)
+    if math.isfinite(value):
+        return value
+    return data[low] * (1 - (pos - low)) + data[high] * (pos - low)  # the difference overflowed near 1e308
 
 
 def bootstrap_ratio_interval(

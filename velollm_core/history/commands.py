@@ -144,14 +144,13 @@ def _check_date(name: str, value: str | None) -> None:
 @click.option("--label", help="Label the imported results.")
 def import_command(files: tuple[Path, ...], label: str | None) -> None:
     """Store result files (benchmark, speculative bench, verify) in the history; each one once."""
-    from velollm_core.history.compare import read_document
-    from velollm_core.history.store import kind_of, open_history
+    from velollm_core.history.documents import read_document, validate_document
+    from velollm_core.history.store import open_history
 
     loaded = []
     for path in files:  # all read and checked first: one bad file imports nothing
         text, document = read_document(path)
-        if kind_of(document) is None:
-            raise UserInputError(f"{path} is not a VeloLLM benchmark, speculative bench or verification result")
+        validate_document(document, path)  # the validation compare and report apply too
         loaded.append((path, text, document))
     with open_history() as history:
         for path, text, document in loaded:

@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from velollm_core.contract.errors import UserInputError, VeloError
+from velollm_core.history.documents import validate_document
 from velollm_core.history.schema import LATEST, MIGRATIONS
 from velollm_core.history.secrets import scrub_document
 
 HISTORY_DB_ENV = "VELOLLM_HISTORY_DB"
 # Values of the variable that switch the history off (tests, a read-only home, no wish to keep one).
 OFF_VALUES = frozenset({"off", "none", "0", "false", "no", "disabled"})
-KINDS = ("benchmark", "speculative", "verify")
 # A second writer waits this long for the first one's transaction (a big result takes milliseconds).
 BUSY_TIMEOUT_S = 60.0
 _RUN_COLUMNS = ("benchmark", "iteration", "concurrency", "level", "ttft_ms", "prompt_tokens", "completion_tokens",
@@ -60,19 +60,6 @@ def db_path() -> Path | None:
 def document_text(document: Any) -> str:
     """The JSON text of a document exactly as ``files.atomic_write_json`` writes it to ``--output``."""
     return json.dumps(document, indent=2, sort_keys=False, allow_nan=False) + "\n"
-
-
-def kind_of(document: Any) -> str | None:
-    """benchmark, speculative or verify by the document's top-level keys; None for anything else."""
-    if not isinstance(document, dict):
-        return None
-    if {"vanilla", "speculative"} <= document.keys():
-        return "speculative"
-    if {"runs", "settings"} <= document.keys():
-        return "benchmark"
-    if {"candidates", "changes", "final"} <= document.keys():
-        return "verify"
-    return None
 
 
 def _now() -> str:
@@ -134,7 +121,10 @@ def _json_or_none(value: Any) -> str | None:
 
 
 def _number(value: Any) -> Any:
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    """A number for a REAL or INTEGER column; None for anything else, an integer beyond SQLite's 64 bits included."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if not isinstance(value, int) or -(2**63) <= value < 2**63 else None
 
 
 class History:
@@ -217,9 +207,9 @@ class History:
     def add(self, document: Any, *, kind: str | None = None, text: str | None = None, origin: str = "recorded",
             label: str | None = None, hostname: str | None = None) -> Added:
         """Store one result document (``text``: the exact JSON text it came from, kept for export)."""
-        kind = kind or kind_of(document)
-        if kind not in KINDS or not isinstance(document, dict):
-            raise UserInputError("not a VeloLLM benchmark, speculative bench or verification result")
+        # Whatever the source (a file, a finished run), the one validation of result documents: a
+        # number or text the database cannot hold is refused naming its place, never a database error.
+        kind = validate_document(document, "the result" if origin == "recorded" else origin, kind)
         clean = scrub_document(document)
         scrubbed = clean != document
         if text is None or scrubbed:
@@ -383,10 +373,21 @@ def _after(until: str) -> str:
     return (day + _dt.timedelta(days=1)).isoformat()
 
 
+# SQLite's largest rowid: an id beyond it names no result.
+MAX_ID = 2**63 - 1
+
+
 def parse_ref(ref: str) -> int | str | None:
-    """A history id ('12', '#12') or 'latest'; None when ``ref`` is neither (a file name, then)."""
+    """A history id ('12', '#12') or 'latest'; None when ``ref`` is neither (a file name, then).
+
+    Ids are ASCII digits: ``str.isdigit`` also takes '²' and '١' (which int() reads as 1). An id
+    beyond MAX_ID is a UserInputError.
+    """
     text = ref.strip().removeprefix("#")
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
+        if len(text) > len(str(MAX_ID)) or int(text) > MAX_ID:
+            raise UserInputError(f"history id {text[:24]}{'...' if len(text) > 24 else ''} is too large: "
+                                 f"ids run from 1 to {MAX_ID}")
         return int(text)
     if text.lower() == "latest":
         return "latest"

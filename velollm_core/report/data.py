@@ -33,9 +33,9 @@ def _num(value: Any) -> float | None:
 
 def load_sources(refs: list[str]) -> list[ReportSource]:
     """Each of ``refs`` a result file or a history id ('12', '#12', 'latest'); a file wins over an id."""
-    from velollm_core.history.compare import parse_document, read_document
+    from velollm_core.history.documents import parse_document, read_document, validate_document
     from velollm_core.history.secrets import scrub_document
-    from velollm_core.history.store import kind_of, load_ref
+    from velollm_core.history.store import load_ref
 
     sources = []
     for ref in refs:
@@ -47,9 +47,7 @@ def load_sources(refs: list[str]) -> list[ReportSource]:
                 raise UserInputError(f"result file not found: {ref}")
             name, text = found
             data = parse_document(text, name)
-        kind = kind_of(data)
-        if kind is None:
-            raise UserInputError(f"{name} is not a VeloLLM benchmark, speculative bench or verification result")
+        kind = validate_document(data, name)  # the validation import and compare apply too
         sources.append(ReportSource(name=name, kind=kind, data=scrub_document(data)))
     _label(sources)
     return sources

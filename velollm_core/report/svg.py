@@ -8,6 +8,7 @@ carries a ``<title>`` (the browser shows it on hover) and a class the report tes
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from html import escape
 
@@ -32,8 +33,10 @@ def color(i: int) -> str:
 
 
 def fmt(value: float) -> str:
-    """A number for a label: 3 significant digits, thousands as k/M."""
+    """A number for a label: 3 significant digits, thousands as k/M (exponent notation beyond 1e15)."""
     magnitude = abs(value)
+    if not math.isfinite(value) or magnitude >= 1e15:
+        return f"{value:.3g}"
     if magnitude >= 1e6:
         return f"{value / 1e6:.3g}M"
     if magnitude >= 1e4:
@@ -43,8 +46,7 @@ def fmt(value: float) -> str:
     return f"{value:.3g}" if magnitude >= 1 or value == 0 else f"{value:.2g}"
 
 
-def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    """Round tick values covering lo..hi (1, 2, 2.5 or 5 times a power of ten apart)."""
+def _ticks(lo: float, hi: float, count: int) -> list[float]:
     if hi <= lo:
         hi = lo + (abs(lo) or 1.0)
     raw = (hi - lo) / count
@@ -58,6 +60,19 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     if ticks[-1] < hi:
         ticks.append(round(value, 12))
     return ticks
+
+
+def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    """Round tick values covering lo..hi (1, 2, 2.5 or 5 times a power of ten apart).
+
+    Values beyond 1e12 or below 1e-6 are ticked in units of their power of ten, so nothing overflows
+    (hi - lo does from ±1.7e308) or rounds to zero; a tick beyond the float range is the largest float.
+    """
+    magnitude = max(abs(lo), abs(hi))
+    exponent = math.floor(math.log10(magnitude)) if magnitude > 1e12 or 0 < magnitude < 1e-6 else 0
+    scale = 10.0 ** max(exponent, -300)
+    ticks = [float(tick) * scale for tick in _ticks(lo / scale, hi / scale, count)]
+    return [tick if math.isfinite(tick) else math.copysign(sys.float_info.max, tick) for tick in ticks]
 
 
 @dataclass
@@ -97,11 +112,12 @@ class _Frame:
         self.y0, self.y1 = self.y_ticks[0], self.y_ticks[-1]
         self.w, self.h = WIDTH - LEFT - RIGHT, self.height - self.top - BOTTOM - round(bottom_extra)
 
+    # Differences are taken of halves: x - x0 overflows where both lie near ±1.7e308.
     def px(self, x: float) -> float:
-        return LEFT + (x - self.x0) / ((self.x1 - self.x0) or 1) * self.w
+        return LEFT + (x / 2 - self.x0 / 2) / ((self.x1 / 2 - self.x0 / 2) or 1) * self.w
 
     def py(self, y: float) -> float:
-        return self.top + self.h - (y - self.y0) / ((self.y1 - self.y0) or 1) * self.h
+        return self.top + self.h - (y / 2 - self.y0 / 2) / ((self.y1 / 2 - self.y0 / 2) or 1) * self.h
 
 
 def _open(title: str, chart_id: str, height: int) -> list[str]:
