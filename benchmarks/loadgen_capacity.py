@@ -64,7 +64,7 @@ def run_level(streams: int, fmt: str, itl_ms: float | None, profile_cpu: Path | 
     itl = itl_ms or itl_for(streams)
     backend_name, options = FORMATS[fmt]
     with mock_llm(ttft_ms=TTFT_MS, itl_ms=itl, output_tokens=tokens_out) as mock:
-        context = BenchmarkContext(backend=backend_name, model="velollm-mock", host=mock.url, parallel=streams,
+        context = BenchmarkContext(backend=backend_name, model="velollm-mock", host=mock.url, max_concurrency=streams,
                                    options=options)
         backend = backends.get(backend_name)
         backends.settings(backend, context)
@@ -112,7 +112,7 @@ def summarize(run, streams: int, fmt: str, itl: float, tokens_out: int, cpu: flo
         "streams": streams, "format": fmt, "itl_ms_configured": itl, "ttft_ms_configured": TTFT_MS,
         "tokens_per_request": tokens_out, "requests_measured": len(run.measured), "requests_ok": len(measured),
         "errors": len(errors), "error_kinds": sorted(set(errors))[:5], "short_outputs": short,
-        "max_in_flight": run.max_in_flight, "wall_s": round(wall, 2), "tokens_streamed": tokens,
+        "max_in_flight": run.peak_concurrency, "wall_s": round(wall, 2), "tokens_streamed": tokens,
         "tok_per_s": round(tokens / wall, 1) if wall else None,
         "itl_ms": {"p50": _pct(gaps, 0.5), "p99": _pct(gaps, 0.99), "max": max(gaps, default=None),
                    "mean": statistics.fmean(gaps) if gaps else None, "n": len(gaps)},

@@ -64,9 +64,10 @@ def _meets(run: RunRecord, slo: dict[str, float]) -> bool:
 
 def level_entry(*, key: str, profile: str, workload: str, runs: list[RunRecord], window_s: float | None,
                 tokens_in_window: int | None = None, concurrency: int | None = None, rate: float | None = None,
-                max_concurrency: int | None = None, slo: dict[str, float] | None = None,
+                peak_concurrency: int | None = None, slo: dict[str, float] | None = None,
                 prompt_requested: int | None = None, queued: int = 0) -> dict[str, Any]:
-    """The ``result.levels`` entry of one level from its measured runs (failed ones included)."""
+    """The ``result.levels`` entry of one level from its measured runs (failed ones included);
+    ``peak_concurrency``, the most requests in flight at once, is the file's ``max_concurrency``."""
     done = [r for r in runs if r.failed is None]
     failures = Counter(r.failed for r in runs if r.failed is not None)
     if window_s is None:  # sequential: requests back to back
@@ -78,7 +79,7 @@ def level_entry(*, key: str, profile: str, workload: str, runs: list[RunRecord],
         "key": key, "profile": profile, "workload": workload, "concurrency": concurrency, "rate": rate,
         "duration_s": window_s, "completed": len(done), "failed": sum(failures.values()),
         "failures": dict(failures), "short_outputs": sum(r.short_output for r in done),
-        "max_concurrency": max_concurrency, "queued_arrivals": queued,
+        "max_concurrency": peak_concurrency, "queued_arrivals": queued,
         "request_throughput": per_s(len(done)),
         "output_throughput": per_s(tokens_in_window if tokens_in_window is not None else output),
         "total_token_throughput": per_s(prompt + output),

@@ -57,8 +57,8 @@ class LevelRun:
     spec: LevelSpec
     began: float
     outcomes: list[Outcome]
-    max_in_flight: int
-    queued: int  # open-loop arrivals that waited because max_in_flight streams were open
+    peak_concurrency: int  # the most requests that were in flight at once
+    queued: int  # open-loop arrivals that waited because max_concurrency requests were in flight
     stopped_by: str  # "requests" | "duration" | "exhausted"
 
     @property
@@ -185,7 +185,7 @@ class LevelDriver:
         self.on_done = on_done or (lambda outcome: None)
         self.outcomes: list[Outcome] = []
         self.in_flight = 0
-        self.max_in_flight = 0
+        self.peak_concurrency = 0
         self.queued = 0
         self.measured_done = 0
         self.fatal: BaseException | None = None
@@ -203,7 +203,7 @@ class LevelDriver:
         request = self.requests[index]
         measured = self._is_measured(index)
         self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        self.peak_concurrency = max(self.peak_concurrency, self.in_flight)
         start = time.perf_counter()
         outcome = Outcome(index, measured, start, start)
         try:
@@ -340,4 +340,4 @@ class LevelDriver:
         began = asyncio.run(self._main())
         if self.fatal is not None:
             raise self.fatal
-        return LevelRun(self.spec, began, self.outcomes, self.max_in_flight, self.queued, self.stopped_by)
+        return LevelRun(self.spec, began, self.outcomes, self.peak_concurrency, self.queued, self.stopped_by)

@@ -115,7 +115,7 @@ class BenchmarkRunner:
             backend=plan.backend,
             model=plan.model,
             host=plan.host,
-            parallel=plan.profile.max_concurrency(plan),
+            max_concurrency=plan.profile.max_concurrency(plan),
             options=dict(plan.options),
             hardware=hardware,
         )
@@ -235,7 +235,7 @@ class BenchmarkRunner:
         target = job.depth + job.prompt_tokens if isinstance(job, Workload) else None
         self._add_level(level_entry(key=Sequential.key, profile=Sequential.name, workload=job.name,
                                     runs=self.result.runs[first:], window_s=None, concurrency=1,
-                                    max_concurrency=1, slo=self.plan.slo, prompt_requested=target))
+                                    peak_concurrency=1, slo=self.plan.slo, prompt_requested=target))
 
     # -- load levels (the asyncio load generator) -------------------------------------------------
     def run_load(self, job: Suite | Workload, spec: LevelSpec) -> dict[str, Any]:
@@ -288,7 +288,7 @@ class BenchmarkRunner:
         entry = level_entry(key=spec.key, profile=spec.profile.name, workload=job.name, runs=level_runs,
                             window_s=(window[1] - window[0]) if window else None,
                             tokens_in_window=run.tokens_in_window(), concurrency=spec.concurrency,
-                            rate=spec.rate, max_concurrency=run.max_in_flight, slo=self.plan.slo,
+                            rate=spec.rate, peak_concurrency=run.peak_concurrency, slo=self.plan.slo,
                             prompt_requested=target, queued=run.queued)
         entry["stopped_by"] = run.stopped_by
         # This process's CPU over the level (the load generator, with any thread-run backend): a client

@@ -134,7 +134,7 @@ def _client(context: BenchmarkContext):
         # nowhere else: the base URL we use and show has neither.
         server = split_server_url(context.host) if context.host else None
         # One connection per parallel stream, so concurrent requests really run side by side.
-        limits = httpx.Limits(max_connections=max(context.parallel, 1) + 1)
+        limits = httpx.Limits(max_connections=max(context.max_concurrency, 1) + 1)
         client = context.resources.enter_context(httpx.Client(
             limits=limits,
             timeout=_deadlines(context).plain().httpx_timeout(5.0),
@@ -171,7 +171,7 @@ def _start(context: BenchmarkContext) -> str:
 
     model = resolve_model_path(context.model)
     binary = find_program("llama-server", exact=bool(context.options.get("exact_build")))
-    args = server_args(binary, context.options, context.parallel)
+    args = server_args(binary, context.options, context.max_concurrency)
     server = LlamaServer(
         binary,
         model,
@@ -220,11 +220,11 @@ def check_attached(context: BenchmarkContext, url: str) -> None:
     props = _get(context, join_url(url, "props")).json()
     slots = props.get("total_slots")
     n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx")
-    if isinstance(slots, int) and context.parallel > slots:
+    if isinstance(slots, int) and context.max_concurrency > slots:
         raise UserInputError(
-            f"--concurrency {context.parallel} is more than the {slots} slot(s) of the llama-server at "
+            f"--concurrency {context.max_concurrency} is more than the {slots} slot(s) of the llama-server at "
             f"{url}: extra streams would wait in its queue; restart it with --parallel "
-            f"{context.parallel} or lower --concurrency")
+            f"{context.max_concurrency} or lower --concurrency")
     if isinstance(n_ctx, int) and longest > n_ctx:
         raise UserInputError(f"--max-tokens {longest} does not fit the {n_ctx}-token context of each slot "
                              f"of the llama-server at {url}")
@@ -243,19 +243,19 @@ def _check_started(context: BenchmarkContext, longest: int) -> None:
     server_args_list(options)  # a quoting error is the user's, said now
     summary = read_summary(resolve_model_path(context.model))
     trained = model_shape(summary).n_ctx_train
-    ctx = options.get("ctx_size", DEFAULT_CTX_PER_SLOT * context.parallel)
+    ctx = options.get("ctx_size", DEFAULT_CTX_PER_SLOT * context.max_concurrency)
     if ctx is None:
         return  # llama-server's own default: the trained context
     if not isinstance(ctx, int) or ctx < 1:
         raise UserInputError(f"--option ctx_size={ctx} is not a positive number of tokens")
-    per_slot = ctx // context.parallel
+    per_slot = ctx // context.max_concurrency
     if "ctx_size" in options and per_slot > trained:
-        raise UserInputError(f"ctx_size {ctx} gives each of {context.parallel} slot(s) {per_slot} tokens, more "
+        raise UserInputError(f"ctx_size {ctx} gives each of {context.max_concurrency} slot(s) {per_slot} tokens, more "
                              f"than the {trained} the model was trained for; lower ctx_size")
     if longest > per_slot:
         raise UserInputError(f"--max-tokens {longest} does not fit the {per_slot}-token context of each of "
-                             f"{context.parallel} slot(s); raise --option ctx_size or lower --max-tokens")
-    estimate = estimate_memory(summary, ctx=ctx, parallel=context.parallel,
+                             f"{context.max_concurrency} slot(s); raise --option ctx_size or lower --max-tokens")
+    estimate = estimate_memory(summary, ctx=ctx, parallel=context.max_concurrency,
                                cache_type_k=str(options.get("cache_type_k", "f16")),
                                cache_type_v=options.get("cache_type_v"))
     needed = estimate.kv_cache_bytes + estimate.compute_bytes
@@ -263,7 +263,7 @@ def _check_started(context: BenchmarkContext, longest: int) -> None:
     available = psutil.virtual_memory().available + sum(g.memory_free_bytes or 0 for g in gpus)
     if needed > available:
         raise UserInputError(
-            f"{context.parallel} slot(s) of {per_slot} tokens need {_gib(needed)} for the KV cache and compute "
+            f"{context.max_concurrency} slot(s) of {per_slot} tokens need {_gib(needed)} for the KV cache and compute "
             f"buffers, more than the {_gib(available)} of memory available; lower --concurrency or ctx_size")
 
 

@@ -166,7 +166,7 @@ def test_client_is_shared_and_closed_by_the_core(fake_ollama):
 def test_concurrent_runs(fake_ollama):
     from concurrent.futures import ThreadPoolExecutor
 
-    context = BenchmarkContext(backend="ollama", model="tiny", host=fake_ollama.url, parallel=4)
+    context = BenchmarkContext(backend="ollama", model="tiny", host=fake_ollama.url, max_concurrency=4)
     with context.resources, ThreadPoolExecutor(4) as pool:
         timings = list(pool.map(lambda _: plugin.generate(request(4), context), range(4)))
     assert [t.completion_tokens for t in timings] == [4, 4, 4, 4]

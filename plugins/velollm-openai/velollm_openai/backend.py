@@ -111,7 +111,7 @@ def _open_session(context: BenchmarkContext) -> Session:
         context.host,
         api_key=_api_key(settings),
         api_key_env=settings.api_key_env,
-        parallel=context.parallel,
+        max_concurrency=context.max_concurrency,
         deadlines=Deadlines.from_settings(settings),
     )
     context.resources.callback(server.close)

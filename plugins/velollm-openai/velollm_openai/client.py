@@ -68,7 +68,7 @@ def error_text(response: Any, limit: int = 300) -> str:
 
 
 class OpenAIServer:
-    """A thread-safe client for one OpenAI-compatible server, sized for ``parallel`` streams."""
+    """A thread-safe client for one OpenAI-compatible server, sized for ``max_concurrency`` streams."""
 
     def __init__(
         self,
@@ -76,7 +76,7 @@ class OpenAIServer:
         *,
         api_key: str | None = None,
         api_key_env: str | None = None,
-        parallel: int = 1,
+        max_concurrency: int = 1,
         deadlines: Deadlines | None = None,
     ) -> None:
         import httpx
@@ -97,8 +97,8 @@ class OpenAIServer:
         self.deadlines = deadlines or Deadlines()
         self.model_ids: list[str] = []
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        # One connection per parallel stream (plus one spare), so concurrent requests really overlap.
-        size = max(parallel, 1) + 1
+        # One connection per concurrent stream (plus one spare), so concurrent requests really overlap.
+        size = max(max_concurrency, 1) + 1
         self._http = httpx.Client(
             headers=headers,
             # A user:password@ in --host is meant for the server (a proxy's basic auth, as curl sends it).

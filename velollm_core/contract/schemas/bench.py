@@ -186,7 +186,9 @@ class BenchmarkContext:
     backend: str
     model: str
     host: str | None = None
-    parallel: int = 1
+    # The most requests any level of this benchmark has in flight at once: size server slots and
+    # connection pools to it.
+    max_concurrency: int = 1
     options: dict[str, Any] = field(default_factory=dict)
     resources: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     state: dict[str, Any] = field(default_factory=dict)

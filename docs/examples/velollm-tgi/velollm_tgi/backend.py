@@ -94,7 +94,7 @@ class TGIBackend(BackendBase):
     def start(self, context: BenchmarkContext) -> None:
         """Connect, read ``/info`` and check that the router serves ``--model``."""
         deadlines = Deadlines.from_settings(context.settings)
-        server = TGIServer(context.host, deadlines=deadlines, parallel=context.parallel)
+        server = TGIServer(context.host, deadlines=deadlines, max_concurrency=context.max_concurrency)
         context.resources.callback(server.close)
         info = server.info()
         if not _served_name_matches(context.model, info["model_id"]):

@@ -45,7 +45,7 @@ def error_message(status: int, body: bytes) -> str:
 class TGIServer:
     """A thread-safe client for one TGI router, with one connection per concurrent stream."""
 
-    def __init__(self, host: str, *, deadlines: Deadlines, parallel: int = 1) -> None:
+    def __init__(self, host: str, *, deadlines: Deadlines, max_concurrency: int = 1) -> None:
         import httpx
 
         url = split_server_url(host)
@@ -53,7 +53,7 @@ class TGIServer:
         self.who = f"{SERVER_NAME} at {self.base}"
         self.deadlines = deadlines
         self._auth, self._params, self._secrets = url.auth, url.params, url.secrets()
-        size = max(parallel, 1) + 1
+        size = max(max_concurrency, 1) + 1
         self._http = httpx.Client(auth=url.auth, params=url.params,
                                   limits=httpx.Limits(max_connections=size, max_keepalive_connections=size))
 
