@@ -68,7 +68,8 @@ def speculative_backend(backend):
     or None where it has none.
 
     ``velollm speculative check | bench | pairs`` ask it for ``--backend`` (default: the one registered
-    backend that has one) and leave every runtime rule to it: types, flags, costs, acceptance. The core's
+    backend that has one; among several, the one whose object ``handles`` the target) and leave every
+    runtime rule to it: types, flags, costs, acceptance. The core's
     own answer is ``trylast``: the registered ``Backend``'s ``speculative()`` where it declares
     ``capabilities.speculative``. firstresult: a plugin may answer for its own backend name first.
     """

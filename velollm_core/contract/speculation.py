@@ -4,7 +4,15 @@
 flags that start them, what a step costs and how many drafted tokens the server accepted are the
 backend's. A backend offers speculation by declaring ``capabilities.speculative`` and returning such an
 object from ``Backend.speculative()`` (the hook's default answers with it), or by answering the hook
-itself. A configuration is a list of the backend's type names (llama.cpp's ``--spec-type`` values).
+itself. A configuration is a list of the backend's type names (llama.cpp's ``--spec-type`` values,
+Ollama's ``draft`` / ``mtp``); its "server args" are whatever text switches it on for that runtime
+(llama-server flags; Ollama's Modelfile lines).
+
+A comparison calls, in order: ``handles`` (which backend, where none is named) -> ``resolve`` ->
+``base_options`` -> ``settings`` / ``server_args`` / ``configure`` per configuration (nothing has
+started yet) -> per server: the Backend's ``start``, then ``prepare`` -> runs, reading ``acceptance``
+and ``acceptance_counters`` -> ``infer_acceptance`` (runtimes that count nothing) -> ``measure_costs``
+(the advisor, only where acceptance was counted) -> ``ready_command``.
 """
 
 from __future__ import annotations
@@ -21,6 +29,11 @@ class Speculative(Protocol):
     runtime: str  # how messages name the runtime ("llama.cpp")
     default_draft_max: int | None  # tokens drafted per step when the user gives none (advisor's reference)
 
+    def handles(self, model: str) -> bool:
+        """Whether ``model``, as the user wrote it, is this runtime's to run (llama.cpp: a GGUF path or
+        a bundled test model; Ollama: a model of its store). With several speculative backends and no
+        ``--backend``, the one backend that handles the target is chosen; no network."""
+
     def parse_types(self, value: str) -> list[str]:
         """One ``--spec-type`` value (a comma list) as type names; UserInputError for unknown ones."""
 
@@ -31,9 +44,11 @@ class Speculative(Protocol):
         (``target_size_bytes``, ``draft_size_bytes``, ``target_vocab``, ``draft_vocab``, ``problems``)."""
 
     def resolve(self, target: str, draft: str | None, configs: list[list[str]]) -> dict:
-        """The comparison's model paths and configurations, checked before anything starts:
-        {"target": Path, "draft": Path | None, "support", "configs", "compatibility"}. ``configs``
-        [["all"]]: every supported one; []: what the draft names. UserInputError / VeloError to refuse."""
+        """The comparison's models and configurations, checked before anything starts:
+        {"target", "draft": Path | None, "support", "configs", "compatibility"}: ``target`` the model as
+        ``configure`` and ``ready_command`` take it (llama.cpp: the GGUF Path; Ollama: its name), ``draft``
+        the draft's file. ``configs`` [["all"]]: every supported one; []: what the draft names.
+        UserInputError / VeloError to refuse."""
 
     def pairs(self, models: list[dict], *, max_ratio: float = 0.5) -> list[dict]:
         """Compatible {target, draft, size_ratio} pairs among ``models`` ({name, path, ...})."""
@@ -53,25 +68,42 @@ class Speculative(Protocol):
         """Whether the configuration loads the draft file."""
 
     def server_args(self, *, draft_path: Path | None = None, **settings: Any) -> list[str]:
-        """Server flags (added to the backend's ``server_args`` option) that switch the configuration on."""
+        """What switches the configuration on, as text ``configure`` reads and the report records
+        (llama.cpp: llama-server flags; Ollama: Modelfile lines)."""
 
     def base_options(self, options: dict[str, Any], *, threads: int | None = None, exact: bool = True) -> dict:
         """The backend options both servers run with (``--option``s, ``--threads``; with ``exact``, those
         under which speculative and plain decoding give the same greedy text)."""
 
-    def with_server_args(self, options: dict[str, Any], args: list[str]) -> dict:
-        """The backend options of the speculative server: ``options`` with ``server_args``' flags added."""
+    def configure(self, target: Any, options: dict[str, Any], args: list[str]) -> tuple[str, dict]:
+        """(model, backend options) of one server of the comparison: the model name its requests carry
+        and the options it runs with, ``options`` (``base_options``) switched on by ``args``
+        (``server_args``; empty: the plain server). No network: ``prepare`` makes what it names."""
 
-    def acceptance(self, extra: dict) -> tuple[int, int]:
-        """(drafted, accepted) tokens of one generation, from its ``GenerationTiming.extra``."""
+    def prepare(self, context: Any, target: Any, args: list[str]) -> None:
+        """Make what the server of a configuration (``args``; empty: the plain server) needs before its
+        first request, once its Backend has started on ``context`` (Ollama: the temporary model of
+        ``target`` with the draft, named ``context.model``), registering the undoing on
+        ``context.resources``; nothing where options alone switch it on. UserInputError to refuse."""
+
+    def acceptance(self, extra: dict) -> tuple[int, int] | None:
+        """(drafted, accepted) tokens of one generation, from its ``GenerationTiming.extra``; None where
+        the runtime counts none (then ``infer_acceptance`` is asked and the advisor is skipped)."""
+
+    def infer_acceptance(self, speedup: float | None, draft_max: int | None) -> dict | None:
+        """For a runtime that counts no acceptance: what a configuration's measured ``speedup`` implies
+        about it (lower bounds, with the method written out), recorded as the configuration's
+        ``inferred``; None where nothing can be said."""
 
     def acceptance_counters(self, context: Any) -> dict | None:
         """The server's acceptance counters now, {steps, drafted, accepted, per_position}; None without."""
 
     def measure_costs(self, target: Path, draft: Path | None, *, threads: int | None = None, exact: bool = False,
                       options: dict[str, Any] | None = None) -> dict:
-        """Per-token and per-batch costs (ms) of target and draft, for the advisor (``speculative.advisor``)."""
+        """Per-token and per-batch costs (ms) of target and draft, for the advisor (``speculative.advisor``);
+        asked only where ``acceptance`` counted drafted tokens."""
 
     def ready_command(self, target: Path, spec_args: list[str], *, threads: int | None = None,
                       options: dict[str, Any] | None = None) -> list[str]:
-        """The server command line (argv) that realizes a configuration for the user."""
+        """The command line (argv) that realizes a configuration for the user (llama.cpp: the server's;
+        Ollama: ``ollama create`` of a Modelfile this call writes)."""

@@ -67,9 +67,10 @@ def speculative_backends() -> dict[str, Any]:
     return found
 
 
-def require_speculative_backend(backend: str | None = None):
-    """The speculative object of ``backend``, or of the one installed backend that has one; a
-    UserInputError naming the candidates where there is none, or several and no choice."""
+def require_speculative_backend(backend: str | None = None, model: str | None = None):
+    """The speculative object of ``backend``; where none is named, of the one installed backend that
+    has one, or among several the one that ``handles`` ``model``. A UserInputError naming the
+    candidates where there is none, or no way to choose."""
     if backend is not None:
         from velollm_core.contract.plugins import hook
 
@@ -84,7 +85,15 @@ def require_speculative_backend(backend: str | None = None):
     if not found:
         raise UserInputError("no installed backend runs speculative decoding (install a backend plugin that "
                              "does, such as velollm-llamacpp)")
-    raise UserInputError(f"several backends run speculative decoding ({', '.join(sorted(found))}): "
+    claiming = [name for name, speculative in found.items() if model is not None and speculative.handles(model)]
+    if len(claiming) == 1:
+        return found[claiming[0]]
+    if model is not None and not claiming:
+        from velollm_core.contract.modelfiles import resolve_model_path
+
+        resolve_model_path(model)  # an unknown model is the news, not the choice of backend
+    whose = f" and {model!r} is not one backend's model" if model is not None else ""
+    raise UserInputError(f"several backends run speculative decoding ({', '.join(sorted(found))}){whose}: "
                          "choose one with --backend")
 
 
@@ -106,7 +115,7 @@ class SpeculativeComparison:
         self.output = output
         self.on_run = on_run or (lambda label, record: None)
         self.hardware = hardware
-        self.backend = require_speculative_backend(plan.backend)
+        self.backend = require_speculative_backend(plan.backend, plan.target)
         configs = [list(types) for _, types, _ in plan.variants] or plan.types
         resolved = self.backend.resolve(plan.target, plan.draft, configs)
         self.target, self.draft_path = resolved["target"], resolved["draft"]
@@ -116,15 +125,16 @@ class SpeculativeComparison:
         base = self.backend.base_options(plan.options, threads=plan.threads, exact=plan.exact)
         self.spec_args = {name: [*self._server_args(types), *plan.speculative_args, *extra]
                           for name, (types, extra) in self.configs.items()}
-        options = {"vanilla": base, **{name: self.backend.with_server_args(base, args)
-                                       for name, args in self.spec_args.items()}}
+        # name -> (model, options) of its server; the plain server runs without speculation args.
+        servers = {name: self.backend.configure(self.target, base, args)
+                   for name, args in {"vanilla": [], **self.spec_args}.items()}
         self.runners = {
             name: BenchmarkRunner(
-                BenchmarkPlan(backend=self.backend.backend, model=str(self.target), suites=plan.suites,
+                BenchmarkPlan(backend=self.backend.backend, model=model, suites=plan.suites,
                               iterations=plan.iterations, warmup=plan.warmup, options=opts),
                 hardware=hardware, on_run=lambda label, record, name=name: self.on_run(f"{name}: {label}", record),
             )
-            for name, opts in options.items()
+            for name, (model, opts) in servers.items()
         }
         first = next(iter(self.configs))
         self.report: dict[str, Any] = {
@@ -179,6 +189,9 @@ class SpeculativeComparison:
             with interrupt.last_words(self._forced_exit), ExitStack() as stack:
                 for runner in self.runners.values():
                     stack.enter_context(runner.context.resources)
+                for name, runner in self.runners.items():
+                    runner.start()
+                    self.backend.prepare(runner.context, self.target, self.spec_args.get(name, []))
                 for suite in self.plan.suites:
                     for runner in self.runners.values():
                         runner.warm_up(suite)
@@ -215,7 +228,8 @@ class SpeculativeComparison:
             s_runs = [r for r in spec.runs if r.benchmark == suite.name]
             v_med = _median(r.decode_tokens_per_s for r in v_runs)
             s_med = _median(r.decode_tokens_per_s for r in s_runs)
-            drafted, accepted = self._acceptance(s_runs)
+            counted = self._acceptance(s_runs)
+            drafted, accepted = counted or (None, None)
             for v, s in zip(v_runs, s_runs):
                 pos = first_difference(v.text, s.text)
                 if pos is not None:
@@ -234,15 +248,17 @@ class SpeculativeComparison:
                     "n": min(len(v_runs), len(s_runs)),
                 }
         speedups = [row["speedup"] for row in per_suite.values() if row["speedup"]]
-        drafted = sum(row["drafted"] for row in per_suite.values())
-        accepted = sum(row["accepted"] for row in per_suite.values())
+        speedup = statistics.median(speedups) if speedups else None
+        counted = self._acceptance(spec.runs)
+        drafted, accepted = counted or (0, 0)
         counters = metrics.total([r.extra.get("spec_metrics") for r in spec.runs])
-        return {
-            "types": self.configs[name][0],
-            "uses_draft_file": self.backend.uses_draft_file(self.configs[name][0], self.draft_path),
+        types = self.configs[name][0]
+        summary = {
+            "types": types,
+            "uses_draft_file": self.backend.uses_draft_file(types, self.draft_path),
             "server_args": self.spec_args[name],
             "per_suite": per_suite,
-            "speedup": statistics.median(speedups) if speedups else None,
+            "speedup": speedup,
             "acceptance_rate": accepted / drafted if drafted else None,
             # Per draft position where the server exports it; otherwise only the totals above.
             "acceptance_by_position": metrics.curve(counters) if counters and counters["steps"] else None,
@@ -250,10 +266,18 @@ class SpeculativeComparison:
             "outputs_identical": not differences,
             "differences": differences,
         }
+        if counted is None and spec.runs:
+            summary["acceptance_source"] = f"not counted by {self.backend.runtime}"
+            summary["inferred"] = self.backend.infer_acceptance(
+                speedup, self.backend.draft_max(types, self._settings(types), self.spec_args[name]))
+        return summary
 
-    def _acceptance(self, runs) -> tuple[int, int]:
-        """(drafted, accepted) tokens of ``runs``, as the backend reads them from each run's timings."""
-        counts = [self.backend.acceptance(r.extra) for r in runs]
+    def _acceptance(self, runs) -> tuple[int, int] | None:
+        """(drafted, accepted) tokens of ``runs``, as the backend reads them from each run's timings;
+        None where the runtime counted none."""
+        counts = [c for c in (self.backend.acceptance(r.extra) for r in runs) if c is not None]
+        if runs and not counts:
+            return None
         return sum(d for d, _ in counts), sum(a for _, a in counts)
 
     def _update(self) -> None:
@@ -290,10 +314,15 @@ class SpeculativeComparison:
         from velollm_core.speculative.advisor import Observation, advise, calibrate, with_sampling
 
         spec_runs = self.runners[name].result.runs
-        drafted, accepted = self._acceptance(spec_runs)
+        summary = self.report["configs"][name]
+        counted = self._acceptance(spec_runs)
+        if counted is None:
+            summary["advisor"] = {"recommended_draft_max": None, "curve": [], "measured_speedup": summary["speedup"],
+                                  "recommendation": f"no advice: {self.backend.runtime} counts no accepted tokens"}
+            return
+        drafted, accepted = counted
         observed = Observation(generated=sum(r.completion_tokens or 0 for r in spec_runs), drafted=drafted,
                                accepted=accepted)
-        summary = self.report["configs"][name]
         if not observed.drafted:
             summary["advisor"] = {"recommended_draft_max": None, "curve": [], "recommendation":
                                   "off: nothing was drafted in these runs", "measured_speedup": summary["speedup"]}

@@ -1,5 +1,6 @@
 """``velollm speculative check | bench | pairs``: each asks the speculative object of one backend
-(``--backend``, or the one installed backend that has one) through the ``speculative_backend`` hook."""
+(``--backend``; else the one installed backend that has one, or the one that handles the target)
+through the ``speculative_backend`` hook; ``pairs`` without ``--backend`` asks each of them."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import click
 
 from velollm_core.contract.errors import UserInputError, VeloError
 
-BACKEND_HELP = "Backend that speculates (default: the one installed backend that can)."
+BACKEND_HELP = "Backend that speculates (default: the installed one that can and runs the target)."
 
 
 @click.group("speculative")
@@ -32,7 +33,7 @@ def check_command(target: str, draft: str | None, spec_types: tuple[str, ...], b
     from velollm_core.contract.output import print_json
     from velollm_core.speculative.bench import require_speculative_backend
 
-    backend = require_speculative_backend(backend_name)
+    backend = require_speculative_backend(backend_name, target)
     target_path = resolve_model_path(target)
     draft_path = resolve_model_path(draft) if draft else None
     report = backend.check(target_path, draft_path, [backend.parse_types(value) for value in spec_types])
@@ -120,7 +121,7 @@ def bench_command(target, draft, spec_types, draft_max, draft_min, p_min, draft_
 
     if not draft and not spec_types:
         raise UserInputError("name a --draft, a --spec-type, or both (see velollm speculative check TARGET)")
-    backend = require_speculative_backend(backend_name)
+    backend = require_speculative_backend(backend_name, target)
     types = [["all"]] if "all" in spec_types else [backend.parse_types(value) for value in spec_types]
     chosen = get_suites(suites or (*DEFAULT_SUITES, *INPUT_GROUNDED_SUITES))
     if max_tokens:
@@ -213,6 +214,10 @@ def render_report(report: dict, console) -> None:
         if by_position:
             console.print("  acceptance by draft position (server metrics): " + ", ".join(
                 f"{rate:.2f}" for rate in by_position["rates"][:16]))
+        elif config.get("inferred"):
+            inferred = config["inferred"]
+            console.print(f"  acceptance {config['acceptance_source']}; inferred from the speedup: at least "
+                          f"{_fmt(inferred.get('acceptance_rate_min'), '{:.0%}')} of drafted tokens")
         else:
             console.print(f"  acceptance from {config['acceptance_source']} (no per-position metrics)")
         advice = config.get("advisor")
@@ -245,18 +250,26 @@ def render_report(report: dict, console) -> None:
 def pairs_command(dirs, max_ratio, backend_name, as_json) -> None:
     """Scan local models (directories, the Ollama store, test models) for compatible pairs."""
     from velollm_core.contract.output import print_json
-    from velollm_core.speculative.bench import require_speculative_backend
+    from velollm_core.speculative.bench import require_speculative_backend, speculative_backends
     from velollm_core.speculative.pairs import local_models
 
-    backend = require_speculative_backend(backend_name)
+    found = speculative_backends()
+    # Without --backend, several speculative backends each pair the models they run (pairs name theirs).
+    if backend_name is not None or len(found) < 2:
+        backends = {backend_name or "": require_speculative_backend(backend_name)}
+    else:
+        backends = found
     models = local_models(dirs)
     if not models:
         raise UserInputError("no local GGUF models found (name directories with --dir)")
-    pairs = backend.pairs(models, max_ratio=max_ratio)
+    pairs = [{**pair, **({"backend": name} if len(backends) > 1 else {})}
+             for name, backend in backends.items() for pair in backend.pairs(models, max_ratio=max_ratio)]
     if as_json:
         print_json({"models": len(models), "pairs": pairs})
         return
     click.echo(f"{len(models)} local model(s) scanned; {len(pairs)} compatible pair(s) with draft <= "
                f"{max_ratio:.0%} of the target")
     for pair in pairs:
-        click.echo(f"  target {pair['target']}  +  draft {pair['draft']}  (size ratio {pair['size_ratio']:.2f})")
+        runs_on = f"  [{pair['backend']}]" if "backend" in pair else ""
+        click.echo(f"  target {pair['target']}  +  draft {pair['draft']}  (size ratio {pair['size_ratio']:.2f})"
+                   f"{runs_on}")

@@ -105,6 +105,15 @@ class LlamaCppSpeculative:
 
     # --- what the commands ask before anything starts ----------------------------------------------
 
+    def handles(self, model: str) -> bool:
+        """A GGUF file (a path, existing or named ``*.gguf``) or a bundled test model (or one derived
+        from it) is llama.cpp's; a name of another runtime's store is not."""
+        from velollm_llamacpp.derived import DERIVED
+        from velollm_llamacpp.testmodels import TEST_MODELS
+
+        path = Path(model).expanduser()
+        return model in TEST_MODELS or model in DERIVED or path.suffix.lower() == ".gguf" or path.is_file()
+
     def parse_types(self, value: str) -> list[str]:
         """``draft-mtp,ngram-mod`` -> its types, in order; unknown names and repeats refused."""
         from velollm_gguf.compat import parse_types
@@ -384,6 +393,18 @@ class LlamaCppSpeculative:
 
         return {**options, "server_args": " ".join([str(options.get("server_args", "")),
                                                     *map(shlex.quote, map(str, args))]).strip()}
+
+    def configure(self, target: Path, options: dict[str, Any], args: list[str]) -> tuple[str, dict]:
+        """The target file and ``options`` with the speculation flags on the server's command line."""
+        return str(target), self.with_server_args(options, args) if args else dict(options)
+
+    def prepare(self, context, target: Path, args: list[str]) -> None:
+        """Nothing: the flags alone switch speculation on when the server starts."""
+
+    @staticmethod
+    def infer_acceptance(speedup: float | None, draft_max: int | None) -> dict | None:
+        """Never asked: llama-server counts drafted and accepted tokens itself."""
+        return None
 
     def exact_options(self) -> dict[str, str]:
         """Backend options that make the CPU kernels batch-invariant, for both servers.

@@ -195,7 +195,13 @@ class OllamaBackend(BackendBase):
 
     name = BACKEND
     Options = OllamaOptions
-    capabilities = Capabilities(stream=True)
+    capabilities = Capabilities(stream=True, speculative=True)
+
+    def speculative(self):
+        """Ollama's drafts (a DRAFT model, an MTP head), as ``velollm speculative`` runs them."""
+        from velollm_ollama.speculative import OllamaSpeculative
+
+        return OllamaSpeculative()
 
     def start(self, context: BenchmarkContext) -> None:
         """The client of this benchmark (no request yet: Ollama loads the model on the first generation)."""

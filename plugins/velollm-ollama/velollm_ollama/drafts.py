@@ -38,6 +38,8 @@ PROMPTS = (
     ("prose", "Explain in three sentences why the sky is blue."),
 )
 MEASUREMENTS_DIR = "ollama-drafts"
+# The temporary model a measurement makes: the target's name with this suffix (deleted afterwards).
+PROBE_SUFFIX = "velollm-draft-probe"
 
 
 @dataclass
@@ -99,6 +101,28 @@ def drafted_name(model: str, suffix: str = "draft") -> str:
 def create_command(name: str, modelfile: Path) -> list[str]:
     """``ollama create NAME -f FILE`` as arguments (shell text through ``shlex.join``)."""
     return ["ollama", "create", _one_line(name, "model name"), "-f", _one_line(modelfile, "Modelfile path")]
+
+
+def require_drafts(version: str | None) -> None:
+    """UserInputError where an Ollama of ``version`` has no speculative decoding."""
+    from velollm_ollama.versions import has, since
+
+    if not has(version, "draft"):
+        raise UserInputError(f"Ollama {version} has no speculative decoding: DRAFT and draft_num_predict "
+                             f"came with Ollama {since('draft')}")
+
+
+def create_drafted(client, name: str, model: str, draft_path: Path, parameters: dict[str, Any]) -> None:
+    """Make ``name``: ``model`` plus the draft's blob (already in the store) as its DRAFT layer."""
+    digest = "sha256:" + draft_path.name.removeprefix("sha256-")
+    client.create({"model": name, "from": model, "draft_files": {"draft.gguf": digest}, "parameters": parameters})
+
+
+def check_drafted(client, name: str) -> None:
+    """A VeloError where the server made ``name`` without the draft (it does not take ``draft_files``)."""
+    if "DRAFT" not in str(client.show(name).get("modelfile") or ""):
+        raise VeloError(f"Ollama made {name} without the draft (its Modelfile has no DRAFT): this server "
+                        "does not take draft_files")
 
 
 # --- measurements kept for `velollm optimize` ----------------------------------------------------------
@@ -172,8 +196,6 @@ class DraftComparison:
     """Interleaved runs without and with the draft (A B A B, same prompts, greedy), then the verdict."""
 
     def __init__(self, plan: DraftPlan, client, *, on_run: Callable[[str], None] | None = None) -> None:
-        from velollm_ollama.versions import has, since
-
         self.plan = plan
         self.client = client
         self.on_run = on_run or (lambda label: None)
@@ -182,9 +204,7 @@ class DraftComparison:
         if plan.draft_num_predict < 1:
             raise UserInputError("--draft-num-predict must be at least 1 (0 turns drafting off)")
         self.version = client.version()
-        if not has(self.version, "draft"):
-            raise UserInputError(f"Ollama {self.version} has no speculative decoding: DRAFT and draft_num_predict "
-                                 f"came with Ollama {since('draft')}")
+        require_drafts(self.version)
         self.target = _facts(client, plan.model)
         self.draft_path: Path | None = None
         self.draft_facts: dict[str, Any] | None = None
@@ -240,14 +260,11 @@ class DraftComparison:
                 ("speculative", self.temporary, {**base, "draft_num_predict": self.plan.draft_num_predict})]
 
     def _create_temporary(self) -> None:
-        digest = "sha256:" + self.draft_path.name.removeprefix("sha256-")
-        name = drafted_name(self.plan.model, "velollm-draft-probe")
-        self.client.create({"model": name, "from": self.plan.model, "draft_files": {"draft.gguf": digest},
-                            "parameters": {"draft_num_predict": self.plan.draft_num_predict}})
+        name = drafted_name(self.plan.model, PROBE_SUFFIX)
+        create_drafted(self.client, name, self.plan.model, self.draft_path,
+                       {"draft_num_predict": self.plan.draft_num_predict})
         self.temporary = name
-        if "DRAFT" not in str(self.client.show(name).get("modelfile") or ""):
-            raise VeloError(f"Ollama made {name} without the draft (its Modelfile has no DRAFT): this server "
-                            "does not take draft_files")
+        check_drafted(self.client, name)
 
     def _delete_temporary(self) -> None:
         if self.temporary and not self.plan.keep:
