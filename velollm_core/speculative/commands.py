@@ -22,7 +22,8 @@ def speculative_group() -> None:
 @click.argument("target")
 @click.argument("draft", required=False)
 @click.option("--spec-type", "spec_types", multiple=True,
-              help="Types to check together, comma-separated (e.g. ngram-mod,draft-mtp; repeat for several).")
+              help="Types to check together, comma-separated (e.g. ngram-mod,draft-mtp; Ollama: draft or mtp; "
+                   "repeat for several).")
 @click.option("--backend", "backend_name", help=BACKEND_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def check_command(target: str, draft: str | None, spec_types: tuple[str, ...], backend_name: str | None,
@@ -72,12 +73,13 @@ def _print_check(report: dict, runtime: str) -> None:
 
 
 @speculative_group.command("bench")
-@click.option("--target", required=True, help="Target model: GGUF path or name.")
-@click.option("--draft", help="Draft model or head (GGUF path or name), or ngram / ngram-<kind>.")
+@click.option("--target", required=True, help="Target model: GGUF path or name (an Ollama model name: Ollama).")
+@click.option("--draft", help="Draft model or head (GGUF path or name), or ngram / ngram-<kind> (llama.cpp).")
 @click.option("--spec-type", "spec_types", multiple=True,
               help="Speculation types to compare, each a comma list (draft-mtp, ngram-mod,draft-eagle3, ...; "
-                   "repeat for several), or 'all': every type the target and draft support.")
-@click.option("--draft-max", type=click.IntRange(1, 256), help="Tokens drafted per step (model draft: 16).")
+                   "Ollama: draft, mtp; repeat for several), or 'all': every type the target and draft support.")
+@click.option("--draft-max", type=click.IntRange(1, 256),
+              help="Tokens drafted per step (model draft: 16; Ollama's draft_num_predict: 4).")
 @click.option("--draft-min", type=click.IntRange(0, 256))
 @click.option("--p-min", type=click.FloatRange(0, 1), default=0.75, show_default=True,
               help="Minimum draft probability (model draft), always passed explicitly.")
@@ -87,8 +89,9 @@ def _print_check(report: dict, runtime: str) -> None:
 @click.option("--ngram-match", type=click.IntRange(1, 1024),
               help="N-gram drafting: tokens of context that must match before a draft is proposed.")
 @click.option("--spec-arg", "spec_args", multiple=True,
-              help="Extra llama-server flag for the speculative server only (repeat; e.g. --spec-arg=--spec-ngram-mod-n-min "
-                   "--spec-arg=8).")
+              help="Extra switch for the speculative server only (repeat), as its backend reads it: a llama-server "
+                   "flag (e.g. --spec-arg=--spec-ngram-mod-n-min --spec-arg=8) or an Ollama Modelfile line "
+                   "(e.g. --spec-arg='PARAMETER num_ctx 4096').")
 @click.option("--threads", type=click.IntRange(1), help="Target threads (both servers).")
 @click.option("--suite", "suites", multiple=True,
               help="Suites (default: the three standard ones and the input-grounded ones).")
