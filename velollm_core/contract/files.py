@@ -64,7 +64,7 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
-def _looks_like_ours(path: Path) -> bool:
+def looks_like_ours(path: Path) -> bool:
     """Whether an existing file is one VeloLLM wrote (or empty), so replacing it loses nothing foreign."""
     try:
         with path.open("rb") as handle:
@@ -182,7 +182,7 @@ def prepare_output(
                 raise UserInputError(f"--output {path} is the model file itself; name another file")
         if not info.st_mode & stat.S_IWUSR:
             raise UserInputError(f"--output {path} is read-only; make it writable or name another file")
-        if not force and not _looks_like_ours(path):
+        if not force and not looks_like_ours(path):
             raise UserInputError(
                 f"--output {path} exists and is not a VeloLLM file; pass --force to replace it, or name another"
             )

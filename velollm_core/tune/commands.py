@@ -93,6 +93,7 @@ def apply_proposal(proposal: ConfigProposal, dry_run: bool) -> Path | None:
             f"systemd service; for a server started by hand use --format shell"
         )
     path = systemd.dropin_path(unit)
+    systemd.check_dropin(path)  # before reading it: a link's target is neither read nor shown
     previous = systemd.read_dropin(path)
     text = render_systemd(proposal, kept=previous.values, kept_unset=previous.unset)
     if not proposal.changes:

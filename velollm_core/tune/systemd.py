@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from velollm_core.contract.files import atomic_write_text
+from velollm_core.contract.errors import UserInputError
+from velollm_core.contract.files import atomic_write_text, looks_like_ours
 
 DEFAULT_SYSTEMD_DIR = Path("/etc/systemd/system")
 SYSTEMD_DIR_ENV = "VELOLLM_SYSTEMD_DIR"
@@ -209,12 +211,36 @@ def read_dropin(path: Path) -> UnitEnvironment:
     return env
 
 
+def check_dropin(path: Path) -> None:
+    """Refuse (UserInputError) a drop-in path that --apply did not make: a symbolic link (writing would
+    replace whatever it points to) or a file whose content VeloLLM did not write."""
+    fix = "remove it, or write the settings with --format systemd --output FILE and install them yourself"
+    if path.is_symlink():
+        raise UserInputError(f"{path} is a symbolic link (to {os.readlink(path)}); --apply writes only a file "
+                             f"it made: {fix}")
+    if path.exists() and (not path.is_file() or not looks_like_ours(path)):
+        raise UserInputError(f"{path} exists and is not a VeloLLM file; --apply replaces only its own: {fix}")
+
+
 def write_dropin(path: Path, text: str) -> Path | None:
-    """Write the drop-in atomically, first copying an existing one to ``<name>.bak``; return the backup."""
+    """Write the drop-in atomically, first copying an existing one to ``<name>.bak``; return the backup.
+
+    Neither is written through a link: the drop-in is checked (``check_dropin``) and the backup is a new
+    file renamed over whatever ``<name>.bak`` was, a link included.
+    """
+    check_dropin(path)
     backup = None
     if path.exists():
         # ".bak" does not end in ".conf", so systemd never reads the backup as a drop-in.
         backup = path.with_name(path.name + ".bak")
-        shutil.copy2(path, backup)
+        fd, tmp = tempfile.mkstemp(prefix=f".{backup.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(path.read_bytes())
+            shutil.copystat(path, tmp)
+            os.replace(tmp, backup)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     atomic_write_text(path, text)
     return backup
