@@ -6,12 +6,13 @@ Run them where velollm-tgi and velollm-testkit are installed: ``python -m pytest
 from __future__ import annotations
 
 import pytest
+from velollm_testkit.hostile import HOSTILITIES, Stream
 from velollm_testkit.mock import mock_llm
 from velollm_testkit.plugin import BackendCalls
 from velollm_tgi.backend import TGIBackend
 from velollm_tgi.events import TGIStream
 
-from velollm_core.api import BackendError, BenchmarkContext, GenerationRequest
+from velollm_core.api import BackendError, BenchmarkContext, GenerationRequest, VeloError
 
 
 def token_event(index: int, **final) -> dict:
@@ -58,3 +59,29 @@ def test_the_backend_in_process_against_the_mock():
     assert timing.completion_tokens == 7 and timing.stop_reason == "eos_token"  # six words and the EOS
     assert call.url == f"{mock.url}/generate_stream" and call.body["parameters"]["max_new_tokens"] == 4
     assert len(tokens) > 1 and info.name == "tgi" and info.version
+
+
+INFO = {"model_id": "org/tiny", "version": "3.3.0", "max_total_tokens": 4096}
+ANSWER = Stream([
+    {"index": 1, "token": {"id": 5, "text": " a", "logprob": -0.1, "special": False},
+     "generated_text": None, "details": None},
+    {"index": 2, "token": {"id": 2, "text": "</s>", "logprob": -0.1, "special": True}, "generated_text": " a",
+     "details": {"finish_reason": "eos_token", "generated_tokens": 2, "seed": None, "input_length": 3}},
+])
+
+
+@pytest.mark.parametrize("hostility", HOSTILITIES)
+def test_a_hostile_server_costs_a_readable_error_at_most(hostile_server, hostility):
+    """Every attack of the kit's hostile server, through start() and generate(): either a timing whose
+    numbers can be true or one VeloLLM error in one line, never a traceback or a hang."""
+    server = hostile_server(hostility, {"/info": INFO, "/generate_stream": ANSWER})
+    calls = BackendCalls(TGIBackend())
+    context = BenchmarkContext(backend="tgi", model="org/tiny", host=server.url,
+                               options={"first_token_timeout_s": 5, "timeout_s": 10})
+    with context.resources:
+        try:
+            timing = calls.generate(GenerationRequest(benchmark="t", prompt="hi", max_tokens=8), context)
+        except VeloError as exc:
+            assert str(exc) and "\n" not in str(exc), str(exc)
+            return
+    assert 0 < timing.completion_tokens <= 8 and timing.total_ms >= 0

@@ -120,7 +120,7 @@ class TGIBackend(BackendBase):
     def generate(self, request: GenerationRequest, context: BenchmarkContext) -> GenerationTiming:
         """One streamed generation, read by this backend's own client (sequential runs)."""
         sess = session(context)
-        events = TGIStream(sess.server.who)
+        events = TGIStream(sess.server.who, request.max_tokens)
         start = time.perf_counter()
         for arrived, event in sess.server.stream(request_body(request, context.settings), events):
             if events.feed(event, arrived):
@@ -130,7 +130,8 @@ class TGIBackend(BackendBase):
     def stream(self, request: GenerationRequest, context: BenchmarkContext) -> StreamCall:
         """The same generation as a StreamCall, for the core's load generator (load levels)."""
         sess = session(context)
-        return sess.server.stream_call(request_body(request, context.settings), TGIStream(sess.server.who))
+        accumulator = TGIStream(sess.server.who, request.max_tokens)
+        return sess.server.stream_call(request_body(request, context.settings), accumulator)
 
     def tokenize(self, text: str, context: BenchmarkContext) -> list[int]:
         return session(context).server.tokenize(text)

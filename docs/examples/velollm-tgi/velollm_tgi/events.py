@@ -19,7 +19,15 @@ from __future__ import annotations
 from itertools import pairwise
 from typing import Any
 
-from velollm_core.api import NUMBER, BackendError, GenerationTiming, percentile, stream_cut, stream_event
+from velollm_core.api import (
+    NUMBER,
+    BackendError,
+    GenerationTiming,
+    check_timing,
+    percentile,
+    stream_cut,
+    stream_event,
+)
 
 # The fields read here, with their types: a field of another type is dropped (velollm_core.api.conform).
 STREAM_EVENT = {
@@ -35,8 +43,9 @@ class TGIStream:
     """One request's events, fed in arrival order (the core's load generator calls ``feed`` and
     ``finish`` exactly so; the backend's own sequential client does the same)."""
 
-    def __init__(self, server: str) -> None:
+    def __init__(self, server: str, max_tokens: int | None = None) -> None:
         self.server = server  # "Text Generation Inference at http://..." for messages
+        self.max_tokens = max_tokens  # what the request asked for: a server claiming more is refused
         self.token_times: list[float] = []  # arrival of each token event
         self.pieces: list[str] = []  # the text of each token that is not special
         self.details: dict[str, Any] | None = None
@@ -67,7 +76,9 @@ class TGIStream:
         """The timing of the request sent at ``start`` whose stream closed at ``end`` (perf_counter)."""
         if self.details is None:  # the body ended before the final event: the core's wording of a cut stream
             raise stream_cut(self.server, len(self.token_times), "no final event (details, generated_text)")
-        return timing_of(self, start, end)
+        # The server's counts are claims: numbers that cannot be true are one readable BackendError.
+        return check_timing(timing_of(self, start, end), server=self.server, max_tokens=self.max_tokens,
+                            streamed=len(self.token_times))
 
 
 def timing_of(stream: TGIStream, start: float, end: float) -> GenerationTiming:

@@ -20,6 +20,7 @@ from velollm_core.api import (
     StreamCall,
     UserInputError,
     plain_request,
+    read_bounded,
     scrub,
     split_server_url,
     stream_cut,
@@ -134,8 +135,8 @@ class TGIServer:
                 try:
                     watch.attach(response)
                     if response.status_code != 200:
-                        response.read()
-                        raise self.status_error(response.status_code, response.content)
+                        body = read_bounded(response, server=self.who).content  # a bomb is an error too
+                        raise self.status_error(response.status_code, body)
                     for line in watch.lines(response):
                         arrived = time.perf_counter()
                         if not line.startswith("data:"):
