@@ -108,6 +108,10 @@ def test_bench_with_a_draft_makes_and_deletes_the_temporary_model(velollm, draft
     assert ready["argv"][:3] == ["ollama", "create", "tiny-draft:latest"] and ready["command"] == shlex.join(ready["argv"])
     assert Path(ready["argv"][-1]).read_text() == (f'FROM "tiny"\nDRAFT "{report["draft"]}"\n'
                                                    'PARAMETER draft_num_predict "3"\n')
+    # The result is a speculative result like llama.cpp's: the report formats read it.
+    code, out, err = velollm("report", str(output), "--format", "md")
+    assert code == 0, err
+    assert "short_completion" in out
 
 
 def test_bench_of_an_mtp_head_switches_draft_num_predict(velollm, drafts):
