@@ -40,7 +40,8 @@ class SpeculativePlan:
     # Or named variants, (name, types, extra flags for that server): the same types under different
     # settings, e.g. one per synthetic acceptance rate, all against one vanilla server.
     variants: list[tuple[str, list[str], list[str]]] = field(default_factory=list)
-    # The backend that speculates (--backend); None: the one installed backend that can.
+    # The backend that speculates (--backend); None: the one installed backend that can, or among
+    # several the one whose speculative object handles the target.
     backend: str | None = None
 
 
