@@ -67,6 +67,7 @@ def test_check_without_backend_names_ollamas_types(velollm, drafts):
     assert code == 0, err
     report = json.loads(out)
     assert report["compatible"] is True and report["drafters"] == ["draft"]
+    assert (report["target"], report["draft"]) == ("tiny:latest", "tiny-draft:latest")
     assert report["types"]["draft"] == {"supported": True, "why": None}
     assert report["types"]["mtp"]["supported"] is False and "no MTP head" in report["types"]["mtp"]["why"]
     code, out, err = velollm("speculative", "check", "mtp", "--backend", "ollama")

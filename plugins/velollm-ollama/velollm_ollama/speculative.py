@@ -120,8 +120,13 @@ class OllamaSpeculative:
 
         support = self._support(target, draft)
         refused = {",".join(c): self._refusals([c], support) for c in combinations}
+        pair = check_pair(target, draft).to_json() if draft is not None else {"draft": None}
+        names = _store_names()
         report = {
-            **(check_pair(target, draft).to_json() if draft is not None else {"target": str(target), "draft": None}),
+            **pair,
+            # As Ollama names them where they are models of its store (the check reads their files).
+            "target": names.get(target, str(target)),
+            "draft": names.get(draft, str(draft)) if draft is not None else None,
             "types": {t: {"supported": why is None, "why": why} for t, why in support.items()},
             "supported": [t for t, why in support.items() if why is None],
             "combinations": [t for t, why in support.items() if why is None],
@@ -272,6 +277,13 @@ class OllamaSpeculative:
         modelfile = measurement_path(target).with_suffix(".Modelfile")
         atomic_write_text(modelfile, "\n".join(lines) + "\n")
         return create_command(drafted_name(target), modelfile)
+
+
+def _store_names() -> dict[Path, str]:
+    """{GGUF file: its model's name} for the models of this machine's Ollama store."""
+    from velollm_ollama.store import ModelStore
+
+    return {m.gguf_path: m.name for m in ModelStore.default().list() if m.gguf_path is not None}
 
 
 def _delete(client, name: str) -> None:
