@@ -291,7 +291,11 @@ def build_registry() -> Registry:
                 plugins.record_error(_plugin, f"register_backends: {problem}")
                 return
             taken = registry.entries.get(backend.name)
-            if taken is not None:
+            if taken is not None and plugins.is_shipped(_plugin) and not plugins.is_shipped(taken.plugin):
+                # A name a plugin shipped with VeloLLM registers is its own: the other one is the error.
+                plugins.record_error(taken.plugin, f"register_backends: backend {backend.name!r} belongs to "
+                                                   f"plugin {_plugin}, shipped with VeloLLM; this one is not used")
+            elif taken is not None:
                 plugins.record_error(_plugin, f"register_backends: backend {backend.name!r} is already "
                                               f"registered by plugin {taken.plugin}; the first one is kept")
                 return

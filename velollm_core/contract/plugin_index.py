@@ -27,6 +27,10 @@ from velollm_core.contract.cachedir import cache_dir
 ENTRY_POINT_GROUP = "velollm"
 # The built-in plugins are the entry points of VeloLLM's own distribution (its pyproject.toml).
 BUILTIN_DISTRIBUTION = "velollm"
+# The plugins released with VeloLLM (this repository's plugins/): a backend name one of them registers
+# is theirs, whatever a third party installed beside them registers (contract/backends.py).
+SHIPPED_DISTRIBUTIONS = frozenset({"velollm-nvidia", "velollm-amd", "velollm-apple", "velollm-intel",
+                                   "velollm-ollama", "velollm-llamacpp", "velollm-openai"})
 PLUGINS_ENV = "VELOLLM_PLUGINS"  # a,b: load only these plugins (entry point or distribution names)
 DISABLE_ENV = "VELOLLM_DISABLE"  # a,b: never load these plugins (built-ins too)
 FORMAT = 1
@@ -45,6 +49,12 @@ class EntryPoint(NamedTuple):
     def builtin(self) -> bool:
         """Whether VeloLLM's own distribution declares it."""
         return self.distribution is not None and distribution_key(self.distribution) == BUILTIN_DISTRIBUTION
+
+    @property
+    def shipped(self) -> bool:
+        """Whether VeloLLM's own distribution or one released with it (``SHIPPED_DISTRIBUTIONS``) declares it."""
+        return self.builtin or (self.distribution is not None
+                                and distribution_key(self.distribution) in SHIPPED_DISTRIBUTIONS)
 
     def named_by(self, names: set[str]) -> bool:
         """Whether ``names`` (from ``$VELOLLM_PLUGINS`` or ``$VELOLLM_DISABLE``) name this entry point,

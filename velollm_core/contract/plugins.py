@@ -5,7 +5,12 @@ its pyproject.toml: they are found, loaded, listed and disabled exactly as a thi
 this module names no feature.
 
 A plugin that fails to import or register is recorded in ``load_errors`` and shown by
-``velollm plugins``; it never takes the CLI down. So is a plugin implementing a hook that has no spec
+``velollm plugins``; it never takes the CLI down. Each is imported in a worker thread under a deadline
+(``VELOLLM_PLUGIN_IMPORT_TIMEOUT_S``, default 10 s): one whose import never finishes is abandoned there
+as a load error, one that calls ``sys.exit`` while imported is a load error, and what one prints while
+imported goes to stderr, so stdout stays one JSON document under ``--json``. Plugins load built-ins
+first, then the plugins shipped with VeloLLM, then third parties, so a shipped backend name is never
+taken by a plugin installed beside it (``contract/backends.py`` holds to that whatever the order). So is a plugin implementing a hook that has no spec
 (a misspelt ``detect_gpus``): it is unregistered, as pytest's ``check_pending`` refuses it. Every
 non-firstresult hook is called through ``call_each``: a plugin that raises costs only its own answer
 and is named in a warning. ``VELOLLM_DISABLE=a,b`` blocks plugins, built-ins included (pytest's
@@ -16,7 +21,11 @@ name that matches no installed plugin is warned about on stderr, never silently 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import queue
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +38,10 @@ from velollm_core.contract import plugin_index
 ENTRY_POINT_GROUP = plugin_index.ENTRY_POINT_GROUP
 PLUGINS_ENV = plugin_index.PLUGINS_ENV
 DISABLE_ENV = plugin_index.DISABLE_ENV
+IMPORT_TIMEOUT_ENV = "VELOLLM_PLUGIN_IMPORT_TIMEOUT_S"
+# Importing a plugin takes milliseconds, a second or two for one that imports a large library from a
+# cold disk; 10 s is past any of them, and short enough that a hung plugin costs every command only that.
+IMPORT_TIMEOUT_S = 10.0
 
 pm = pluggy.PluginManager("velollm")
 pm.add_hookspecs(hookspecs)
@@ -50,6 +63,7 @@ class PluginRecord:
     distribution: str | None
     version: str | None
     builtin: bool
+    shipped: bool = False  # built in, or released with VeloLLM (plugin_index.SHIPPED_DISTRIBUTIONS)
 
 
 load_errors: list[PluginLoadError] = []
@@ -91,14 +105,79 @@ def describe_error(exc: BaseException) -> str:
 
 
 def installed_plugins() -> list[plugin_index.EntryPoint]:
-    """Every installed plugin, none imported: the entry points of group ``velollm``, built-ins first.
+    """Every installed plugin, none imported: the entry points of group ``velollm``, built-ins first,
+    then the shipped plugins, then third parties (each group in ``sys.path`` order).
 
-    Each has ``name``, ``value`` (what it loads), ``distribution``, ``version`` and ``builtin``; a
-    plugin's own test can check its entry point is installed without running the CLI.
+    Each has ``name``, ``value`` (what it loads), ``distribution``, ``version``, ``builtin`` and
+    ``shipped``; a plugin's own test can check its entry point is installed without running the CLI.
     """
     found = plugin_index.entry_points()
-    return [entry_point for entry_point in found if entry_point.builtin] + [
-        entry_point for entry_point in found if not entry_point.builtin]
+    return sorted(found, key=lambda entry_point: (not entry_point.builtin, not entry_point.shipped))
+
+
+def is_shipped(plugin_name: str) -> bool:
+    """Whether the loaded plugin ``plugin_name`` is built in or shipped with VeloLLM."""
+    record = records.get(plugin_name)
+    return record is not None and record.shipped
+
+
+def import_timeout_s() -> float:
+    """The deadline of one plugin's import: ``$VELOLLM_PLUGIN_IMPORT_TIMEOUT_S`` where it is a positive
+    number (anything else is warned about), else ``IMPORT_TIMEOUT_S``."""
+    raw = os.environ.get(IMPORT_TIMEOUT_ENV)
+    if raw is None:
+        return IMPORT_TIMEOUT_S
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        warn(f"{IMPORT_TIMEOUT_ENV}={raw!r} is no positive number of seconds; using {IMPORT_TIMEOUT_S:g}")
+        return IMPORT_TIMEOUT_S
+    return seconds
+
+
+class PluginImportError(Exception):
+    """A plugin's import that did not finish, or that ended the interpreter (``sys.exit``)."""
+
+
+class _Importer:
+    """Imports plugins one at a time in a worker thread, so that one whose import never finishes can
+    be abandoned (a thread cannot be stopped: it is left, a daemon, and the next plugin gets a new one)."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue | None = None
+
+    def load(self, entry_point: plugin_index.EntryPoint, timeout_s: float) -> Any:
+        """``entry_point.load()`` within ``timeout_s``, or a PluginImportError saying what went wrong."""
+        if self._jobs is None:
+            self._jobs = queue.SimpleQueue()
+            threading.Thread(target=self._work, args=(self._jobs,), name="velollm-plugin-import",
+                             daemon=True).start()
+        done, answer = threading.Event(), {}
+        self._jobs.put((entry_point, answer, done))
+        # What a plugin prints while imported goes to stderr: stdout may be one JSON document.
+        with contextlib.redirect_stdout(sys.stderr):
+            finished = done.wait(timeout_s)
+        if not finished:
+            self._jobs = None
+            raise PluginImportError(f"did not finish importing within {timeout_s:g} s (a hang at import?); "
+                                    f"it is left out (the deadline is ${IMPORT_TIMEOUT_ENV})")
+        if "error" in answer:
+            raise answer["error"]
+        return answer["value"]
+
+    @staticmethod
+    def _work(jobs: queue.SimpleQueue) -> None:
+        while True:
+            entry_point, answer, done = jobs.get()
+            try:
+                answer["value"] = entry_point.load()
+            except SystemExit as exc:
+                answer["error"] = PluginImportError(f"called sys.exit({exc.code!r}) while being imported")
+            except BaseException as exc:  # noqa: BLE001 - handed to the loading thread, which records it
+                answer["error"] = exc
+            done.set()
 
 
 def _warn_unmatched(variable: str, names: set[str] | None, installed: list[plugin_index.EntryPoint]) -> None:
@@ -127,6 +206,7 @@ def load_plugins() -> None:
     _warn_unmatched(DISABLE_ENV, disabled, installed)
     for name in disabled:
         pm.set_blocked(name)  # a plugin registered later under this name (a test's) is blocked too
+    importer, timeout_s = _Importer(), import_timeout_s()
     for entry_point in installed:
         if entry_point.named_by(disabled):
             pm.set_blocked(entry_point.name)
@@ -136,10 +216,12 @@ def load_plugins() -> None:
         if entry_point.name in records:
             continue  # the same distribution visible twice on sys.path
         try:
-            plugin = entry_point.load()
+            plugin = importer.load(entry_point, timeout_s)
             record = PluginRecord(entry_point.name, entry_point.distribution, entry_point.version,
-                                  builtin=entry_point.builtin)
+                                  builtin=entry_point.builtin, shipped=entry_point.shipped)
             _register(plugin, record)
+        except PluginImportError as exc:
+            load_errors.append(PluginLoadError(entry_point.name, entry_point.distribution, str(exc)))
         except Exception as exc:  # noqa: BLE001 - any plugin bug, a built-in's too, must stay isolated
             load_errors.append(PluginLoadError(entry_point.name, entry_point.distribution, describe_error(exc)))
 
