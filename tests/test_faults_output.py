@@ -222,3 +222,88 @@ def test_a_result_file_is_ours_and_may_be_replaced(tmp_path):
         out.write_json({"runs": [], "settings": {}})
         out.release()
         assert json.loads(path.read_text()) == {"runs": [], "settings": {}}
+
+
+# --- one output policy for every command that writes a file ------------------------------------------
+
+CLOSED_PORT = "http://127.0.0.1:9"
+# Every command with an --output option, with arguments that reach its output check before any work.
+# A command that gains --output joins this table, or test_every_output_option_is_in_the_table fails.
+OUTPUT_COMMANDS = {
+    "benchmark": ("benchmark", "--backend", "llamacpp", "--model", "gemma3-270m"),
+    "detect": ("detect",),
+    "history export": ("history", "export", "1"),
+    "optimize": ("optimize", "--backend", "llamacpp", "--model", "gemma3-270m", "--format", "shell"),
+    "report": ("report", "nosuch.json", "--format", "md"),
+    "speculative bench": ("speculative", "bench", "--target", "gemma3-270m", "--spec-type", "ngram-simple"),
+    "ollama draft-bench": ("ollama", "draft-bench", "--model", "m", "--draft", "d", "--host", CLOSED_PORT),
+}
+
+
+def test_every_output_option_is_in_the_table():
+    import click
+
+    from velollm_core import cli
+    from velollm_core.contract.plugins import load_plugins
+
+    load_plugins()
+    context = click.Context(cli.cli)
+    found = set()
+
+    def walk(command: click.Command, path: list[str]) -> None:
+        if isinstance(command, click.Group):
+            for name in command.list_commands(context):
+                walk(command.get_command(context, name), [*path, name])
+        elif any(param.name == "output" for param in command.params):
+            found.add(" ".join(path))
+
+    walk(cli.cli, [])
+    assert found == set(OUTPUT_COMMANDS)
+
+
+@pytest.fixture
+def one_result_history(tmp_path, monkeypatch):
+    """A history holding one result (#1), for ``history export 1``."""
+    db = tmp_path / "history.db"
+    monkeypatch.setenv("VELOLLM_HISTORY_DB", str(db))
+    doc = tmp_path / "r.json"
+    doc.write_text(json.dumps({"settings": {"backend": "fake", "model": "m"}, "runs": [], "summary": {},
+                               "status": "complete", "started_at": "2026-12-01T10:00:00+00:00",
+                               "environment": {"backend": {"name": "fake"}}}))
+    imported = velollm("history", "import", str(doc))
+    assert imported.returncode == 0, imported.stderr
+    return db
+
+
+@POSIX
+@pytest.mark.parametrize("command", sorted(OUTPUT_COMMANDS))
+def test_every_command_refuses_a_fifo_and_leaves_it(command, tmp_path, one_result_history):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    proc = subprocess.run([*VELOLLM, *OUTPUT_COMMANDS[command], "--output", str(fifo)], check=False,
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    _one_sentence(proc, 2, "is a FIFO, not a regular file")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+@pytest.mark.parametrize("command", ["detect", "report", "history export"])
+def test_every_command_keeps_a_foreign_file_without_force(command, tmp_path, one_result_history):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    args = OUTPUT_COMMANDS[command]
+    _one_sentence(velollm(*args, "--output", str(notes), cwd=tmp_path), 2, "is not a VeloLLM file; pass --force")
+    assert notes.read_text() == "my notes\n"
+
+
+def test_detect_writes_through_the_policy_and_replaces_its_own_file(tmp_path):
+    out = tmp_path / "hw.json"
+    for _ in range(2):  # the second run replaces the first one's file: it is ours
+        proc = velollm("detect", "--json", "--output", str(out))
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(out.read_text()) == json.loads(proc.stdout)
+    assert not list(tmp_path.glob(".*.lock")) and not list(tmp_path.glob(".*.tmp"))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    proc = velollm("detect", "--output", str(notes), "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert "cpu" in json.loads(notes.read_text())

@@ -248,7 +248,7 @@ def test_detect_output_writes_the_same_document(tmp_path):
     assert result.exit_code == 0, result.output
     written = json.loads(target.read_text())
     check_detect_document(written)
-    printed = json.loads(result.output)
+    printed = json.loads(result.stdout)  # stderr says the folder was created; stdout holds the JSON alone
     assert written["cpu"] == printed["cpu"]
 
 

@@ -209,17 +209,22 @@ def _plugins_table(listing: list[dict], narrow: bool):
 @cli.command("detect")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON here.")
-def detect_command(as_json: bool, output: Path | None) -> None:
+@click.option("--force", is_flag=True, help="Replace --output even when it is not a VeloLLM file.")
+def detect_command(as_json: bool, output: Path | None, force: bool) -> None:
     """Detect OS, CPU, memory and GPUs of every vendor."""
     from velollm_core.hardware import report as hardware
 
+    out = None
+    if output:
+        from velollm_core.contract.files import prepare_output
+
+        out = prepare_output(output, force=force)  # the --output policy of every command, before any probe
     # --json is what scripts call in loops: its data is built without pydantic where possible.
     report = None if as_json else hardware.detect_hardware()
     data = hardware.detect_hardware_data() if report is None else report.model_dump(mode="json")
-    if output:
-        from velollm_core.contract.files import atomic_write_json
-
-        atomic_write_json(output, data)
+    if out is not None:
+        with out:
+            out.write_json(data)
     if report is None:
         print_json(data)
     else:

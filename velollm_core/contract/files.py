@@ -64,8 +64,10 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
-def looks_like_ours(path: Path) -> bool:
-    """Whether an existing file is one VeloLLM wrote (or empty), so replacing it loses nothing foreign."""
+def looks_like_ours(path: Path, markers: tuple[bytes, ...] = ()) -> bool:
+    """Whether an existing file is one VeloLLM wrote (or empty), so replacing it loses nothing foreign.
+
+    ``markers``: the first bytes of other files the command writes (a report format's)."""
     try:
         with path.open("rb") as handle:
             head = handle.read(_SNIFF_BYTES)
@@ -74,6 +76,8 @@ def looks_like_ours(path: Path) -> bool:
     if not head.strip():
         return True
     if head.lstrip().startswith(b"# VeloLLM"):  # the header of rendered settings (shell, systemd, ...)
+        return True
+    if markers and head.startswith(markers):
         return True
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -157,10 +161,14 @@ class OutputFile:
 
 def prepare_output(
     path: Path | str | None, *, force: bool = False, protect: tuple[Path | str, ...] = (), lock: bool = True,
+    markers: tuple[bytes, ...] = (),
 ) -> OutputFile | None:
     """Check ``--output`` before any work and lock it; a UserInputError (exit 2) says why it cannot be.
 
-    ``protect``: files the command reads (the model) that the output must never replace.
+    Every command that writes a file goes through here, so one policy holds for all of them.
+    ``protect``: files the command reads (the model) that the output must never replace. ``markers``:
+    the first bytes of files the command writes besides results (a report format's), which it may
+    replace as its own; a file is read only once it is known to be a regular one (a FIFO would block).
     """
     if path is None:
         return None
@@ -182,7 +190,7 @@ def prepare_output(
                 raise UserInputError(f"--output {path} is the model file itself; name another file")
         if not info.st_mode & stat.S_IWUSR:
             raise UserInputError(f"--output {path} is read-only; make it writable or name another file")
-        if not force and not looks_like_ours(path):
+        if not force and not looks_like_ours(path, markers):
             raise UserInputError(
                 f"--output {path} exists and is not a VeloLLM file; pass --force to replace it, or name another"
             )

@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
 import click
 
 from velollm_core.contract.errors import UserInputError
-from velollm_core.contract.formats import FormatChoice, ReportFormat, format_for_suffix, report_formats
+from velollm_core.contract.formats import FormatChoice, format_for_suffix, report_formats
 
 DEFAULT_FORMAT = "html"
 
@@ -44,7 +43,8 @@ def report_command(results: tuple[str, ...], output: Path | None, fmt: str | Non
     if output is not None:
         from velollm_core.contract.files import prepare_output
 
-        out = prepare_output(output, force=force or _is_report(output, formats.values()))
+        markers = tuple(item.marker for item in formats.values() if item.marker)
+        out = prepare_output(output, force=force, markers=markers)
     text = chosen.render(load_sources(list(results)))
     if out is None:
         from velollm_core.contract.output import echo
@@ -55,13 +55,3 @@ def report_command(results: tuple[str, ...], output: Path | None, fmt: str | Non
         out.write_text(text)
     click.echo(f"report written to {output}", err=True)
 
-
-def _is_report(path: Path, formats: Iterable[ReportFormat]) -> bool:
-    """Whether ``path`` holds a report of a registered format (files.prepare_output knows result files,
-    not reports), told by the first bytes each format declares."""
-    markers = tuple(item.marker for item in formats if item.marker)
-    try:
-        with path.open("rb") as handle:
-            return bool(markers) and handle.read(max(map(len, markers))).startswith(markers)
-    except OSError:
-        return False
