@@ -77,3 +77,25 @@ def test_history_cells_and_error_lines_carry_no_escape(tmp_path, terminal):
     refused = velollm("compare", "--baseline", str(lonely), db=db, terminal=terminal)
     assert refused.returncode == 2 and "other" in refused.stderr and "\\x1b" in refused.stderr
     assert_clean(refused.stderr)
+
+
+def test_a_live_progress_line_is_safe_too():
+    from rich.progress import Progress, TextColumn
+
+    sink = io.StringIO()
+    console = output.stderr_console(file=sink, force_terminal=True, width=100)
+    with Progress(TextColumn("{task.description}"), console=console, auto_refresh=False) as progress:
+        progress.add_task(f"short_completion {ESCAPES}", total=2)
+        progress.refresh()
+    assert "pwned" in sink.getvalue()
+    assert_clean(sink.getvalue())
+
+
+def test_no_module_makes_a_console_of_its_own():
+    """Every console comes from contract/output.py (the choke point): a rich Console made elsewhere
+    would print a server's escape sequences as they are."""
+    repo = Path(__file__).resolve().parents[1]
+    sources = [*repo.glob("velollm_core/**/*.py"), *repo.glob("plugins/*/velollm_*/**/*.py")]
+    makers = [str(path.relative_to(repo)) for path in sources
+              if path.name != "output.py" and "Console(" in path.read_text(encoding="utf-8")]
+    assert not makers, makers

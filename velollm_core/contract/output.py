@@ -15,6 +15,7 @@ Its own module so that command modules (the core's and the plugins') need not im
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any
@@ -67,37 +68,30 @@ def stderr_console(**options: Any):
 
 
 def _safe_console(options: dict[str, Any]):
+    return _console_class()(**options)
+
+
+@functools.cache
+def _console_class():
+    """rich's Console, its ``render`` (what ``print``, tables and live displays all go through) yielding
+    text segments stripped of control characters; built on first use, so that importing this module
+    imports no rich."""
     from rich.console import Console
+    from rich.segment import Segment
 
-    console = Console(**options)
-    console.push_render_hook(_SafeRenderHook())
-    return console
+    class SafeConsole(Console):
+        """A console whose rendered text holds no control sequence but its own: its own control segments
+        (a live display's cursor moves) pass, and no text carries a link (VeloLLM writes none, so one
+        came from markup in outside text)."""
 
+        def render(self, renderable, options=None):
+            for segment in super().render(renderable, options):
+                if segment.control:
+                    yield segment
+                    continue
+                style = segment.style
+                if style is not None and style.link:
+                    style = style.update_link(None)
+                yield Segment(stripped_text(segment.text), style)
 
-class _Safe:
-    """A renderable rendered as ``inner`` is, its text segments stripped of control characters; the
-    console's own control segments (a live display's cursor moves) pass, and no text carries a link:
-    VeloLLM writes none, so one came from markup in outside text."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    def __rich_console__(self, console, options):
-        from rich.segment import Segment
-
-        for segment in console.render(self.inner, options):
-            if segment.control:
-                yield segment
-                continue
-            style = segment.style
-            if style is not None and style.link:
-                style = style.update_link(None)
-            yield Segment(stripped_text(segment.text), style)
-
-
-class _SafeRenderHook:
-    """Wraps everything a console prints in ``_Safe``: a rich ``RenderHook`` (duck-typed, so that this
-    module imports no rich until a console is made)."""
-
-    def process_renderables(self, renderables):
-        return [_Safe(renderable) for renderable in renderables]
+    return SafeConsole

@@ -279,8 +279,11 @@ def implementations(hook_name: str) -> Iterator[tuple[str, Callable[..., Any]]]:
 
 
 def warn(message: str) -> None:
-    """One warning line on stderr (stdout stays one JSON document under --json)."""
-    sys.stderr.write(f"warning: {message}\n")
+    """One warning line on stderr (stdout stays one JSON document under --json); a plugin's words in it
+    are shown, never obeyed by the terminal (``output.safe_text``)."""
+    from velollm_core.contract.output import safe_text
+
+    sys.stderr.write(f"warning: {safe_text(message)}\n")
 
 
 def call_each(hook_name: str, *, reraise: tuple[type[BaseException], ...] = (),
