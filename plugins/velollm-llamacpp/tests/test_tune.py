@@ -211,30 +211,40 @@ def test_cgroup_quota_parsing(tmp_path):
     assert tune.cgroup_cpu_limit(tmp_path / "absent") is None
 
 
-def test_list_devices_parsing(fake_tools):
-    fake_tools("llama-server", stdout="Available devices:\n  CUDA0: NVIDIA H100 (81000 MiB, 80000 MiB free)\n")
-    tune.build_devices.cache_clear()
+def test_a_cuda_builds_device_line_is_read(fake_tools):
+    """A CUDA build's ``--list-devices`` line (no CUDA build runs here, so this output is a capture)."""
     import shutil
 
+    fake_tools("llama-server", stdout="Available devices:\n  CUDA0: NVIDIA H100 (81000 MiB, 80000 MiB free)\n")
+    tune.build_devices.cache_clear()
     assert tune.build_devices(shutil.which("llama-server")) == ("CUDA0: NVIDIA H100 (81000 MiB, 80000 MiB free)",)
-    fake_tools("llama-server", stdout="Available devices:\n  (none)\n")
-    tune.build_devices.cache_clear()
-    assert tune.build_devices(shutil.which("llama-server")) == ()
     tune.build_devices.cache_clear()
 
 
-def test_verification_starts_llama_server_with_exactly_the_candidate_flags(fake_tools):
+def test_the_real_cpu_build_lists_no_device_so_a_gpu_machine_gets_a_cpu_proposal(llama_server_bin, monkeypatch):
+    """The build ./scripts/setup makes is a CPU build: its own ``--list-devices`` answers "(none)"."""
+    for var in tune.GPU_MASK_VARS:
+        monkeypatch.delenv(var, raising=False)
+    tune.build_devices.cache_clear()
+    devices = tune.build_devices(str(llama_server_bin))
+    tune.build_devices.cache_clear()
+    assert devices == ()
+    proposal = propose(machine(gpus=[gpu(80)]), gpu_devices=devices)
+    assert "-ngl" not in changes(proposal)
+    assert any("no GPU backend" in note for note in proposal.notes)
+
+
+def test_verification_starts_llama_server_with_exactly_the_candidate_flags(llama_server_bin):
+    """Only the candidate's flags and --metrics (Prometheus counters, which change no timing), in the
+    spellings the real build's ``--help`` lists: the defaults pass not even --ctx-size."""
     from velollm_llamacpp.backend import server_args
     from velollm_llamacpp.server import server_flags
 
-    fake_tools("llama-server", stdout="-c, --ctx-size N  size\n--parallel N  slots\n")
-    import shutil
-
-    binary = Path(shutil.which("llama-server"))
     server_flags.cache_clear()
-    assert server_args(binary, tune.benchmark_options([]), 1) == []  # defaults: not even --ctx-size
-    assert server_args(binary, tune.benchmark_options(["-t", "2", "-c", "8192"]), 1) == ["-t", "2", "-c", "8192"]
-    server_flags.cache_clear()
+    assert "--metrics" in server_flags(llama_server_bin)
+    assert server_args(llama_server_bin, tune.benchmark_options([]), 1) == ["--metrics"]
+    assert server_args(llama_server_bin, tune.benchmark_options(["-t", "2", "-c", "8192"]), 1) == [
+        "-t", "2", "-c", "8192", "--metrics"]
 
 
 def test_verify_hook_answers_for_llamacpp_only_and_keeps_servers_up_when_they_fit(monkeypatch, tmp_path):
