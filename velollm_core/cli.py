@@ -233,10 +233,44 @@ def detect_command(as_json: bool, output: Path | None, force: bool) -> None:
             click.echo(f"written to {output}")
 
 
+def _usable_standard_streams() -> None:
+    """Standard streams every command can write to, whatever the process was started with.
+
+    A closed descriptor (``2>&-``) leaves ``sys.stderr`` None, and the next file opened would take its
+    number: it is opened on the null device instead, so messages vanish rather than fail the run or
+    land in a result file. A stdout whose encoding cannot hold every character (``PYTHONIOENCODING=
+    latin-1``) prints ``?`` for those it cannot, rather than ending the command.
+    """
+    import codecs
+    import os
+
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free descriptor: ``fd`` itself
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:
+            # The process's own stream for the rest of its life: nothing to close.
+            stream = open(fd, "r" if fd == 0 else "w", encoding="utf-8", errors="backslashreplace",  # noqa: SIM115
+                          closefd=False)
+            setattr(sys, name, stream)
+    stdout = sys.stdout
+    encoding = codecs.lookup(getattr(stdout, "encoding", None) or "utf-8").name
+    if not encoding.startswith("utf") and getattr(stdout, "errors", None) == "strict":
+        try:
+            stdout.reconfigure(errors="replace")
+        except (AttributeError, ValueError):
+            pass  # a stream that cannot be reconfigured (a test's capture) is left as it is
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line and an exit code, never a traceback."""
     from velollm_core.contract import interrupt
 
+    _usable_standard_streams()
     interrupt.install()
     try:
         cli.main(args=argv, prog_name="velollm", standalone_mode=False)

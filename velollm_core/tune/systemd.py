@@ -110,6 +110,9 @@ def escape_value(value: str) -> str:
             out.append("\\t")
         elif ord(ch) < 0x20 or ord(ch) == 0x7F:
             out.append(f"\\x{ord(ch):02x}")
+        elif 0xD800 <= ord(ch) <= 0xDFFF:
+            # A lone surrogate (read from a "\\ud800" escape) has no UTF-8 form: kept as the escape it was.
+            out.append(f"\\u{ord(ch):04x}")
         else:
             out.append(ch)
     return "".join(out)

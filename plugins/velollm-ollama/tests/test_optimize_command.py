@@ -123,6 +123,23 @@ def test_apply_writes_dropin_with_backup_and_is_idempotent(velollm, machine, tmp
     assert 'Environment="OLLAMA_FLASH_ATTENTION=1"' in new and 'Environment="OLLAMA_MAX_QUEUE=64"' in new
 
 
+def test_apply_keeps_a_lone_surrogate_escape_it_cannot_encode(velollm, machine, tmp_path):
+    r"""``\ud800`` in a drop-in decodes to a lone surrogate, which UTF-8 cannot hold: written back as the
+    escape it was, never a UnicodeEncodeError after the backup."""
+    dropin = install_service(tmp_path)
+    dropin.parent.mkdir(parents=True)
+    args = ("optimize", "--backend", "ollama", "--model", "tiny", "--hardware", str(machine), "--apply")
+    assert velollm(*args)[0] == 0
+    dropin.write_text(dropin.read_text() + 'Environment="X=\\ud800" "Y=\\U0001F600"\n')
+    dropin.write_text(dropin.read_text().replace("OLLAMA_FLASH_ATTENTION=1", "OLLAMA_FLASH_ATTENTION=0"))
+    code, _, err = velollm(*args)
+    assert code == 0, err
+    assert "Traceback" not in err and "UnicodeEncodeError" not in err
+    new = dropin.read_text(encoding="utf-8")
+    assert 'Environment="X=\\ud800"' in new and "Y=\U0001F600" in new
+    assert "OLLAMA_FLASH_ATTENTION=1" in new
+
+
 def test_apply_permission_denied_is_one_message(velollm, machine, tmp_path, monkeypatch):
     install_service(tmp_path)
 
