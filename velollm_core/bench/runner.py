@@ -35,6 +35,7 @@ from velollm_core.contract.schemas import (
     HardwareReport,
     RunRecord,
 )
+from velollm_core.contract.wire import check_timing
 from velollm_core.history.summary import summarize_runs
 
 
@@ -186,6 +187,13 @@ class BenchmarkRunner:
 
     def _record(self, timing: GenerationTiming, job: Suite | Workload, iteration: int, concurrency: int,
                 request: GenerationRequest | None = None, **fields: Any) -> RunRecord:
+        if fields.get("failed") is None:
+            try:  # whatever the backend: no number in the file that compare, history or report refuses
+                check_timing(timing, server=self.plan.backend, max_tokens=request.max_tokens if request else None)
+            except BackendError as exc:
+                if "level" not in fields:  # a sequential run: the benchmark stops, the finished runs kept
+                    raise
+                timing, fields = GenerationTiming(), {**fields, "failed": str(exc)}
         record = RunRecord(**timing.model_dump(), benchmark=job.name, iteration=iteration, concurrency=concurrency,
                            **fields)
         if request is not None and request.ignore_eos and (record.completion_tokens or 0) < request.max_tokens:

@@ -44,8 +44,8 @@ _WRONG = object()
 
 def shown_number(value: float) -> str:
     """A number for a message, short even when it is huge ('a 31-digit number')."""
-    if isinstance(value, int) and abs(value) >= 10**16:
-        return f"a {len(str(abs(value)))}-digit number"
+    if isinstance(value, int):
+        return f"a {len(str(abs(value)))}-digit number" if abs(value) >= 10**16 else str(value)
     return f"{value:g}"
 
 
@@ -131,7 +131,10 @@ def check_timing(timing: GenerationTiming, *, server: str, max_tokens: int | Non
         if value is None:
             continue
         if not within_measurement(value) or value < 0:
-            raise BackendError(f"{server} reported {name} = {shown_number(value)}, which no generation "
+            # A decode rate the client derived is only as true as the count it divided.
+            source = (f" (from {shown_number(timing.completion_tokens)} completion tokens)"
+                      if name.endswith("decode_tokens_per_s") and timing.completion_tokens else "")
+            raise BackendError(f"{server} reported {name} = {shown_number(value)}{source}, which no generation "
                                f"measures (a nonzero value lies within {MIN_MEASUREMENT:g}..{MAX_MEASUREMENT:g})")
     claimed = timing.completion_tokens
     if claimed is not None and max_tokens is not None and claimed > max_tokens:

@@ -14,6 +14,7 @@ from velollm_core.api import (
     GenerationRequest,
     GenerationTiming,
     RequestWatch,
+    check_timing,
     read_bounded,
     stream_cut,
     stream_event,
@@ -21,6 +22,8 @@ from velollm_core.api import (
 
 CONNECT_TIMEOUT_S = 5.0
 SERVER_NAME = "llama-server"
+# llama-server sends an event per token (a few with speculative decoding): far more is a broken count.
+MAX_TOKENS_PER_EVENT = 1024
 # llama-server's ``timings`` object (also in its OpenAI-style events).
 LLAMACPP_TIMINGS = {
     **dict.fromkeys(("prompt_n", "predicted_n", "cache_n", "draft_n", "draft_n_accepted"), int),
@@ -84,6 +87,9 @@ class CompletionStream:
         predicted = event.get("tokens_predicted")
         if predicted is None:
             predicted = self.n_tokens + len(event.get("tokens") or [])
+        if predicted - self.n_tokens > MAX_TOKENS_PER_EVENT:  # a claim, and each token costs a timestamp here
+            raise BackendError(f"llama-server claimed {predicted - self.n_tokens} new tokens in one stream event "
+                               f"(at most {MAX_TOKENS_PER_EVENT}): its token counts cannot be trusted")
         if predicted > self.n_tokens and not event.get("stop"):
             if self.t_first is None:
                 self.t_first = arrived
@@ -104,7 +110,8 @@ class CompletionStream:
                                    "".join(self.text))
         gaps = [round((b - a) * 1000, 3) for a, b in zip(self.token_times, self.token_times[1:]) if b > a]
         timing.extra["itl_ms"] = gaps
-        return timing
+        # Each event with text holds one token: a final count below theirs is flagged.
+        return check_timing(timing, server=SERVER_NAME, streamed=len(self.text))
 
 
 def stream_completion(client, base_url: str, request: GenerationRequest,

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from velollm_core.api import NUMBER, BackendError, GenerationRequest, GenerationTiming, conform
+from velollm_core.api import NUMBER, BackendError, GenerationRequest, GenerationTiming, check_timing, conform
 
 # Request fields that Ollama takes beside ``options``, not inside it.
 TOP_LEVEL_FIELDS = {"keep_alive", "think", "raw", "format", "system", "template", "suffix"}
@@ -143,7 +143,7 @@ class StreamAccumulator:
         """Take one chunk; True when it was the final one."""
         if event.get("error"):
             raise BackendError(f"Ollama reported an error during generation: {event['error']}")
-        chunk = conform(dict(event), STREAM_CHUNK)
+        chunk = conform(dict(event), STREAM_CHUNK, "Ollama")
         self.chunks += 1
         piece = chunk.get("response") or ""
         thought = chunk.get("thinking") or ""
@@ -194,6 +194,8 @@ class StreamAccumulator:
             text="".join(self.text),
             extra=extra,
         )
+        # Its counts are claims: one token per chunk, so fewer than the chunks that carried text is flagged.
+        check_timing(timing, server="Ollama", streamed=self.token_chunks)
         if self.ledger is not None:
             self.ledger.account(timing, final, raw=self.raw)
         if self.after is not None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
-from velollm_core.api import NUMBER, BackendError, GenerationTiming, stream_event
+from velollm_core.api import NUMBER, BackendError, GenerationTiming, check_timing, stream_event
 
 # Generated-text fields of a choice: completions' ``text``; chat's ``delta.content``, plus the
 # reasoning text some servers (vLLM, SGLang) stream separately — those are generated tokens too.
@@ -148,7 +148,7 @@ def timing_from_stream(record: StreamRecord, end: float, *, endpoint: str) -> Ge
         if server.get(key) is not None:
             extra[name] = server[key]
     server_rate = server.get("predicted_per_second") or None
-    return GenerationTiming(
+    timing = GenerationTiming(
         ttft_ms=ttft_ms,
         prompt_tokens=usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) else None,
         completion_tokens=completion_tokens,
@@ -162,3 +162,6 @@ def timing_from_stream(record: StreamRecord, end: float, *, endpoint: str) -> Ge
         text="".join(record.text),
         extra=extra,
     )
+    # usage's counts are claims: fewer tokens than the chunks that carried text is flagged, an
+    # impossible count or rate refused.
+    return check_timing(timing, server="the server", streamed=len(times))
