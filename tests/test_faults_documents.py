@@ -200,3 +200,17 @@ def test_any_number_in_a_run_is_stored_compared_and_reported_or_refused_in_one_s
     document = result([10.0, 10.2, 9.9])
     document["runs"][1][field] = value
     test_a_document_import_accepts_compare_and_report_accept.hypothesis.inner_test(document, tmp_path_factory)
+
+
+@pytest.mark.parametrize("args", [("history", "import", "{doc}", "--label", "\udcff"),
+                                  ("history", "label", "1", "\udcfe"),
+                                  ("history", "--model", "\udcfe"), ("history", "--machine", "x\udcfe")])
+def test_command_line_bytes_that_are_not_utf8_are_one_sentence(args, tmp_path, db):
+    """Python reads argv bytes that are not UTF-8 as lone surrogates; SQLite takes none."""
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(result([10.0, 10.2])))
+    assert velollm("history", "import", str(path), db=db).returncode == 0
+    argv = [os.fsencode(arg.replace("{doc}", str(path))) for arg in args]  # '\udcff' is the byte 0xff
+    env = {**os.environ, store.HISTORY_DB_ENV: str(db)}
+    proc = subprocess.run([*map(os.fsencode, VELOLLM), *argv], capture_output=True, text=True, timeout=60, check=False, env=env)
+    one_sentence(proc, "not valid Unicode")

@@ -124,6 +124,13 @@ def _valid_text(text: str) -> bool:
     return True
 
 
+def check_text(value: str | None, what: str) -> None:
+    """Refuse a text no database or file holds: a lone surrogate, as json reads "\ud800" and Python
+    reads command-line bytes that are not UTF-8 ('\udcff')."""
+    if value is not None and not _valid_text(value):
+        raise UserInputError(f"{what} {value!a} is not valid Unicode text (bytes that are not UTF-8?)")
+
+
 def _json_problem(value: object) -> str | None:
     if isinstance(value, float) and not math.isfinite(value):
         return f"has {value}"

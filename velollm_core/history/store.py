@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from velollm_core.contract.errors import UserInputError, VeloError
-from velollm_core.history.documents import validate_document
+from velollm_core.history.documents import check_text, validate_document
 from velollm_core.history.schema import LATEST, MIGRATIONS
 from velollm_core.history.secrets import scrub_document
 
@@ -210,6 +210,7 @@ class History:
         # Whatever the source (a file, a finished run), the one validation of result documents: a
         # number or text the database cannot hold is refused naming its place, never a database error.
         kind = validate_document(document, "the result" if origin == "recorded" else origin, kind)
+        check_text(label, "the label")
         clean = scrub_document(document)
         scrubbed = clean != document
         if text is None or scrubbed:
@@ -274,6 +275,7 @@ class History:
         return result_id
 
     def set_label(self, result_id: int, label: str | None) -> None:
+        check_text(label, "the label")
         self._one(result_id)
         self.db.execute("UPDATE results SET label = ? WHERE id = ?", (label or None, result_id))
 
@@ -309,6 +311,9 @@ class History:
              kind: str | None = None, status: str | None = None, limit: int | None = 50) -> list[dict[str, Any]]:
         """Results newest first. ``model``/``machine``/``label``: case-insensitive substrings (machine also
         matches the host name); ``since``/``until``: ISO dates or times, ``until`` a date includes that day."""
+        for option, value in (("--model", model), ("--backend", backend), ("--machine", machine), ("--since", since),
+                              ("--until", until), ("--label", label)):
+            check_text(value, option)
         where, args = [], []
         for column, value in (("model", model), ("label", label)):
             if value:
