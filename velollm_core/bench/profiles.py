@@ -29,7 +29,12 @@ from velollm_core.bench.levels import find_knee
 from velollm_core.contract.errors import UserInputError
 
 if TYPE_CHECKING:
-    from velollm_core.bench.workloads import Workload
+    from velollm_core.bench.loadgen import LevelDriver
+    from velollm_core.bench.plan import BenchmarkPlan
+    from velollm_core.bench.runner import BenchmarkRunner
+    from velollm_core.bench.suites import Suite
+    from velollm_core.bench.workloads import Dataset, Workload
+    from velollm_core.contract.streamclient import StreamClient
 
 # The fewest measured requests of an open-loop level: too few arrivals say nothing about a rate.
 MIN_RATE_REQUESTS = 8
@@ -69,15 +74,15 @@ class LoadProfile:
 
     name: ClassVar[str]
 
-    def levels(self, plan: Any) -> list[LevelSpec]:
+    def levels(self, plan: BenchmarkPlan) -> list[LevelSpec]:
         """The levels every job runs at, in order."""
         raise NotImplementedError
 
-    def max_concurrency(self, plan: Any) -> int:
+    def max_concurrency(self, plan: BenchmarkPlan) -> int:
         """The most requests any level of ``plan`` has in flight at once (server slots are sized to it)."""
         return max(plan.concurrency)
 
-    def total_runs(self, plan: Any) -> int:
+    def total_runs(self, plan: BenchmarkPlan) -> int:
         """Generations the plan makes, warm-ups included (the progress bar's length)."""
         return sum(len(plan.jobs) * (level.warmup + level.requests) for level in self.levels(plan))
 
@@ -92,17 +97,17 @@ class LoadProfile:
         one ends: one more per stream."""
         return level.concurrency or 1
 
-    def run(self, runner: Any) -> None:
+    def run(self, runner: BenchmarkRunner) -> None:
         """Every job at every level, level by level."""
         for level in self.levels(runner.plan):
             for job in runner.plan.jobs:
                 level.profile.run_level(runner, job, level)
 
-    def run_level(self, runner: Any, job: Any, level: LevelSpec) -> dict[str, Any] | None:
+    def run_level(self, runner: BenchmarkRunner, job: Suite | Workload | Dataset, level: LevelSpec) -> dict[str, Any] | None:
         """One job at one level: the load generator's (``runner.run_load``), its level entry returned."""
         return runner.run_load(job, level)
 
-    async def send(self, driver: Any, client: Any, began: float) -> None:
+    async def send(self, driver: LevelDriver, client: StreamClient, began: float) -> None:
         """Send the level's requests through the load generator: each stream sends its next request
         the moment the previous one ends (closed loop)."""
         await driver.closed_loop(client, began)
@@ -115,18 +120,18 @@ class Sequential(LoadProfile):
     name = "sequential"
     key = "seq"
 
-    def level(self, plan: Any) -> LevelSpec:
+    def level(self, plan: BenchmarkPlan) -> LevelSpec:
         return LevelSpec(self.key, self, concurrency=1, requests=plan.iterations, warmup=plan.warmup, seed=plan.seed)
 
-    def levels(self, plan: Any) -> list[LevelSpec]:
+    def levels(self, plan: BenchmarkPlan) -> list[LevelSpec]:
         return [self.level(plan) if concurrency == 1 else Concurrent().level(plan, concurrency)
                 for concurrency in plan.concurrency]
 
-    def run_level(self, runner: Any, job: Any, level: LevelSpec) -> None:
+    def run_level(self, runner: BenchmarkRunner, job: Suite | Workload | Dataset, level: LevelSpec) -> None:
         runner.run_sequential(job)
 
 
-def _load_level(plan: Any, key: str, profile: LoadProfile, *, per_round: int, min_requests: int,
+def _load_level(plan: BenchmarkPlan, key: str, profile: LoadProfile, *, per_round: int, min_requests: int,
                 max_concurrency: int, concurrency: int | None = None, rate: float | None = None) -> LevelSpec:
     """A load level of ``plan``: ``--iterations`` rounds of ``per_round`` requests (one per stream, or a
     second's arrivals) unless ``--requests`` says, and as many warm-up requests per ``--warmup``."""
@@ -141,18 +146,18 @@ class Concurrent(LoadProfile):
 
     name = "concurrent"
 
-    def level(self, plan: Any, concurrency: int) -> LevelSpec:
+    def level(self, plan: BenchmarkPlan, concurrency: int) -> LevelSpec:
         return _load_level(plan, f"c{concurrency}", self, per_round=concurrency, min_requests=concurrency,
                            max_concurrency=concurrency, concurrency=concurrency)
 
-    def levels(self, plan: Any) -> list[LevelSpec]:
+    def levels(self, plan: BenchmarkPlan) -> list[LevelSpec]:
         return [self.level(plan, concurrency) for concurrency in plan.concurrency]
 
 
 class OpenLoop(LoadProfile):
     """Requests arrive on a clock, independent of completions, at most ``--max-concurrency`` in flight."""
 
-    def max_concurrency(self, plan: Any) -> int:
+    def max_concurrency(self, plan: BenchmarkPlan) -> int:
         return plan.max_concurrency or max(max(plan.concurrency), MIN_OPEN_LOOP_CONCURRENCY)
 
     def check(self, *, rates: Sequence[float], workloads: Sequence[Workload]) -> None:
@@ -167,11 +172,11 @@ class RateProfile(OpenLoop):
 
     key_prefix: ClassVar[str]
 
-    def level(self, plan: Any, rate: float) -> LevelSpec:
+    def level(self, plan: BenchmarkPlan, rate: float) -> LevelSpec:
         return _load_level(plan, f"{self.key_prefix}{rate:.3g}", self, per_round=max(1, math.ceil(rate or 1)),
                            min_requests=MIN_RATE_REQUESTS, max_concurrency=self.max_concurrency(plan), rate=rate)
 
-    def levels(self, plan: Any) -> list[LevelSpec]:
+    def levels(self, plan: BenchmarkPlan) -> list[LevelSpec]:
         return [self.level(plan, rate) for rate in plan.rates]
 
     def check(self, *, rates: Sequence[float], workloads: Sequence[Workload]) -> None:
@@ -187,7 +192,7 @@ class RateProfile(OpenLoop):
         """Seconds from one arrival to the next, for ever."""
         raise NotImplementedError
 
-    async def send(self, driver: Any, client: Any, began: float) -> None:
+    async def send(self, driver: LevelDriver, client: StreamClient, began: float) -> None:
         await driver.open_loop(client, began, self.gaps(driver.spec))
 
 
@@ -222,22 +227,22 @@ class Sweep(OpenLoop):
 
     name = "sweep"
 
-    def levels(self, plan: Any) -> list[LevelSpec]:
+    def levels(self, plan: BenchmarkPlan) -> list[LevelSpec]:
         """The two ends; the rate levels follow once they are measured (``rate_levels``)."""
         concurrent = Concurrent()
         return [concurrent.level(plan, 1), concurrent.level(plan, self.max_concurrency(plan))]
 
-    def rate_levels(self, plan: Any, low: float, high: float) -> list[LevelSpec]:
+    def rate_levels(self, plan: BenchmarkPlan, low: float, high: float) -> list[LevelSpec]:
         """Rate levels between the sequential rate ``low`` and the saturation rate ``high`` (req/s)."""
         arrivals = profile_named(plan.arrivals)
         rates = sorted({float(f"{low + share * (high - low):.3g}") for share in SWEEP_SHARES} - {0.0})
         return [arrivals.level(plan, rate) for rate in rates]
 
-    def total_runs(self, plan: Any) -> int:
+    def total_runs(self, plan: BenchmarkPlan) -> int:
         rate_runs = len(plan.jobs) * len(SWEEP_SHARES) * max(plan.requests or MIN_RATE_REQUESTS, plan.iterations)
         return super().total_runs(plan) + rate_runs
 
-    def run(self, runner: Any) -> None:
+    def run(self, runner: BenchmarkRunner) -> None:
         plan = runner.plan
         for job in plan.jobs:
             ends = [runner.run_load(job, level) for level in self.levels(plan)]
