@@ -22,6 +22,7 @@ A backend's ``Options`` model declares its fields with pydantic's ``Field`` (and
 from __future__ import annotations
 
 import json
+import math
 import types
 from collections.abc import Mapping
 from pathlib import PurePath
@@ -73,19 +74,49 @@ def option_type(options_model: type[BaseModel], key: str) -> Any:
     return Any if value_type is None else value_type
 
 
+def _holds_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(map(_holds_non_finite, value.values()))
+    if isinstance(value, list):
+        return any(map(_holds_non_finite, value))
+    return False
+
+
+def _names_non_finite(text: str) -> bool:
+    """Whether ``text`` reads as NaN or an infinity (``nan``, ``inf``, ``1e999``)."""
+    try:
+        return not math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
 def read_value(annotation: Any, text: str) -> Any:
-    """``text`` as a value for a field of type ``annotation`` (see the module docstring)."""
+    """``text`` as a value for a field of type ``annotation`` (see the module docstring).
+
+    NaN and the infinities, as JSON (``NaN``, ``1e999``) or as text (``nan``, ``inf``), are refused with
+    a UserInputError: no server field takes them, and JSON cannot even carry them."""
     if is_text_type(annotation):
         return text
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except ValueError:
-        return text
+        value = text
+    if _holds_non_finite(value) or (value is text and _names_non_finite(text)):
+        raise UserInputError(f"{text!r} is not a finite number (NaN and infinity are no value a server takes)")
+    return value
 
 
 def read_options(options_model: type[BaseModel], texts: Mapping[str, str]) -> dict[str, Any]:
     """The flat ``--option`` texts as values, each read by the type of the field its key sets."""
-    return {key: read_value(option_type(options_model, key), text) for key, text in texts.items()}
+    values = {}
+    for key, text in texts.items():
+        try:
+            values[key] = read_value(option_type(options_model, key), text)
+        except UserInputError as exc:
+            raise UserInputError(f"--option {key}={text}: {exc}") from None
+    return values
 
 
 def _nests(options_model: type[BaseModel], head: str) -> bool:

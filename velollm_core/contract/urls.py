@@ -128,13 +128,17 @@ class ServerURL:
         return [secret for secret in found if secret]
 
 
-def split_server_url(raw: str, default_scheme: str | None = "http") -> ServerURL:
+def split_server_url(raw: str, default_scheme: str | None = "http", *, what: str = "--host") -> ServerURL:
     """``raw`` split into base, query parameters and userinfo credentials.
 
     The base keeps the rest of ``raw`` as it was (scheme, host, port, path less a trailing ``/``);
     ``default_scheme`` is prefixed where ``raw`` has none (None leaves it out, for callers that
-    apply their own rules, such as Ollama's ``OLLAMA_HOST`` reading).
+    apply their own rules, such as Ollama's ``OLLAMA_HOST`` reading). A control character (an
+    escape sequence, a right-to-left override) is a UserInputError naming ``what`` gave the URL: it
+    would reach every message that shows the URL.
     """
+    if any(not char.isprintable() for char in raw.strip()):
+        raise UserInputError(f"{what} {_shown(raw.strip())!r} is not a URL: it holds control characters")
     parts, had_scheme = _parts(raw.strip())
     userinfo, at, hostport = parts.netloc.rpartition("@")
     auth = None

@@ -97,7 +97,8 @@ def server_url(host: str | None = None) -> ServerURL:
     A ``user:password@`` or a query in it is split off the base URL (which messages and results show)
     and sent with every request: userinfo as HTTP basic auth, as Ollama's own client does with it.
     """
-    split = split_server_url(host if host else os.environ.get("OLLAMA_HOST") or "", default_scheme=None)
+    split = split_server_url(host if host else os.environ.get("OLLAMA_HOST") or "", default_scheme=None,
+                             what="--host" if host else "OLLAMA_HOST")
     return replace(split, base=normalize_host(split.base))
 
 
