@@ -3,6 +3,7 @@ where it came from."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,3 +17,84 @@ def test_every_captured_tool_output_is_in_the_repository_with_its_source():
     assert len(captures) >= 24
     unnamed = [capture for capture in captures if capture not in readme and Path(capture).name not in readme]
     assert unnamed == []
+
+
+# --- docs/BENCHMARKS.md against its raw result files ---------------------------------------------------
+# Each table checked here has raw files in the repository; every figure it shows must be the raw value
+# printed to the digits shown (a rounding error or a hand-copied figure fails).
+
+BENCHMARKS = REPO / "docs" / "BENCHMARKS.md"
+GPU_RESULTS = REPO / "docs" / "gpu-results"
+SPEC6 = REPO / "benchmarks" / "results" / "gpu"
+MIB = 2**20
+
+
+def doc_table(heading: str) -> list[list[str]]:
+    """The body rows (cells stripped of ** and spaces) of the first table after the line starting ``heading``."""
+    lines = BENCHMARKS.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(heading))
+    first = next(i for i in range(start, len(lines)) if lines[i].startswith("|"))
+    rows = []
+    for line in lines[first + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip().replace("**", "") for cell in line.strip("|").split("|")])
+    return rows
+
+
+def shown(value: float, figure: str) -> str:
+    """``value`` printed as ``figure`` is: the same decimals, thousands separators and unit suffix."""
+    number = figure.rstrip("xMiB% ").replace(",", "")
+    decimals = len(number.split(".")[1]) if "." in number else 0
+    text = f"{value:,.{decimals}f}" if "," in figure else f"{value:.{decimals}f}"
+    return text + figure[len(figure.rstrip("xMiB% ")):]
+
+
+def assert_figures(row_name: str, figures: list[str], raw: list[float]) -> None:
+    expected = [shown(value, figure) for value, figure in zip(raw, figures, strict=True)]
+    assert figures == expected, f"{row_name}: the docs show {figures}, the raw file {expected}"
+
+
+SPEC6_ROWS = {"Qwen3.5-27B Q8_0": "spec6-mtp27-q8_0.txt", "Qwen3.5-27B Q4_0": "spec6-mtp27-q4_0.txt",
+              "Qwen3.5-9B Q4_0": "spec6-mtp9-q4_0.txt", "Llama 8B F16": "spec6-eagle8-f16.txt",
+              "Llama 8B Q4_0": "spec6-eagle8-q4_0.txt"}
+
+
+def test_the_h200_llama_bench_costs_are_the_raw_files():
+    rows = doc_table("llama-bench costs on the H200")
+    assert [row[0] for row in rows] == list(SPEC6_ROWS)
+    for name, *figures in rows:
+        costs = (SPEC6 / SPEC6_ROWS[name]).read_text().splitlines()[0]  # "costs (llama-bench, ms): target token 4.763, ..."
+        parts = dict(part.strip().rsplit(" ", 1) for part in costs.split(":", 1)[1].replace("verify ", "").split(",")
+                     if part.strip())
+        values = {key.rstrip(":"): float(value) for key, value in parts.items()}
+        token, batches = values["target token"], [values[f"k={k}"] for k in range(1, 5)]
+        assert_figures(name, figures, [token, *batches, batches[3] / token])
+
+
+def test_the_synthetic_speculation_rows_are_the_raw_files():
+    raw_files = {"3B Q4_0 + 1B Q4_0": "spec-3b-q4_0.json", "8B F16 + 1B Q4_0": "spec-8b-f16.json"}
+    rows = [row for row in doc_table("| target + draft | draft max") if row[0] in raw_files]
+    assert len(rows) == 4
+    for name, draft_max, acceptance, accepted, vanilla, speculative, speedup, predicted in rows:
+        raw = [r for r in json.loads((GPU_RESULTS / raw_files[name]).read_text())["rows"]
+               if r["draft_max"] == int(draft_max)]
+        label = f"{name}, draft max {draft_max}"
+        assert_figures(label, acceptance.split(" / "), [r["per_token_acceptance"] for r in raw])
+        assert_figures(label, accepted.split(" / "), [r["acceptance_rate"] for r in raw])
+        low, high = vanilla.split("-")
+        speeds = [r["vanilla_decode_tokens_per_s"] for r in raw]
+        assert_figures(label, [low, high], [min(speeds), max(speeds)])
+        assert_figures(label, speculative.split(" / "), [r["speculative_decode_tokens_per_s"] for r in raw])
+        assert_figures(label, speedup.split(" / "), [r["speedup"] for r in raw])
+        assert_figures(label, predicted.split(" / "), [r["predicted_speedup"] for r in raw])
+
+
+def test_the_estimate_vs_server_table_is_the_raw_file():
+    raw = json.loads((GPU_RESULTS / "estimate-vs-server.json").read_text())
+    rows = doc_table("**Estimate vs the server's own numbers and NVML**")
+    assert len(rows) == len(raw)
+    for (model, flags, *figures), run in zip(rows, raw, strict=True):
+        assert model.split()[0].lower() in run["model"] and run["flags"][run["flags"].index("-ctk") + 1] in flags
+        assert_figures(f"{model} {flags}", figures, [run[key] / MIB for key in (
+            "kv_estimate", "kv_server", "compute_estimate", "compute_server", "total_estimate", "gpu_used_nvml")])
