@@ -88,3 +88,38 @@ def test_the_stream_client_bounds_a_body_and_a_chunk():
     too_long = b"HTTP/1.1 500 Oops\r\nContent-Length: 99999999999\r\n\r\n" + b"x" * 1000
     with pytest.raises(ProtocolError, match="MiB"):
         asyncio.run(fetch(too_long))
+
+
+def test_a_compressed_stream_is_inflated_in_small_steps(hostile_server):
+    server = hostile_server("decompression_bomb", MODELS)
+    limits = deadline.Deadlines(first_token_s=60.0, total_s=60.0)
+    tracemalloc.start()
+    try:
+        with (httpx.Client() as http, http.stream("GET", server.url + "/stream") as response,
+              deadline.RequestWatch(limits, server="Mock", url=server.url) as watch,
+              pytest.raises(BackendError, match="line longer than")):
+            for _ in watch.lines(response):
+                pass
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # The longest line allowed (16 Mi characters) is held, never a whole network chunk's inflation.
+    assert peak < 4 * deadline.MAX_LINE_CHARS + 8 * deadline.INFLATE_STEP, peak
+
+
+def test_a_compressed_stream_still_reads_as_lines():
+    import gzip
+
+    class Gzipped:
+        encoding = "utf-8"
+
+        def __init__(self) -> None:
+            self.headers = {"content-encoding": "gzip"}
+
+        def iter_raw(self):
+            body = gzip.compress("data: é\r\n\ndata: b\n".encode())
+            return (body[i:i + 3] for i in range(0, len(body), 3))
+
+    limits = deadline.Deadlines(first_token_s=60.0, total_s=60.0)
+    with deadline.RequestWatch(limits, server="Mock", url="http://x") as watch:
+        assert list(watch.lines(Gzipped())) == ["data: é", "", "data: b"]

@@ -158,10 +158,24 @@ class RequestWatch:
 
     def attach(self, response: Any) -> None:
         """Let the watchdog cut ``response``'s connection at a deadline (httpx's documented
-        ``network_stream`` extension; without it only the per-chunk checks apply)."""
+        ``network_stream`` extension; without it only the per-chunk checks apply); a 2xx HTML page is
+        refused here (``contract.pages``)."""
         stream = getattr(response, "extensions", {}).get("network_stream")
         sock = stream.get_extra_info("socket") if stream is not None else None
         self._socket = sock if isinstance(sock, socket.socket) else None
+        self._refuse_a_page(response)
+
+    def _refuse_a_page(self, response: Any) -> None:
+        """A successful answer that is an HTML page (a login page, a wrong port) is named as one here,
+        before any caller reads it as a stream or as JSON."""
+        from velollm_core.contract.pages import html_answer, is_html
+
+        headers = getattr(response, "headers", {})
+        if not 200 <= getattr(response, "status_code", 0) < 300 or not is_html(headers.get("content-type")):
+            return
+        plain = headers.get("content-encoding", "identity").strip().lower() in ("", "identity")
+        head = next(response.iter_raw(), b"") if plain else b""  # one network chunk, for the title
+        raise html_answer(self.who, headers.get("content-type"), head)
 
     def event(self) -> None:
         """One stream event (a token, as near as the wire format tells) has arrived."""
@@ -178,7 +192,7 @@ class RequestWatch:
         # endless line costs linear time, not a re-split of everything so far at every chunk.
         pieces: list[str] = []
         size = 0
-        for text in response.iter_text():
+        for text in self._texts(response):
             self.check()
             if "\n" not in text:
                 pieces.append(text)
@@ -196,6 +210,26 @@ class RequestWatch:
         rest = "".join(pieces)
         if rest:
             yield rest.removesuffix("\r")
+
+    def _texts(self, response: Any) -> Iterator[str]:
+        """``response``'s body as text, piece by piece: httpx's ``iter_text`` inflates a whole network
+        chunk at once (64 MiB from 64 KiB of a gzip bomb), so a compressed body is inflated here, at
+        most ``INFLATE_STEP`` bytes at a time."""
+        encoding = getattr(response, "headers", {}).get("content-encoding", "identity").strip().lower()
+        if encoding in ("", "identity"):
+            yield from response.iter_text()
+            return
+        if encoding not in ("gzip", "x-gzip", "deflate"):
+            raise BackendError(f"{self.who} sent its stream in the {encoding[:40]!r} encoding, which VeloLLM "
+                               f"does not read (it accepts {ENCODINGS})")
+        import codecs
+
+        inflate = _Inflater(encoding, self.who)
+        decoder = codecs.getincrementaldecoder(response.encoding or "utf-8")(errors="replace")
+        for chunk in response.iter_raw():
+            for piece in inflate.feed(chunk, math.inf):
+                yield decoder.decode(piece)
+        yield decoder.decode(b"", final=True)
 
     # --- deadlines ------------------------------------------------------------------------------
 
@@ -380,23 +414,25 @@ class _Inflater:
         self._decompressor = zlib.decompressobj(47 if not self._deflate else 15)
         self._started = False
 
-    def feed(self, data: bytes, room: int) -> Iterator[bytes]:
+    def feed(self, data: bytes, room: float) -> Iterator[bytes]:
         """The decompressed pieces of ``data``, stopping once more than ``room`` bytes came."""
         zlib = self._zlib
-        while data and room > 0:
+        while room > 0 and not self._decompressor.eof:
+            step = int(min(room, INFLATE_STEP))
             try:
-                piece = self._decompressor.decompress(data, min(room, INFLATE_STEP))
+                piece = self._decompressor.decompress(data, step)
             except zlib.error:
                 if self._deflate and not self._started:  # raw deflate, without the zlib header
                     self._decompressor, self._started = zlib.decompressobj(-15), True
                     continue
-                raise BackendError(f"{self._server} sent a corrupt {'deflate' if self._deflate else 'gzip'} answer") from None
+                kind = "deflate" if self._deflate else "gzip"
+                raise BackendError(f"{self._server} sent a corrupt {kind} answer") from None
             self._started = True
             room -= len(piece)
             yield piece
             data = self._decompressor.unconsumed_tail
-            if self._decompressor.eof:
-                return
+            if not data and len(piece) < step:
+                return  # all input used and no output held back (a full step may leave some: ask again)
 
     def check_end(self) -> None:
         if self._started and not self._decompressor.eof:
