@@ -219,11 +219,85 @@ def test_an_html_page_is_named_as_not_an_llm_api(hostile_server, backend):
     assert "ended mid-way" not in proc.stderr and "JSONDecodeError" not in proc.stderr
 
 
+@pytest.fixture
+def models_then_pages():
+    """An OpenAI model list on GET, a 200 HTML page on every POST (a proxy routing one path to a portal)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from velollm_testkit.hostile import HTML_PAGE
+
+    class Handler(BaseHTTPRequestHandler):
+        def _send(self, body: bytes, content_type: str) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            self._send(json.dumps({"object": "list", "data": [{"id": "m", "object": "model"}]}).encode(),
+                       "application/json")
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self._send(HTML_PAGE, "text/html; charset=utf-8")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.mark.parametrize("concurrency", ["1", "2"])
+def test_an_html_page_instead_of_a_stream_is_named(models_then_pages, concurrency):
+    proc = velollm("benchmark", "--backend", "openai", "--host", models_then_pages, "--model", "m",
+                   "--iterations", "1", "--warmup", "0", "--suite", "short_completion", "--concurrency", concurrency)
+    assert "'Sign in'" in proc.stderr and "not an LLM API" in proc.stderr, proc.stderr
+    assert proc.returncode == 1 and "ended mid-way" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_load_generator_names_an_html_page_too(models_then_pages):
+    """The load generator's own stream client, which no backend's check stands before."""
+    import asyncio
+
+    from velollm_core.bench.loadgen import _stream
+    from velollm_core.contract.deadline import Deadlines
+    from velollm_core.contract.errors import BackendError
+    from velollm_core.contract.streamclient import StreamCall, StreamClient
+
+    class Tokens:
+        def __init__(self) -> None:
+            self.token_times: list[float] = []
+
+        def feed(self, event, arrived):
+            self.token_times.append(arrived)
+            return False
+
+        def finish(self, start, end):
+            raise AssertionError("an HTML page is no stream to finish")
+
+    call = StreamCall(url=f"{models_then_pages}/v1/completions", body={"prompt": "x"}, accumulator=Tokens(),
+                      server=f"the server at {models_then_pages}")
+
+    async def one() -> None:
+        client = StreamClient(connect_timeout_s=5.0)
+        try:
+            await _stream(client, call, Deadlines(first_token_s=10.0, total_s=10.0))
+        finally:
+            await client.aclose()
+
+    with pytest.raises(BackendError, match="HTML page titled 'Sign in'.*not an LLM API"):
+        asyncio.run(one())
+
+
 def test_an_html_answer_has_one_wording_for_every_client():
     """The load generator's own client (continuous streams) says it as the backends' clients do."""
     from velollm_testkit.hostile import HTML_PAGE
 
-    from velollm_core.contract.wire import html_answer
+    from velollm_core.contract.pages import html_answer
 
     error = html_answer("the server at http://h", "text/html; charset=utf-8", HTML_PAGE)
     assert error is not None and "'Sign in'" in str(error) and "not an LLM API" in str(error)

@@ -107,6 +107,9 @@ async def _stream(client: StreamClient, call: StreamCall, deadlines: Deadlines) 
                         raise call.status_error(response.status, body)
                     raise BackendError(f"{call.server} answered HTTP {response.status}: "
                                        f"{body[:200].decode(errors='replace')}")
+                page = await _html_page(response, call.server)
+                if page is not None:
+                    raise page
                 pending = b""
                 async for chunk, arrived in response.chunks():
                     quiet.reschedule(loop.time() + silence)
@@ -153,6 +156,19 @@ async def _stream(client: StreamClient, call: StreamCall, deadlines: Deadlines) 
     end = time.perf_counter()
     # A stream closed without its end marker: the accumulator knows whether what came is complete.
     return acc.finish(start, end), acc.token_times, start
+
+
+async def _html_page(response, server: str) -> BackendError | None:
+    """The error for an HTML page answered instead of a stream (``contract.pages``), its title read."""
+    from velollm_core.contract.pages import html_answer, is_html
+
+    content_type = response.headers.get("content-type")
+    if not is_html(content_type):
+        return None
+    head = b""
+    async for head, _ in response.chunks():
+        break  # the first piece holds the title, if the page has one
+    return html_answer(server, content_type, head)
 
 
 async def _drain(response) -> None:
