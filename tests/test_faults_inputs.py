@@ -322,9 +322,11 @@ def test_history_filter_says_how_many_matched(tmp_path):
     env = {"VELOLLM_HISTORY_DB": str(db), "COLUMNS": "120"}
     matched = velollm("history", "--model", "alpha", env=env)
     assert matched.returncode == 0, matched.stderr
-    assert "2 result(s)" in matched.stdout and "of 3" not in matched.stdout.splitlines()[-1], matched.stdout
+    assert "2 matching result(s), of 3 in" in matched.stdout, matched.stdout
     limited = velollm("history", "--model", "alpha", "--limit", "1", env=env)
-    assert "1 of 2 result(s)" in limited.stdout, limited.stdout
+    assert "1 of 2 matching result(s), of 3 in" in limited.stdout, limited.stdout
+    as_json = json.loads(velollm("history", "--model", "alpha", "--json", env=env).stdout)
+    assert (as_json["matched"], as_json["total"], len(as_json["results"])) == (2, 3, 2)
     everything = velollm("history", "--limit", "2", env=env)
     assert "2 of 3 result(s)" in everything.stdout, everything.stdout
 

@@ -105,14 +105,15 @@ def history_group(ctx, model, backend, machine, since, until, label, kind, limit
         _check_date(name, value)
     path = db_path()
     if path is not None and not path.exists():
-        entries, total = [], 0
+        entries, matched, total = [], 0, 0
     else:
         with open_history() as history:
-            entries = history.find(model=model, backend=backend, machine=machine, since=since, until=until,
-                                   label=label, kind=kind, limit=limit or None)
-            total = history.count()
+            filters = {"model": model, "backend": backend, "machine": machine, "since": since, "until": until,
+                       "label": label, "kind": kind}
+            entries = history.find(**filters, limit=limit or None)
+            matched, total = history.count(**filters), history.count()
     if as_json:
-        print_json({"database": str(path), "total": total, "results": entries})
+        print_json({"database": str(path), "total": total, "matched": matched, "results": entries})
         return
     console = stdout_console()
     if not entries:
@@ -123,8 +124,12 @@ def history_group(ctx, model, backend, machine, since, until, label, kind, limit
 
     console.print(fitting(console, *(lambda layout=layout: _history_table(entries, layout)
                                      for layout in ("wide", "medium", "narrow"))))
-    shown = f"{len(entries)} of {total}" if len(entries) < total else f"{total}"
-    click.echo(f"{shown} result(s) in {path}")
+    # The count is of what the filters matched; the whole history's size only beside it.
+    shown = f"{len(entries)} of {matched}" if len(entries) < matched else f"{matched}"
+    if matched < total:
+        click.echo(f"{shown} matching result(s), of {total} in {path}")
+    else:
+        click.echo(f"{shown} result(s) in {path}")
 
 
 def _check_date(name: str, value: str | None) -> None:

@@ -127,6 +127,26 @@ def _number(value: Any) -> Any:
     return value if not isinstance(value, int) or -(2**63) <= value < 2**63 else None
 
 
+# SQLite's primary result codes for a disk that is full or failing, or a file beside the database (the
+# WAL's -wal and -shm) that cannot be created: the database itself may be perfectly healthy.
+_DISK_ERRORS = {10: "SQLITE_IOERR", 13: "SQLITE_FULL", 14: "SQLITE_CANTOPEN"}
+
+
+def _open_error(path: Path, exc: sqlite3.DatabaseError) -> HistoryError:
+    """The one sentence for a history that cannot be opened: a disk problem is worded as one (freeing
+    space fixes it; deleting the file would lose a healthy history), damage as damage."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in _DISK_ERRORS:
+        return HistoryError(f"cannot open the results history {path}: {exc}; is its disk full? SQLite needs room "
+                            f"beside it for {path.name}-wal and {path.name}-shm: free some space and try again "
+                            "(the database itself is not reported damaged)")
+    return HistoryError(f"the results history {path} is unusable: {exc}")
+
+
+# When a result ran (an imported one without started_at: when it was recorded), for filters and order.
+_STARTED = "coalesce(started_at, recorded_at)"
+
+
 class History:
     """An open history database; ``with History(path) as history: ...`` closes it."""
 
@@ -149,7 +169,7 @@ class History:
             self._migrate()
         except sqlite3.DatabaseError as exc:
             self.db.close()
-            raise HistoryError(f"the results history {self.path} is unusable: {exc}") from None
+            raise _open_error(self.path, exc) from None
         except BaseException:
             self.db.close()
             raise
@@ -311,6 +331,17 @@ class History:
              kind: str | None = None, status: str | None = None, limit: int | None = 50) -> list[dict[str, Any]]:
         """Results newest first. ``model``/``machine``/``label``: case-insensitive substrings (machine also
         matches the host name); ``since``/``until``: ISO dates or times, ``until`` a date includes that day."""
+        where, args = self._where(model=model, backend=backend, machine=machine, since=since, until=until,
+                                  label=label, kind=kind, status=status)
+        sql = f"SELECT {', '.join(_LIST_COLUMNS)} FROM results{where} ORDER BY {_STARTED} DESC, id DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [dict(row) for row in self.db.execute(sql, args)]
+
+    def _where(self, *, model: str | None = None, backend: str | None = None, machine: str | None = None,
+               since: str | None = None, until: str | None = None, label: str | None = None,
+               kind: str | None = None, status: str | None = None) -> tuple[str, list[str]]:
+        """The ``WHERE`` clause (or nothing) and its arguments for ``find``'s filters."""
         for option, value in (("--model", model), ("--backend", backend), ("--machine", machine), ("--since", since),
                               ("--until", until), ("--label", label)):
             check_text(value, option)
@@ -326,23 +357,18 @@ class History:
             if value:
                 where.append(f"{column} = ?")
                 args.append(value)
-        when = "coalesce(started_at, recorded_at)"
         if since:
-            where.append(f"{when} >= ?")
+            where.append(f"{_STARTED} >= ?")
             args.append(since)
         if until:
-            where.append(f"{when} < ?")
+            where.append(f"{_STARTED} < ?")
             args.append(_after(until))
-        sql = f"SELECT {', '.join(_LIST_COLUMNS)} FROM results"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY {when} DESC, id DESC"
-        if limit:
-            sql += f" LIMIT {int(limit)}"
-        return [dict(row) for row in self.db.execute(sql, args)]
+        return (" WHERE " + " AND ".join(where) if where else ""), args
 
-    def count(self) -> int:
-        return int(self.db.execute("SELECT count(*) FROM results").fetchone()[0])
+    def count(self, **filters: str | None) -> int:
+        """How many results match ``filters`` (``find``'s, without its limit); all of them without any."""
+        where, args = self._where(**filters)
+        return int(self.db.execute(f"SELECT count(*) FROM results{where}", args).fetchone()[0])
 
     def runs(self, result_id: int, side: str = "") -> list[dict[str, Any]]:
         return [dict(row) for row in self.db.execute(
