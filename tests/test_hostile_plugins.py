@@ -29,7 +29,9 @@ def register_backends(register):
     register(Impostor())
 """
 BODIES = {
-    "hang": "import time\ntime.sleep(3600)\n",
+    # Each import leaves a mark beside the module (a later --help must not import it again).
+    "hang": "import pathlib, time\nwith pathlib.Path(__file__).with_suffix('.imported').open('a') as mark:\n"
+            "    mark.write('x')\ntime.sleep(3600)\n",
     "exits": "import sys\nsys.exit(0)\n",
     "prints": "print('hello from a plugin')\n",
     "impostor": IMPOSTOR,
@@ -57,8 +59,9 @@ def site(tmp_path_factory) -> Path:
 
 
 def velollm(site: Path, *args: str, timeout: float = 60) -> tuple[subprocess.CompletedProcess, float]:
+    # A cache of its own: the plugin index is one file per interpreter, which other runs would replace.
     env = {**os.environ, "PYTHONPATH": str(site), "VELOLLM_PLUGIN_IMPORT_TIMEOUT_S": "2",
-           "VELOLLM_HISTORY_DB": "off"}
+           "VELOLLM_HISTORY_DB": "off", "VELOLLM_CACHE_DIR": str(site / "cache")}
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "velollm_core", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, check=False)
@@ -85,6 +88,10 @@ def test_help_and_the_plugins_table_still_answer(site):
     assert proc.returncode == 0 and "benchmark" in proc.stdout and seconds < 30, proc.stderr
     proc, _ = velollm(site, "plugins")
     assert proc.returncode == 0 and "failed to load" in proc.stdout and "hang" in proc.stdout, proc.stderr
+    # The listing is remembered with the hanging plugin's file: --help imports it no more.
+    marks = (site / "velollm_hang.imported").read_text()
+    proc, _ = velollm(site, "--help")
+    assert proc.returncode == 0 and (site / "velollm_hang.imported").read_text() == marks
 
 
 def test_detect_json_is_one_document_despite_them(site):

@@ -97,10 +97,13 @@ class VeloGroup(click.Group):
         finally:
             self._reserved = None
         self._plugin_listing = self._plugin_commands
-        if not plugins.load_errors:  # a broken plugin is not remembered: it is reported until fixed
-            files = [*plugins.plugin_files(), *filter(None, map(_source_file, self._plugin_commands.values()))]
-            described = {name: _help_attributes(command) for name, command in self._plugin_commands.items()}
-            plugin_index.store_commands(plugin_index.selection(), described, files)
+        # A plugin that failed to load is keyed by its module's file too (plugins.failed_files): the edit
+        # or install that fixes it makes the listing stale, and until then --help does not import a
+        # broken (or hanging) plugin at every call.
+        files = [*plugins.plugin_files(), *plugins.failed_files,
+                 *filter(None, map(_source_file, self._plugin_commands.values()))]
+        described = {name: _help_attributes(command) for name, command in self._plugin_commands.items()}
+        plugin_index.store_commands(plugin_index.selection(), described, files)
         return self._plugin_commands
 
     def _listing(self) -> dict[str, click.Command]:

@@ -68,6 +68,7 @@ class PluginRecord:
 
 load_errors: list[PluginLoadError] = []
 records: dict[str, PluginRecord] = {}
+failed_files: list[str] = []  # the module files of plugins that failed to import (module_file)
 _loaded = False
 
 
@@ -220,10 +221,23 @@ def load_plugins() -> None:
             record = PluginRecord(entry_point.name, entry_point.distribution, entry_point.version,
                                   builtin=entry_point.builtin, shipped=entry_point.shipped)
             _register(plugin, record)
-        except PluginImportError as exc:
-            load_errors.append(PluginLoadError(entry_point.name, entry_point.distribution, str(exc)))
         except Exception as exc:  # noqa: BLE001 - any plugin bug, a built-in's too, must stay isolated
-            load_errors.append(PluginLoadError(entry_point.name, entry_point.distribution, describe_error(exc)))
+            error = str(exc) if isinstance(exc, PluginImportError) else describe_error(exc)
+            load_errors.append(PluginLoadError(entry_point.name, entry_point.distribution, error))
+            failed_files.extend(filter(None, [module_file(entry_point)]))
+
+
+def module_file(entry_point: plugin_index.EntryPoint) -> str | None:
+    """The file of the top-level module ``entry_point`` names, found without importing it (a submodule's
+    parent could be one whose import hangs)."""
+    import importlib.util
+
+    top = entry_point.value.split("[", 1)[0].partition(":")[0].strip().split(".", 1)[0]
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    return spec.origin if spec is not None and spec.has_location else None
 
 
 def record_error(plugin_name: str, error: str) -> None:
