@@ -1,7 +1,7 @@
 """velollm-gguf's memory estimate against what the real llama-server logs for the real test models (Gemma 3
 with sliding-window layers, SmolLM2 without), f16 and q8_0, and ``velollm estimate`` on a real model.
 
-Skipped where llama-server or the test models are absent, unless VELOLLM_REQUIRE_LLAMACPP=1 (CI sets
+Skipped where llama-server or the test models are absent, unless VELOLLM_REQUIRE_REAL=1 (CI sets
 it), which turns the skip into a failure.
 """
 

@@ -1,6 +1,6 @@
 """End to end through the ``velollm`` CLI against the real llama-server on the real Gemma 3 270M.
 
-Skipped where llama-server or the test model is absent, unless VELOLLM_REQUIRE_LLAMACPP=1 (CI sets
+Skipped where llama-server or the test model is absent, unless VELOLLM_REQUIRE_REAL=1 (CI sets
 it), which turns the skip into a failure.
 """
 

@@ -1,7 +1,7 @@
 """The ``openai`` backend through the ``velollm`` CLI against the real llama-server's OpenAI endpoint
 on the real Gemma 3 270M, and against the ``llamacpp`` backend on the same server.
 
-Skipped where llama-server or the test model is absent, unless VELOLLM_REQUIRE_LLAMACPP=1 (CI sets
+Skipped where llama-server or the test model is absent, unless VELOLLM_REQUIRE_REAL=1 (CI sets
 it), which turns the skip into a failure.
 """
 
