@@ -8,7 +8,7 @@ import zlib
 
 import httpx
 import pytest
-from velollm_testkit.hostile import ABSURD_NUMBERS, ESCAPES, HOSTILITIES, Stream
+from velollm_testkit.hostile import ABSURD_NUMBERS, ESCAPES, HOSTILITIES, Reply, Stream
 
 ROUTES = {"/v1/models": {"data": [{"id": "m", "created": 1}]},
           "/stream": Stream([{"n": 1, "text": "a"}, {"n": 2, "text": "b"}, "[DONE]"])}
@@ -52,3 +52,10 @@ def test_every_hostility_is_served(hostile_server):
         with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1]))) as sock:
             sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
             assert sock.recv(12).startswith(b"HTTP/1.1 "), hostility
+
+
+def test_a_reply_has_its_own_status_and_headers(hostile_server):
+    server = hostile_server("escapes", {"/x": Reply({"error": "slow down"}, 429, {"Retry-After": "5\u202e"})})
+    response = httpx.get(server.url + "/x")
+    assert response.status_code == 429 and response.headers["retry-after"] == "5\u202e"
+    assert response.json()["error"] == "slow down" + ESCAPES

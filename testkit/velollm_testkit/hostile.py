@@ -1,8 +1,8 @@
 """A hostile HTTP server for tests: it answers every route as a well-behaved server would, spoiled in
 one way (its ``hostility``), so that every backend's tests can run the same attacks through its client.
 
-A test gives the honest answers (``routes``: a path's JSON document, or a ``Stream`` of events) and
-one of ``HOSTILITIES``:
+A test gives the honest answers (``routes``: a path's JSON document, a ``Stream`` of events, or a
+``Reply`` with its own status and headers) and one of ``HOSTILITIES``:
 
 - ``non_finite``: every number in an answer becomes ``1e999``, ``NaN``, ``-Infinity`` (as raw JSON
   text, which Python's json reads as floats);
@@ -57,7 +57,17 @@ class Stream:
     framing: Literal["sse", "ndjson"] = "sse"
 
 
-Answer = Any  # a JSON document, or a Stream
+@dataclass(frozen=True)
+class Reply:
+    """A JSON answer with its own ``status`` and ``headers`` (sent as UTF-8, so a header may carry a bidi
+    override or a C1 control, as httpx reads it back)."""
+
+    document: Any
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Answer = Any  # a JSON document, a Stream or a Reply
 
 
 def _json_text(node: Any, number: Any) -> str:
@@ -119,7 +129,7 @@ def bomb(size: int = BOMB_BYTES) -> bytes:
 
 def _head(status: str, headers: dict[str, str]) -> bytes:
     lines = [f"HTTP/1.1 {status}", *(f"{k}: {v}" for k, v in headers.items()), "Connection: close"]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
 @dataclass
@@ -152,15 +162,18 @@ class HostileServer:
             return
         route = self.routes.get(path)
         status = "200 OK" if route is not None else "404 Not Found"
+        extra: dict[str, str] = {}
         if route is None:
             route = {"error": f"no route {path}"}
+        if isinstance(route, Reply):
+            status, extra, route = f"{route.status} Hostile", route.headers, route.document
         if isinstance(route, Stream):
             kind = "text/event-stream" if route.framing == "sse" else "application/x-ndjson"
             body = _stream_body(route, hostility)
         else:
             kind = "application/json"
             body = spoil(route, hostility).encode()
-        head = _head(status, {"Content-Type": kind, "Content-Length": str(len(body))})
+        head = _head(status, {**extra, "Content-Type": kind, "Content-Length": str(len(body))})
         if hostility == "reset_mid_stream":
             sock.sendall(head + body[: len(body) // 2])
             # SO_LINGER with a zero timeout: close sends a RST, not a FIN.

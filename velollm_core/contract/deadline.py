@@ -394,10 +394,11 @@ def read_bounded(response: Any, *, server: str, limit: int = MAX_BODY_BYTES) -> 
             pieces.append(piece)
     if inflate:
         inflate.check_end()
-    dropped = ("content-encoding", "content-length", "transfer-encoding")
+    dropped = (b"content-encoding", b"content-length", b"transfer-encoding")
     return httpx.Response(
         response.status_code,
-        headers=[(name, value) for name, value in response.headers.multi_items() if name.lower() not in dropped],
+        # The raw bytes: a header that is not ASCII (a server's UTF-8) is passed on as the server sent it.
+        headers=[(name, value) for name, value in response.headers.raw if name.lower() not in dropped],
         content=b"".join(pieces), request=response.request, extensions=response.extensions,
     )
 
