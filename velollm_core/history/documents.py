@@ -125,8 +125,8 @@ def _valid_text(text: str) -> bool:
 
 
 def check_text(value: str | None, what: str) -> None:
-    """Refuse a text no database or file holds: a lone surrogate, as json reads "\ud800" and Python
-    reads command-line bytes that are not UTF-8 ('\udcff')."""
+    """Refuse a text no database or file holds: a lone surrogate, as json reads "\\ud800" and Python
+    reads command-line bytes that are not UTF-8 ('\\udcff')."""
     if value is not None and not _valid_text(value):
         raise UserInputError(f"{what} {value!a} is not valid Unicode text (bytes that are not UTF-8?)")
 
