@@ -89,6 +89,25 @@ def test_ram_bandwidth_is_measured_once_per_machine_and_cached_on_disk(fake_ram,
     assert len(fake_ram) == 2
 
 
+def test_this_machines_ram_is_measured_for_real_and_cached(tmp_path, monkeypatch):
+    """No fake: the copy benchmark runs on this machine, its figure is plausible for RAM, and a new
+    process reads the same figure from the cache instead of measuring again."""
+    import json
+
+    monkeypatch.setenv("VELOLLM_CACHE_DIR", str(tmp_path))
+    roofline._cached_ram_bandwidth.cache_clear()
+    try:
+        gbps, source = roofline.ram_bandwidth(hardware())
+        roofline._cached_ram_bandwidth.cache_clear()  # a new process
+        monkeypatch.setattr(roofline, "measure_ram_bandwidth_gbps", lambda: pytest.fail("measured twice"))
+        assert roofline.ram_bandwidth(hardware())[0] == gbps
+    finally:
+        roofline._cached_ram_bandwidth.cache_clear()
+    assert 0.5 < gbps < 5000 and source.startswith("measured copy benchmark")
+    (entry,) = json.loads((tmp_path / "roofline" / "ram-bandwidth.json").read_text())["machines"].values()
+    assert entry["gbps"] == gbps
+
+
 def test_copy_benchmark_measures_something_plausible():
     gbps = roofline._copy_gbps(1, size=8 * 2**20, repeats=2)
     assert 0.1 < gbps < 10_000
