@@ -98,3 +98,29 @@ def test_the_estimate_vs_server_table_is_the_raw_file():
         assert model.split()[0].lower() in run["model"] and run["flags"][run["flags"].index("-ctk") + 1] in flags
         assert_figures(f"{model} {flags}", figures, [run[key] / MIB for key in (
             "kv_estimate", "kv_server", "compute_estimate", "compute_server", "total_estimate", "gpu_used_nvml")])
+
+
+STARTUP = REPO / "benchmarks" / "results" / "startup"
+
+
+def startup_medians(name: str) -> list[tuple[str, str]]:
+    """(ms, ratio) of each ``median`` line of a start-up raw file, in its order."""
+    found = []
+    for line in (STARTUP / name).read_text().splitlines():
+        if " median " in line:
+            ms, ratio = line.split(" median ", 1)[1].split()[0], line.split(" ms ", 1)[1].split()[0]
+            found.append((ms, ratio))
+    return found
+
+
+def test_the_start_up_figures_are_the_raw_files():
+    after, from_source, before = (startup_medians("h100-2026-12-05.txt")[i:i + 3] for i in (0, 3, 6))
+    rows = {row[0]: row[1:] for row in doc_table("| H100 host (16 cores)")}
+    for label, medians in (("before (cdb5a66)", before), ("after", after),
+                           ("after, `--from-source` (no bytecode)", from_source)):
+        (plain, _), (help_ms, help_ratio), (detect_ms, detect_ratio) = medians
+        assert rows[label] == [f"{plain} ms", f"{help_ms} ms ({help_ratio})", f"{detect_ms} ms ({detect_ratio})"], label
+    (plain, _), (help_ms, help_ratio), (detect_ms, detect_ratio) = startup_medians("xeon-2core-2026-12-05.txt")
+    prose = " ".join(BENCHMARKS.read_text().replace("**", "").split())
+    assert (f"`python -c pass` {plain} ms, `velollm --help` {help_ms} ms ({help_ratio}), "
+            f"`velollm detect --json` {detect_ms} ms ({detect_ratio})") in prose
