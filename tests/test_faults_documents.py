@@ -149,6 +149,18 @@ def test_report_draws_telemetry_and_runs_near_the_float_range(tmp_path):
         assert chosen.render([source]), name
 
 
+def test_report_of_a_verification_near_the_float_range(tmp_path):
+    from velollm_core.contract.formats import ReportSource, report_formats
+
+    verify = {"runtime": "llamacpp", "model": "m", "rounds": 2, "changes": [], "notes": [],
+              "candidates": [{"name": "defaults", "args": [], "decode_tokens_per_s": [1.7e308, -1.7e308],
+                              "prompt_tokens_per_s": [1.7e308, 1.7e308], "error": None}],
+              "final": {"args": [], "measured_as": "defaults", "vs_defaults": {}}}
+    source = ReportSource(name="v.json", kind="verify", data=verify, label="v")
+    for name, chosen in report_formats().items():
+        assert chosen.render([source]), name
+
+
 def test_report_refuses_runs_beyond_measurement_in_one_sentence(tmp_path, db):
     path = tmp_path / "huge.json"
     path.write_text(json.dumps(result([1.7e308, -1.7e308, 1.7e308])))

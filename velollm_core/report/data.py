@@ -8,7 +8,6 @@ Every document is scrubbed of secrets (``history.secrets``) as it is loaded, so 
 from __future__ import annotations
 
 import re
-import statistics
 from pathlib import Path
 from typing import Any
 
@@ -207,10 +206,12 @@ def verify_candidates(data: dict) -> list[dict[str, Any]]:
 
 def spread(values: list[float]) -> dict[str, float | int | None]:
     """median, stdev, min, max, n of plain values (a verification's rounds)."""
-    if not values:
+    from velollm_core.contract.stats import summarize
+
+    stats = summarize(values)  # finite for any finite values (statistics.stdev overflows near 1e308)
+    if stats is None:
         return {"median": None, "stdev": None, "min": None, "max": None, "n": 0}
-    return {"median": statistics.median(values), "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values), "n": len(values)}
+    return {"median": stats.median, "stdev": stats.stdev, "min": stats.min, "max": stats.max, "n": stats.n}
 
 
 def telemetry_levels(result: dict) -> list[dict[str, Any]]:
