@@ -99,3 +99,16 @@ def test_no_module_makes_a_console_of_its_own():
     makers = [str(path.relative_to(repo)) for path in sources
               if path.name != "output.py" and "Console(" in path.read_text(encoding="utf-8")]
     assert not makers, makers
+
+
+def test_while_the_cli_runs_every_writer_is_made_safe(capsys):
+    import click
+
+    with output.safe_streams():
+        click.echo(f"a{ESCAPES}")  # a command's own line quoting a file, a plugin's print
+        print(f"b{ESCAPES}", file=sys.stderr)
+        output.stdout_console(force_terminal=True).print("[bold]bold[/bold]")
+    out, err = capsys.readouterr()
+    assert_clean(out + err)
+    assert "hidden\\x1b]0;pwned" in out and "b\\x1b[2J" in err  # click itself drops CSI off a TTY
+    assert "\x1b[1mbold" in out  # the console's own escapes pass, past the safe stream

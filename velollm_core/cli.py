@@ -9,7 +9,7 @@ import click
 
 from velollm_core import __version__
 from velollm_core.contract.errors import VeloError
-from velollm_core.contract.output import print_error, print_json, stdout_console
+from velollm_core.contract.output import print_error, print_json, safe_streams, stdout_console
 
 # Core commands imported only when run: `velollm --help` and `velollm detect` stay fast.
 LAZY_COMMANDS = {
@@ -270,10 +270,16 @@ def _usable_standard_streams() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors become one line and an exit code, never a traceback."""
+    """Entry point: user errors become one line and an exit code, never a traceback; nothing written to
+    stdout or stderr reaches the terminal as a control sequence (``output.safe_streams``)."""
+    _usable_standard_streams()
+    with safe_streams():
+        _main(argv)
+
+
+def _main(argv: list[str] | None) -> None:
     from velollm_core.contract import interrupt
 
-    _usable_standard_streams()
     interrupt.install()
     try:
         cli.main(args=argv, prog_name="velollm", standalone_mode=False)

@@ -8,16 +8,21 @@ retitle the window, write a link), C1 characters do the same in one byte, and th
 U+202A-U+202E and isolates U+2066-U+2069 reorder the rest of a line. Every console made here drops
 them from the text it renders (keeping its own colours and cursor moves), and ``echo`` and
 ``print_error`` show them as visible escapes (``\\x1b``), on a terminal and through a pipe alike. JSON
-output needs nothing: json escapes every control character.
+output needs nothing: json escapes every control character. While the CLI runs (``safe_streams``,
+entered by ``cli.main``), ``sys.stdout`` and ``sys.stderr`` do the same to everything else written
+to them (a ``click.echo``, a plugin's ``print``); the consoles write past that, to the real streams.
 
 Its own module so that command modules (the core's and the plugins') need not import ``cli.py``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -40,6 +45,50 @@ def stripped_text(text: str) -> str:
     """``text`` without its control characters and bidi overrides (for tables: rich gives them no width,
     so dropping them keeps the columns as measured)."""
     return UNSAFE.sub("", text)
+
+
+class SafeStream:
+    """A text stream writing to ``wrapped`` what it is given, with control characters shown
+    (``safe_text``); everything else is the wrapped stream's (``isatty``, ``encoding``, ``buffer``)."""
+
+    def __init__(self, wrapped: Any) -> None:
+        self.wrapped = wrapped
+
+    def write(self, text: str) -> int:
+        self.wrapped.write(safe_text(text) if isinstance(text, str) else text)
+        return len(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.wrapped, name)
+
+
+@contextlib.contextmanager
+def safe_streams() -> Iterator[None]:
+    """``sys.stdout`` and ``sys.stderr`` as SafeStreams for the duration (once: nesting keeps them)."""
+    saved = sys.stdout, sys.stderr
+    if not isinstance(sys.stdout, SafeStream) and sys.stdout is not None:
+        sys.stdout = SafeStream(sys.stdout)
+    if not isinstance(sys.stderr, SafeStream) and sys.stderr is not None:
+        sys.stderr = SafeStream(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def _real(stream: Any) -> Any:
+    """The stream under any SafeStream and rich file proxy (a live display's ``sys.stdout``)."""
+    while True:
+        if isinstance(stream, SafeStream):
+            stream = stream.wrapped
+        elif hasattr(stream, "rich_proxied_file"):
+            stream = stream.rich_proxied_file
+        else:
+            return stream
 
 
 def print_json(data) -> None:
@@ -83,6 +132,15 @@ def _console_class():
         """A console whose rendered text holds no control sequence but its own: its own control segments
         (a live display's cursor moves) pass, and no text carries a link (VeloLLM writes none, so one
         came from markup in outside text)."""
+
+        @property
+        def file(self):
+            # Past the SafeStream: this console's text is already safe, and its own escapes must pass.
+            return _real(Console.file.fget(self))
+
+        @file.setter
+        def file(self, new_file) -> None:
+            Console.file.fset(self, new_file)
 
         def render(self, renderable, options=None):
             for segment in super().render(renderable, options):
