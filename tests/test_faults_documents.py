@@ -68,6 +68,8 @@ HOSTILE = {
     "surrogate-key": (lambda d: {**d, "settings": {**d["settings"], "\udfff": 1}}, "not valid Unicode"),
     "negative-count": (lambda d: {**d, "runs": [{**d["runs"][0], "completion_tokens": -5}]}, "completion_tokens = -5"),
     "count-1e30": (lambda d: {**d, "runs": [{**d["runs"][0], "completion_tokens": 10**30}]}, "31-digit"),
+    "summary-1.7e308": (lambda d: {**d, "summary": {"s": {"decode_tokens_per_s": {
+        **d["summary"]["short_completion"]["decode_tokens_per_s"], "median": 1.7e308}}}}, "median of decode"),
 }
 
 

@@ -174,7 +174,7 @@ def check_values(data: object, name: Path | str, problem: Callable[[object], str
 
 
 def check_measurements(result: BenchmarkResult, name: Path | str, side: str = "") -> None:
-    """Refuse a metric no benchmark could have measured (see ``contract.wire.MAX_MEASUREMENT``)."""
+    """Refuse a metric no benchmark could have measured in a run or a summary (see ``MAX_MEASUREMENT``)."""
     for i, run in enumerate(result.runs):
         for metric in METRICS:
             value = getattr(run, metric)
@@ -183,6 +183,14 @@ def check_measurements(result: BenchmarkResult, name: Path | str, side: str = ""
                     f"{name} has {metric} = {shown_number(value)} in {side}runs[{i}], beyond any measurement (a "
                     f"nonzero value lies within {MIN_MEASUREMENT:g}..{MAX_MEASUREMENT:g}): not a VeloLLM result"
                 )
+    # A summary's statistics of such runs stay below the same bound (a stdev may be tinier than any run).
+    for suite, metrics in result.summary.items():
+        for metric, stats in metrics.items():
+            for stat in ("mean", "median", "stdev", "min", "max"):
+                value = getattr(stats, stat)
+                if not abs(value) <= MAX_MEASUREMENT:
+                    raise UserInputError(f"{name} has {shown_number(value)} as the {stat} of {metric} in "
+                                         f"{side}summary[{suite!r}], beyond any measurement: not a VeloLLM result")
 
 
 def _validation_problem(exc: ValidationError) -> str:
