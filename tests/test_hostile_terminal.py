@@ -36,9 +36,13 @@ def velollm(*args: str, db: Path, terminal: bool) -> subprocess.CompletedProcess
 
 
 def test_safe_text_shows_every_control_and_bidi_character():
-    assert output.safe_text("a\x1b[2Jb\u202ec\x9bd\te\nf") == "a\\x1b[2Jb\\u202ec\\x9bd\te\nf"
+    assert output.safe_text("a\x1b[2Jb\u202ec\x9bd\te\nf") == "a\\u001b[2Jb\\u202ec\\u009bd\te\nf"
     assert output.stripped_text(ESCAPES) == "[2J[8mhidden[0m]0;pwned31mevilx"
     assert_clean(output.safe_text(ESCAPES))
+    assert output.safe_text("line\r\nover\rwritten") == "line\r\nover\\u000dwritten"  # CRLF ends a line
+    # JSON's own escape: a document written out this way (history export) reads back the same.
+    document = {"model": f"m{ESCAPES}\x85"}
+    assert json.loads(output.safe_text(json.dumps(document, ensure_ascii=False))) == document
 
 
 @pytest.mark.parametrize("terminal", [True, False], ids=["tty", "pipe"])
@@ -75,7 +79,7 @@ def test_history_cells_and_error_lines_carry_no_escape(tmp_path, terminal):
     lonely = tmp_path / "lonely.json"
     lonely.write_text(json.dumps(measured(90.0, model=f"/m/other{ESCAPES}.gguf")))
     refused = velollm("compare", "--baseline", str(lonely), db=db, terminal=terminal)
-    assert refused.returncode == 2 and "other" in refused.stderr and "\\x1b" in refused.stderr
+    assert refused.returncode == 2 and "other" in refused.stderr and "\\u001b" in refused.stderr
     assert_clean(refused.stderr)
 
 
@@ -110,5 +114,5 @@ def test_while_the_cli_runs_every_writer_is_made_safe(capsys):
         output.stdout_console(force_terminal=True).print("[bold]bold[/bold]")
     out, err = capsys.readouterr()
     assert_clean(out + err)
-    assert "hidden\\x1b]0;pwned" in out and "b\\x1b[2J" in err  # click itself drops CSI off a TTY
+    assert "hidden\\u001b]0;pwned" in out and "b\\u001b[2J" in err  # click itself drops CSI off a TTY
     assert "\x1b[1mbold" in out  # the console's own escapes pass, past the safe stream

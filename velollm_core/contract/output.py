@@ -7,7 +7,7 @@ plugin may hold control characters: ESC starts a CSI or OSC sequence (clear the 
 retitle the window, write a link), C1 characters do the same in one byte, and the bidi overrides
 U+202A-U+202E and isolates U+2066-U+2069 reorder the rest of a line. Every console made here drops
 them from the text it renders (keeping its own colours and cursor moves), and ``echo`` and
-``print_error`` show them as visible escapes (``\\x1b``), on a terminal and through a pipe alike. JSON
+``print_error`` show them as visible escapes (``\\u001b``), on a terminal and through a pipe alike. JSON
 output needs nothing: json escapes every control character. While the CLI runs (``safe_streams``,
 entered by ``cli.main``), ``sys.stdout`` and ``sys.stderr`` do the same to everything else written
 to them (a ``click.echo``, a plugin's ``print``); the consoles write past that, to the real streams.
@@ -27,17 +27,19 @@ from typing import Any
 
 import click
 
-# C0 controls but tab and newline, DEL, C1 controls, and the bidi embeddings, overrides and isolates.
-UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# C0 controls but tab, newline and a CR ending a line (CRLF), DEL, C1 controls, and the bidi
+# embeddings, overrides and isolates.
+UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]|\r(?!\n)")
 
 
 def _visible(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return f"\\u{ord(match.group()):04x}"
 
 
 def safe_text(text: str) -> str:
-    """``text`` with every control character and bidi override shown as a visible escape (``\\x1b``)."""
+    """``text`` with every control character and bidi override shown as a visible escape (``\\u001b``):
+    JSON's own escape, so a JSON document written out this way (``history export``) stays valid JSON
+    with the same strings."""
     return UNSAFE.sub(_visible, text)
 
 
