@@ -224,6 +224,10 @@ def test_a_bad_number_after_good_runs_keeps_them_and_compare_takes_the_file(exac
     one_error(proc, 1, fragment)
     assert "results history" not in proc.stderr  # the history write blames nothing, it records
     failed_file(out, runs=2)
+    from velollm_core.history.store import History
+
+    with History(db) as history:
+        assert [entry["status"] for entry in history.find()] == ["failed"]
     compare_accepts(out)
 
 
