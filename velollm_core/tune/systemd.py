@@ -217,21 +217,28 @@ def read_dropin(path: Path) -> UnitEnvironment:
 def check_dropin(path: Path) -> None:
     """Refuse (UserInputError) a drop-in path that --apply did not make: a symbolic link (writing would
     replace whatever it points to) or a file whose content VeloLLM did not write."""
-    fix = "remove it, or write the settings with --format systemd --output FILE and install them yourself"
+    _refuse_link(path)
+    if path.exists() and (not path.is_file() or not looks_like_ours(path)):
+        raise UserInputError(f"{path} exists and is not a VeloLLM file; --apply replaces only its own: {_FIX}")
+
+
+_FIX = "remove it, or write the settings with --format systemd --output FILE and install them yourself"
+
+
+def _refuse_link(path: Path) -> None:
     if path.is_symlink():
         raise UserInputError(f"{path} is a symbolic link (to {os.readlink(path)}); --apply writes only a file "
-                             f"it made: {fix}")
-    if path.exists() and (not path.is_file() or not looks_like_ours(path)):
-        raise UserInputError(f"{path} exists and is not a VeloLLM file; --apply replaces only its own: {fix}")
+                             f"it made: {_FIX}")
 
 
 def write_dropin(path: Path, text: str) -> Path | None:
     """Write the drop-in atomically, first copying an existing one to ``<name>.bak``; return the backup.
 
-    Neither is written through a link: the drop-in is checked (``check_dropin``) and the backup is a new
+    Neither is written through a link: a drop-in that is one is refused (``check_dropin``, which
+    ``optimize --apply`` calls first, also refuses a file VeloLLM did not write), and the backup is a new
     file renamed over whatever ``<name>.bak`` was, a link included.
     """
-    check_dropin(path)
+    _refuse_link(path)
     backup = None
     if path.exists():
         # ".bak" does not end in ".conf", so systemd never reads the backup as a drop-in.
