@@ -214,15 +214,16 @@ def read_dropin(path: Path) -> UnitEnvironment:
     return env
 
 
+# What a refused drop-in's message suggests instead.
+_FIX = "remove it, or write the settings with --format systemd --output FILE and install them yourself"
+
+
 def check_dropin(path: Path) -> None:
     """Refuse (UserInputError) a drop-in path that --apply did not make: a symbolic link (writing would
     replace whatever it points to) or a file whose content VeloLLM did not write."""
     _refuse_link(path)
     if path.exists() and (not path.is_file() or not looks_like_ours(path)):
         raise UserInputError(f"{path} exists and is not a VeloLLM file; --apply replaces only its own: {_FIX}")
-
-
-_FIX = "remove it, or write the settings with --format systemd --output FILE and install them yourself"
 
 
 def _refuse_link(path: Path) -> None:
