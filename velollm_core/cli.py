@@ -23,6 +23,8 @@ LAZY_COMMANDS = {
                  "Propose (and verify) a better configuration for a runtime."),
     "report": ("velollm_core.report.commands", "report_command",
                "Results as one offline HTML page, or CSV, markdown, JSONL."),
+    "schema": ("velollm_core.history.schemas", "schema_command",
+               "Print the JSON Schema of a result kind (benchmark, speculative, verify, detect)."),
     "speculative": ("velollm_core.speculative.commands", "speculative_group",
                     "Speculative decoding: check a pair, compare vanilla vs speculative, find pairs."),
 }
