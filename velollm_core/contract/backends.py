@@ -103,7 +103,8 @@ class Backend(Protocol):
        every suite, workload and dataset with its real ``max_tokens`` (a workload's also carries
        ``prompt_tokens_target``: depth plus prompt). It may read files and the options; it may NOT
        make network calls (no server runs yet; a limit only the server knows is checked in
-       ``start``). Anything it put on ``context.resources`` is closed when it refuses.
+       ``start``, which never sees the requests: keep what ``start`` needs of them in
+       ``context.state`` here). Anything it put on ``context.resources`` is closed when it refuses.
     2. ``start(context)``: start the server or connect to it; keep whatever must be closed on
        ``context.resources`` (an ExitStack the engine closes after ``close``). It may raise
        ``UserInputError`` for a limit the running server reveals, or ``BackendError``.
@@ -136,11 +137,13 @@ class Backend(Protocol):
     cli_options: tuple[click.Option, ...]
 
     def check(self, context: BenchmarkContext, requests: list[GenerationRequest]) -> None:
-        """Refuse what cannot run (``UserInputError``); no network calls."""
+        """Refuse what cannot run (``UserInputError``); no network calls. Keep what ``start`` must
+        check against a limit only the server knows in ``context.state`` (``start`` sees no requests)."""
         ...
 
     def start(self, context: BenchmarkContext) -> None:
-        """Start or connect to the server; resources on ``context.resources``."""
+        """Start or connect to the server; resources on ``context.resources``; ``UserInputError`` for
+        a server limit that what ``check`` kept in ``context.state`` exceeds."""
         ...
 
     def describe(self, context: BenchmarkContext) -> BackendInfo | None:
@@ -160,7 +163,8 @@ class Backend(Protocol):
         ...
 
     def metrics_url(self, context: BenchmarkContext) -> str | None:
-        """``capabilities.metrics``: the server's Prometheus endpoint (after ``start``)."""
+        """``capabilities.metrics``: the server's Prometheus endpoint (after ``start``); None where this
+        server has its endpoint off (the telemetry then warns once that server metrics are unknown)."""
         ...
 
     def speculative(self) -> Any:

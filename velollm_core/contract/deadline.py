@@ -114,12 +114,35 @@ def _stderr_line(text: str) -> None:
 
 
 class RequestWatch:
-    """The deadlines of one request, as a context manager around it (see the module docstring).
+    """The deadlines of one HTTP request (httpx), as a context manager around it.
 
-    ``server`` names the software in messages ("Ollama"), ``url`` where it runs (shown redacted).
-    The client calls ``attach(response)`` once headers arrive, reads a stream through ``lines`` (a
-    plain answer with ``response.read()``: the watchdog ends a trickle there), calls ``event()`` for
-    each parsed stream event, and turns a transport error into ``error(...)``.
+    ``deadlines`` is ``Deadlines.from_settings(context.settings)`` (a first-token and a whole-request
+    limit). Build the request with ``timeout=deadlines.httpx_timeout(CONNECT_TIMEOUT_S)``: each socket
+    read then waits at most the first-token limit, and a connection at most ``CONNECT_TIMEOUT_S``.
+
+    ``server`` is the software's name only ("llama-server"); ``url`` is the request's URL. Messages
+    name ``who``, which is ``f"{server} at {url}"`` with the URL redacted: do not pass a label that
+    already holds a URL, or it is named twice. (``read_bounded``, ``StreamCall``, ``stream_cut``,
+    ``stream_event`` and ``check_timing`` take the whole label instead, e.g. ``watch.who``.)
+
+    Inside ``with watch:`` (a watchdog thread runs while the block does; at a passed deadline it shuts
+    the connection down, and while the server is silent it prints a "waiting ..." line on stderr):
+
+    1. ``response = http.send(request, stream=True)``, then ``watch.attach(response)`` once headers are
+       in, before anything else (it lets the watchdog cut the connection, and raises ``BackendError``
+       for a 2xx HTML page);
+    2. check the status; read a refused request's error body with ``read_bounded(response,
+       server=watch.who)`` (bounded in size, still under the deadlines);
+    3. ``for line in watch.lines(response)``: the body's lines, the deadlines checked per network
+       chunk; call ``watch.event()`` once per parsed stream event (per event, not per token: it only
+       ends the first-token wait and marks the server as talking). A plain answer is read with
+       ``read_bounded`` instead.
+
+    Around the block, ``except httpx.HTTPError as exc``: ``watch.error(exc)`` is the ``BackendError``
+    of a passed deadline (or of httpx's own read timeout) to raise; it is None for a refused or
+    timed-out connection (``httpx.ConnectError``, ``httpx.ConnectTimeout``: nothing listens; raise your
+    own one-line "not reachable" error, a ``ServerGone``) and for any other transport failure (a
+    connection cut mid-answer: raise ``stream_cut(who, tokens)`` for a stream).
     """
 
     def __init__(
@@ -336,8 +359,11 @@ def plain_request(http: Any, method: str, url: str, limits: Deadlines, *, server
     ``auth`` is HTTP basic auth, as ``ServerURL.auth`` holds it for a ``--host user:password@...``; it
     goes into the request's header only (``url`` should be the URL's safe ``base``; messages redact
     it anyway). ``kwargs`` go to httpx's ``build_request`` (``json=``, ``params=``, ``headers=``).
-    Returns the read httpx response; a passed deadline raises BackendError, and any other httpx
-    error passes through for the client to name (not reachable, connection reset).
+    ``server`` is the software's name only ("llama-server"): messages say ``f"{server} at {url}"``,
+    the URL redacted, as ``RequestWatch`` does. The request's timeouts come from ``limits``
+    (``httpx_timeout(connect_s)``). Returns the read httpx response, whatever its status (check
+    ``status_code``); a passed deadline or an answer over 8 MiB raises BackendError, and any other
+    httpx error passes through for the client to name (not reachable, connection reset).
     """
     import httpx
 
@@ -362,9 +388,11 @@ def plain_request(http: Any, method: str, url: str, limits: Deadlines, *, server
 def read_bounded(response: Any, *, server: str, limit: int = MAX_BODY_BYTES) -> Any:
     """``response`` (httpx, opened with ``stream=True``) read whole, at most ``limit`` bytes on the wire
     and ``limit`` after decompression (gzip or deflate, inflated here step by step); over either, or in
-    another encoding, a BackendError naming ``server`` ("llama-server at http://..."). Returns an httpx
-    response holding the decoded body (``content``, ``text``, ``json()`` read it); one already read is
-    returned as it is. Backends read an error body of a stream with it too.
+    another encoding, a BackendError naming ``server``. ``server`` is the whole label, used as it is:
+    "llama-server at http://h:8080" (``RequestWatch.who``), unlike ``RequestWatch`` and
+    ``plain_request``, which take the name and add the URL themselves. Returns an httpx response holding
+    the decoded body (``content``, ``text``, ``json()`` read it); one already read is returned as it
+    is. Backends read a refused stream's error body with it too, inside the request's ``RequestWatch``.
     """
     import httpx
 

@@ -41,6 +41,17 @@ class Accumulator(Protocol):
     connection) ``finish`` is not called. ``token_times`` is read after ``finish``: the arrival time
     of every token-bearing event, for the tokens inside a level's measured window (leave it empty
     where events carry no tokens: the level then counts output tokens from the timings).
+
+    A ``typing.Protocol``: any object with these members is an accumulator; no subclassing needed.
+    Feed the same class in the backend's sequential ``generate``, so both paths time and word a
+    request alike: error events and events of another API are worded by ``feed`` itself. The load
+    generator words the rest: a line that is not JSON, "SERVER sent a malformed stream event:
+    LINE" (``LINE`` is the repr of the line's first 120 bytes); JSON that is no object, "SERVER sent a
+    stream event that is not an object"; a cut connection, ``stream_cut``. End ``finish`` with
+    ``check_timing(timing, server=..., max_tokens=..., streamed=len(self.token_times))`` (give the
+    accumulator the request's ``max_tokens`` when you create it): both paths then check the server's
+    numbers under your server's name. The engine checks every run it records again, with the
+    request's ``max_tokens``.
     """
 
     token_times: list[float]
@@ -60,9 +71,11 @@ class StreamCall:
 
     The load generator sends ``body`` as JSON to ``url`` (with ``headers``, basic ``auth`` and query
     ``params``, as a ``--host user:pw@host/?q`` implies) and reads the answer as ``framing``: ``sse``
-    (``data:`` lines, ``[DONE]`` ends) or ``ndjson`` (one JSON object per line). ``server`` names the
-    server in messages ("llama-server at http://..."). ``status_error(status, body)`` turns a refused
-    request into the exception to record (default: "SERVER answered HTTP STATUS: BODY").
+    (``data:`` lines, ``[DONE]`` ends) or ``ndjson`` (one JSON object per line). ``server`` is the
+    whole label that names the server in messages, used as it is: "llama-server at http://h:8080"
+    (the name, " at ", the ``--host`` base; not the name alone as ``RequestWatch`` takes it).
+    ``status_error(status, body)`` turns a refused request into the exception to record (default:
+    "SERVER answered HTTP STATUS: BODY", the body's first 200 bytes).
     """
 
     url: str
@@ -80,8 +93,9 @@ def stream_cut(server: str, tokens: int, detail: str | None = None) -> BackendEr
     """The one wording of a stream whose connection broke before its end, with the tokens that arrived.
 
     The load generator says it this way; a backend's own streaming path should too (raise what this
-    returns), so one fault reads the same in every run of a result file. ``detail`` is for a person
-    (the server's last words), never an exception's class name.
+    returns), so one fault reads the same in every run of a result file. ``server`` is the whole label,
+    used as it is ("llama-server at http://h:8080", as in ``StreamCall.server``). ``detail`` is for a
+    person (the server's last words), never an exception's class name.
     """
     said = f": {detail}" if detail else ""
     return BackendError(f"the stream from {server} was cut mid-way after {tokens} token(s){said}; "

@@ -104,12 +104,14 @@ def _conform(document: dict[str, Any], schema: Schema, prefix: str, server: str)
 
 def conform(document: dict[str, Any], schema: Schema, server: str = "the server") -> dict[str, Any]:
     """A copy of ``document`` without the fields whose values do not have the schema's types; a
-    BackendError naming the field when a number it names is not finite or beyond 64 bits."""
+    BackendError naming the field when a number it names is not finite or beyond 64 bits. ``server``
+    is the whole label naming the server in that message, used as it is ("llama-server at http://h")."""
     return _conform(document, schema, "", server)
 
 
 def stream_event(document: Any, schema: Schema, server: str) -> dict[str, Any]:
-    """``document`` conformed to ``schema``; BackendError when it is no JSON object."""
+    """``document`` conformed to ``schema``; BackendError when it is no JSON object. ``server`` is the
+    whole label naming the server in messages, used as it is ("llama-server at http://h:8080")."""
     if not isinstance(document, dict):
         # Only the type is named: the payload of some servers echoes what it was sent (API keys).
         kind = "null" if document is None else type(document).__name__
@@ -125,6 +127,11 @@ def check_timing(timing: GenerationTiming, *, server: str, max_tokens: int | Non
     asked for, is refused; fewer completion tokens than the ``streamed`` chunks that carried text
     (each holds at least one token) is flagged as ``extra["counts_mismatch"]``, the run kept. A time
     or rate outside the range of any measurement (or negative) is refused, naming the field.
+    ``server`` is the whole label, used as it is ("llama-server at http://h:8080").
+
+    A backend calls it at the end of its accumulator's ``finish``, so its streamed and sequential
+    paths both check under its server's name; the engine calls it again on every run it records,
+    with the request's ``max_tokens`` (and the backend's name as ``server``).
     """
     for name in TIMING_FIELDS:
         value = getattr(timing, name)
