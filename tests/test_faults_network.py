@@ -244,11 +244,15 @@ def test_hung_model_list_is_bounded_too(server):
 
 
 @pytest.mark.parametrize("backend", ["ollama", "openai", "llamacpp"])
-@pytest.mark.parametrize("value", ["-1", "soon", "nan"])
-def test_deadline_options_are_validated(server, backend, value):
+@pytest.mark.parametrize(("value", "says"), [
+    ("-1", "option first_token_timeout_s must be a positive number of seconds"),
+    ("soon", "option first_token_timeout_s must be a positive number of seconds"),
+    ("nan", "first_token_timeout_s=nan: 'nan' is not a finite number"),  # refused as no number at all
+])
+def test_deadline_options_are_validated(server, backend, value, says):
     server.modes = {**OLLAMA_OK, **OPENAI_MODELS, **LLAMACPP_META}
     proc, _ = bench(backend, server.url, "--option", f"first_token_timeout_s={value}")
-    one_sentence_error(proc, 2, "option first_token_timeout_s must be a positive number of seconds")
+    one_sentence_error(proc, 2, says)
 
 
 # --- the watch itself, with sub-second limits ------------------------------------------------------

@@ -136,18 +136,27 @@ def _requirement_name(requirement: str) -> str:
 def test_an_example_declares_every_distribution_it_imports(example):
     folder = REPO / "docs" / "examples" / example
     project = _toml(folder / "pyproject.toml")["project"]
-    declared = {_requirement_name(requirement) for requirement in project["dependencies"]}
+    # The package's imports are its dependencies; its own tests may also use its "test" extra.
+    runtime = {_requirement_name(requirement) for requirement in project["dependencies"]}
+    extra = {_requirement_name(requirement) for requirement in project.get("optional-dependencies", {}).get("test", [])}
     own = example.replace("-", "_")
-    imported = set()
     for path in folder.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                imported |= {alias.name.split(".")[0] for alias in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                imported.add(node.module.split(".")[0])
+        in_tests = "tests" in path.relative_to(folder).parts
+        imported = _third_party_imports(path, own)
+        declared = {name.replace("-", "_") for name in runtime | (extra if in_tests else set())}
+        assert imported <= declared, f"{path.relative_to(REPO)} imports {sorted(imported - declared)} undeclared"
+
+
+def _third_party_imports(path: Path, own: str) -> set[str]:
+    """The distributions (as import names; velollm_core is velollm's) a file imports, stdlib aside."""
+    imported = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            imported.add(node.module.split(".")[0])
     third_party = imported - set(sys.stdlib_module_names) - {own, "__future__"}
-    distributions = {"velollm" if name == "velollm_core" else name for name in third_party}
-    assert distributions <= declared, f"{example} imports {sorted(distributions - declared)} undeclared"
+    return {"velollm" if name == "velollm_core" else name for name in third_party}
 
 
 def test_built_ins_are_entry_points_of_the_velollm_distribution():
