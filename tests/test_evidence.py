@@ -124,3 +124,22 @@ def test_the_start_up_figures_are_the_raw_files():
     prose = " ".join(BENCHMARKS.read_text().replace("**", "").split())
     assert (f"`python -c pass` {plain} ms, `velollm --help` {help_ms} ms ({help_ratio}), "
             f"`velollm detect --json` {detect_ms} ms ({detect_ratio})") in prose
+
+
+CPU_NGRAM_ROWS = {"VeloLLM defaults, run 1": "spec-ngram-velollm-defaults-r1.json",
+                  "VeloLLM defaults, run 2": "spec-ngram-velollm-defaults-r2.json",
+                  "VeloLLM defaults, run 3": "spec-ngram-velollm-defaults-r3.json",
+                  "llama.cpp defaults": "spec-ngram-llamacpp-defaults.json"}
+
+
+def test_the_cpu_ngram_rerun_table_is_its_raw_files():
+    rows = {row[0]: row[1:] for row in doc_table("**Rerun on 5 Dec 2026, with raw files**")}
+    assert set(rows) == set(CPU_NGRAM_ROWS)
+    for name, file in CPU_NGRAM_ROWS.items():
+        result = json.loads((REPO / "benchmarks" / "results" / "cpu" / file).read_text())
+        assert result["status"] == "complete" and result["outputs_identical"] is True
+        raw = []
+        for suite in ("code_edit", "quote_answer"):
+            row = result["per_suite"][suite]
+            raw += [row["vanilla_decode_tokens_per_s"], row["speculative_decode_tokens_per_s"], row["speedup"]]
+        assert_figures(name, rows[name], raw)
