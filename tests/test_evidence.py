@@ -133,7 +133,7 @@ CPU_NGRAM_ROWS = {"VeloLLM defaults, run 1": "spec-ngram-velollm-defaults-r1.jso
 
 
 def test_the_cpu_ngram_rerun_table_is_its_raw_files():
-    rows = {row[0]: row[1:] for row in doc_table("**Rerun on 5 Dec 2026, with raw files**")}
+    rows = {row[0]: row[1:] for row in doc_table("**Rerun on 5 Dec 2026, with raw files** (`benchmarks/results/cpu/spec-ngram")}
     assert set(rows) == set(CPU_NGRAM_ROWS)
     for name, file in CPU_NGRAM_ROWS.items():
         result = json.loads((REPO / "benchmarks" / "results" / "cpu" / file).read_text())
@@ -143,3 +143,17 @@ def test_the_cpu_ngram_rerun_table_is_its_raw_files():
             row = result["per_suite"][suite]
             raw += [row["vanilla_decode_tokens_per_s"], row["speculative_decode_tokens_per_s"], row["speedup"]]
         assert_figures(name, rows[name], raw)
+
+
+def test_the_client_vs_server_rerun_is_its_raw_output():
+    import re
+
+    rows = {row[0]: row[1:] for row in doc_table("**Rerun on 5 Dec 2026, with raw files** (the same two commands")}
+    files = {"Gemma 3 270M Q4_K_M": "gemma3-270m", "SmolLM2 135M Q4_1": "smollm2-135m"}
+    assert set(rows) == set(files)
+    for name, model in files.items():
+        text = (REPO / "benchmarks" / "results" / "cpu" / f"llama-bench-vs-server-{model}.txt").read_text()
+        medians = [re.search(rf"{label}.*?median\s+([\d.]+) tok/s", text).group(1)
+                   for label in ("llama-bench tg32", r"llama-server \(server timing\)", r"llama-server \(client timing\)")]
+        ratios = re.search(r"server / llama-bench: ([\d.]+)\s+client / server: ([\d.]+)", text).groups()
+        assert rows[name] == [f"{value} tok/s" for value in medians] + list(ratios), name
