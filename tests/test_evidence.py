@@ -30,9 +30,10 @@ MIB = 2**20
 
 
 def doc_table(heading: str) -> list[list[str]]:
-    """The body rows (cells stripped of ** and spaces) of the first table after the line starting ``heading``."""
-    lines = BENCHMARKS.read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(heading))
+    """The body rows (cells stripped of ** and spaces) of the first table after the line starting ``heading``
+    (a table indented under a list item counts too)."""
+    lines = [line.lstrip() for line in BENCHMARKS.read_text().splitlines()]
+    start = next(i for i, line in enumerate(lines) if line.startswith(heading.lstrip()))
     first = next(i for i in range(start, len(lines)) if lines[i].startswith("|"))
     rows = []
     for line in lines[first + 2:]:
@@ -157,3 +158,16 @@ def test_the_client_vs_server_rerun_is_its_raw_output():
                    for label in ("llama-bench tg32", r"llama-server \(server timing\)", r"llama-server \(client timing\)")]
         ratios = re.search(r"server / llama-bench: ([\d.]+)\s+client / server: ([\d.]+)", text).groups()
         assert rows[name] == [f"{value} tok/s" for value in medians] + list(ratios), name
+
+
+def test_the_model_draft_rerun_is_its_raw_files():
+    rows = {row[0]: row[1:] for row in doc_table("**Rerun on 5 Dec 2026, with raw files** (`benchmarks/results/cpu/spec-model")}
+    assert set(rows) == {"F16", "Q8_0"}
+    for name, row in rows.items():
+        raw = REPO / "benchmarks" / "results" / "cpu" / f"spec-model-draft-{name.lower()}.json"
+        result = json.loads(raw.read_text())
+        suites = list(result["per_suite"].values())
+        assert row[0] == " / ".join(f"{s['vanilla_decode_tokens_per_s']:.1f}" for s in suites)
+        assert row[1] == " / ".join(f"{s['speculative_decode_tokens_per_s']:.1f}" for s in suites)
+        assert row[2] == " / ".join(f"{s['speedup']:.2f}" for s in suites) + f" → {result['speedup']:.2f}x"
+        assert row[3] == f"{result['acceptance_rate']:.0%}" and result["outputs_identical"] and row[4] == "identical"
