@@ -42,6 +42,10 @@ def local_models():
     return [*installed_test_models(), *derived]
 
 
-# propose_config lives with the tuning rules; importing it here registers it (the module imports
-# nothing heavy at load time). verify_config is the backend object's (backend.py).
-from velollm_llamacpp.tune import propose_config  # noqa: F401
+@hookimpl
+def propose_config(hardware, model, backend):
+    """The llama.cpp proposal; the tuning rules are imported only when asked (every command loads this
+    module, `velollm detect --json` too). verify_config is the backend object's (backend.py)."""
+    from velollm_llamacpp import tune
+
+    return tune.propose_config(hardware=hardware, model=model, backend=backend)

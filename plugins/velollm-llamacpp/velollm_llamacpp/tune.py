@@ -27,7 +27,6 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from velollm_core.api import hookimpl
 from velollm_llamacpp.tune_facts import (
     GPU_MARGIN_BYTES,
     GPU_MASK_VARS,
@@ -97,7 +96,6 @@ def _same_machine(hardware: HardwareReport) -> bool:
     return hardware.cpu.logical_cores in (None, os.cpu_count())
 
 
-@hookimpl
 def propose_config(hardware, model, backend):
     if backend not in (None, BACKEND):
         return []
