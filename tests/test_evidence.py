@@ -125,6 +125,9 @@ def test_the_start_up_figures_are_the_raw_files():
     prose = " ".join(BENCHMARKS.read_text().replace("**", "").split())
     assert (f"`python -c pass` {plain} ms, `velollm --help` {help_ms} ms ({help_ratio}), "
             f"`velollm detect --json` {detect_ms} ms ({detect_ratio})") in prose
+    end = (REPO / "benchmarks" / "results" / "startup" / "xeon-2core-2026-12-05-end.txt").read_text()
+    detect_ratios = [line.split()[-4] for line in end.splitlines() if line.startswith("velollm detect --json")]
+    assert ", ".join(detect_ratios) in prose
 
 
 CPU_NGRAM_ROWS = {"VeloLLM defaults, run 1": "spec-ngram-velollm-defaults-r1.json",
