@@ -11,22 +11,6 @@ from velollm_ollama.backend import OllamaBackend
 from velollm_core.contract.schemas import BenchmarkContext, GenerationRequest
 
 
-@pytest.fixture
-def velollm(capsys):
-    from velollm_core import cli
-
-    def run(*args: str) -> tuple[int, str, str]:
-        code = 0
-        try:
-            cli.main(list(args))
-        except SystemExit as exc:
-            code = exc.code or 0
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
-
-
 def test_stream_shares_the_body_and_the_parser(fake_ollama):
     context = BenchmarkContext(backend="ollama", model="tiny", host=fake_ollama.url)
     request = GenerationRequest(benchmark="w", prompt="hello " * 8, max_tokens=4, raw=True, ignore_eos=True)

@@ -11,23 +11,13 @@ from velollm_core.tune.commands import optimize_command
 
 
 @pytest.fixture
-def velollm(capsys):
-    """Run ``velollm ARGS`` in-process; return (exit code, stdout, stderr)."""
+def velollm(velollm):
+    """The in-process runner of conftest.py, with the optimize command registered."""
     from velollm_core import cli
 
     if "optimize" not in cli.cli.commands:  # until cli.py registers it
         cli.cli.add_command(optimize_command)
-
-    def run(*args: str) -> tuple[int, str, str]:
-        code = 0
-        try:
-            cli.main(list(args))
-        except SystemExit as exc:
-            code = exc.code or 0
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
+    return velollm
 
 
 @pytest.fixture

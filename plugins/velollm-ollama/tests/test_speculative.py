@@ -13,38 +13,6 @@ from velollm_ollama.speculative import OllamaSpeculative, parse_lines
 from velollm_core.contract.errors import UserInputError
 
 
-@pytest.fixture
-def velollm(capsys):
-    """Run ``velollm ARGS`` in-process; return (exit code, stdout, stderr)."""
-    from velollm_core import cli
-
-    def run(*args: str) -> tuple[int, str, str]:
-        code = 0
-        try:
-            cli.main(list(args))
-        except SystemExit as exc:
-            code = exc.code or 0
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
-
-
-@pytest.fixture
-def drafts(fake_ollama, fake_store, gguf_file, isolated_ollama, monkeypatch):
-    """tiny (8 layers), tiny-draft (2 layers) and mtp (a head) in the store and on the loopback server."""
-    monkeypatch.setenv("OLLAMA_HOST", fake_ollama.url)
-    monkeypatch.setenv("OLLAMA_MODELS", str(fake_store.root))
-    fake_store.add("registry.ollama.ai", "library", "tiny", "latest", gguf_file(layers=8).read_bytes() + bytes(8192))
-    fake_store.add("registry.ollama.ai", "library", "tiny-draft", "latest", gguf_file(layers=2).read_bytes())
-    fake_store.add("registry.ollama.ai", "library", "mtp", "latest", gguf_file(nextn_layers=1).read_bytes())
-    fake_ollama.installed["tiny-draft:latest"] = 300_000_000
-    fake_ollama.installed["mtp:latest"] = 1_321_098_329
-    fake_ollama.token_delay = 0.004
-    fake_ollama.first_token_delay = 0.005
-    return fake_ollama
-
-
 def spec_bench(velollm, *args: str) -> tuple[int, str, str]:
     return velollm("speculative", "bench", "--suite", "short_completion", "--iterations", "2", "--max-tokens", "8", *args)
 
