@@ -53,6 +53,43 @@ def test_second_detect_json_scans_no_entry_points_and_loads_no_pydantic(cache):
         assert not {name for name in modules if name.split(".")[0] in ("pydantic", "rich", "httpx")}
 
 
+def modules_after(*args, cache: Path) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """A CLI run and every module it imported, worker threads' too (``-X importtime`` sees only the main
+    thread's, and plugins are imported in a worker thread)."""
+    code = ("import atexit, sys; atexit.register(lambda: sys.stderr.write('\\nMODULES ' + ' '.join(sys.modules)));"
+            "from velollm_core.cli import main; sys.argv = ['velollm', *sys.argv[1:]]; main()")
+    proc = subprocess.run([sys.executable, "-c", code, *args], check=False, capture_output=True, text=True,
+                          env={**os.environ, "VELOLLM_CACHE_DIR": str(cache)}, timeout=120, cwd=tempfile.gettempdir())
+    return proc, set(proc.stderr.rsplit("MODULES ", 1)[-1].split())
+
+
+def test_detect_imports_only_the_plugins_implementing_detect_gpu(cache):
+    first, modules = modules_after("detect", "--json", cache=cache)  # no index yet: every plugin loads
+    assert first.returncode == 0, first.stderr
+    backend_plugins = {"velollm_llamacpp", "velollm_ollama", "velollm_openai"}
+    assert backend_plugins <= modules
+    second, modules = modules_after("detect", "--json", cache=cache)
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout) | {"memory": None} == json.loads(first.stdout) | {"memory": None}
+    assert not {name for name in modules if name.startswith((*backend_plugins, "velollm_core.bench"))}
+    assert {"velollm_nvidia", "velollm_amd", "velollm_apple", "velollm_core.hardware.pci_gpus"} <= modules
+    # Every plugin still loads for a command that needs them all.
+    listed = json.loads(velollm("plugins", "--json", cache=cache).stdout)["plugins"]
+    assert {"llamacpp", "ollama", "nvidia"} <= {plugin["name"] for plugin in listed}
+
+
+def test_the_hook_listing_goes_stale_when_a_plugin_file_changes(fresh_index, tmp_path):
+    plugin_index.store_hooks("all", {"nvidia": ["detect_gpu"], "llamacpp": ["register_backends"]}, [])
+    plugin_index.forget()
+    assert plugin_index.cached_hooks("all") == {"nvidia": ["detect_gpu"], "llamacpp": ["register_backends"]}
+    source = tmp_path / "plugin.py"
+    source.write_text("# v1\n")
+    plugin_index.store_hooks("all", {"nvidia": ["detect_gpu"]}, [str(source)])
+    stat = source.stat()
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # edited: its hooks may have changed
+    assert plugin_index.cached_hooks("all") is None
+
+
 def test_help_lists_plugin_commands_without_importing_plugins(cache):
     first = velollm("--help", cache=cache)
     second = velollm("--help", cache=cache, importtime=True)

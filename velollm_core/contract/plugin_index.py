@@ -5,7 +5,9 @@ listing plugin commands imports every plugin: most of the CLI's start-up before 
 change only when something is installed, upgraded or removed (or a plugin's source is edited), so the
 index is keyed on what those change, all cheap to stat: the names and mtimes of the ``*.dist-info``,
 ``*.egg-info`` and ``*.pth`` entries of every ``sys.path`` folder and of their ``entry_points.txt``;
-the command listing also on the files of the plugin modules it came from. The index lives in
+the command listing also on the files of the plugin modules it came from. It also remembers which
+hooks each plugin implements, so a command that calls one hook (``detect``: ``detect_gpu``) imports
+only the plugins implementing it. The index lives in
 ``cache_dir()/plugin-index``, one file per interpreter. A missing, stale, corrupt or unwritable index
 costs a scan, never an error.
 """
@@ -230,6 +232,32 @@ def store_commands(selection: str, commands: dict[str, dict], files: Iterable[st
     index = _current()
     index["commands"][selection] = {"files": {path: _mtime(path) for path in files}, "commands": commands}
     _save(index)
+
+
+def cached_hooks(selection: str) -> dict[str, list[str]] | None:
+    """The hooks each plugin of ``selection`` implemented when last loaded (entry point name -> hook
+    names); None when unknown or stale (a plugin's file changed). A plugin that failed to load is not in
+    it: its hooks are unknown."""
+    entry = _current().get("hooks", {}).get(selection)
+    try:
+        if any(_mtime(path) != mtime for path, mtime in entry["files"].items()):
+            return None
+        hooks = entry["plugins"]
+        if all(isinstance(name, str) and isinstance(names, list) for name, names in hooks.items()):
+            return hooks
+    except (TypeError, KeyError, AttributeError):
+        pass
+    return None
+
+
+def store_hooks(selection: str, hooks: dict[str, list[str]], files: Iterable[str]) -> None:
+    """Remember which hooks each plugin of ``selection`` implements, valid while ``files`` stay unchanged;
+    written only when it changed (most runs find it known)."""
+    index = _current()
+    entry = {"files": {path: _mtime(path) for path in files}, "plugins": hooks}
+    if index.setdefault("hooks", {}).get(selection) != entry:
+        index["hooks"][selection] = entry
+        _save(index)
 
 
 def forget() -> None:

@@ -26,7 +26,7 @@ import os
 import queue
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,7 +69,9 @@ class PluginRecord:
 load_errors: list[PluginLoadError] = []
 records: dict[str, PluginRecord] = {}
 failed_files: list[str] = []  # the module files of plugins that failed to import (module_file)
-_loaded = False
+_candidates: list[plugin_index.EntryPoint] | None = None  # what this process may load (_loadable)
+_attempted: set[str] = set()  # entry point names imported (or tried) so far
+_complete = False  # every allowed plugin attempted
 
 
 disabled_names = plugin_index.disabled_names
@@ -189,31 +191,51 @@ def _warn_unmatched(variable: str, names: set[str] | None, installed: list[plugi
                  "distribution; `velollm plugins` lists them)")
 
 
-def load_plugins() -> None:
-    """Register every allowed entry point, built-ins first; runs once per process."""
-    global _loaded
-    if _loaded:
+def _loadable() -> list[plugin_index.EntryPoint]:
+    """The entry points this process may load, in loading order; on the first call, warns about names in
+    ``$VELOLLM_PLUGINS`` / ``$VELOLLM_DISABLE`` that match nothing and blocks the disabled ones."""
+    global _candidates
+    if _candidates is None:
+        allowed, disabled = plugin_index.allowed_names(), disabled_names()
+        # The entry points come from the plugin index: no importlib.metadata scan while nothing changed.
+        installed = installed_plugins()
+        if not any(entry_point.builtin for entry_point in installed):
+            # Sources run without their distribution's metadata (no pip install): the built-ins are unknown.
+            load_errors.append(PluginLoadError(plugin_index.BUILTIN_DISTRIBUTION, None, "VeloLLM's built-in "
+                                               "plugins are not installed: install VeloLLM (pip install -e .)"))
+        _warn_unmatched(PLUGINS_ENV, allowed, installed)
+        _warn_unmatched(DISABLE_ENV, disabled, installed)
+        for name in disabled:
+            pm.set_blocked(name)  # a plugin registered later under this name (a test's) is blocked too
+        _candidates = []
+        for entry_point in installed:
+            if entry_point.named_by(disabled):
+                pm.set_blocked(entry_point.name)  # not even imported
+            elif entry_point.builtin or allowed is None or entry_point.named_by(allowed):
+                _candidates.append(entry_point)
+    return _candidates
+
+
+def load_plugins(hooks: Iterable[str] | None = None) -> None:
+    """Register every allowed entry point, built-ins first; each is imported at most once per process.
+
+    With ``hooks``, only the plugins that implement one of them: the plugin index remembers each
+    plugin's hooks from an earlier full load; a plugin it does not know (new, changed, or one that failed
+    to load) is loaded anyway. ``velollm detect`` imports no backend this way.
+    """
+    global _complete
+    if _complete:
         return
-    _loaded = True
-    allowed = plugin_index.allowed_names()
-    disabled = disabled_names()
-    # The entry points come from the plugin index: no importlib.metadata scan while nothing changed.
-    installed = installed_plugins()
-    if not any(entry_point.builtin for entry_point in installed):
-        # Sources run without their distribution's metadata (no pip install): the built-ins are unknown.
-        load_errors.append(PluginLoadError(plugin_index.BUILTIN_DISTRIBUTION, None, "VeloLLM's built-in plugins "
-                                           "are not installed: install VeloLLM (pip install -e .)"))
-    _warn_unmatched(PLUGINS_ENV, allowed, installed)
-    _warn_unmatched(DISABLE_ENV, disabled, installed)
-    for name in disabled:
-        pm.set_blocked(name)  # a plugin registered later under this name (a test's) is blocked too
+    candidates = _loadable()
+    known = plugin_index.cached_hooks(plugin_index.selection()) if hooks is not None else None
+    wanted = None if known is None else set(hooks or ())
     importer, timeout_s = _Importer(), import_timeout_s()
-    for entry_point in installed:
-        if entry_point.named_by(disabled):
-            pm.set_blocked(entry_point.name)
-            continue  # not even imported
-        if not entry_point.builtin and allowed is not None and not entry_point.named_by(allowed):
+    for entry_point in candidates:
+        if entry_point.name in _attempted:
             continue
+        if wanted is not None and entry_point.name in known and not wanted & set(known[entry_point.name]):
+            continue
+        _attempted.add(entry_point.name)
         if entry_point.name in records:
             continue  # the same distribution visible twice on sys.path
         try:
@@ -225,6 +247,11 @@ def load_plugins() -> None:
             error = str(exc) if isinstance(exc, PluginImportError) else describe_error(exc)
             load_errors.append(PluginLoadError(entry_point.name, entry_point.distribution, error))
             failed_files.extend(filter(None, [module_file(entry_point)]))
+    if wanted is None:
+        _complete = True
+        implemented = {name: sorted(caller.name for caller in pm.get_hookcallers(pm.get_plugin(name)) or [])
+                       for name in records if pm.get_plugin(name) is not None}
+        plugin_index.store_hooks(plugin_index.selection(), implemented, _loaded_files())
 
 
 def module_file(entry_point: plugin_index.EntryPoint) -> str | None:
@@ -281,7 +308,8 @@ def implementations(hook_name: str) -> Iterator[tuple[str, Callable[..., Any]]]:
     ``call(**kwargs)`` passes on only the arguments the implementation names (pluggy's rule), so a
     caller can run each plugin in its own try/except: one plugin's bug costs only that plugin.
     """
-    caller = getattr(hook(), hook_name)
+    load_plugins(hooks={hook_name})
+    caller = getattr(pm.hook, hook_name)
     for impl in caller.get_hookimpls():
         if getattr(impl, "hookwrapper", False) or getattr(impl, "wrapper", False):
             continue
@@ -333,9 +361,7 @@ def call_each_named(hook_name: str, *, reraise: tuple[type[BaseException], ...] 
     return answers
 
 
-def plugin_files() -> list[str]:
-    """The source files of the loaded plugins' modules (what an edit to a plugin changes)."""
-    load_plugins()
+def _loaded_files() -> list[str]:
     files = []
     for plugin in pm.get_plugins():
         module = plugin if hasattr(plugin, "__file__") else sys.modules.get(type(plugin).__module__)
@@ -343,3 +369,9 @@ def plugin_files() -> list[str]:
         if path:
             files.append(path)
     return sorted(set(files))
+
+
+def plugin_files() -> list[str]:
+    """The source files of the loaded plugins' modules (what an edit to a plugin changes)."""
+    load_plugins()
+    return _loaded_files()

@@ -77,7 +77,7 @@ def collect_gpus(warnings: list[str]) -> list[GpuInfo]:
     """Every plugin's ``detect_gpu`` answer, each plugin called alone so one bug costs one vendor."""
     from velollm_core.contract import plugins
 
-    plugins.load_plugins()
+    plugins.load_plugins(hooks={"detect_gpu"})
     for error in plugins.load_errors:
         warnings.append(f"plugin {error.name} was not loaded: {error.error}")
     records: list[GpuInfo] = []
@@ -144,7 +144,10 @@ def detect_hardware_data() -> dict[str, Any]:
     """
     parts, complete = _gather(os_facts, cpu_facts, memory_facts)
     if complete:
-        return {**parts, "gpus": [gpu.to_dict() for gpu in parts["gpus"]]}
+        from velollm_core.contract.schemas import SCHEMA_VERSIONS
+
+        gpus = [gpu.to_dict() for gpu in parts["gpus"]]
+        return {"schema_version": SCHEMA_VERSIONS["detect"], **parts, "gpus": gpus}
     from velollm_core.contract.schemas import HardwareReport
 
     return HardwareReport.model_validate(parts).model_dump(mode="json")
