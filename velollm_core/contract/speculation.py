@@ -11,7 +11,8 @@ Ollama's ``draft`` / ``mtp``); its "server args" are whatever text switches it o
 A comparison calls, in order: ``handles`` (which backend, where none is named) -> ``resolve`` ->
 ``base_options`` -> ``settings`` / ``server_args`` / ``configure`` per configuration (nothing has
 started yet) -> per server: the Backend's ``start``, then ``prepare`` -> runs, reading ``acceptance``
-and ``acceptance_counters`` -> ``infer_acceptance`` (runtimes that count nothing) -> ``measure_costs``
+and ``acceptance_counters`` -> ``explain_difference`` (texts that part, the plain server still up)
+-> ``infer_acceptance`` (runtimes that count nothing) -> ``measure_costs``
 (the advisor, only where acceptance was counted) -> ``ready_command``.
 """
 
@@ -94,6 +95,13 @@ class Speculative(Protocol):
         """For a runtime that counts no acceptance: what a configuration's measured ``speedup`` implies
         about it (lower bounds, with the method written out), recorded as the configuration's
         ``inferred``; None where nothing can be said."""
+
+    def explain_difference(self, context: Any, prompt: str, vanilla_text: str, speculative_text: str) -> dict | None:
+        """Why the greedy texts of a plain and a speculative run of ``prompt`` part, asked of the plain
+        server (``context``, still running): {token (index of the first differing token), vanilla_token,
+        speculative_token, candidates [{id, text, logprob}] (its top candidates at the common prefix),
+        logprob_gap, near_tie (both tokens the top two, within the runtime's small margin), why (one
+        sentence)}; None where the runtime cannot say."""
 
     def acceptance_counters(self, context: Any) -> dict | None:
         """The server's acceptance counters now, {steps, drafted, accepted, per_position}; None without."""

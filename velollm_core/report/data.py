@@ -152,7 +152,8 @@ def speculative_curve(data: dict) -> dict[str, Any] | None:
     if not curve and measured is None:
         return None
     return {"curve": curve, "measured": measured, "draft_max": draft_max_of(data),
-            "predicted_measured_config": _num(advisor.get("predicted_speedup_measured_config")),
+            "predicted_measured_config": _num(advisor.get("fit_speedup_measured_config",
+                                                          advisor.get("predicted_speedup_measured_config"))),
             "recommendation": advisor.get("recommendation"), "per_suite": data.get("per_suite") or {},
             "acceptance_rate": _num(data.get("acceptance_rate")), "outputs_identical": data.get("outputs_identical")}
 

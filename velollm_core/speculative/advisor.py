@@ -23,6 +23,7 @@ import itertools
 from dataclasses import dataclass
 
 WORTH_IT = 1.05  # below this predicted speedup, speculation is not worth its memory and complexity
+DRAFT_LENGTHS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)  # the draft lengths the advisor predicts
 
 
 def batch_ms(points_ms: dict, k: float, single_ms: float) -> float:
@@ -162,8 +163,9 @@ def calibrate(costs: dict, step_ms_measured: float, drafted: float, tokens_per_s
 
 
 def advise(costs: dict, observed: Observation, *, early_stop: bool = False, draft_max: int | None = None,
-           draft_lengths=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32), rates: list[float] | None = None) -> dict:
-    """Predicted speedup for the measured configuration and for each draft length; a recommendation.
+           draft_lengths=DRAFT_LENGTHS, rates: list[float] | None = None) -> dict:
+    """The model's speedup for the measured configuration (a fit) and for each draft length (predicted
+    where it is not ``draft_max``, the measured one); a recommendation.
 
     ``early_stop``: the draft may stop before draft max (model draft with p_min > 0), which costs one
     more draft decode per step. When the measured drafts stayed well below ``draft_max`` (the draft's
@@ -179,7 +181,8 @@ def advise(costs: dict, observed: Observation, *, early_stop: bool = False, draf
     for k in draft_lengths:
         drafted = min(k, mean_drafted) if confidence_limited else k
         tokens = curve_tokens(rates, drafted) if rates else 1 + expected_accepted(alpha, drafted)
-        curve.append({"draft_max": k, "tokens_per_step": tokens,
+        # The measured draft length is where the costs were fitted: its figure is a fit, not a prediction.
+        curve.append({"draft_max": k, "tokens_per_step": tokens, "basis": "fit" if k == draft_max else "predicted",
                       "predicted_speedup": predicted_speedup(costs, drafted, tokens, early_stop=early_stop)})
     best = max(curve, key=lambda row: row["predicted_speedup"])
     draft_ratio = (costs["draft_token_ms"] + costs.get("sampling_ms", 0.0)) / (
@@ -197,8 +200,9 @@ def advise(costs: dict, observed: Observation, *, early_stop: bool = False, draf
         "mean_drafted_per_step": mean_drafted,
         "mean_accepted_per_step": mean_accepted,
         "confidence_limited": confidence_limited,
-        "predicted_speedup_measured_config": predicted_speedup(costs, mean_drafted, 1 + mean_accepted,
-                                                               early_stop=early_stop),
+        # Fitted to the measured runs themselves: how well the model describes them, no prediction.
+        "fit_speedup_measured_config": predicted_speedup(costs, mean_drafted, 1 + mean_accepted,
+                                                         early_stop=early_stop),
         "curve": curve,
         "recommended_draft_max": best["draft_max"] if best["predicted_speedup"] >= WORTH_IT else None,
         "recommendation": recommendation,

@@ -8,6 +8,7 @@ found through the ``speculative_backend`` hook; a configuration is a list of tha
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from velollm_core.bench.runner import BenchmarkRunner
 from velollm_core.bench.suites import Suite
 from velollm_core.contract.errors import UserInputError, VeloError
 from velollm_core.contract.files import OutputFile
+from velollm_core.speculative.advisor import WORTH_IT
+from velollm_core.speculative.stats import ratio_interval, verdict
 
 
 @dataclass
@@ -31,7 +34,9 @@ class SpeculativePlan:
     settings: dict[str, Any] = field(default_factory=dict)  # draft_max, draft_min, p_min, ...
     options: dict[str, Any] = field(default_factory=dict)  # extra backend options for both servers
     advise: bool = True
-    exact: bool = True  # batch-invariant kernels on both servers, so greedy texts can match
+    # Batch-invariant kernels on both servers, so greedy texts can match; off: the build and kernels the
+    # user runs, with any difference in text explained (near-tie or real) instead of refused.
+    exact: bool = False
     speculative_args: list[str] = field(default_factory=list)  # extra flags for the speculative server only
     # Configurations to compare, each a list of --spec-type values (["ngram-mod", "draft-mtp"]);
     # [["all"]] = every type the target (and draft) support, alone, and each drafter with ngram-mod.
@@ -40,6 +45,12 @@ class SpeculativePlan:
     # Or named variants, (name, types, extra flags for that server): the same types under different
     # settings, e.g. one per synthetic acceptance rate, all against one vanilla server.
     variants: list[tuple[str, list[str], list[str]]] = field(default_factory=list)
+    # Settings of a named variant over ``settings`` (draft_max, ngram_match, p_min, ...): a search's candidates.
+    variant_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Measure the advisor's recommended draft max (when it is not the measured one) before printing its command.
+    confirm: bool = True
+    # Draft lengths the advisor predicts beside its own list (a search's candidates).
+    predict_draft_lengths: tuple[int, ...] = ()
     # The backend that speculates (--backend); None: the one installed backend that can, or among
     # several the one whose speculative object handles the target.
     backend: str | None = None
@@ -53,6 +64,36 @@ def first_difference(a: str, b: str) -> int | None:
         if ca != cb:
             return i
     return min(len(a), len(b))
+
+
+def identity_verdict(differences: list[dict], *, exact: bool) -> dict:
+    """The text check of a comparison, on its own: {verdict, why, runs}. "identical"; "near-ties" where
+    every differing run parts at a near-tie of the plain server's top two candidates (rounding of the
+    fast kernels, not a wrong token); "different" where one parts otherwise; "unexplained" where the
+    backend could not say. In ``exact`` mode any difference is a failure of the kernels' promise."""
+    if not differences:
+        return {"verdict": "identical", "runs": 0, "why": "speculative and plain text are identical in every run"}
+    explained = [d for d in differences if "near_tie" in d]
+    real = [d for d in explained if not d["near_tie"]]
+    first = (real or explained or differences)[0]
+    where = f"{first['benchmark']} run {first['iteration']}"
+    if "token" in first:
+        where += f", token {first['token']}: {first['why']}"
+    else:
+        where += f", character {first['position']}: {first['vanilla']!r} vs {first['speculative']!r}"
+    if real:
+        verdict_ = "different"
+    elif len(explained) < len(differences):
+        verdict_ = "unexplained"
+    else:
+        verdict_ = "near-ties"
+    summary = {"near-ties": "every difference starts at a near-tie (the kernels of a batch and of one token "
+                            "round differently)",
+               "different": "a difference that is no near-tie",
+               "unexplained": "the backend cannot say whether the difference is a near-tie"}[verdict_]
+    if exact:
+        summary += "; the batch-invariant kernels promised identical text"
+    return {"verdict": verdict_, "runs": len(differences), "why": f"{summary}; first in {where}"}
 
 
 def speculative_backends() -> dict[str, Any]:
@@ -124,8 +165,11 @@ class SpeculativeComparison:
         self.configs = {name: (list(types), list(extra)) for name, types, extra in plan.variants} or {
             config_name(c): (c, []) for c in resolved["configs"]}
         base = self.backend.base_options(plan.options, threads=plan.threads, exact=plan.exact)
-        self.spec_args = {name: [*self._server_args(types), *plan.speculative_args, *extra]
+        self.spec_args = {name: [*self._server_args(types, **plan.variant_settings.get(name, {})),
+                                 *plan.speculative_args, *extra]
                           for name, (types, extra) in self.configs.items()}
+        # (config, suite, iteration) -> why its text parts from vanilla's (explain_difference), once asked
+        self.explained: dict[tuple[str, str, int], dict | None] = {}
         # name -> (model, options) of its server; the plain server runs without speculation args.
         servers = {name: self.backend.configure(self.target, base, args)
                    for name, args in {"vanilla": [], **self.spec_args}.items()}
@@ -138,7 +182,10 @@ class SpeculativeComparison:
             for name, (model, opts) in servers.items()
         }
         first = next(iter(self.configs))
+        from velollm_core.contract.schemas import SCHEMA_VERSIONS
+
         self.report: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSIONS["speculative"],
             "status": "running",
             "started_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "target": str(self.target),
@@ -154,6 +201,15 @@ class SpeculativeComparison:
 
     def _settings(self, types: list[str], **overrides) -> dict:
         return self.backend.settings(types, **{**self.plan.settings, **overrides})
+
+    def config_settings(self, name: str) -> dict:
+        """The settings configuration ``name`` runs with (a variant's over the plan's)."""
+        return self._settings(self.configs[name][0], **self.plan.variant_settings.get(name, {}))
+
+    def config_draft_max(self, name: str) -> int | None:
+        """Tokens configuration ``name`` drafts per step at most, as its backend reads its settings and flags."""
+        types = self.configs[name][0]
+        return self.backend.draft_max(types, self.config_settings(name), self.spec_args[name])
 
     def _server_args(self, types: list[str], **overrides) -> list[str]:
         draft = self.draft_path if self.backend.uses_draft_file(types, self.draft_path) else None
@@ -201,9 +257,11 @@ class SpeculativeComparison:
                         for name in names:
                             self._measure_speculative(self.runners[name], suite, iteration)
                         self._update()
+                self._explain_differences()  # while the plain server is still up to be asked
             if self.plan.advise:
                 for name, (types, _) in self.configs.items():
                     self._advise(name, types)
+                self._confirm()
                 self._ready_command()
             self.report["status"] = "complete"
         except KeyboardInterrupt as exc:
@@ -235,12 +293,20 @@ class SpeculativeComparison:
                 pos = first_difference(v.text, s.text)
                 if pos is not None:
                     differences.append({"benchmark": suite.name, "iteration": v.iteration, "position": pos,
-                                        "vanilla": v.text[pos:pos + 40], "speculative": s.text[pos:pos + 40]})
+                                        "vanilla": v.text[pos:pos + 40], "speculative": s.text[pos:pos + 40],
+                                        **(self.explained.get((name, suite.name, v.iteration)) or {})})
+            ratios = [s.decode_tokens_per_s / v.decode_tokens_per_s for v, s in zip(v_runs, s_runs)
+                      if v.decode_tokens_per_s and s.decode_tokens_per_s]
             if v_runs:
+                speedup = s_med / v_med if v_med and s_med else None
+                interval = ratio_interval(ratios)
                 per_suite[suite.name] = {
                     "vanilla_decode_tokens_per_s": v_med,
                     "speculative_decode_tokens_per_s": s_med,
-                    "speedup": s_med / v_med if v_med and s_med else None,
+                    "speedup": speedup,
+                    "paired_ratios": ratios,
+                    "speedup_interval": interval,
+                    "advice": verdict(speedup, interval, WORTH_IT),
                     "vanilla_ttft_ms": _median(r.ttft_ms for r in v_runs),
                     "speculative_ttft_ms": _median(r.ttft_ms for r in s_runs),
                     "drafted": drafted,
@@ -250,6 +316,8 @@ class SpeculativeComparison:
                 }
         speedups = [row["speedup"] for row in per_suite.values() if row["speedup"]]
         speedup = statistics.median(speedups) if speedups else None
+        # The interval of the whole comparison: every paired run of every suite (their geometric mean).
+        interval = ratio_interval([r for row in per_suite.values() for r in row["paired_ratios"]])
         counted = self._acceptance(spec.runs)
         drafted, accepted = counted or (0, 0)
         counters = metrics.total([r.extra.get("spec_metrics") for r in spec.runs])
@@ -258,20 +326,40 @@ class SpeculativeComparison:
             "types": types,
             "uses_draft_file": self.backend.uses_draft_file(types, self.draft_path),
             "server_args": self.spec_args[name],
+            "settings": self.config_settings(name),
+            "draft_max": self.config_draft_max(name),
             "per_suite": per_suite,
             "speedup": speedup,
+            "speedup_interval": interval,
             "acceptance_rate": accepted / drafted if drafted else None,
             # Per draft position where the server exports it; otherwise only the totals above.
             "acceptance_by_position": metrics.curve(counters) if counters and counters["steps"] else None,
             "acceptance_source": "server metrics (per position)" if counters else "per-request totals",
             "outputs_identical": not differences,
             "differences": differences,
+            "identity": identity_verdict(differences, exact=self.plan.exact),
         }
         if counted is None and spec.runs:
             summary["acceptance_source"] = f"not counted by {self.backend.runtime}"
             summary["inferred"] = self.backend.infer_acceptance(
                 speedup, self.backend.draft_max(types, self._settings(types), self.spec_args[name]))
         return summary
+
+    def _explain_differences(self) -> None:
+        """Ask the backend, once per differing run, where and why its text parts from vanilla's."""
+        vanilla = self.runners["vanilla"]
+        for name in self.configs:
+            spec_runs = self.runners[name].result.runs
+            for suite in self.plan.suites:
+                pairs = zip([r for r in vanilla.result.runs if r.benchmark == suite.name],
+                            [r for r in spec_runs if r.benchmark == suite.name])
+                for v, s in pairs:
+                    key = (name, suite.name, v.iteration)
+                    if key in self.explained or first_difference(v.text, s.text) is None:
+                        continue
+                    prompt = vanilla.request_builder.request(suite).prompt
+                    self.explained[key] = self.backend.explain_difference(vanilla.context, prompt, v.text, s.text)
+        self._update()
 
     def _acceptance(self, runs) -> tuple[int, int] | None:
         """(drafted, accepted) tokens of ``runs``, as the backend reads them from each run's timings;
@@ -295,6 +383,9 @@ class SpeculativeComparison:
             speedup=first["speedup"],
             acceptance_rate=first["acceptance_rate"],
             outputs_identical=all(c["outputs_identical"] for c in configs.values()),
+            identity=first["identity"] if len(configs) == 1 else identity_verdict(
+                [d for c in configs.values() for d in c["differences"]], exact=self.plan.exact),
+            speedup_interval=first["speedup_interval"],
             differences=[{**d, "types": name} for name, c in configs.items() for d in c["differences"]],
         )
         if "advisor" in first:
@@ -312,7 +403,14 @@ class SpeculativeComparison:
         return self.__dict__[key]
 
     def _advise(self, name: str, types: list[str]) -> None:
-        from velollm_core.speculative.advisor import Observation, advise, calibrate, with_sampling
+        """The advisor of configuration ``name``: its costs fitted to these runs, other draft lengths predicted."""
+        from velollm_core.speculative.advisor import (
+            DRAFT_LENGTHS,
+            Observation,
+            advise,
+            calibrate,
+            with_sampling,
+        )
 
         spec_runs = self.runners[name].result.runs
         summary = self.report["configs"][name]
@@ -333,8 +431,7 @@ class SpeculativeComparison:
         vanilla = _median(r.decode_tokens_per_s for r in self.runners["vanilla"].result.runs)
         costs = with_sampling(self._costs(simple), vanilla)
         spec_tps = _median(r.decode_tokens_per_s for r in spec_runs)
-        drafter = roles["drafter"]
-        early_stop = drafter and float(self._settings(types).get("p_min") or 0) > 0
+        early_stop = roles["drafter"] and float(self.config_settings(name).get("p_min") or 0) > 0
         if spec_tps:
             # Fitted to the measured step: a head's cost (llama-bench cannot run one alone) and the
             # server's per-step work; the curve then predicts the other draft lengths.
@@ -342,35 +439,73 @@ class SpeculativeComparison:
             costs = calibrate(costs, 1000 * tokens / spec_tps, observed.drafted / observed.steps, tokens,
                               head=roles["head"], early_stop=early_stop)
         by_position = summary.get("acceptance_by_position")
+        measured_draft_max = summary["draft_max"]
+        lengths = sorted({*DRAFT_LENGTHS, *self.plan.predict_draft_lengths,
+                          *([measured_draft_max] if measured_draft_max else [])})
         advice = advise(costs, observed, early_stop=early_stop, rates=by_position["rates"] if by_position else None,
-                        draft_max=self._settings(types).get("draft_max")
-                        or (self.backend.default_draft_max if drafter else None))
+                        draft_max=measured_draft_max, draft_lengths=lengths)
         advice["measured_speedup"] = summary["speedup"]
-        if advice["measured_speedup"]:
-            advice["prediction_error"] = advice["predicted_speedup_measured_config"] / advice["measured_speedup"] - 1
-        summary["advisor"] = advice
+        advice["measured_draft_max"] = measured_draft_max
+        # As the file holds it (batch sizes as text keys), so the history takes the report as it is.
+        summary["advisor"] = json.loads(json.dumps(advice))
+
+    def _confirm(self) -> None:
+        """Measure the advisor's recommended draft max of the best configuration where it differs from the
+        measured one (interleaved against a plain server of its own): its prediction is then checked on
+        a point it was not fitted to, and the printed command is one that was measured."""
+        from dataclasses import replace
+
+        configs = self.report["configs"]
+        name = max(configs, key=lambda n: configs[n]["speedup"] or 0)
+        advice = configs[name].get("advisor") or {}
+        recommended = advice.get("recommended_draft_max")
+        if not self.plan.confirm or recommended is None or recommended == configs[name]["draft_max"]:
+            return
+        types, extra = self.configs[name]
+        plan = replace(self.plan, types=[], variants=[(name, types, extra)], advise=False, confirm=False,
+                       variant_settings={name: {**self.plan.variant_settings.get(name, {}), "draft_max": recommended}})
+        check = SpeculativeComparison(plan, on_run=lambda label, record: self.on_run(
+            f"check draft max {recommended}: {label}", record), hardware=self.hardware)
+        measured = check.run()["configs"][name]
+        predicted = next(row["predicted_speedup"] for row in advice["curve"] if row["draft_max"] == recommended)
+        advice["check"] = {
+            "draft_max": recommended, "basis": "held-out", "predicted_speedup": predicted,
+            "measured_speedup": measured["speedup"], "speedup_interval": measured["speedup_interval"],
+            "per_suite": {suite: {key: row[key] for key in ("speedup", "speedup_interval", "acceptance_rate", "advice")}
+                          for suite, row in measured["per_suite"].items()},
+            "prediction_error": predicted / measured["speedup"] - 1 if measured["speedup"] else None,
+            "server_args": measured["server_args"], "identity": measured["identity"],
+        }
+        self._update()
 
     def _ready_command(self) -> None:
-        """The server command line that realizes the measured best (None when nothing paid)."""
+        """The server command line of the best measured setting (None when nothing paid): a configuration
+        as compared, or the advisor's recommendation where its check measured it faster."""
         import shlex
-
-        from velollm_core.speculative.advisor import WORTH_IT
 
         configs = self.report["configs"]
         best_name = max(configs, key=lambda n: configs[n]["speedup"] or 0)
         best = configs[best_name]
-        if not best["speedup"] or best["speedup"] < WORTH_IT:
+        check = (best.get("advisor") or {}).get("check")
+        measured = {"speedup": best["speedup"], "speedup_interval": best["speedup_interval"],
+                    "draft_max": best["draft_max"], "measured_in": "the comparison"}
+        overrides = dict(self.plan.variant_settings.get(best_name, {}))
+        if check and check["measured_speedup"] and check["measured_speedup"] > (best["speedup"] or 0):
+            measured = {"speedup": check["measured_speedup"], "speedup_interval": check["speedup_interval"],
+                        "draft_max": check["draft_max"], "measured_in": "the advisor's check"}
+            overrides["draft_max"] = check["draft_max"]
+        if not measured["speedup"] or measured["speedup"] < WORTH_IT:
             self.report["ready"] = {"types": None, "command": None,
                                     "why": "no configuration measured faster than plain decoding: leave speculation off"}
             return
         types = best["types"]
-        advised = (best.get("advisor") or {}).get("recommended_draft_max")
-        overrides = {"draft_max": advised} if advised else {}
-        spec_args = self._server_args(types, **overrides)
+        spec_args = [*self._server_args(types, **overrides), *self.plan.speculative_args, *self.configs[best_name][1]]
         command = self.backend.ready_command(self.target, spec_args, threads=self.plan.threads,
                                              options=self.plan.options)
+        settings = self._settings(types, **overrides)
         self.report["ready"] = {
-            "types": types, "draft_max": advised or self._settings(types).get("draft_max"),
-            "p_min": self._settings(types).get("p_min"), "threads": self.plan.threads,
-            "measured_speedup": best["speedup"], "argv": command, "command": shlex.join(command),
+            "types": types, "draft_max": measured["draft_max"], "p_min": settings.get("p_min"),
+            "threads": self.plan.threads, "measured_speedup": measured["speedup"],
+            "speedup_interval": measured["speedup_interval"], "measured_in": measured["measured_in"],
+            "argv": command, "command": shlex.join(command),
         }

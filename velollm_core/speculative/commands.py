@@ -100,17 +100,22 @@ def _print_check(report: dict, runtime: str) -> None:
 @click.option("--max-tokens", type=click.IntRange(1), help="Override each suite's output length.")
 @click.option("--option", "options", multiple=True, help="Backend option KEY=VALUE for both servers.")
 @click.option("--no-advise", is_flag=True, help="Skip the cost measurements of the advisor.")
-@click.option("--exact/--fast-kernels", default=True, show_default=True,
-              help="Batch-invariant kernels on both servers (CPU: no repack, no tiled matmul, no flash "
-                   "attention), so speculative text can match vanilla token for token.")
+@click.option("--exact/--fast-kernels", default=False,
+              help="--exact: batch-invariant kernels on both servers (llama.cpp CPU: its exact build, no repack, "
+                   "no tiled matmul, no flash attention), so the text must match vanilla token for token (exit 1 "
+                   "where it does not). Default (--fast-kernels): the standard build and kernels you run; text "
+                   "differences are explained (near-tie or real) and the exit code stays 0.")
+@click.option("--no-check", "no_check", is_flag=True,
+              help="Do not measure the advisor's recommended draft max (its command is then not printed).")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Replace --output even when it is not a VeloLLM result.")
 @click.option("--backend", "backend_name", help=BACKEND_HELP)
 @click.option("--json", "as_json", is_flag=True)
 def bench_command(target, draft, spec_types, draft_max, draft_min, p_min, draft_ctx, draft_gpu_layers, draft_threads,
                   ngram_match, spec_args, threads, suites, iterations, warmup, max_tokens, options, no_advise, exact,
-                  output, force, backend_name, as_json) -> None:
-    """Vanilla vs speculative, interleaved, same prompts and seed: speedup, acceptance, same text."""
+                  no_check, output, force, backend_name, as_json) -> None:
+    """Vanilla vs speculative, interleaved, same prompts and seed: speedup with its interval, acceptance,
+    and whether the text is the same (where not: the first differing token, near-tie or real)."""
     from dataclasses import replace
 
     from velollm_core.bench.commands import parse_options
@@ -137,7 +142,7 @@ def bench_command(target, draft, spec_types, draft_max, draft_min, p_min, draft_
     plan = SpeculativePlan(target=target, draft=draft, types=types, suites=chosen, iterations=iterations, warmup=warmup,
                            threads=threads, settings=settings, options=parse_options(options),
                            advise=not no_advise, exact=exact, speculative_args=list(spec_args),
-                           backend=backend_name)
+                           backend=backend_name, confirm=not no_check)
     from velollm_core.bench.commands import record_busy, warn_if_busy
     from velollm_core.contract.files import prepare_output
 
@@ -171,7 +176,7 @@ def bench_command(target, draft, spec_types, draft_max, draft_min, p_min, draft_
         render_report(report, stdout_console())
     if history_id is not None:
         console.print(f"recorded in the results history as #{history_id}", highlight=False)
-    if not report["outputs_identical"]:
+    if exact and not report["outputs_identical"]:
         first = report["differences"][0]
         raise VeloError(
             f"speculative output differs from vanilla ({len(report['differences'])} run(s)); first in "
@@ -184,21 +189,29 @@ def _fmt(v, spec="{:.1f}"):
     return "-" if v is None else spec.format(v)
 
 
+def _interval(interval: dict | None) -> str:
+    """" (95%: 1.61-1.83x, n 6)" for a speedup's interval; "" where there is none (a single run)."""
+    if not interval:
+        return ""
+    return f" (95%: {interval['low']:.2f}-{interval['high']:.2f}x, n {interval['n']})"
+
+
 def _report_table(report: dict, config: dict, with_ttft: bool):
-    """One row per suite; without ``with_ttft`` the TTFT column is left to ``--json`` (80 columns)."""
+    """One row per suite; without ``with_ttft`` the TTFT and run-count columns are left to ``--json`` (80
+    columns; the count is also in the interval's "n")."""
     from rich.table import Table
 
     drafter = f" · draft {Path(report['draft']).name}" if config.get("uses_draft_file") and report.get("draft") else ""
     table = Table(title=f"vanilla vs {','.join(config['types'])}{drafter}",
                   caption="median decode tok/s; interleaved runs, same seed, temperature 0")
-    ttft_column = ["TTFT ms (v / s)"] if with_ttft else []
-    for col in ("suite", "vanilla", "speculative", "speedup", "acceptance", *ttft_column, "n"):
+    wide_columns = ["TTFT ms (v / s)", "n"] if with_ttft else []
+    for col in ("suite", "vanilla", "speculative", "speedup", "acceptance", *wide_columns, "advice"):
         table.add_column(col, justify="left" if col == "suite" else "right", no_wrap=True)
     for suite, row in config["per_suite"].items():
         ttft = f"{_fmt(row['vanilla_ttft_ms'], '{:.0f}')} / {_fmt(row['speculative_ttft_ms'], '{:.0f}')}"
         table.add_row(suite, _fmt(row["vanilla_decode_tokens_per_s"]), _fmt(row["speculative_decode_tokens_per_s"]),
                       _fmt(row["speedup"], "{:.2f}x"), _fmt(row["acceptance_rate"], "{:.0%}"),
-                      *([ttft] if with_ttft else []), str(row["n"]))
+                      *([ttft, str(row["n"])] if with_ttft else []), row.get("advice", "-"))
     return table
 
 
@@ -210,9 +223,14 @@ def render_report(report: dict, console) -> None:
     for name, config in configs.items():
         console.print(fitting(console, lambda c=config: _report_table(report, c, with_ttft=True),
                               lambda c=config: _report_table(report, c, with_ttft=False)))
-        console.print(f"{name}: speedup (median over suites) {_fmt(config.get('speedup'), '{:.2f}x')}   "
-                      f"acceptance {_fmt(config.get('acceptance_rate'), '{:.0%}')}   "
-                      f"outputs identical: {'yes' if config['outputs_identical'] else 'NO'}")
+        console.print(f"{name}: speedup (median over suites) {_fmt(config.get('speedup'), '{:.2f}x')}"
+                      f"{_interval(config.get('speedup_interval'))}   "
+                      f"acceptance {_fmt(config.get('acceptance_rate'), '{:.0%}')}")
+        identity = config.get("identity")
+        if identity:
+            console.print(f"  text vs vanilla: {identity['verdict']} ({identity['why']})", highlight=False)
+        else:
+            console.print(f"  outputs identical: {'yes' if config['outputs_identical'] else 'NO'}")
         by_position = config.get("acceptance_by_position")
         if by_position:
             console.print("  acceptance by draft position (server metrics): " + ", ".join(
@@ -227,17 +245,27 @@ def render_report(report: dict, console) -> None:
         if advice and advice.get("curve"):
             fitted = advice.get("costs_ms", {}).get("calibrated")
             calibrated = " (head cost fitted to these runs)" if fitted and fitted["head"] else ""
+            fit = advice.get("fit_speedup_measured_config", advice.get("predicted_speedup_measured_config"))
             console.print(f"  advisor: a draft token costs {advice['draft_cost_ratio']:.0%} of a target "
-                          f"token{calibrated}; predicted {advice['predicted_speedup_measured_config']:.2f}x vs "
-                          f"measured {_fmt(advice.get('measured_speedup'), '{:.2f}x')}")
-            console.print("  predicted speedup by draft max: " + ", ".join(
-                f"{row['draft_max']}: {row['predicted_speedup']:.2f}x" for row in advice["curve"]))
+                          f"token{calibrated}; fit {fit:.2f}x to the measured "
+                          f"{_fmt(advice.get('measured_speedup'), '{:.2f}x')} (a fit, not a prediction)")
+            console.print("  predicted speedup by draft max (* = the fitted one): " + ", ".join(
+                f"{row['draft_max']}{'*' if row.get('basis') == 'fit' else ''}: {row['predicted_speedup']:.2f}x"
+                for row in advice["curve"]))
         if advice:
             console.print(f"  {advice['recommendation']}")
+        check = (advice or {}).get("check")
+        if check:
+            console.print(f"  measured at draft max {check['draft_max']}: "
+                          f"{_fmt(check['measured_speedup'], '{:.2f}x')}{_interval(check['speedup_interval'])} vs "
+                          f"{check['predicted_speedup']:.2f}x predicted (held out: "
+                          f"{_fmt(check['prediction_error'], '{:+.0%}')})", highlight=False)
     ready = report.get("ready")
     if ready:
         if ready["command"]:
-            console.print(f"best measured: {','.join(ready['types'])} {ready['measured_speedup']:.2f}x; run it with:")
+            console.print(f"best measured: {','.join(ready['types'])} draft max {ready.get('draft_max')} "
+                          f"{ready['measured_speedup']:.2f}x{_interval(ready.get('speedup_interval'))}; "
+                          "run it with:", highlight=False)
             console.print(ready["command"], soft_wrap=True, highlight=False, markup=False)
         else:
             console.print(ready["why"])

@@ -39,6 +39,28 @@ _COUNTER_NAMES = {"spec_decode_num_drafts_total": "steps", "spec_decode_num_draf
                   "spec_decode_num_accepted_tokens_total": "accepted"}
 
 
+# Two candidates whose log-probabilities lie this close (nats; probabilities within about 10% of each
+# other) are a near-tie: a batch of k+1 tokens and a batch of one round differently on the CPU's fast
+# kernels, enough to swap them, without either text being wrong.
+NEAR_TIE_LOGPROB = 0.1
+NEAR_TIE_CANDIDATES = 4
+
+
+def near_tie_verdict(index: int, vanilla: tuple[int, str], speculative: tuple[int, str],
+                     candidates: list[dict]) -> dict:
+    """The explanation of a first differing token: ``near_tie`` when both texts' tokens are the top two
+    candidates of the plain server at that prefix and their log-probabilities lie within NEAR_TIE_LOGPROB."""
+    ranked = {c["id"]: c["logprob"] for c in candidates[:2]}
+    gap = abs(ranked[vanilla[0]] - ranked[speculative[0]]) if {vanilla[0], speculative[0]} <= ranked.keys() else None
+    near_tie = gap is not None and gap <= NEAR_TIE_LOGPROB
+    why = (f"near-tie: {vanilla[1]!r} and {speculative[1]!r} are the top two candidates, "
+           f"{gap:.3f} nats apart (margin {NEAR_TIE_LOGPROB})" if near_tie else
+           f"real difference: {vanilla[1]!r} vs {speculative[1]!r}, "
+           + (f"{gap:.3f} nats apart" if gap is not None else "not the top two candidates"))
+    return {"token": index, "vanilla_token": vanilla[1], "speculative_token": speculative[1],
+            "candidates": candidates, "logprob_gap": gap, "near_tie": near_tie, "why": why}
+
+
 def is_draftless(draft: str) -> bool:
     """Whether ``draft`` names n-gram drafting (``ngram`` / ``ngram-<kind>``) rather than a model."""
     return draft == "ngram" or draft.startswith("ngram-")
@@ -316,6 +338,9 @@ class LlamaCppSpeculative:
         if kind == "ngram-mod" and self._cpu_only(binary):
             settings = dataclasses.replace(settings, **{
                 key: value for key, value in CPU_NGRAM_MOD.items() if getattr(settings, key) is None})
+        if settings.draft_max is not None and settings.draft_min is not None and settings.draft_min > settings.draft_max:
+            # A shorter draft max than the CPU default's minimum (a search's candidate): the minimum follows.
+            settings = dataclasses.replace(settings, draft_min=settings.draft_max)
         args = []
         if kind == "ngram-mod":
             if settings.draft_max is not None:
@@ -367,6 +392,40 @@ class LlamaCppSpeculative:
         except httpx.HTTPError:
             return None
         return response.text if response.status_code == 200 else None
+
+    def explain_difference(self, context, prompt: str, vanilla_text: str, speculative_text: str) -> dict | None:
+        """Where the two greedy texts part, in tokens, and the plain server's top candidates there: the
+        prompt and the common tokens re-sent to it for one token with ``n_probs``. None where it cannot
+        answer (no server, an error): the difference then stays unexplained."""
+        import httpx
+
+        url = context.state.get("url")
+        if url is None:
+            return None
+        try:
+            with httpx.Client(base_url=url, timeout=60) as client:
+                def tokens(text: str, special: bool) -> list[int]:
+                    answer = client.post("/tokenize", json={"content": text, "add_special": special})
+                    answer.raise_for_status()
+                    return [int(t) for t in answer.json()["tokens"]]
+
+                vanilla, speculative = tokens(vanilla_text, False), tokens(speculative_text, False)
+                index = next((i for i, (a, b) in enumerate(zip(vanilla, speculative)) if a != b),
+                             min(len(vanilla), len(speculative)))
+                if index >= min(len(vanilla), len(speculative)):
+                    return {"token": index, "near_tie": False, "candidates": [],
+                            "why": "one text is a prefix of the other: a length difference, not a choice"}
+                body = {"prompt": tokens(prompt, True) + vanilla[:index], "n_predict": 1, "temperature": 0,
+                        "top_k": 1, "n_probs": NEAR_TIE_CANDIDATES, "cache_prompt": False}
+                answer = client.post("/completion", json=body)
+                answer.raise_for_status()
+                top = answer.json()["completion_probabilities"][0]["top_logprobs"]
+                pieces = client.post("/detokenize", json={"tokens": [vanilla[index]]}).json()["content"], \
+                    client.post("/detokenize", json={"tokens": [speculative[index]]}).json()["content"]
+        except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError):
+            return None
+        candidates = [{"id": int(c["id"]), "text": str(c["token"]), "logprob": float(c["logprob"])} for c in top]
+        return near_tie_verdict(index, (vanilla[index], pieces[0]), (speculative[index], pieces[1]), candidates)
 
     @staticmethod
     def _cpu_only(binary: Path) -> bool:

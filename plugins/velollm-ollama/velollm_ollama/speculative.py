@@ -251,6 +251,11 @@ class OllamaSpeculative:
         return None
 
     @staticmethod
+    def explain_difference(context, prompt: str, vanilla_text: str, speculative_text: str) -> dict | None:
+        """None: Ollama's API gives no token candidates to tell a near-tie from a real difference."""
+        return None
+
+    @staticmethod
     def infer_acceptance(speedup: float | None, draft_max: int | None) -> dict | None:
         """Lower bounds on tokens per step and the accepted share, from the speedup (``drafts.infer_acceptance``;
         the draft's own cost is not measured here, which keeps them lower bounds)."""
