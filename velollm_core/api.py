@@ -28,7 +28,7 @@ _EXPORTS: dict[str, str] = {
     # models
     **dict.fromkeys(
         ("BackendInfo", "BenchmarkContext", "ConfigChange", "ConfigProposal", "GenerationRequest",
-         "GenerationTiming", "GpuInfo", "GpuVendor", "HardwareReport", "ModelFacts", "DecodeTraffic"),
+         "GenerationTiming", "GpuInfo", "GpuLink", "GpuVendor", "HardwareReport", "ModelFacts", "DecodeTraffic"),
         "velollm_core.contract.schemas",
     ),
     # backend objects

@@ -25,6 +25,17 @@ def detect_gpu(warn):
 
 
 @hookspec
+def detect_gpu_links(gpus, warn):
+    """Return a list of ``velollm_core.contract.schemas.GpuLink``: how pairs of ``gpus`` reach each other.
+
+    Called only when the merged report holds two GPUs or more; ``gpus`` are its merged ``GpuInfo``
+    records. A vendor plugin answers for pairs of its own cards, naming each card by its PCI bus id
+    (NVLink / PCIe switch / host bridge / across CPU sockets, as its tools tell); the core keeps one
+    link per pair, the fastest when two plugins disagree. Never raises for a missing tool: ``warn``.
+    """
+
+
+@hookspec
 def register_backends(register):
     """Register this plugin's backend objects: call ``register(backend)`` once per backend.
 

@@ -18,9 +18,10 @@ from velollm_core.hardware.system import (
 if TYPE_CHECKING:  # pydantic loads only where a model is needed: detect --json usually does without
     from rich.console import Console
 
-    from velollm_core.contract.schemas import GpuInfo, HardwareReport
+    from velollm_core.contract.schemas import GpuInfo, GpuLink, HardwareReport
 
 GENERIC_SOURCE = "pci"
+GPU_HOOKS = {"detect_gpu", "detect_gpu_links"}
 
 
 def _merge_group(group: list[GpuInfo]) -> GpuInfo:
@@ -77,7 +78,7 @@ def collect_gpus(warnings: list[str]) -> list[GpuInfo]:
     """Every plugin's ``detect_gpu`` answer, each plugin called alone so one bug costs one vendor."""
     from velollm_core.contract import plugins
 
-    plugins.load_plugins(hooks={"detect_gpu"})
+    plugins.load_plugins(hooks=GPU_HOOKS)
     for error in plugins.load_errors:
         warnings.append(f"plugin {error.name} was not loaded: {error.error}")
     records: list[GpuInfo] = []
@@ -93,6 +94,51 @@ def collect_gpus(warnings: list[str]) -> list[GpuInfo]:
         except Exception as exc:  # noqa: BLE001 - a plugin's bug must not hide the other GPUs
             warn(f"detect_gpu failed: {type(exc).__name__}: {exc}")
     return records
+
+
+def _as_link(item: Any) -> GpuLink:
+    from velollm_core.contract.schemas.gpu import GpuLink
+
+    if isinstance(item, GpuLink):
+        return item
+    if not isinstance(item, dict):
+        raise TypeError(f"a GPU link is a GpuLink or a dict, not {type(item).__name__}")
+    return GpuLink.from_dict(item)
+
+
+def collect_links(gpus: list[GpuInfo], warnings: list[str]) -> list[GpuLink]:
+    """Every plugin's ``detect_gpu_links`` answer for these merged GPUs, each plugin called alone."""
+    from velollm_core.contract import plugins
+
+    plugins.load_plugins(hooks=GPU_HOOKS)
+    links: list[GpuLink] = []
+    for plugin_name, detect_gpu_links in plugins.implementations("detect_gpu_links"):
+        label = _plugin_label(plugin_name)
+
+        def warn(message: str, _label: str = label) -> None:
+            warnings.append(f"{_label}: {message}")
+
+        try:
+            links.extend(_as_link(item) for item in detect_gpu_links(gpus=list(gpus), warn=warn) or [])
+        except Exception as exc:  # noqa: BLE001 - a plugin's bug costs its links, not the report
+            warn(f"detect_gpu_links failed: {type(exc).__name__}: {exc}")
+    return links
+
+
+def merge_links(links: Iterable[GpuLink], gpus: list[GpuInfo]) -> list[GpuLink]:
+    """One link per pair of the report's GPUs (the fastest where answers differ), in the GPUs' order."""
+    order = {gpu.pci_bus_id: index for index, gpu in enumerate(gpus) if gpu.pci_bus_id}
+    best: dict[tuple[str, ...], GpuLink] = {}
+    for link in links:
+        ids = [normalize_pci_bus_id(bus_id) for bus_id in link.pci_bus_ids]
+        if not all(bus_id in order for bus_id in ids) or ids[0] == ids[1]:
+            continue  # a card the report does not hold (hidden, or another plugin's spelling failed)
+        if ids != link.pci_bus_ids:
+            link = type(link)(**{**link.to_dict(), "pci_bus_ids": ids})
+        pair = tuple(link.pci_bus_ids)
+        if pair not in best or link.speed_rank < best[pair].speed_rank:
+            best[pair] = link
+    return sorted(best.values(), key=lambda link: sorted(order[bus_id] for bus_id in link.pci_bus_ids))
 
 
 def _gather(
@@ -122,7 +168,9 @@ def _gather(
         "cpu": guarded("cpu", cpu_probe, {}),
         "memory": guarded("memory", memory_probe, {"total_bytes": 0, "available_bytes": 0, "used_bytes": 0}),
     }
-    parts["gpus"] = guarded("gpu", lambda: merge_gpus(collect_gpus(warnings)), [])
+    gpus = parts["gpus"] = guarded("gpu", lambda: merge_gpus(collect_gpus(warnings)), [])
+    parts["links"] = (guarded("gpu links", lambda: merge_links(collect_links(gpus, warnings), gpus), [])
+                      if len(gpus) > 1 else [])
     parts["warnings"] = warnings
     return parts, not failed
 
@@ -147,7 +195,8 @@ def detect_hardware_data() -> dict[str, Any]:
         from velollm_core.contract.schemas import SCHEMA_VERSIONS
 
         gpus = [gpu.to_dict() for gpu in parts["gpus"]]
-        return {"schema_version": SCHEMA_VERSIONS["detect"], **parts, "gpus": gpus}
+        links = [link.to_dict() for link in parts["links"]]
+        return {"schema_version": SCHEMA_VERSIONS["detect"], **parts, "gpus": gpus, "links": links}
     from velollm_core.contract.schemas import HardwareReport
 
     return HardwareReport.model_validate(parts).model_dump(mode="json")
@@ -168,17 +217,57 @@ def _gpu_bandwidth(gpu: GpuInfo) -> str:
     return f"{gpu.bandwidth_gbps:.0f} GB/s" if gpu.bandwidth_gbps else "-"
 
 
+def _gpu_pcie(gpu: GpuInfo) -> str:
+    """``Gen4 x16``: the generation the link trains to under load (an idle card reads lower), its width."""
+    generation = gpu.pcie_max_generation or gpu.pcie_generation
+    width = gpu.pcie_width or gpu.pcie_max_width
+    if not generation and not width:
+        return "-"
+    return " ".join(part for part in (f"Gen{generation}" if generation else "", f"x{width}" if width else "") if part)
+
+
+# What each kind of link means to a reader, in words that fit the links table at 80 columns.
+LINK_WORDS = {
+    "bridge": "direct GPU bridge",
+    "board": "same board",
+    "pcie-switch": "one PCIe switch",
+    "pcie-switches": "several PCIe switches",
+    "host-bridge": "through the CPU's host bridge",
+    "numa-node": "host bridges of one NUMA node",
+    "cross-numa": "across CPU sockets (NUMA)",
+}
+
+
+def _links_table(report: HardwareReport):
+    """One line per pair of GPUs: the report's GPU numbers, the link in words, the tool's own label."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    number = {gpu.pci_bus_id: str(index) for index, gpu in enumerate(report.gpus) if gpu.pci_bus_id}
+    table = Table(title="GPU links")
+    table.add_column("GPUs", no_wrap=True)
+    table.add_column("link")
+    table.add_column("label", no_wrap=True)
+    table.add_column("source", no_wrap=True)
+    for link in report.links:
+        words = LINK_WORDS[link.kind] + (f", {link.bridge_links} links" if link.bridge_links else "")
+        table.add_row(" - ".join(number.get(bus_id, "?") for bus_id in link.pci_bus_ids), words,
+                      escape(link.label or "-"), escape(link.source))
+    return table
+
+
 def _gpu_table(gpus: list[GpuInfo]):
     """Every fact in its own column, one line per GPU."""
     from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="GPUs")
-    for column in ("#", "vendor", "name", "memory", "free", "bandwidth", "driver", "PCI bus", "source"):
+    for column in ("#", "vendor", "name", "memory", "free", "bandwidth", "driver", "PCI bus", "PCIe", "source"):
         table.add_column(column, no_wrap=True)
     for number, gpu in enumerate(gpus):
         table.add_row(str(number), gpu.vendor, escape(gpu.name), _gpu_memory(gpu), _gib(gpu.memory_free_bytes),
-                      _gpu_bandwidth(gpu), gpu.driver_version or "-", gpu.pci_bus_id or "-", gpu.source)
+                      _gpu_bandwidth(gpu), gpu.driver_version or "-", gpu.pci_bus_id or "-", _gpu_pcie(gpu),
+                      gpu.source)
     return table
 
 
@@ -200,7 +289,7 @@ def _gpu_table_narrow(gpus: list[GpuInfo]):
                        *([f"[dim]{_gib(gpu.memory_free_bytes)} free[/dim]"] if gpu.memory_free_bytes else [])]),
             _gpu_bandwidth(gpu),
             gpu.driver_version or "-",
-            gpu.pci_bus_id or "-",
+            "\n".join([gpu.pci_bus_id or "-", *([f"[dim]{_gpu_pcie(gpu)}[/dim]"] if _gpu_pcie(gpu) != "-" else [])]),
         )
     return table
 
@@ -232,6 +321,8 @@ def render_hardware(report: HardwareReport, console: Console) -> None:
         from velollm_core.tables import fitting
 
         console.print(fitting(console, lambda: _gpu_table(report.gpus), lambda: _gpu_table_narrow(report.gpus)))
+        if report.links:
+            console.print(fitting(console, lambda: _links_table(report)))
     else:
         console.print("No GPU found: inference runs on the CPU.")
     for warning in report.warnings:

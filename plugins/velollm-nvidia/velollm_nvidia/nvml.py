@@ -15,6 +15,15 @@ if TYPE_CHECKING:  # every `velollm detect` imports this module: pydantic waits 
 ABSENT_ERRORS = ("NVMLError_LibraryNotFound", "NVMLError_DriverNotLoaded")
 
 
+# NVML's answer for each GpuInfo PCIe field ("current" is the link as trained now: lower when idle).
+PCIE_CALLS = {
+    "pcie_generation": "nvmlDeviceGetCurrPcieLinkGeneration",
+    "pcie_max_generation": "nvmlDeviceGetMaxPcieLinkGeneration",
+    "pcie_width": "nvmlDeviceGetCurrPcieLinkWidth",
+    "pcie_max_width": "nvmlDeviceGetMaxPcieLinkWidth",
+}
+
+
 class NvmlUnavailable(Exception):
     """NVML cannot start: library or driver missing (``absent``) or another init failure."""
 
@@ -71,6 +80,7 @@ def _device_record(
     power_mw = nvml.get("nvmlDeviceGetPowerManagementLimit", handle)
     mig = nvml.get("nvmlDeviceGetMigMode", handle)
     uuid = nvml.get("nvmlDeviceGetUUID", handle)
+    pcie = {field: nvml.get(call, handle) for field, call in PCIE_CALLS.items()}
 
     bus_id = normalize_pci_bus_id(_text(pci.busId)) if pci is not None else None
     device_id = None
@@ -96,6 +106,7 @@ def _device_record(
         bandwidth_gbps=theoretical_bandwidth_gbps(bus_width, max_clock),
         power_limit_w=power_mw / 1000.0 if power_mw else None,
         mig_enabled=bool(mig[0]) if mig else None,
+        **{field: int(value) if value else None for field, value in pcie.items()},
         source="nvml",
     )
 

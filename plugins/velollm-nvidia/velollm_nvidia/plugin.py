@@ -93,6 +93,16 @@ def detect_gpu(warn: Callable[[str], None]) -> list[GpuInfo]:
 
 
 @hookimpl
+def detect_gpu_links(gpus: list[GpuInfo], warn: Callable[[str], None]) -> list:
+    """How the NVIDIA cards reach each other (NVLink, PCIe switch, host bridge, CPU sockets)."""
+    if sum(gpu.vendor == "nvidia" for gpu in gpus) < 2:
+        return []
+    from velollm_nvidia.topology import detect_links
+
+    return detect_links(gpus, warn)
+
+
+@hookimpl
 def telemetry_sources() -> list:
     """NVML power, energy, memory and utilization per GPU, where an NVIDIA GPU may be present."""
     if not nvidia_may_be_present():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Callable
 from typing import Any
 
 from velollm_core.api import DEFAULT_TIMEOUT_S, GpuInfo, ProbeError, normalize_pci_bus_id, run_tool
@@ -24,10 +25,12 @@ FULL_FIELDS = (
     "power.limit",
     "clocks.max.memory",
 )
+# The card's PCIe link: asked with the richest set only, so an old driver's retry drops them too.
+PCIE_FIELDS = ("pcie.link.gen.current", "pcie.link.gen.max", "pcie.link.width.current", "pcie.link.width.max")
 # nvidia-smi refuses the whole query when one field is unknown to its driver (compute_cap came with
 # the 510 drivers), so each retry drops the fields that arrived late.
 FIELD_SETS = (
-    FULL_FIELDS,
+    (*FULL_FIELDS, *PCIE_FIELDS),
     tuple(field for field in FULL_FIELDS if field != "compute_cap"),
     ("index", "name", "uuid", "pci.bus_id", "memory.total", "memory.free", "memory.used", "driver_version"),
 )
@@ -97,10 +100,21 @@ def parse_smi_csv(text: str, fields: tuple[str, ...] | None = None) -> list[GpuI
             "power_limit_w": _float(values.get("power.limit")),
             "memory_max_clock_mhz": _float(values.get("clocks.max.memory")),
             "mig_enabled": mig_mode.lower() == "enabled" if mig_mode else None,
+            **pcie_link(values.get),
             "source": "nvidia-smi",
         }
         gpus.append(GpuInfo(**record))
     return gpus
+
+
+def pcie_link(value: Callable[[str], str | None]) -> dict[str, int | None]:
+    """The GpuInfo PCIe fields from ``value(field)`` (a CSV row's or the XML's reader of the same names)."""
+    def number(field: str) -> int | None:
+        read = _float(value(field))
+        return int(read) if read is not None and 0 < read < 1000 else None
+
+    return {"pcie_generation": number("pcie.link.gen.current"), "pcie_max_generation": number("pcie.link.gen.max"),
+            "pcie_width": number("pcie.link.width.current"), "pcie_max_width": number("pcie.link.width.max")}
 
 
 def _rejected_field(exc: ProbeError) -> bool:

@@ -5,11 +5,20 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from velollm_core.api import GpuInfo, ProbeError, normalize_pci_bus_id
+from velollm_nvidia.smi import pcie_link
 
 # The XML prints values the way the CSV does ("81920 MiB", "500.00 W", "N/A", "[Not Supported]").
 from velollm_nvidia.values import as_bytes as _bytes
 from velollm_nvidia.values import as_float as _float
 from velollm_nvidia.values import clean as _clean
+
+# The XML's PCIe link elements under <pci>, by the CSV field each one answers ("16x" reads as 16).
+_PCIE_PATHS = {
+    "pcie.link.gen.current": "pci/pci_gpu_link_info/pcie_gen/current_link_gen",
+    "pcie.link.gen.max": "pci/pci_gpu_link_info/pcie_gen/max_link_gen",
+    "pcie.link.width.current": "pci/pci_gpu_link_info/link_widths/current_link_width",
+    "pcie.link.width.max": "pci/pci_gpu_link_info/link_widths/max_link_width",
+}
 
 _MIG_MODES = {"enabled": True, "disabled": False}
 
@@ -29,6 +38,10 @@ def _device_id(value: str | None) -> str | None:
         return f"0x{(int(value, 16) >> 16) & 0xFFFF:04x}" if value else None
     except ValueError:
         return None
+
+
+def _width(value: str | None) -> str | None:
+    return value.removesuffix("x") if value else None
 
 
 def parse_smi_xml(text: str) -> list[GpuInfo]:
@@ -73,6 +86,7 @@ def parse_smi_xml(text: str) -> list[GpuInfo]:
                 # No bus width in the XML, so no bandwidth, as with the CSV query.
                 memory_max_clock_mhz=_float(_value(gpu, "max_clocks/mem_clock")),
                 mig_enabled=_MIG_MODES.get(mig_mode.lower()) if mig_mode else None,
+                **pcie_link(lambda field, _gpu=gpu: _width(_value(_gpu, _PCIE_PATHS[field]))),
                 source="nvidia-smi",
             )
         )

@@ -27,6 +27,8 @@ _SUBMODULE = {
     "ConfigChange": "config",
     "ConfigProposal": "config",
     "GpuVendor": "gpu",
+    "GpuLink": "gpu",
+    "GpuLinkKind": "gpu",
 }
 
 __all__ = list(_SUBMODULE)

@@ -21,7 +21,8 @@ _TYPES: dict[str, type] = {
     "driver_version": str, "pci_bus_id": str, "bandwidth_gbps": float, "source": str, "index": int,
     "uuid": str, "compute_capability": str, "cuda_driver_version": str, "memory_bus_width_bits": int,
     "memory_max_clock_mhz": float, "power_limit_w": float, "gpu_cores": int, "unified_memory": bool,
-    "pci_vendor_id": str, "pci_device_id": str, "mig_enabled": bool,
+    "pci_vendor_id": str, "pci_device_id": str, "mig_enabled": bool, "pcie_generation": int,
+    "pcie_max_generation": int, "pcie_width": int, "pcie_max_width": int,
 }
 REQUIRED = frozenset({"name", "source", "unified_memory"})
 
@@ -62,6 +63,11 @@ class GpuInfo:
     pci_vendor_id: str | None = None
     pci_device_id: str | None = None
     mig_enabled: bool | None = None
+    # The card's PCIe link now and at best: an idle card trains down (Gen4 reads Gen1), the width stays.
+    pcie_generation: int | None = None
+    pcie_max_generation: int | None = None
+    pcie_width: int | None = None
+    pcie_max_width: int | None = None
 
     def __post_init__(self) -> None:
         if self.vendor not in VENDORS:
@@ -84,3 +90,49 @@ class GpuInfo:
     def replace(self, **changes: Any) -> GpuInfo:
         """A copy with ``changes`` applied and checked."""
         return dataclasses.replace(self, **changes)
+
+
+# How two GPUs of one machine reach each other, fastest first: a direct GPU-to-GPU bridge (NVLink,
+# Infinity Fabric), the same board, one PCIe switch, several switches, the CPU's host bridge, two host
+# bridges of one NUMA node, or the link between CPU sockets. Vendor words (NV4, PHB) stay in ``label``.
+GpuLinkKind = Literal["bridge", "board", "pcie-switch", "pcie-switches", "host-bridge", "numa-node", "cross-numa"]
+LINK_KINDS = get_args(GpuLinkKind)
+
+
+@dataclass(kw_only=True)
+class GpuLink:
+    """How two GPUs are connected, by their PCI bus ids; ``bridge_links`` counts bonded bridge links."""
+
+    pci_bus_ids: list[str]
+    kind: GpuLinkKind
+    source: str
+    label: str | None = None
+    bridge_links: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in LINK_KINDS:
+            raise TypeError(f"GpuLink.kind must be one of {', '.join(LINK_KINDS)}, not {self.kind!r}")
+        ids = self.pci_bus_ids
+        if not isinstance(ids, (list, tuple)) or len(ids) != 2 or not all(isinstance(i, str) for i in ids):
+            raise TypeError(f"GpuLink.pci_bus_ids must be two PCI bus ids, not {ids!r}")
+        self.pci_bus_ids = sorted(ids)
+        for name, expected in (("source", str), ("label", str), ("bridge_links", int)):
+            value = getattr(self, name)
+            if not (value is None and name != "source") and (not isinstance(value, expected)
+                                                             or isinstance(value, bool)):
+                raise TypeError(f"GpuLink.{name} must be {expected.__name__}, not {value!r}")
+
+    @property
+    def speed_rank(self) -> int:
+        """0 for the fastest kind of link (a bridge), growing towards the slowest (across CPU sockets)."""
+        return LINK_KINDS.index(self.kind)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GpuLink:
+        unknown = sorted(set(data) - {field.name for field in dataclasses.fields(cls)})
+        if unknown:
+            raise TypeError(f"GpuLink has no field {', '.join(unknown)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}

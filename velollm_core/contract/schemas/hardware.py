@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from velollm_core.contract.schemas.base import VeloModel as _Model
-from velollm_core.contract.schemas.gpu import GpuInfo, GpuVendor  # noqa: F401 - part of this family
+from velollm_core.contract.schemas.gpu import GpuInfo, GpuLink, GpuVendor  # noqa: F401 - part of this family
 
 
 class OsInfo(_Model):
@@ -39,4 +39,6 @@ class HardwareReport(_Model):
     cpu: CpuInfo
     memory: MemoryInfo
     gpus: list[GpuInfo] = Field(default_factory=list)
+    # How the GPUs reach each other, one record per pair a vendor plugin could tell (none for one GPU).
+    links: list[GpuLink] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
