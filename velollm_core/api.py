@@ -33,6 +33,8 @@ _EXPORTS: dict[str, str] = {
     ),
     # backend objects
     **dict.fromkeys(("Backend", "BackendBase", "BackendOptions", "Capabilities"), "velollm_core.contract.backends"),
+    # the engine alone at a load level's shape (Backend.engine_ceiling)
+    **dict.fromkeys(("EngineShape", "EngineCeiling"), "velollm_core.contract.ceiling"),
     # the speculative_backend door's answer
     "Speculative": "velollm_core.contract.speculation",
     # typed options: an Options model declares its fields with these (pydantic's own)

@@ -164,6 +164,9 @@ class BenchmarkCommand(click.Command):
 @click.option("--natural-stop", is_flag=True, help="Let the model stop at end-of-sequence (default: fixed output length).")
 @click.option("--prefix-cache", is_flag=True, help="Let requests share prompts and hit the server's prefix cache.")
 @click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--engine-ceiling", is_flag=True,
+              help="After the levels, measure the engine alone at each level's streams and lengths (llamacpp: "
+                   "llama-batched-bench) and report server efficiency = output tok/s / that ceiling.")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
               help="Backend option (repeatable). VALUE stays text for a text option, else is read as JSON where it "
                    "parses (request.stop='[\"END\"]'); request.a.b=1 nests.")
@@ -173,6 +176,7 @@ class BenchmarkCommand(click.Command):
 def benchmark_command(
     backend, model, host, iterations, warmup, suites, concurrency, max_tokens, workloads, datasets, profile, rates, requests,
     duration, max_concurrency, arrivals, slo, natural_stop, prefix_cache, seed, options, output, force, as_json,
+    engine_ceiling=False,
     backend_flags=({}, {}),
 ) -> None:
     """Benchmark a local backend with standard suites and honest statistics."""
@@ -229,6 +233,7 @@ def benchmark_command(
     console = stderr_console()
     with out or contextlib.nullcontext():
         runner = BenchmarkRunner(plan, hardware=detect_hardware(), output=out, telemetry=True,
+                                 engine_ceiling=engine_ceiling,
                                  warn=lambda message: console.print(f"warning: {message}", markup=False, highlight=False))
         runner.check()  # what cannot run is refused before the load is sampled or a server starts
         busy = warn_if_busy(console)
@@ -277,7 +282,9 @@ def _run_with_progress(runner, console, busy=None):
         console=console,
         transient=True,
     ) as progress:
-        task = progress.add_task(f"{plan.backend}: starting", total=plan.profile.total_runs(plan))
+        # One more step where the engine is measured alone after the levels (--engine-ceiling).
+        task = progress.add_task(f"{plan.backend}: starting",
+                                 total=plan.profile.total_runs(plan) + int(runner.engine_ceiling))
 
         def on_run(label: str, record) -> None:
             speed = ""

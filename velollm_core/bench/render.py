@@ -107,7 +107,13 @@ def _result_caption(result: BenchmarkResult) -> str:
     return f"median ± stdev over n runs · status: {result.status}"
 
 
-def _level_columns(wide: bool) -> list[tuple[str, Callable[[dict[str, Any]], str]]]:
+def _efficiency(level: dict[str, Any]) -> str:
+    efficiency = level.get("server_efficiency")
+    return "-" if efficiency is None else f"{efficiency:.0%}"
+
+
+def _level_columns(wide: bool, efficiency: bool = False,
+                   compact: bool = False) -> list[tuple[str, Callable[[dict[str, Any]], str]]]:
     def dist(metric: str, q: str) -> Callable[[dict[str, Any]], str]:
         return lambda lv: _fmt((lv.get(metric) or {}).get(q))
 
@@ -120,6 +126,10 @@ def _level_columns(wide: bool) -> list[tuple[str, Callable[[dict[str, Any]], str
         ("TTFT p99", dist("ttft_ms", "p99")),
         ("TPOT p50", dist("tpot_ms", "median")),
     ]
+    if efficiency:  # server output tok/s / the engine alone at the level's shape (--engine-ceiling)
+        columns.append(("% engine", _efficiency))
+        if compact:  # the column it costs at 80: TTFT's tail stays in the JSON
+            columns = [column for column in columns if column[0] != "TTFT p99"]
     if wide:
         columns += [("ITL p99", dist("itl_ms", "p99")), ("E2E p50", dist("e2el_ms", "median")),
                     ("streams", lambda lv: str(lv.get("max_concurrency") or "-"))]
@@ -134,7 +144,8 @@ def _levels_table(result: BenchmarkResult, wide: bool, two_line_headers: bool):
 
     label = _two_lines if two_line_headers else str
     table = Table(title="load levels", caption="latencies in ms (TTFT, TPOT per output token, ITL, end to end)")
-    columns = _level_columns(wide)
+    columns = _level_columns(wide, efficiency=any(level.get("server_efficiency") is not None
+                                                  for level in result.levels), compact=two_line_headers)
     for name, _ in columns:
         table.add_column(label(name), justify="left" if name in ("level", "workload") else "right", no_wrap=True)
     for level in result.levels:
@@ -168,6 +179,22 @@ def _level_notes(result: BenchmarkResult) -> list[str]:
     return notes
 
 
+# The diagnosis lines are cut to this width: the table's own, so nothing wraps at 80 columns.
+DIAGNOSIS_WIDTH = 80
+
+
+def _diagnosis_lines(result: BenchmarkResult) -> list[str]:
+    """One line per level: what limited it (``velollm_core.bench.diagnosis``; the JSON has the reasons)."""
+    lines = []
+    for level in result.levels:
+        verdict = level.get("diagnosis")
+        if not isinstance(verdict, dict):
+            continue
+        line = f"{level['key']} {level['workload']}: {verdict.get('line', '')}"
+        lines.append(line if len(line) <= DIAGNOSIS_WIDTH else line[:DIAGNOSIS_WIDTH - 3] + "...")
+    return lines
+
+
 def render_result(result: BenchmarkResult, console) -> None:
     """Median (± stdev) of every metric per suite, then the load levels when any ran.
 
@@ -191,6 +218,11 @@ def render_result(result: BenchmarkResult, console) -> None:
         console.print(fitting(console, lambda: _levels_table(result, wide=True, two_line_headers=False),
                               lambda: _levels_table(result, wide=False, two_line_headers=False),
                               lambda: _levels_table(result, wide=False, two_line_headers=True)))
+        diagnosis = _diagnosis_lines(result)
+        if diagnosis:
+            console.print("what limited each level (reasons in the JSON's levels[].diagnosis):", highlight=False)
+            for line in diagnosis:
+                console.print(line, markup=False, highlight=False, overflow="ignore", crop=False)
     for note in _level_notes(result):
         console.print(note, markup=False, highlight=False)
     if result.error:

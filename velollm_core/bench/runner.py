@@ -71,6 +71,7 @@ class BenchmarkRunner:
         hook=None,
         telemetry: bool = False,
         warn: Callable[[str], None] | None = None,
+        engine_ceiling: bool = False,
     ) -> None:
         from velollm_core.contract.plugins import hook as default_hook
 
@@ -86,6 +87,7 @@ class BenchmarkRunner:
         self._saved_at = 0.0
         self.telemetry = None  # a TelemetrySession once started (velollm_core/telemetry), when asked for
         self._want_telemetry = telemetry
+        self.engine_ceiling = engine_ceiling  # measure the engine alone at each level's shape, after the levels
         self.result = BenchmarkResult(
             started_at=_now(),
             settings={
@@ -180,6 +182,7 @@ class BenchmarkRunner:
         self.result.summary = summarize_runs(self.result.runs)
         if self.result.environment.backend is not None:
             self._annotate_roofline()
+        self._annotate_levels()
         if self.output is not None:
             self.output.write_json(self.result.model_dump(mode="json"))
             self.saved_runs = len(self.result.runs)
@@ -330,6 +333,25 @@ class BenchmarkRunner:
         except Exception:  # noqa: BLE001 - an annotation must not cost the benchmark
             self.result.roofline = None
 
+    def _annotate_levels(self) -> None:
+        """Each level's diagnosis (``velollm_core.bench.diagnosis``); never fails the run."""
+        from velollm_core.bench.diagnosis import annotate_result
+
+        try:
+            annotate_result(self.result)
+        except Exception as exc:  # noqa: BLE001 - an annotation must not cost the benchmark
+            self.warn(f"no diagnosis of the load levels: {type(exc).__name__}: {exc}")
+
+    def _measure_ceilings(self) -> None:
+        """The engine alone at each closed-loop level's shape (``velollm_core.bench.ceiling``), the
+        server closed; then the levels' efficiencies are in the file."""
+        from velollm_core.bench.ceiling import measure_ceilings
+
+        self.result.settings["engine_ceiling"] = True
+        measure_ceilings(self.result, self._backend(), self.context, self.warn,
+                         progress=lambda label: self.on_run(label, None))
+        self.save()
+
     def _describe_backend(self) -> None:
         """``Backend.describe``, once; the warnings it carries are said on the console."""
         info = self.start().describe(self.context)
@@ -366,6 +388,8 @@ class BenchmarkRunner:
                                                    runner=self)
                 if answered is None:
                     raise UserInputError(f"no installed plugin runs backend {self.plan.backend!r}")
+            if self.engine_ceiling:
+                self._measure_ceilings()
             self.result.status = "complete"
         except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP
             self.result.status = "interrupted"

@@ -24,6 +24,7 @@ from velollm_core.contract.options import SEPARATOR, dict_value_type, place
 if TYPE_CHECKING:
     import click
 
+    from velollm_core.contract.ceiling import EngineCeiling, EngineShape
     from velollm_core.contract.metricnames import MetricNames
     from velollm_core.contract.schemas import (
         BackendInfo,
@@ -78,6 +79,9 @@ class Capabilities:
     - ``speculative``: ``speculative()`` returns the object running target+draft speculative decoding.
     - ``verify_config``: ``verify_config(proposal, model, hardware, progress)`` measures an optimize
       proposal against the defaults (``velollm optimize --verify``).
+    - ``engine_ceiling``: ``engine_ceiling(shapes, context)`` measures the inference engine alone (no
+      server) at each load level's shape (``velollm_core.contract.ceiling``), for the levels' server
+      efficiency (``velollm benchmark --engine-ceiling``).
     """
 
     stream: bool = False
@@ -86,6 +90,7 @@ class Capabilities:
     metrics: MetricNames | None = None
     speculative: bool = False
     verify_config: bool = False
+    engine_ceiling: bool = False
 
 
 @runtime_checkable
@@ -176,6 +181,13 @@ class Backend(Protocol):
         """``capabilities.verify_config``: measure ``proposal`` against the defaults; a ``VerifyReport``."""
         ...
 
+    def engine_ceiling(self, shapes: list[EngineShape], context: BenchmarkContext) -> list[EngineCeiling]:
+        """``capabilities.engine_ceiling``: the engine alone at each of ``shapes`` (those it cannot
+        measure left out). Called after ``close`` (the server is gone; ``context.state`` and
+        ``context.settings`` still hold what the benchmark knew), only when the user asked for it;
+        ``BackendError`` when the measuring program fails, ``UserInputError`` when it cannot run here."""
+        ...
+
     def close(self, context: BenchmarkContext) -> None:
         """End what ``start`` began that ``context.resources`` does not hold."""
         ...
@@ -220,13 +232,17 @@ class BackendBase:
                       progress) -> Any:
         raise NotImplementedError(f"backend {self.name!r} does not declare capabilities.verify_config")
 
+    def engine_ceiling(self, shapes: list[EngineShape], context: BenchmarkContext) -> list[EngineCeiling]:
+        raise NotImplementedError(f"backend {self.name!r} does not declare capabilities.engine_ceiling")
+
     def close(self, context: BenchmarkContext) -> None:
         """Nothing beyond ``context.resources``, which the engine closes."""
 
 
 # The methods a capability needs: a backend declaring one without its method is a load error.
 CAPABILITY_METHODS = {"stream": "stream", "tokenize": "tokenize", "metrics": "metrics_url",
-                      "speculative": "speculative", "verify_config": "verify_config"}
+                      "speculative": "speculative", "verify_config": "verify_config",
+                      "engine_ceiling": "engine_ceiling"}
 LIFECYCLE_METHODS = ("check", "start", "describe", "generate", "close")
 
 

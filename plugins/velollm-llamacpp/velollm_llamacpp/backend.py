@@ -348,7 +348,7 @@ class LlamaCppBackend(BackendBase):
     name = BACKEND
     Options = LlamaCppOptions
     capabilities = Capabilities(stream=True, tokenize=True, ignore_eos=True, metrics=LLAMACPP_METRICS,
-                                speculative=True, verify_config=True)
+                                speculative=True, verify_config=True, engine_ceiling=True)
 
     def check(self, context: BenchmarkContext, requests: list[GenerationRequest]) -> None:
         check(context, requests)
@@ -379,6 +379,12 @@ class LlamaCppBackend(BackendBase):
         from velollm_llamacpp.speculative import LlamaCppSpeculative
 
         return LlamaCppSpeculative()
+
+    def engine_ceiling(self, shapes, context: BenchmarkContext):
+        """llama-batched-bench with the model and engine flags of this benchmark, at each level's shape."""
+        from velollm_llamacpp.ceiling import measure
+
+        return measure(shapes, context)
 
     def verify_config(self, proposal: ConfigProposal, model: str | None, hardware: HardwareReport, progress):
         from velollm_llamacpp.tune import verify_config

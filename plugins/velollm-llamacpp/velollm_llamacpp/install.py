@@ -19,9 +19,12 @@ from velollm_llamacpp import sdist
 
 # The llama.cpp tree we build is the one this llama-cpp-python release vendors (pinned for repeatability).
 LLAMA_CPP_PYTHON_VERSION = sdist.VERSION
-PROGRAMS = ("llama-server", "llama-bench", "llama-cli", "llama-quantize", "llama-speculative-simple")
-# llama-quantize derives the F16 test target from the bundled model (speculative tests and pairs).
-DEFAULT_TARGETS = ("llama-server", "llama-bench", "llama-quantize")
+PROGRAMS = ("llama-server", "llama-bench", "llama-cli", "llama-quantize", "llama-speculative-simple",
+            "llama-batched-bench")
+# llama-quantize derives the F16 test target from the bundled model (speculative tests and pairs);
+# llama-batched-bench measures the engine alone at N sequences (a load level's engine ceiling). A cached
+# build missing one of them builds only that one: cmake reuses the libraries already compiled.
+DEFAULT_TARGETS = ("llama-server", "llama-bench", "llama-quantize", "llama-batched-bench")
 EXACT_TARGETS = ("llama-server", "llama-bench")  # the batch-invariant build, for speculative bench
 DIR_ENV = "VELOLLM_LLAMACPP_DIR"
 SDIST_ENV = "VELOLLM_LLAMACPP_SDIST"  # a local sdist .tar.gz or an unpacked llama.cpp tree (offline)

@@ -50,7 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
              "jitter_ms": "each gap uniform in itl +/- jitter", "seed": "seed of the jitter",
              "slots": "concurrent generations, more wait (0: no limit)", "ctx_size": "context per slot",
              "vocab_size": "fixed token ids", "model": "model name served",
-             "fail_every": "every Nth generation request answers HTTP 503 (0: never)"}
+             "fail_every": "every Nth generation request answers HTTP 503 (0: never)",
+             "kv_cache_tokens": "KV cache cells of all slots; a request waits until it fits (0: no limit)",
+             "prefill_stalls": "1: a prefill delays every other stream's next token",
+             "gpu_busy_pct": "utilisation of a pretend GPU while generating, in /metrics (0: none)"}
     for field in fields(MockConfig):
         default = getattr(defaults, field.name)
         parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(default), default=default,

@@ -23,6 +23,13 @@ class MockConfig:
     vocab_size: int = 32000
     model: str = "velollm-mock"
     fail_every: int = 0  # every Nth generation request answers HTTP 503 (0: never)
+    # The limits a load level can meet, for the diagnosis's tests: a KV cache shared by every slot
+    # (a request waits, "deferred", until its prompt and answer fit), prefills that hold every other
+    # stream's next token (one engine for prompts and decoding, as llama-server batches them), and a
+    # pretend GPU's utilisation while anything runs (/metrics; velollm_testkit.mock_gpu reads it).
+    kv_cache_tokens: int = 0  # KV cache cells of all slots together (0: no limit)
+    prefill_stalls: int = 0  # 1: a prefill delays every other stream by its per-token part
+    gpu_busy_pct: float = 0.0  # utilisation reported while a generation runs (0: no GPU reported)
 
     def check(self) -> None:
         """Refuse values no schedule can follow (one readable sentence each)."""
@@ -32,6 +39,9 @@ class MockConfig:
         for name in ("output_tokens", "slots", "fail_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must not be negative")
+        if self.kv_cache_tokens < 0 or self.prefill_stalls not in (0, 1) or not 0 <= self.gpu_busy_pct <= 100:
+            raise ValueError("--kv-cache-tokens must not be negative, --prefill-stalls is 0 or 1, and "
+                             "--gpu-busy-pct lies between 0 and 100")
         if self.ctx_size < 2 or self.vocab_size < 16:
             raise ValueError("--ctx-size must be at least 2 and --vocab-size at least 16")
 

@@ -140,6 +140,8 @@ def metrics(server: MockServer, conn: Connection, body: dict[str, Any]) -> None:
         ("requests_deferred", "Number of requests deferred", len(server.waiting)),
         ("n_busy_slots_per_decode", "Average number of busy slots per llama_decode() call", 1.0),
     ]
+    if (usage := server.kv_cache_usage()) is not None:
+        gauges.append(("kv_cache_usage_ratio", "KV-cache usage. 1 = 100 percent usage", usage))
     lines: list[str] = []
     for kind, items in (("counter", counters), ("gauge", gauges)):
         for name, text, value in items:
@@ -155,6 +157,10 @@ def metrics(server: MockServer, conn: Connection, body: dict[str, Any]) -> None:
               "# TYPE velollm_mock_cpu_seconds_total counter", f"velollm_mock_cpu_seconds_total {snap['cpu_s']}",
               "# HELP velollm_mock_connections Open client connections",
               "# TYPE velollm_mock_connections gauge", f"velollm_mock_connections {server.connections}"]
+    if server.config.gpu_busy_pct:
+        busy = server.config.gpu_busy_pct if server.active else 0.0
+        lines += ["# HELP velollm_mock_gpu_utilization_pct The pretend GPU's utilisation (--gpu-busy-pct)",
+                  "# TYPE velollm_mock_gpu_utilization_pct gauge", f"velollm_mock_gpu_utilization_pct {busy}"]
     conn.send_bytes(200, ("\n".join(lines) + "\n").encode(), "text/plain; version=0.0.4")
 
 

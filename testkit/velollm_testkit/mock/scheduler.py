@@ -64,7 +64,10 @@ class Generation:
             self.conn.start_stream(200, self.format.content_type)
         config = server.config
         uncached = len(self.plan.prompt) - self.cache_n
-        self.due = self.t_slot + (config.ttft_ms + config.prefill_ms_per_token * uncached) / 1000
+        prefill_s = config.prefill_ms_per_token * uncached / 1000
+        self.due = self.t_slot + config.ttft_ms / 1000 + prefill_s
+        if config.prefill_stalls and prefill_s > 0:
+            server.stall_others(self, prefill_s)
         if self.plan.n_out == 0:
             self.handle = server.loop.call_at(self.due, self.finish)
         else:
@@ -99,6 +102,18 @@ class Generation:
         else:
             self.conn.send_json(200, self.format.whole())
         server.release(self)
+
+    def postpone(self, seconds: float) -> None:
+        """Move this stream's next event ``seconds`` later (another request's prefill holds the engine)."""
+        if self.handle is None or self.done:
+            return
+        self.handle.cancel()
+        self.due += seconds
+        self.handle = self.server.loop.call_at(self.due, self.emit if self.plan.n_out else self.finish)
+
+    def kv_cells(self) -> int:
+        """KV cache cells this generation holds now: its prompt and what it has generated."""
+        return len(self.plan.prompt) + self.emitted
 
     def cancel(self) -> None:
         """The client went away mid-stream."""
@@ -219,10 +234,32 @@ class Scheduler:
             return config.itl_ms / 1000
         return max(config.itl_ms + self.random.uniform(-config.jitter_ms, config.jitter_ms), 0.0) / 1000
 
+    def _fits(self, gen: Generation) -> bool:
+        """A free slot, and room in the KV cache for every running request's whole answer and ``gen``'s."""
+        config = self.config
+        if config.slots and len(self.active) >= config.slots:
+            return False
+        if not config.kv_cache_tokens or not self.active:
+            return True
+        reserved = sum(len(g.plan.prompt) + g.plan.n_out for g in self.active)
+        return reserved + len(gen.plan.prompt) + gen.plan.n_out <= config.kv_cache_tokens
+
+    def kv_cache_usage(self) -> float | None:
+        """Cells in use / cells (llama-server's kv_cache_usage_ratio); None without a KV limit."""
+        if not self.config.kv_cache_tokens:
+            return None
+        return min(sum(g.kv_cells() for g in self.active) / self.config.kv_cache_tokens, 1.0)
+
+    def stall_others(self, gen: Generation, seconds: float) -> None:
+        """Every other running stream waits while ``gen``'s prompt is processed."""
+        for other in self.active:
+            if other is not gen:
+                other.postpone(seconds)
+
     def submit(self, gen: Generation) -> None:
-        """Start ``gen`` in a free slot, or queue it ("deferred") while every slot is busy."""
+        """Start ``gen`` in a free slot, or queue it ("deferred") while every slot is busy or the KV cache full."""
         self.stats.started += 1
-        if self.config.slots and len(self.active) >= self.config.slots:
+        if self.waiting or not self._fits(gen):
             self.waiting.append(gen)
             self.stats.queued_max = max(self.stats.queued_max, len(self.waiting))
             return
@@ -246,5 +283,5 @@ class Scheduler:
                 self.waiting.remove(gen)
             except ValueError:
                 pass
-        while self.waiting and (not self.config.slots or len(self.active) < self.config.slots):
+        while self.waiting and self._fits(self.waiting[0]):
             self._run(self.waiting.popleft())
