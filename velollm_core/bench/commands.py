@@ -165,8 +165,8 @@ class BenchmarkCommand(click.Command):
 @click.option("--prefix-cache", is_flag=True, help="Let requests share prompts and hit the server's prefix cache.")
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--engine-ceiling", is_flag=True,
-              help="After the levels, measure the engine alone at each level's streams and lengths (llamacpp: "
-                   "llama-batched-bench) and report server efficiency = output tok/s / that ceiling.")
+              help="After the levels, measure the engine alone at each level's streams and lengths (backends "
+                   "that can) and report server efficiency = output tok/s / that ceiling.")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
               help="Backend option (repeatable). VALUE stays text for a text option, else is read as JSON where it "
                    "parses (request.stop='[\"END\"]'); request.a.b=1 nests.")
