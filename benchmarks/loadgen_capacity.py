@@ -15,6 +15,13 @@ Why the gaps grow with the streams: on 2 cores the client and the mock share the
 offers about the same aggregate token rate (~2,000 tok/s), well inside what either process can carry,
 and what is measured is how the generator keeps time with N sockets open, not where a core runs out.
 ``--itl-ms`` sets one gap for every level to find that point instead.
+
+``--workers N`` runs each level in N client processes (``velollm_core.bench.workers``: the streams
+dealt out, raw samples merged, percentiles computed once; client CPU is this process's plus every
+worker's), and ``--mock-processes M`` runs the mock as M processes on one port (SO_REUSEPORT), so that
+the mock is not the limit where the client's capacity is measured:
+
+    python benchmarks/loadgen_capacity.py --levels 1000 --itl-ms 100 --workers 2 --mock-processes 2
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from velollm_testkit.mock import mock_llm
 
 from velollm_core.bench.loadgen import LevelDriver
 from velollm_core.bench.profiles import LevelSpec
+from velollm_core.bench.workers import LevelWorkers, client_check
 from velollm_core.contract import backends
 from velollm_core.contract.deadline import Deadlines
 from velollm_core.contract.schemas import BenchmarkContext, GenerationRequest
@@ -59,11 +67,12 @@ def _pct(values: list[float], q: float) -> float | None:
     return values[min(len(values) - 1, max(0, round(q * (len(values) - 1))))]
 
 
-def run_level(streams: int, fmt: str, itl_ms: float | None, profile_cpu: Path | None) -> dict[str, Any]:
+def run_level(streams: int, fmt: str, itl_ms: float | None, profile_cpu: Path | None, workers: int = 1,
+              mock_processes: int = 1) -> dict[str, Any]:
     tokens_out, n_requests = LEVELS.get(streams, (32, 2 * streams))
     itl = itl_ms or itl_for(streams)
     backend_name, options = FORMATS[fmt]
-    with mock_llm(ttft_ms=TTFT_MS, itl_ms=itl, output_tokens=tokens_out) as mock:
+    with mock_llm(processes=mock_processes, ttft_ms=TTFT_MS, itl_ms=itl, output_tokens=tokens_out) as mock:
         context = BenchmarkContext(backend=backend_name, model="velollm-mock", host=mock.url, max_concurrency=streams,
                                    options=options)
         backend = backends.get(backend_name)
@@ -75,8 +84,12 @@ def run_level(streams: int, fmt: str, itl_ms: float | None, profile_cpu: Path | 
                         for i in range(n_requests + streams)]
             calls = {id(r): backend.stream(r, context) for r in requests}  # built before the clock
             spec = LevelSpec(key=f"c{streams}", profile="concurrent", concurrency=streams, requests=n_requests)
-            driver = LevelDriver(spec, requests, prepare=lambda r: calls[id(r)],
-                                 generate=lambda r: backend.generate(r, context), deadlines=Deadlines())
+            if workers > 1:
+                driver = LevelWorkers(spec, requests, prepare=lambda r: calls[id(r)], deadlines=Deadlines(),
+                                      workers=workers)
+            else:
+                driver = LevelDriver(spec, requests, prepare=lambda r: calls[id(r)],
+                                     generate=lambda r: backend.generate(r, context), deadlines=Deadlines())
             mock.reset()
             profiler = None
             if profile_cpu is not None:
@@ -84,14 +97,21 @@ def run_level(streams: int, fmt: str, itl_ms: float | None, profile_cpu: Path | 
 
                 profiler = cProfile.Profile()
                 profiler.enable()
-            cpu0, wall0 = time.process_time(), time.perf_counter()
+            cpu0 = time.process_time()
             run = driver.run()
-            cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+            # From the level's start (workers: the moment they were told to go, after they started).
+            wall = time.perf_counter() - driver.began
+            cpu = time.process_time() - cpu0 + (driver.cpu_s if workers > 1 else 0.0)
             if profiler is not None:
                 profiler.disable()
                 profiler.dump_stats(str(profile_cpu))
             server = mock.stats()
-    return summarize(run, streams, fmt, itl, tokens_out, cpu, wall, server)
+    row = summarize(run, streams, fmt, itl, tokens_out, cpu, wall, server)
+    row["workers"], row["mock_processes"] = workers, mock_processes
+    row["client_check"] = client_check(run, cpu_s=cpu, wall_s=wall, workers=workers)
+    if workers > 1:
+        row["client_check"]["worker_cpu_s"] = driver.client()["worker_cpu_s"]
+    return row
 
 
 def summarize(run, streams: int, fmt: str, itl: float, tokens_out: int, cpu: float, wall: float,
@@ -137,17 +157,39 @@ def _loadavg() -> float | None:
         return None
 
 
+def _machine() -> dict[str, Any]:
+    """The CPU, its cores and the load when the run ended (other work on the cores shows in the gaps)."""
+    import os
+    import platform
+    import subprocess
+
+    model = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], check=False,
+                            capture_output=True,
+                            text=True).stdout.strip()
+    return {"cpu": model, "cores": os.cpu_count(), "load_average": _loadavg(), "commit": commit,
+            "finished_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+
+
 def _f(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = ("| streams | ITL set | ITL p50 | ITL p99 | TTFT set | TTFT p50 | TTFT p99 | mock late p99 "
+    head = ("| streams | workers | ITL set | ITL p50 | ITL p99 | TTFT set | TTFT p50 | TTFT p99 | mock late p99 "
             "| client CPU/token | errors | stalls | tok/s |")
-    lines = [head, "|" + "|".join("---" for _ in range(12)) + "|"]
+    lines = [head, "|" + "|".join("---" for _ in range(13)) + "|"]
     for r in rows:
         lines.append(
-            f"| {r['streams']} | {_f(r['itl_ms_configured'])} | {_f(r['itl_ms']['p50'])} | {_f(r['itl_ms']['p99'])} "
+            f"| {r['streams']} | {r.get('workers', 1)} | {_f(r['itl_ms_configured'])} | {_f(r['itl_ms']['p50'])} "
+            f"| {_f(r['itl_ms']['p99'])} "
             f"| {_f(r['ttft_ms_configured'])} | {_f(r['ttft_ms']['p50'])} | {_f(r['ttft_ms']['p99'])} "
             f"| {_f(r['mock']['lateness_ms']['p99'])} | {_f(r['client_cpu_ms_per_token'], 3)} ms "
             f"| {r['errors']} | {r['stalls']} | {_f(r['tok_per_s'], 0)} |")
@@ -161,17 +203,25 @@ def main() -> int:
     parser.add_argument("--itl-ms", type=float, help="one gap for every level (default: ~2,000 tok/s in all)")
     parser.add_argument("--profile-cpu", type=Path, help="cProfile the last level's client into this file")
     parser.add_argument("--output", type=Path, help="JSON of every level")
+    parser.add_argument("--workers", default="1", help="client processes per level; a list (1,2) runs each level "
+                                                       "once per count, side by side")
+    parser.add_argument("--mock-processes", type=int, default=1, help="mock processes sharing the port")
     args = parser.parse_args()
     try:
         levels = [int(x) for x in args.levels.split(",") if x.strip()]
     except ValueError:
         parser.error(f"--levels {args.levels!r}: give numbers of streams, e.g. 1,64,256")
+    try:
+        worker_counts = [int(x) for x in args.workers.split(",") if x.strip()]
+    except ValueError:
+        parser.error(f"--workers {args.workers!r}: give numbers of processes, e.g. 1,2")
     rows = []
-    for i, streams in enumerate(levels):
-        profile = args.profile_cpu if i == len(levels) - 1 else None
-        row = run_level(streams, args.format, args.itl_ms, profile)
+    runs = [(streams, workers) for streams in levels for workers in worker_counts]
+    for i, (streams, workers) in enumerate(runs):
+        profile = args.profile_cpu if i == len(runs) - 1 else None
+        row = run_level(streams, args.format, args.itl_ms, profile, workers, args.mock_processes)
         rows.append(row)
-        print(f"c{streams}: {row['tokens_streamed']} tokens in {row['wall_s']} s, client "
+        print(f"c{streams} x{workers}: {row['tokens_streamed']} tokens in {row['wall_s']} s, client "
               f"{row['client_cpu_ms_per_token']} ms CPU/token, ITL p50/p99 {_f(row['itl_ms']['p50'])}/"
               f"{_f(row['itl_ms']['p99'])} ms (set {row['itl_ms_configured']:g}), errors {row['errors']}, "
               f"stalls {row['stalls']}", file=sys.stderr, flush=True)
@@ -179,7 +229,8 @@ def main() -> int:
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.output.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"rows": rows, "command": " ".join(sys.argv)}, indent=1))
+        tmp.write_text(json.dumps({"rows": rows, "command": " ".join(["python", *sys.argv]), "machine": _machine()},
+                                  indent=1))
         tmp.replace(args.output)
     return 0
 

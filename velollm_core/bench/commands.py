@@ -158,6 +158,11 @@ class BenchmarkCommand(click.Command):
 @click.option("--duration", type=click.FloatRange(0.1, 86400), help="Seconds each load level sends measured requests.")
 @click.option("--max-concurrency", type=click.IntRange(1, 100000),
               help="Most streams open at once in rate profiles and sweeps (and server slots).")
+@click.option("--workers", type=click.IntRange(1, 4096),
+              help="Client processes per load level, each with its own event loop (default: 1, more where a "
+                   "level's streams need them, at most one per core).")
+@click.option("--cluster", metavar="ADDRESS|auto",
+              help="Run the client workers as Ray actors across the nodes of this Ray cluster (velollm[ray]).")
 @click.option("--arrivals", type=click.Choice(ARRIVALS), default=ARRIVALS[0], show_default=True,
               help="Arrivals of a sweep's rate levels.")
 @click.option("--slo", help="Goodput SLOs in ms, e.g. ttft_ms=500,tpot_ms=50 (keys: ttft_ms, tpot_ms, e2el_ms).")
@@ -176,7 +181,7 @@ class BenchmarkCommand(click.Command):
 def benchmark_command(
     backend, model, host, iterations, warmup, suites, concurrency, max_tokens, workloads, datasets, profile, rates, requests,
     duration, max_concurrency, arrivals, slo, natural_stop, prefix_cache, seed, options, output, force, as_json,
-    engine_ceiling=False,
+    engine_ceiling=False, workers=None, cluster=None,
     backend_flags=({}, {}),
 ) -> None:
     """Benchmark a local backend with standard suites and honest statistics."""
@@ -217,6 +222,8 @@ def benchmark_command(
         duration_s=duration,
         max_concurrency=max_concurrency,
         arrivals=arrivals,
+        workers=workers,
+        cluster=cluster,
         slo=parse_slo(slo),
         natural_stop=natural_stop,
         prefix_cache=prefix_cache,

@@ -17,6 +17,11 @@ How requests are sent is the level's profile's (``velollm_core.bench.profiles``)
 
 Each level runs ``warmup`` uncounted requests first, then ``requests`` measured ones; requests past
 those keep the load steady (cool-down) until the last measured one ends, and are then cancelled.
+
+The client measures itself: each request keeps when it was due (``scheduled``: its arrival time, or
+the moment its stream was free) beside when it was sent, and a sampler task records how late the
+event loop wakes (``loop_lag_ms``). Late sends or a lagging loop mean the client, not the server, set
+the level's latencies (``velollm_core.bench.workers`` judges that and spreads a level over processes).
 """
 
 from __future__ import annotations
@@ -50,6 +55,10 @@ class Outcome:
     timing: GenerationTiming | None = None
     error: str | None = None
     token_times: list[float] = field(default_factory=list)
+    scheduled: float | None = None  # when it was due: its arrival time, or when its stream was free
+    sent: float | None = None  # when the client took it up (before any depth prime)
+    queued: bool = False  # an open-loop arrival that waited for a free slot (max_concurrency)
+    refused: tuple[int, bytes] | None = None  # an HTTP status and body the backend words later (workers)
 
 
 @dataclass
@@ -60,6 +69,7 @@ class LevelRun:
     peak_concurrency: int  # the most requests that were in flight at once
     queued: int  # open-loop arrivals that waited because max_concurrency requests were in flight
     stopped_by: str  # "requests" | "duration" | "exhausted"
+    loop_lag_ms: list[float] = field(default_factory=list)  # how late the event loop woke, sampled
 
     @property
     def measured(self) -> list[Outcome]:
@@ -182,6 +192,17 @@ async def _drain(response) -> None:
         response.keep_alive = False
 
 
+class Refused(BackendError):
+    """An HTTP status answered instead of a stream, kept raw for the backend's own wording elsewhere."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__(f"answered HTTP {status}")
+        self.answer = (status, body[:4096])
+
+
+# How often the event loop's lag is sampled: a timer this far ahead, and how late it fired.
+LAG_SAMPLE_S = 0.02
+
 Prepare = Callable[[GenerationRequest], "StreamCall | None"]
 Generate = Callable[[GenerationRequest], GenerationTiming]
 
@@ -210,18 +231,19 @@ class LevelDriver:
         self._pool: ThreadPoolExecutor | None = None
         self.began = time.perf_counter()
         self._calls: dict[int, StreamCall | None] = {}
+        self.loop_lag_ms: list[float] = []
 
     # -- one request ------------------------------------------------------------------------------
     def _is_measured(self, index: int) -> bool:
         return self.spec.warmup <= index < self.spec.warmup + self.spec.requests
 
-    async def _one(self, client, index: int) -> None:
+    async def _one(self, client, index: int, scheduled: float | None = None, queued: bool = False) -> None:
         request = self.requests[index]
         measured = self._is_measured(index)
         self.in_flight += 1
         self.peak_concurrency = max(self.peak_concurrency, self.in_flight)
         start = time.perf_counter()
-        outcome = Outcome(index, measured, start, start)
+        outcome = Outcome(index, measured, start, start, scheduled=scheduled, sent=start, queued=queued)
         try:
             prime = self.primes[index]
             if prime is not None:  # the depth context, into the cache first; not timed
@@ -236,6 +258,7 @@ class LevelDriver:
             raise
         except BackendError as exc:
             outcome.error = _short(exc)
+            outcome.refused = getattr(exc, "answer", None)
         except Exception as exc:  # noqa: BLE001 - one request's bug is a failed request, named
             outcome.error = f"{type(exc).__name__}: {_short(exc)}"
         outcome.end = time.perf_counter()
@@ -276,23 +299,26 @@ class LevelDriver:
     async def closed_loop(self, client, began: float) -> None:
         """``concurrency`` streams, each sending its next request when the previous one ends."""
         async def worker() -> None:
+            free = began  # when this stream could send: the level's start, then each request's end
             while (index := self._take(began)) is not None:
-                await self._one(client, index)
+                await self._one(client, index, scheduled=free)
+                free = time.perf_counter()
                 if self.measured_done >= self.spec.requests or self.fatal is not None:
                     return
 
         workers = [asyncio.create_task(worker()) for _ in range(self.spec.concurrency or 1)]
         await self._until_measured(workers, began)
 
-    async def open_loop(self, client, began: float, gaps: Iterator[float]) -> None:
-        """Arrivals ``gaps`` seconds apart, each sent at once unless ``max_concurrency`` are in flight."""
+    async def open_loop(self, client, began: float, gaps: Iterator[float], first_s: float = 0.0) -> None:
+        """Arrivals ``gaps`` seconds apart (the first ``first_s`` after ``began``), each sent at once
+        unless ``max_concurrency`` are in flight."""
         tasks: set[asyncio.Task] = set()
         gate = asyncio.Semaphore(self.spec.max_concurrency)
-        due = time.perf_counter()
+        due = began + first_s
 
-        async def send(index: int) -> None:
+        async def send(index: int, scheduled: float, queued: bool) -> None:
             async with gate:
-                await self._one(client, index)
+                await self._one(client, index, scheduled, queued)
 
         async def arrivals() -> None:
             nonlocal due
@@ -300,9 +326,9 @@ class LevelDriver:
                 delay = due - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                if gate.locked():
-                    self.queued += 1
-                task = asyncio.create_task(send(index))
+                queued = gate.locked()
+                self.queued += queued
+                task = asyncio.create_task(send(index, due, queued))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 due += next(gaps)
@@ -333,27 +359,43 @@ class LevelDriver:
             if errors:
                 raise errors[0]
 
-    async def _main(self) -> float:
+    async def drive(self) -> float:
+        """Send the level's requests on the running event loop (the calls prepared); its start, perf_counter."""
         client = StreamClient(connect_timeout_s=min(CONNECT_TIMEOUT_S, self.deadlines.total_s))
         self._pool = None if self.prepare else ThreadPoolExecutor(max_workers=self.spec.max_concurrency)
+        sampler = asyncio.create_task(self._sample_lag())
         try:
             self.began = began = time.perf_counter()
             await self.spec.profile.send(self, client, began)
             return began
         finally:
+            sampler.cancel()
             await client.aclose()
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _sample_lag(self) -> None:
+        """How late the loop wakes for a timer: time it spends elsewhere (parsing, accounting) delays
+        every stream's timestamps by as much."""
+        while True:
+            asked = time.perf_counter()
+            await asyncio.sleep(LAG_SAMPLE_S)
+            self.loop_lag_ms.append(max(0.0, (time.perf_counter() - asked - LAG_SAMPLE_S) * 1000))
+
+    def prepare_calls(self) -> None:
+        """Every StreamCall built before the clock starts (a backend may start its server or build a body)."""
+        if self.prepare is not None:
+            for request in [*self.requests, *(p for p in self.primes if p is not None)]:
+                self._calls[id(request)] = self.prepare(request)
 
     def run(self) -> LevelRun:
         """Run the level in this thread's own event loop; a dead server raises after recording.
 
         Every StreamCall is built first (a backend may start its server or build a body), so nothing
         blocks the loop once streams are open."""
-        if self.prepare is not None:
-            for request in [*self.requests, *(p for p in self.primes if p is not None)]:
-                self._calls[id(request)] = self.prepare(request)
-        began = asyncio.run(self._main())
+        self.prepare_calls()
+        began = asyncio.run(self.drive())
         if self.fatal is not None:
             raise self.fatal
-        return LevelRun(self.spec, began, self.outcomes, self.peak_concurrency, self.queued, self.stopped_by)
+        return LevelRun(self.spec, began, self.outcomes, self.peak_concurrency, self.queued, self.stopped_by,
+                        self.loop_lag_ms)

@@ -42,6 +42,10 @@ class BenchmarkPlan:
     # default); the profile's max_concurrency(plan) is the run's, which server slots are sized to.
     max_concurrency: int | None = None
     arrivals: str = "constant"  # how a sweep's rate levels arrive: a rate profile's name
+    # Client processes per load level (--workers; None: chosen per level from its streams and the cores)
+    # and the Ray cluster they run on (--cluster ADDRESS|auto; None: this host).
+    workers: int | None = None
+    cluster: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.profile, LoadProfile):

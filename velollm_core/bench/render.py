@@ -118,7 +118,7 @@ def _level_columns(wide: bool, efficiency: bool = False,
         return lambda lv: _fmt((lv.get(metric) or {}).get(q))
 
     columns = [
-        ("level", lambda lv: lv["key"]),
+        ("level", lambda lv: lv["key"] + ("*" if (lv.get("client") or {}).get("limited") else "")),
         ("workload", lambda lv: lv["workload"]),
         ("req/s", lambda lv: _fmt(lv.get("request_throughput"), 2)),
         ("out tok/s", lambda lv: _fmt(lv.get("output_throughput"))),
@@ -170,6 +170,7 @@ def _level_notes(result: BenchmarkResult) -> list[str]:
             matched.append(f"{level['workload']}: {check['requested']}")
         for reason, count in (level.get("failures") or {}).items():
             notes.append(f"{where}: {count} failed: {reason}")
+        notes.extend(_client_notes(where, level.get("client") or {}))
     if matched:
         sizing = (result.settings.get("prompt_sizing") or {}).get("method", "tokenizer")
         notes.insert(0, f"prompt tokens as requested, by the server's count ({', '.join(dict.fromkeys(matched))}; "
@@ -193,6 +194,21 @@ def _diagnosis_lines(result: BenchmarkResult) -> list[str]:
         line = f"{level['key']} {level['workload']}: {verdict.get('line', '')}"
         lines.append(line if len(line) <= DIAGNOSIS_WIDTH else line[:DIAGNOSIS_WIDTH - 3] + "...")
     return lines
+
+
+def _client_notes(where: str, client: dict[str, Any]) -> list[str]:
+    """The load generator's own account of a level: its workers where more than one, and a level marked
+    * whose client was the limit."""
+    notes = []
+    if (client.get("workers") or 1) > 1 or client.get("where", "this host") != "this host":
+        hosts = client.get("hosts") or []
+        on = f" on {len(hosts)} hosts" if len(hosts) > 1 else ""
+        notes.append(f"{where}: {client['workers']} client workers{on} ({client.get('workers_why')})")
+    for lost in client.get("lost") or []:
+        notes.append(f"{where}: {lost}; its finished requests are kept")
+    if client.get("limited"):
+        notes.append(f"{where}*: {client['why']}")
+    return notes
 
 
 def render_result(result: BenchmarkResult, console) -> None:

@@ -110,6 +110,8 @@ class BenchmarkRunner:
                 "seed": plan.seed,
                 "options": plan.options,
                 "max_tokens": {job.name: self.request_builder.max_tokens(job) for job in plan.jobs},
+                "workers": plan.workers,
+                "cluster": plan.cluster,
             },
         )
         self.result.environment.hardware = hardware
@@ -252,6 +254,7 @@ class BenchmarkRunner:
     def run_load(self, job: Suite | Workload, spec: LevelSpec) -> dict[str, Any]:
         """``job`` at the load level ``spec`` through the load generator; its level entry."""
         from velollm_core.bench.loadgen import LevelDriver
+        from velollm_core.bench.workers import LevelWorkers, choose_workers, client_check
 
         pairs = self.requests_for(job, spec.warmup + spec.requests + spec.profile.cool_down(spec), unique=True)
         backend = self.start()
@@ -280,12 +283,18 @@ class BenchmarkRunner:
             label = f"{job.name} {spec.key}" + (" warm-up" if outcome.index < spec.warmup else "")
             self.on_run(label, level_runs[-1] if outcome.measured and level_runs else None)
 
-        driver = LevelDriver(spec, [p[0] for p in pairs], primes=[p[1] for p in pairs], prepare=prepare,
-                             generate=self._generate, deadlines=Deadlines.from_settings(self.context.settings),
-                             on_done=on_done)
+        workers, workers_why = choose_workers(self.plan.workers, spec.max_concurrency or 1, streaming=prepare is not None,
+                                              nodes=self._cluster_nodes())
+        deadlines = Deadlines.from_settings(self.context.settings)
+        if workers > 1 or self.plan.cluster is not None:
+            driver = LevelWorkers(spec, [p[0] for p in pairs], primes=[p[1] for p in pairs], prepare=prepare,
+                                  deadlines=deadlines, on_done=on_done, workers=workers, cluster=self.plan.cluster)
+        else:
+            driver = LevelDriver(spec, [p[0] for p in pairs], primes=[p[1] for p in pairs], prepare=prepare,
+                                 generate=self._generate, deadlines=deadlines, on_done=on_done)
         if (telemetry := self._telemetry()) is not None:
             telemetry.begin_level(spec.key, job.name)
-        cpu_before = time.process_time()
+        cpu_before, wall_before = time.process_time(), time.perf_counter()
         try:
             run = driver.run()
         except ServerGone as exc:
@@ -302,14 +311,26 @@ class BenchmarkRunner:
                             rate=spec.rate, peak_concurrency=run.peak_concurrency, slo=self.plan.slo,
                             prompt_requested=target, queued=run.queued)
         entry["stopped_by"] = run.stopped_by
-        # This process's CPU over the level (the load generator, with any thread-run backend): a client
-        # that needs a large share of a core competes with a server on the same machine.
-        cpu_s = time.process_time() - cpu_before
+        # The client's CPU over the level (this process, with any thread-run backend, and every worker
+        # summed): a client that needs a large share of a core competes with a server on the same machine.
+        wall_s = (window[1] - window[0]) if window else time.perf_counter() - wall_before
+        cpu_s = time.process_time() - cpu_before + (driver.cpu_s if isinstance(driver, LevelWorkers) else 0.0)
         streamed = sum(len(outcome.token_times) for outcome in run.outcomes)
         entry["client_cpu_s"] = round(cpu_s, 3)
         entry["client_cpu_ms_per_token"] = round(cpu_s * 1000 / streamed, 4) if streamed else None
+        entry["client_cpu_ms_per_request"] = round(cpu_s * 1000 / len(run.outcomes), 3) if run.outcomes else None
+        entry["client"] = {**client_check(run, cpu_s=cpu_s, wall_s=wall_s, workers=workers), "workers_why": workers_why,
+                           **(driver.client() if isinstance(driver, LevelWorkers) else {})}
         self._add_level(entry)
         return entry
+
+    def _cluster_nodes(self) -> int:
+        """The live nodes of ``--cluster`` (1 without one); connects to the cluster on first use."""
+        if self.plan.cluster is None:
+            return 1
+        from velollm_core.bench.workers_ray import cluster_nodes
+
+        return cluster_nodes(self.plan.cluster)
 
     def _add_level(self, entry: dict[str, Any]) -> None:
         self.result.levels.append(entry)
@@ -365,6 +386,7 @@ class BenchmarkRunner:
         if self.checked:
             return
         check_concurrency(self.plan.profile.max_concurrency(self.plan))
+        self._cluster_nodes()  # Ray missing (exit 2) or the cluster unreachable (exit 1): before any server starts
         backend = self._backend()
         try:
             backend.check(self.context, self.request_builder.one_per_job())

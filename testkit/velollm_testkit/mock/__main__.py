@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                                             "TGI wire formats).")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="TCP port (0: a free one; the URL is printed)")
+    parser.add_argument("--reuse-port", action="store_true",
+                        help="share the port with other mock processes (SO_REUSEPORT); prints 'URL PRIVATE_URL', "
+                             "the second this process's own port for /mock/stats")
     defaults = MockConfig()
     helps = {"ttft_ms": "time to first token", "itl_ms": "gap between tokens",
              "output_tokens": "answer length when the request does not force one (the model's EOS)",
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"{config.output_tokens} tokens, pid {os.getpid()}\n")
 
     try:
-        asyncio.run(serve(config, args.host, args.port, ready))
+        asyncio.run(serve(config, args.host, args.port, ready, reuse_port=args.reuse_port))
     except OSError as exc:
         sys.stderr.write(f"velollm mockserver: cannot listen on {args.host}:{args.port} ({exc.strerror or exc})\n")
         return 1

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from velollm_testkit.mock import llamacpp, ollama, openai, tgi
 from velollm_testkit.mock.config import MOCK_VERSION, MockConfig
-from velollm_testkit.mock.scheduler import Generation, Scheduler
+from velollm_testkit.mock.scheduler import LAG_BUCKET_S, Generation, Scheduler
 from velollm_testkit.mock.tokenizer import Tokenizer
 from velollm_testkit.mock.wire import BadRequest, Format, Plan
 
@@ -68,13 +68,20 @@ class MockServer(Scheduler):
         self.requests = 0
         self.connections = 0
         self.server: asyncio.base_events.Server | None = None
+        self.private: asyncio.base_events.Server | None = None
 
-    async def listen(self, host: str, port: int) -> str:
+    async def listen(self, host: str, port: int, reuse_port: bool = False) -> str:
+        """Listen on ``host:port``; with ``reuse_port`` (SO_REUSEPORT) other mock processes may listen on
+        the same port, and the kernel deals the connections out among them."""
         self.server = await self.loop.create_server(lambda: Connection(self), host, port, backlog=4096,
-                                                    reuse_address=True)
-        bound_host, bound_port = self.server.sockets[0].getsockname()[:2]
-        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        return f"http://{shown}:{bound_port}"
+                                                    reuse_address=True, reuse_port=reuse_port or None)
+        return _url(self.server)
+
+    async def listen_privately(self, host: str) -> str:
+        """A second port of this process alone: where one of several processes sharing a port is asked
+        for its own account (/mock/stats, /mock/reset)."""
+        self.private = await self.loop.create_server(lambda: Connection(self), host, 0)
+        return _url(self.private)
 
     def handle(self, conn: Connection, method: str, path: str, body: bytes) -> None:
         route = ROUTES.get(path)
@@ -128,11 +135,24 @@ class MockServer(Scheduler):
             "cancelled": stats.cancelled, "failed": stats.failed, "active": len(self.active),
             "waiting": len(self.waiting), "queued_max": stats.queued_max, "active_max": stats.active_max,
             "connections": self.connections, "accepted": stats.accepted,
+            "lag_histogram": {"bucket_ms": LAG_BUCKET_S * 1000, "counts": _sparse(stats.lag), "max_ms": stats.lag_max * 1000,
+                              "sum_ms": stats.lag_sum * 1000},
             "lag_ms": {"mean": stats.lag_sum / stats.tokens * 1000 if stats.tokens else 0.0,
                        "p50": stats.lag_quantile(0.5) * 1000, "p99": stats.lag_quantile(0.99) * 1000,
                        "max": stats.lag_max * 1000},
             "cpu_s": cpu, "wall_s": wall, "cpu_per_token_ms": cpu / stats.tokens * 1000 if stats.tokens else None,
         }
+
+
+def _url(server: asyncio.base_events.Server) -> str:
+    bound_host, bound_port = server.sockets[0].getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    return f"http://{shown}:{bound_port}"
+
+
+def _sparse(counts: list[int]) -> dict[str, int]:
+    """The lateness histogram's non-empty buckets (bucket index -> tokens): several processes' merge exactly."""
+    return {str(index): count for index, count in enumerate(counts) if count}
 
 
 # --- HTTP/1.1 over one asyncio Protocol per connection -----------------------------------------------------
@@ -293,10 +313,14 @@ def _dechunk(buffer: bytearray, start: int) -> tuple[bytes, int] | None:
         position = line_end + 2 + size + 2
 
 
-async def serve(config: MockConfig, host: str = "127.0.0.1", port: int = 0, ready=None) -> None:
-    """Serve until SIGTERM/SIGINT; ``ready(url)`` is called once the socket listens."""
+async def serve(config: MockConfig, host: str = "127.0.0.1", port: int = 0, ready=None,
+                reuse_port: bool = False) -> None:
+    """Serve until SIGTERM/SIGINT; ``ready(url)`` is called once the socket listens. With ``reuse_port``
+    the port may be shared with other mock processes, and ``ready`` gets "URL PRIVATE_URL"."""
     mock = MockServer(config)
-    url = await mock.listen(host, port)
+    url = await mock.listen(host, port, reuse_port)
+    if reuse_port:
+        url = f"{url} {await mock.listen_privately(host)}"
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
@@ -309,6 +333,8 @@ async def serve(config: MockConfig, host: str = "127.0.0.1", port: int = 0, read
         await stop.wait()
     finally:
         mock.server.close()
+        if mock.private is not None:
+            mock.private.close()
         for gen in list(mock.active) + list(mock.waiting):
             gen.cancel()
 
