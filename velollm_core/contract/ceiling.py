@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class EngineShape:
     """One load level's shape: parallel sequences, prompt tokens and output tokens per sequence."""
 
