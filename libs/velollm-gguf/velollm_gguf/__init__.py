@@ -17,7 +17,7 @@ import importlib
 _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("GgufSummary", "TensorInfo", "read_summary", "read_arrays", "iter_array"), "meta"),
     **dict.fromkeys(("MemoryEstimate", "ModelShape", "CACHE_TYPES", "estimate_compute_bytes", "estimate_kv_cache",
-                     "estimate_memory", "model_shape"), "estimate"),
+                     "estimate_memory", "model_shape", "SPLIT_MODES"), "estimate"),
     **dict.fromkeys(("bytes_per_token", "decode_traffic", "file_decode_traffic"), "roofline"),
     **dict.fromkeys(("CompatReport", "check_pair", "draft_kind", "find_pairs", "type_support"), "compat"),
 }

@@ -17,14 +17,19 @@ not an exact replica of the graph allocator.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from velollm_core.api import UserInputError
-from velollm_gguf.meta import GgufSummary
+from velollm_gguf.meta import GgufSummary, TensorInfo
 
 CTX_PAD = 256
+SPLIT_MODES = ("none", "layer", "row")
+# LLAMA_SCHED_MAX_COPIES: with every layer offloaded over several GPUs in layer mode, llama.cpp pipelines
+# micro-batches through the GPUs and keeps this many copies of each device's graph inputs.
+PIPELINE_COPIES = 4
 MAX_LAYERS = 512  # LLAMA_MAX_LAYERS (llama.cpp's src/llama-hparams.h): it refuses models with more
 DEFAULT_UBATCH = 512
 DEFAULT_BATCH = 2048
@@ -311,6 +316,21 @@ def estimate_compute_bytes(
     flash_attn: bool = True,
 ) -> int:
     """Allowance for llama.cpp's compute and output buffers (fitted to llama-server's logs)."""
+    return sum(compute_parts(shape, layout, parallel=parallel, n_ubatch=n_ubatch, n_batch=n_batch,
+                             flash_attn=flash_attn))
+
+
+def compute_parts(
+    shape: ModelShape,
+    layout: KvLayout,
+    *,
+    parallel: int = 1,
+    n_ubatch: int = DEFAULT_UBATCH,
+    n_batch: int = DEFAULT_BATCH,
+    flash_attn: bool = True,
+) -> tuple[int, int]:
+    """(the graph's buffer, the logits' buffers): every device that runs layers needs the first, the
+    device of the output head the second."""
     tokens = min(layout.n_ctx, n_ubatch, n_batch)
     n_head = max(shape.n_head)
     # Activations alive at once per micro-batch token: FFN gate/up/act, a few residual-width
@@ -323,7 +343,7 @@ def estimate_compute_bytes(
         # The KQ matrix (f32 per head) is reused across layers: the largest cache sizes it.
         attention = tokens * max(attended) * (4 * n_head + 4) + sum(tokens * c * 2 for c in attended[1:])
     logits = shape.n_vocab * 4 * parallel  # the graph's logits plus the host output buffer, per slot
-    return activations + attention + 2 * logits
+    return activations + attention, 2 * logits
 
 
 def tensor_layer(name: str, n_layer: int) -> int | str:
@@ -350,9 +370,14 @@ def has_output_tensor(summary: GgufSummary) -> bool:
 
 @dataclass(frozen=True)
 class DeviceMemory:
+    """What one device holds: its weights, its layers' KV cache and its compute buffer."""
+
     name: str
     bytes: int
     layers: int = 0
+    weights_bytes: int = 0
+    kv_cache_bytes: int = 0
+    compute_bytes: int = 0
 
 
 @dataclass
@@ -375,6 +400,8 @@ class MemoryEstimate:
     notes: list[str] = field(default_factory=list)
     # A tied output head offloaded to a GPU is a second copy of the token embeddings.
     duplicated_bytes: int = 0
+    split_mode: str = "layer"
+    gpu_count: int = 1
 
     @property
     def total_bytes(self) -> int:
@@ -405,6 +432,11 @@ class MemoryEstimate:
         if self.n_gpu_layers is not None:
             data["n_gpu_layers"] = self.n_gpu_layers
             data["devices"] = [{"name": d.name, "bytes": d.bytes, "layers": d.layers} for d in self.devices]
+            if self.gpu_count > 1:  # over several GPUs, each device's parts and how they were split
+                data["split_mode"] = self.split_mode
+                for entry, device in zip(data["devices"], self.devices):
+                    entry.update(weights_bytes=device.weights_bytes, kv_cache_bytes=device.kv_cache_bytes,
+                                 compute_bytes=device.compute_bytes)
         data["notes"] = list(self.notes)
         return data
 
@@ -423,6 +455,23 @@ def _split_gpu_layers(first: int, last: int, split: list[float]) -> list[list[in
         index = next((i for i, b in enumerate(bounds) if position < b), len(split) - 1)
         out[index].append(il)
     return out
+
+
+def gpu_layout(names: tuple[str, ...], split: tuple[float, ...] | None, split_mode: str,
+               main_gpu: int) -> tuple[tuple[str, ...], tuple[float, ...]]:
+    """The GPUs a split uses and their ratios; UserInputError for what llama.cpp would refuse."""
+    if split_mode not in SPLIT_MODES:
+        raise UserInputError(f"unknown split mode {split_mode!r}; known: {', '.join(SPLIT_MODES)}")
+    if not 0 <= main_gpu < len(names):
+        raise UserInputError(f"--main-gpu {main_gpu} is not one of the {len(names)} GPU(s) (0 to {len(names) - 1})")
+    split = tuple(split) if split is not None else tuple(1.0 for _ in names)
+    if len(split) != len(names):
+        raise UserInputError(f"--tensor-split gives {len(split)} ratio(s) for {len(names)} GPU(s)")
+    if any(not math.isfinite(r) or r < 0 for r in split) or not any(split):
+        raise UserInputError("--tensor-split ratios must be non-negative numbers, at least one above zero")
+    if split_mode == "none":  # llama.cpp keeps only the main GPU (llama_prepare_model_devices)
+        return (names[main_gpu],), (1.0,)
+    return names, split
 
 
 def check_options(ctx: int | None, parallel: int, cache_type_k: str, cache_type_v: str | None) -> None:
@@ -451,10 +500,14 @@ def estimate_memory(
     gpu_names: tuple[str, ...] = ("GPU0",),
     gpu_split: tuple[float, ...] | None = None,
     swa_full: bool = False,
+    split_mode: str = "layer",
+    main_gpu: int = 0,
 ) -> MemoryEstimate:
     """Weights, KV cache and compute bytes of llama-server with these settings; per device when
     ``n_gpu_layers`` is given (llama.cpp offloads the last layers first and counts the output head
-    as layer ``n_layer``; the token embeddings stay on the CPU)."""
+    as layer ``n_layer``; the token embeddings stay on the CPU). Over several ``gpu_names``: the
+    ``gpu_split`` ratios (-ts; equal when None), ``split_mode`` (-sm none|layer|row) and ``main_gpu``
+    (-mg: the one GPU of ``none``)."""
     cache_type_k = cache_type_k.lower()
     cache_type_v = (cache_type_v or cache_type_k).lower()
     check_options(ctx, parallel, cache_type_k, cache_type_v)
@@ -463,8 +516,8 @@ def estimate_memory(
     kv = estimate_kv_cache(shape, ctx, cache_type_k=cache_type_k, cache_type_v=cache_type_v,
                            parallel=parallel, unified=unified, n_ubatch=n_ubatch, n_batch=n_batch,
                            swa_full=swa_full)
-    compute = estimate_compute_bytes(shape, kv.layout, parallel=parallel, n_ubatch=n_ubatch, n_batch=n_batch,
-                                     flash_attn=flash_attn)
+    parts = compute_parts(shape, kv.layout, parallel=parallel, n_ubatch=n_ubatch, n_batch=n_batch,
+                          flash_attn=flash_attn)
     weights = summary.weights_bytes
     notes: list[str] = []
     if cache_type_v not in ("f16", "f32", "bf16") and not flash_attn:
@@ -479,7 +532,7 @@ def estimate_memory(
         model=summary.path,
         weights_bytes=weights,
         kv_cache_bytes=kv.bytes,
-        compute_bytes=compute,
+        compute_bytes=sum(parts),
         n_ctx=kv.layout.n_ctx,
         n_layer=shape.n_layer,
         parallel=parallel,
@@ -491,8 +544,11 @@ def estimate_memory(
     )
     if n_gpu_layers is not None:
         estimate.n_gpu_layers = max(0, min(n_gpu_layers, shape.n_layer + 1))
-        estimate.devices = split_devices(summary, shape, kv, compute, estimate.n_gpu_layers, gpu_names,
-                                         gpu_split or tuple(1.0 for _ in gpu_names))
+        names, split = gpu_layout(gpu_names, gpu_split, split_mode, main_gpu)
+        estimate.split_mode, estimate.gpu_count = split_mode, len(names)
+        estimate.devices = split_devices(summary, shape, kv, parts, estimate.n_gpu_layers, names, split, split_mode)
+        # Over several GPUs each one holds a graph buffer: the compute total is theirs together.
+        estimate.compute_bytes = sum(d.compute_bytes for d in estimate.devices)
         if estimate.n_gpu_layers > 0 and not has_output_tensor(summary):
             estimate.duplicated_bytes = weights_by_layer(summary, shape.n_layer).get(INPUT, 0)
             estimate.notes.append("the output head is tied to the token embeddings: llama.cpp keeps them on "
@@ -500,17 +556,30 @@ def estimate_memory(
     return estimate
 
 
+def is_split_matrix(tensor: TensorInfo) -> bool:
+    """Whether row mode splits ``tensor`` across the GPUs: a 2-D weight matrix (what matrix products
+    read); norms, biases and 3-D expert stacks stay whole on their layer's device."""
+    return len(tensor.shape) == 2 and min(tensor.shape) > 1
+
+
 def split_devices(
     summary: GgufSummary,
     shape: ModelShape,
     kv: KvCacheEstimate,
-    compute: int,
+    compute: tuple[int, int],
     n_gpu_layers: int,
     gpu_names: tuple[str, ...],
     gpu_split: tuple[float, ...],
+    split_mode: str = "layer",
 ) -> list[DeviceMemory]:
     """Bytes per device when the last ``n_gpu_layers`` layers (the output head counting as one) are
-    offloaded: each layer's weights and KV cache live on its device."""
+    offloaded: each layer's weights and KV cache live on its device (``layer``); in ``row`` mode each
+    layer's weight matrices are cut by rows over every GPU in the split's ratios while the rest of the
+    layer and its KV cache stay on the layer's device (llama-model.cpp's load_tensors gives each layer
+    a device by the split in both modes). ``compute`` is (graph, logits) from ``compute_parts``: on one
+    GPU the whole buffer goes with the output head; over several, every GPU that runs layers gets a
+    graph buffer, with its inputs copied ``PIPELINE_COPIES`` times when every layer is offloaded in
+    layer mode (llama.cpp's pipeline parallelism), and the output head's GPU the logits."""
     n_layer = shape.n_layer
     weights = weights_by_layer(summary, n_layer)
     first = n_layer + 1 - n_gpu_layers  # index n_layer is the output head
@@ -519,31 +588,65 @@ def split_devices(
         for device, layers in enumerate(_split_gpu_layers(first, n_layer, list(gpu_split))):
             for il in layers:
                 placement[il] = device
-    gpu_bytes = [0] * len(gpu_names)
-    gpu_layers = [0] * len(gpu_names)
-    cpu = weights.get(INPUT, 0)
+    count = len(gpu_names)
+    gpu_weights, gpu_kv, gpu_compute, gpu_layers = [0] * count, [0] * count, [0] * count, [0] * count
+    total_share = sum(gpu_split) or 1.0
+    shares = [share / total_share for share in gpu_split]
+
+    def place(owner: int, n_bytes: int, matrix: bool) -> None:
+        if split_mode == "row" and matrix:
+            parts = [int(n_bytes * share) for share in shares]
+            parts[owner] += n_bytes - sum(parts)  # the rounding remainder stays with the layer's device
+            for device, part in enumerate(parts):
+                gpu_weights[device] += part
+        else:
+            gpu_weights[owner] += n_bytes
+
+    cpu_weights, cpu_kv = weights.get(INPUT, 0), 0
+    for tensor in summary.tensors:
+        il = tensor_layer(tensor.name, n_layer)
+        if il == INPUT:
+            continue
+        layer = n_layer if il == OUTPUT else il
+        if layer in placement:
+            place(placement[layer], tensor.n_bytes, is_split_matrix(tensor))
+        else:
+            cpu_weights += tensor.n_bytes
     for il in range(n_layer):
-        layer = weights.get(il, 0) + kv.layer_bytes[il]
         if il in placement:
-            gpu_bytes[placement[il]] += layer
+            gpu_kv[placement[il]] += kv.layer_bytes[il]
             gpu_layers[placement[il]] += 1
         else:
-            cpu += layer
-    output = weights.get(OUTPUT, 0)
+            cpu_kv += kv.layer_bytes[il]
     if n_layer in placement:
-        device = placement[n_layer]
-        # A tied head is a copy of the token embeddings on the output device (TENSOR_DUPLICATED).
-        gpu_bytes[device] += output + (0 if has_output_tensor(summary) else weights.get(INPUT, 0))
-        gpu_layers[device] += 1
-    else:
-        cpu += output
-    if n_gpu_layers > 0:
+        gpu_layers[placement[n_layer]] += 1
+        if not has_output_tensor(summary):
+            # A tied head is a copy of the token embeddings on the output device (TENSOR_DUPLICATED).
+            place(placement[n_layer], weights.get(INPUT, 0), True)
+    graph, logits = compute
+    cpu_compute = 0
+    running = [device for device in range(count) if gpu_layers[device]]
+    if n_gpu_layers == 0:
+        cpu_compute = graph + logits
+    elif len(running) == 1:
         # The graph runs where the offloaded layers are; the host keeps a small staging share.
-        gpu_bytes[placement[n_layer]] += compute
+        gpu_compute[placement[n_layer]] += graph + logits
     else:
-        cpu += compute
-    devices = [DeviceMemory(name, b, n) for name, b, n in zip(gpu_names, gpu_bytes, gpu_layers) if n]
-    return [*devices, DeviceMemory("CPU", cpu, n_layer + 1 - sum(gpu_layers))]
+        pipelined = split_mode == "layer" and n_gpu_layers == n_layer + 1
+        for device in running:
+            gpu_compute[device] += graph + (pipeline_inputs_bytes(shape, kv.layout) if pipelined else 0)
+        gpu_compute[placement[n_layer]] += logits
+    devices = [DeviceMemory(name, w + k + c, n, w, k, c)
+               for name, w, k, c, n in zip(gpu_names, gpu_weights, gpu_kv, gpu_compute, gpu_layers) if n]
+    return [*devices, DeviceMemory("CPU", cpu_weights + cpu_kv + cpu_compute, n_layer + 1 - sum(gpu_layers),
+                                   cpu_weights, cpu_kv, cpu_compute)]
+
+
+def pipeline_inputs_bytes(shape: ModelShape, layout: KvLayout, n_ubatch: int = DEFAULT_UBATCH) -> int:
+    """The extra copies of one device's graph inputs under pipeline parallelism: the residual stream
+    (f32) and the KQ mask (f16) of a micro-batch, ``PIPELINE_COPIES - 1`` more times."""
+    tokens = min(layout.n_ctx, n_ubatch)
+    return (PIPELINE_COPIES - 1) * tokens * (shape.n_embd * 4 + layout.cells * 2)
 
 
 def layer_bytes(summary: GgufSummary, kv: KvCacheEstimate) -> list[int]:

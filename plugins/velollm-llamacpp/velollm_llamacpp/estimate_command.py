@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import click
-from velollm_gguf.estimate import CACHE_TYPES, MemoryEstimate
+from velollm_gguf.estimate import CACHE_TYPES, SPLIT_MODES, MemoryEstimate
+
+ALL_LAYERS = 999  # -ngl 999: every layer and the output head, whatever the model's depth
 
 
 def _mib(value: int) -> str:
@@ -33,7 +37,9 @@ def render_estimate(estimate: MemoryEstimate, console) -> None:
         table.add_row("tied head copy", _mib(estimate.duplicated_bytes), "token embeddings again on the GPU")
     table.add_row("total", _mib(estimate.total_bytes), "", style="bold")
     for device in estimate.devices:
-        table.add_row(f"  on {escape(device.name)}", _mib(device.bytes), f"{device.layers} layer(s)")
+        parts = (f": weights {_mib(device.weights_bytes)}, KV {_mib(device.kv_cache_bytes)}, "
+                 f"compute {_mib(device.compute_bytes)}" if estimate.gpu_count > 1 else "")
+        table.add_row(f"  on {escape(device.name)}", _mib(device.bytes), f"{device.layers} layer(s){parts}")
     console.print(table)
     for note in estimate.notes:
         console.print(f"note: {escape(note)}", highlight=False)
@@ -47,19 +53,47 @@ def render_estimate(estimate: MemoryEstimate, console) -> None:
 @click.option("--parallel", type=int, default=1, show_default=True, help="Parallel slots (llama-server -np).")
 @click.option("--n-gpu-layers", type=click.IntRange(min=0), help="Layers offloaded (-ngl); splits the total "
               "by device.")
+@click.option("--gpus", type=click.IntRange(min=1), help="GPUs to split the model over (all layers offloaded "
+              "unless --n-gpu-layers says otherwise).")
+@click.option("--tensor-split", help="Share of each GPU, llama.cpp's -ts: e.g. 3,1 (default: equal shares).")
+@click.option("--split-mode", type=click.Choice(SPLIT_MODES), default="layer", show_default=True,
+              help="llama.cpp's -sm: layers per GPU, weight rows over every GPU, or one GPU only.")
+@click.option("--main-gpu", type=click.IntRange(min=0), default=0, show_default=True,
+              help="llama.cpp's -mg: the GPU of --split-mode none.")
 @click.option("--flash-attn/--no-flash-attn", default=True, show_default=True, help="Flash attention (-fa).")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document.")
 def estimate_command(model: str, ctx: int | None, kv_type: str, parallel: int, n_gpu_layers: int | None,
+                     gpus: int | None, tensor_split: str | None, split_mode: str, main_gpu: int,
                      flash_attn: bool, as_json: bool) -> None:
-    """Estimate weights, KV cache and compute memory of MODEL (GGUF path or name) under llama.cpp."""
+    """Estimate weights, KV cache and compute memory of MODEL (GGUF path or name) under llama.cpp;
+    per GPU with --gpus / --tensor-split."""
     from velollm_gguf import estimate_memory, read_summary
 
     from velollm_core.api import print_json, resolve_model_path, stdout_console
 
+    split = parse_tensor_split(tensor_split) if tensor_split else None
+    count = gpus or (len(split) if split else 1)
+    if (gpus or split) and n_gpu_layers is None:
+        n_gpu_layers = ALL_LAYERS
     summary = read_summary(resolve_model_path(model))
     estimate = estimate_memory(summary, ctx=ctx, cache_type_k=kv_type, parallel=parallel,
-                               n_gpu_layers=n_gpu_layers, flash_attn=flash_attn)
+                               n_gpu_layers=n_gpu_layers, flash_attn=flash_attn,
+                               gpu_names=tuple(f"GPU{index}" for index in range(count)), gpu_split=split,
+                               split_mode=split_mode, main_gpu=main_gpu)
     if as_json:
         print_json(estimate.to_json())
     else:
         render_estimate(estimate, stdout_console())
+
+
+def parse_tensor_split(text: str) -> tuple[float, ...]:
+    """``"3,1"`` (or llama.cpp's ``"3/1"``) as ratios; UserInputError for anything else."""
+    from velollm_core.api import UserInputError
+
+    try:
+        ratios = tuple(float(part) for part in text.replace("/", ",").split(","))
+    except ValueError:
+        raise UserInputError(f"--tensor-split takes numbers separated by commas (e.g. 3,1), not {text!r}") from None
+    if not all(math.isfinite(ratio) for ratio in ratios):
+        raise UserInputError(f"--tensor-split takes finite numbers, not {text!r}")
+    return ratios
