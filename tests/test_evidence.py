@@ -353,6 +353,8 @@ def table_problems(table: DocTable, computed: set[str] = frozenset(), root: Path
 def test_every_table_of_figures_in_the_docs_names_raw_files_that_hold_its_numbers():
     tables = [table for doc in DOCS for table in doc_tables(doc)]
     assert sum(has_figures(table) for table in tables) >= 20
+    exempt = [table.name for table in tables if has_figures(table) and table.after.startswith("Not measured:")]
+    assert len(exempt) <= 3, f"'Not measured:' is for the odd table that is no measurement, not a way out: {exempt}"
     for header, columns in COMPUTED_COLUMNS.items():
         matching = [table for table in tables if table.header_line == header]
         assert len(matching) == 1 and columns <= set(matching[0].header), header
