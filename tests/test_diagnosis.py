@@ -108,3 +108,36 @@ def test_a_server_faster_than_its_engine_alone_is_not_believed():
     verdict = diagnose(result, level)
     assert verdict["limit"] == "unknown"
     assert "load changed" in verdict["line"]
+
+
+def test_the_report_carries_each_levels_efficiency_and_limit(tmp_path):
+    import csv
+    import io
+    import json
+    import subprocess
+    import sys
+
+    from velollm_core.bench.ceiling import annotate
+    from velollm_core.contract.ceiling import EngineCeiling, EngineShape
+
+    out = tmp_path / "r.json"
+    with mock_llm(ttft_ms=5, itl_ms=10, kv_cache_tokens=100) as mock:
+        plan = BenchmarkPlan(backend="llamacpp", model="velollm-mock", suites=[], host=mock.url, iterations=1,
+                             warmup=0, natural_stop=False, workloads=[Workload(32, 24)], concurrency=[4], requests=8)
+        runner = BenchmarkRunner(plan, output=out, telemetry=True, warn=lambda message: None)
+        runner.run()
+    level = runner.result.levels[0]
+    # the figure a backend's engine_ceiling would give: the level's own rate, twice over
+    annotate(level, EngineCeiling(EngineShape(4, 33, 24), output_tokens_per_s=2 * level["output_throughput"]))
+    runner.save()
+    proc = subprocess.run([sys.executable, "-m", "velollm_core", "report", str(out), "--format", "csv"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    (row,) = [row for row in csv.DictReader(io.StringIO(proc.stdout)) if row["table"] == "level"]
+    assert (float(row["server_efficiency"]), row["limit"]) == (0.5, "KV cache full")
+    assert json.loads(out.read_text())["levels"][0]["diagnosis"]["limit"] == "kv_cache_full"
+    html = tmp_path / "r.html"
+    proc = subprocess.run([sys.executable, "-m", "velollm_core", "report", str(out), "--output", str(html)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "of engine" in html.read_text() and "KV cache full: " in html.read_text()

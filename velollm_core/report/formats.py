@@ -27,7 +27,7 @@ COLUMNS = {
               "prompt_tps_median", "prompt_tps_stdev", "ttft_ms_median", "total_ms_median", "roofline_pct"),
     "level": ("level", "profile", "workload", "concurrency", "rate", "completed", "failed", "request_throughput",
               "output_throughput", "ttft_ms_median", "ttft_ms_p99", "tpot_ms_median", "tpot_ms_p99", "itl_ms_p99",
-              "e2el_ms_median", "goodput_share", "knee"),
+              "e2el_ms_median", "goodput_share", "knee", "server_efficiency", "limit"),
     "speculative": ("suite", "n", "vanilla_decode_tps", "speculative_decode_tps", "speedup", "acceptance_rate",
                     "draft_max", "predicted_speedup"),
     "verify": ("suite", "n", "decode_tps_median", "decode_tps_stdev", "prompt_tps_median", "prompt_tps_stdev"),
@@ -37,6 +37,12 @@ ALL_COLUMNS = tuple(dict.fromkeys([*COMMON, *(c for cols in COLUMNS.values() for
 
 def _r(value: Any, digits: int = 3) -> Any:
     return round(value, digits) if isinstance(value, float) else value
+
+
+def _limit(level: dict[str, Any]) -> str | None:
+    """What limited the level (its diagnosis' label), or None where it has none."""
+    verdict = level.get("diagnosis")
+    return verdict.get("label") if isinstance(verdict, dict) else None
 
 
 def rows(sources: list[d.ReportSource]) -> list[dict[str, Any]]:
@@ -67,7 +73,9 @@ def rows(sources: list[d.ReportSource]) -> list[dict[str, Any]]:
                             "ttft_ms_median": _r(lat["ttft_ms"].get("median")), "ttft_ms_p99": _r(lat["ttft_ms"].get("p99")),
                             "tpot_ms_median": _r(lat["tpot_ms"].get("median")), "tpot_ms_p99": _r(lat["tpot_ms"].get("p99")),
                             "itl_ms_p99": _r(lat["itl_ms"].get("p99")), "e2el_ms_median": _r(lat["e2el_ms"].get("median")),
-                            "goodput_share": _r(goodput.get("share")), "knee": level["is_knee"]})
+                            "goodput_share": _r(goodput.get("share")), "knee": level["is_knee"],
+                            "server_efficiency": _r(level.get("server_efficiency")),
+                            "limit": _limit(level)})
         if source.kind == "speculative":
             spec = d.speculative_curve(source.data) or {}
             for suite, row in (spec.get("per_suite") or {}).items():

@@ -103,6 +103,12 @@ def _suites_section(sources: list[d.ReportSource]) -> str:
     return f'<h2>Decode and prefill per suite</h2><div class="charts">{"".join(figures)}</div>{table}'
 
 
+def _diagnosis(level: dict) -> str:
+    """The level's diagnosis line (what limited it), or empty."""
+    verdict = level.get("diagnosis")
+    return str(verdict.get("line") or "") if isinstance(verdict, dict) else ""
+
+
 def _latency(level: dict, name: str, stat: str = "median") -> float | None:
     value = level.get(name)
     return d._num(value.get(stat)) if isinstance(value, dict) else None
@@ -154,9 +160,9 @@ def _load_section(sources: list[d.ReportSource]) -> str:
             rows.append([name, lv.get("key"), workload, lv.get("request_throughput"), lv.get("output_throughput"),
                          _latency(lv, "ttft_ms"), _latency(lv, "ttft_ms", "p99"), _latency(lv, "tpot_ms"),
                          _latency(lv, "itl_ms", "p99"), goodput.get("share"), lv.get("completed"), lv.get("failed"),
-                         "knee" if lv.get("is_knee") else ""])
+                         d._num(lv.get("server_efficiency")), _diagnosis(lv), "knee" if lv.get("is_knee") else ""])
     table = _table(["result", "level", "workload", "req/s", "out tok/s", "TTFT p50", "TTFT p99", "TPOT p50",
-                    "ITL p99", "goodput", "done", "failed", ""], rows, text_columns=3)
+                    "ITL p99", "goodput", "done", "failed", "of engine", "limit", ""], rows, text_columns=3)
     notes = "".join(f'<p class="note">knee · {w}</p>' for w in why)
     return f'<h2>Load: throughput vs latency</h2><div class="charts">{"".join(figures)}</div>{notes}{table}'
 
