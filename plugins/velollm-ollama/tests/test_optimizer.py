@@ -318,6 +318,15 @@ def test_single_gpu_ignores_spread(hw):
     assert "OLLAMA_SCHED_SPREAD" not in changes
 
 
+def test_the_proposal_says_where_the_scheduler_puts_the_model_on_two_gpus(hw):
+    fits, _ = propose(two_gpus(hw), llama8b())
+    assert any("fits on one GPU: Ollama's scheduler loads it whole on the GPU with the most free memory" in n
+               for n in fits.notes)
+    big, _ = propose(two_gpus(hw), llama8b(name="llama3.3:70b", weights_bytes=38 * GIB, block_count=80,
+                                           embedding_length=8192, **{"attention.head_count": 64}))
+    assert any("in proportion to the GPU's free memory" in n for n in big.notes)
+
+
 def test_mixed_vendors_size_for_the_larger_group(hw):
     from velollm_core.contract.schemas import GpuInfo
 

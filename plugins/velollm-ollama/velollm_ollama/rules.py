@@ -277,9 +277,16 @@ def rule_sched_spread(plan: Plan) -> None:
                          f"{model.name} with {context:,} tokens of context fits on one GPU: spreading it "
                          f"over {len(plan.budget.devices)} GPUs adds a transfer between GPUs for every token "
                          "and occupies all of them; Ollama still spreads models that do not fit one GPU")
+        else:
+            # The scheduler tries the GPUs by free memory, most first, and loads a model whole on the first
+            # that holds it (pickBestFullFitByLibrary).
+            plan.notes.append(f"{model.name} with {context:,} tokens fits on one GPU: Ollama's scheduler loads it "
+                              "whole on the GPU with the most free memory, leaving the other GPU(s) to other "
+                              "models; one GPU also skips a transfer between GPUs per token")
     else:
         plan.notes.append(f"{model.name} with {context:,} tokens does not fit on one GPU: Ollama spreads it "
-                          "over the GPUs on its own; OLLAMA_SCHED_SPREAD is not needed for that")
+                          "over the GPUs on its own; OLLAMA_SCHED_SPREAD is not needed for that (its layers "
+                          "go to each GPU in proportion to the GPU's free memory)")
 
 
 def rule_llama_fit(plan: Plan) -> None:
