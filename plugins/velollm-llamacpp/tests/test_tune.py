@@ -1,4 +1,4 @@
-"""The llama.cpp proposal rules on synthetic machines and models: full and partial GPU offload, a
+"""The llama.cpp proposal rules on synthetic machines and models: full and partial GPU offload, two GPUs, a
 q8_0 cache that makes a model fit, CPU-only threads, memory pressure, a CPU build on a GPU machine."""
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from velollm_gguf.estimate import estimate_memory
 from velollm_gguf.meta import GgufSummary, TensorInfo
 from velollm_llamacpp import tune
 from velollm_llamacpp.tune import GPU_MARGIN_BYTES, gpu_budgets, propose_llamacpp
+from velollm_llamacpp.tune_split import split_candidates, tensor_split
 
-from velollm_core.contract.schemas import CpuInfo, GpuInfo, HardwareReport, MemoryInfo, OsInfo
+from velollm_core.contract.schemas import CpuInfo, GpuInfo, GpuLink, HardwareReport, MemoryInfo, OsInfo
 
 GIB = 2**30
 MODEL = Path("/models/llama-8b.gguf")
@@ -285,3 +286,73 @@ def test_load_on_cpus_the_threads_leave_free_is_not_busy():
     assert not any("busy" in note for note in quiet.notes)
     busy = propose(machine(physical=16, logical=16), cpu_limit=4, load_average=13.5)
     assert any("-t 3 is faster than -t 4" in note for note in busy.notes)
+
+
+# --- two GPUs: one GPU for a model that fits it (measured against the default split by --verify), a layer
+# split in proportion to usable memory for one that needs both, and the split candidates to A/B ----------
+
+BUS = ("0000:09:00.0", "0000:41:00.0")
+SEVENTY_B = {"n_layer": 80, "n_embd": 8192, "n_ff": 28672, "n_head": 64}  # ~38 GiB at Q4_0
+
+
+def two_cards(first_gib=24.0, second_gib=24.0, link: str | None = None, name="NVIDIA GeForce RTX 3090"):
+    cards = [gpu(first_gib, name=name).replace(pci_bus_id=BUS[0]),
+             gpu(second_gib, name=name).replace(pci_bus_id=BUS[1])]
+    hardware = machine(gpus=cards)
+    if link:
+        label = {"cross-numa": "SYS", "bridge": "NV4"}[link]
+        hardware = hardware.model_copy(update={"links": [GpuLink(pci_bus_ids=list(BUS), kind=link, label=label,
+                                                                 source="test")]})
+    return hardware
+
+
+def test_a_model_that_fits_one_card_runs_on_it_alone_and_verify_measures_that():
+    proposal = propose(two_cards(link="cross-numa"))  # Llama 8B Q4_0 with 8k of context: ~6 GiB
+    split = changes(proposal)["-sm"]
+    assert split.args == ["-sm", "none", "-mg", "0"]
+    assert (split.purpose, split.group) == ("speed", "split")  # --verify ablates it: one vs two GPUs
+    assert "over PCIe and between CPU sockets (SYS)" in split.reason
+    assert "often slower" in split.reason
+    assert proposal.command[proposal.command.index("-sm"):][:4] == ["-sm", "none", "-mg", "0"]
+    note = next(n for n in proposal.notes if n.startswith("split candidates"))
+    assert "one GPU: -sm none -mg 0" in note and "layer split: -sm layer -ts 22,22" in note
+    assert "rarely faster without NVLink" in note
+
+
+def test_the_roomiest_card_is_the_main_gpu():
+    proposal = propose(two_cards(24, 48, name="NVIDIA RTX A6000"))
+    assert changes(proposal)["-sm"].args == ["-sm", "none", "-mg", "1"]
+
+
+def test_a_model_that_needs_both_cards_gets_a_layer_split_by_usable_memory():
+    proposal = propose(two_cards(32, 16), summary=llama_summary(**SEVENTY_B))
+    found = changes(proposal)
+    assert "-sm" not in found
+    split = found["-sm/-ts"]
+    ratios = [int(r) for r in split.args[3].split(",")]
+    assert split.args[:3] == ["-sm", "layer", "-ts"] and ratios[0] > 1.9 * ratios[1]
+    assert split.args[3] == tensor_split(gpu_budgets(two_cards(32, 16)))
+    assert split.purpose == "explicit"
+    assert found["-ngl"].args == ["-ngl", "81"]  # every layer and the head, over both cards
+    assert any("CUDA_DEVICE_ORDER=PCI_BUS_ID" in n for n in proposal.notes)  # unequal cards
+
+
+def test_over_a_bridge_row_and_tensor_splits_are_worth_measuring():
+    proposal = propose(two_cards(link="bridge"), summary=llama_summary(**SEVENTY_B))
+    note = next(n for n in proposal.notes if n.startswith("split candidates"))
+    assert "row split: -sm row -ts 22,22" in note and "tensor split: -sm tensor" in note
+    assert "worth measuring over this bridge" in note and "one GPU" not in note
+
+
+def test_one_gpu_gets_no_split():
+    proposal = propose(machine(gpus=[gpu(24)]))
+    assert not {"-sm", "-sm/-ts"} & set(changes(proposal))
+    assert not any(n.startswith("split candidates") for n in proposal.notes)
+
+
+def test_candidates_name_the_main_gpu_only_when_the_model_fits_it():
+    budgets = gpu_budgets(two_cards(24, 48))
+    assert [name for name, _ in split_candidates(budgets, budgets[1])] == [
+        "one GPU", "layer split", "row split", "tensor split"]
+    assert split_candidates(budgets, budgets[1])[0][1] == ["-sm", "none", "-mg", "1"]
+    assert next(name for name, _ in split_candidates(budgets, None)) == "layer split"

@@ -7,6 +7,8 @@ The rules, in the order they are decided:
   the model's full training context, which llama-server would otherwise reserve in KV cache.
 - ``-ngl``: all layers (and the output head) when the memory estimate fits the GPUs' free memory minus
   a margin; else a q8_0 KV cache when that makes everything fit; else as many layers as fit.
+- ``-sm``/``-ts``/``-mg`` over several GPUs: one GPU when the model fits it, else a layer split in
+  proportion to each GPU's usable memory; the split candidates to measure in a note (``tune_split.py``).
 - ``-b``/``-ub`` stay at llama.cpp's 2048/512: 2048-token micro-batches measured no faster on an
   H200 (8B Q4_0, 1.9k-token prompts: 0.99x, within noise) and cost compute-buffer memory.
 - ``-t``: the physical cores this process may use (affinity, cgroup quota): SMT siblings share one

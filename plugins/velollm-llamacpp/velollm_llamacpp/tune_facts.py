@@ -96,6 +96,7 @@ class GpuBudget:
     name: str
     usable_bytes: int
     total_bytes: int
+    index: int = 0  # the GPU's place in the hardware report (its -mg number where CUDA numbers by bus)
 
 
 def gpu_budgets(hardware: HardwareReport) -> list[GpuBudget]:
@@ -106,7 +107,7 @@ def gpu_budgets(hardware: HardwareReport) -> list[GpuBudget]:
             continue
         free = gpu.memory_free_bytes if gpu.memory_free_bytes is not None else gpu.memory_total_bytes
         margin = max(GPU_MARGIN_BYTES, int(GPU_MARGIN_SHARE * gpu.memory_total_bytes))
-        budgets.append(GpuBudget(f"GPU{index} ({gpu.name})", max(0, free - margin), gpu.memory_total_bytes))
+        budgets.append(GpuBudget(f"GPU{index} ({gpu.name})", max(0, free - margin), gpu.memory_total_bytes, index))
     return budgets
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from velollm_llamacpp.tune_facts import GPU_MASK_VARS, RAM_MARGIN_BYTES, gpu_budgets
+from velollm_llamacpp.tune_split import rule_split
 
 if TYPE_CHECKING:
     from velollm_gguf import GgufSummary, MemoryEstimate
@@ -308,6 +309,7 @@ RULES = (
     rule_slots,
     rule_gpu_layers,
     rule_kv_cache_type,
+    rule_split,
     rule_memory_lock,
     note_ram_shortage,
     note_estimate,
