@@ -72,6 +72,7 @@ SHAPES = {
     "1b": Shape("1B", 16, 2048, 8192, 32, 8, 64, tied=True),  # Llama 3.2 1B
     "3b": Shape("3B", 28, 3072, 8192, 24, 8, 128, tied=True),  # Llama 3.2 3B
     "8b": Shape("8B", 32, 4096, 14336, 32, 8, 128, tied=False),  # Llama 3.1 8B
+    "70b": Shape("70B", 80, 8192, 28672, 64, 8, 128, tied=False),  # Llama 3.1 70B: more than one GPU at Q8_0+KV
 }
 TYPES = ("f16", "q8_0", "q4_0")
 
