@@ -201,8 +201,8 @@ def _client_notes(where: str, client: dict[str, Any]) -> list[str]:
     * whose client was the limit."""
     notes = []
     if (client.get("workers") or 1) > 1 or client.get("where", "this host") != "this host":
-        hosts = client.get("hosts") or []
-        on = f" on {len(hosts)} hosts" if len(hosts) > 1 else ""
+        hosts = max(len(client.get("hosts") or []), client.get("nodes") or 0)
+        on = f" on {hosts} {'nodes' if client.get('nodes') else 'hosts'}" if hosts > 1 else ""
         notes.append(f"{where}: {client['workers']} client workers{on} ({client.get('workers_why')})")
     for lost in client.get("lost") or []:
         notes.append(f"{where}: {lost}; its finished requests are kept")

@@ -287,6 +287,8 @@ class BenchmarkRunner:
                                               nodes=self._cluster_nodes())
         deadlines = Deadlines.from_settings(self.context.settings)
         if workers > 1 or self.plan.cluster is not None:
+            prepare, workers, workers_why = self._portable_calls(pairs, prepare, workers, workers_why)
+        if workers > 1 or self.plan.cluster is not None:
             driver = LevelWorkers(spec, [p[0] for p in pairs], primes=[p[1] for p in pairs], prepare=prepare,
                                   deadlines=deadlines, on_done=on_done, workers=workers, cluster=self.plan.cluster)
         else:
@@ -323,6 +325,21 @@ class BenchmarkRunner:
                            **(driver.client() if isinstance(driver, LevelWorkers) else {})}
         self._add_level(entry)
         return entry
+
+    def _portable_calls(self, pairs: list[RequestPair], prepare: Callable, workers: int,
+                        why: str) -> tuple[Callable, int, str]:
+        """Every StreamCall of the level built once, here; where they cannot travel to a worker (a
+        backend's stream that keeps state in this process), one worker when the choice was ours."""
+        from velollm_core.bench.workers import unportable
+
+        calls = {id(r): prepare(r) for pair in pairs for r in pair if r is not None}
+        reason = unportable(next(iter(calls.values()), None))
+        if reason is not None:
+            if self.plan.workers not in (None, 1) or self.plan.cluster is not None:
+                raise UserInputError(f"{'--cluster' if self.plan.cluster else '--workers'}: the {self.plan.backend} "
+                                     f"backend's streams keep state in this process ({reason}); run it with --workers 1")
+            workers, why = 1, f"the {self.plan.backend} backend's streams keep state in this process: one worker"
+        return (lambda request: calls[id(request)]), workers, why
 
     def _cluster_nodes(self) -> int:
         """The live nodes of ``--cluster`` (1 without one); connects to the cluster on first use."""

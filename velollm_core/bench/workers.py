@@ -111,6 +111,19 @@ class PortableCall:
                           status_error=Refused if self.words_refusal else None)
 
 
+def unportable(call: StreamCall | None) -> str | None:
+    """Why ``call`` cannot be sent to a worker process (it holds this process's state), or None."""
+    import pickle
+
+    if call is None:
+        return None
+    try:
+        pickle.dumps(PortableCall.of(call))
+    except Exception as exc:  # noqa: BLE001 - any object that does not pickle: its words
+        return f"{type(exc).__name__}: {_short(exc)}"
+    return None
+
+
 class ScheduledArrivals(LoadProfile):
     """A share of an open-loop level: its own arrival times, in seconds from the level's start."""
 
@@ -485,6 +498,7 @@ class LevelWorkers:
         return {
             "workers": len(self.reports), "where": self.where,
             "hosts": sorted({r.ready.get("host") for r in self.reports if r.ready.get("host")}),
+            "nodes": len({r.ready.get("node") for r in self.reports if r.ready.get("node")}) or None,
             "worker_cpu_s": [round((r.done or {}).get("cpu_s", 0.0), 3) for r in self.reports],
             "worker_loop_lag_p99_ms": [_p99((r.done or {}).get("loop_lag_ms") or []) for r in self.reports],
             "errors": [r.done["error"] for r in self.reports if r.done and r.done.get("error")],

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import signal
 import threading
+import time
 from typing import Any
 
 from velollm_core.bench.workers import Workers, WorkerShare, run_share
@@ -38,13 +40,26 @@ def connect(address: str) -> Any:
     if ray.is_initialized():
         return ray
     _probe(address)
+    # ray.init sets its own SIGTERM handler (sys.exit) and a native one that prints a stack; VeloLLM's
+    # (contract.interrupt: the result file's final status, every worker stopped) must stay.
+    saved = _signal_handlers()
     try:
         ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise VeloError(f"cannot reach the Ray cluster at {address} ({first[:160]}); is it running "
                         "(`ray start --head`, `ray status`)?") from None
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
     return ray
+
+
+def _signal_handlers() -> dict[int, Any]:
+    from velollm_core.contract.interrupt import HANDLED
+
+    wanted = [getattr(signal, name) for name in HANDLED if hasattr(signal, name)]
+    return {signum: signal.getsignal(signum) for signum in wanted if signal.getsignal(signum) is not None}
 
 
 def _probe(address: str) -> None:
@@ -84,10 +99,19 @@ class _Worker:
         self.thread: threading.Thread | None = None
 
     def start(self, share: WorkerShare) -> None:
+        import ray
+
+        node = ray.get_runtime_context().get_node_id()
+
+        def emit(message: tuple) -> None:
+            if message[0] == "ready":  # which node it runs on: the parent counts the nodes the level used
+                message = ("ready", {**message[1], "node": node})
+            self.messages.put(message)
+
         def wait_go() -> bool:
             return self.go_signal.wait(GO_TIMEOUT_S)
 
-        self.thread = threading.Thread(target=run_share, args=(share, self.messages.put, wait_go), daemon=True)
+        self.thread = threading.Thread(target=run_share, args=(share, emit, wait_go), daemon=True)
         self.thread.start()
 
     def go(self) -> None:
@@ -131,7 +155,14 @@ class RayWorkers(Workers):
     def poll(self, timeout_s: float) -> list[tuple[int, tuple]]:
         if not self.polls:
             return []
-        ready, _ = self.ray.wait(list(self.polls), num_returns=len(self.polls), timeout=timeout_s)
+        # Ray's blocking calls turn a SIGTERM that lands inside them into a plain KeyboardInterrupt:
+        # wait in Python instead, so the signal arrives here as itself (its exit code, the file's status).
+        until = time.monotonic() + timeout_s
+        while True:
+            ready, _ = self.ray.wait(list(self.polls), num_returns=len(self.polls), timeout=0)
+            if ready or time.monotonic() >= until:
+                break
+            time.sleep(0.02)
         messages = []
         for ref in ready:
             worker = self.polls.pop(ref)
