@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import types
+from pathlib import Path
 
 import pytest
 from velollm_nvidia import plugin
@@ -16,6 +17,7 @@ from velollm_core.api import GpuInfo
 from velollm_core.contract.probing.tools import ProbeError
 
 BUS = {0: "0000:09:00.0", 1: "0000:41:00.0", 2: "0000:61:00.0", 3: "0000:81:00.0"}
+DATA = Path(__file__).parent / "data"  # captured on the GPUs lent to this project (SOURCES.md)
 
 
 def topo(tool_outputs, name: str) -> str:
@@ -41,6 +43,18 @@ def test_four_h100_on_nvlink_with_nic_rows_and_columns(tool_outputs):
     assert pairs == {pair: "NV6" for pair in [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]}
     links = links_from_matrix(pairs, {0: BUS[0], 1: BUS[1]})  # only the cards the report holds
     assert [(link.kind, link.bridge_links) for link in links] == [("bridge", 6)]
+
+
+def test_a_real_one_gpu_matrix_with_its_underlined_header_has_no_pairs():
+    text = (DATA / "velollm_h100_580.159.04_topo-m.txt").read_text()
+    assert "\x1b[4m" in text  # nvidia-smi writes the escapes into a file too
+    assert parse_topo_matrix(text) == {}
+
+
+def test_the_underlined_header_of_a_two_gpu_matrix_is_read(tool_outputs):
+    lines = topo(tool_outputs, "club3090-1229_2x-rtx5090_phb.txt").split("\n")
+    lines[0] = "\t\x1b[4m" + lines[0].lstrip("\t") + "\x1b[0m"  # as the H100 capture shows it
+    assert parse_topo_matrix("\n".join(lines)) == {(0, 1): "PHB"}
 
 
 def test_text_without_a_matrix_is_a_probe_error():
@@ -127,3 +141,8 @@ def test_dual_a5000_xml_reads_an_idle_gen4_x16_link(tool_outputs):
 def test_l40s_query_reads_its_pcie_columns_by_name(tool_outputs):
     (l40s,) = parse_smi_csv((tool_outputs / "nvidia-smi-csv" / "nvexporter_l40s_595.80.csv").read_text())
     assert (l40s.pcie_generation, l40s.pcie_max_generation, l40s.pcie_width, l40s.pcie_max_width) == (4, 4, 16, 16)
+
+
+def test_h100_query_reads_its_gen5_x16_link():
+    (h100,) = parse_smi_csv((DATA / "velollm_h100_580.159.04_query-pcie.csv").read_text())
+    assert (h100.pcie_generation, h100.pcie_max_generation, h100.pcie_width, h100.pcie_max_width) == (5, 5, 16, 16)

@@ -22,6 +22,8 @@ NVML_LEVELS = {0: ("board", None), 10: ("pcie-switch", "PIX"), 20: ("pcie-switch
                30: ("host-bridge", "PHB"), 40: ("numa-node", "NODE"), 50: ("cross-numa", "SYS")}
 NVLINK_MAX_LINKS = 18  # NVML_NVLINK_MAX_LINKS of current drivers (H100: 18 links); older cards have fewer
 _NVLINK = re.compile(r"^NV(\d+)$")
+# nvidia-smi underlines the matrix's header with terminal escapes, even when its output goes to a file.
+_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _GPU_NAME = re.compile(r"^GPU(\d+)$")
 
 
@@ -44,9 +46,10 @@ def parse_topo_matrix(text: str) -> dict[tuple[int, int], str]:
 
     Read by the header's column names, so NIC columns and the affinity columns after them are skipped
     whatever their number; cells are split on whitespace (the tool pads with tabs, pasted copies with
-    spaces), and an empty affinity cell only shortens the row after the GPU columns.
+    spaces), and an empty affinity cell only shortens the row after the GPU columns. The terminal escapes
+    nvidia-smi wraps the header in (underline) are dropped first.
     """
-    rows = [line.split() for line in text.splitlines() if line.split()]
+    rows = [line.split() for line in _ESCAPE.sub("", text).splitlines() if line.split()]
     # The header names columns only: its first word is GPU0 and so is no row's second word.
     header = next((words for words in rows if words[0] == "GPU0" and (len(words) == 1 or not is_cell(words[1]))), None)
     if header is None:
