@@ -58,6 +58,8 @@ _EXPORTS: dict[str, str] = {
     "installed_plugins": "velollm_core.contract.plugins",
     # configuration
     "verify_proposal": "velollm_core.tune.verify",
+    # tuning for a load: the backend's steps, measured by the core (Backend.tune_for_load)
+    **dict.fromkeys(("LoadStep", "search_for_load"), "velollm_core.tune.load"),
     "read_unit_environment": "velollm_core.tune.systemd",
     "unit_installed": "velollm_core.tune.systemd",
     # hardware probing

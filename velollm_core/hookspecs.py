@@ -64,11 +64,13 @@ def run_benchmark(backend, plan, context, runner):
 
 
 @hookspec
-def propose_config(hardware, model, backend):
+def propose_config(hardware, model, backend, concurrency):
     """Return a list of ``ConfigProposal``: one per backend this plugin can configure.
 
     ``hardware`` is the ``HardwareReport``; ``model`` a model name/path or None; ``backend`` the
-    backend the user asked about, or None for all (``ConfigProposal.runtime`` names the backend). Every ``ConfigChange`` carries its reason.
+    backend the user asked about, or None for all (``ConfigProposal.runtime`` names the backend);
+    ``concurrency`` the requests served at once the settings are for (``--for-concurrency``; None:
+    the runtime's usual). Every ``ConfigChange`` carries its reason.
     Plugins that do not configure the asked backend return an empty list.
     """
 

@@ -82,6 +82,10 @@ class Capabilities:
     - ``engine_ceiling``: ``engine_ceiling(shapes, context)`` measures the inference engine alone (no
       server) at each load level's shape (``velollm_core.contract.ceiling``), for the levels' server
       efficiency (``velollm benchmark --engine-ceiling``).
+    - ``tune_for_load``: ``tune_for_load(proposal, model, hardware, concurrency, workload, budget_s,
+      progress)`` searches the server's flags at N streams, each change measured A/B at that load
+      (``velollm optimize --for-concurrency N --verify``; ``velollm_core.api.search_for_load`` does the
+      measuring, the backend supplies the ``LoadStep`` s).
     """
 
     stream: bool = False
@@ -91,6 +95,7 @@ class Capabilities:
     speculative: bool = False
     verify_config: bool = False
     engine_ceiling: bool = False
+    tune_for_load: bool = False
 
 
 @runtime_checkable
@@ -188,6 +193,12 @@ class Backend(Protocol):
         ``BackendError`` when the measuring program fails, ``UserInputError`` when it cannot run here."""
         ...
 
+    def tune_for_load(self, proposal: ConfigProposal, model: str | None, hardware: HardwareReport, concurrency: int,
+                      workload: Any, budget_s: float, progress) -> Any:
+        """``capabilities.tune_for_load``: the flags that serve ``concurrency`` streams of ``workload``
+        fastest, each change measured at that load within ``budget_s``; a ``LoadTuneReport``."""
+        ...
+
     def close(self, context: BenchmarkContext) -> None:
         """End what ``start`` began that ``context.resources`` does not hold."""
         ...
@@ -235,6 +246,10 @@ class BackendBase:
     def engine_ceiling(self, shapes: list[EngineShape], context: BenchmarkContext) -> list[EngineCeiling]:
         raise NotImplementedError(f"backend {self.name!r} does not declare capabilities.engine_ceiling")
 
+    def tune_for_load(self, proposal: ConfigProposal, model: str | None, hardware: HardwareReport, concurrency: int,
+                      workload: Any, budget_s: float, progress) -> Any:
+        raise NotImplementedError(f"backend {self.name!r} does not declare capabilities.tune_for_load")
+
     def close(self, context: BenchmarkContext) -> None:
         """Nothing beyond ``context.resources``, which the engine closes."""
 
@@ -242,7 +257,7 @@ class BackendBase:
 # The methods a capability needs: a backend declaring one without its method is a load error.
 CAPABILITY_METHODS = {"stream": "stream", "tokenize": "tokenize", "metrics": "metrics_url",
                       "speculative": "speculative", "verify_config": "verify_config",
-                      "engine_ceiling": "engine_ceiling"}
+                      "engine_ceiling": "engine_ceiling", "tune_for_load": "tune_for_load"}
 LIFECYCLE_METHODS = ("check", "start", "describe", "generate", "close")
 
 
@@ -459,4 +474,3 @@ def flag_options(backend_name: str, given: Mapping[str, Any],
                                  f"not of {backend_name}")
         options[name] = value
     return options
-

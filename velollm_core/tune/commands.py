@@ -36,12 +36,13 @@ def load_hardware(path: Path | None) -> HardwareReport:
                              f"{str(exc).splitlines()[0]}") from None
 
 
-def gather_proposals(hardware: HardwareReport, model: str | None, backend: str | None) -> list[ConfigProposal]:
-    """Every plugin's proposals for ``backend`` (all runtimes when None)."""
+def gather_proposals(hardware: HardwareReport, model: str | None, backend: str | None,
+                     concurrency: int | None = None) -> list[ConfigProposal]:
+    """Every plugin's proposals for ``backend`` (all runtimes when None), for ``concurrency`` requests at once."""
     from velollm_core.contract.plugins import hook
     from velollm_core.contract.schemas import ConfigProposal
 
-    arguments = {"hardware": hardware, "model": model, "backend": backend}
+    arguments = {"hardware": hardware, "model": model, "backend": backend, "concurrency": concurrency}
     proposals: list[ConfigProposal] = []
     # Each plugin is called alone so that one plugin's bug costs only its own proposal.
     for impl in hook().propose_config.get_hookimpls():
@@ -210,6 +211,30 @@ def verify(proposal: ConfigProposal, model: str | None, hardware: HardwareReport
     render_comparison(rows, stdout_console(), "current", "proposed")
 
 
+def tune_for_load(proposal: ConfigProposal, model: str | None, hardware: HardwareReport, concurrency: int,
+                  workload_text: str, budget_s: float) -> None:
+    """``--for-concurrency N --verify``: the backend's flags searched at N streams, each change measured."""
+    from velollm_core.bench.workloads import parse_workload
+    from velollm_core.contract import backends
+    from velollm_core.contract.files import atomic_write_json
+    from velollm_core.contract.output import stdout_console
+    from velollm_core.tune.load import render_load_report
+
+    if not model:
+        raise UserInputError("--verify benchmarks a model: pass --model")
+    workload = parse_workload(workload_text)
+    backend = backends.get(proposal.runtime)
+    if backend is None or not backend.capabilities.tune_for_load:
+        raise UserInputError(f"--for-concurrency --verify needs a backend that tunes for a load; "
+                             f"{proposal.runtime} does not (see `velollm plugins`)")
+    report = backend.tune_for_load(proposal, model, hardware, concurrency, workload, budget_s,
+                                   lambda line: click.echo(line, err=True))
+    render_load_report(report, stdout_console())
+    path = Path(f"velollm-optimize-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-load.json")
+    atomic_write_json(path, report.to_json())
+    click.echo(f"measurements written to {path}", err=True)
+
+
 def _run_benchmark(runtime: str, model: str, hardware: HardwareReport, output: Path) -> None:
     from velollm_core.bench.plan import BenchmarkPlan
     from velollm_core.bench.runner import run_benchmark_suites
@@ -248,6 +273,13 @@ def _write_output(out, text: str) -> None:
 @click.option("--hardware", "hardware_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Use a report from `velollm detect --output` instead of detecting this machine.")
 @click.option("--force", is_flag=True, help="Replace --output even when it is not a file VeloLLM wrote.")
+@click.option("--for-concurrency", "for_concurrency", type=click.IntRange(1, 4096),
+              help="Size the settings for N requests at once; with --verify, search the server's flags at N "
+                   "streams, each change measured A/B at that load.")
+@click.option("--workload", "load_workload", default="pp512/tg128", show_default=True, metavar="ppN/tgM",
+              help="The requests --for-concurrency --verify measures.")
+@click.option("--budget", "budget_s", type=click.FloatRange(10, 86400), default=1800, show_default=True,
+              help="Seconds --for-concurrency --verify may spend; steps it cannot afford are named, not run.")
 def optimize_command(
     backend: str | None,
     model: str | None,
@@ -258,6 +290,9 @@ def optimize_command(
     apply_: bool,
     hardware_file: Path | None,
     force: bool,
+    for_concurrency: int | None = None,
+    load_workload: str = "pp512/tg128",
+    budget_s: float = 1800,
 ) -> None:
     """Propose runtime settings for this machine, each with its reason; print, write or apply them."""
     from velollm_core.contract.files import prepare_output
@@ -267,7 +302,7 @@ def optimize_command(
     hardware = load_hardware(hardware_file)
     for warning in hardware.warnings:
         click.echo(f"warning: {warning}", err=True)
-    proposals = gather_proposals(hardware, model, backend)
+    proposals = gather_proposals(hardware, model, backend, for_concurrency)
     if (apply_ or verify_) and len(proposals) != 1:
         names = ", ".join(p.runtime for p in proposals) or "none"
         raise UserInputError(f"--apply and --verify work on one runtime (here: {names}): pass --backend")
@@ -295,5 +330,8 @@ def optimize_command(
                                                          "before.json", "after.json")
             click.echo(f"dry run: --verify would run\n  {first}\n  then: {_apply_instructions(proposal)}\n"
                        f"  {second}\n  {compare}", err=True)
+            return
+        if for_concurrency:
+            tune_for_load(proposals[0], model, hardware, for_concurrency, load_workload, budget_s)
             return
         verify(proposals[0], model, hardware, applied is not None)

@@ -190,7 +190,8 @@ def test_hook_answers_only_for_llamacpp_and_all():
     from velollm_core.contract.plugins import hook
 
     assert tune.propose_config(hardware=machine(), model=None, backend="ollama") == []
-    answers = [p for group in hook().propose_config(hardware=machine(), model=None, backend="llamacpp")
+    answers = [p for group in hook().propose_config(hardware=machine(), model=None, backend="llamacpp",
+                                                    concurrency=None)
                for p in group]
     assert [p.runtime for p in answers] == ["llamacpp"]
 

@@ -348,7 +348,7 @@ class LlamaCppBackend(BackendBase):
     name = BACKEND
     Options = LlamaCppOptions
     capabilities = Capabilities(stream=True, tokenize=True, ignore_eos=True, metrics=LLAMACPP_METRICS,
-                                speculative=True, verify_config=True, engine_ceiling=True)
+                                speculative=True, verify_config=True, engine_ceiling=True, tune_for_load=True)
 
     def check(self, context: BenchmarkContext, requests: list[GenerationRequest]) -> None:
         check(context, requests)
@@ -385,6 +385,12 @@ class LlamaCppBackend(BackendBase):
         from velollm_llamacpp.ceiling import measure
 
         return measure(shapes, context)
+
+    def tune_for_load(self, proposal: ConfigProposal, model: str | None, hardware: HardwareReport, concurrency: int,
+                      workload, budget_s: float, progress):
+        from velollm_llamacpp.tune_load import tune_for_load
+
+        return tune_for_load(proposal, model, hardware, concurrency, workload, budget_s, progress)
 
     def verify_config(self, proposal: ConfigProposal, model: str | None, hardware: HardwareReport, progress):
         from velollm_llamacpp.tune import verify_config

@@ -43,9 +43,10 @@ def local_models():
 
 
 @hookimpl
-def propose_config(hardware, model, backend):
-    """The llama.cpp proposal; the tuning rules are imported only when asked (every command loads this
-    module, `velollm detect --json` too). verify_config is the backend object's (backend.py)."""
+def propose_config(hardware, model, backend, concurrency):
+    """The llama.cpp proposal, sized for ``concurrency`` slots; the tuning rules are imported only when
+    asked (every command loads this module, `velollm detect --json` too). verify_config and tune_for_load
+    are the backend object's (backend.py)."""
     from velollm_llamacpp import tune
 
-    return tune.propose_config(hardware=hardware, model=model, backend=backend)
+    return tune.propose_config(hardware=hardware, model=model, backend=backend, concurrency=concurrency)

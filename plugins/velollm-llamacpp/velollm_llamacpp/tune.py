@@ -98,7 +98,7 @@ def _same_machine(hardware: HardwareReport) -> bool:
     return hardware.cpu.logical_cores in (None, os.cpu_count())
 
 
-def propose_config(hardware, model, backend):
+def propose_config(hardware, model, backend, concurrency=None):
     if backend not in (None, BACKEND):
         return []
     from velollm_core.api import UserInputError, resolve_model_path
@@ -118,6 +118,7 @@ def propose_config(hardware, model, backend):
     proposal = propose_llamacpp(
         hardware,
         path,
+        parallel=concurrency or 1,
         binary=binary,
         gpu_devices=build_devices(str(binary)) if binary else None,
         cpu_limit=local_cpu_limit() if local else None,
