@@ -324,7 +324,7 @@ def test_the_proposal_says_where_the_scheduler_puts_the_model_on_two_gpus(hw):
                for n in fits.notes)
     big, _ = propose(two_gpus(hw), llama8b(name="llama3.3:70b", weights_bytes=38 * GIB, block_count=80,
                                            embedding_length=8192, **{"attention.head_count": 64}))
-    assert any("in proportion to the GPU's free memory" in n for n in big.notes)
+    assert any("into as few GPUs as hold them, the GPUs with the most free memory first" in n for n in big.notes)
 
 
 def test_mixed_vendors_size_for_the_larger_group(hw):

@@ -278,15 +278,15 @@ def rule_sched_spread(plan: Plan) -> None:
                          f"over {len(plan.budget.devices)} GPUs adds a transfer between GPUs for every token "
                          "and occupies all of them; Ollama still spreads models that do not fit one GPU")
         else:
-            # The scheduler tries the GPUs by free memory, most first, and loads a model whole on the first
-            # that holds it (pickBestFullFitByLibrary).
+            # The scheduler sorts the GPUs by free memory, most first, and tries one GPU, then two, ...
+            # (pickBestFullFitByLibrary, unless OLLAMA_SCHED_SPREAD).
             plan.notes.append(f"{model.name} with {context:,} tokens fits on one GPU: Ollama's scheduler loads it "
                               "whole on the GPU with the most free memory, leaving the other GPU(s) to other "
                               "models; one GPU also skips a transfer between GPUs per token")
     else:
         plan.notes.append(f"{model.name} with {context:,} tokens does not fit on one GPU: Ollama spreads it "
-                          "over the GPUs on its own; OLLAMA_SCHED_SPREAD is not needed for that (its layers "
-                          "go to each GPU in proportion to the GPU's free memory)")
+                          "over the GPUs on its own; OLLAMA_SCHED_SPREAD is not needed for that (it packs the "
+                          "layers into as few GPUs as hold them, the GPUs with the most free memory first)")
 
 
 def rule_llama_fit(plan: Plan) -> None:
