@@ -96,12 +96,17 @@ class Observation:
 
 
 def step_ms(costs: dict, drafted: float, tokens_per_step: float, *, early_stop: bool = False) -> float:
-    """Modelled time of one speculative step (see the module docstring)."""
+    """Modelled time of one speculative step (see the module docstring); ``drafted`` per drafting step.
+
+    ``costs["drafting_share"]``: the share of steps that draft at all (n-gram drafting drafts only where
+    the context matches); the others are plain steps of one token."""
+    share = costs.get("drafting_share", 1.0)
     sampling = costs.get("sampling_ms", 0.0)
     draft_decodes = drafted + (1 if early_stop else 0)
     draft = draft_verify_ms(costs, drafted) + draft_decodes * (costs["draft_token_ms"] + sampling) \
         if costs.get("draft_token_ms") else 0.0
-    return verify_ms(costs, drafted) + draft + tokens_per_step * sampling + costs.get("step_overhead_ms", 0.0)
+    verify = share * verify_ms(costs, drafted) + (1 - share) * verify_ms(costs, 0)
+    return verify + share * draft + tokens_per_step * sampling + costs.get("step_overhead_ms", 0.0)
 
 
 def plain_ms(costs: dict) -> float:
@@ -173,14 +178,16 @@ def advise(costs: dict, observed: Observation, *, early_stop: bool = False, draf
     at what was measured from there on. ``rates``: the unconditional acceptance per draft position
     (server metrics); where given, a step's tokens come from that curve instead of one per-token
     probability fitted to the totals."""
-    mean_drafted = observed.drafted / observed.steps
-    mean_accepted = observed.accepted / observed.steps
-    alpha = fit_alpha(mean_accepted, mean_drafted)
+    share = costs.get("drafting_share", 1.0)
+    mean_drafted = observed.drafted / observed.steps / share  # per drafting step
+    mean_accepted = observed.accepted / observed.steps  # per step
+    alpha = fit_alpha(mean_accepted / share, mean_drafted)
     confidence_limited = bool(early_stop and draft_max and mean_drafted < 0.9 * draft_max)
     curve = []
     for k in draft_lengths:
         drafted = min(k, mean_drafted) if confidence_limited else k
-        tokens = curve_tokens(rates, drafted) if rates else 1 + expected_accepted(alpha, drafted)
+        accepted = curve_tokens(rates, drafted) - 1 if rates else expected_accepted(alpha, drafted)
+        tokens = 1 + share * accepted
         # The measured draft length is where the costs were fitted: its figure is a fit, not a prediction.
         curve.append({"draft_max": k, "tokens_per_step": tokens, "basis": "fit" if k == draft_max else "predicted",
                       "predicted_speedup": predicted_speedup(costs, drafted, tokens, early_stop=early_stop)})

@@ -432,13 +432,17 @@ class SpeculativeComparison:
         costs = with_sampling(self._costs(simple), vanilla)
         spec_tps = _median(r.decode_tokens_per_s for r in spec_runs)
         early_stop = roles["drafter"] and float(self.config_settings(name).get("p_min") or 0) > 0
+        by_position = summary.get("acceptance_by_position")
+        if by_position and by_position["steps"]:
+            # Steps that drafted at all, of every step: n-gram drafting skips those its context misses.
+            costs["drafting_share"] = min(1.0, by_position["steps"] / observed.steps)
         if spec_tps:
             # Fitted to the measured step: a head's cost (llama-bench cannot run one alone) and the
             # server's per-step work; the curve then predicts the other draft lengths.
             tokens = observed.generated / observed.steps
-            costs = calibrate(costs, 1000 * tokens / spec_tps, observed.drafted / observed.steps, tokens,
-                              head=roles["head"], early_stop=early_stop)
-        by_position = summary.get("acceptance_by_position")
+            drafted = observed.drafted / observed.steps / costs.get("drafting_share", 1.0)
+            costs = calibrate(costs, 1000 * tokens / spec_tps, drafted, tokens, head=roles["head"],
+                              early_stop=early_stop)
         measured_draft_max = summary["draft_max"]
         lengths = sorted({*DRAFT_LENGTHS, *self.plan.predict_draft_lengths,
                           *([measured_draft_max] if measured_draft_max else [])})

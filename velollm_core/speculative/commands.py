@@ -116,10 +116,9 @@ def bench_command(target, draft, spec_types, draft_max, draft_min, p_min, draft_
                   no_check, output, force, backend_name, as_json) -> None:
     """Vanilla vs speculative, interleaved, same prompts and seed: speedup with its interval, acceptance,
     and whether the text is the same (where not: the first differing token, near-tie or real)."""
-    from dataclasses import replace
 
     from velollm_core.bench.commands import parse_options
-    from velollm_core.bench.suites import DEFAULT_SUITES, INPUT_GROUNDED_SUITES, get_suites
+    from velollm_core.bench.suites import DEFAULT_SUITES, INPUT_GROUNDED_SUITES
     from velollm_core.contract.output import print_json, stderr_console, stdout_console
     from velollm_core.speculative.bench import (
         SpeculativeComparison,
@@ -131,9 +130,7 @@ def bench_command(target, draft, spec_types, draft_max, draft_min, p_min, draft_
         raise UserInputError("name a --draft, a --spec-type, or both (see velollm speculative check TARGET)")
     backend = require_speculative_backend(backend_name, target)
     types = [["all"]] if "all" in spec_types else [backend.parse_types(value) for value in spec_types]
-    chosen = get_suites(suites or (*DEFAULT_SUITES, *INPUT_GROUNDED_SUITES))
-    if max_tokens:
-        chosen = [replace(s, max_tokens=max_tokens) for s in chosen]
+    chosen = _chosen_suites(suites or (*DEFAULT_SUITES, *INPUT_GROUNDED_SUITES), max_tokens)
     settings = {k: v for k, v in {"draft_max": draft_max, "draft_min": draft_min, "draft_ctx": draft_ctx,
                                        "draft_gpu_layers": draft_gpu_layers, "draft_threads": draft_threads,
                                        "ngram_match": ngram_match}.items()
@@ -264,11 +261,140 @@ def render_report(report: dict, console) -> None:
     if ready:
         if ready["command"]:
             console.print(f"best measured: {','.join(ready['types'])} draft max {ready.get('draft_max')} "
-                          f"{ready['measured_speedup']:.2f}x{_interval(ready.get('speedup_interval'))}; "
-                          "run it with:", highlight=False)
+                          f"{ready['measured_speedup']:.2f}x{_interval(ready.get('speedup_interval'))}",
+                          highlight=False)
+            console.print("run it with:")
             console.print(ready["command"], soft_wrap=True, highlight=False, markup=False)
         else:
             console.print(ready["why"])
+
+
+def _ints(values: tuple[str, ...], default: tuple[int, ...], what: str) -> tuple[int, ...]:
+    """A grid axis from repeated or comma-separated options; ``default`` where none is given."""
+    try:
+        found = tuple(int(v) for value in values for v in value.split(",") if v.strip())
+    except ValueError:
+        raise UserInputError(f"{what} takes whole numbers, e.g. 4,8,16") from None
+    if any(v < 1 or v > 256 for v in found):
+        raise UserInputError(f"{what} takes numbers from 1 to 256")
+    return found or default
+
+
+@speculative_group.command("search")
+@click.option("--target", required=True, help="Target model: GGUF path or name (an Ollama model name: Ollama).")
+@click.option("--draft", help="Draft model or head, or ngram / ngram-<kind> (llama.cpp).")
+@click.option("--spec-type", "spec_types", multiple=True,
+              help="Speculation types to search, each a comma list (repeat; e.g. --spec-type ngram-mod "
+                   "--spec-type ngram-map-k). Default: the type the draft names.")
+@click.option("--draft-max", "draft_maxes", multiple=True, help="Draft lengths to try (comma list; default 4,8,16).")
+@click.option("--ngram-match", "ngram_matches", multiple=True,
+              help="N-gram drafting: match lengths to try (comma list; default 4,8,12).")
+@click.option("--p-min", "p_mins", multiple=True, type=click.FloatRange(0, 1),
+              help="Draft model or head: confidence floors to try (repeat; default 0.5, 0.75, 0.9).")
+@click.option("--threads", type=click.IntRange(1), help="Target threads (every server).")
+@click.option("--suite", "suites", multiple=True, help="Suites (default: the input-grounded ones).")
+@click.option("--iterations", type=click.IntRange(1), default=1, show_default=True,
+              help="Runs per suite in the first round; each later round doubles them.")
+@click.option("--warmup", type=click.IntRange(0), default=1, show_default=True)
+@click.option("--max-tokens", type=click.IntRange(1), help="Override each suite's output length.")
+@click.option("--option", "options", multiple=True, help="Backend option KEY=VALUE for every server.")
+@click.option("--no-advise", is_flag=True, help="Skip the advisor and its held-out check.")
+@click.option("--exact/--fast-kernels", default=False, help="Batch-invariant kernels (see speculative bench).")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Replace --output even when it is not a VeloLLM result.")
+@click.option("--backend", "backend_name", help=BACKEND_HELP)
+@click.option("--json", "as_json", is_flag=True)
+def search_command(target, draft, spec_types, draft_maxes, ngram_matches, p_mins, threads, suites, iterations, warmup,
+                   max_tokens, options, no_advise, exact, output, force, backend_name, as_json) -> None:
+    """The best speculation setting by successive halving: type x draft max x the type's knob, few runs,
+    each round against plain decoding; the advisor's pick beside the best measured, per suite."""
+    from velollm_core.bench.commands import parse_options, warn_if_busy
+    from velollm_core.bench.suites import INPUT_GROUNDED_SUITES
+    from velollm_core.contract.files import prepare_output
+    from velollm_core.contract.output import print_json, stderr_console, stdout_console
+    from velollm_core.speculative.bench import SpeculativePlan, require_speculative_backend
+    from velollm_core.speculative.search import SpeculativeSearch, grid
+
+    if not draft and not spec_types:
+        raise UserInputError("name a --draft, a --spec-type, or both (see velollm speculative check TARGET)")
+    backend = require_speculative_backend(backend_name, target)
+    types = [backend.parse_types(value) for value in spec_types]
+    plan = SpeculativePlan(target=target, draft=draft, types=types, suites=_chosen_suites(suites or INPUT_GROUNDED_SUITES,
+                                                                                           max_tokens),
+                           iterations=iterations, warmup=warmup, threads=threads, options=parse_options(options),
+                           advise=not no_advise, exact=exact, backend=backend_name)
+    configs = backend.resolve(target, draft, types)["configs"]
+    candidates = grid(configs, backend.roles, draft_maxes=_ints(draft_maxes, (4, 8, 16), "--draft-max"),
+                      ngram_matches=_ints(ngram_matches, (4, 8, 12), "--ngram-match"),
+                      p_mins=tuple(p_mins) or (0.5, 0.75, 0.9))
+    console = stderr_console()
+    warn_if_busy(console)
+    search = SpeculativeSearch(plan, candidates)
+    out = prepare_output(output, force=force)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=True) as progress:
+            task = progress.add_task(f"{len(search.candidates)} settings", total=search.total_runs())
+            search.on_run = lambda label, record: progress.update(task, advance=1, description=label)
+            report = search.run()
+        if out is not None:
+            out.write_json(report)
+    finally:
+        if out is not None:
+            out.release()
+    if as_json:
+        print_json(report)
+    else:
+        render_search(report, stdout_console())
+
+
+def _chosen_suites(names, max_tokens: int | None):
+    from dataclasses import replace
+
+    from velollm_core.bench.suites import get_suites
+
+    chosen = get_suites(names)
+    return [replace(s, max_tokens=max_tokens) for s in chosen] if max_tokens else chosen
+
+
+def render_search(report: dict, console) -> None:
+    """The last measurement of every setting, best first; per suite; the advisor against the measurements."""
+    from rich.table import Table
+
+    latest = {}
+    for round_ in report["rounds"]:
+        latest.update(round_["candidates"])
+    table = Table(title=f"speculation settings, {len(report['rounds'])} rounds of successive halving",
+                  caption="speedup: median decode tok/s over plain, per suite then median; interleaved runs")
+    for col in ("setting", "round", "speedup", "95% interval", "accepted"):
+        table.add_column(col, justify="left" if col == "setting" else "right")
+    for name, row in sorted(latest.items(), key=lambda item: item[1]["speedup"] or 0, reverse=True):
+        interval = row["speedup_interval"]
+        table.add_row(name, str(row["round"]), _fmt(row["speedup"], "{:.2f}x"),
+                      f"{interval['low']:.2f}-{interval['high']:.2f}" if interval else "-",
+                      _fmt(row["acceptance_rate"], "{:.0%}"))
+    console.print(table)
+    best = report["best"]
+    console.print(f"best measured: {best['name']} {_fmt(best['speedup'], '{:.2f}x')}{_interval(best['speedup_interval'])}",
+                  highlight=False)
+    for suite, row in report["per_suite"].items():
+        console.print(f"  {suite}: {row['advice']} (best {row['best']} {_fmt(row['speedup'], '{:.2f}x')}"
+                      f"{_interval(row['speedup_interval'])})", highlight=False)
+    advisor = report.get("advisor")
+    if advisor:
+        fitted = advisor["fitted_at"]
+        console.print(f"advisor fitted at {fitted['name']} (fit {_fmt(fitted['fit_speedup'], '{:.2f}x')}, measured "
+                      f"{_fmt(fitted['measured_speedup'], '{:.2f}x')}); predicted on held-out draft lengths:",
+                      highlight=False)
+        for row in advisor["held_out"]:
+            console.print(f"  draft max {row['draft_max']}: predicted {row['predicted_speedup']:.2f}x, measured "
+                          f"{_fmt(row['measured_speedup'], '{:.2f}x')} ({_fmt(row['error'], '{:+.0%}')})")
+        pick = advisor["pick"]
+        console.print(f"advisor's pick: {pick['name']} (draft max {pick['draft_max']}), measured "
+                      f"{_fmt(pick['measured_speedup'], '{:.2f}x')} = {_fmt(advisor['pick_vs_best'], '{:.0%}')} of the "
+                      "best measured", highlight=False)
 
 
 @speculative_group.command("pairs")

@@ -543,3 +543,41 @@ def test_the_draft_length_a_configuration_runs_with():
     assert spec.draft_max(["draft-simple"], {}, ["--draft-max", "16"]) == 16
     assert spec.draft_max(["draft-simple"], {}, []) == spec.default_draft_max  # a model draft's default
     assert spec.draft_max(["ngram-mod"], {}, ["--metrics", "--draft-max", "²"]) is None
+
+
+def test_search_grid_measures_each_setting_once_and_checks_the_advisor_on_held_out_points(spec_backend, tmp_path):
+    """Successive halving on the real server: the defaults and the grid (a grid point equal to the
+    defaults measured once), rounds that halve and double, the advisor fitted at the defaults and
+    set beside a draft length measured on its own, the best per suite."""
+    out = tmp_path / "search.json"
+    proc = velollm("speculative", "search", "--target", "gemma3-270m", "--draft", "ngram", "--suite", "quote_answer",
+                   "--draft-max", "4,8", "--ngram-match", "8", "--max-tokens", "48", "--warmup", "0",
+                   "--threads", "2", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    # ngram-mod's CPU defaults are draft max 8, match 8: that grid point is the defaults, measured once.
+    assert [c["name"] for c in report["candidates"]] == ["ngram-mod defaults", "ngram-mod draft-max 4 ngram-match 8"]
+    assert [(r["round"], r["iterations"], len(r["candidates"])) for r in report["rounds"]] == [(1, 1, 2), (2, 2, 1)]
+    assert report["best"]["name"] == next(iter(report["rounds"][1]["candidates"]))
+    assert report["best"]["speedup"] > 0 and report["per_suite"]["quote_answer"]["advice"] in ("on", "off", "unsure")
+    advisor = report["advisor"]
+    assert advisor["fitted_at"]["basis"] == "fit" and advisor["fitted_at"]["draft_max"] == 8
+    (held_out,) = advisor["held_out"]
+    assert held_out["basis"] == "predicted" and held_out["draft_max"] == 4 and held_out["measured_speedup"] > 0
+    assert held_out["error"] == pytest.approx(held_out["predicted_speedup"] / held_out["measured_speedup"] - 1)
+    assert advisor["pick"]["draft_max"] in (4, 8) and advisor["pick_vs_best"] > 0
+    assert "advisor's pick" in proc.stdout and "best measured" in proc.stdout
+
+
+def test_search_grid_and_bad_axes():
+    from velollm_llamacpp.speculative import LlamaCppSpeculative
+
+    from velollm_core.speculative.search import Candidate, grid
+
+    found = grid([["ngram-mod"], ["draft-simple"]], LlamaCppSpeculative.roles, draft_maxes=(4, 8),
+                 ngram_matches=(6,), p_mins=(0.5, 0.9))
+    assert found[0] == Candidate(("ngram-mod",)) and found[0].name == "ngram-mod defaults"
+    assert [c.name for c in found[1:3]] == ["ngram-mod draft-max 4 ngram-match 6", "ngram-mod draft-max 8 ngram-match 6"]
+    assert "draft-simple draft-max 8 p-min 0.9" in [c.name for c in found] and len(found) == 1 + 2 + 4
+    proc = velollm("speculative", "search", "--target", "gemma3-270m", "--draft", "ngram", "--draft-max", "4,x")
+    assert proc.returncode == 2 and "whole numbers" in proc.stderr and "Traceback" not in proc.stderr
