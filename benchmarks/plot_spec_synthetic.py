@@ -48,7 +48,9 @@ def table(results: list[tuple[Path, dict]]) -> str:
         for r in data["rows"]:
             cal = r.get("calibration_point")
             pred = "(fit)" if cal else f"{r['predicted_speedup']:.2f}x" if r.get("predicted_speedup") else "-"
-            err = "" if cal or r.get("prediction_error") is None else f"{r['prediction_error']:+.0%}"
+            # Older files name the error prediction_error (predicted from the point's own tokens per step).
+            error = r.get("predicted_error", r.get("prediction_error"))
+            err = "" if cal or error is None else f"{error:+.0%}"
             lines.append(f"| {_name(path, data)} | {r['draft_max']} | {r['per_token_acceptance']:.2f} | "
                          f"{r['tokens_per_step']:.2f} | {r['vanilla_decode_tokens_per_s']:.1f} | "
                          f"{r['speculative_decode_tokens_per_s']:.1f} | {r['speedup']:.2f}x | {pred} | {err} |")

@@ -17,7 +17,8 @@ interleaved run by run (see velollm_core/speculative/bench.py).
 ``--predict`` measures the advisor's costs (llama-bench: the target's token and its batches of k+1,
 and a draft model's), fits them to the run at ``--calibrate-at`` (a head's cost per drafted token,
 which llama-bench cannot measure, and the server's per-step work), and prints the advisor's
-prediction beside every other acceptance rate: those are predictions, not fits. Without a
+prediction beside every other acceptance rate, from that rate and the draft length alone (never from
+what that point measured): those are predictions; the calibration point's own figure is a fit. Without a
 calibration run (``--calibrate-at none``) it predicts from llama-bench alone.
 """
 
@@ -29,7 +30,14 @@ from pathlib import Path
 
 from velollm_core.bench.commands import parse_options
 from velollm_core.bench.suites import get_suites
-from velollm_core.speculative.advisor import Observation, calibrate, predicted_speedup, step_ms, with_sampling
+from velollm_core.speculative.advisor import (
+    Observation,
+    calibrate,
+    expected_accepted,
+    predicted_speedup,
+    step_ms,
+    with_sampling,
+)
 from velollm_core.speculative.bench import SpeculativeComparison, SpeculativePlan, require_speculative_backend
 
 
@@ -129,13 +137,16 @@ def main() -> None:
                     f"{m['vanilla_decode_tokens_per_s']:.1f}  speculative {m['speculative_decode_tokens_per_s']:.1f} "
                     f"tok/s  speedup {m['speedup']:.2f}x")
             if fitted is not None:
-                predicted = predicted_speedup(fitted, m["drafted_per_step"], m["tokens_per_step"])
-                out.update(predicted_speedup=predicted, prediction_error=predicted / m["speedup"] - 1,
-                           calibration_point=a == calibrate_at,
-                           modelled_step_ms=step_ms(fitted, m["drafted_per_step"], m["tokens_per_step"]),
+                # From the set acceptance and draft length alone (a^(i+1) per position, k drafted), never
+                # from what this point measured; the calibration point's own figure is a fit.
+                tokens = 1 + expected_accepted(a, draft_max)
+                predicted = predicted_speedup(fitted, draft_max, tokens)
+                basis = "fit" if a == calibrate_at else "predicted"
+                out.update(predicted_speedup=predicted, basis=basis, calibration_point=a == calibrate_at,
+                           **{f"{basis}_error": predicted / m["speedup"] - 1},
+                           modelled_step_ms=step_ms(fitted, draft_max, tokens),
                            fitted_costs={k: v for k, v in fitted.items() if k not in ("verify_ms", "draft_verify_ms")})
-                line += (f"  predicted {predicted:.2f}x ({predicted / m['speedup'] - 1:+.0%})"
-                         + ("  [calibration point]" if a == calibrate_at else ""))
+                line += f"  {basis} {predicted:.2f}x ({predicted / m['speedup'] - 1:+.0%})"
             rows.append(out)
             print(line + "   (SYNTHETIC acceptance)", flush=True)
         if fitted is not None:
