@@ -236,6 +236,7 @@ OUTPUT_COMMANDS = {
     "optimize": ("optimize", "--backend", "llamacpp", "--model", "gemma3-270m", "--format", "shell"),
     "report": ("report", "nosuch.json", "--format", "md"),
     "speculative bench": ("speculative", "bench", "--target", "gemma3-270m", "--spec-type", "ngram-simple"),
+    "speculative search": ("speculative", "search", "--target", "gemma3-270m", "--spec-type", "ngram-simple"),
     "ollama draft-bench": ("ollama", "draft-bench", "--model", "m", "--draft", "d", "--host", CLOSED_PORT),
 }
 

@@ -470,7 +470,11 @@ class SpeculativeComparison:
                        variant_settings={name: {**self.plan.variant_settings.get(name, {}), "draft_max": recommended}})
         check = SpeculativeComparison(plan, on_run=lambda label, record: self.on_run(
             f"check draft max {recommended}: {label}", record), hardware=self.hardware)
-        measured = check.run()["configs"][name]
+        try:
+            measured = check.run()["configs"][name]
+        except VeloError as exc:  # the comparison itself was measured: its result stands, the check says why not
+            advice["check"] = {"draft_max": recommended, "measured_speedup": None, "error": str(exc)}
+            return
         predicted = next(row["predicted_speedup"] for row in advice["curve"] if row["draft_max"] == recommended)
         advice["check"] = {
             "draft_max": recommended, "basis": "held-out", "predicted_speedup": predicted,
@@ -494,7 +498,7 @@ class SpeculativeComparison:
         measured = {"speedup": best["speedup"], "speedup_interval": best["speedup_interval"],
                     "draft_max": best["draft_max"], "measured_in": "the comparison"}
         overrides = dict(self.plan.variant_settings.get(best_name, {}))
-        if check and check["measured_speedup"] and check["measured_speedup"] > (best["speedup"] or 0):
+        if check and (check["measured_speedup"] or 0) > (best["speedup"] or 0):
             measured = {"speedup": check["measured_speedup"], "speedup_interval": check["speedup_interval"],
                         "draft_max": check["draft_max"], "measured_in": "the advisor's check"}
             overrides["draft_max"] = check["draft_max"]

@@ -252,7 +252,9 @@ def render_report(report: dict, console) -> None:
         if advice:
             console.print(f"  {advice['recommendation']}")
         check = (advice or {}).get("check")
-        if check:
+        if check and check.get("error"):
+            console.print(f"  draft max {check['draft_max']} could not be measured: {check['error']}", highlight=False)
+        elif check:
             console.print(f"  measured at draft max {check['draft_max']}: "
                           f"{_fmt(check['measured_speedup'], '{:.2f}x')}{_interval(check['speedup_interval'])} vs "
                           f"{check['predicted_speedup']:.2f}x predicted (held out: "
@@ -323,17 +325,17 @@ def search_command(target, draft, spec_types, draft_maxes, ngram_matches, p_mins
                                                                                            max_tokens),
                            iterations=iterations, warmup=warmup, threads=threads, options=parse_options(options),
                            advise=not no_advise, exact=exact, backend=backend_name)
-    configs = backend.resolve(target, draft, types)["configs"]
-    candidates = grid(configs, backend.roles, draft_maxes=_ints(draft_maxes, (4, 8, 16), "--draft-max"),
+    resolved = backend.resolve(target, draft, types)
+    candidates = grid(resolved["configs"], backend.roles, draft_maxes=_ints(draft_maxes, (4, 8, 16), "--draft-max"),
                       ngram_matches=_ints(ngram_matches, (4, 8, 12), "--ngram-match"),
                       p_mins=tuple(p_mins) or (0.5, 0.75, 0.9))
-    console = stderr_console()
-    warn_if_busy(console)
-    search = SpeculativeSearch(plan, candidates)
-    out = prepare_output(output, force=force)
+    out = prepare_output(output, force=force, protect=(resolved["target"], resolved["draft"]))
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    console = stderr_console()
     try:
+        search = SpeculativeSearch(plan, candidates)
+        warn_if_busy(console)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=True) as progress:
             task = progress.add_task(f"{len(search.candidates)} settings", total=search.total_runs())
