@@ -35,6 +35,8 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("Backend", "BackendBase", "BackendOptions", "Capabilities"), "velollm_core.contract.backends"),
     # the engine alone at a load level's shape (Backend.engine_ceiling)
     **dict.fromkeys(("EngineShape", "EngineCeiling"), "velollm_core.contract.ceiling"),
+    # tuning for a load: where to start and what to try (Backend.tune_for_load), measured by the core
+    **dict.fromkeys(("LoadStep", "LoadTuning"), "velollm_core.contract.loadtune"),
     # the speculative_backend door's answer
     "Speculative": "velollm_core.contract.speculation",
     # typed options: an Options model declares its fields with these (pydantic's own)
@@ -58,8 +60,6 @@ _EXPORTS: dict[str, str] = {
     "installed_plugins": "velollm_core.contract.plugins",
     # configuration
     "verify_proposal": "velollm_core.tune.verify",
-    # tuning for a load: the backend's steps, measured by the core (Backend.tune_for_load)
-    **dict.fromkeys(("LoadStep", "search_for_load"), "velollm_core.tune.load"),
     "read_unit_environment": "velollm_core.tune.systemd",
     "unit_installed": "velollm_core.tune.systemd",
     # hardware probing

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import click
 
     from velollm_core.contract.ceiling import EngineCeiling, EngineShape
+    from velollm_core.contract.loadtune import LoadTuning
     from velollm_core.contract.metricnames import MetricNames
     from velollm_core.contract.schemas import (
         BackendInfo,
@@ -82,10 +83,9 @@ class Capabilities:
     - ``engine_ceiling``: ``engine_ceiling(shapes, context)`` measures the inference engine alone (no
       server) at each load level's shape (``velollm_core.contract.ceiling``), for the levels' server
       efficiency (``velollm benchmark --engine-ceiling``).
-    - ``tune_for_load``: ``tune_for_load(proposal, model, hardware, concurrency, workload, budget_s,
-      progress)`` searches the server's flags at N streams, each change measured A/B at that load
-      (``velollm optimize --for-concurrency N --verify``; ``velollm_core.api.search_for_load`` does the
-      measuring, the backend supplies the ``LoadStep`` s).
+    - ``tune_for_load``: ``tune_for_load(proposal, model, concurrency, workload)`` gives the flags to
+      start from and the single changes worth trying at N streams (``velollm_core.contract.loadtune``);
+      the core measures each A/B at that load (``velollm optimize --for-concurrency N --verify``).
     """
 
     stream: bool = False
@@ -193,10 +193,10 @@ class Backend(Protocol):
         ``BackendError`` when the measuring program fails, ``UserInputError`` when it cannot run here."""
         ...
 
-    def tune_for_load(self, proposal: ConfigProposal, model: str | None, hardware: HardwareReport, concurrency: int,
-                      workload: Any, budget_s: float, progress) -> Any:
-        """``capabilities.tune_for_load``: the flags that serve ``concurrency`` streams of ``workload``
-        fastest, each change measured at that load within ``budget_s``; a ``LoadTuneReport``."""
+    def tune_for_load(self, proposal: ConfigProposal, model: str | None, concurrency: int,
+                      workload: Any) -> LoadTuning:
+        """``capabilities.tune_for_load``: where to start and what to try for ``concurrency`` streams of
+        ``workload`` (a ``Workload``: ``prompt_tokens``, ``output_tokens``, ``depth``); no server starts here."""
         ...
 
     def close(self, context: BenchmarkContext) -> None:
@@ -246,8 +246,8 @@ class BackendBase:
     def engine_ceiling(self, shapes: list[EngineShape], context: BenchmarkContext) -> list[EngineCeiling]:
         raise NotImplementedError(f"backend {self.name!r} does not declare capabilities.engine_ceiling")
 
-    def tune_for_load(self, proposal: ConfigProposal, model: str | None, hardware: HardwareReport, concurrency: int,
-                      workload: Any, budget_s: float, progress) -> Any:
+    def tune_for_load(self, proposal: ConfigProposal, model: str | None, concurrency: int,
+                      workload: Any) -> LoadTuning:
         raise NotImplementedError(f"backend {self.name!r} does not declare capabilities.tune_for_load")
 
     def close(self, context: BenchmarkContext) -> None:
@@ -474,3 +474,4 @@ def flag_options(backend_name: str, given: Mapping[str, Any],
                                  f"not of {backend_name}")
         options[name] = value
     return options
+

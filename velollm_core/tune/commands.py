@@ -218,7 +218,7 @@ def tune_for_load(proposal: ConfigProposal, model: str | None, hardware: Hardwar
     from velollm_core.contract import backends
     from velollm_core.contract.files import atomic_write_json
     from velollm_core.contract.output import stdout_console
-    from velollm_core.tune.load import render_load_report
+    from velollm_core.tune.load import render_load_report, search_for_load
 
     if not model:
         raise UserInputError("--verify benchmarks a model: pass --model")
@@ -227,8 +227,9 @@ def tune_for_load(proposal: ConfigProposal, model: str | None, hardware: Hardwar
     if backend is None or not backend.capabilities.tune_for_load:
         raise UserInputError(f"--for-concurrency --verify needs a backend that tunes for a load; "
                              f"{proposal.runtime} does not (see `velollm plugins`)")
-    report = backend.tune_for_load(proposal, model, hardware, concurrency, workload, budget_s,
-                                   lambda line: click.echo(line, err=True))
+    tuning = backend.tune_for_load(proposal, model, concurrency, workload)
+    report = search_for_load(tuning, runtime=proposal.runtime, hardware=hardware, concurrency=concurrency,
+                             workload=workload, budget_s=budget_s, progress=lambda line: click.echo(line, err=True))
     render_load_report(report, stdout_console())
     path = Path(f"velollm-optimize-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-load.json")
     atomic_write_json(path, report.to_json())
@@ -279,7 +280,8 @@ def _write_output(out, text: str) -> None:
 @click.option("--workload", "load_workload", default="pp512/tg128", show_default=True, metavar="ppN/tgM",
               help="The requests --for-concurrency --verify measures.")
 @click.option("--budget", "budget_s", type=click.FloatRange(10, 86400), default=1800, show_default=True,
-              help="Seconds --for-concurrency --verify may spend; steps it cannot afford are named, not run.")
+              help="Seconds --for-concurrency --verify may spend; steps after the first that it cannot afford "
+                   "are named, not run.")
 def optimize_command(
     backend: str | None,
     model: str | None,

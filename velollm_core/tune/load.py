@@ -1,12 +1,13 @@
 """Tuning for a load: the server flags that matter at N streams, each change measured A/B at that load.
 
-``velollm optimize --for-concurrency N --verify`` starts from the backend's proposal for N streams and
-tries the backend's ``LoadStep`` s one after another (greedy): the current best flags and the flags
+``velollm optimize --for-concurrency N --verify`` asks the backend where to start and what to try
+(``Backend.tune_for_load`` -> ``LoadTuning``) and tries its ``LoadStep`` s one after another (greedy): the current best flags and the flags
 with one change run as two servers side by side, and each round measures both at a closed-loop level
 of N streams of one workload (order alternating per round, so drift on a shared machine hits both).
 A change is kept when its output tok/s is higher beyond noise (the 95% bootstrap interval of the
 per-round ratios above 1, ``velollm_core.tune.verify.paired_effect``); the kept flags are the next
-step's baseline. A time budget bounds the search: steps it cannot afford are named, not run. The
+step's baseline. A time budget bounds the search: steps after the first that it cannot afford (at the
+pace measured so far) are named, not run. The
 runtime's knowledge (which flags, how a change rewrites the command) is the backend's; this module
 only measures and decides.
 """
@@ -22,21 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from velollm_core.contract.errors import VeloError
+from velollm_core.contract.loadtune import LoadTuning
 from velollm_core.contract.schemas import HardwareReport
 from velollm_core.tune.verify import Effect, paired_effect
 
 DEFAULT_ROUNDS = 3
 DEFAULT_BUDGET_S = 1800.0
-
-
-@dataclass(frozen=True)
-class LoadStep:
-    """One change to try: ``name`` as a user reads it (``-fa on``), ``why`` it may help at load, and
-    ``apply(flags)``: the current flags with the change made, or None where it changes nothing."""
-
-    name: str
-    why: str
-    apply: Callable[[list[str]], list[str] | None]
 
 
 @dataclass
@@ -132,12 +124,12 @@ def _pairs(bench: LoadBench, a, b, rounds: int, progress: Callable[[str], None],
     return first, second
 
 
-def search_for_load(*, runtime: str, model: str, hardware: HardwareReport | None, concurrency: int,
-                    workload: Any, start_args: list[str], steps: list[LoadStep],
-                    options_for: Callable[[list[str]], dict[str, Any]],
-                    command_for: Callable[[list[str]], list[str]], rounds: int = DEFAULT_ROUNDS,
-                    budget_s: float = DEFAULT_BUDGET_S, progress: Callable[[str], None] = print) -> LoadTuneReport:
-    """Try ``steps`` greedily from ``start_args`` at ``concurrency`` streams of ``workload``; see the module."""
+def search_for_load(tuning: LoadTuning, *, runtime: str, hardware: HardwareReport | None, concurrency: int,
+                    workload: Any, rounds: int = DEFAULT_ROUNDS, budget_s: float = DEFAULT_BUDGET_S,
+                    progress: Callable[[str], None] = print) -> LoadTuneReport:
+    """Try ``tuning.steps`` greedily from its start at ``concurrency`` streams of ``workload``; see the module."""
+    model, start_args, steps = tuning.model, tuning.start_args, tuning.steps
+    options_for, command_for = tuning.options_for, tuning.command_for
     started = time.monotonic()
     bench = LoadBench(runtime, model, hardware, concurrency, workload, max(2 * concurrency, 4), options_for)
     results: list[StepResult] = []
@@ -153,7 +145,7 @@ def search_for_load(*, runtime: str, model: str, hardware: HardwareReport | None
             if args is None or args == current:
                 continue
             cost = 2 * rounds * statistics.mean(bench.seconds)
-            if time.monotonic() - started + cost > budget_s:
+            if results and time.monotonic() - started + cost > budget_s:  # the first step always runs
                 untried.append(step.name)
                 continue
             progress(f"step {step.name}: {step.why}")

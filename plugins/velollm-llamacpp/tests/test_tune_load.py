@@ -1,5 +1,6 @@
 """Tuning llama-server for a load: the steps this build offers rewrite the flags as they say, and
-`velollm optimize --for-concurrency N --verify` measures them A/B on the real server within its budget."""
+`velollm optimize --for-concurrency N --verify` measures them A/B on the real server within its budget
+(after the first, a step is tried only when the budget left covers its rounds at the pace so far)."""
 
 from __future__ import annotations
 
@@ -46,12 +47,12 @@ def test_only_the_flags_this_build_lists_are_offered():
 @pytest.mark.llamacpp
 def test_optimize_for_concurrency_measures_each_change_at_that_load_on_gemma(gemma, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "velollm_core", "optimize", "--backend", "llamacpp", "--model",
-                           "gemma3-270m", "--for-concurrency", "2", "--workload", "pp16/tg8", "--budget", "60",
+                           "gemma3-270m", "--for-concurrency", "2", "--workload", "pp16/tg4", "--budget", "120",
                            "--verify"], capture_output=True, text=True, timeout=900, check=False, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     (written,) = tmp_path.glob("velollm-optimize-*-load.json")
     report = json.loads(written.read_text())
-    assert (report["concurrency"], report["workload"], report["budget_s"]) == (2, "pp16/tg8", 60)
+    assert (report["concurrency"], report["workload"], report["budget_s"]) == (2, "pp16/tg4", 120)
     assert report["start_args"][report["start_args"].index("-np") + 1] == "2"  # the proposal for 2 slots
     tried = [step["name"] for step in report["steps"]]
     assert tried and set(tried).isdisjoint(report["untried"])

@@ -386,11 +386,10 @@ class LlamaCppBackend(BackendBase):
 
         return measure(shapes, context)
 
-    def tune_for_load(self, proposal: ConfigProposal, model: str | None, hardware: HardwareReport, concurrency: int,
-                      workload, budget_s: float, progress):
+    def tune_for_load(self, proposal: ConfigProposal, model: str | None, concurrency: int, workload):
         from velollm_llamacpp.tune_load import tune_for_load
 
-        return tune_for_load(proposal, model, hardware, concurrency, workload, budget_s, progress)
+        return tune_for_load(proposal, model, concurrency, workload)
 
     def verify_config(self, proposal: ConfigProposal, model: str | None, hardware: HardwareReport, progress):
         from velollm_llamacpp.tune import verify_config

@@ -23,14 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from velollm_core.api import (
-    ConfigProposal,
-    HardwareReport,
-    LoadStep,
-    UserInputError,
-    resolve_model_path,
-    search_for_load,
-)
+from velollm_core.api import ConfigProposal, LoadStep, LoadTuning, UserInputError, resolve_model_path
 
 # The spellings of one flag across releases: any of them is removed before the new value is set.
 SPELLINGS = {
@@ -114,9 +107,8 @@ def load_steps(flags: frozenset[str], concurrency: int, prompt_tokens: int, outp
     return steps
 
 
-def tune_for_load(proposal: ConfigProposal, model: str | None, hardware: HardwareReport, concurrency: int,
-                  workload: Any, budget_s: float, progress):
-    """``Backend.tune_for_load``: the proposal's flags for N slots, then each step A/B at N streams."""
+def tune_for_load(proposal: ConfigProposal, model: str | None, concurrency: int, workload: Any) -> LoadTuning:
+    """``Backend.tune_for_load``: the proposal's flags for N slots to start from, and this build's steps."""
     from velollm_llamacpp.install import find_program
     from velollm_llamacpp.server import server_flags
     from velollm_llamacpp.tune import benchmark_options
@@ -128,7 +120,6 @@ def tune_for_load(proposal: ConfigProposal, model: str | None, hardware: Hardwar
     start = [arg for change in proposal.changes if change.kind == "flag" for arg in (change.args or [])]
     steps = load_steps(server_flags(binary), concurrency, workload.depth + workload.prompt_tokens,
                        workload.output_tokens)
-    return search_for_load(runtime=proposal.runtime, model=str(path), hardware=hardware, concurrency=concurrency,
-                           workload=workload, start_args=start, steps=steps, options_for=benchmark_options,
-                           command_for=lambda args: [(proposal.command or ["llama-server"])[0], "-m", str(path), *args],
-                           budget_s=budget_s, progress=progress)
+    program = (proposal.command or ["llama-server"])[0]
+    return LoadTuning(model=str(path), start_args=start, steps=steps, options_for=benchmark_options,
+                      command_for=lambda args: [program, "-m", str(path), *args])
