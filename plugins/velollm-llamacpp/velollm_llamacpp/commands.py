@@ -14,7 +14,8 @@ def llamacpp_group() -> None:
 @click.option("--cuda", is_flag=True, help="CUDA build (needs nvcc).")
 @click.option(
     "--target", "targets", multiple=True,
-    help="Program to build (repeatable); default llama-server, llama-bench and llama-quantize.",
+    help="Program to build (repeatable); default llama-server, llama-bench, llama-quantize and "
+         "llama-batched-bench.",
 )
 @click.option("--force-build", is_flag=True, help="Build into the cache even when a program is on PATH.")
 @click.option("--exact", is_flag=True,
