@@ -17,10 +17,12 @@ from typing import Any
 
 from velollm_core.contract.backends import Backend
 from velollm_core.contract.ceiling import EngineCeiling, EngineShape
+from velollm_core.contract.errors import VeloError
 from velollm_core.contract.schemas import BenchmarkContext, BenchmarkResult, RunRecord
 
 CEILING_KEY = "engine_ceiling"
 EFFICIENCY_KEY = "server_efficiency"
+ERROR_KEY = "engine_ceiling_error"  # in the result's settings: why the measurement failed
 # Against the engine's output rate over prompts and generation together: a closed-loop level prefills too.
 EFFICIENCY_WITH_PROMPTS_KEY = "server_efficiency_with_prompts"
 
@@ -74,7 +76,13 @@ def measure_ceilings(result: BenchmarkResult, backend: Backend, context: Benchma
         return
     if progress is not None:
         progress(f"measuring the engine alone at {len(shapes)} shape(s)")
-    for ceiling in backend.engine_ceiling(list(shapes), context):
+    try:
+        ceilings = backend.engine_ceiling(list(shapes), context)
+    except VeloError as exc:  # the levels stand measured: the run stays complete, without efficiencies
+        result.settings[ERROR_KEY] = str(exc)
+        warn(f"the engine ceiling was not measured: {exc}")
+        return
+    for ceiling in ceilings:
         for level in shapes.get(ceiling.shape, []):
             annotate(level, ceiling)
     missing = [level["key"] for levels in shapes.values() for level in levels if CEILING_KEY not in level]
