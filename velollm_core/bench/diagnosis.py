@@ -161,11 +161,15 @@ def diagnose(result: BenchmarkResult, level: dict[str, Any]) -> dict[str, Any]:
         limit, why = held[0]
     else:
         limit = "unknown"
-        why = ("no GPU utilisation and no engine ceiling to tell engine from server "
-               "(--engine-ceiling measures the engine alone)" if s["gpu_utilization_pct"] is None
-               and s["server_efficiency"] is None else "no check held")
-        if (s["server_efficiency"] or 0) > IMPLAUSIBLE_EFFICIENCY:
-            why = f"server at {_pct(s['server_efficiency'])} of the engine alone: the load changed"
+        gpu, efficiency = s["gpu_utilization_pct"], s["server_efficiency"]
+        if gpu is not None:
+            why = f"GPU {gpu:.0f}% busy: between idle and busy"
+        elif efficiency is None:
+            why = "no GPU sensor and no engine ceiling (try --engine-ceiling)"
+        elif efficiency > IMPLAUSIBLE_EFFICIENCY:
+            why = f"server at {_pct(efficiency)} of the engine alone: the load changed"
+        else:
+            why = f"server at {_pct(efficiency)} of the engine alone: between the limits"
     label = LABELS[limit]
     if limit == "engine_bound" and s["gpu"]:
         label = "GPU-bound"
