@@ -137,6 +137,10 @@ def test_ticks_and_labels_of_values_near_the_float_range():
         assert all(fmt(t) for t in ticks)
 
 
+# The formats VeloLLM ships; a plugin's (llama-bench's rows of pp/tg workloads) may have nothing to write.
+BUILT_IN_FORMATS = ("html", "csv", "md", "jsonl")
+
+
 def test_report_draws_telemetry_and_runs_near_the_float_range(tmp_path):
     from velollm_core.contract.formats import ReportSource, report_formats
 
@@ -148,7 +152,7 @@ def test_report_draws_telemetry_and_runs_near_the_float_range(tmp_path):
                      {"key": "c2", "concurrency": 2, "output_throughput": -1.7e308, "ttft_ms": {"median": 1.7e308}}]
     source = ReportSource(name="huge.json", kind="benchmark", data=doc, label="huge")
     for name, chosen in report_formats().items():
-        assert chosen.render([source]), name
+        assert chosen.render([source]) or name not in BUILT_IN_FORMATS, name  # a plugin's may have no rows
 
 
 def test_report_of_a_verification_near_the_float_range(tmp_path):
@@ -160,7 +164,7 @@ def test_report_of_a_verification_near_the_float_range(tmp_path):
               "final": {"args": [], "measured_as": "defaults", "vs_defaults": {}}}
     source = ReportSource(name="v.json", kind="verify", data=verify, label="v")
     for name, chosen in report_formats().items():
-        assert chosen.render([source]), name
+        assert chosen.render([source]) or name not in BUILT_IN_FORMATS, name  # a plugin's may have no rows
 
 
 def test_report_refuses_runs_beyond_measurement_in_one_sentence(tmp_path, db):

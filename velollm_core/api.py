@@ -74,6 +74,8 @@ _EXPORTS: dict[str, str] = {
     "detect_hardware": "velollm_core.hardware.report",
     # output formats (the register_report_formats and register_config_formats hooks)
     **dict.fromkeys(("ReportFormat", "ReportSource", "ConfigFormat"), "velollm_core.contract.formats"),
+    # other tools' result files for the history (the register_result_importers hook)
+    "ResultImporter": "velollm_core.contract.importers",
     # hardware telemetry sources (the telemetry_sources hook)
     **dict.fromkeys(("DeviceReading", "SensorUnavailable", "TelemetrySource"), "velollm_core.contract.telemetry"),
     # process control: interrupt.spawn / interrupt.run keep Ctrl-C and SIGTERM orderly

@@ -25,6 +25,8 @@ LAZY_COMMANDS = {
                "Results as one offline HTML page, or CSV, markdown, JSONL."),
     "schema": ("velollm_core.history.schemas", "schema_command",
                "Print the JSON Schema of a result kind (benchmark, speculative, verify, detect)."),
+    "share": ("velollm_core.history.share", "share_command",
+              "One result as a markdown bundle to paste: summary, hardware, JSON; scrubbed."),
     "speculative": ("velollm_core.speculative.commands", "speculative_group",
                     "Speculative decoding: check a pair, compare vanilla vs speculative, find pairs."),
 }

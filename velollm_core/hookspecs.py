@@ -147,3 +147,17 @@ def register_config_formats(register):
     plugins are called; the built-ins (shell, systemd, launchctl, powershell, json) register ``tryfirst``,
     and a name registered twice keeps its first registration.
     """
+
+
+@hookspec
+def register_result_importers(register):
+    """Teach ``velollm history import`` another tool's result files: call ``register(ResultImporter(...))``.
+
+    A ``velollm_core.api.ResultImporter`` holds ``name`` (the tool, e.g. a benchmark CLI), ``sniff(path,
+    head)`` (True when the file, whose first bytes are ``head``, is that tool's output; never True for
+    a VeloLLM result) and ``load(path)`` returning the file's results as VeloLLM benchmark documents
+    (``BenchmarkResult``'s fields, ``imported`` set, None for every figure the tool does not measure,
+    never 0; ``UserInputError`` for a file it cannot read). The core validates each document against the
+    published benchmark schema before it is stored. All plugins are called; the first that sniffs a file
+    reads it.
+    """

@@ -311,7 +311,7 @@ def _run_with_progress(runner, console, busy=None):
 
 
 @click.command("compare")
-@click.argument("results", nargs=-1, required=True, metavar="A B | NEW")
+@click.argument("results", nargs=-1, required=True, metavar="A B [C ...] | NEW")
 @click.option("--baseline", is_flag=True,
               help="Regression check: B (or NEW alone: against up to --baseline-runs earlier history results "
                    "of the same backend, model and machine) must not be worse than A beyond noise; exit 1 if it is.")
@@ -319,13 +319,20 @@ def _run_with_progress(runner, console, busy=None):
               help="How many earlier history results make the baseline of NEW.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def compare_command(results: tuple[str, ...], baseline: bool, baseline_runs: int, as_json: bool) -> None:
-    """Compare two results (files or history ids): ratio of medians (B/A) and whether it exceeds noise."""
+    """Compare results (files or history ids): ratio of medians (B/A) and whether it exceeds noise.
+
+    With more than two, each of B, C, ... against A: a VeloLLM result beside another tool's (a
+    llama-bench or GuideLLM file, or its history id after `velollm history import`).
+    """
     from velollm_core.contract.output import print_json, stdout_console
     from velollm_core.history.compare import baseline_rows, compare_results, find_baselines, load_source
 
-    if len(results) not in (1, 2) or (len(results) == 1 and not baseline):
-        raise UserInputError("compare takes two results A B (files or history ids), or one with --baseline")
+    if (baseline and len(results) > 2) or (not baseline and len(results) < 2):
+        raise UserInputError("compare takes results A B [C ...] (files or history ids), or one or two with --baseline")
     loaded = [load_source(source) for source in results]
+    if not baseline and len(loaded) > 2:
+        _compare_several(loaded, as_json)
+        return
     (b_name, b), older = loaded[-1], loaded[:-1]
     if baseline and not older:
         older = find_baselines(b.model_dump(mode="json"), baseline_runs)
@@ -356,3 +363,24 @@ def compare_command(results: tuple[str, ...], baseline: bool, baseline_runs: int
                 click.echo("no regression beyond noise")
     if regressions:
         raise SystemExit(1)
+
+
+def _compare_several(loaded: list, as_json: bool) -> None:
+    """B, C, ... each against A: one table per pair, a pair without a suite in common said in one line."""
+    from velollm_core.bench.render import render_comparison
+    from velollm_core.contract.output import print_json, stdout_console
+    from velollm_core.history.compare import compare_results
+
+    (a_name, a), others = loaded[0], loaded[1:]
+    pairs = [(name, compare_results(a, result)) for name, result in others]
+    if not any(rows for _, rows in pairs):
+        raise UserInputError(f"{a_name} has no suite in common with any of {', '.join(name for name, _ in others)}")
+    if as_json:
+        print_json({"a": a_name, "comparisons": [{"b": name, "rows": rows} for name, rows in pairs]})
+        return
+    console = stdout_console()
+    for name, rows in pairs:
+        if rows:
+            render_comparison(rows, console, a_name, name)
+        else:
+            click.echo(f"{a_name} and {name} have no suite in common to compare")

@@ -148,22 +148,31 @@ def _check_date(name: str, value: str | None) -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--label", help="Label the imported results.")
 def import_command(files: tuple[Path, ...], label: str | None) -> None:
-    """Store result files (benchmark, speculative bench, verify) in the history; each one once."""
-    from velollm_core.history.documents import read_document, validate_document
+    """Store result files in the history, each result once: VeloLLM's (benchmark, speculative bench,
+    verify, with or without schema_version) and other tools' that plugins read (llama-bench JSON, JSONL
+    or SQL; GuideLLM's and `vllm bench serve`'s JSON). A figure the tool did not measure stays unknown."""
+    from velollm_core.history.documents import plausibility, read_document, validate_document
+    from velollm_core.history.peers import peer_documents
     from velollm_core.history.store import open_history
 
     loaded = []
     for path in files:  # all read and checked first: one bad file imports nothing
+        imported = peer_documents(path)
+        if imported is not None:
+            loaded += [(path, name, None, document, "benchmark") for name, document in imported]
+            continue
         text, document = read_document(path)
-        validate_document(document, path)  # the validation compare and report apply too
-        loaded.append((path, text, document))
+        kind = validate_document(document, path)  # the validation compare and report apply too
+        loaded.append((path, str(path), text, document, kind))
     with open_history() as history:
-        for path, text, document in loaded:
-            added = history.add(document, text=text, origin=str(path.resolve()), label=label)
+        for path, name, text, document, kind in loaded:
+            added = history.add(document, kind=kind, text=text, origin=str(path.resolve()), label=label)
             note = "" if added.new else " (already there)"
             if added.scrubbed:
                 note += " (secrets removed: export gives the redacted document)"
-            click.echo(f"{path} -> #{added.id}{note}")
+            click.echo(f"{name} -> #{added.id}{note}")
+            for flag in plausibility(document, kind):
+                click.echo(f"warning: #{added.id}: {flag}", err=True)
 
 
 @history_group.command("export")

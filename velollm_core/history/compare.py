@@ -21,8 +21,18 @@ WORKLOAD_METRICS = {"prompt_tokens", "completion_tokens"}
 
 
 def load_result(path: Path) -> BenchmarkResult:
-    """Read a result file, with a one-sentence UserInputError when it is missing, malformed, nested
-    too deep, not a VeloLLM benchmark result, or holds numbers no benchmark measured."""
+    """Read a result file (VeloLLM's, or another tool's that one result of it imports from), with a
+    one-sentence UserInputError when it is missing, malformed, nested too deep, not a benchmark
+    result, or holds numbers no benchmark measured."""
+    from velollm_core.history.peers import peer_documents
+
+    imported = peer_documents(Path(path))
+    if imported is not None:
+        if len(imported) != 1:
+            raise UserInputError(f"{path} holds {len(imported)} results: `velollm history import` it and compare "
+                                 "their history ids")
+        name, document = imported[0]
+        return benchmark_result(document, name)
     return benchmark_result(read_document(path)[1], path)
 
 

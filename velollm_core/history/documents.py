@@ -1,12 +1,15 @@
 """Result documents from outside (a file, a history row, a finished run about to be recorded): read,
 parsed and validated one way, whoever asks: ``history import``, the history's own writes,
-``compare`` and ``report``.
+``compare``, ``report`` and ``share``.
 
 A document passes when its JSON is well formed and at most MAX_DEPTH levels deep, every number is
-finite and fits 64 bits, every text is valid Unicode (no lone surrogate), it has the shape of its
-kind's model (``BenchmarkResult``, or the speculative bench and verification models below) and no
-run holds a measurement beyond what any benchmark measures (``contract.wire.MAX_MEASUREMENT``).
-Each failure is one UserInputError sentence naming the place.
+finite and fits 64 bits, every text is valid Unicode (no lone surrogate), its ``schema_version`` (absent
+in files written before results carried one) is one this VeloLLM reads, it has the shape of its kind's
+model in pydantic's strict JSON mode (so exactly what the published JSON Schema, generated from the same
+model, accepts: no "3" for an integer), and no run or summary holds a negative measurement or one beyond
+what any benchmark measures (``contract.wire.MAX_MEASUREMENT``). Each failure is one UserInputError
+sentence naming the place. ``plausibility`` then flags, without refusing, what physics says is
+unlikely: a decode rate above the result's own memory-bandwidth roofline by more than a margin.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError
 
 from velollm_core.contract.errors import UserInputError
-from velollm_core.contract.schemas import BenchmarkResult
-from velollm_core.contract.schemas.base import VeloModel
+from velollm_core.contract.schemas import SCHEMA_VERSIONS, BenchmarkResult
+from velollm_core.contract.schemas.base import VeloModel, schema_version_field
 from velollm_core.contract.wire import (
     MAX_MEASUREMENT,
     MIN_MEASUREMENT,
@@ -35,11 +38,16 @@ from velollm_core.history.summary import METRICS
 # RecursionError near 1000, and anything this deep is no result of ours anyway.
 MAX_DEPTH = 64
 KINDS = ("benchmark", "speculative", "verify")
+# A decode median this much above the result's own roofline is flagged: the bandwidth is measured (a
+# copy benchmark, a vendor's figure) and the bytes per token estimated, so a few percent over proves
+# nothing, but a quarter over means a wrong model size, a cached answer or a speculating server.
+ROOFLINE_MARGIN = 0.25
 
 
 class SpeculativeDocument(VeloModel):
     """``velollm speculative bench``'s result: a benchmark per side, the figures that compare them."""
 
+    schema_version: int = schema_version_field("speculative")
     status: Literal["running", "complete", "interrupted", "failed"] | None = None
     target: str | None = None
     draft: str | None = None
@@ -69,6 +77,7 @@ class VerifyFinal(VeloModel):
 class VerifyDocument(VeloModel):
     """``velollm optimize --verify``'s result: each candidate's rounds, each change's verdict, the final setting."""
 
+    schema_version: int = schema_version_field("verify")
     runtime: str | None = None
     model: str | None = None
     candidates: list[VerifyCandidate]
@@ -78,7 +87,7 @@ class VerifyDocument(VeloModel):
 
 
 def kind_of(document: Any) -> str | None:
-    """benchmark, speculative or verify by the document's top-level keys; None for anything else."""
+    """benchmark, speculative, verify or detect by the document's top-level keys; None for anything else."""
     if not isinstance(document, dict):
         return None
     if {"vanilla", "speculative"} <= document.keys():
@@ -87,6 +96,8 @@ def kind_of(document: Any) -> str | None:
         return "benchmark"
     if {"candidates", "changes", "final"} <= document.keys():
         return "verify"
+    if {"os", "cpu", "memory"} <= document.keys():
+        return "detect"
     return None
 
 
@@ -188,6 +199,9 @@ def check_measurements(result: BenchmarkResult, name: Path | str, side: str = ""
         for metric, stats in metrics.items():
             for stat in ("mean", "median", "stdev", "min", "max"):
                 value = getattr(stats, stat)
+                if value < 0:
+                    raise UserInputError(f"{name} has {shown_number(value)} as the {stat} of {metric} in "
+                                         f"{side}summary[{suite!r}]: no measurement is negative")
                 if not abs(value) <= MAX_MEASUREMENT:
                     raise UserInputError(f"{name} has {shown_number(value)} as the {stat} of {metric} in "
                                          f"{side}summary[{suite!r}], beyond any measurement: not a VeloLLM result")
@@ -200,9 +214,21 @@ def _validation_problem(exc: ValidationError) -> str:
     return f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
 
 
+def check_schema_version(data: dict, name: Path | str, kind: str) -> None:
+    """Refuse a document that follows a newer schema of its kind than this VeloLLM publishes (a file
+    without ``schema_version`` predates versioning and is read as the current schema allows)."""
+    version = data.get("schema_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSIONS[kind]:
+        raise UserInputError(f"{name} follows the {kind} result schema v{version}, newer than this VeloLLM reads "
+                             f"(up to v{SCHEMA_VERSIONS[kind]}): upgrade velollm to read it")
+
+
 def _validated(model: type[VeloModel], data: dict, name: Path | str, kind: str) -> Any:
+    """``data`` as ``model``, validated as the published schema validates: pydantic's strict JSON mode
+    takes a JSON integer for a number but no text for either, and no number for a text."""
+    check_schema_version(data, name, kind)
     try:
-        return model.model_validate(data)
+        return model.model_validate_json(json.dumps(data, allow_nan=False), strict=True)
     except ValidationError as exc:
         raise UserInputError(f"{name} is not a VeloLLM {kind} result ({_validation_problem(exc)})") from None
 
@@ -216,6 +242,11 @@ def benchmark_result(data: object, name: Path | str) -> BenchmarkResult:
     if {"vanilla", "speculative"} <= data.keys():
         raise UserInputError(f"{name} is a speculative bench (vanilla vs speculative in one file), not a "
                              "benchmark: `velollm report` shows it")
+    if kind_of(data) == "verify":
+        raise UserInputError(f"{name} is a verification (velollm optimize --verify), not a benchmark: "
+                             "`velollm report` shows it")
+    if kind_of(data) == "detect":
+        raise UserInputError(f"{name} is a hardware report (velollm detect), not a benchmark")
     result = _validated(BenchmarkResult, data, name, "benchmark")
     check_measurements(result, name)
     # Last, so a run's measurement is named as such: any other integer beyond 64 bits fits no database column.
@@ -227,6 +258,9 @@ def validate_document(data: object, name: Path | str, kind: str | None = None) -
     """The kind of a parsed result document (``kind``, or read from its keys) once it passes its kind's
     model and the measurement bounds; one UserInputError sentence otherwise."""
     kind = kind or kind_of(data)
+    if kind == "detect":
+        raise UserInputError(f"{name} is a hardware report (velollm detect), not a benchmark, speculative bench "
+                             "or verification result")
     if kind not in KINDS or not isinstance(data, dict):
         raise UserInputError(f"{name} is not a VeloLLM benchmark, speculative bench or verification result")
     if kind == "benchmark":
@@ -239,3 +273,45 @@ def validate_document(data: object, name: Path | str, kind: str | None = None) -
             check_measurements(result, name, f"{side}.")
     check_values(data, name, _integer_problem)
     return kind
+
+
+def hardware_report(data: object, name: Path | str) -> Any:
+    """A parsed, checked ``velollm detect`` document as a HardwareReport; one sentence when it is none."""
+    from velollm_core.contract.schemas import HardwareReport
+
+    if not isinstance(data, dict):
+        raise UserInputError(f"{name} is not a VeloLLM hardware report: it holds a JSON {type(data).__name__}")
+    report = _validated(HardwareReport, data, name, "detect")
+    check_values(data, name, _integer_problem)
+    return report
+
+
+def _roofline_flags(result: dict, where: str) -> list[str]:
+    roofline = result.get("roofline")
+    if not isinstance(roofline, dict) or not isinstance(roofline.get("suites"), dict):
+        return []
+    flags = []
+    for suite, entry in roofline["suites"].items():
+        limit = entry.get("max_decode_tokens_per_s") if isinstance(entry, dict) else None
+        stats = (result.get("summary") or {}).get(suite, {}).get("decode_tokens_per_s")
+        median = stats.get("median") if isinstance(stats, dict) else None
+        if not isinstance(limit, (int, float)) or not isinstance(median, (int, float)) or limit <= 0:
+            continue
+        if median > limit * (1 + ROOFLINE_MARGIN):
+            flags.append(f"{where}{suite}: decode {median:.1f} tok/s is {100 * median / limit:.0f}% of the "
+                         f"memory-bandwidth limit ({limit:.1f} tok/s), more than {100 * ROOFLINE_MARGIN:.0f}% "
+                         "over it: a wrong model size, answers from a cache, or a server that speculates?")
+    return flags
+
+
+def plausibility(data: dict, kind: str) -> list[str]:
+    """What a valid document claims that physics makes unlikely, one sentence each (flagged, not refused).
+
+    A speculative bench's speculative side is left out: beating the one-token-per-pass roofline is what
+    speculation is for.
+    """
+    if kind == "benchmark":
+        return _roofline_flags(data, "")
+    if kind == "speculative" and isinstance(data.get("vanilla"), dict):
+        return _roofline_flags(data["vanilla"], "vanilla ")
+    return []

@@ -1,10 +1,12 @@
 """The published JSON Schema of each result kind, generated from the models that validate it.
 
-``docs/schemas/<kind>-v<version>.json`` is what a user or another tool validates a result file
-against; ``velollm schema KIND`` prints it. The models stay the one truth (``history.documents``
-validates through them); a schema file is their ``model_json_schema()`` plus a versioned ``$id``.
-A published version never changes: a model change that changes the schema bumps that kind's
-version in SCHEMA_VERSIONS and writes a new file beside the old one.
+``<kind>-v<version>.json`` is what a user or another tool validates a result file against: shipped
+with the package (``velollm_core/history/published/``, every version ever published, so an old file
+can be checked against the schema it was written for) and copied in ``docs/schemas/``; ``velollm
+schema KIND [--version N]`` prints it. The models stay the one truth (``history.documents`` validates
+through them, in pydantic's strict JSON mode); a schema file is their ``model_json_schema()`` plus a
+versioned ``$id``. A published version never changes: a model change that changes the schema bumps
+that kind's version in ``contract.schemas.SCHEMA_VERSIONS`` and writes a new file beside the old one.
 
 Regenerate after a model change: ``python -m velollm_core.history.schemas --write``.
 """
@@ -20,8 +22,9 @@ from typing import Any
 
 import click
 
-# The version each kind's published schema has now; bump it when its model changes the schema.
-SCHEMA_VERSIONS = {"benchmark": 1, "speculative": 1, "verify": 1, "detect": 1}
+from velollm_core.contract.errors import UserInputError
+from velollm_core.contract.schemas import SCHEMA_VERSIONS
+
 # The model behind each kind, as "module:class", imported only when a schema is asked for.
 MODELS = {
     "benchmark": "velollm_core.contract.schemas.bench:BenchmarkResult",
@@ -30,6 +33,8 @@ MODELS = {
     "detect": "velollm_core.contract.schemas.hardware:HardwareReport",
 }
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+# Where the package ships every published version, and the repository's copy for readers of docs/.
+PACKAGE_DIRECTORY = Path(__file__).resolve().parent / "published"
 SCHEMA_DIRECTORY = Path(__file__).resolve().parents[2] / "docs" / "schemas"
 REGENERATE = "python -m velollm_core.history.schemas --write"
 
@@ -39,9 +44,20 @@ def schema_id(kind: str) -> str:
     return f"https://velollm.dev/schemas/{kind}/v{SCHEMA_VERSIONS[kind]}.json"
 
 
-def schema_file(kind: str) -> Path:
-    """The committed file of ``kind``'s current schema version."""
-    return SCHEMA_DIRECTORY / f"{kind}-v{SCHEMA_VERSIONS[kind]}.json"
+def schema_file(kind: str, directory: Path | None = None, version: int | None = None) -> Path:
+    """The file of ``kind``'s schema ``version`` (default: the current one) in ``directory`` (default: docs)."""
+    return (directory or SCHEMA_DIRECTORY) / f"{kind}-v{version or SCHEMA_VERSIONS[kind]}.json"
+
+
+def published_schema(kind: str, version: int | None = None) -> dict[str, Any]:
+    """``kind``'s published schema ``version`` (default: the current one) as the package ships it."""
+    version = version or SCHEMA_VERSIONS[kind]
+    path = schema_file(kind, PACKAGE_DIRECTORY, version)
+    if not path.is_file():
+        shipped = sorted(int(p.stem.rsplit("-v", 1)[1]) for p in PACKAGE_DIRECTORY.glob(f"{kind}-v*.json"))
+        raise UserInputError(f"no published {kind} schema v{version}: this VeloLLM ships "
+                             + ", ".join(f"v{n}" for n in shipped))
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def json_schema(kind: str) -> dict[str, Any]:
@@ -62,33 +78,43 @@ def schema_text(kind: str) -> str:
     return json.dumps(json_schema(kind), indent=2, ensure_ascii=True) + "\n"
 
 
+def _directories() -> tuple[Path, Path]:
+    return PACKAGE_DIRECTORY, SCHEMA_DIRECTORY
+
+
 def stale_kinds() -> list[str]:
-    """The kinds whose committed schema file is missing or differs from what the models generate."""
-    return [kind for kind in SCHEMA_VERSIONS
-            if not schema_file(kind).is_file() or schema_file(kind).read_text(encoding="utf-8") != schema_text(kind)]
+    """The kinds whose current schema file (shipped or in docs) is missing or differs from what the models
+    generate."""
+    return [kind for kind in SCHEMA_VERSIONS if any(
+        not schema_file(kind, d).is_file() or schema_file(kind, d).read_text(encoding="utf-8") != schema_text(kind)
+        for d in _directories())]
 
 
 def write_schemas() -> list[Path]:
-    """Write every kind's current schema file; the files written."""
-    SCHEMA_DIRECTORY.mkdir(parents=True, exist_ok=True)
+    """Write every kind's current schema file, shipped and in docs (older versions stay); the files written."""
     written = []
-    for kind in SCHEMA_VERSIONS:
-        schema_file(kind).write_text(schema_text(kind), encoding="utf-8")
-        written.append(schema_file(kind))
+    for directory in _directories():
+        directory.mkdir(parents=True, exist_ok=True)
+        for kind in SCHEMA_VERSIONS:
+            schema_file(kind, directory).write_text(schema_text(kind), encoding="utf-8")
+            written.append(schema_file(kind, directory))
     return written
 
 
 @click.command("schema")
 @click.argument("kind", type=click.Choice(list(SCHEMA_VERSIONS)))
-def schema_command(kind: str) -> None:
+@click.option("--version", "version", type=click.IntRange(1), help="A published version (default: the current one).")
+def schema_command(kind: str, version: int | None) -> None:
     """Print the JSON Schema of a result kind (benchmark, speculative, verify, detect)."""
-    click.echo(schema_text(kind), nl=False)
+    schema = published_schema(kind, version)
+    click.echo(json.dumps(schema, indent=2, ensure_ascii=True) + "\n", nl=False)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m velollm_core.history.schemas", description=__doc__.split("\n")[0])
     action = parser.add_mutually_exclusive_group(required=True)
-    action.add_argument("--write", action="store_true", help=f"write the schema files under {SCHEMA_DIRECTORY}")
+    action.add_argument("--write", action="store_true",
+                        help=f"write the current schema files under {PACKAGE_DIRECTORY} and {SCHEMA_DIRECTORY}")
     action.add_argument("--check", action="store_true", help="exit 1 when a schema file is missing or stale")
     arguments = parser.parse_args(argv)
     if arguments.write:
@@ -97,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     stale = stale_kinds()
     for kind in stale:
-        print(f"{schema_file(kind)} is missing or differs from the models: run `{REGENERATE}`", file=sys.stderr)
+        print(f"{schema_file(kind, PACKAGE_DIRECTORY)} or its docs copy is missing or differs from the models: run `{REGENERATE}`", file=sys.stderr)
     return 1 if stale else 0
 
 

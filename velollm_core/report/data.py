@@ -36,8 +36,14 @@ def load_sources(refs: list[str]) -> list[ReportSource]:
     from velollm_core.history.secrets import scrub_document
     from velollm_core.history.store import load_ref
 
+    from velollm_core.history.peers import peer_documents
+
     sources = []
     for ref in refs:
+        imported = peer_documents(Path(ref)) if Path(ref).is_file() else None
+        if imported is not None:  # another tool's file: validated as it was converted
+            sources += [ReportSource(name=name, kind="benchmark", data=scrub_document(data)) for name, data in imported]
+            continue
         if Path(ref).exists():
             name, (_, data) = ref, read_document(Path(ref))
         else:

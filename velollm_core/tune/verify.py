@@ -179,7 +179,10 @@ class VerifyReport:
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
+        from velollm_core.contract.schemas import SCHEMA_VERSIONS
+
         return {
+            "schema_version": SCHEMA_VERSIONS["verify"],
             "runtime": self.runtime,
             "model": self.model,
             "rounds": self.rounds,

@@ -50,3 +50,42 @@ def propose_config(hardware, model, backend, concurrency):
     from velollm_llamacpp import tune
 
     return tune.propose_config(hardware=hardware, model=model, backend=backend, concurrency=concurrency)
+
+
+@hookimpl
+def register_report_formats(register):
+    """llama-bench's own formats: its -o md table, and the -o json / jsonl rows compare-llama-bench.py reads."""
+    from velollm_core.api import ReportFormat
+
+    def rendered(name: str):
+        def render(sources):
+            from velollm_llamacpp import llama_bench
+
+            return getattr(llama_bench, name)(sources)
+
+        return render
+
+    register(ReportFormat("llama-bench", rendered("markdown_report"), marker=b"| model ",
+                          description="llama-bench's markdown table (pp/tg workloads)"))
+    register(ReportFormat("llama-bench-json", rendered("json_report"), marker=b'[\n  {\n    "build_commit"',
+                          description="llama-bench -o json rows, for compare-llama-bench.py"))
+    register(ReportFormat("llama-bench-jsonl", rendered("jsonl_report"), marker=b'{"build_commit"',
+                          description="llama-bench -o jsonl rows, for compare-llama-bench.py"))
+
+
+@hookimpl
+def register_result_importers(register):
+    """llama-bench's JSON, JSONL, SQL and SQLite output, for `velollm history import`."""
+    from velollm_core.api import ResultImporter
+
+    def sniff(path, head):
+        from velollm_llamacpp import llama_bench
+
+        return llama_bench.sniff(path, head)
+
+    def load(path):
+        from velollm_llamacpp import llama_bench
+
+        return llama_bench.load(path)
+
+    register(ResultImporter("llama-bench", sniff, load, description="llama-bench -o json|jsonl|sql, or its SQLite"))

@@ -8,6 +8,12 @@ from __future__ import annotations
 
 import importlib
 
+# The version of each result kind's published JSON Schema (velollm_core.history.schemas), written into
+# every result as ``schema_version``. Bump a kind's number when a model change changes its schema; a
+# reader takes every version up to this one. Here, not in pydantic's modules: ``detect --json`` writes
+# it without importing pydantic.
+SCHEMA_VERSIONS = {"benchmark": 2, "speculative": 2, "verify": 2, "detect": 2}
+
 _SUBMODULE = {
     "OsInfo": "hardware",
     "CpuInfo": "hardware",
@@ -23,6 +29,7 @@ _SUBMODULE = {
     "BackendInfo": "bench",
     "BenchmarkEnvironment": "bench",
     "BenchmarkResult": "bench",
+    "ImportedFrom": "bench",
     "BenchmarkContext": "bench",
     "ConfigChange": "config",
     "ConfigProposal": "config",

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from velollm_core.contract.schemas.base import VeloModel as _Model
+from velollm_core.contract.schemas.base import schema_version_field
 from velollm_core.contract.schemas.hardware import HardwareReport
 
 
@@ -153,7 +154,18 @@ class BenchmarkEnvironment(_Model):
     usable_cpus: int | None = None
 
 
+class ImportedFrom(_Model):
+    """Where a result measured by another tool came from (``velollm history import``): the rest of the
+    document is that tool's measurements in VeloLLM's fields, None wherever the tool measured nothing."""
+
+    tool: str = Field(description="The tool that measured it, as its importer names it (e.g. a benchmark CLI).")
+    tool_version: str | None = None
+    format: str = Field(description="The file format read (json, jsonl, sqlite, ...).")
+    source: str | None = Field(None, description="The file's name (no directory).")
+
+
 class BenchmarkResult(_Model):
+    schema_version: int = schema_version_field("benchmark")
     status: Literal["running", "complete", "interrupted", "failed"] = "running"
     error: str | None = None
     started_at: str
@@ -169,6 +181,7 @@ class BenchmarkResult(_Model):
     levels: list[dict[str, Any]] = Field(default_factory=list)
     sweep: dict[str, Any] | None = None
     telemetry: dict[str, Any] | None = None
+    imported: ImportedFrom | None = None
 
     @field_validator("settings")
     @classmethod

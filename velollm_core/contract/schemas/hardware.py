@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from velollm_core.contract.schemas.base import VeloModel as _Model
+from velollm_core.contract.schemas.base import schema_version_field
 from velollm_core.contract.schemas.gpu import GpuInfo, GpuLink, GpuVendor  # noqa: F401 - part of this family
 
 
@@ -35,6 +36,7 @@ class MemoryInfo(_Model):
 
 
 class HardwareReport(_Model):
+    schema_version: int = schema_version_field("detect")
     os: OsInfo
     cpu: CpuInfo
     memory: MemoryInfo
