@@ -56,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
              "fail_every": "every Nth generation request answers HTTP 503 (0: never)",
              "kv_cache_tokens": "KV cache cells of all slots; a request waits until it fits (0: no limit)",
              "prefill_stalls": "1: a prefill delays every other stream's next token",
-             "gpu_busy_pct": "utilisation of a pretend GPU while generating, in /metrics (0: none)"}
+             "gpu_busy_pct": "utilisation of a pretend GPU while generating, in /metrics (0: none)",
+             "reasoning_tokens": "thinking tokens before each answer, where the format separates them",
+             "image_tokens": "prompt tokens of each attached image"}
     for field in fields(MockConfig):
         default = getattr(defaults, field.name)
         parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(default), default=default,

@@ -30,13 +30,15 @@ class MockConfig:
     kv_cache_tokens: int = 0  # KV cache cells of all slots together (0: no limit)
     prefill_stalls: int = 0  # 1: a prefill delays every other stream by its per-token part
     gpu_busy_pct: float = 0.0  # utilisation reported while a generation runs (0: no GPU reported)
+    reasoning_tokens: int = 0  # thinking tokens before the answer where the format separates them
+    image_tokens: int = 64  # prompt tokens of each attached image
 
     def check(self) -> None:
         """Refuse values no schedule can follow (one readable sentence each)."""
         for name in ("ttft_ms", "itl_ms", "prefill_ms_per_token", "jitter_ms"):
             if not 0 <= getattr(self, name) <= 3_600_000:
                 raise ValueError(f"--{name.replace('_', '-')} must lie between 0 and 3600000 ms")
-        for name in ("output_tokens", "slots", "fail_every"):
+        for name in ("output_tokens", "slots", "fail_every", "reasoning_tokens", "image_tokens"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must not be negative")
         if self.kv_cache_tokens < 0 or self.prefill_stalls not in (0, 1) or not 0 <= self.gpu_busy_pct <= 100:

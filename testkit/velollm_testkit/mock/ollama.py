@@ -8,9 +8,19 @@ import functools
 import json
 from typing import TYPE_CHECKING, Any
 
+from velollm_testkit.mock import answers
 from velollm_testkit.mock.config import MockConfig
 from velollm_testkit.mock.tokenizer import BOS_ID, Tokenizer
-from velollm_testkit.mock.wire import BadRequest, Format, Plan, int_field, now_iso, output_length, render_chat
+from velollm_testkit.mock.wire import (
+    BadRequest,
+    Format,
+    Plan,
+    int_field,
+    now_iso,
+    output_cap,
+    output_length,
+    render_chat,
+)
 
 if TYPE_CHECKING:
     from velollm_testkit.mock.scheduler import Generation
@@ -25,9 +35,18 @@ def plan_ollama(config: MockConfig, tokenizer: Tokenizer, body: dict[str, Any], 
     options = body.get("options") or {}
     if not isinstance(options, dict):
         raise BadRequest("'options' must be an object")
+    features = answers.Features(reasoning=body.get("think") is not False, tool=answers.first_tool(body.get("tools")))
+    if body.get("format") is not None and body.get("format") != "json":
+        if not isinstance(body["format"], dict):
+            raise BadRequest("'format' must be \"json\" or a JSON Schema object")
+        features.schema = body["format"]
+    if features.tool is not None and not chat:
+        raise BadRequest("tools are taken by /api/chat only")
     if chat:
         text = render_chat(body.get("messages"))
+        features.images = sum(answers.png_count(message.get("images"), "images") for message in body["messages"])
     else:
+        features.images = answers.png_count(body.get("images"), "images")
         prompt = body.get("prompt", "")
         if not isinstance(prompt, str):
             raise BadRequest("'prompt' must be a string")
@@ -39,7 +58,9 @@ def plan_ollama(config: MockConfig, tokenizer: Tokenizer, body: dict[str, Any], 
     n_out, stop = output_length(config, len(tokens), int_field(options, "num_predict", default=-1), False,
                                 ctx_size=min(context, config.ctx_size))
     # Ollama streams unless told not to.
-    return Plan(tokens, n_out, stop, True, body.get("stream", True) is not False)
+    return answers.apply(Plan(tokens, n_out, stop, True, body.get("stream", True) is not False), features, config, False,
+                         output_cap(config, len(tokens), int_field(options, "num_predict", default=-1),
+                                                     min(context, config.ctx_size)))
 
 
 class OllamaFormat(Format):
@@ -59,6 +80,31 @@ class OllamaFormat(Format):
 
     def token(self, index: int, piece_json: str, token: int) -> bytes:
         return (self.template % (now_iso(), piece_json)).encode()
+
+    def _chunk(self, **fields: Any) -> bytes:
+        out: dict[str, Any] = {"model": self.gen.model, "created_at": now_iso()}
+        if self.chat:
+            out["message"] = {"role": "assistant", "content": "", **fields}
+        else:
+            out.update(response="", **fields)
+        return self.event({**out, "done": False})
+
+    def scripted(self, index: int, kind: str, piece: str) -> bytes:
+        """Thinking in its own ``thinking`` field; a tool call held back, as Ollama does, until its
+        arguments are whole, then sent as one ``message.tool_calls`` (its text, if they never parse)."""
+        if kind == "reasoning":
+            return self._chunk(thinking=piece)
+        if kind == "answer":
+            return super().scripted(index, kind, piece)
+        plan = self.gen.plan
+        if index + 1 < plan.n_out:
+            return b""
+        text = "".join(part for part_kind, part in plan.script if part_kind == "tool")
+        try:
+            arguments = json.loads(text)
+        except ValueError:
+            return self.token(index, json.dumps(text), 0)
+        return self._chunk(tool_calls=[{"function": {"name": plan.tool_name, "arguments": arguments}}])
 
     @staticmethod
     def error(message: str, status: int, kind: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
+from velollm_testkit.mock import answers
 from velollm_testkit.mock.config import MOCK_VERSION, MockConfig
 from velollm_testkit.mock.llamacpp import llama_timings
 from velollm_testkit.mock.tokenizer import Tokenizer, prompt_tokens
@@ -18,6 +19,7 @@ from velollm_testkit.mock.wire import (
     Plan,
     check_context,
     int_field,
+    output_cap,
     output_length,
     render_chat,
 )
@@ -40,7 +42,19 @@ def plan_openai(config: MockConfig, tokenizer: Tokenizer, body: dict[str, Any], 
     limit = int_field(body, "max_completion_tokens", "max_tokens")
     n_out, stop = output_length(config, len(prompt), limit, bool(body.get("ignore_eos")),
                                 int_field(body, "min_tokens", default=0) or 0)
-    return Plan(prompt, n_out, stop, body.get("cache_prompt", True) is not False, bool(body.get("stream", False)))
+    plan = Plan(prompt, n_out, stop, body.get("cache_prompt", True) is not False, bool(body.get("stream", False)))
+    features = answers.Features()
+    if chat:
+        features.images = answers.chat_images(body.get("messages"))
+        switches = body.get("chat_template_kwargs")
+        features.reasoning = not (isinstance(switches, dict) and switches.get("enable_thinking") is False)
+        features.tool = answers.first_tool(body.get("tools"))
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+        spec = response_format.get("json_schema")
+        features.schema = spec.get("schema", {}) if isinstance(spec, dict) else {}
+    return answers.apply(plan, features, config, bool(body.get("ignore_eos")),
+                         output_cap(config, len(prompt), limit))
 
 
 class OpenAIFormat(Format):
@@ -70,8 +84,27 @@ class OpenAIFormat(Format):
         event = (self.template % piece_json).encode()
         return self.first + event if self.chat and index == 0 else event
 
+    def scripted(self, index: int, kind: str, piece: str) -> bytes:
+        if not self.chat or kind == "answer":
+            return super().scripted(index, kind, piece)
+        if kind == "reasoning":
+            delta: dict[str, Any] = {"reasoning_content": piece}
+        else:
+            call: dict[str, Any] = {"index": 0, "function": {"arguments": piece}}
+            if not self.tool_started:  # the first fragment names the function
+                self.tool_started = True
+                call.update(id=f"call_mock{self.gen.number}", type="function")
+                call["function"]["name"] = self.gen.plan.tool_name
+            delta = {"tool_calls": [call]}
+        event = self.event(self._chunk([{"finish_reason": None, "index": 0, "delta": delta}]))
+        return self.first + event if index == 0 else event
+
+    tool_started = False
+
     def finish_reason(self) -> str:
-        return "length" if self.gen.plan.stop == "limit" else "stop"
+        if self.gen.plan.stop == "limit":
+            return "length"
+        return "tool_calls" if self.gen.plan.tool_name else "stop"
 
     def usage(self) -> dict[str, Any]:
         gen = self.gen
@@ -98,6 +131,12 @@ class OpenAIFormat(Format):
         choice: dict[str, Any] = {"finish_reason": self.finish_reason(), "index": 0}
         if self.chat:
             choice["message"] = {"role": "assistant", "content": text}
+            done = answers.emitted(self.gen.plan, self.gen.emitted)
+            if done.reasoning:
+                choice["message"]["reasoning_content"] = "".join(done.reasoning)
+            if done.tool:
+                choice["message"]["tool_calls"] = [{"id": f"call_mock{self.gen.number}", "type": "function", "function": {
+                    "name": self.gen.plan.tool_name, "arguments": "".join(done.tool)}}]
         else:
             choice.update(text=text, logprobs=None)
         return {**self._chunk([choice]), "object": "chat.completion" if self.chat else "text_completion",

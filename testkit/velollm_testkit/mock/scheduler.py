@@ -83,8 +83,12 @@ class Generation:
         self.t_last = now
         self.emitted += 1
         if self.plan.stream:
-            piece_json, token = server.answer[index % len(server.answer)]
-            self.conn.write_chunk(self.format.token(index, piece_json, token))
+            if self.plan.script is not None:
+                kind, piece = self.plan.script[index]
+                self.conn.write_chunk(self.format.scripted(index, kind, piece))
+            else:
+                piece_json, token = server.answer[index % len(server.answer)]
+                self.conn.write_chunk(self.format.token(index, piece_json, token))
         if self.emitted >= self.plan.n_out:
             self.finish()
             return
@@ -130,6 +134,8 @@ class Generation:
         return [answer[i % len(answer)][1] for i in range(self.emitted)]
 
     def text(self) -> str:
+        if self.plan.script is not None:
+            return "".join(piece for kind, piece in self.plan.script[:self.emitted] if kind == "answer")
         tokenizer = self.server.tokenizer
         return "".join(tokenizer.piece(token) for token in self.tokens())
 

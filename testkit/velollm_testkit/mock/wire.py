@@ -66,15 +66,24 @@ class Plan:
     stop: str  # "eos" | "limit"
     cache_allowed: bool
     stream: bool
+    # Per token (kind, text) where the answer is more than the fixed words: reasoning first, JSON
+    # following a schema, a tool call's arguments (velollm_testkit.mock.answers); None: the words.
+    script: list[tuple[str, str]] | None = None
+    tool_name: str | None = None
+
+
+def output_cap(config: MockConfig, n_prompt: int, limit: int | None, ctx_size: int | None = None) -> int:
+    """The most tokens a request may generate: its limit, or the room left in the context."""
+    room = (ctx_size or config.ctx_size) - n_prompt
+    if limit is not None and limit < 0:
+        limit = None  # -1: no limit (llama-server n_predict, Ollama num_predict)
+    return room if limit is None else min(limit, room)
 
 
 def output_length(config: MockConfig, n_prompt: int, limit: int | None, ignore_eos: bool, min_tokens: int = 0,
                   ctx_size: int | None = None) -> tuple[int, str]:
     """How many tokens to generate and why it stops: the request's limit, the context's end, or EOS."""
-    room = (ctx_size or config.ctx_size) - n_prompt
-    if limit is not None and limit < 0:
-        limit = None  # -1: no limit (llama-server n_predict, Ollama num_predict)
-    cap = room if limit is None else min(limit, room)
+    cap = output_cap(config, n_prompt, limit, ctx_size)
     wanted = cap if ignore_eos else max(config.output_tokens, min_tokens)
     n_out = max(0, min(wanted, cap))
     return n_out, ("limit" if n_out >= cap else "eos")
@@ -106,6 +115,11 @@ class Format:
     def token(self, index: int, piece_json: str, token: int) -> bytes:
         """The event of the ``index``-th token (``piece_json``: its text as a JSON string); b"" for none."""
         raise NotImplementedError
+
+    def scripted(self, index: int, kind: str, piece: str) -> bytes:
+        """The event of a scripted token (``kind``: reasoning, answer or tool); a format without its own
+        fields for reasoning and tool calls writes every kind as answer text, as a raw completion does."""
+        return self.token(index, json.dumps(piece), 0)
 
     def final(self) -> bytes:
         raise NotImplementedError
