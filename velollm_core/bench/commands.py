@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from velollm_core.bench.profiles import ARRIVALS, PROFILES, profile_named
+from velollm_core.bench.shape import workload_flags
 from velollm_core.contract.errors import UserInputError
 
 
@@ -178,11 +179,12 @@ class BenchmarkCommand(click.Command):
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Result file (JSON).")
 @click.option("--force", is_flag=True, help="Replace --output even when it is not a VeloLLM result.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON to stdout.")
+@workload_flags
 def benchmark_command(
     backend, model, host, iterations, warmup, suites, concurrency, max_tokens, workloads, datasets, profile, rates, requests,
     duration, max_concurrency, arrivals, slo, natural_stop, prefix_cache, seed, options, output, force, as_json,
     engine_ceiling=False, workers=None, cluster=None,
-    backend_flags=({}, {}),
+    backend_flags=({}, {}), shape=None, replay=None,
 ) -> None:
     """Benchmark a local backend with standard suites and honest statistics."""
     from velollm_core.bench.levels import parse_slo
@@ -208,12 +210,14 @@ def benchmark_command(
     parsed_workloads = [parse_workload(text) for text in workloads]
     parsed_rates = parse_rates(rates)
     check_arrival_gaps(parsed_rates, duration)
-    load_profile = profile_named(profile)
+    load_profile = replay or profile_named(profile)
     load_profile.check(rates=parsed_rates, workloads=parsed_workloads)
     plan = BenchmarkPlan(
         backend=backend,
         model=model,
-        suites=get_suites(suites) if suites or not (parsed_workloads or datasets) else [],
+        suites=get_suites(suites) if suites or not (parsed_workloads or datasets or replay) else [],
+        shape=shape,
+        trace=replay.trace if replay is not None else None,
         workloads=parsed_workloads,
         datasets=[load_dataset(path, max_tokens or 128) for path in datasets],
         profile=load_profile,

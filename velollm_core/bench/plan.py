@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from velollm_core.bench.profiles import LoadProfile, profile_named
+from velollm_core.bench.shape import RequestShape
 from velollm_core.bench.suites import Suite
+from velollm_core.bench.trace import Trace
 from velollm_core.bench.workloads import Dataset, Workload
 
 
@@ -46,11 +48,14 @@ class BenchmarkPlan:
     # and the Ray cluster they run on (--cluster ADDRESS|auto; None: this host).
     workers: int | None = None
     cluster: str | None = None
+    # What every request adds (--think, --json-schema, --tools, --images) and --turns per conversation.
+    shape: RequestShape = field(default_factory=RequestShape)
+    trace: Trace | None = None  # --trace: replayed by the TraceReplay profile
 
     def __post_init__(self) -> None:
         if not isinstance(self.profile, LoadProfile):
             self.profile = profile_named(self.profile)
 
     @property
-    def jobs(self) -> list[Suite | Workload | Dataset]:
-        return [*self.suites, *self.workloads, *self.datasets]
+    def jobs(self) -> list[Suite | Workload | Dataset | Trace]:
+        return [*self.suites, *self.workloads, *self.datasets, *([self.trace] if self.trace else [])]

@@ -177,7 +177,9 @@ def _level_notes(result: BenchmarkResult) -> list[str]:
                         f"sized by {'its tokenizer' if sizing == 'tokenizer' else 'calibration from its counts'})")
     if result.sweep and result.sweep.get("knee"):
         notes.append(f"knee: {result.sweep['knee']} ({result.sweep['why']})")
-    return notes
+    from velollm_core.bench.answers import answer_notes, turn_notes
+
+    return notes + turn_notes(result) + answer_notes(result)
 
 
 # The diagnosis lines are cut to this width: the table's own, so nothing wraps at 80 columns.
@@ -239,6 +241,10 @@ def render_result(result: BenchmarkResult, console) -> None:
             console.print("what limited each level (reasons in the JSON's levels[].diagnosis):", highlight=False)
             for line in diagnosis:
                 console.print(line, markup=False, highlight=False, overflow="ignore", crop=False)
+    from velollm_core.bench.answers import reasoning_table
+
+    if (table := reasoning_table(result)) is not None:
+        console.print(table)
     for note in _level_notes(result):
         console.print(note, markup=False, highlight=False)
     if result.error:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from velollm_core.bench.suites import Suite
+from velollm_core.bench.trace import Trace
 from velollm_core.bench.workloads import Dataset, PromptBuilder, Workload, build_prompts
 from velollm_core.contract.schemas import GenerationRequest, GenerationTiming
 
@@ -29,17 +30,17 @@ class RequestBuilder:
         self._builder: PromptBuilder | None = None
         self.prompt_sizing: dict[str, Any] | None = None  # how prompts were sized, once they were
 
-    def max_tokens(self, job: Suite | Workload | Dataset) -> int:
-        if isinstance(job, Workload):
+    def max_tokens(self, job: Suite | Workload | Dataset | Trace) -> int:
+        if isinstance(job, (Workload, Trace)):
             return job.output_tokens
         if isinstance(job, Dataset):
             return job.max_tokens
         return self.plan.max_tokens or job.max_tokens
 
-    def request(self, job: Suite | Workload | Dataset, prompt: str | None = None,
+    def request(self, job: Suite | Workload | Dataset | Trace, prompt: str | None = None,
                 target: int | None = None) -> GenerationRequest:
         """One request of ``job`` as the plan sends it (``target``: the prompt's size in tokens)."""
-        synthetic = isinstance(job, Workload)
+        synthetic = isinstance(job, (Workload, Trace))
         return GenerationRequest(
             benchmark=job.name,
             prompt=prompt if prompt is not None else getattr(job, "prompt", ""),
@@ -50,6 +51,7 @@ class RequestBuilder:
             raw=synthetic,
             cache_prompt=self.plan.prefix_cache or bool(synthetic and job.depth),
             prompt_tokens_target=target,
+            **self.plan.shape.request_fields(),
         )
 
     def one_per_job(self) -> list[GenerationRequest]:
@@ -58,6 +60,8 @@ class RequestBuilder:
         requests = [self.request(suite) for suite in self.plan.suites]
         requests += [self.request(w, target=w.depth + w.prompt_tokens) for w in self.plan.workloads]
         requests += [self.request(d, max(d.prompts, key=len)) for d in self.plan.datasets]
+        if self.plan.trace is not None:
+            requests.append(self.request(self.plan.trace, target=self.plan.trace.prompt_tokens))
         return requests
 
     def _prompt_builder(self) -> PromptBuilder:
@@ -76,7 +80,8 @@ class RequestBuilder:
             self._builder = builder
         return self._builder
 
-    def pairs(self, job: Suite | Workload | Dataset, count: int, *, unique: bool, offset: int) -> list[RequestPair]:
+    def pairs(self, job: Suite | Workload | Dataset | Trace, count: int, *, unique: bool,
+              offset: int) -> list[RequestPair]:
         """``count`` requests of ``job``, each with the depth context to prime first (or None);
         ``offset`` (the runs so far) moves the seed and a dataset's position on.
 
@@ -93,8 +98,18 @@ class RequestBuilder:
                     prime = self.request(job, prompt.depth_text).model_copy(update={"max_tokens": 1, "cache_prompt": True})
                 pairs.append((self.request(job, prompt.text, prompt.tokens), prime))
             return pairs
+        if isinstance(job, Trace):
+            return [(self._trace_request(job, index), None) for index in range(count)]
         if isinstance(job, Dataset):
             return [(self.request(job, job.prompt(offset + i, self.plan.seed)), None) for i in range(count)]
         if not unique or self.plan.prefix_cache:
             return [(self.request(job), None) for _ in range(count)]
         return [(self.request(job, f"Request {uuid.uuid4().hex[:8]}.\n{job.prompt}"), None) for _ in range(count)]
+
+    def _trace_request(self, trace: Trace, index: int) -> GenerationRequest:
+        """The ``index``-th request of ``trace``: a prompt of exactly its input tokens, its output length."""
+        record = trace.records[index % len(trace.records)]
+        rng = random.Random(f"{self.plan.seed}:{trace.name}:{index}")
+        text, _ = self._prompt_builder().build(record.input_tokens, rng)
+        request = self.request(trace, text, record.input_tokens)
+        return request.model_copy(update={"max_tokens": record.output_tokens})

@@ -21,6 +21,7 @@ from velollm_core.bench.limits import check_concurrency
 from velollm_core.bench.plan import BenchmarkPlan
 from velollm_core.bench.profiles import LevelSpec, Sequential
 from velollm_core.bench.requests import RequestBuilder, RequestPair
+from velollm_core.bench.shape import workload_settings
 from velollm_core.bench.suites import Suite
 from velollm_core.bench.workloads import Dataset, Workload
 from velollm_core.contract.backends import Backend
@@ -112,6 +113,7 @@ class BenchmarkRunner:
                 "max_tokens": {job.name: self.request_builder.max_tokens(job) for job in plan.jobs},
                 "workers": plan.workers,
                 "cluster": plan.cluster,
+                **workload_settings(plan),
             },
         )
         self.result.environment.hardware = hardware
@@ -203,6 +205,10 @@ class BenchmarkRunner:
                            **fields)
         if request is not None and request.ignore_eos and (record.completion_tokens or 0) < request.max_tokens:
             record.short_output = True
+        if request is not None:
+            from velollm_core.bench.answers import annotate
+
+            annotate(record, request)
         self.result.runs.append(record)
         return record
 
@@ -237,6 +243,11 @@ class BenchmarkRunner:
 
     def run_sequential(self, job: Suite | Workload) -> None:
         """``job``'s warm-up and iterations one after another, in this thread, as the sequential level."""
+        if self.plan.shape.turns > 1:
+            from velollm_core.bench.conversations import run_conversations
+
+            run_conversations(self, job)
+            return
         first = len(self.result.runs)
         self.warm_up(job)
         if (telemetry := self._telemetry()) is not None:
@@ -256,6 +267,10 @@ class BenchmarkRunner:
         from velollm_core.bench.loadgen import LevelDriver
         from velollm_core.bench.workers import LevelWorkers, choose_workers, client_check
 
+        if self.plan.shape.turns > 1:
+            from velollm_core.bench.conversations import run_conversations
+
+            return run_conversations(self, job, spec)
         pairs = self.requests_for(job, spec.warmup + spec.requests + spec.profile.cool_down(spec), unique=True)
         backend = self.start()
         prepare = (lambda request: backend.stream(request, self.context)) if backend.capabilities.stream else None

@@ -34,7 +34,9 @@ MAX_MEASUREMENT = 1e12
 MIN_MEASUREMENT = 1e-12
 # The fields of a GenerationTiming that are measurements (times, rates, counts), checked by check_timing.
 TIMING_FIELDS = ("ttft_ms", "total_ms", "load_ms", "prompt_tokens_per_s", "decode_tokens_per_s",
-                 "client_decode_tokens_per_s", "server_decode_tokens_per_s", "prompt_tokens", "completion_tokens")
+                 "client_decode_tokens_per_s", "server_decode_tokens_per_s", "prompt_tokens", "completion_tokens",
+                 "reasoning_tokens", "answer_tokens", "time_to_first_answer_ms", "cached_prompt_tokens",
+                 "tool_args_ms")
 
 # A schema maps a field to a type or tuple of types, to a nested schema (an object), or to a
 # one-item list holding the schema of a list's objects; fields it does not name pass unchanged.

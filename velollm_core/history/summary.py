@@ -21,6 +21,12 @@ METRICS = (
     "total_ms",
     "prompt_tokens",
     "completion_tokens",
+    # Reasoning models, tool calls, multi-turn: summarized only where runs carry them.
+    "time_to_first_answer_ms",
+    "reasoning_tokens",
+    "answer_tokens",
+    "tool_args_ms",
+    "cached_prompt_tokens",
 )
 
 
@@ -37,10 +43,11 @@ def run_key(run: RunRecord) -> str:
 
 
 def summarize_runs(runs: list[RunRecord]) -> dict[str, dict[str, Any]]:
-    """Per suite (and load level), MetricStats for each metric that has values (failed runs left out)."""
+    """Per suite (and load level), MetricStats for each metric that has values (failed runs left out, and
+    reasoning runs that never started their answer: flagged ``no_answer``, not averaged in)."""
     groups: dict[str, list[RunRecord]] = {}
     for run in runs:
-        if run.failed is None:
+        if run.failed is None and not run.no_answer:
             groups.setdefault(run_key(run), []).append(run)
     summary = {}
     for key, group in groups.items():

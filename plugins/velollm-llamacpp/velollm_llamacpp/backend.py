@@ -295,12 +295,12 @@ def run_generation(request: GenerationRequest, context: BenchmarkContext) -> Gen
 def stream_call(request: GenerationRequest, context: BenchmarkContext):
     """The generation as a StreamCall for the core's asyncio load generator (same body and parser)."""
     from velollm_core.api import StreamCall
-    from velollm_llamacpp.client import CompletionStream, completion_body, status_error
+    from velollm_llamacpp.client import request_route, status_error
 
     url = base_url(context)
     server = split_server_url(context.host) if context.host else None
-    return StreamCall(url=f"{url}/completion", body=completion_body(request, _request_fields(context)),
-                      accumulator=CompletionStream(),
+    path, body, accumulator = request_route(request, _request_fields(context))
+    return StreamCall(url=f"{url}{path}", body=body, accumulator=accumulator,
                       framing="sse", server=f"llama-server at {url}", status_error=status_error,
                       auth=server.auth if server else None, params=server.params if server else None)
 

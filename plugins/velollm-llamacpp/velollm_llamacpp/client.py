@@ -49,6 +49,8 @@ def completion_body(request: GenerationRequest, fields: Mapping[str, Any]) -> di
         body["ignore_eos"] = True
     if request.temperature == 0:
         body["top_k"] = 1
+    if request.json_schema is not None:
+        body["json_schema"] = request.json_schema  # llama-server turns it into a grammar
     body.update(fields)
     return body
 
@@ -114,20 +116,30 @@ class CompletionStream:
         return check_timing(timing, server=SERVER_NAME, streamed=len(self.text))
 
 
+def request_route(request: GenerationRequest, fields: Mapping[str, Any]) -> tuple[str, dict[str, Any], Any]:
+    """(path, body, accumulator) of one request: ``/completion`` for a prompt, llama-server's OpenAI-style
+    ``/v1/chat/completions`` for a conversation, tools, images or the thinking switch (which only its
+    chat template and parsers know)."""
+    from velollm_llamacpp import chat
+
+    if chat.needs_chat(request):
+        return "/v1/chat/completions", chat.chat_body(request, fields), chat.ChatStream()
+    return "/completion", completion_body(request, fields), CompletionStream()
+
+
 def stream_completion(client, base_url: str, request: GenerationRequest,
                       deadlines: Deadlines | None = None, fields: Mapping[str, Any] | None = None) -> GenerationTiming:
     """Run one streamed generation and time it: TTFT and decode rate from the stream, beside the
     server's own ``timings``; ``deadlines`` (velollm_core.contract.deadline) bound it."""
     import httpx
 
-    body = completion_body(request, fields or {})
-    stream = CompletionStream()
+    path, body, stream = request_route(request, fields or {})
     deadlines = deadlines or Deadlines()
     watch = RequestWatch(deadlines, server=SERVER_NAME, url=base_url)
     timeout = deadlines.httpx_timeout(CONNECT_TIMEOUT_S)
     start = time.perf_counter()
     try:
-        with watch, client.stream("POST", f"{base_url}/completion", json=body, timeout=timeout) as response:
+        with watch, client.stream("POST", f"{base_url}{path}", json=body, timeout=timeout) as response:
             watch.attach(response)
             if response.status_code != 200:
                 raise status_error(response.status_code, read_bounded(response, server=watch.who).content)
@@ -185,4 +197,5 @@ def timing_from_final(final, start, t_first, t_last, n_stream_tokens, end, text)
         stop_reason=final.get("stop_type"),
         text=text,
         extra=extra,
+        cached_prompt_tokens=timings.get("cache_n"),
     )

@@ -220,13 +220,13 @@ class OllamaBackend(BackendBase):
         """The generation as an NDJSON StreamCall for the core's asyncio load generator: the body and
         the accumulator of the sync path (``runner.prepare``), so Ollama's stream has one parser."""
         from velollm_core.api import StreamCall
-        from velollm_ollama.runner import prepare
+        from velollm_ollama.runner import endpoint, prepare
 
         client = client_for(context)
         body, accumulator = prepare(context.model, request, context.options, context.state,
                                     version=server_version(context))
         return StreamCall(
-            url=f"{client.base_url}/api/generate", body={**body, "stream": True}, accumulator=accumulator,
+            url=f"{client.base_url}{endpoint(body)}", body={**body, "stream": True}, accumulator=accumulator,
             framing="ndjson", server=f"Ollama at {client.base_url}", auth=client.auth, params=client.params,
             status_error=lambda status, raw: client.status_error(status, raw, context.model),
         )

@@ -263,7 +263,8 @@ class OllamaClient:
     # --- streaming ------------------------------------------------------------------------------
 
     def generate_stream(self, body: dict[str, Any]) -> Iterator[tuple[float, dict[str, Any]]]:
-        """POST ``/api/generate`` with streaming; yield (arrival time, parsed chunk) per NDJSON line.
+        """POST ``/api/generate`` (``/api/chat`` for a body of messages) with streaming; yield (arrival
+        time, parsed chunk) per NDJSON line.
 
         The request is sent when iteration starts. A line that is not a JSON object or a connection
         cut mid-stream raise BackendError; an ``error`` object inside the stream is the reader's
@@ -271,11 +272,13 @@ class OllamaClient:
         """
         import httpx
 
+        from velollm_ollama.runner import endpoint
+
         model = body.get("model")
         watch = RequestWatch(self.deadlines, server="Ollama", url=self.base_url)
         timeout = self.deadlines.httpx_timeout(self.connect_timeout)
         try:
-            with watch, self._http.stream("POST", "/api/generate", json={**body, "stream": True},
+            with watch, self._http.stream("POST", endpoint(body), json={**body, "stream": True},
                                           timeout=timeout) as response:
                 watch.attach(response)
                 if response.status_code >= 400:

@@ -7,6 +7,7 @@ on a fully cached prompt, for one), so a missing field is unknown (None), never 
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 import uuid
@@ -26,7 +27,14 @@ STREAM_CHUNK = {
     **dict.fromkeys(("prompt_eval_count", "eval_count"), int),
     **dict.fromkeys(("total_duration", "load_duration", "prompt_eval_duration", "eval_duration"), NUMBER),
     "context": list,
+    # /api/chat's chunks carry the same text in a message; a tool call arrives whole, its arguments an object.
+    "message": {"content": str, "thinking": str, "tool_calls": [{"function": {"name": str, "arguments": dict}}]},
 }
+
+
+def endpoint(body: Mapping[str, Any]) -> str:
+    """The path a body goes to: ``/api/chat`` for messages (a conversation, tools), else ``/api/generate``."""
+    return "/api/chat" if "messages" in body else "/api/generate"
 
 
 def coerce_option(value: Any) -> Any:
@@ -85,9 +93,22 @@ def build_body(model: str, request: GenerationRequest, user_options: Mapping[str
         # It cannot come before a chat template's header, which Ollama >= 0.30.1 then counts as
         # prompt tokens although they are cached: PromptLedger takes those out again.
         prompt = f"{uuid.uuid4().hex[:8]}\n{prompt}" if fields.get("raw") else f"[run {uuid.uuid4().hex[:8]}]\n{prompt}"
+    if request.think is not None:
+        fields["think"] = request.think
+    if request.json_schema is not None:
+        fields["format"] = request.json_schema
+    body: dict[str, Any] = {"model": model, "prompt": prompt}
+    if request.chat or request.history or request.tools:
+        message: dict[str, Any] = {"role": "user", "content": prompt}
+        if request.images:
+            message["images"] = list(request.images)
+        body = {"model": model, "messages": [*request.history, message]}
+        if request.tools:
+            body["tools"] = request.tools
+    elif request.images:
+        body["images"] = list(request.images)
     body = {
-        "model": model,
-        "prompt": prompt,
+        **body,
         "stream": True,
         **fields,
         "options": {
@@ -138,6 +159,10 @@ class StreamAccumulator:
         self.text: list[str] = []
         self.thinking: list[str] = []
         self.final: Mapping[str, Any] | None = None
+        self.thought_chunks = 0  # chunks of thinking only
+        self.answer_at: float | None = None  # the first chunk of answer text or a tool call
+        self.tool_calls: list[dict[str, str]] = []
+        self.tool_calls_at: float | None = None
 
     def feed(self, event: Mapping[str, Any], arrived: float) -> bool:
         """Take one chunk; True when it was the final one."""
@@ -145,8 +170,19 @@ class StreamAccumulator:
             raise BackendError(f"Ollama reported an error during generation: {event['error']}")
         chunk = conform(dict(event), STREAM_CHUNK, "Ollama")
         self.chunks += 1
-        piece = chunk.get("response") or ""
-        thought = chunk.get("thinking") or ""
+        message = chunk.get("message") or {}
+        piece = chunk.get("response") or message.get("content") or ""
+        thought = chunk.get("thinking") or message.get("thinking") or ""
+        calls = message.get("tool_calls") or []
+        for call in calls:
+            function = call.get("function") or {}
+            self.tool_calls.append({"name": function.get("name") or "",
+                                    "arguments": json.dumps(function.get("arguments") or {})})
+            self.tool_calls_at = arrived
+        if piece or calls:
+            self.answer_at = self.answer_at or arrived
+        elif thought:
+            self.thought_chunks += 1
         if piece or thought:
             self.token_chunks += 1
             self.token_times.append(arrived)
@@ -193,7 +229,15 @@ class StreamAccumulator:
             stop_reason=final.get("done_reason"),
             text="".join(self.text),
             extra=extra,
+            tool_calls=self.tool_calls,
+            tool_args_ms=(self.tool_calls_at - start) * 1000 if self.tool_calls_at is not None else None,
         )
+        if self.thought_chunks:  # one token a chunk: thinking, then the answer (eval_count counts both)
+            total = completion_tokens or self.token_chunks
+            timing.reasoning_tokens = min(self.thought_chunks, total)
+            timing.answer_tokens = total - timing.reasoning_tokens
+        if self.answer_at is not None:
+            timing.time_to_first_answer_ms = (self.answer_at - start) * 1000
         # Its counts are claims: one token per chunk, so fewer than the chunks that carried text is flagged.
         check_timing(timing, server="Ollama", streamed=self.token_chunks)
         if self.ledger is not None:

@@ -147,9 +147,18 @@ def request_body(request: GenerationRequest, sess: Session) -> dict[str, Any]:
         "stream": True,
     }
     if _endpoint(sess, request) == "chat":
-        body["messages"] = [{"role": "user", "content": request.prompt}]
+        body["messages"] = chat_messages(request)
     else:
         body["prompt"] = request.prompt
+    if request.json_schema is not None:
+        body["response_format"] = {"type": "json_schema",
+                                   "json_schema": {"name": "answer", "schema": request.json_schema, "strict": True}}
+    if request.tools:
+        body["tools"] = request.tools
+        body["tool_choice"] = "required"  # the benchmark times a tool call: an answer in prose is none
+    if request.think is not None:
+        # The switch of Qwen3-style templates, which vLLM, SGLang and llama-server pass to the template.
+        body["chat_template_kwargs"] = {"enable_thinking": request.think}
     if sess.include_usage:
         body["stream_options"] = {"include_usage": True}
     if request.ignore_eos:
@@ -169,9 +178,25 @@ def request_body(request: GenerationRequest, sess: Session) -> dict[str, Any]:
     return body
 
 
+def chat_messages(request: GenerationRequest) -> list[dict[str, Any]]:
+    """The conversation so far and the new user message, its images as ``image_url`` data URIs."""
+    content: str | list[dict[str, Any]] = request.prompt
+    if request.images:
+        content = [{"type": "text", "text": request.prompt},
+                   *({"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}}
+                     for image in request.images)]
+    return [*request.history, {"role": "user", "content": content}]
+
+
 def _endpoint(sess: Session, request: GenerationRequest) -> str:
-    """A raw request (a synthetic workload, sized in tokens) goes to completions: no chat template."""
-    return "completions" if request.raw else sess.endpoint
+    """A raw request (a synthetic workload, sized in tokens) goes to completions: no chat template; a
+    conversation, tools, images, a schema or the thinking switch need chat."""
+    if request.raw:
+        return "completions"
+    if request.chat or request.history or request.tools or request.images or request.think is not None \
+            or request.json_schema is not None:
+        return "chat"
+    return sess.endpoint
 
 
 def stream_call(request: GenerationRequest, context: BenchmarkContext) -> StreamCall:

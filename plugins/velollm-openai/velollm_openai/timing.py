@@ -16,9 +16,13 @@ _DELTA_FIELDS = ("content", "reasoning_content", "reasoning")
 SERVER_TIMINGS = {**dict.fromkeys(("prompt_ms", "predicted_ms", "prompt_per_second", "predicted_per_second"), NUMBER),
                   "cache_n": int}
 # The fields StreamRecord and timing_from_stream read, with their types (velollm_core.contract.wire).
+# One fragment of a streamed tool call: the first names the function, the rest extend its arguments.
+TOOL_CALL_DELTA = {"index": int, "id": str, "function": {"name": str, "arguments": str}}
 STREAM_EVENT = {
-    "choices": [{"text": str, "delta": dict.fromkeys(_DELTA_FIELDS, str), "finish_reason": str}],
-    "usage": {"prompt_tokens": int, "completion_tokens": int},
+    "choices": [{"text": str, "delta": {**dict.fromkeys(_DELTA_FIELDS, str), "tool_calls": [TOOL_CALL_DELTA]},
+                 "finish_reason": str}],
+    "usage": {"prompt_tokens": int, "completion_tokens": int, "prompt_tokens_details": {"cached_tokens": int},
+              "completion_tokens_details": {"reasoning_tokens": int}},
     "timings": SERVER_TIMINGS,
     "system_fingerprint": str,
 }
@@ -44,6 +48,16 @@ def chunk_text(event: dict[str, Any]) -> tuple[str, str]:
     return "".join(answer), "".join(generated)
 
 
+def tool_call_deltas(event: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tool-call fragments of one stream event (chat ``delta.tool_calls``), over every choice."""
+    deltas = []
+    for choice in event.get("choices") or []:
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        calls = delta.get("tool_calls") if isinstance(delta, dict) else None
+        deltas += [call for call in calls or [] if isinstance(call, dict)]
+    return deltas
+
+
 @dataclass
 class StreamRecord:
     """What the client saw of one stream: when each content chunk arrived, and the final facts."""
@@ -55,6 +69,10 @@ class StreamRecord:
     timings: dict[str, Any] | None = None
     finish_reason: str | None = None
     fingerprint: str | None = None
+    reasoning_chunks: int = 0  # chunks that carried only reasoning text
+    answer_at: float | None = None  # the first chunk of answer text or of a tool call
+    tool_calls: dict[int, dict[str, str]] = field(default_factory=dict)  # by index: name, arguments
+    tool_args_at: float | None = None  # the last tool-call fragment
 
     def observe(self, arrived: float, event: dict[str, Any]) -> None:
         """Take one stream event in; an ``error`` event becomes a BackendError."""
@@ -64,8 +82,19 @@ class StreamRecord:
             message = error.get("message", error) if isinstance(error, dict) else error
             raise BackendError(f"the server reported an error mid-stream: {message}")
         answer, generated = chunk_text(event)
-        if generated:
+        calls = tool_call_deltas(event)
+        for call in calls:
+            entry = self.tool_calls.setdefault(call.get("index", len(self.tool_calls)), {"name": "", "arguments": ""})
+            function = call.get("function") or {}
+            entry["name"] += function.get("name") or ""
+            entry["arguments"] += function.get("arguments") or ""
+            self.tool_args_at = arrived
+        if generated or calls:
             self.chunk_times.append(arrived)
+            if answer or calls:
+                self.answer_at = self.answer_at or arrived
+            else:
+                self.reasoning_chunks += 1
         if answer:
             self.text.append(answer)
         for choice in event.get("choices") or []:
@@ -148,6 +177,9 @@ def timing_from_stream(record: StreamRecord, end: float, *, endpoint: str) -> Ge
         if server.get(key) is not None:
             extra[name] = server[key]
     server_rate = server.get("predicted_per_second") or None
+    details = usage.get("completion_tokens_details") or {}
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", server.get("cache_n"))
+    reasoning = details.get("reasoning_tokens", record.reasoning_chunks)
     timing = GenerationTiming(
         ttft_ms=ttft_ms,
         prompt_tokens=usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) else None,
@@ -161,7 +193,15 @@ def timing_from_stream(record: StreamRecord, end: float, *, endpoint: str) -> Ge
         stop_reason=record.finish_reason,
         text="".join(record.text),
         extra=extra,
+        cached_prompt_tokens=cached,
+        tool_calls=[record.tool_calls[index] for index in sorted(record.tool_calls)],
+        tool_args_ms=(record.tool_args_at - record.start) * 1000 if record.tool_args_at is not None else None,
     )
+    if reasoning:  # a reasoning model: its thinking, then its answer (which may never have started)
+        timing.reasoning_tokens = min(reasoning, completion_tokens)
+        timing.answer_tokens = completion_tokens - timing.reasoning_tokens
+    if record.answer_at is not None:
+        timing.time_to_first_answer_ms = (record.answer_at - record.start) * 1000
     # usage's counts are claims: fewer tokens than the chunks that carried text is flagged, an
     # impossible count or rate refused.
     return check_timing(timing, server="the server", streamed=len(times))

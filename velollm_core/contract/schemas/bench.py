@@ -40,6 +40,23 @@ class GenerationRequest(_Model):
     prompt_tokens_target: int | None = Field(None, description=(
         "The prompt length in server tokens (BOS included) a synthetic workload built, depth included; "
         "the engine compares it with the reported prompt_tokens. None for suites and datasets."))
+    # What a 2026 workload adds to a request, in runtime-neutral terms; each backend plugin writes them
+    # in its own wire format (and a backend whose runtime lacks one refuses it in check()).
+    chat: bool = Field(False, description=(
+        "Send as chat messages through the runtime's chat template even with no history, tools or images "
+        "(every turn of a conversation, so all its turns share one prompt format)."))
+    history: list[dict[str, str]] = Field(default_factory=list, description=(
+        "Earlier turns of a conversation, oldest first, each {role: user|assistant, content}; prompt is "
+        "the new user message after them."))
+    think: bool | None = Field(None, description=(
+        "Reasoning switched on (True) or off (False) where the runtime has the switch; None: its default."))
+    json_schema: dict[str, Any] | None = Field(None, description=(
+        "A JSON Schema the answer must follow (structured output), or None."))
+    tools: list[dict[str, Any]] = Field(default_factory=list, description=(
+        "Tools the model may call, as OpenAI tool definitions ({type: function, function: {name, "
+        "description, parameters}})."))
+    images: list[str] = Field(default_factory=list, description=(
+        "Images sent with the prompt, each a base64-encoded PNG."))
 
 
 class GenerationTiming(_Model):
@@ -64,6 +81,17 @@ class GenerationTiming(_Model):
     total_ms: float | None = None
     load_ms: float | None = None
     stop_reason: str | None = None
+    # A reasoning model's split of completion_tokens: thinking, then the answer; TTFT is the first
+    # token of either kind, time_to_first_answer_ms the first answer token's (None: no answer came).
+    reasoning_tokens: int | None = None
+    answer_tokens: int | None = None
+    time_to_first_answer_ms: float | None = None
+    # Prompt tokens the server answered from its prefix cache (of prompt_tokens), where it says.
+    cached_prompt_tokens: int | None = None
+    # The tool calls of the answer, each {name, arguments} with arguments as the text the model wrote,
+    # and when the last one's arguments were complete (ms from the request's start).
+    tool_calls: list[dict[str, str]] = Field(default_factory=list)
+    tool_args_ms: float | None = None
     text: str = ""
     extra: dict[str, Any] = Field(default_factory=dict)
 
@@ -78,6 +106,12 @@ class RunRecord(GenerationTiming):
     ended_s: float | None = None
     short_output: bool = False  # fewer tokens than asked, with a fixed output length requested
     failed: str | None = None  # why the request failed (then no timings)
+    # A reasoning run whose answer never started within max_tokens: flagged, left out of the summary.
+    no_answer: bool = False
+    json_valid: bool | None = None  # the answer parses as JSON and follows --json-schema (None: not asked)
+    tool_call_valid: bool | None = None  # every tool call names a given tool, its arguments follow its schema
+    conversation: int | None = None  # a multi-turn run: which conversation, and its turn (1-based)
+    turn: int | None = None
 
 
 class MetricStats(_Model):
