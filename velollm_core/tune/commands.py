@@ -304,6 +304,10 @@ def optimize_command(
     hardware = load_hardware(hardware_file)
     for warning in hardware.warnings:
         click.echo(f"warning: {warning}", err=True)
+    if for_concurrency and verify_:
+        from velollm_core.bench.workloads import parse_workload
+
+        parse_workload(load_workload)  # a malformed --workload is refused before anything is measured
     proposals = gather_proposals(hardware, model, backend, for_concurrency)
     if (apply_ or verify_) and len(proposals) != 1:
         names = ", ".join(p.runtime for p in proposals) or "none"

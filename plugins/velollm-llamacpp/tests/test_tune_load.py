@@ -66,3 +66,11 @@ def test_optimize_for_concurrency_measures_each_change_at_that_load_on_gemma(gem
     assert report["command"][-len(report["final_args"]):] == report["final_args"]
     assert set(kept) <= set(report["final_args"])
     assert "command: " in proc.stdout and "each change A/B" in proc.stdout
+
+
+def test_a_malformed_workload_is_refused_before_anything_runs():
+    proc = subprocess.run([sys.executable, "-m", "velollm_core", "optimize", "--backend", "llamacpp",
+                           "--for-concurrency", "4", "--workload", "pp12x", "--verify"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2 and "--workload 'pp12x'" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stdout == ""
