@@ -222,3 +222,21 @@ def test_bare_tool_definitions_are_wrapped_and_images_are_real_pngs(tmp_path):
     length = int.from_bytes(png[idat - 4:idat], "big")
     assert len(zlib.decompress(png[idat + 4:idat + 4 + length])) == 3 * (1 + 5 * 3)  # rows of filter + RGB
     assert make_png(5, 3, seed=1) != make_png(5, 3, seed=2)
+
+
+def test_report_shows_time_to_first_answer_and_validity(thinking_mock, files):
+    import csv
+    import io
+
+    result = bench(thinking_mock, "openai", "--suite", "short_completion", "--tools", str(files / "tools.json"),
+                   "--think", "on", "--natural-stop", tmp_path=files)
+    assert result["runs"][0]["tool_call_valid"] is True
+    saved = files / "openai.json"
+    table = velollm("report", str(saved), "--format", "csv")
+    assert table.returncode == 0, table.stderr
+    row = next(r for r in csv.DictReader(io.StringIO(table.stdout)) if r["table"] == "suite")
+    assert float(row["ttfa_ms_median"]) >= float(row["ttft_ms_median"]) > 0
+    assert float(row["reasoning_tokens_median"]) == REASONING and float(row["tool_call_valid_share"]) == 1.0
+    html = velollm("report", str(saved), "--output", str(files / "r.html"))
+    assert html.returncode == 0, html.stderr
+    assert "TTFA ms" in (files / "r.html").read_text()

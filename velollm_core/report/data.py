@@ -14,7 +14,11 @@ from typing import Any
 from velollm_core.contract.errors import UserInputError
 from velollm_core.contract.formats import ReportSource
 
-SUITE_METRICS = ("decode_tokens_per_s", "prompt_tokens_per_s", "ttft_ms", "total_ms")
+SUITE_METRICS = ("decode_tokens_per_s", "prompt_tokens_per_s", "ttft_ms", "total_ms",
+                 # reasoning models and tool calls: present only where the runs carry them
+                 "time_to_first_answer_ms", "reasoning_tokens", "tool_args_ms")
+# Per-run answer checks (True/False, None: not asked), reported as the share that passed.
+ANSWER_CHECKS = ("json_valid", "tool_call_valid")
 LATENCIES = ("ttft_ms", "tpot_ms", "itl_ms", "e2el_ms")
 
 
@@ -111,6 +115,17 @@ def suite_stats(result: dict) -> dict[str, dict[str, dict]]:
                                                       "n": stats.get("n"),
                                                       "values": run_values(result, suite, metric)}
     return out
+
+
+def answer_shares(result: dict, suite: str) -> dict[str, float]:
+    """Per answer check asked of ``suite``'s runs, the share that passed ({} where none was asked)."""
+    shares = {}
+    for check in ANSWER_CHECKS:
+        seen = [run[check] for run in result.get("runs") or [] if isinstance(run, dict)
+                and _summary_key(run) == suite and isinstance(run.get(check), bool)]
+        if seen:
+            shares[check] = sum(seen) / len(seen)
+    return shares
 
 
 def levels(result: dict) -> list[dict]:

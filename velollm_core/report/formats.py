@@ -24,7 +24,9 @@ COMMON = ("table", "source", "kind", "side", "backend", "backend_version", "buil
           "started_at", "status")
 COLUMNS = {
     "suite": ("suite", "n", "decode_tps_median", "decode_tps_stdev", "decode_tps_min", "decode_tps_max",
-              "prompt_tps_median", "prompt_tps_stdev", "ttft_ms_median", "total_ms_median", "roofline_pct"),
+              "prompt_tps_median", "prompt_tps_stdev", "ttft_ms_median", "total_ms_median", "roofline_pct",
+              "ttfa_ms_median", "reasoning_tokens_median", "tool_args_ms_median", "json_valid_share",
+              "tool_call_valid_share"),
     "level": ("level", "profile", "workload", "concurrency", "rate", "completed", "failed", "request_throughput",
               "output_throughput", "ttft_ms_median", "ttft_ms_p99", "tpot_ms_median", "tpot_ms_p99", "itl_ms_p99",
               "e2el_ms_median", "goodput_share", "knee", "server_efficiency", "limit"),
@@ -60,7 +62,11 @@ def rows(sources: list[d.ReportSource]) -> list[dict[str, Any]]:
                             "prompt_tps_median": _r(prompt.get("median")), "prompt_tps_stdev": _r(prompt.get("stdev")),
                             "ttft_ms_median": _r(metrics.get("ttft_ms", {}).get("median")),
                             "total_ms_median": _r(metrics.get("total_ms", {}).get("median")),
-                            "roofline_pct": pct.get(suite)})
+                            "roofline_pct": pct.get(suite),
+                            "ttfa_ms_median": _r(metrics.get("time_to_first_answer_ms", {}).get("median")),
+                            "reasoning_tokens_median": _r(metrics.get("reasoning_tokens", {}).get("median")),
+                            "tool_args_ms_median": _r(metrics.get("tool_args_ms", {}).get("median")),
+                            **{f"{check}_share": _r(share) for check, share in d.answer_shares(result, suite).items()}})
             for level in d.levels(result) or d.legacy_concurrency(result):
                 lat = {name: level.get(name) if isinstance(level.get(name), dict) else {} for name in d.LATENCIES}
                 goodput = level.get("goodput") if isinstance(level.get("goodput"), dict) else {}

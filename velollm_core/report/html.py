@@ -93,13 +93,18 @@ def _suites_section(sources: list[d.ReportSource]) -> str:
             figures.append(_figure(bar_chart(f"chart-{metric}", title, unit, suites, groups), metric,
                                    "Bars: median; whiskers: min to max; dots: each counted run."))
     table_rows = []
+    # A reasoning model's time to its first answer token, beside TTFT, where any run reasoned.
+    reasoning = any("time_to_first_answer_ms" in metrics and "reasoning_tokens" in metrics
+                    for _, _, stats in results for metrics in stats.values())
     for _, name, stats in results:
         for suite, metrics in stats.items():
             dec, pre = metrics.get("decode_tokens_per_s", {}), metrics.get("prompt_tokens_per_s", {})
+            answer = [metrics.get(key, {}).get("median") for key in ("time_to_first_answer_ms", "reasoning_tokens")]
             table_rows.append([name, suite, dec.get("median"), dec.get("stdev"), pre.get("median"), pre.get("stdev"),
-                               metrics.get("ttft_ms", {}).get("median"), dec.get("n")])
-    table = _table(["result", "suite", "decode tok/s", "± stdev", "prompt tok/s", "± stdev", "TTFT ms", "n"],
-                   table_rows, text_columns=2)
+                               metrics.get("ttft_ms", {}).get("median"), *(answer if reasoning else []), dec.get("n")])
+    headers = ["result", "suite", "decode tok/s", "± stdev", "prompt tok/s", "± stdev", "TTFT ms",
+               *(["TTFA ms", "thinking tok"] if reasoning else []), "n"]
+    table = _table(headers, table_rows, text_columns=2)
     return f'<h2>Decode and prefill per suite</h2><div class="charts">{"".join(figures)}</div>{table}'
 
 
