@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import venv
@@ -139,14 +140,18 @@ def compare_llama_bench(llama_bench, tmp_path_factory) -> tuple[str, Path]:
     return python, script
 
 
-@pytest.mark.parametrize("fmt", ["llama-bench-json", "llama-bench-jsonl"])
+@pytest.mark.parametrize("fmt", ["llama-bench-json", "llama-bench-jsonl", "llama-bench-sql"])
 def test_compare_llama_bench_reads_velollm_output(compare_llama_bench, fmt, tmp_path):
     python, script = compare_llama_bench
-    written = tmp_path / ("velollm.json" if fmt.endswith("json") else "velollm.jsonl")
+    written = tmp_path / f"velollm.{fmt.rsplit('-', 1)[1]}"
     report = CliRunner().invoke(cli, ["report", str(VELOLLM_RESULT), "--format", fmt, "--output", str(written)])
     assert report.exit_code == 0, report.output
-    rows = [json.loads(line) for line in written.read_text().splitlines()] if fmt.endswith("jsonl") else \
-        json.loads(written.read_text())
+    rows = json.loads(CliRunner().invoke(cli, ["report", str(VELOLLM_RESULT), "--format", "llama-bench-json"]).output)
+    if fmt.endswith("sql"):  # as llama.cpp's docs say: llama-bench -o sql | sqlite3 llama-bench.sqlite
+        database = tmp_path / "llama-bench.sqlite"
+        with sqlite3.connect(database) as db:
+            db.executescript(written.read_text())
+        written = database
     build = rows[0]["build_commit"]
     proc = subprocess.run([python, str(script), "-t", "llama-bench", "-i", str(written), "-b", build, "-c", build],
                           cwd=tmp_path,

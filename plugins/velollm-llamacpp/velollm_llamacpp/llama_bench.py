@@ -399,6 +399,34 @@ def jsonl_report(sources: list[Any]) -> str:
     return "".join(json.dumps(row, allow_nan=False) + "\n" for row in rows(sources))
 
 
+_REAL_FIELDS = {"avg_ts", "stddev_ts"}
+_TEXT_FIELDS = {"build_commit", "cpu_info", "gpu_info", "backends", "model_filename", "model_type", "cpu_mask",
+                "type_k", "type_v", "split_mode", "tensor_split", "tensor_buft_overrides", "load_mode", "test_time"}
+
+
+def _sql_value(value: Any) -> str:
+    """A value as SQL text: NULL, a number, or a quoted text (a quote inside doubled, so a model name
+    cannot end the statement)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def sql_report(sources: list[Any]) -> str:
+    """``--format llama-bench-sql``: llama-bench -o sql's statements (``| sqlite3 llama-bench.sqlite`` makes
+    the database compare-llama-bench.py reads by default)."""
+    columns = ",\n".join(f"  {field} {'REAL' if field in _REAL_FIELDS else 'TEXT' if field in _TEXT_FIELDS else 'INTEGER'}"
+                         for field in FIELDS)
+    lines = [f"CREATE TABLE IF NOT EXISTS llama_bench (\n{columns}\n);", ""]
+    lines += [f"INSERT INTO llama_bench ({', '.join(FIELDS)}) VALUES ({', '.join(_sql_value(row.get(f)) for f in FIELDS)});"
+              for row in rows(sources)]
+    return "\n".join(lines) + "\n"
+
+
 def _md_cell(value: Any) -> str:
     """A cell of text from a result file: no new cell, no new row."""
     return str(value).replace("|", "\\|").replace("\n", " ").replace("\r", " ")

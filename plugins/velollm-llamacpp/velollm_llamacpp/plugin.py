@@ -54,7 +54,7 @@ def propose_config(hardware, model, backend, concurrency):
 
 @hookimpl
 def register_report_formats(register):
-    """llama-bench's own formats: its -o md table, and the -o json / jsonl rows compare-llama-bench.py reads."""
+    """llama-bench's own formats: its -o md table, and the -o json / jsonl / sql rows compare-llama-bench.py reads."""
     from velollm_core.api import ReportFormat
 
     def rendered(name: str):
@@ -71,6 +71,8 @@ def register_report_formats(register):
                           description="llama-bench -o json rows, for compare-llama-bench.py"))
     register(ReportFormat("llama-bench-jsonl", rendered("jsonl_report"), marker=b'{"build_commit"',
                           description="llama-bench -o jsonl rows, for compare-llama-bench.py"))
+    register(ReportFormat("llama-bench-sql", rendered("sql_report"), marker=b"CREATE TABLE IF NOT EXISTS llama_bench",
+                          description="llama-bench -o sql statements, for sqlite3 and compare-llama-bench.py"))
 
 
 @hookimpl
