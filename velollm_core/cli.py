@@ -16,7 +16,7 @@ LAZY_COMMANDS = {
     "benchmark": ("velollm_core.bench.commands", "benchmark_command",
                   "Benchmark a local runtime with standard suites and honest statistics."),
     "compare": ("velollm_core.bench.commands", "compare_command",
-                "Compare two results (files or ids), or one with --baseline."),
+                "Compare results (files or ids): B, C... against A; or --baseline."),
     "history": ("velollm_core.history.commands", "history_group",
                 "The results history: list, filter, import, export."),
     "optimize": ("velollm_core.tune.commands", "optimize_command",
