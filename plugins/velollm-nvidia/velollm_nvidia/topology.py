@@ -50,7 +50,7 @@ def parse_topo_matrix(text: str) -> dict[tuple[int, int], str]:
     nvidia-smi wraps the header in (underline) are dropped first.
     """
     rows = [line.split() for line in _ESCAPE.sub("", text).splitlines() if line.split()]
-    # The header names columns only: its first word is GPU0 and so is no row's second word.
+    # The header's first word is GPU0 and its second a column name; GPU0's own row has a cell there (X).
     header = next((words for words in rows if words[0] == "GPU0" and (len(words) == 1 or not is_cell(words[1]))), None)
     if header is None:
         raise ProbeError("nvidia-smi topo -m printed no GPU matrix")
