@@ -102,6 +102,10 @@ def test_the_client_flags_itself_when_its_loop_lags_or_its_requests_leave_late()
     assert "requests left" in late["why"] and "--cluster" in late["why"]  # 4 > this host's 2 cores
     lagging = client_check(run(1.0, CLIENT_LATE_MS * 2), cpu_s=0.9, wall_s=1.0, workers=1, cores=8)
     assert lagging["limited"] and "event loop woke" in lagging["why"] and "--workers 2" in lagging["why"]
+    # Late while hardly busy: the client waited for a core other work held; more workers would not help.
+    starved = client_check(run(1.0, CLIENT_LATE_MS * 2), cpu_s=0.6, wall_s=2.0, workers=2, cores=2)
+    assert starved["limited"] and starved["workers_needed"] is None
+    assert "used 0.30 cores: other work on this machine's 2 cores held them" in starved["why"]
 
 
 # --- worker processes against the mock ----------------------------------------------------------------

@@ -367,7 +367,10 @@ def _worker_main() -> int:
     import signal
     from multiprocessing.connection import Connection
 
+    from velollm_core.bench.limits import stream_limit
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stream_limit()  # raises this process's open-file limit to what its streams need, where allowed
     inbox = Connection(os.dup(0), writable=False)
     outbox = Connection(os.dup(1), readable=False)
     os.dup2(2, 1)  # a stray print must not corrupt the channel
@@ -533,18 +536,30 @@ def client_check(run: LevelRun, *, cpu_s: float, wall_s: float, workers: int, co
         "cores_busy": round(busy, 3), "limited": limited, "workers_needed": None, "why": None,
     }
     if limited:
-        needed = max(workers + 1, math.ceil(busy / WORKER_BUSY_SHARE))
         cores = cores or os.cpu_count() or 1
         parts = []
         if lag_p99 is not None and lag_p99 > CLIENT_LATE_MS:
             parts.append(f"event loop woke {lag_p99:g} ms late (p99)")
         if late_p99 is not None and late_p99 > CLIENT_LATE_MS:
             parts.append(f"requests left {late_p99:g} ms after they were due (p99)")
+        if busy < WORKER_BUSY_SHARE * workers:  # late without being busy: it waited for a core
+            check["why"] = (f"the client was the limit: {', '.join(parts)}, while its {workers} process(es) used "
+                            f"{busy:.2f} cores: other work on this machine's {cores} cores held them "
+                            f"(load average {_load_average()})")
+            return check
+        needed = max(workers + 1, math.ceil(busy / WORKER_BUSY_SHARE))
         where = (f"--workers {needed}" if needed <= cores
                  else f"--workers {needed}, more than this host's {cores} cores: add hosts with --cluster")
         check["workers_needed"] = needed
         check["why"] = f"the client was the limit: {', '.join(parts)}; it needed about {where}"
     return check
+
+
+def _load_average() -> str:
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except OSError:
+        return "unknown"
 
 
 if __name__ == "__main__":
