@@ -108,6 +108,9 @@ def test_a_server_faster_than_its_engine_alone_is_not_believed():
     verdict = diagnose(result, level)
     assert verdict["limit"] == "unknown"
     assert "load changed" in verdict["line"]
+    # the line names the figure the checks judged: the engine with its prompts, here 130%
+    result, level = _level_with(server_efficiency=1.1, server_efficiency_with_prompts=1.3)
+    assert diagnose(result, level)["line"] == "unknown: server at 130% of the engine alone: the load changed"
 
 
 def test_the_report_carries_each_levels_efficiency_and_limit(tmp_path):

@@ -112,15 +112,20 @@ def _pct(value: float | None) -> str:
     return "unknown" if value is None else f"{value:.0%}"
 
 
+def _engine_share(s: dict[str, Any]) -> float | None:
+    """The efficiency the checks judge: against the engine doing the same work (its prompts too) where
+    measured, since the server must prefill as well; else against its generation rate."""
+    with_prompts = s["server_efficiency_with_prompts"]
+    return with_prompts if with_prompts is not None else s["server_efficiency"]
+
+
 def _checks(s: dict[str, Any]) -> list[tuple[str, bool, str]]:
     """(verdict, holds, why) for each check, in order; each why short enough for one table line."""
     streams = s["streams"] or 1
     share, running = s["client_cpu_share"], s["requests_running_peak"]
     waiting, kv = s["requests_waiting_peak"], s["kv_cache_usage_peak"]
     gpu, p50, p99 = s["gpu_utilization_pct"], s["itl_p50_ms"], s["itl_p99_ms"]
-    # Against the engine doing the same work (prompts too) where measured: the server must prefill as well.
-    eff = s["server_efficiency_with_prompts"] if s["server_efficiency_with_prompts"] is not None \
-        else s["server_efficiency"]
+    eff = _engine_share(s)
     if eff is not None and eff > IMPLAUSIBLE_EFFICIENCY:
         eff = None
     all_busy = running is not None and running >= SLOTS_BUSY * streams
@@ -161,7 +166,7 @@ def diagnose(result: BenchmarkResult, level: dict[str, Any]) -> dict[str, Any]:
         limit, why = held[0]
     else:
         limit = "unknown"
-        gpu, efficiency = s["gpu_utilization_pct"], s["server_efficiency"]
+        gpu, efficiency = s["gpu_utilization_pct"], _engine_share(s)
         if gpu is not None:
             why = f"GPU {gpu:.0f}% busy: between idle and busy"
         elif efficiency is None:
