@@ -240,3 +240,16 @@ def test_report_shows_time_to_first_answer_and_validity(thinking_mock, files):
     html = velollm("report", str(saved), "--output", str(files / "r.html"))
     assert html.returncode == 0, html.stderr
     assert "TTFA ms" in (files / "r.html").read_text()
+
+
+def test_a_dataset_of_conversations_sends_its_own_user_turns(thinking_mock, tmp_path):
+    long_turn = " ".join(["word"] * 60)
+    record = {"conversations": [{"from": "human", "value": "Hello there."}, {"from": "gpt", "value": "Hi."},
+                                {"from": "human", "value": long_turn}]}
+    dataset = tmp_path / "chats.jsonl"
+    dataset.write_text(json.dumps(record) + "\n")
+    result = bench(thinking_mock, "openai", "--dataset", str(dataset), "--turns", "3", "--max-tokens", "4",
+                   "--think", "off", tmp_path=tmp_path)
+    turns = {row["turn"]: row["prompt_tokens"] for row in result["levels"][0]["turns"]}
+    # Turn 2 carries the record's 60-word second user turn; turn 3 (past the record) a short follow-up.
+    assert turns[2] - turns[1] > 60 and turns[3] - turns[2] < 20

@@ -2,6 +2,9 @@
 user message, as a chat client or an agent sends it, so the server's prefix cache can answer the
 history and only the new turn is evaluated.
 
+A ``--dataset`` of conversations (ShareGPT ``conversations``, OpenAI ``messages``) sends each
+record's own user turns in order; past them, and for suites, short fixed follow-ups.
+
 Concurrency counts conversations: at ``--concurrency C``, C conversations run at once, each turn sent
 when the previous answer has arrived (and ``--think-time`` has passed). Every turn is one run record
 with its ``conversation`` and ``turn``; the level entry adds per-turn medians of TTFT and of prompt
@@ -66,11 +69,20 @@ class ConversationLevel:
         request = self.runner.request_builder.request(self.job, message)
         return request.model_copy(update={"history": list(history), "cache_prompt": True, "chat": True})
 
+    def _later_messages(self, conversation: int) -> tuple[str, ...]:
+        """The user turns after the first: a dataset conversation's own, then the fixed follow-ups."""
+        from velollm_core.bench.workloads import Dataset
+
+        own = self.job.later_turns(conversation, self.runner.plan.seed) if isinstance(self.job, Dataset) else ()
+        count = self.runner.plan.shape.turns - 1
+        return (*own, *(FOLLOW_UPS[i % len(FOLLOW_UPS)] for i in range(max(0, count - len(own)))))[:count]
+
     def conversation(self, number: int, *, measured: bool) -> None:
         """One conversation's turns, each recorded (``measured``) or only sent (warm-up)."""
         plan = self.runner.plan
         history: list[dict[str, str]] = []
         message = self._first_message(number)
+        later = self._later_messages(number)
         for turn in range(1, (plan.shape.turns if measured else 1) + 1):
             if self.fatal is not None:
                 return
@@ -105,7 +117,7 @@ class ConversationLevel:
                 self.runner.on_run(f"{self.job.name} warm-up", None)
             answer = timing.text or "".join(call.get("arguments", "") for call in timing.tool_calls)
             history += [{"role": "user", "content": message}, {"role": "assistant", "content": answer}]
-            message = FOLLOW_UPS[(turn - 1) % len(FOLLOW_UPS)]
+            message = later[turn - 1] if turn - 1 < len(later) else ""
             if turn < plan.shape.turns and plan.shape.think_time_s:
                 time.sleep(plan.shape.think_time_s)
 

@@ -194,31 +194,56 @@ class Dataset:
     name: str
     prompts: tuple[str, ...]
     max_tokens: int
+    # Per prompt, the later user turns of its conversation (ShareGPT, OpenAI messages): what --turns sends
+    # after the first; empty where the record has one turn.
+    follow_ups: tuple[tuple[str, ...], ...] = ()
     # The seeded shuffle of each seed asked for, made once: a request then picks its prompt in O(1).
     _orders: dict[int, list[int]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def prompt(self, index: int, seed: int) -> str:
-        """The ``index``-th prompt of a seeded shuffle (the dataset repeats when requests outnumber it)."""
+    def _position(self, index: int, seed: int) -> int:
         order = self._orders.get(seed)
         if order is None:
             order = list(range(len(self.prompts)))
             random.Random(seed).shuffle(order)
             self._orders[seed] = order
-        return self.prompts[order[index % len(order)]]
+        return order[index % len(order)]
+
+    def prompt(self, index: int, seed: int) -> str:
+        """The ``index``-th prompt of a seeded shuffle (the dataset repeats when requests outnumber it)."""
+        return self.prompts[self._position(index, seed)]
+
+    def later_turns(self, index: int, seed: int) -> tuple[str, ...]:
+        """The user turns after the ``index``-th prompt in its conversation (none for a single prompt)."""
+        position = self._position(index, seed)
+        return self.follow_ups[position] if position < len(self.follow_ups) else ()
 
 
 _TURN_KEYS = ("value", "content", "text")
 
 
-def _first_user_turn(turns: object) -> str | None:
+def _user_turns(turns: object) -> list[str]:
+    """The texts of the user's turns of a conversation (OpenAI ``messages`` or ShareGPT ``conversations``)."""
     if not isinstance(turns, list):
-        return None
+        return []
+    found = []
     for turn in turns:
         if isinstance(turn, dict) and str(turn.get("from", turn.get("role", ""))).lower() in ("human", "user"):
             text = next((turn[key] for key in _TURN_KEYS if isinstance(turn.get(key), str)), None)
             if text:
-                return text
-    return None
+                found.append(text)
+    return found
+
+
+def _first_user_turn(turns: object) -> str | None:
+    return next(iter(_user_turns(turns)), None)
+
+
+def dataset_later_turns(record: object) -> tuple[str, ...]:
+    """The user turns after the first of a conversation record (none for a single prompt)."""
+    if not isinstance(record, dict):
+        return ()
+    turns = _user_turns(record.get("messages")) or _user_turns(record.get("conversations"))
+    return tuple(turns[1:])
 
 
 def dataset_prompt(record: object) -> str | None:
@@ -309,18 +334,22 @@ def load_dataset(path, max_tokens: int) -> Dataset:
     except (OSError, UnicodeDecodeError) as exc:
         raise UserInputError(f"--dataset {path} cannot be read as UTF-8 text ({exc})") from None
     prompts = []
+    follow_ups = []
     for where, record in _dataset_records(path, text):
         prompt = dataset_prompt(record)
         if not prompt:
             continue
-        try:
-            prompt.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise UserInputError(f"--dataset {path} {where}: its prompt holds a lone surrogate "
-                                 f"({prompt[exc.start]!r} at character {exc.start}), which is not text a server "
-                                 "can be sent") from None
+        later = dataset_later_turns(record)
+        for turn in (prompt, *later):
+            try:
+                turn.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise UserInputError(f"--dataset {path} {where}: its prompt holds a lone surrogate "
+                                     f"({turn[exc.start]!r} at character {exc.start}), which is not text a "
+                                     "server can be sent") from None
         prompts.append(prompt)
+        follow_ups.append(later)
     if not prompts:
         raise UserInputError(f"--dataset {path} holds no prompt: expected JSONL records with \"prompt\", "
                              "\"messages\" or ShareGPT \"conversations\"")
-    return Dataset(path.stem, tuple(prompts), max_tokens)
+    return Dataset(path.stem, tuple(prompts), max_tokens, tuple(follow_ups) if any(follow_ups) else ())
