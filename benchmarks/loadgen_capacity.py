@@ -68,7 +68,7 @@ def _pct(values: list[float], q: float) -> float | None:
 
 
 def run_level(streams: int, fmt: str, itl_ms: float | None, profile_cpu: Path | None, workers: int = 1,
-              mock_processes: int = 1) -> dict[str, Any]:
+              mock_processes: int = 1, warmup_rounds: int = 0) -> dict[str, Any]:
     tokens_out, n_requests = LEVELS.get(streams, (32, 2 * streams))
     itl = itl_ms or itl_for(streams)
     backend_name, options = FORMATS[fmt]
@@ -81,9 +81,10 @@ def run_level(streams: int, fmt: str, itl_ms: float | None, profile_cpu: Path | 
             backend.start(context)
             requests = [GenerationRequest(benchmark="capacity", prompt=f"request {i} of the capacity level says",
                                           max_tokens=tokens_out, ignore_eos=True, raw=True)
-                        for i in range(n_requests + streams)]
+                        for i in range(n_requests + streams * (1 + warmup_rounds))]
             calls = {id(r): backend.stream(r, context) for r in requests}  # built before the clock
-            spec = LevelSpec(key=f"c{streams}", profile="concurrent", concurrency=streams, requests=n_requests)
+            spec = LevelSpec(key=f"c{streams}", profile="concurrent", concurrency=streams, requests=n_requests,
+                             warmup=streams * warmup_rounds)
             if workers > 1:
                 driver = LevelWorkers(spec, requests, prepare=lambda r: calls[id(r)], deadlines=Deadlines(),
                                       workers=workers)
@@ -107,7 +108,7 @@ def run_level(streams: int, fmt: str, itl_ms: float | None, profile_cpu: Path | 
                 profiler.dump_stats(str(profile_cpu))
             server = mock.stats()
     row = summarize(run, streams, fmt, itl, tokens_out, cpu, wall, server)
-    row["workers"], row["mock_processes"] = workers, mock_processes
+    row["workers"], row["mock_processes"], row["warmup_rounds"] = workers, mock_processes, warmup_rounds
     row["client_check"] = client_check(run, cpu_s=cpu, wall_s=wall, workers=workers)
     if workers > 1:
         row["client_check"]["worker_cpu_s"] = driver.client()["worker_cpu_s"]
@@ -206,6 +207,8 @@ def main() -> int:
     parser.add_argument("--workers", default="1", help="client processes per level; a list (1,2) runs each level "
                                                        "once per count, side by side")
     parser.add_argument("--mock-processes", type=int, default=1, help="mock processes sharing the port")
+    parser.add_argument("--warmup-rounds", type=int, default=0,
+                        help="uncounted requests per stream first (0: the streams' simultaneous start is measured)")
     args = parser.parse_args()
     try:
         levels = [int(x) for x in args.levels.split(",") if x.strip()]
@@ -219,7 +222,7 @@ def main() -> int:
     runs = [(streams, workers) for streams in levels for workers in worker_counts]
     for i, (streams, workers) in enumerate(runs):
         profile = args.profile_cpu if i == len(runs) - 1 else None
-        row = run_level(streams, args.format, args.itl_ms, profile, workers, args.mock_processes)
+        row = run_level(streams, args.format, args.itl_ms, profile, workers, args.mock_processes, args.warmup_rounds)
         rows.append(row)
         print(f"c{streams} x{workers}: {row['tokens_streamed']} tokens in {row['wall_s']} s, client "
               f"{row['client_cpu_ms_per_token']} ms CPU/token, ITL p50/p99 {_f(row['itl_ms']['p50'])}/"

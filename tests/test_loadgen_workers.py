@@ -105,7 +105,7 @@ def test_the_client_flags_itself_when_its_loop_lags_or_its_requests_leave_late()
     # Late while hardly busy: the client waited for a core other work held; more workers would not help.
     starved = client_check(run(1.0, CLIENT_LATE_MS * 2), cpu_s=0.6, wall_s=2.0, workers=2, cores=2)
     assert starved["limited"] and starved["workers_needed"] is None
-    assert "used 0.30 cores: other work on this machine's 2 cores held them" in starved["why"]
+    assert "used only 0.30 cores: other work held this machine's 2 cores" in starved["why"]
 
 
 # --- worker processes against the mock ----------------------------------------------------------------

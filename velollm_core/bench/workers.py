@@ -543,9 +543,9 @@ def client_check(run: LevelRun, *, cpu_s: float, wall_s: float, workers: int, co
         if late_p99 is not None and late_p99 > CLIENT_LATE_MS:
             parts.append(f"requests left {late_p99:g} ms after they were due (p99)")
         if busy < WORKER_BUSY_SHARE * workers:  # late without being busy: it waited for a core
-            check["why"] = (f"the client was the limit: {', '.join(parts)}, while its {workers} process(es) used "
-                            f"{busy:.2f} cores: other work on this machine's {cores} cores held them "
-                            f"(load average {_load_average()})")
+            check["why"] = (f"the client's timestamps were late: {', '.join(parts)}; its {workers} process(es) "
+                            f"used only {busy:.2f} cores: other work held this machine's {cores} cores (load "
+                            f"average {_load_average()}), so more workers would not help")
             return check
         needed = max(workers + 1, math.ceil(busy / WORKER_BUSY_SHARE))
         where = (f"--workers {needed}" if needed <= cores
