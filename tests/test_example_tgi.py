@@ -159,7 +159,7 @@ def test_the_examples_own_tests_pass_against_the_installed_copy(tgi_site, tmp_pa
                           capture_output=True, text=True, timeout=300, check=False,
                           env={**os.environ, **tgi_site})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert "10 passed" in proc.stdout and "skipped" not in proc.stdout, proc.stdout[-500:]
+    assert "14 passed" in proc.stdout and "skipped" not in proc.stdout, proc.stdout[-500:]
 
 
 def _table_rows(text: str) -> dict[str, tuple[str, str]]:

@@ -12,7 +12,7 @@ from velollm_testkit.plugin import BackendCalls
 from velollm_tgi.backend import TGIBackend
 from velollm_tgi.events import TGIStream
 
-from velollm_core.api import BackendError, BenchmarkContext, GenerationRequest, VeloError
+from velollm_core.api import BackendError, BenchmarkContext, GenerationRequest, UserInputError, VeloError
 
 
 def token_event(index: int, **final) -> dict:
@@ -59,6 +59,25 @@ def test_the_backend_in_process_against_the_mock():
     assert timing.completion_tokens == 7 and timing.stop_reason == "eos_token"  # six words and the EOS
     assert call.url == f"{mock.url}/generate_stream" and call.body["parameters"]["max_new_tokens"] == 4
     assert len(tokens) > 1 and info.name == "tgi" and info.version
+
+
+TOOL = {"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}
+
+
+@pytest.mark.parametrize(("fields", "flags"), [
+    ({"tools": [TOOL]}, "--tools"),
+    ({"think": False}, "--think"),
+    ({"history": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}], "chat": True},
+     "--turns"),
+    ({"json_schema": {"type": "object"}, "images": ["iVBORw0KGgo="]}, "--images, --json-schema"),
+])
+def test_check_refuses_what_the_native_api_cannot_send(fields, flags):
+    """A workload of tools, thinking, conversations, schemas or images is refused before anything starts."""
+    context = BenchmarkContext(backend="tgi", model="org/tiny", host="http://127.0.0.1:9")
+    plain = GenerationRequest(benchmark="t", prompt="hi", max_tokens=4)
+    TGIBackend().check(context, [plain])  # a plain prompt passes
+    with pytest.raises(UserInputError, match=f"sends a plain prompt .*: drop {flags}$"):
+        TGIBackend().check(context, [plain, plain.model_copy(update=fields)])
 
 
 INFO = {"model_id": "org/tiny", "version": "3.3.0", "max_total_tokens": 4096}

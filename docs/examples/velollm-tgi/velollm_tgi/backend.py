@@ -1,7 +1,8 @@
 """The ``tgi`` backend: attach to a running Text Generation Inference router and measure it through
 its native API (``/info``, ``/tokenize``, ``/generate_stream``), not its OpenAI-compatible one.
 
-Lifecycle, as the core calls it: ``check`` (no network: is there a --host?) -> ``start`` (connect,
+Lifecycle, as the core calls it: ``check`` (no network: is there a --host, and does the workload ask
+only for what the native API sends?) -> ``start`` (connect,
 read ``/info``, match the model) -> ``describe`` -> ``generate`` (sequential runs) / ``stream`` (load
 levels) / ``tokenize`` (prompts sized in tokens) -> ``close``. TGI cannot ignore the end-of-sequence
 token, so the backend declares ``ignore_eos=False`` and the core flags answers shorter than asked.
@@ -31,6 +32,11 @@ from velollm_tgi.events import TGIStream
 from velollm_tgi.server import TGIServer
 
 STATE_KEY = "tgi"  # this backend's entry in context.state
+# What a workload may ask that the native API cannot send, and the benchmark flag that asks it: the
+# chat template's inputs (a conversation, the thinking switch, tools, images) and a schema for the
+# answer (TGI's own grammar parameter is left out to keep the example small).
+UNSENDABLE = {"chat": "--turns", "history": "--turns", "think": "--think", "json_schema": "--json-schema",
+              "tools": "--tools", "images": "--images"}
 
 
 class TGIOptions(BackendOptions):
@@ -57,6 +63,17 @@ def _served_name_matches(wanted: str, model_id: str) -> bool:
     return wanted.casefold() in (model_id.casefold(), model_id.rsplit("/", 1)[-1].casefold())
 
 
+def refuse_unsendable(requests: list[GenerationRequest]) -> None:
+    """One UserInputError naming the flags whose request fields the native API cannot send (``think=False``
+    asks too: thinking off). ``check`` sees every field but a conversation's (``chat``, ``history``), which
+    come only with its turns: ``request_body`` asks again."""
+    asked = {flag for request in requests for field, flag in UNSENDABLE.items()
+             if (getattr(request, field) is not None if field == "think" else getattr(request, field))}
+    if asked:
+        raise UserInputError("the tgi backend sends a plain prompt to TGI's /generate_stream (no chat "
+                             f"messages, thinking switch, JSON schema, tools or images): drop {', '.join(sorted(asked))}")
+
+
 def session(context: BenchmarkContext) -> Session:
     """The Session ``start`` opened for this benchmark."""
     return context.state[STATE_KEY]
@@ -66,6 +83,7 @@ def request_body(request: GenerationRequest, settings: TGIOptions) -> dict[str, 
     """TGI's ``{"inputs", "parameters"}``: greedy unless a temperature is asked (TGI refuses 0), seeded,
     with ``details`` so the final event carries the counts. The prompt is sent as it is: the native
     API applies no chat template, so every request is raw."""
+    refuse_unsendable([request])
     parameters: dict[str, Any] = {"max_new_tokens": request.max_tokens, "details": True, "seed": request.seed,
                                   "do_sample": request.temperature > 0}
     if request.temperature > 0:
@@ -86,10 +104,12 @@ class TGIBackend(BackendBase):
     capabilities = Capabilities(stream=True, tokenize=True, ignore_eos=False, metrics=None)
 
     def check(self, context: BenchmarkContext, requests: list[GenerationRequest]) -> None:
-        """Refuse, before anything starts, a benchmark with no server to attach to (no network here)."""
+        """Refuse, before anything starts, a benchmark with no server to attach to, or one asking what
+        the native API cannot send (no network here)."""
         if not context.host:
             raise UserInputError("the tgi backend attaches to a running TGI router: pass --host URL "
                                  "(e.g. --host http://127.0.0.1:8080)")
+        refuse_unsendable(requests)
 
     def start(self, context: BenchmarkContext) -> None:
         """Connect, read ``/info`` and check that the router serves ``--model``."""
