@@ -87,6 +87,8 @@ def test_the_default_workers_follow_the_streams_and_the_cores():
     assert choose_workers(None, 1000, streaming=False)[0] == 1
     with pytest.raises(UserInputError, match="threads in one process"):
         choose_workers(2, 8, streaming=False)
+    with pytest.raises(UserInputError, match="--cluster: this backend streams through threads"):
+        choose_workers(None, 8, streaming=False, cluster=True)
 
 
 def test_the_client_flags_itself_when_its_loop_lags_or_its_requests_leave_late():

@@ -299,7 +299,7 @@ class BenchmarkRunner:
             self.on_run(label, level_runs[-1] if outcome.measured and level_runs else None)
 
         workers, workers_why = choose_workers(self.plan.workers, spec.max_concurrency or 1, streaming=prepare is not None,
-                                              nodes=self._cluster_nodes())
+                                              nodes=self._cluster_nodes(), cluster=self.plan.cluster is not None)
         deadlines = Deadlines.from_settings(self.context.settings)
         if workers > 1 or self.plan.cluster is not None:
             prepare, workers, workers_why = self._portable_calls(pairs, prepare, workers, workers_why)

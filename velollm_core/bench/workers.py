@@ -58,16 +58,17 @@ READY_TIMEOUT_S = 120.0
 
 
 def choose_workers(asked: int | None, streams: int, *, streaming: bool, cores: int | None = None,
-                   nodes: int = 1) -> tuple[int, str]:
+                   nodes: int = 1, cluster: bool = False) -> tuple[int, str]:
     """The client processes for a level of ``streams`` requests in flight at once, and why.
 
     ``asked`` (``--workers``) wins; else one per ``STREAMS_PER_WORKER`` streams, at most one per core
     on this host (a cluster: at least one per node). A backend without StreamCalls runs threads in
     one process."""
     if not streaming:
-        if asked not in (None, 1):
-            raise UserInputError(f"--workers {asked}: this backend streams through threads in one process, "
-                                 "not through the load generator's workers; leave --workers out")
+        if asked not in (None, 1) or cluster:
+            flag = "--cluster" if cluster else f"--workers {asked}"
+            raise UserInputError(f"{flag}: this backend streams through threads in one process, not through "
+                                 f"the load generator's workers; leave {flag.split()[0]} out")
         return 1, "the backend runs its requests on threads in this process"
     if asked is not None:
         return asked, f"--workers {asked}"
