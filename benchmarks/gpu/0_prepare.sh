@@ -13,7 +13,7 @@ cd "$(dirname "$0")/../.."
 mkdir -p .dev/hw-wheels .dev/gpu
 
 # The image has pluggy, click, httpx, psutil, rich, numpy; these it lacks. Same versions as our venv.
-missing="pydantic pydantic-core annotated-types typing-inspection platformdirs gguf"
+missing="pydantic pydantic-core annotated-types typing-inspection platformdirs gguf jsonschema jsonschema-specifications referencing rpds-py attrs"
 pins=$(for name in $missing; do python -c "import importlib.metadata as m, sys; print(f'{sys.argv[1]}=={m.version(sys.argv[1])}')" "$name"; done)
 if [ -z "$(ls .dev/hw-wheels)" ]; then
   # shellcheck disable=SC2086 - one pin per word

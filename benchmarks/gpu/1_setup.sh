@@ -5,7 +5,7 @@
 cd "$(dirname "$0")/../.." && . benchmarks/gpu/env.sh
 [ -d /tmp/site/pydantic ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .dev/hw-wheels/*.whl
 python3 -c "import velollm_llamacpp" 2>/dev/null || \
-  python3 -m pip install -q --no-deps --no-build-isolation -e . -e plugins/velollm-nvidia -e plugins/velollm-llamacpp
+  python3 -m pip install -q --no-deps --no-build-isolation -e . -e libs/velollm-gguf -e plugins/velollm-nvidia -e plugins/velollm-llamacpp
 [ -d /tmp/llsrc/ggml ] || { mkdir -p /tmp/llsrc && tar xzf .dev/llama-src.tar.gz -C /tmp/llsrc; }
 if ! $VELOLLM llamacpp where > /dev/null 2>&1; then
   nvidia-smi --query-gpu=name,memory.total,driver_version,pci.bus_id,clocks.max.memory --format=csv | tee "$OUT/r/nvidia-smi.txt"
