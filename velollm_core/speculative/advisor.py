@@ -106,7 +106,8 @@ def step_ms(costs: dict, drafted: float, tokens_per_step: float, *, early_stop: 
     draft = draft_verify_ms(costs, drafted) + draft_decodes * (costs["draft_token_ms"] + sampling) \
         if costs.get("draft_token_ms") else 0.0
     verify = share * verify_ms(costs, drafted) + (1 - share) * verify_ms(costs, 0)
-    return verify + share * draft + tokens_per_step * sampling + costs.get("step_overhead_ms", 0.0)
+    modelled = verify + share * draft + tokens_per_step * sampling
+    return costs.get("step_scale", 1.0) * modelled + costs.get("step_overhead_ms", 0.0)
 
 
 def plain_ms(costs: dict) -> float:
@@ -151,7 +152,7 @@ def calibrate(costs: dict, step_ms_measured: float, drafted: float, tokens_per_s
     target's hidden states): its cost per drafted token is solved from the step (the step model is
     linear in it), its pass over the verified batch taken as the same share of the target's. What the
     model still misses (the server's per-step work: batch set-up, synchronisation, the HTTP stream)
-    is kept as ``step_overhead_ms``."""
+    is kept as ``step_overhead_ms``; a step faster than its modelled parts scales them (``step_scale``)."""
     fitted = {k: v for k, v in costs.items() if not (head and k == "draft_verify_ms")}
     fitted["step_overhead_ms"] = 0.0
 
@@ -161,7 +162,14 @@ def calibrate(costs: dict, step_ms_measured: float, drafted: float, tokens_per_s
     if head:
         slope = modelled(2.0) - modelled(1.0)
         fitted["draft_token_ms"] = max(0.0, 1.0 + (step_ms_measured - modelled(1.0)) / slope) if slope > 0 else 0.0
-    fitted["step_overhead_ms"] = step_ms_measured - modelled(fitted.get("draft_token_ms", 0.0))
+    gap = step_ms_measured - modelled(fitted.get("draft_token_ms", 0.0))
+    if gap >= 0:
+        fitted["step_overhead_ms"] = gap
+    else:
+        # The step ran faster than its parts as llama-bench timed them (the costs were measured under
+        # other load): scale the parts, since a negative per-step overhead would make short drafts cost
+        # less than nothing.
+        fitted["step_scale"] = step_ms_measured / (step_ms_measured - gap)
     fitted["calibrated"] = {"step_ms": step_ms_measured, "drafted": drafted, "tokens_per_step": tokens_per_step,
                             "head": head}
     return fitted

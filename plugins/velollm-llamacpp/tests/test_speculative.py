@@ -581,3 +581,22 @@ def test_search_grid_and_bad_axes():
     assert "draft-simple draft-max 8 p-min 0.9" in [c.name for c in found] and len(found) == 1 + 2 + 4
     proc = velollm("speculative", "search", "--target", "gemma3-270m", "--draft", "ngram", "--draft-max", "4,x")
     assert proc.returncode == 2 and "whole numbers" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_step_faster_than_its_parts_scales_them_and_never_predicts_below_zero():
+    """Costs timed under other load than the runs: the measured step is shorter than the model's parts.
+    A negative overhead would make short drafts cost less than nothing (predictions of -120x were
+    printed); the parts are scaled instead, and every prediction stays a positive speedup."""
+    from velollm_core.speculative.advisor import calibrate
+
+    costs = {"target_token_ms": 40.0, "draft_token_ms": 0.0, "verify_ms": {1: 45.0, 4: 60.0, 8: 90.0},
+             "sampling_ms": 5.0, "plain_ms": 45.0, "drafting_share": 0.5}
+    modelled = step_ms(costs, 8, 4.0)
+    fitted = calibrate(costs, modelled / 3, 8, 4.0)
+    assert fitted["step_overhead_ms"] == 0 and fitted["step_scale"] == pytest.approx(1 / 3)
+    assert step_ms(fitted, 8, 4.0) == pytest.approx(modelled / 3)
+    advice = advise(fitted, Observation(generated=400, drafted=800, accepted=300), draft_max=8,
+                    rates=[0.9, 0.8, 0.8, 0.7, 0.7, 0.6, 0.6, 0.6])
+    assert all(row["predicted_speedup"] > 0 for row in advice["curve"])
+    slower = calibrate(costs, modelled + 2.0, 8, 4.0)
+    assert slower["step_overhead_ms"] == pytest.approx(2.0) and "step_scale" not in slower
