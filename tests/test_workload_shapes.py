@@ -107,9 +107,11 @@ def test_structured_output_is_checked_against_the_schema(thinking_mock, backend,
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_tool_calls_time_their_arguments_and_check_them(thinking_mock, backend, files):
+    # Sequential (the backend's generate) and at two streams (its StreamCall through the load generator).
     result = bench(thinking_mock, backend, "--suite", "short_completion", "--tools", str(files / "tools.json"),
-                   "--natural-stop", tmp_path=files)
+                   "--natural-stop", "--concurrency", "1,2", "--requests", "2", tmp_path=files)
     assert result["settings"]["tools"] == ["get_weather"]
+    assert [run["level"] for run in result["runs"]] == [None, None, "c2", "c2"]
     for run in result["runs"]:
         assert [call["name"] for call in run["tool_calls"]] == ["get_weather"]
         assert json.loads(run["tool_calls"][0]["arguments"])["city"]

@@ -31,8 +31,10 @@ CHAT_EVENT = {"choices": [{"delta": _DELTA, "finish_reason": str}],
 
 
 def needs_chat(request: GenerationRequest) -> bool:
-    """Whether ``request`` carries what only the chat endpoint takes."""
-    return bool(request.chat or request.history or request.tools or request.images or request.think is not None)
+    """Whether ``request`` carries what only the chat endpoint takes (a raw prompt, sized in tokens, never:
+    it stays on ``/completion`` without a template, as the openai backend keeps it on completions)."""
+    return not request.raw and bool(request.chat or request.history or request.tools or request.images
+                                    or request.think is not None)
 
 
 def chat_body(request: GenerationRequest, fields: Mapping[str, Any]) -> dict[str, Any]:
