@@ -7,8 +7,9 @@ the best third (at least one) and doubles the runs, so most runs go to the setti
 
 The advisor is checked on the way, on points it was not fitted to: it is fitted at the reference
 setting (the backend's defaults for the first type) in round one and predicts every other draft max
-of that type and knob; each prediction is set beside that candidate's own measurement. Its pick (the
-draft max it predicts fastest) is then compared with the best setting the search measured.
+of that type and knob; each prediction is set beside that candidate's own measurement in round one
+(the same plain runs the fit saw). Its pick (the draft max it predicts fastest) is then compared with
+the best setting the search measured.
 """
 
 from __future__ import annotations
@@ -169,7 +170,8 @@ class SpeculativeSearch:
                     or draft_max not in curve or any(settings.get(k) != v for k, v in knobs.items())
                     or set(settings) - {"draft_max", *knobs}):
                 continue
-            measured = latest[candidate.name]
+            # Set beside round one, the comparison the advisor was fitted in (the same plain runs).
+            measured = self.rounds[0]["candidates"][candidate.name]
             held_out.append({"name": candidate.name, "draft_max": draft_max, "basis": "predicted",
                              "predicted_speedup": curve[draft_max], "measured_speedup": measured["speedup"],
                              "measured_in_round": measured["round"],
