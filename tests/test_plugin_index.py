@@ -295,3 +295,16 @@ def test_help_width_is_clicks_rule_without_shutil(monkeypatch, columns):
     monkeypatch.setenv("COLUMNS", columns)
     assert help_width(None) == max(min(shutil.get_terminal_size().columns, 80) - 2, 50)
     assert cli.get_help(VeloContext(cli)) == cli.get_help(click.Context(cli))
+
+
+def test_plugins_are_listed_built_ins_first_after_a_load_per_hook(cache):
+    code = ("import json; from velollm_core.hardware.report import collect_gpus; collect_gpus([]);"
+            "from velollm_core.contract import plugins;"
+            "print(json.dumps([p['name'] for p in plugins.describe_plugins()]))")
+    env = {**os.environ, "VELOLLM_CACHE_DIR": str(cache)}
+    orders = [json.loads(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                                        env=env, timeout=120, cwd=tempfile.gettempdir()).stdout)
+              for _ in range(2)]  # the first loads everything; the second GPU probes first, the rest after
+    assert orders[0] == orders[1]
+    builtin = [name.startswith("velollm_core.") for name in orders[1]]
+    assert builtin == sorted(builtin, reverse=True)

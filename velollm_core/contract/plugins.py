@@ -279,8 +279,10 @@ def describe_plugins() -> list[dict]:
     ``velollm plugins`` shows ``backends.describe_plugins()``: this, plus the backends each registers.
     """
     load_plugins()
+    # Built-ins first, then shipped, then third parties, whichever a command loaded first (per hook).
+    order = {entry_point.name: position for position, entry_point in enumerate(_loadable())}
     out = []
-    for name, record in records.items():
+    for name, record in sorted(records.items(), key=lambda item: order.get(item[0], len(order))):
         plugin = pm.get_plugin(name)
         if plugin is None:
             continue  # unregistered since (a test's fake)
