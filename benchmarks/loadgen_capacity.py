@@ -207,6 +207,9 @@ def main() -> int:
     parser.add_argument("--workers", default="1", help="client processes per level; a list (1,2) runs each level "
                                                        "once per count, side by side")
     parser.add_argument("--mock-processes", type=int, default=1, help="mock processes sharing the port")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
+                        help="the client's event loop in this process (uvloop: installed apart, no VeloLLM "
+                             "dependency; one worker only)")
     parser.add_argument("--warmup-rounds", type=int, default=0,
                         help="uncounted requests per stream first (0: the streams' simultaneous start is measured)")
     args = parser.parse_args()
@@ -218,11 +221,18 @@ def main() -> int:
         worker_counts = [int(x) for x in args.workers.split(",") if x.strip()]
     except ValueError:
         parser.error(f"--workers {args.workers!r}: give numbers of processes, e.g. 1,2")
+    if args.loop == "uvloop":
+        import asyncio
+
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     rows = []
     runs = [(streams, workers) for streams in levels for workers in worker_counts]
     for i, (streams, workers) in enumerate(runs):
         profile = args.profile_cpu if i == len(runs) - 1 else None
         row = run_level(streams, args.format, args.itl_ms, profile, workers, args.mock_processes, args.warmup_rounds)
+        row["loop"] = args.loop
         rows.append(row)
         print(f"c{streams} x{workers}: {row['tokens_streamed']} tokens in {row['wall_s']} s, client "
               f"{row['client_cpu_ms_per_token']} ms CPU/token, ITL p50/p99 {_f(row['itl_ms']['p50'])}/"
