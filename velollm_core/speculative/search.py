@@ -129,7 +129,8 @@ class SpeculativeSearch:
             "best": {"name": best_name, **latest[best_name]},
             "per_suite": self._per_suite(latest),
             "advisor": self._advisor_check(advisor, reference, latest, best_name),
-            "runs": sum(len(r["candidates"]) + 1 for r in self.rounds),
+            # Servers started over the rounds (each round: a plain one and one per candidate).
+            "servers": sum(len(r["candidates"]) + 1 for r in self.rounds),
         }
 
     @staticmethod
