@@ -144,3 +144,16 @@ def test_the_report_carries_each_levels_efficiency_and_limit(tmp_path):
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "of engine" in html.read_text() and "KV cache full: " in html.read_text()
+
+
+def test_a_moments_wait_for_a_slot_is_not_a_full_kv_cache():
+    # 8 streams on 8 slots: one scrape saw 3 requests waiting for a slot being handed over, the rest none
+    telemetry = {"devices": [], "levels": [{"key": "c8", "workload": "pp64/tg32", "hardware": {}, "server": {
+        "requests_waiting": {"mean": 0.3, "peak": 3.0}, "requests_running": {"mean": 7.0, "peak": 8.0}}}]}
+    result, level = _level_with(server_efficiency=0.8, server_efficiency_with_prompts=0.9)
+    result.telemetry = telemetry
+    assert diagnose(result, level)["limit"] == "engine_bound"
+    telemetry["levels"][0]["server"]["requests_waiting"] = {"mean": 2.5, "peak": 3.0}
+    verdict = diagnose(result, level)
+    assert verdict["limit"] == "kv_cache_full"
+    assert verdict["line"] == "KV cache full: 2.5 deferred on average (3 at peak), KV cache unknown full"
