@@ -156,4 +156,4 @@ def test_a_moments_wait_for_a_slot_is_not_a_full_kv_cache():
     telemetry["levels"][0]["server"]["requests_waiting"] = {"mean": 2.5, "peak": 3.0}
     verdict = diagnose(result, level)
     assert verdict["limit"] == "kv_cache_full"
-    assert verdict["line"] == "KV cache full: 2.5 deferred on average (3 at peak), KV cache unknown full"
+    assert verdict["line"] == "KV cache full: 2.5 deferred on average, no free slot or KV room"

@@ -142,7 +142,8 @@ def _checks(s: dict[str, Any]) -> list[tuple[str, bool, str]]:
 
     kv_full = (queue is not None and queue >= WAITING_MEAN) or (kv is not None and kv >= KV_FULL)
     kv_why = (f"{'?' if queue is None else f'{queue:.1f}'} deferred on average ({'?' if waiting is None else f'{waiting:.0f}'}"
-              f" at peak), KV cache {_pct(kv)} full")
+              f" at peak), KV cache {_pct(kv)} full" if kv is not None else
+              f"{'?' if queue is None else f'{queue:.1f}'} deferred on average, no free slot or KV room")
 
     if gpu is not None:
         loop = gpu < GPU_IDLE_PCT and all_busy
