@@ -334,15 +334,13 @@ def search_command(target, draft, spec_types, draft_maxes, ngram_matches, p_mins
 
     console = stderr_console()
     try:
-        search = SpeculativeSearch(plan, candidates)
+        search = SpeculativeSearch(plan, candidates, on_round=out.write_json if out is not None else None)
         warn_if_busy(console)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=True) as progress:
             task = progress.add_task(f"{len(search.candidates)} settings", total=search.total_runs())
             search.on_run = lambda label, record: progress.update(task, advance=1, description=label)
             report = search.run()
-        if out is not None:
-            out.write_json(report)
     finally:
         if out is not None:
             out.release()

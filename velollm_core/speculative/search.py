@@ -79,8 +79,11 @@ class SpeculativeSearch:
     """Successive halving over ``candidates``; ``run`` returns the search's report."""
 
     def __init__(self, plan: SpeculativePlan, candidates: list[Candidate], *,
-                 on_run: Callable[[str, Any], None] | None = None) -> None:
+                 on_run: Callable[[str, Any], None] | None = None,
+                 on_round: Callable[[dict], None] | None = None) -> None:
         self.plan = plan
+        # Called with the report so far after each round, so an interrupted search keeps its finished rounds.
+        self.on_round = on_round or (lambda report: None)
         self.candidates, self.aliases = distinct(plan, candidates)
         self.on_run = on_run or (lambda label, record: None)
         self.rounds: list[dict] = []
@@ -112,13 +115,20 @@ class SpeculativeSearch:
                                 "identity": report["identity"]})
             if number == 1 and self.plan.advise:
                 advisor = report["configs"][reference.name].get("advisor")
-            if len(alive) <= 1:
-                break
             ranked = sorted(alive, key=lambda c: measured[c.name]["speedup"] or 0, reverse=True)
+            done = len(alive) <= 1
+            self.on_round(self._report("complete" if done else "running", latest, ranked[0].name, advisor))
+            if done:
+                break
             alive, iterations = ranked[:math.ceil(len(alive) / KEEP_FRACTION)], iterations * 2
-        best_name = alive[0].name
+        return self._report("complete", latest, alive[0].name, advisor)
+
+    def _report(self, status: str, latest: dict[str, dict], best_name: str, advisor: dict | None) -> dict:
+        """The search's report: every round so far, the best setting measured, per suite, the advisor."""
+        reference = self.candidates[0]
         return {
             "kind": "speculative-search",
+            "status": status,
             "target": self.plan.target, "draft": self.plan.draft,
             "settings": {"suites": [s.name for s in self.plan.suites], "first_iterations": self.plan.iterations,
                          "warmup": self.plan.warmup, "threads": self.plan.threads, "exact": self.plan.exact,

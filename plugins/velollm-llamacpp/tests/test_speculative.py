@@ -555,6 +555,7 @@ def test_search_grid_measures_each_setting_once_and_checks_the_advisor_on_held_o
                    "--threads", "2", "--output", str(out))
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
+    assert report["status"] == "complete" and report["servers"] == 3 + 2
     # ngram-mod's CPU defaults are draft max 8, match 8: that grid point is the defaults, measured once.
     assert [c["name"] for c in report["candidates"]] == ["ngram-mod defaults", "ngram-mod draft-max 4 ngram-match 8"]
     assert [(r["round"], r["iterations"], len(r["candidates"])) for r in report["rounds"]] == [(1, 1, 2), (2, 2, 1)]
