@@ -37,11 +37,12 @@ def ratio_interval(ratios: list[float]) -> dict | None:
 
 def verdict(speedup: float | None, interval: dict | None, worth_it: float) -> str:
     """"on" where the speedup pays (at least ``worth_it``) and its interval stays above 1, "off" where it
-    falls below ``worth_it``, "unsure" where the interval reaches both sides of 1."""
+    falls below ``worth_it``, "unsure" where the interval reaches both sides of 1 or there is none (one
+    paired run says nothing of how far a repeat may land)."""
     if speedup is None:
         return "unsure"
     if speedup < worth_it:
         return "off"
-    if interval is not None and interval["low"] < 1.0:
+    if interval is None or interval["low"] < 1.0:
         return "unsure"
     return "on"
