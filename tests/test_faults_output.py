@@ -235,6 +235,7 @@ OUTPUT_COMMANDS = {
     "history export": ("history", "export", "1"),
     "optimize": ("optimize", "--backend", "llamacpp", "--model", "gemma3-270m", "--format", "shell"),
     "report": ("report", "nosuch.json", "--format", "md"),
+    "share": ("share", "nosuch.json"),
     "speculative bench": ("speculative", "bench", "--target", "gemma3-270m", "--spec-type", "ngram-simple"),
     "speculative search": ("speculative", "search", "--target", "gemma3-270m", "--spec-type", "ngram-simple"),
     "ollama draft-bench": ("ollama", "draft-bench", "--model", "m", "--draft", "d", "--host", CLOSED_PORT),

@@ -226,7 +226,10 @@ def check_jobs(shape: RequestShape, replay: Any, *, workloads: bool, profile: st
                              "exact token counts; use it with --suite or --dataset")
     if replay is not None and profile is not None:
         raise UserInputError("--trace replays its own arrivals: give it without --profile")
-    if shape.turns > 1 and profile not in (None, "sequential", "concurrent"):
+    # Imported here: profiles imports the plan, which imports this module.
+    from velollm_core.bench.profiles import OpenLoop, profile_named
+
+    if shape.turns > 1 and profile is not None and isinstance(profile_named(profile), OpenLoop):
         raise UserInputError("--turns runs conversations, each turn after the previous answer: use --profile "
                              "sequential or concurrent (--concurrency counts conversations)")
 
