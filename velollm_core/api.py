@@ -51,6 +51,8 @@ _EXPORTS: dict[str, str] = {
                     "velollm_core.contract.urls"),
     **dict.fromkeys(("NUMBER", "conform", "stream_event", "check_timing"), "velollm_core.contract.wire"),
     "percentile": "velollm_core.contract.stats",
+    "dig": "velollm_core.contract.jsontext",
+    "json_number": "velollm_core.contract.jsontext",
     # model files: a GGUF path or a name the resolve_model hook knows
     **dict.fromkeys(("resolve_model_path", "check_gguf"), "velollm_core.contract.modelfiles"),
     # files: --output checked and locked before work starts, then replaced atomically

@@ -48,3 +48,18 @@ def loads(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
     if nesting_depth_exceeds(text, max_depth):
         raise JSONTooDeep(f"nested deeper than {max_depth} levels")
     return json.loads(text)
+
+
+def dig(node: Any, *keys: str) -> Any:
+    """``node[k1][k2]...``, or None where a level is missing or not an object (a parsed document from
+    outside may hold anything at any key)."""
+    for key in keys:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node
+
+
+def json_number(value: Any) -> float | None:
+    """``value`` as a float when it is a JSON number (a bool is not one), else None."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from velollm_core.contract.errors import UserInputError, VeloError
+from velollm_core.contract.jsontext import dig
 from velollm_core.history.documents import check_text, validate_document
 from velollm_core.history.schema import LATEST, MIGRATIONS
 from velollm_core.history.secrets import scrub_document
@@ -66,20 +67,12 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _get(node: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(node, dict):
-            return None
-        node = node.get(key)
-    return node
-
-
 def machine_of(environment: Any) -> str | None:
     """'CPU model + GPU names' from a result's environment: what ``--machine`` matches."""
-    hardware = _get(environment, "hardware")
+    hardware = dig(environment, "hardware")
     if not isinstance(hardware, dict):
         return None
-    parts = [str(_get(hardware, "cpu", "model") or "unknown CPU")]
+    parts = [str(dig(hardware, "cpu", "model") or "unknown CPU")]
     gpus = [str(gpu.get("name")) for gpu in hardware.get("gpus") or [] if isinstance(gpu, dict)
             and gpu.get("vendor") in ("nvidia", "amd", "apple", "intel") and gpu.get("name")]
     return " + ".join([*parts, *gpus])
@@ -91,9 +84,9 @@ def headline_of(kind: str, document: dict) -> float | None:
     if kind == "speculative":
         value = document.get("speedup")
     elif kind == "verify":
-        value = _get(document, "final", "vs_defaults", "decode_tokens_per_s", "ratio")
+        value = dig(document, "final", "vs_defaults", "decode_tokens_per_s", "ratio")
     else:
-        medians = [_get(metrics, "decode_tokens_per_s", "median") for suite, metrics in
+        medians = [dig(metrics, "decode_tokens_per_s", "median") for suite, metrics in
                    (document.get("summary") or {}).items() if "@" not in suite or suite.endswith("@c1")]
         medians = [m for m in medians if isinstance(m, (int, float))]
         value = statistics.median(medians) if medians else None
@@ -255,10 +248,10 @@ class History:
         first = dict(_sides(kind, doc)).get("vanilla", doc)  # a speculative bench: its vanilla side's facts
         settings = doc.get("settings")
         environment = first.get("environment")
-        backend = _get(first, "settings", "backend") or (doc.get("runtime") if kind == "verify" else None)
+        backend = dig(first, "settings", "backend") or (doc.get("runtime") if kind == "verify" else None)
         model = doc.get("target") if kind == "speculative" else doc.get("model") if kind == "verify" else \
-            _get(doc, "settings", "model")
-        label = label if label is not None else _get(doc, "settings", "label")
+            dig(doc, "settings", "model")
+        label = label if label is not None else dig(doc, "settings", "label")
         telemetry = doc.get("telemetry") if kind != "speculative" else {
             side: result.get("telemetry") for side, result in _sides(kind, doc) if result.get("telemetry")} or None
         cursor = self.db.execute(
@@ -267,7 +260,7 @@ class History:
             "headline, document) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (kind, doc.get("status") or ("complete" if kind == "verify" else None), doc.get("started_at"),
              doc.get("finished_at") or first.get("finished_at"), _now(), backend,
-             _get(environment, "backend", "version"), _get(environment, "backend", "build_commit"),
+             dig(environment, "backend", "version"), dig(environment, "backend", "build_commit"),
              str(model) if model is not None else None, machine_of(environment), hostname,
              str(label) if label not in (None, "") else None, origin, digest, _json_or_none(settings),
              _json_or_none(environment), _json_or_none(telemetry), headline_of(kind, doc), text),

@@ -13,6 +13,7 @@ from typing import Any
 
 from velollm_core.contract.errors import UserInputError
 from velollm_core.contract.formats import ReportSource
+from velollm_core.contract.jsontext import dig, json_number
 
 SUITE_METRICS = ("decode_tokens_per_s", "prompt_tokens_per_s", "ttft_ms", "total_ms",
                  # reasoning models and tool calls: present only where the runs carry them
@@ -22,25 +23,12 @@ ANSWER_CHECKS = ("json_valid", "tool_call_valid")
 LATENCIES = ("ttft_ms", "tpot_ms", "itl_ms", "e2el_ms")
 
 
-def _get(node: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(node, dict):
-            return None
-        node = node.get(key)
-    return node
-
-
-def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
 def load_sources(refs: list[str]) -> list[ReportSource]:
     """Each of ``refs`` a result file or a history id ('12', '#12', 'latest'); a file wins over an id."""
     from velollm_core.history.documents import parse_document, read_document, validate_document
+    from velollm_core.history.peers import peer_documents
     from velollm_core.history.secrets import scrub_document
     from velollm_core.history.store import load_ref
-
-    from velollm_core.history.peers import peer_documents
 
     sources = []
     for ref in refs:
@@ -76,13 +64,13 @@ def facts(source: ReportSource) -> dict[str, Any]:
     first = source.results()[0][2] if source.results() else source.data
     environment = first.get("environment")
     model = (source.data.get("target") if source.kind == "speculative" else source.data.get("model")
-             if source.kind == "verify" else _get(source.data, "settings", "model"))
+             if source.kind == "verify" else dig(source.data, "settings", "model"))
     return {
         "source": source.name,
         "kind": source.kind,
-        "backend": _get(first, "settings", "backend") or source.data.get("runtime"),
-        "backend_version": _get(environment, "backend", "version"),
-        "build_commit": _get(environment, "backend", "build_commit"),
+        "backend": dig(first, "settings", "backend") or source.data.get("runtime"),
+        "backend_version": dig(environment, "backend", "version"),
+        "build_commit": dig(environment, "backend", "build_commit"),
         "model": model,
         "machine": machine_of(environment),
         "started_at": source.data.get("started_at"),
@@ -98,7 +86,7 @@ def _summary_key(run: dict) -> str:
 
 def run_values(result: dict, suite: str, metric: str) -> list[float]:
     return [v for run in result.get("runs") or [] if isinstance(run, dict) and _summary_key(run) == suite
-            and (v := _num(run.get(metric))) is not None]
+            and (v := json_number(run.get(metric))) is not None]
 
 
 def suite_stats(result: dict) -> dict[str, dict[str, dict]]:
@@ -109,8 +97,8 @@ def suite_stats(result: dict) -> dict[str, dict[str, dict]]:
             continue
         for metric in SUITE_METRICS:
             stats = metrics.get(metric)
-            if isinstance(stats, dict) and _num(stats.get("median")) is not None:
-                out.setdefault(suite, {})[metric] = {**{k: _num(stats.get(k)) for k in
+            if isinstance(stats, dict) and json_number(stats.get("median")) is not None:
+                out.setdefault(suite, {})[metric] = {**{k: json_number(stats.get(k)) for k in
                                                          ("median", "stdev", "min", "max", "mean")},
                                                       "n": stats.get("n"),
                                                       "values": run_values(result, suite, metric)}
@@ -130,7 +118,7 @@ def answer_shares(result: dict, suite: str) -> dict[str, float]:
 
 def levels(result: dict) -> list[dict]:
     """The load levels (engine v2 ``levels``), each with ``knee`` set where ``sweep.knee`` names it."""
-    knee = _get(result, "sweep", "knee")
+    knee = dig(result, "sweep", "knee")
     return [{**level, "is_knee": level.get("key") == knee} for level in result.get("levels") or []
             if isinstance(level, dict)]
 
@@ -140,27 +128,27 @@ def legacy_concurrency(result: dict) -> list[dict]:
     out = []
     for key, suites in (result.get("concurrency") or {}).items():
         for suite, entry in (suites or {}).items() if isinstance(suites, dict) else ():
-            throughput = _num(_get(entry, "aggregate_decode_tokens_per_s", "median"))
-            ttft = _num(entry.get("ttft_ms_p50")) if isinstance(entry, dict) else None
+            throughput = json_number(dig(entry, "aggregate_decode_tokens_per_s", "median"))
+            ttft = json_number(entry.get("ttft_ms_p50")) if isinstance(entry, dict) else None
             if throughput is None or ttft is None:
                 continue
             digits = re.sub(r"\D", "", str(key))
             out.append({"key": str(key), "workload": suite, "profile": "concurrent",
                         "concurrency": int(digits) if digits else None, "output_throughput": throughput,
-                        "ttft_ms": {"median": ttft, "p90": _num(entry.get("ttft_ms_p90")),
-                                    "p99": _num(entry.get("ttft_ms_p99"))},
-                        "request_throughput": _num(_get(entry, "requests_per_s", "median")), "is_knee": False})
+                        "ttft_ms": {"median": ttft, "p90": json_number(entry.get("ttft_ms_p90")),
+                                    "p99": json_number(entry.get("ttft_ms_p99"))},
+                        "request_throughput": json_number(dig(entry, "requests_per_s", "median")), "is_knee": False})
     return out
 
 
 def offered_load(level: dict) -> float:
     """What a level asked of the server (concurrency or rate): the order of the curve's points."""
-    return _num(level.get("concurrency")) or _num(level.get("rate")) or 0.0
+    return json_number(level.get("concurrency")) or json_number(level.get("rate")) or 0.0
 
 
 def draft_max_of(data: dict) -> int | None:
     """The draft length a speculative bench measured, as it recorded it (``settings.draft_max``)."""
-    value = _get(data, "settings", "draft_max")
+    value = dig(data, "settings", "draft_max")
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
@@ -168,21 +156,21 @@ def speculative_curve(data: dict) -> dict[str, Any] | None:
     """The advisor's predicted speedup per draft length and the measured point(s), or None."""
     advisor = data.get("advisor") if isinstance(data.get("advisor"), dict) else {}
     curve = [(float(row["draft_max"]), float(row["predicted_speedup"])) for row in advisor.get("curve") or []
-             if _num(row.get("draft_max")) is not None and _num(row.get("predicted_speedup")) is not None]
-    measured = _num(data.get("speedup"))
+             if json_number(row.get("draft_max")) is not None and json_number(row.get("predicted_speedup")) is not None]
+    measured = json_number(data.get("speedup"))
     if not curve and measured is None:
         return None
     return {"curve": curve, "measured": measured, "draft_max": draft_max_of(data),
-            "predicted_measured_config": _num(advisor.get("fit_speedup_measured_config",
+            "predicted_measured_config": json_number(advisor.get("fit_speedup_measured_config",
                                                           advisor.get("predicted_speedup_measured_config"))),
             "recommendation": advisor.get("recommendation"), "per_suite": data.get("per_suite") or {},
-            "acceptance_rate": _num(data.get("acceptance_rate")), "outputs_identical": data.get("outputs_identical")}
+            "acceptance_rate": json_number(data.get("acceptance_rate")), "outputs_identical": data.get("outputs_identical")}
 
 
 def roofline(result: dict) -> dict[str, float]:
     """{suite: % of the bandwidth limit} where the result has a roofline."""
-    suites = _get(result, "roofline", "suites") or {}
-    return {suite: pct for suite, entry in suites.items() if (pct := _num(_get(entry, "pct_of_limit"))) is not None}
+    suites = dig(result, "roofline", "suites") or {}
+    return {suite: pct for suite, entry in suites.items() if (pct := json_number(dig(entry, "pct_of_limit"))) is not None}
 
 
 def telemetry_series(result: dict) -> list[dict[str, Any]]:
@@ -191,14 +179,14 @@ def telemetry_series(result: dict) -> list[dict[str, Any]]:
     Reads ``telemetry.series`` as velollm_core/telemetry/session.py writes it: ``devices`` and
     ``server`` hold columns (``{"t": [...], "power_w": [...]}``), ``levels`` the level spans.
     """
-    series = _get(result, "telemetry", "series")
+    series = dig(result, "telemetry", "series")
     if not isinstance(series, dict):
         return []
-    names = {d.get("id"): d.get("name") for d in _get(result, "telemetry", "devices") or [] if isinstance(d, dict)}
+    names = {d.get("id"): d.get("name") for d in dig(result, "telemetry", "devices") or [] if isinstance(d, dict)}
     groups = [(f"{names.get(key) or key}", columns) for key, columns in (series.get("devices") or {}).items()]
     groups.append(("server", series.get("server") or {}))
     spans = [(float(m["start_s"]), float(m["end_s"]), str(m.get("key"))) for m in series.get("levels") or []
-             if isinstance(m, dict) and _num(m.get("start_s")) is not None and _num(m.get("end_s")) is not None]
+             if isinstance(m, dict) and json_number(m.get("start_s")) is not None and json_number(m.get("end_s")) is not None]
     out = []
     for group, columns in groups:
         if not isinstance(columns, dict) or not isinstance(columns.get("t"), list):
@@ -207,7 +195,7 @@ def telemetry_series(result: dict) -> list[dict[str, Any]]:
         for field_name, values in columns.items():
             if field_name == "t" or not isinstance(values, list):
                 continue
-            points = [(float(t), float(v)) for t, v in zip(times, values) if _num(t) is not None and _num(v) is not None]
+            points = [(float(t), float(v)) for t, v in zip(times, values) if json_number(t) is not None and json_number(v) is not None]
             if len(points) >= 2:
                 out.append({"group": group, "field": field_name, "points": points, "spans": spans})
     return out
@@ -219,8 +207,8 @@ def verify_candidates(data: dict) -> list[dict[str, Any]]:
     for candidate in data.get("candidates") or []:
         if not isinstance(candidate, dict):
             continue
-        decode = [v for v in candidate.get("decode_tokens_per_s") or [] if _num(v) is not None]
-        prefill = [v for v in candidate.get("prompt_tokens_per_s") or [] if _num(v) is not None]
+        decode = [v for v in candidate.get("decode_tokens_per_s") or [] if json_number(v) is not None]
+        prefill = [v for v in candidate.get("prompt_tokens_per_s") or [] if json_number(v) is not None]
         out.append({"name": str(candidate.get("name")), "decode": decode, "prefill": prefill,
                     "error": candidate.get("error")})
     return out
@@ -240,7 +228,7 @@ def telemetry_levels(result: dict) -> list[dict[str, Any]]:
     """Per load level: the client's and the server's figures side by side (with the 2% flag) and
     tokens per joule per device kind, as velollm_core/telemetry/session.py summarizes a level."""
     out = []
-    for level in _get(result, "telemetry", "levels") or []:
+    for level in dig(result, "telemetry", "levels") or []:
         if not isinstance(level, dict):
             continue
         figures = {name: f for name, f in (level.get("client_vs_server") or {}).items() if isinstance(f, dict)}

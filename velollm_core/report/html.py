@@ -10,6 +10,7 @@ import datetime as _dt
 from html import escape
 from typing import Any
 
+from velollm_core.contract.jsontext import dig, json_number
 from velollm_core.report import data as d
 from velollm_core.report.svg import CHART_CSS, Bar, Mark, Series, bar_chart, color, fmt, xy_chart
 
@@ -116,7 +117,7 @@ def _diagnosis(level: dict) -> str:
 
 def _latency(level: dict, name: str, stat: str = "median") -> float | None:
     value = level.get(name)
-    return d._num(value.get(stat)) if isinstance(value, dict) else None
+    return json_number(value.get(stat)) if isinstance(value, dict) else None
 
 
 def _load_section(sources: list[d.ReportSource]) -> str:
@@ -125,7 +126,7 @@ def _load_section(sources: list[d.ReportSource]) -> str:
         found = d.levels(result) or d.legacy_concurrency(result)
         by_workload: dict[str, list[dict]] = {}
         for level in found:
-            if d._num(level.get("output_throughput")) is not None:
+            if json_number(level.get("output_throughput")) is not None:
                 by_workload.setdefault(str(level.get("workload") or ""), []).append(level)
         for workload, group in by_workload.items():
             curves.append((i, name, workload, sorted(group, key=d.offered_load)))
@@ -156,8 +157,8 @@ def _load_section(sources: list[d.ReportSource]) -> str:
                                             series, marks=marks, x_zero=True), "load",
                                    "Each point a load level (label: its key), in order of offered load; solid: "
                                    "median, dashed: p99; ring: the knee, where more load stops buying throughput."))
-    why = [f"{name}: {escape(str(d._get(result, 'sweep', 'why')))}" for _, name, result in _results(sources)
-           if d._get(result, "sweep", "why")]
+    why = [f"{name}: {escape(str(dig(result, 'sweep', 'why')))}" for _, name, result in _results(sources)
+           if dig(result, "sweep", "why")]
     rows = []
     for _, name, workload, group in table_curves:
         for lv in group:
@@ -165,7 +166,7 @@ def _load_section(sources: list[d.ReportSource]) -> str:
             rows.append([name, lv.get("key"), workload, lv.get("request_throughput"), lv.get("output_throughput"),
                          _latency(lv, "ttft_ms"), _latency(lv, "ttft_ms", "p99"), _latency(lv, "tpot_ms"),
                          _latency(lv, "itl_ms", "p99"), goodput.get("share"), lv.get("completed"), lv.get("failed"),
-                         d._num(lv.get("server_efficiency")), _diagnosis(lv), "knee" if lv.get("is_knee") else ""])
+                         json_number(lv.get("server_efficiency")), _diagnosis(lv), "knee" if lv.get("is_knee") else ""])
     table = _table(["result", "level", "workload", "req/s", "out tok/s", "TTFT p50", "TTFT p99", "TPOT p50",
                     "ITL p99", "goodput", "done", "failed", "of engine", "limit", ""], rows, text_columns=3)
     notes = "".join(f'<p class="note">knee · {w}</p>' for w in why)
@@ -269,8 +270,8 @@ def _telemetry_section(sources: list[d.ReportSource]) -> str:
         for entry in d.telemetry_series(result):
             charts.setdefault(entry["field"], []).append((i, f"{name} · {entry['group']}", entry))
     if not charts:
-        why = [f"{name}: {'; '.join(map(str, d._get(result, 'telemetry', 'why') or []))}"
-               for _, name, result in _results(sources) if d._get(result, "telemetry", "why")]
+        why = [f"{name}: {'; '.join(map(str, dig(result, 'telemetry', 'why') or []))}"
+               for _, name, result in _results(sources) if dig(result, "telemetry", "why")]
         notes = "".join(f'<p class="note">{escape(w)}</p>' for w in why)
         return f"<h2>Telemetry</h2>{notes}{table}" if why or table else ""
     figures = []

@@ -22,7 +22,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from velollm_core.api import UserInputError
+from velollm_core.api import UserInputError, dig
 
 TOOL = "llama-bench"
 # The fields of a llama-bench row, in its order (llama-bench's test::get_fields(), as
@@ -255,14 +255,6 @@ def load(path: Path) -> list[dict[str, Any]]:
 
 # -- writing VeloLLM results as llama-bench rows ----------------------------------------------------
 
-def _get(node: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(node, dict):
-            return None
-        node = node.get(key)
-    return node
-
-
 def _flag_values(flags: list[str]) -> dict[str, Any]:
     """The compare-llama-bench key fields a llama-server command line sets."""
     values: dict[str, Any] = {}
@@ -283,12 +275,12 @@ def _flag_values(flags: list[str]) -> dict[str, Any]:
 
 def _fixed_fields(result: dict[str, Any], source_name: str) -> dict[str, Any]:
     """The row fields one result shares: build, hardware, model and settings, as llama-bench names them."""
-    imported = _get(result, "settings", TOOL)
-    if _get(result, "imported", "tool") == TOOL and isinstance(imported, dict):
+    imported = dig(result, "settings", TOOL)
+    if dig(result, "imported", "tool") == TOOL and isinstance(imported, dict):
         return {key: imported.get(key) for key in FIELDS if key not in TEST_FIELDS}
-    backend = _get(result, "environment", "backend") or {}
+    backend = dig(result, "environment", "backend") or {}
     model = backend.get("model") or {}
-    hardware = _get(result, "environment", "hardware") or {}
+    hardware = dig(result, "environment", "hardware") or {}
     gpus = [gpu.get("name") for gpu in hardware.get("gpus") or [] if isinstance(gpu, dict) and gpu.get("name")
             and gpu.get("vendor") != "other"]
     ours = backend.get("name") == "llamacpp"  # a server this plugin started: llama.cpp's defaults apply
@@ -296,7 +288,7 @@ def _fixed_fields(result: dict[str, Any], source_name: str) -> dict[str, Any]:
                            for key in FIELDS if key not in TEST_FIELDS}
     row["n_gpu_layers"] = -1 if not ours else row["n_gpu_layers"]  # compare-llama-bench reads it as an integer
     row.update(_flag_values([str(flag) for flag in backend.get("server_flags") or []]))
-    threads = _get(result, "settings", "options", "threads")
+    threads = dig(result, "settings", "options", "threads")
     if isinstance(threads, int) and "n_threads" not in _flag_values(backend.get("server_flags") or []):
         row["n_threads"] = threads
     commit = backend.get("build_commit")
@@ -305,10 +297,10 @@ def _fixed_fields(result: dict[str, Any], source_name: str) -> dict[str, Any]:
         # llama-bench writes the short commit its build was made from; compare-llama-bench matches builds on it.
         "build_commit": str(commit)[:7] if commit else f"velollm:{source_name}",
         "build_number": _build_number(backend.get("version")),
-        "cpu_info": _get(hardware, "cpu", "model") or "unknown",
+        "cpu_info": dig(hardware, "cpu", "model") or "unknown",
         "gpu_info": ", ".join(gpus),
         "backends": _backends(backend) if ours else str(backend.get("name") or "unknown"),
-        "model_filename": model.get("path") or model.get("name") or _get(result, "settings", "model") or "unknown",
+        "model_filename": model.get("path") or model.get("name") or dig(result, "settings", "model") or "unknown",
         "model_type": " ".join(str(part) for part in (model.get("architecture"), model.get("parameters"), quantization)
                                if part) or str(model.get("name") or "unknown"),
         "model_size": model.get("size_bytes"),
@@ -319,7 +311,7 @@ def _fixed_fields(result: dict[str, Any], source_name: str) -> dict[str, Any]:
 
 def _backends(backend: dict[str, Any]) -> str:
     """llama-bench's ``backends`` of a llama-server this plugin built: CUDA when built with it, else CPU."""
-    args = _get(backend, "build", "cmake_args") or []
+    args = dig(backend, "build", "cmake_args") or []
     return "CUDA" if any("GGML_CUDA=ON" in str(arg) for arg in args) else "CPU"
 
 

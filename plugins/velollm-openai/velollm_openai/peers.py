@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from velollm_core.api import UserInputError
+from velollm_core.api import UserInputError, dig, json_number
 
 GUIDELLM = "guidellm"
 VLLM_BENCH = "vllm-bench-serve"
@@ -35,18 +35,6 @@ def _read(path: Path, tool: str) -> dict[str, Any]:
     return data
 
 
-def _get(node: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(node, dict):
-            return None
-        node = node.get(key)
-    return node
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
 def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
@@ -59,7 +47,7 @@ def _decode_rate(completion_tokens: int | None, decode_seconds: float | None) ->
 
 
 def _iso(seconds: Any) -> str | None:
-    value = _number(seconds)
+    value = json_number(seconds)
     if value is None:
         return None
     return dt.datetime.fromtimestamp(value, dt.timezone.utc).isoformat(timespec="seconds")
@@ -82,7 +70,7 @@ def sniff_guidellm(path: Path, head: bytes) -> bool:
 
 
 def _guidellm_suite(data: dict[str, Any], benchmark: dict[str, Any]) -> str:
-    spec = _get(data, "config", "spec") or {}
+    spec = dig(data, "config", "spec") or {}
     datasets = spec.get("data") if isinstance(spec.get("data"), list) else []
     first = datasets[0] if datasets and isinstance(datasets[0], dict) else {}
     if first.get("kind") == "synthetic_text" and not any(first.get(f"{side}_tokens_{spread}") for side in
@@ -95,20 +83,20 @@ def _guidellm_suite(data: dict[str, Any], benchmark: dict[str, Any]) -> str:
 
 def _guidellm_load(benchmark: dict[str, Any]) -> dict[str, Any]:
     """concurrency and level of a GuideLLM strategy, as VeloLLM's runs record theirs."""
-    strategy = _get(benchmark, "config", "strategy") or {}
+    strategy = dig(benchmark, "config", "strategy") or {}
     kind = strategy.get("type_")
     if kind == "synchronous":
         return {"concurrency": 1}
     if kind == "concurrent" and _count(strategy.get("streams")):
         return {"concurrency": strategy["streams"]}
-    rate = _number(strategy.get("rate"))
+    rate = json_number(strategy.get("rate"))
     label = {"constant": "rate", "poisson": "poisson"}.get(str(kind), str(kind or "load"))
     return {"concurrency": _count(strategy.get("max_concurrency")) or 1,
             "level": f"{label}{rate:g}" if rate is not None else label}
 
 
 def _guidellm_runs(benchmark: dict[str, Any], suite: str) -> list[dict[str, Any]]:
-    requests = _get(benchmark, "requests") or {}
+    requests = dig(benchmark, "requests") or {}
     load = _guidellm_load(benchmark)
     runs = []
     for status in ("successful", "errored", "incomplete"):
@@ -122,10 +110,10 @@ def _guidellm_runs(benchmark: dict[str, Any], suite: str) -> list[dict[str, Any]
                 runs.append(run)
                 continue
             completion = _count(request.get("output_tokens"))
-            ttft, latency = _number(request.get("time_to_first_token_ms")), _number(request.get("request_latency"))
+            ttft, latency = json_number(request.get("time_to_first_token_ms")), json_number(request.get("request_latency"))
             # GuideLLM's inter-token latency is (last token - first token) / (tokens - 1), from its own
             # token timestamps: the decode time per token, exactly what VeloLLM's client rate inverts.
-            itl = _number(request.get("inter_token_latency_ms"))
+            itl = json_number(request.get("inter_token_latency_ms"))
             decode = 1000 / itl if itl and itl > 0 and completion and completion > 1 else None
             run.update(ttft_ms=ttft, prompt_tokens=_count(request.get("prompt_tokens")), completion_tokens=completion,
                        total_ms=latency * 1000 if latency is not None else None,
@@ -139,14 +127,14 @@ def _guidellm_runs(benchmark: dict[str, Any], suite: str) -> list[dict[str, Any]
 def load_guidellm(path: Path) -> list[dict[str, Any]]:
     """Each benchmark of a GuideLLM report (one per strategy) as a VeloLLM benchmark document."""
     data = _read(path, "GuideLLM")
-    version = _get(data, "metadata", "guidellm_version")
+    version = dig(data, "metadata", "guidellm_version")
     benchmarks = data.get("benchmarks")
     if not isinstance(benchmarks, list) or not benchmarks:
         raise UserInputError(f"{path} holds no GuideLLM benchmark")
-    if any(not isinstance(_get(b, "requests", "successful"), list) for b in benchmarks):
+    if any(not isinstance(dig(b, "requests", "successful"), list) for b in benchmarks):
         raise UserInputError(f"{path}: its benchmarks keep no requests (GuideLLM {version or 'of unknown version'}"
                              "); VeloLLM reads GuideLLM 0.8's layout, requests included")
-    spec = _get(data, "config", "spec") or {}
+    spec = dig(data, "config", "spec") or {}
     backend = spec.get("backend") if isinstance(spec.get("backend"), dict) else {}
     documents = []
     for benchmark in benchmarks:
@@ -156,7 +144,7 @@ def load_guidellm(path: Path) -> list[dict[str, Any]]:
             "started_at": _iso(benchmark.get("start_time")) or "",
             "finished_at": _iso(benchmark.get("end_time")),
             "settings": {"backend": GUIDELLM, "model": backend.get("model"), "host": backend.get("target"),
-                         "profile": _get(benchmark, "config", "strategy", "type_"), "workloads": [suite],
+                         "profile": dig(benchmark, "config", "strategy", "type_"), "workloads": [suite],
                          GUIDELLM: {"profile": spec.get("profile"), "data": spec.get("data"),
                                     "constraints": spec.get("constraints"),
                                     "request_format": backend.get("request_format")}},
@@ -190,10 +178,10 @@ def _vllm_runs(data: dict[str, Any], suite: str, load: dict[str, Any]) -> list[d
             run["failed"] = str(errors[i])
             runs.append(run)
             continue
-        ttft = _number(ttfts[i])
-        gaps = [gap for gap in at(itls, i) or [] if _number(gap) is not None]
+        ttft = json_number(ttfts[i])
+        gaps = [gap for gap in at(itls, i) or [] if json_number(gap) is not None]
         completion = _count(at(outputs, i))
-        latency = _number(at(latencies, i))
+        latency = json_number(at(latencies, i))
         if latency is None and ttft is not None:
             latency = ttft + sum(gaps)
         decode = _decode_rate(completion, sum(gaps) if gaps else None)
