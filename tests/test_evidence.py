@@ -197,6 +197,8 @@ DURATION = re.compile(r"(\d+) min (\d+) s\b")
 UNITS = re.compile(r"tok/s|tok/J|GB/s|MiB|GiB|MB|GB|ms|min|s|W|x|%")
 RAW_NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?")
 RAW_DURATION = re.compile(r"(\d+)m(\d+(?:\.\d+)?)s")  # the shell's `time`: 5m18.837s
+# GNU time -v: "Elapsed (wall clock) time (h:mm:ss or m:ss): 17:20.10" (hours optional)
+GNU_ELAPSED = re.compile(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (?:(\d+):)?(\d+):(\d+(?:\.\d+)?)")
 COMMAND = re.compile(r"^```|^    \S|`(?:[A-Z_]+=\S* )*(?:python3?|velollm|bash|taskset|time|llama-bench|\./scripts/"
                      r"|benchmarks/)", re.MULTILINE)
 
@@ -283,6 +285,8 @@ def raw_sources(table: DocTable) -> list[str]:
 def numbers_in(text: str) -> list[float]:
     found = [float(m.group(0).replace(",", "")) for m in RAW_NUMBER.finditer(text)]
     found += [int(minutes) * 60 + float(seconds) for minutes, seconds in RAW_DURATION.findall(text)]
+    found += [int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds)
+              for hours, minutes, seconds in GNU_ELAPSED.findall(text)]
     return found + [-value for value in found if value < 0]  # "406-435" is a range, not -435
 
 
@@ -389,3 +393,9 @@ def test_the_table_check_finds_a_missing_source_a_missing_file_and_a_figure_the_
     reference = tmp_path / "reference.md"
     reference.write_text("| raised | exit |\n|---|---|\n| UserInputError | 2 |\n| `FIRST_TOKEN_TIMEOUT_S` (300 s) | 1 |\n")
     assert not has_figures(doc_tables(reference)[0])
+
+
+def test_raw_durations_are_read_in_both_time_formats():
+    assert 318.837 in numbers_in("real\t5m18.837s")
+    assert 1040.1 in numbers_in("\tElapsed (wall clock) time (h:mm:ss or m:ss): 17:20.10")
+    assert 3600 + 62.5 in numbers_in("\tElapsed (wall clock) time (h:mm:ss or m:ss): 1:01:02.50")
