@@ -106,6 +106,15 @@ def test_structured_output_is_checked_against_the_schema(thinking_mock, backend,
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_a_schema_answer_ends_where_its_json_ends_without_natural_stop(thinking_mock, backend, files):
+    # A fixed output length would pad the JSON with text past its end: no answer could be valid.
+    result = bench(thinking_mock, backend, "--suite", "short_completion", "--json-schema",
+                   str(files / "schema.json"), tmp_path=files)
+    assert [run["json_valid"] for run in result["runs"]] == [True, True]
+    assert result["settings"]["output_length"] == "natural"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_tool_calls_time_their_arguments_and_check_them(thinking_mock, backend, files):
     # Sequential (the backend's generate) and at two streams (its StreamCall through the load generator).
     result = bench(thinking_mock, backend, "--suite", "short_completion", "--tools", str(files / "tools.json"),

@@ -229,7 +229,7 @@ def benchmark_command(
         workers=workers,
         cluster=cluster,
         slo=parse_slo(slo),
-        natural_stop=natural_stop,
+        natural_stop=natural_stop or shape.ends_itself,  # a JSON answer or tool call ends itself
         prefix_cache=prefix_cache,
         iterations=iterations,
         warmup=warmup,

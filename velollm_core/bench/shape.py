@@ -53,6 +53,12 @@ class RequestShape:
     turns: int = 1
     think_time_s: float = 0.0
 
+    @property
+    def ends_itself(self) -> bool:
+        """Whether an answer is complete where the model stops (a JSON document, a tool call): a fixed
+        output length would pad it past its end with text that no schema or tool accepts."""
+        return self.json_schema is not None or bool(self.tools)
+
     def settings(self) -> dict[str, Any]:
         """What the result's ``settings`` records of it (no image bytes, the schema and tools whole)."""
         recorded: dict[str, Any] = {}
