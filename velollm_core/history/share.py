@@ -14,6 +14,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
+import os
 import re
 import socket
 from pathlib import Path
@@ -32,8 +33,12 @@ MIN_NAME = 3
 
 
 def _identities() -> list[tuple[str, str]]:
-    """(text, replacement) for this user's login and host name, longest first."""
+    """(text, replacement) for this user's home directory (wherever it is: not every home is under
+    /home), login and host name, longest first."""
     found = []
+    home = _safe(lambda: os.path.expanduser("~").rstrip("/\\"))
+    if home and os.path.isabs(home) and len(home) > 1:
+        found.append((home, "~"))
     for value, replacement in ((_safe(getpass.getuser), "<user>"), (_safe(socket.gethostname), "<host>")):
         if value and len(value) >= MIN_NAME:
             found.append((value, replacement))
