@@ -81,32 +81,16 @@ def _without_texts(document: Any) -> Any:
 
 def _load(ref: str) -> tuple[str, dict[str, Any], str]:
     """(name, document, kind) of a result file (VeloLLM's, a detect report, or another tool's) or history id."""
-    from velollm_core.history.documents import (
-        hardware_report,
-        kind_of,
-        parse_document,
-        read_document,
-        validate_document,
-    )
-    from velollm_core.history.peers import peer_documents
-    from velollm_core.history.store import load_ref
+    from velollm_core.history.documents import hardware_report, kind_of, validate_document
+    from velollm_core.history.store import result_documents
 
-    path = Path(ref)
-    if path.is_file():
-        imported = peer_documents(path)
-        if imported is not None:
-            if len(imported) != 1:
-                raise UserInputError(f"{ref} holds {len(imported)} results: `velollm history import` it and share "
-                                     "one history id")
-            return imported[0][0], imported[0][1], "benchmark"
-        _, data = read_document(path)
-        name = ref
-    else:
-        found = load_ref(ref)
-        if found is None:
-            raise UserInputError(f"result file not found: {ref}")
-        name, text = found
-        data = parse_document(text, name)
+    documents = result_documents(ref)
+    if len(documents) != 1:
+        raise UserInputError(f"{ref} holds {len(documents)} results: `velollm history import` it and share "
+                             "one history id")
+    name, data = documents[0].name, documents[0].data
+    if documents[0].imported:
+        return name, data, "benchmark"
     if kind_of(data) == "detect":
         hardware_report(data, name)
         return name, data, "detect"

@@ -22,7 +22,7 @@ from typing import Any
 
 from velollm_core.contract.errors import UserInputError, VeloError
 from velollm_core.contract.jsontext import dig
-from velollm_core.history.documents import check_text, validate_document
+from velollm_core.history.documents import check_text, parse_document, read_document, validate_document
 from velollm_core.history.schema import LATEST, MIGRATIONS
 from velollm_core.history.secrets import scrub_document
 
@@ -437,3 +437,32 @@ def load_ref(ref: str) -> tuple[str, str] | None:
     with open_history(must_exist=True) as history:
         result_id = history.latest_id() if parsed == "latest" else parsed
         return f"#{result_id}", history.document(result_id)
+
+
+@dataclass(frozen=True)
+class ResultDocument:
+    """One result read from a file or the history: ``data`` is its parsed JSON, checked by ``check_values``;
+    ``imported`` marks another tool's result, converted by its importer and already validated as a benchmark."""
+
+    name: str
+    data: Any
+    imported: bool = False
+
+
+def result_documents(ref: str) -> list[ResultDocument]:
+    """The results ``ref`` names: a result file (VeloLLM's: one document; another tool's that an importer
+    reads: one per result) or a history id ('12', '#12', 'latest'); a file wins over an id. One
+    UserInputError sentence when it is neither, or cannot be read."""
+    from velollm_core.history.peers import peer_documents
+
+    path = Path(ref)
+    imported = peer_documents(path) if path.is_file() else None
+    if imported is not None:
+        return [ResultDocument(name, data, imported=True) for name, data in imported]
+    if path.exists():
+        return [ResultDocument(ref, read_document(path)[1])]
+    found = load_ref(ref)
+    if found is None:
+        raise UserInputError(f"result file not found: {ref}")
+    name, text = found
+    return [ResultDocument(name, parse_document(text, name))]

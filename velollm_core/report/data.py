@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-from velollm_core.contract.errors import UserInputError
 from velollm_core.contract.formats import ReportSource
 from velollm_core.contract.jsontext import dig, json_number
 
@@ -25,27 +24,16 @@ LATENCIES = ("ttft_ms", "tpot_ms", "itl_ms", "e2el_ms")
 
 def load_sources(refs: list[str]) -> list[ReportSource]:
     """Each of ``refs`` a result file or a history id ('12', '#12', 'latest'); a file wins over an id."""
-    from velollm_core.history.documents import parse_document, read_document, validate_document
-    from velollm_core.history.peers import peer_documents
+    from velollm_core.history.documents import validate_document
     from velollm_core.history.secrets import scrub_document
-    from velollm_core.history.store import load_ref
+    from velollm_core.history.store import result_documents
 
     sources = []
     for ref in refs:
-        imported = peer_documents(Path(ref)) if Path(ref).is_file() else None
-        if imported is not None:  # another tool's file: validated as it was converted
-            sources += [ReportSource(name=name, kind="benchmark", data=scrub_document(data)) for name, data in imported]
-            continue
-        if Path(ref).exists():
-            name, (_, data) = ref, read_document(Path(ref))
-        else:
-            found = load_ref(ref)
-            if found is None:
-                raise UserInputError(f"result file not found: {ref}")
-            name, text = found
-            data = parse_document(text, name)
-        kind = validate_document(data, name)  # the validation import and compare apply too
-        sources.append(ReportSource(name=name, kind=kind, data=scrub_document(data)))
+        for document in result_documents(ref):
+            # another tool's file was validated as it was converted; the validation import and compare apply
+            kind = "benchmark" if document.imported else validate_document(document.data, document.name)
+            sources.append(ReportSource(name=document.name, kind=kind, data=scrub_document(document.data)))
     _label(sources)
     return sources
 
