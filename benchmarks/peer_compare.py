@@ -59,12 +59,50 @@ def timed_run(cmd: list[str], log: Path, env: dict[str, str] | None = None, time
 # --- serving profiles --------------------------------------------------------------------------------------
 
 
+def velollm_command(url: str, model: str, load: list[str], requests: int, pp: int, tg: int, out: Path) -> list[str]:
+    """``velollm benchmark`` on an OpenAI-compatible server's /v1/completions: ``load`` is the profile's flags,
+    unique prompts of ``pp`` tokens, ``tg`` tokens out, no warm-up, the result into ``out``."""
+    return [*VELOLLM, "benchmark", "--backend", "openai", "--host", url, "--model", model, "--endpoint", "completions",
+            "--workload", f"pp{pp}/tg{tg}", *load, "--requests", str(requests), "--warmup", "0",
+            "--output", str(out), "--force"]
+
+
+def guidellm_command(guidellm: str, tokenizer: str, url: str, model: str, profile_spec: str, requests: int, pp: int,
+                     tg: int, out: Path) -> list[str]:
+    """``guidellm run`` on the same endpoint: its synthetic prompts of ``pp`` tokens (by ``tokenizer``), ``tg``
+    tokens out (it sends ``max_tokens`` and ``ignore_eos``), ``requests`` requests, its JSON into ``out``."""
+    return [guidellm, "run", "--backend", f"kind=openai_http,target={url},model={model},request_format=/v1/completions",
+            "--profile", profile_spec, "--constraint", f"kind=max_requests,count={requests}",
+            "--data", f"kind=synthetic_text,prompt_tokens={pp},output_tokens={tg}",
+            "--tokenizer", f"kind=huggingface_auto,model={tokenizer}", "--output", f"kind=json,path={out}",
+            "--disable-console-interactive"]
+
+
+def guidellm_env(**settings: str) -> dict[str, str]:
+    """GuideLLM's environment: no Hugging Face download, and ``settings`` as its ``GUIDELLM__`` variables."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+            **{f"GUIDELLM__{name.upper()}": value for name, value in settings.items()}}
+
+
+def hf_tokenizer(folder: Path, gguf: Path, python: str) -> Path:
+    """A Hugging Face tokenizer folder for GuideLLM, converted from ``gguf`` by transformers in the peer's venv
+    (``python``) where ``folder`` holds none yet: no download."""
+    if (folder / "tokenizer.json").exists():
+        return folder
+    print(f"converting the tokenizer of {gguf.name} into {folder} (once)", file=sys.stderr, flush=True)
+    script = ("import sys; from pathlib import Path; from transformers import AutoTokenizer; "
+              "g = Path(sys.argv[1]); AutoTokenizer.from_pretrained(str(g.parent), gguf_file=g.name)"
+              ".save_pretrained(sys.argv[2])")
+    subprocess.run([python, "-c", script, str(gguf), str(folder)], env=guidellm_env(), check=True)
+    return folder
+
+
+
 def velollm_serving(url: str, profile: str, value: float, requests: int, pp: int, tg: int, tag: str) -> dict[str, Any]:
     out = RESULTS / f"velollm-{tag}.json"
-    cmd = [*VELOLLM, "benchmark", "--backend", "openai", "--host", url, "--model", ALIAS, "--endpoint", "completions",
-           "--workload", f"pp{pp}/tg{tg}", "--requests", str(requests), "--warmup", "0", "--output", str(out), "--force"]
-    cmd += (["--profile", "concurrent", "--concurrency", str(int(value))] if profile == "concurrent"
+    load = (["--profile", "concurrent", "--concurrency", str(int(value))] if profile == "concurrent"
             else ["--profile", profile, "--rate", f"{value:g}", "--max-concurrency", "64"])
+    cmd = velollm_command(url, ALIAS, load, requests, pp, tg, out)
     cost = timed_run(cmd, RESULTS / f"velollm-{tag}.txt")
     level = json.loads(out.read_text())["levels"][-1]
     tokens = level["completed"] * tg
@@ -79,13 +117,8 @@ def guidellm_serving(guidellm: str, tokenizer: str, url: str, profile: str, valu
                      tg: int, tag: str) -> dict[str, Any]:
     out = RESULTS / f"guidellm-{tag}.json"
     spec = f"kind=concurrent,streams={int(value)}" if profile == "concurrent" else f"kind={profile},rate={value:g}"
-    cmd = [guidellm, "run", "--backend", f"kind=openai_http,target={url},model={ALIAS},request_format=/v1/completions",
-           "--profile", spec, "--constraint", f"kind=max_requests,count={requests}",
-           "--data", f"kind=synthetic_text,prompt_tokens={pp},output_tokens={tg}",
-           "--tokenizer", f"kind=huggingface_auto,model={tokenizer}", "--output", f"kind=json,path={out}",
-           "--disable-console-interactive"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    cost = timed_run(cmd, RESULTS / f"guidellm-{tag}.txt", env=env)
+    cmd = guidellm_command(guidellm, tokenizer, url, ALIAS, spec, requests, pp, tg, out)
+    cost = timed_run(cmd, RESULTS / f"guidellm-{tag}.txt", env=guidellm_env())
     document = json.loads(out.read_text())
     metrics = document["benchmarks"][-1]["metrics"]
     # Only the aggregate metrics are kept: the per-request records would make the file large.
