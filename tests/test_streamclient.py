@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 
@@ -115,3 +116,91 @@ def test_refused_connection_and_header_injection():
         server.close()
 
     run(main())
+
+
+def test_a_chunk_is_stamped_when_the_loop_read_it_not_when_its_task_got_to_it():
+    """A stream's task busy elsewhere (here: asleep 0.3 s) while its next chunk arrives still gets
+    the chunk's arrival time, as the event loop read it off the socket."""
+    async def main():
+        async def handler(head, body, writer):
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for i in range(2):
+                writer.write(b"%x\r\ndata: %d\n\n\r\n" % (len(b"data: %d\n\n" % i), i))
+                await writer.drain()
+                await asyncio.sleep(0.05)
+            writer.write(b"0\r\n\r\n")
+            return True
+
+        server, url, _ = await serve(handler)
+        client = StreamClient()
+        seen = []
+        async with client.post_json(f"{url}/completion", {}) as response:
+            async for data, stamp in response.chunks():
+                seen.append((data, stamp, time.perf_counter()))
+                if len(seen) == 1:
+                    await asyncio.sleep(0.3)  # the second chunk arrives meanwhile
+        await client.aclose()
+        server.close()
+        return seen
+
+    (first, stamp0, _), (second, stamp1, taken1) = run(main())
+    assert (first, second) == (b"data: 0\n\n", b"data: 1\n\n")
+    assert 0.03 <= stamp1 - stamp0 <= 0.2  # its arrival, ~50 ms after the first
+    assert taken1 - stamp1 >= 0.2  # handed over after the task's 0.3 s sleep, stamped before it
+
+
+class _Events:
+    """An accumulator that only counts events (the stream's timing is not what is under test)."""
+
+    def __init__(self) -> None:
+        self.token_times: list[float] = []
+
+    def feed(self, event, arrived):
+        self.token_times.append(arrived)
+        return False
+
+    def finish(self, start, end):
+        from velollm_core.contract.schemas import GenerationTiming
+
+        return GenerationTiming(completion_tokens=len(self.token_times))
+
+
+@pytest.mark.parametrize("gaps, cut", [((0.15,) * 8, False), ((0.1, 0.1, 1.5), True)])
+def test_a_level_stream_is_cut_by_silence_not_by_its_length(gaps, cut):
+    """Events 0.15 s apart for 1.2 s pass a 0.5 s silence limit (each one restarts it); 1.5 s of
+    silence after two events is cut near 0.5 s, in the one sentence naming the option."""
+    from velollm_core.bench.loadgen import _stream
+    from velollm_core.contract.deadline import Deadlines
+    from velollm_core.contract.errors import BackendError
+    from velollm_core.contract.streamclient import StreamCall
+
+    async def main():
+        async def handler(head, body, writer):
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for i, gap in enumerate(gaps):
+                event = b'data: {"n": %d}\n\n' % i
+                writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+                await writer.drain()
+                await asyncio.sleep(gap)
+            writer.write(b"0\r\n\r\n")
+            return True
+
+        server, url, _ = await serve(handler)
+        client = StreamClient()
+        call = StreamCall(url=f"{url}/completion", body={}, accumulator=_Events(), server="test server")
+        began = time.perf_counter()
+        try:
+            timing, _, _ = await _stream(client, call, Deadlines(first_token_s=0.5, total_s=30))
+            outcome = timing.completion_tokens
+        except BackendError as exc:
+            outcome = str(exc)
+        await client.aclose()
+        server.close()
+        return outcome, time.perf_counter() - began
+
+    outcome, took = run(main())
+    if cut:
+        assert outcome == "test server sent nothing for 0.5 s (--option first_token_timeout_s=SECONDS)"
+        assert 0.65 <= took < 1.3  # two events 0.1 s apart, then 0.5 s of silence
+    else:
+        assert outcome == len(gaps) and took >= 1.2

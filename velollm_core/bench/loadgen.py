@@ -27,10 +27,12 @@ the level's latencies (``velollm_core.bench.workers`` judges that and spreads a 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from velollm_core.bench.profiles import LevelSpec
@@ -94,6 +96,53 @@ class LevelRun:
         return sum(lo <= t <= hi for o in self.outcomes for t in o.token_times)
 
 
+class _Silence:
+    """How long the server may say nothing, kept lazily: each chunk only notes its arrival (``last``),
+    and one timer per stream, re-armed from the last arrival when it fires early, cancels the stream's
+    task once ``seconds`` passed with nothing. (An ``asyncio.timeout`` rescheduled at every chunk
+    cost a timer cancel and a heap push per token: 15% of the client's CPU at 1,000 streams.)"""
+
+    __slots__ = ("_handle", "_task", "expired", "last", "seconds")
+
+    def __init__(self, seconds: float, start: float) -> None:
+        self.seconds, self.last, self.expired = seconds, start, False
+        self._task = asyncio.current_task()
+        self._handle = asyncio.get_running_loop().call_later(seconds, self._check)
+
+    def _check(self) -> None:
+        left = self.last + self.seconds - time.perf_counter()
+        if left > 0:
+            self._handle = asyncio.get_running_loop().call_later(left, self._check)
+        else:
+            self.expired = True
+            self._task.cancel()
+
+    def close(self) -> None:
+        self._handle.cancel()
+
+
+@contextmanager
+def _collector_held() -> Iterator[None]:
+    """Python's cyclic garbage collector, kept from stopping the event loop mid-level.
+
+    A level holds hundreds of thousands of tracked objects (outcomes, token-time lists, tasks), and
+    collections over them stopped the loop for 100-300 ms at a time: every stream's timestamps that
+    late. What exists before the level is frozen (never scanned again) and the young generation's
+    threshold is raised, so collections are rare and scan only the level's new objects; reference
+    counting still frees everything that is not a cycle (a collector switched off instead would let a
+    long level's cycles pile up). Measured on a 2-core Xeon, 1,000 streams at 100 ms ITL, TTFT p50
+    against the mock's 50 ms: 125 ms with the default collector, 97 ms so, 91 ms with none.
+    """
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
 def _short(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."
@@ -106,10 +155,9 @@ async def _stream(client: StreamClient, call: StreamCall, deadlines: Deadlines) 
     silence = deadlines.silence_s()
     start = time.perf_counter()
     done = False
-    quiet = asyncio.timeout(silence)  # rescheduled at every chunk: how long the server may say nothing
-    loop = asyncio.get_running_loop()
+    quiet = _Silence(silence, start)
     try:
-        async with asyncio.timeout(deadlines.total_s), quiet, client.post_json(
+        async with asyncio.timeout(deadlines.total_s), client.post_json(
                 call.url, call.body, headers=call.headers, auth=call.auth, params=call.params) as response:
                 if response.status != 200:
                     body = await response.read()
@@ -122,7 +170,7 @@ async def _stream(client: StreamClient, call: StreamCall, deadlines: Deadlines) 
                     raise page
                 pending = b""
                 async for chunk, arrived in response.chunks():
-                    quiet.reschedule(loop.time() + silence)
+                    quiet.last = arrived
                     pending += chunk
                     if b"\n" not in chunk:
                         if len(pending) > MAX_LINE_CHARS:
@@ -153,16 +201,21 @@ async def _stream(client: StreamClient, call: StreamCall, deadlines: Deadlines) 
                         break
                 if done:
                     await _drain(response)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if not quiet.expired or task.uncancel() > 0:  # the level's own cancel stands
+            raise
+        raise BackendError(f"{call.server} sent nothing for {silence:g} s "
+                           "(--option first_token_timeout_s=SECONDS)") from None
     except TimeoutError:
-        if quiet.expired():
-            raise BackendError(f"{call.server} sent nothing for {silence:g} s "
-                               "(--option first_token_timeout_s=SECONDS)") from None
         raise BackendError(f"{call.server} did not finish the request within {deadlines.total_s:g} s "
                            "(--option timeout_s=SECONDS)") from None
     except ConnectFailed as exc:
         raise ServerGone(f"{call.server} is not reachable at {call.url} ({exc}); did it die?") from None
     except (ConnectionError, asyncio.IncompleteReadError, ProtocolError, OSError):
         raise stream_cut(call.server, len(acc.token_times)) from None
+    finally:
+        quiet.close()
     end = time.perf_counter()
     # A stream closed without its end marker: the accumulator knows whether what came is complete.
     return acc.finish(start, end), acc.token_times, start
@@ -364,6 +417,10 @@ class LevelDriver:
         client = StreamClient(connect_timeout_s=min(CONNECT_TIMEOUT_S, self.deadlines.total_s))
         self._pool = None if self.prepare else ThreadPoolExecutor(max_workers=self.spec.max_concurrency)
         sampler = asyncio.create_task(self._sample_lag())
+        with _collector_held():
+            return await self._drive(client, sampler)
+
+    async def _drive(self, client, sampler) -> float:
         try:
             self.began = began = time.perf_counter()
             await self.spec.profile.send(self, client, began)

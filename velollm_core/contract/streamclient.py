@@ -8,6 +8,12 @@ needs. A streamed generation needs little of HTTP: one POST with a JSON body, a 
 headers, a chunked (or length-delimited, or read-to-close) body, keep-alive. This module does that
 and nothing else: no redirects, no cookies, no compression (``Accept-Encoding: identity``), no
 proxies. Each network chunk is handed over with its arrival time, before any parsing.
+
+The arrival time is when the event loop read the bytes off the socket (``_StampedReader.feed_data``),
+not when the stream's task got round to them. When a batched server emits one token on every stream
+at once, the loop reads all the sockets first and then runs the tasks one after another; stamping
+in the task put the last of 1,000 streams ~100 ms late (a 2-core Xeon, 1,000 streams at 100 ms
+ITL: TTFT p50 175 ms against the mock's 50), stamping at the read leaves only the reads themselves.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import base64
 import json
 import ssl
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -117,11 +124,36 @@ class ProtocolError(Exception):
     """The server's answer is not HTTP/1.x as this client reads it."""
 
 
+class _StampedReader(asyncio.StreamReader):
+    """A StreamReader that remembers when each piece was read off the socket (``perf_counter``)."""
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self._fed = 0  # bytes fed in all
+        self._stamps: deque[tuple[int, float]] = deque()  # (bytes fed up to and with this piece, its time)
+
+    def feed_data(self, data: bytes) -> None:
+        if data:
+            self._fed += len(data)
+            self._stamps.append((self._fed, time.perf_counter()))
+        super().feed_data(data)
+
+    def arrival(self) -> float:
+        """When the last byte consumed so far arrived: the time of the socket read that brought it."""
+        consumed = self._fed - len(self._buffer)
+        stamps = self._stamps
+        while len(stamps) > 1 and stamps[0][0] < consumed:
+            stamps.popleft()
+        if stamps and stamps[0][0] >= consumed:
+            return stamps[0][1]
+        return time.perf_counter()
+
+
 @dataclass
 class Response:
     status: int
     headers: dict[str, str]
-    reader: asyncio.StreamReader
+    reader: _StampedReader
     keep_alive: bool
     _left: int | None = None  # Content-Length still to read; None: chunked or to close
     _chunked: bool = False
@@ -145,18 +177,18 @@ class Response:
                     self.done = True
                     return
                 data = await reader.readexactly(size + 2)  # the chunk and its CRLF: a consumer may stop here
-                yield data[:-2], time.perf_counter()
+                yield data[:-2], reader.arrival()
         elif self._left is not None:
             while self._left > 0:
                 data = await reader.read(min(self._left, READ_SIZE))
                 if not data:
                     raise asyncio.IncompleteReadError(b"", self._left)
                 self._left -= len(data)
-                yield data, time.perf_counter()
+                yield data, reader.arrival()
             self.done = True
         else:
             while data := await reader.read(READ_SIZE):
-                yield data, time.perf_counter()
+                yield data, reader.arrival()
             self.done = True
             self.keep_alive = False
 
@@ -175,7 +207,7 @@ class Response:
 
 @dataclass
 class _Conn:
-    reader: asyncio.StreamReader
+    reader: _StampedReader
     writer: asyncio.StreamWriter
 
 
@@ -198,8 +230,12 @@ class StreamClient:
             self._ssl = ssl.create_default_context()
         try:
             async with asyncio.timeout(self.connect_timeout_s):
-                reader, writer = await asyncio.open_connection(
-                    host, port, ssl=self._ssl if scheme == "https" else None, limit=MAX_HEADER_BYTES)
+                loop = asyncio.get_running_loop()  # asyncio.open_connection's steps, with a stamping reader
+                reader = _StampedReader(MAX_HEADER_BYTES, loop)
+                protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+                transport, _ = await loop.create_connection(lambda: protocol, host, port,
+                                                            ssl=self._ssl if scheme == "https" else None)
+                writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         except (OSError, TimeoutError) as exc:
             raise ConnectFailed(f"{type(exc).__name__}: {exc}") from None
         return _Conn(reader, writer), False
@@ -271,7 +307,7 @@ class _Exchange:
             self.client._release(self.key, self.conn, self.response if exc_info[0] is None else None)
 
 
-async def _read_head(reader: asyncio.StreamReader) -> Response:
+async def _read_head(reader: _StampedReader) -> Response:
     try:
         head = await reader.readuntil(b"\r\n\r\n")
     except asyncio.LimitOverrunError:

@@ -91,23 +91,56 @@ def _conformed(value: Any, kind: Any, where: str, server: str) -> Any:
     return value if _fits(value, kind) else _WRONG
 
 
+def _plan(schema: Schema) -> tuple[tuple[str, Any, frozenset[type] | None, bool], ...]:
+    """Per field of ``schema``: (key, kind, the exact types a plain value of it may have or None for a
+    nested kind, whether it is numeric); built once per schema, since every stream event walks it."""
+    entry = _PLANS.get(id(schema))
+    if entry is None or entry[0] is not schema:
+        steps = []
+        for key, kind in schema.items():
+            if isinstance(kind, (Mapping, list)):
+                steps.append((key, kind, None, False))
+            else:
+                kinds = kind if isinstance(kind, tuple) else (kind,)
+                steps.append((key, kind, frozenset(kinds), _numeric(kind)))
+        entry = _PLANS[id(schema)] = (schema, tuple(steps))
+    return entry[1]
+
+
+_PLANS: dict[int, tuple[Schema, tuple[tuple[str, Any, frozenset[type] | None, bool], ...]]] = {}
+
+
 def _conform(document: dict[str, Any], schema: Schema, prefix: str, server: str) -> dict[str, Any]:
-    out = dict(document)
-    for key, kind in schema.items():
-        if out.get(key) is None:
+    # The common case costs a type lookup per field: a value whose exact type the schema names (a
+    # bool is its own type, so it never passes for a count) is kept, its number range checked; the
+    # document is copied only when a field must go or change.
+    out = document
+    for key, kind, exact, numeric in _plan(schema):
+        value = document.get(key)
+        if value is None:
             continue
-        value = _conformed(out[key], kind, f"{prefix}{key}", server)
-        if value is _WRONG:
+        kind_of = type(value)
+        if exact is not None and kind_of in exact:
+            if numeric and (kind_of is int or kind_of is float) and not -WIRE_LIMIT < value < WIRE_LIMIT:
+                _check_number(value, f"{prefix}{key}", server)  # NaN, infinities and past 64 bits: raises
+            continue
+        conformed = _conformed(value, kind, f"{prefix}{key}", server)
+        if conformed is value:
+            continue
+        if out is document:
+            out = dict(document)
+        if conformed is _WRONG:
             del out[key]
         else:
-            out[key] = value
+            out[key] = conformed
     return out
 
 
 def conform(document: dict[str, Any], schema: Schema, server: str = "the server") -> dict[str, Any]:
-    """A copy of ``document`` without the fields whose values do not have the schema's types; a
-    BackendError naming the field when a number it names is not finite or beyond 64 bits. ``server``
-    is the whole label naming the server in that message, used as it is ("llama-server at http://h")."""
+    """``document`` without the fields whose values do not have the schema's types (a copy where one
+    goes or changes, ``document`` itself where all conform); a BackendError naming the field when a
+    number it names is not finite or beyond 64 bits. ``server`` is the whole label naming the server
+    in that message, used as it is ("llama-server at http://h")."""
     return _conform(document, schema, "", server)
 
 

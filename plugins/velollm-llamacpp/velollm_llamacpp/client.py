@@ -34,21 +34,27 @@ COMPLETION_EVENT = {"tokens_predicted": int, "tokens_evaluated": int, "tokens": 
                     "stop_type": str, "timings": LLAMACPP_TIMINGS}
 
 
-def completion_body(request: GenerationRequest, fields: Mapping[str, Any]) -> dict[str, Any]:
-    """Greedy, seeded, no prompt cache unless asked: every run processes its whole prompt, so prefill
-    is measured; ``ignore_eos`` for a fixed output length; ``fields`` (the ``request`` option) over these."""
-    body: dict[str, Any] = {
-        "prompt": request.prompt,
-        "n_predict": request.max_tokens,
+def sampling_fields(request: GenerationRequest) -> dict[str, Any]:
+    """What a generation asks of llama-server on either endpoint: greedy (``top_k`` 1 at temperature 0),
+    seeded, streamed, no prompt cache unless asked (every run processes its whole prompt, so prefill is
+    measured), and ``ignore_eos`` for a fixed output length."""
+    fields: dict[str, Any] = {
         "temperature": request.temperature,
         "seed": request.seed,
         "stream": True,
         "cache_prompt": request.cache_prompt,
     }
     if request.ignore_eos:
-        body["ignore_eos"] = True
+        fields["ignore_eos"] = True
     if request.temperature == 0:
-        body["top_k"] = 1
+        fields["top_k"] = 1
+    return fields
+
+
+def completion_body(request: GenerationRequest, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``/completion`` body: the prompt and ``sampling_fields``; ``fields`` (the ``request`` option)
+    over these."""
+    body: dict[str, Any] = {"prompt": request.prompt, "n_predict": request.max_tokens, **sampling_fields(request)}
     if request.json_schema is not None:
         body["json_schema"] = request.json_schema  # llama-server turns it into a grammar
     body.update(fields)
@@ -110,7 +116,8 @@ class CompletionStream:
             raise BackendError("llama-server ended the stream without its final event")
         timing = timing_from_final(self.final, start, self.t_first, self.t_last, self.n_tokens, end,
                                    "".join(self.text))
-        gaps = [round((b - a) * 1000, 3) for a, b in zip(self.token_times, self.token_times[1:]) if b > a]
+        # One gap per token after the first, as the contract says; tokens that arrived in one read have 0.
+        gaps = [round((b - a) * 1000, 3) for a, b in zip(self.token_times, self.token_times[1:])]
         timing.extra["itl_ms"] = gaps
         # Each event with text holds one token: a final count below theirs is flagged.
         return check_timing(timing, server=SERVER_NAME, streamed=len(self.text))
