@@ -153,7 +153,7 @@ def test_a_declared_capability_without_its_method_is_a_load_error(register):
 def test_declared_tokenizer_sizes_prompts(register, tmp_path):
     backend = register(Recording(Capabilities(tokenize=True)))
     result = BenchmarkRunner(plan(suites=[], workloads=[Workload(16, 4)]), output=tmp_path / "r.json").run()
-    assert "tokenize" in backend.calls and result.settings["prompt_sizing"] == {"method": "tokenizer"}
+    assert "tokenize" in backend.calls and result.settings["prompt_sizing"]["method"] == "tokenizer"
 
 
 def test_check_gets_real_max_tokens_and_prompt_size_of_a_workload(register, tmp_path):

@@ -4,13 +4,14 @@ counts (sized with the backend's tokenizer, or calibrated against its counts), a
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from velollm_core.bench.suites import Suite
 from velollm_core.bench.trace import Trace
-from velollm_core.bench.workloads import Dataset, PromptBuilder, Workload, build_prompts
+from velollm_core.bench.workloads import Dataset, PromptBuilder, Workload, build_each, build_prompts
 from velollm_core.contract.schemas import GenerationRequest, GenerationTiming
 
 Tokenize = Callable[[str], Any]
@@ -28,7 +29,9 @@ class RequestBuilder:
         self._tokenizer = tokenizer
         self._generate = generate
         self._builder: PromptBuilder | None = None
-        self.prompt_sizing: dict[str, Any] | None = None  # how prompts were sized, once they were
+        # How prompts were sized, once they were: the method, and with a tokenizer its round trips and
+        # the seconds spent (all before the levels' clocks start).
+        self.prompt_sizing: dict[str, Any] | None = None
 
     def max_tokens(self, job: Suite | Workload | Dataset | Trace) -> int:
         if isinstance(job, (Workload, Trace)):
@@ -88,23 +91,34 @@ class RequestBuilder:
         Synthetic workloads are unique from their first token unless the plan measures prefix caching;
         a suite's fixed prompt gets a unique first line at load levels (``unique``) for the same reason.
         """
-        if isinstance(job, Workload):
-            prompts = build_prompts(job, self._prompt_builder(), count, self.plan.seed + offset,
-                                    shared=self.plan.prefix_cache)
-            pairs = []
-            for prompt in prompts:
-                prime = None
-                if prompt.depth_text is not None:
-                    prime = self.request(job, prompt.depth_text).model_copy(update={"max_tokens": 1, "cache_prompt": True})
-                pairs.append((self.request(job, prompt.text, prompt.tokens), prime))
-            return pairs
-        if isinstance(job, Trace):
-            return [(self._trace_request(job, index), None) for index in range(count)]
+        if isinstance(job, (Workload, Trace)):
+            return self._sized_pairs(job, count, offset)
         if isinstance(job, Dataset):
             return [(self.request(job, job.prompt(offset + i, self.plan.seed)), None) for i in range(count)]
         if not unique or self.plan.prefix_cache:
             return [(self.request(job), None) for _ in range(count)]
         return [(self.request(job, f"Request {uuid.uuid4().hex[:8]}.\n{job.prompt}"), None) for _ in range(count)]
+
+    def _sized_pairs(self, job: Workload | Trace, count: int, offset: int) -> list[RequestPair]:
+        """``pairs`` of a synthetic job: every prompt sized now, the round trips and seconds it took
+        added to ``prompt_sizing``."""
+        builder = self._prompt_builder()
+        started = time.perf_counter()
+        if isinstance(job, Trace):
+            pairs: list[RequestPair] = [(request, None) for request in
+                                        build_each(builder, lambda index: self._trace_request(job, index), count)]
+        else:
+            pairs = []
+            for prompt in build_prompts(job, builder, count, self.plan.seed + offset, shared=self.plan.prefix_cache):
+                prime = None
+                if prompt.depth_text is not None:
+                    prime = self.request(job, prompt.depth_text).model_copy(update={"max_tokens": 1, "cache_prompt": True})
+                pairs.append((self.request(job, prompt.text, prompt.tokens), prime))
+        if self.prompt_sizing is not None and builder.tokenize is not None:
+            self.prompt_sizing["round_trips"] = builder.round_trips
+            self.prompt_sizing["seconds"] = round(self.prompt_sizing.get("seconds", 0.0)
+                                                  + time.perf_counter() - started, 3)
+        return pairs
 
     def _trace_request(self, trace: Trace, index: int) -> GenerationRequest:
         """The ``index``-th request of ``trace``: a prompt of exactly its input tokens, its output length."""

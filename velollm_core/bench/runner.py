@@ -89,6 +89,8 @@ class BenchmarkRunner:
         self.telemetry = None  # a TelemetrySession once started (velollm_core/telemetry), when asked for
         self._want_telemetry = telemetry
         self.engine_ceiling = engine_ceiling  # measure the engine alone at each level's shape, after the levels
+        # A sequential level's workload requests, every prompt sized before its first is sent: taken in order.
+        self._prepared: dict[str, list[RequestPair]] = {}
         self.result = BenchmarkResult(
             started_at=_now(),
             settings={
@@ -214,7 +216,9 @@ class BenchmarkRunner:
 
     # -- sequential levels (the hook path: verify and speculative bench use these too) -------------
     def _one_sequential(self, job: Suite | Workload, index: int) -> tuple[GenerationTiming, GenerationRequest]:
-        if isinstance(job, (Workload, Dataset)):
+        if self._prepared.get(job.name):
+            request, prime = self._prepared[job.name].pop(0)
+        elif isinstance(job, (Workload, Dataset)):
             request, prime = self.requests_for(job, 1, unique=True)[0]
         else:
             request, prime = self.request_builder.request(job), None
@@ -249,11 +253,16 @@ class BenchmarkRunner:
             run_conversations(self, job)
             return
         first = len(self.result.runs)
-        self.warm_up(job)
-        if (telemetry := self._telemetry()) is not None:
-            telemetry.begin_level(Sequential.key, job.name)
-        for iteration in range(1, self.plan.iterations + 1):
-            self.measure(job, iteration)
+        if isinstance(job, Workload):  # sized together, none between two timed requests
+            self._prepared[job.name] = self.requests_for(job, self.plan.warmup + self.plan.iterations, unique=True)
+        try:
+            self.warm_up(job)
+            if (telemetry := self._telemetry()) is not None:
+                telemetry.begin_level(Sequential.key, job.name)
+            for iteration in range(1, self.plan.iterations + 1):
+                self.measure(job, iteration)
+        finally:
+            self._prepared.pop(job.name, None)
         if telemetry is not None:  # cache primes of a @dN workload are served but not counted
             telemetry.end_level(Sequential.key, self.result.runs[first:], other_requests=isinstance(job, Workload) and job.depth > 0)
         target = job.depth + job.prompt_tokens if isinstance(job, Workload) else None

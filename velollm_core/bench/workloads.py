@@ -4,17 +4,23 @@ A workload asks for a prompt of ``pp`` tokens, ``tg`` generated tokens and, opti
 of context already in the KV cache. Prompts are built from the model's own tokenizer where the
 backend exposes one (llama-server and vLLM ``/tokenize``): random common words, added or removed
 until the server counts exactly ``pp`` tokens (its BOS included, as the server's own prompt count
-is). Where no tokenizer is reachable (Ollama), two probe generations measure tokens per word from the
+is); the words' own counts are learned once, so the server's count of a prompt usually confirms it
+at the first round trip. Where no tokenizer is reachable (Ollama), two probe generations measure tokens per word from the
 server's reported prompt counts, and the workload says it was calibrated. Every request gets its
 own random words from its first token on, so no request can be answered from another's prefix cache.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import random
 import re
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from velollm_core.contract.errors import UserInputError
 
@@ -83,16 +89,37 @@ def parse_workload(text: str) -> Workload:
 
 
 Tokenize = Callable[[str], "list[int] | None"]
+T = TypeVar("T")
+# Confirm-and-adjust rounds of one prompt before its last word is swapped for others.
+CONFIRMATIONS = 8
+# Prompts sized at once: tokenize round trips in flight together (the server tokenizes on its HTTP
+# threads, so a many-core server answers them side by side; the Backend protocol allows calls from
+# several threads).
+PREPARE_THREADS = 4
 
 
 class PromptBuilder:
-    """Prompts of an exact token count, from the server's tokenizer or a calibrated words-per-token rate."""
+    """Prompts of an exact token count, from the server's tokenizer or a calibrated words-per-token rate.
+
+    With a tokenizer, each prompt costs about one round trip: which words add exactly one token after a
+    space is learned once (``_learn_words``), a prompt is built from those to the count wanted, and the
+    server's count of it confirms it (or says by how many words to adjust). Every count is kept by
+    text, so no text is sent twice (a depth context's count serves the prompt that extends it).
+    """
 
     def __init__(self, tokenize: Tokenize | None = None) -> None:
         self.tokenize = tokenize
         # tokens = intercept + slope * words, from the calibration probes (tokenizer-less servers).
         self.fit: tuple[float, float] | None = None
         self.method = "tokenizer" if tokenize else "calibrated"
+        self.round_trips = 0  # tokenize calls made
+        # The server's count of every text asked, by digest: a long prompt's text is not kept twice.
+        self._counts: dict[bytes, int] = {}
+        self._lock = threading.Lock()
+        self._learning = threading.Lock()
+        self._start_tokens: int | None = None  # a text of one word: BOS (if any) and the word
+        self._fillers: tuple[str, ...] = WORDS  # the words a prompt is built from
+        self._exact = False  # each filler adds exactly one token after a space: an excess is that many words
 
     def calibrate(self, count: Callable[[str], int | None], rng: random.Random) -> None:
         """Fit tokens per word from the server's reported prompt counts of two probe prompts."""
@@ -110,11 +137,43 @@ class PromptBuilder:
                                  f"{sizes[1]}) do not grow with the prompt; it may be caching: use --suite")
         self.fit = (counts[0] - slope * sizes[0], slope)
 
-    def _count(self, words: list[str]) -> int:
-        tokens = self.tokenize(" ".join(words)) if self.tokenize else None
-        if tokens is None:
-            raise UserInputError("the server's tokenizer did not answer; cannot size a synthetic prompt")
-        return len(tokens)
+    def count(self, text: str) -> int:
+        """The server's token count of ``text`` (BOS included), asked of the server once per text."""
+        key = hashlib.blake2b(text.encode(), digest_size=16).digest()
+        known = self._counts.get(key)
+        if known is None:
+            tokens = self.tokenize(text) if self.tokenize else None
+            if tokens is None:
+                raise UserInputError("the server's tokenizer did not answer; cannot size a synthetic prompt")
+            known = self._counts[key] = len(tokens)
+            with self._lock:
+                self.round_trips += 1
+        return known
+
+    def _learn_words(self) -> None:
+        """Which words add exactly one token after a space: groups of them appended to one word, halved
+        where a group adds more (one round trip where every word is one token, as in the vocabularies
+        tried; each word alone where many are longer), so a prompt built from them has a count known
+        before the server confirms it."""
+        with self._learning:
+            if self._start_tokens is not None:
+                return
+            words = list(dict.fromkeys(WORDS))
+            start = self.count(words[0])
+            fillers: list[str] = []
+            groups = [words]
+            while groups:
+                group = groups.pop()
+                added = self.count(" ".join((words[0], *group))) - start
+                if added == len(group):
+                    fillers += group
+                elif (added - len(group)) * math.log2(len(group)) >= len(group):
+                    groups += [[word] for word in group]  # many longer words: halving would cost more
+                elif len(group) > 1:
+                    groups += [group[:len(group) // 2], group[len(group) // 2:]]
+            if fillers:
+                self._fillers, self._exact = tuple(sorted(fillers, key=words.index)), True
+            self._start_tokens = start
 
     def build(self, n_tokens: int, rng: random.Random, prefix: list[str] | None = None) -> tuple[str, list[str]]:
         """A prompt of ``n_tokens`` server tokens (BOS included): its text and its words.
@@ -129,24 +188,33 @@ class PromptBuilder:
             want = max(1, round((n_tokens - intercept) / slope))
             words += [rng.choice(WORDS) for _ in range(max(0, want - len(words)))]
             return " ".join(words), words
+        self._learn_words()
+        fillers = self._fillers
         base = len(words)
-        words += [rng.choice(WORDS) for _ in range(max(1, n_tokens - 1 - base))]
-        have = self._count(words)
-        for _ in range(40):
+        if words:
+            have = self.count(" ".join(words))  # a depth context: counted when it was built
+        else:
+            words.append(rng.choice(fillers))
+            have = self._start_tokens or 1
+        words += [rng.choice(fillers) for _ in range(max(0 if len(words) > base else 1, n_tokens - have))]
+        for _ in range(CONFIRMATIONS):
+            text = " ".join(words)
+            have = self.count(text)
             if have == n_tokens:
-                return " ".join(words), words
+                return text, words
             if have < n_tokens:
-                words += [rng.choice(WORDS) for _ in range(n_tokens - have)]
-            elif len(words) > base + 1:
-                del words[-max(1, (have - n_tokens) // 2):]  # most words are one token, some two or more
-            else:
+                words += [rng.choice(fillers) for _ in range(n_tokens - have)]
+                continue
+            drop = have - n_tokens if self._exact else max(1, (have - n_tokens) // 2)
+            if len(words) - drop <= base:
                 break
-            have = self._count(words)
+            del words[-drop:]
         # The last word is what keeps the count off: try the others in its place.
         for word in sorted(WORDS, key=lambda _: rng.random()):
             words[-1] = word
-            if self._count(words) == n_tokens:
-                return " ".join(words), words
+            text = " ".join(words)
+            if self.count(text) == n_tokens:
+                return text, words
         raise UserInputError(f"could not build a prompt of exactly {n_tokens} tokens with this tokenizer; "
                              "try a different pp count")
 
@@ -163,17 +231,32 @@ class WorkloadPrompt:
 def build_prompts(workload: Workload, builder: PromptBuilder, count: int, seed: int,
                   shared: bool = False) -> list[WorkloadPrompt]:
     """``count`` prompts for ``workload``, each unique from its first word (``shared``: all the same,
-    to measure prefix caching)."""
-    prompts: list[WorkloadPrompt] = []
-    for index in range(1 if shared else count):
+    to measure prefix caching). Each prompt has its own seeded words, so they are the same whichever
+    order the round trips of several at once finish in."""
+
+    def one(index: int) -> WorkloadPrompt:
         rng = random.Random(f"{seed}:{workload.name}:{index}")
         depth_text = None
         prefix = None
         if workload.depth:
             depth_text, prefix = builder.build(workload.depth, rng)
         text, _ = builder.build(workload.depth + workload.prompt_tokens, rng, prefix)
-        prompts.append(WorkloadPrompt(text, workload.depth + workload.prompt_tokens, depth_text))
+        return WorkloadPrompt(text, workload.depth + workload.prompt_tokens, depth_text)
+
+    prompts = build_each(builder, one, 1 if shared else count)
     return prompts * count if shared else prompts
+
+
+def build_each(builder: PromptBuilder, make: Callable[[int], T], count: int) -> list[T]:
+    """``make(index)`` for every index below ``count``, in order, with up to PREPARE_THREADS of them
+    waiting on the server's tokenizer at once (none where the builder has no tokenizer to wait on)."""
+    if builder.tokenize is None or count < 2:
+        return [make(index) for index in range(count)]
+    pool = ThreadPoolExecutor(PREPARE_THREADS, thread_name_prefix="velollm-prompts")
+    try:
+        return list(pool.map(make, range(count)))
+    finally:  # a failure or Ctrl-C: the prompts not yet started are dropped, not built
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def prompt_check(requested: int, reported: list[int]) -> dict[str, object]:

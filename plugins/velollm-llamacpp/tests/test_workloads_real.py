@@ -51,7 +51,7 @@ def test_pp512_tg128_reports_512_prompt_tokens_at_two_streams(smollm2, tmp_path)
     seq, c2 = data["levels"]
     assert seq["prompt_tokens"] == {"requested": 512, "reported_median": 512, "mismatch": False}
     assert (c2["key"], c2["completed"], c2["max_concurrency"]) == ("c2", 2, 2)
-    assert data["settings"]["prompt_sizing"] == {"method": "tokenizer"}
+    assert data["settings"]["prompt_sizing"]["method"] == "tokenizer"
 
 
 def test_depth_primes_the_cache_and_measures_the_prompt_on_top(smollm2, tmp_path):
