@@ -96,6 +96,9 @@ class OpenAIServer:
         self._secrets = [secret for secret in (api_key, *server.secrets()) if secret]
         self.deadlines = deadlines or Deadlines()
         self.model_ids: list[str] = []
+        # The /tokenize body this server answered (vLLM/SGLang's or llama-server's), once one has: each
+        # later prompt is then one round trip, not a refused one first.
+        self._tokenize_form: int | None = None
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # One connection per concurrent stream (plus one spare), so concurrent requests really overlap.
         size = max(max_concurrency, 1) + 1
@@ -225,8 +228,10 @@ class OpenAIServer:
         llama-server's with ``content``); None otherwise."""
         import httpx
 
-        for body in ({"model": model, "prompt": text, "add_special_tokens": True},
-                     {"content": text, "add_special": True}):
+        forms = ({"model": model, "prompt": text, "add_special_tokens": True}, {"content": text, "add_special": True})
+        order = [self._tokenize_form] if self._tokenize_form is not None else range(len(forms))
+        for form in order:
+            body = forms[form]
             try:
                 limits = self.deadlines.plain(CONNECT_TIMEOUT_S * 3)
                 response = plain_request(self._http, "POST", f"{self.root}/tokenize", limits, server=SERVER_NAME,
@@ -240,6 +245,7 @@ class OpenAIServer:
             except (ValueError, AttributeError):
                 tokens = None
             if isinstance(tokens, list) and tokens:
+                self._tokenize_form = form
                 return tokens
         return None
 
