@@ -44,6 +44,8 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("MetricNames", "COUNTER_KEYS", "GAUGE_KEYS"), "velollm_core.contract.metricnames"),
     # streamed generations for the load generator (Backend.stream), and the one wording of a cut stream
     **dict.fromkeys(("StreamCall", "Accumulator", "stream_cut"), "velollm_core.contract.streamclient"),
+    # the generated part of an OpenAI-style stream (chat deltas, tool-call fragments), for its accumulators
+    **dict.fromkeys(("ChatDeltas", "CHAT_CHOICE"), "velollm_core.contract.chatstream"),
     # clients: deadlines, URLs, wire format, statistics
     **dict.fromkeys(("Deadlines", "RequestWatch", "plain_request", "read_bounded", "seconds_option", "FIRST_TOKEN_TIMEOUT_S",
                      "REQUEST_TIMEOUT_S", "PLAIN_TIMEOUT_S", "CONNECT_TIMEOUT_S"), "velollm_core.contract.deadline"),

@@ -8,26 +8,25 @@ calls; the last chunk carries the server's ``timings`` as on ``/completion``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from itertools import pairwise
 from typing import Any
 
 from velollm_core.api import (
+    CHAT_CHOICE,
     NUMBER,
     BackendError,
+    ChatDeltas,
     GenerationRequest,
     GenerationTiming,
     check_timing,
     stream_event,
 )
+from velollm_llamacpp.client import sampling_fields
 
 SERVER_NAME = "llama-server"
 _TIMINGS = {**dict.fromkeys(("prompt_n", "predicted_n", "cache_n"), int),
             **dict.fromkeys(("prompt_ms", "predicted_ms", "prompt_per_second", "predicted_per_second"), NUMBER)}
-_DELTA = {"content": str, "reasoning_content": str,
-          "tool_calls": [{"index": int, "function": {"name": str, "arguments": str}}]}
 # The fields ChatStream reads, with their types (velollm_core.contract.wire).
-CHAT_EVENT = {"choices": [{"delta": _DELTA, "finish_reason": str}],
-              "usage": {"prompt_tokens": int, "completion_tokens": int}, "timings": _TIMINGS}
+CHAT_EVENT = {"choices": [CHAT_CHOICE], "usage": {"prompt_tokens": int, "completion_tokens": int}, "timings": _TIMINGS}
 
 
 def needs_chat(request: GenerationRequest) -> bool:
@@ -38,7 +37,8 @@ def needs_chat(request: GenerationRequest) -> bool:
 
 
 def chat_body(request: GenerationRequest, fields: Mapping[str, Any]) -> dict[str, Any]:
-    """Greedy, seeded, streamed with usage, no prompt cache unless asked (as ``completion_body``)."""
+    """The conversation, ``sampling_fields`` (as ``completion_body``) and usage in the stream; ``fields``
+    (the ``request`` option) over these."""
     content: str | list[dict[str, Any]] = request.prompt
     if request.images:
         content = [{"type": "text", "text": request.prompt},
@@ -47,16 +47,9 @@ def chat_body(request: GenerationRequest, fields: Mapping[str, Any]) -> dict[str
     body: dict[str, Any] = {
         "messages": [*request.history, {"role": "user", "content": content}],
         "max_tokens": request.max_tokens,
-        "temperature": request.temperature,
-        "seed": request.seed,
-        "stream": True,
+        **sampling_fields(request),
         "stream_options": {"include_usage": True},
-        "cache_prompt": request.cache_prompt,
     }
-    if request.ignore_eos:
-        body["ignore_eos"] = True
-    if request.temperature == 0:
-        body["top_k"] = 1
     if request.json_schema is not None:
         body["response_format"] = {"type": "json_schema", "json_schema": {"schema": request.json_schema}}
     if request.tools:
@@ -69,43 +62,28 @@ def chat_body(request: GenerationRequest, fields: Mapping[str, Any]) -> dict[str
 
 
 class ChatStream:
-    """One chat stream's events -> GenerationTiming (the sync client's and the load generator's parser)."""
+    """One chat stream's events -> GenerationTiming (the sync client's and the load generator's parser):
+    the deltas as every OpenAI-style server sends them (``ChatDeltas``), llama-server's ``timings`` beside."""
 
     def __init__(self) -> None:
-        self.token_times: list[float] = []
-        self.text: list[str] = []
-        self.reasoning_chunks = 0
-        self.answer_at: float | None = None
-        self.calls: dict[int, dict[str, str]] = {}
-        self.calls_at: float | None = None
-        self.final: dict[str, Any] | None = None  # the chunk with finish_reason
+        self.deltas = ChatDeltas()
         self.usage: dict[str, Any] = {}
         self.timings: dict[str, Any] = {}
+
+    @property
+    def token_times(self) -> list[float]:
+        return self.deltas.token_times
+
+    @property
+    def final(self) -> str | None:
+        """The stream's finish_reason once it came (``stream_completion`` checks that one did)."""
+        return self.deltas.finish_reason
 
     def feed(self, event: dict[str, Any], arrived: float) -> bool:
         event = stream_event(event, CHAT_EVENT, SERVER_NAME)
         if "error" in event:
             raise BackendError(f"llama-server reported an error: {event['error']}")
-        for choice in event.get("choices") or []:
-            delta = choice.get("delta") or {}
-            calls = delta.get("tool_calls") or []
-            for call in calls:
-                entry = self.calls.setdefault(call.get("index", len(self.calls)), {"name": "", "arguments": ""})
-                function = call.get("function") or {}
-                entry["name"] += function.get("name") or ""
-                entry["arguments"] += function.get("arguments") or ""
-                self.calls_at = arrived
-            answer = delta.get("content") or ""
-            if answer or calls or delta.get("reasoning_content"):
-                self.token_times.append(arrived)
-                if answer or calls:
-                    self.answer_at = self.answer_at or arrived
-                else:
-                    self.reasoning_chunks += 1
-            if answer:
-                self.text.append(answer)
-            if choice.get("finish_reason"):
-                self.final = event
+        self.deltas.take(event, arrived)
         if isinstance(event.get("usage"), dict):
             self.usage = event["usage"]
         if isinstance(event.get("timings"), dict):
@@ -113,7 +91,7 @@ class ChatStream:
         return False  # usage and timings may follow the finish_reason: the stream ends at [DONE]
 
     def finish(self, start: float, end: float) -> GenerationTiming:
-        if self.final is None:
+        if self.deltas.finish_reason is None:
             raise BackendError("llama-server ended the chat stream without a finish_reason")
         times, timings = self.token_times, self.timings
         completion = self.usage.get("completion_tokens") or timings.get("predicted_n") or len(times)
@@ -122,7 +100,7 @@ class ChatStream:
             client_rate = (len(times) - 1) / (times[-1] - times[0])
         server_rate = timings.get("predicted_per_second") or None
         timing = GenerationTiming(
-            ttft_ms=(times[0] - start) * 1000 if times else None,
+            **self.deltas.timing_fields(start, completion),
             prompt_tokens=self.usage.get("prompt_tokens") or timings.get("prompt_n"),
             completion_tokens=completion,
             prompt_tokens_per_s=timings.get("prompt_per_second") or None,
@@ -130,16 +108,7 @@ class ChatStream:
             client_decode_tokens_per_s=client_rate,
             server_decode_tokens_per_s=server_rate,
             total_ms=(end - start) * 1000,
-            stop_reason=next((c.get("finish_reason") for c in self.final.get("choices") or []), None),
-            text="".join(self.text),
             cached_prompt_tokens=timings.get("cache_n"),
-            tool_calls=[self.calls[index] for index in sorted(self.calls)],
-            tool_args_ms=(self.calls_at - start) * 1000 if self.calls_at is not None else None,
-            extra={"endpoint": "chat", "itl_ms": [round((b - a) * 1000, 3) for a, b in pairwise(times)]},
+            extra={"endpoint": "chat", "itl_ms": [round(gap, 3) for gap in self.deltas.gaps_ms()]},
         )
-        if self.reasoning_chunks:
-            timing.reasoning_tokens = min(self.reasoning_chunks, completion)
-            timing.answer_tokens = completion - timing.reasoning_tokens
-        if self.answer_at is not None:
-            timing.time_to_first_answer_ms = (self.answer_at - start) * 1000
         return check_timing(timing, server=SERVER_NAME, streamed=len(times))
