@@ -13,7 +13,8 @@ A comparison calls, in order: ``handles`` (which backend, where none is named) -
 started yet) -> per server: the Backend's ``start``, then ``prepare`` -> runs, reading ``acceptance``
 and ``acceptance_counters`` -> ``explain_difference`` (texts that part, the plain server still up)
 -> ``infer_acceptance`` (runtimes that count nothing) -> ``measure_costs``
-(the advisor, only where acceptance was counted) -> ``ready_command``.
+(the advisor: fitted to the counted acceptance, or where the runtime counts none, the acceptance fitted
+to the measured speedup) -> ``ready_command``. ``speculative search`` asks ``knobs`` for its grid.
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ class Speculative(Protocol):
         """{"drafter", "draft_model", "head"}: whether the configuration drafts with a model or head, a
         separate draft model the cost measurement times, a head reading the target's hidden states."""
 
+    def knobs(self, types: list[str]) -> tuple[str, ...]:
+        """The settings of the configuration a search varies beside ``draft_max`` (llama.cpp: ``p_min``
+        for a drafter, ``ngram_match`` for n-gram drafting; Ollama: none); () where it has none."""
+
     def settings(self, types: list[str], **settings: Any) -> dict:
         """The configuration's settings as ``server_args`` takes them and the report records them."""
 
@@ -89,7 +94,8 @@ class Speculative(Protocol):
 
     def acceptance(self, extra: dict) -> tuple[int, int] | None:
         """(drafted, accepted) tokens of one generation, from its ``GenerationTiming.extra``; None where
-        the runtime counts none (then ``infer_acceptance`` is asked and the advisor is skipped)."""
+        the runtime counts none (then ``infer_acceptance`` is asked and the advisor infers acceptance
+        from the measured speedup)."""
 
     def infer_acceptance(self, speedup: float | None, draft_max: int | None) -> dict | None:
         """For a runtime that counts no acceptance: what a configuration's measured ``speedup`` implies
@@ -108,8 +114,10 @@ class Speculative(Protocol):
 
     def measure_costs(self, target: Path, draft: Path | None, *, threads: int | None = None, exact: bool = False,
                       options: dict[str, Any] | None = None) -> dict:
-        """Per-token and per-batch costs (ms) of target and draft, for the advisor (``speculative.advisor``);
-        asked only where ``acceptance`` counted drafted tokens."""
+        """Per-token and per-batch costs (ms) of target and draft, for the advisor (``speculative.advisor``):
+        ``target_token_ms``, ``draft_token_ms`` (0 for draftless drafting), ``verify_ms`` {k: ms of a
+        batch of k+1 tokens}. Asked after the runs; a VeloError where the runtime cannot time them (the
+        advisor then says so; the measurements stand)."""
 
     def ready_command(self, target: Path, spec_args: list[str], *, threads: int | None = None,
                       options: dict[str, Any] | None = None) -> list[str]:

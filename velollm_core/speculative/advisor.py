@@ -81,9 +81,9 @@ def fit_alpha(mean_accepted: float, mean_drafted: float) -> float:
 class Observation:
     """What the speculative runs measured, summed over runs."""
 
-    generated: int
-    drafted: int
-    accepted: int
+    generated: float
+    drafted: float
+    accepted: float
 
     @property
     def steps(self) -> float:
@@ -93,6 +93,14 @@ class Observation:
     @property
     def acceptance_rate(self) -> float | None:
         return self.accepted / self.drafted if self.drafted else None
+
+    @classmethod
+    def from_acceptance(cls, generated: float, alpha: float, draft_max: int) -> Observation:
+        """The runs as a per-token acceptance ``alpha`` at ``draft_max`` would have counted them: for a
+        runtime that counts no accepted tokens, once ``alpha`` is inferred from the speed."""
+        accepted_per_step = expected_accepted(alpha, draft_max)
+        steps = generated / (1 + accepted_per_step)
+        return cls(generated=generated, drafted=steps * draft_max, accepted=steps * accepted_per_step)
 
 
 def step_ms(costs: dict, drafted: float, tokens_per_step: float, *, early_stop: bool = False) -> float:
@@ -118,6 +126,28 @@ def plain_ms(costs: dict) -> float:
 def predicted_speedup(costs: dict, drafted: float, tokens_per_step: float, *, early_stop: bool = False) -> float:
     plain = plain_ms(costs)
     return tokens_per_step * plain / step_ms(costs, drafted, tokens_per_step, early_stop=early_stop)
+
+
+def fit_alpha_to_speedup(costs: dict, speedup: float | None, draft_max: int, *, early_stop: bool = False) -> float:
+    """The per-token acceptance under which the cost model yields the measured ``speedup`` at ``draft_max``
+    (bisection; the predicted speedup grows with acceptance): for a runtime that counts no accepted
+    tokens, acceptance inferred from speed. The figure at ``draft_max`` is then a fit by construction;
+    the other draft lengths are predictions."""
+    def at(alpha: float) -> float:
+        return predicted_speedup(costs, draft_max, 1 + expected_accepted(alpha, draft_max), early_stop=early_stop)
+
+    lo, hi = 0.0, 0.99999
+    if not speedup or at(lo) >= speedup:
+        return lo
+    if at(hi) <= speedup:  # faster than the model allows even when every draft is accepted
+        return hi
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if at(mid) < speedup:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
 
 
 def with_sampling(costs: dict, vanilla_tokens_per_s: float | None) -> dict:

@@ -404,34 +404,54 @@ class SpeculativeComparison:
 
     def _advise(self, name: str, types: list[str]) -> None:
         """The advisor of configuration ``name``: its costs fitted to these runs, other draft lengths predicted."""
-        from velollm_core.speculative.advisor import (
-            DRAFT_LENGTHS,
-            Observation,
-            advise,
-            calibrate,
-            with_sampling,
-        )
+        from velollm_core.speculative.advisor import DRAFT_LENGTHS, advise
 
         spec_runs = self.runners[name].result.runs
         summary = self.report["configs"][name]
+        roles = self.backend.roles(types)
+        early_stop = roles["drafter"] and float(self.config_settings(name).get("p_min") or 0) > 0
+        with_draft = roles["draft_model"] and self.draft_path is not None
+        measured_draft_max = summary["draft_max"]
         counted = self._acceptance(spec_runs)
-        if counted is None:
-            summary["advisor"] = {"recommended_draft_max": None, "curve": [], "measured_speedup": summary["speedup"],
-                                  "recommendation": f"no advice: {self.backend.runtime} counts no accepted tokens"}
+        fitted = (self._fit_counted(summary, spec_runs, counted, with_draft, roles["head"], early_stop)
+                  if counted is not None else self._fit_inferred(summary, spec_runs, with_draft, early_stop))
+        if fitted is None:
             return
+        costs, observed, rates = fitted
+        lengths = sorted({*DRAFT_LENGTHS, *self.plan.predict_draft_lengths,
+                          *([measured_draft_max] if measured_draft_max else [])})
+        advice = advise(costs, observed, early_stop=early_stop, rates=rates, draft_max=measured_draft_max,
+                        draft_lengths=lengths)
+        advice["acceptance_inferred"] = counted is None
+        if counted is None:
+            advice["acceptance_source"] = (f"inferred from the measured speedup through the cost model "
+                                           f"({self.backend.runtime} counts no accepted tokens)")
+        advice["measured_speedup"] = summary["speedup"]
+        advice["measured_draft_max"] = measured_draft_max
+        # As the file holds it (batch sizes as text keys), so the history takes the report as it is.
+        summary["advisor"] = json.loads(json.dumps(advice))
+
+    def _vanilla_costs(self, with_draft: bool) -> dict:
+        from velollm_core.speculative.advisor import with_sampling
+
+        vanilla = _median(r.decode_tokens_per_s for r in self.runners["vanilla"].result.runs)
+        return with_sampling(self._costs(with_draft), vanilla)
+
+    def _fit_counted(self, summary: dict, spec_runs, counted: tuple[int, int], with_draft: bool, head: bool,
+                     early_stop: bool) -> tuple[dict, Any, list[float] | None] | None:
+        """(costs fitted to the measured step, the counted acceptance, per-position rates); None (advice
+        recorded) where nothing was drafted."""
+        from velollm_core.speculative.advisor import Observation, calibrate
+
         drafted, accepted = counted
         observed = Observation(generated=sum(r.completion_tokens or 0 for r in spec_runs), drafted=drafted,
                                accepted=accepted)
         if not observed.drafted:
             summary["advisor"] = {"recommended_draft_max": None, "curve": [], "recommendation":
                                   "off: nothing was drafted in these runs", "measured_speedup": summary["speedup"]}
-            return
-        roles = self.backend.roles(types)
-        simple = roles["draft_model"] and self.draft_path is not None
-        vanilla = _median(r.decode_tokens_per_s for r in self.runners["vanilla"].result.runs)
-        costs = with_sampling(self._costs(simple), vanilla)
+            return None
+        costs = self._vanilla_costs(with_draft)
         spec_tps = _median(r.decode_tokens_per_s for r in spec_runs)
-        early_stop = roles["drafter"] and float(self.config_settings(name).get("p_min") or 0) > 0
         by_position = summary.get("acceptance_by_position")
         if by_position and by_position["steps"]:
             # Steps that drafted at all, of every step: n-gram drafting skips those its context misses.
@@ -440,18 +460,48 @@ class SpeculativeComparison:
             # Fitted to the measured step: a head's cost (llama-bench cannot run one alone) and the
             # server's per-step work; the curve then predicts the other draft lengths.
             tokens = observed.generated / observed.steps
-            drafted = observed.drafted / observed.steps / costs.get("drafting_share", 1.0)
-            costs = calibrate(costs, 1000 * tokens / spec_tps, drafted, tokens, head=roles["head"],
+            drafted_per_step = observed.drafted / observed.steps / costs.get("drafting_share", 1.0)
+            costs = calibrate(costs, 1000 * tokens / spec_tps, drafted_per_step, tokens, head=head,
                               early_stop=early_stop)
-        measured_draft_max = summary["draft_max"]
-        lengths = sorted({*DRAFT_LENGTHS, *self.plan.predict_draft_lengths,
-                          *([measured_draft_max] if measured_draft_max else [])})
-        advice = advise(costs, observed, early_stop=early_stop, rates=by_position["rates"] if by_position else None,
-                        draft_max=measured_draft_max, draft_lengths=lengths)
-        advice["measured_speedup"] = summary["speedup"]
-        advice["measured_draft_max"] = measured_draft_max
-        # As the file holds it (batch sizes as text keys), so the history takes the report as it is.
-        summary["advisor"] = json.loads(json.dumps(advice))
+        return costs, observed, (by_position["rates"] if by_position else None)
+
+    def _fit_inferred(self, summary: dict, spec_runs, with_draft: bool,
+                      early_stop: bool) -> tuple[dict, Any, None] | None:
+        """For a runtime that counts no accepted tokens: the measured costs as they are, and the per-token
+        acceptance fitted so the model gives the measured speedup at the measured draft max (the one free
+        parameter; the step is not fitted too). None (advice recorded) where costs cannot be timed."""
+        from velollm_core.speculative.advisor import (
+            Observation,
+            calibrate,
+            expected_accepted,
+            fit_alpha_to_speedup,
+            plain_ms,
+            predicted_speedup,
+        )
+
+        draft_max = summary["draft_max"]
+        why_not = None
+        if not draft_max or not summary["speedup"]:
+            why_not = "no draft length or speedup was measured"
+        else:
+            try:
+                costs = self._vanilla_costs(with_draft)
+            except VeloError as exc:
+                why_not = f"its costs could not be timed ({exc})"
+        if why_not is not None:
+            summary["advisor"] = {"recommended_draft_max": None, "curve": [], "measured_speedup": summary["speedup"],
+                                  "recommendation": f"no advice: {self.backend.runtime} counts no accepted tokens "
+                                                    f"and {why_not}"}
+            return None
+        speedup = summary["speedup"]
+        alpha = fit_alpha_to_speedup(costs, speedup, draft_max, early_stop=early_stop)
+        tokens = 1 + expected_accepted(alpha, draft_max)
+        if predicted_speedup(costs, draft_max, tokens, early_stop=early_stop) < speedup * 0.999:
+            # Faster than the timed costs allow even with every draft accepted: they overstate the step
+            # (timed apart, under other load); it is fitted to the measured one as for counted runs.
+            costs = calibrate(costs, tokens * plain_ms(costs) / speedup, draft_max, tokens, early_stop=early_stop)
+        generated = sum(r.completion_tokens or 0 for r in spec_runs) or 1
+        return costs, Observation.from_acceptance(generated, alpha, draft_max), None
 
     def _confirm(self) -> None:
         """Measure the advisor's recommended draft max of the best configuration where it differs from the

@@ -113,7 +113,7 @@ def _print_check(report: dict, runtime: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def bench_command(target, draft, spec_types, draft_max, draft_min, p_min, draft_ctx, draft_gpu_layers, draft_threads,
                   ngram_match, spec_args, threads, suites, iterations, warmup, max_tokens, options, no_advise, exact,
-                  no_check, output, force, backend_name, as_json) -> None:
+                  no_check, output, force, backend_name, as_json) -> dict:
     """Vanilla vs speculative, interleaved, same prompts and seed: speedup with its interval, acceptance,
     and whether the text is the same (where not: the first differing token, near-tie or real)."""
 
@@ -180,6 +180,7 @@ def bench_command(target, draft, spec_types, draft_max, draft_min, p_min, draft_
             f"{first['benchmark']} run {first['iteration']} at character {first['position']}: "
             f"{first['vanilla']!r} vs {first['speculative']!r}"
         )
+    return report  # to a backend's own command that runs this one through click (Ollama's draft-bench)
 
 
 def _fmt(v, spec="{:.1f}"):
@@ -246,6 +247,9 @@ def render_report(report: dict, console) -> None:
             console.print(f"  advisor: a draft token costs {advice['draft_cost_ratio']:.0%} of a target "
                           f"token{calibrated}; fit {fit:.2f}x to the measured "
                           f"{_fmt(advice.get('measured_speedup'), '{:.2f}x')} (a fit, not a prediction)")
+            if advice.get("acceptance_inferred"):
+                console.print(f"  advisor's acceptance: {advice['per_token_acceptance']:.0%} per drafted token, "
+                              f"{advice['acceptance_source']}", highlight=False)
             console.print("  predicted speedup by draft max (* = the fitted one): " + ", ".join(
                 f"{row['draft_max']}{'*' if row.get('basis') == 'fit' else ''}: {row['predicted_speedup']:.2f}x"
                 for row in advice["curve"]))
@@ -287,7 +291,8 @@ def _ints(values: tuple[str, ...], default: tuple[int, ...], what: str) -> tuple
 @click.option("--draft", help="Draft model or head, or ngram / ngram-<kind> (llama.cpp).")
 @click.option("--spec-type", "spec_types", multiple=True,
               help="Speculation types to search, each a comma list (repeat; e.g. --spec-type ngram-mod "
-                   "--spec-type ngram-map-k). Default: the type the draft names.")
+                   "--spec-type ngram-map-k; Ollama: draft, mtp), or 'all': every type the target and draft "
+                   "support. Default: the type the draft names.")
 @click.option("--draft-max", "draft_maxes", multiple=True, help="Draft lengths to try (comma list; default 4,8,16).")
 @click.option("--ngram-match", "ngram_matches", multiple=True,
               help="N-gram drafting: match lengths to try (comma list; default 4,8,12).")
@@ -314,21 +319,29 @@ def search_command(target, draft, spec_types, draft_maxes, ngram_matches, p_mins
     from velollm_core.bench.suites import INPUT_GROUNDED_SUITES
     from velollm_core.contract.files import prepare_output
     from velollm_core.contract.output import print_json, stderr_console, stdout_console
-    from velollm_core.speculative.bench import SpeculativePlan, require_speculative_backend
+    from velollm_core.speculative.bench import SpeculativePlan, config_name, require_speculative_backend
     from velollm_core.speculative.search import SpeculativeSearch, grid
 
     if not draft and not spec_types:
         raise UserInputError("name a --draft, a --spec-type, or both (see velollm speculative check TARGET)")
     backend = require_speculative_backend(backend_name, target)
-    types = [backend.parse_types(value) for value in spec_types]
+    types = [["all"]] if "all" in spec_types else [backend.parse_types(value) for value in spec_types]
     plan = SpeculativePlan(target=target, draft=draft, types=types, suites=_chosen_suites(suites or INPUT_GROUNDED_SUITES,
                                                                                            max_tokens),
                            iterations=iterations, warmup=warmup, threads=threads, options=parse_options(options),
                            advise=not no_advise, exact=exact, backend=backend_name)
     resolved = backend.resolve(target, draft, types)
-    candidates = grid(resolved["configs"], backend.roles, draft_maxes=_ints(draft_maxes, (4, 8, 16), "--draft-max"),
-                      ngram_matches=_ints(ngram_matches, (4, 8, 12), "--ngram-match"),
-                      p_mins=tuple(p_mins) or (0.5, 0.75, 0.9))
+    unused = [f"--{knob.replace('_', '-')}" for knob, given in (("ngram_match", ngram_matches), ("p_min", p_mins))
+              if given and not any(knob in backend.knobs(config) for config in resolved["configs"])]
+    if unused:
+        searched = " and ".join(config_name(config) for config in resolved["configs"])
+        knobs = sorted({f"--{knob.replace('_', '-')}" for config in resolved["configs"] for knob in backend.knobs(config)})
+        varied = ["--draft-max", *knobs, *(["the type"] if len(resolved["configs"]) > 1 else [])]
+        raise UserInputError(f"{backend.runtime} has no {' or '.join(unused)} for {searched}; the search varies "
+                             f"{', '.join(varied)}")
+    candidates = grid(resolved["configs"], backend.knobs, draft_maxes=_ints(draft_maxes, (4, 8, 16), "--draft-max"),
+                      values={"ngram_match": _ints(ngram_matches, (4, 8, 12), "--ngram-match"),
+                              "p_min": tuple(p_mins) or (0.5, 0.75, 0.9)})
     out = prepare_output(output, force=force, protect=(resolved["target"], resolved["draft"]))
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -388,6 +401,9 @@ def render_search(report: dict, console) -> None:
         console.print(f"advisor fitted at {fitted['name']} (fit {_fmt(fitted['fit_speedup'], '{:.2f}x')}, measured "
                       f"{_fmt(fitted['measured_speedup'], '{:.2f}x')}); predicted on held-out draft lengths:",
                       highlight=False)
+        if advisor.get("acceptance_inferred"):
+            console.print(f"  its acceptance: {_fmt(advisor['per_token_acceptance'], '{:.0%}')} per drafted token, "
+                          f"{advisor['acceptance_source']}", highlight=False)
         for row in advisor["held_out"]:
             console.print(f"  draft max {row['draft_max']}: predicted {row['predicted_speedup']:.2f}x, measured "
                           f"{_fmt(row['measured_speedup'], '{:.2f}x')} ({_fmt(row['error'], '{:+.0%}')})")
@@ -395,6 +411,12 @@ def render_search(report: dict, console) -> None:
         console.print(f"advisor's pick: {pick['name']} (draft max {pick['draft_max']}), measured "
                       f"{_fmt(pick['measured_speedup'], '{:.2f}x')} = {_fmt(advisor['pick_vs_best'], '{:.0%}')} of the "
                       "best measured", highlight=False)
+    ready = report.get("ready")
+    if ready and ready["command"]:
+        console.print("run the best measured setting with:")
+        console.print(ready["command"], soft_wrap=True, highlight=False, markup=False)
+    elif ready:
+        console.print(ready["why"])
 
 
 @speculative_group.command("pairs")

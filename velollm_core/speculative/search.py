@@ -1,7 +1,8 @@
 """The best speculation setting, found by measuring few runs: successive halving over a grid.
 
-The grid is speculation type x draft max x the type's own knob (n-gram drafting: the tokens that must
-match, ``ngram_match``; a draft model or head: its confidence floor, ``p_min``). Round one measures
+The grid is speculation type x draft max x the type's own knob, as the backend's ``knobs`` names it
+(llama.cpp's n-gram drafting: the tokens that must match, ``ngram_match``; its draft model or head: the
+confidence floor, ``p_min``; a runtime whose only knob is the draft length: draft max alone). Round one measures
 every candidate once per suite, interleaved with plain runs on one comparison; each later round keeps
 the best third (at least one) and doubles the runs, so most runs go to the settings that could win.
 
@@ -40,14 +41,15 @@ class Candidate:
         return f"{config_name(list(self.types))} {knobs or 'defaults'}"
 
 
-def grid(types: list[list[str]], roles: Callable[[list[str]], dict], *, draft_maxes: tuple[int, ...],
-         ngram_matches: tuple[int, ...], p_mins: tuple[float, ...]) -> list[Candidate]:
-    """The reference (the first type's defaults) and every type x draft max x its own knob."""
+def grid(types: list[list[str]], knobs: Callable[[list[str]], tuple[str, ...]], *, draft_maxes: tuple[int, ...],
+         values: dict[str, tuple]) -> list[Candidate]:
+    """The reference (the first type's defaults) and every type x draft max x the values of its own knob
+    (the first the backend's ``knobs`` names that ``values`` holds; none: draft max alone)."""
     found = [Candidate(tuple(types[0]))]
     for config in types:
-        knob = ("p_min", p_mins) if roles(config)["drafter"] else ("ngram_match", ngram_matches)
-        for draft_max, value in itertools.product(draft_maxes, knob[1] or (None,)):
-            settings = (("draft_max", draft_max), *(((knob[0], value),) if value is not None else ()))
+        knob = next((name for name in knobs(config) if values.get(name)), None)
+        for draft_max, value in itertools.product(draft_maxes, values[knob] if knob else (None,)):
+            settings = (("draft_max", draft_max), *(((knob, value),) if knob else ()))
             found.append(Candidate(tuple(config), settings))
     return found
 
@@ -121,7 +123,22 @@ class SpeculativeSearch:
             if done:
                 break
             alive, iterations = ranked[:math.ceil(len(alive) / KEEP_FRACTION)], iterations * 2
-        return self._report("complete", latest, alive[0].name, advisor)
+        report = self._report("complete", latest, alive[0].name, advisor)
+        report["ready"] = self._ready(comparison, alive[0], latest[alive[0].name])
+        return report
+
+    def _ready(self, comparison: SpeculativeComparison, best: Candidate, measured: dict) -> dict:
+        """The command that realizes the best measured setting (its backend's, with the flags it was
+        measured with), or why there is none: nothing measured faster than plain decoding."""
+        import shlex
+
+        if not measured["speedup"] or measured["speedup"] < WORTH_IT:
+            return {"name": None, "command": None,
+                    "why": "no setting measured faster than plain decoding: leave speculation off"}
+        argv = comparison.backend.ready_command(comparison.target, comparison.spec_args[best.name],
+                                                threads=self.plan.threads, options=self.plan.options)
+        return {"name": best.name, "measured_speedup": measured["speedup"], "argv": argv,
+                "command": shlex.join(argv)}
 
     def _report(self, status: str, latest: dict[str, dict], best_name: str, advisor: dict | None) -> dict:
         """The search's report: every round so far, the best setting measured, per suite, the advisor."""
@@ -196,6 +213,9 @@ class SpeculativeSearch:
             "fitted_at": {"name": reference.name, "draft_max": fitted_at, "basis": "fit",
                           "fit_speedup": advisor.get("fit_speedup_measured_config"),
                           "measured_speedup": latest[reference.name]["speedup"]},
+            "acceptance_inferred": bool(advisor.get("acceptance_inferred")),
+            "acceptance_source": advisor.get("acceptance_source"),
+            "per_token_acceptance": advisor.get("per_token_acceptance"),
             "held_out": held_out,
             "pick": {"name": pick["name"], "draft_max": pick["draft_max"], "predicted_speedup": pick["predicted_speedup"],
                      "measured_speedup": pick_measured},

@@ -575,8 +575,8 @@ def test_search_grid_and_bad_axes():
 
     from velollm_core.speculative.search import Candidate, grid
 
-    found = grid([["ngram-mod"], ["draft-simple"]], LlamaCppSpeculative.roles, draft_maxes=(4, 8),
-                 ngram_matches=(6,), p_mins=(0.5, 0.9))
+    found = grid([["ngram-mod"], ["draft-simple"]], LlamaCppSpeculative.knobs, draft_maxes=(4, 8),
+                 values={"ngram_match": (6,), "p_min": (0.5, 0.9)})
     assert found[0] == Candidate(("ngram-mod",)) and found[0].name == "ngram-mod defaults"
     assert [c.name for c in found[1:3]] == ["ngram-mod draft-max 4 ngram-match 6", "ngram-mod draft-max 8 ngram-match 6"]
     assert "draft-simple draft-max 8 p-min 0.9" in [c.name for c in found] and len(found) == 1 + 2 + 4

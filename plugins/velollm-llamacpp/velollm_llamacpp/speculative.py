@@ -236,6 +236,11 @@ class LlamaCppSpeculative:
         return {"drafter": bool(drafters), "draft_model": "draft-simple" in drafters,
                 "head": any(t != "draft-simple" for t in drafters)}
 
+    @classmethod
+    def knobs(cls, types: list[str]) -> tuple[str, ...]:
+        """What a search varies beside the draft length: a drafter's confidence floor, else the n-gram match."""
+        return ("p_min",) if cls.roles(types)["drafter"] else ("ngram_match",)
+
     def settings(self, types: list[str], **settings: Any) -> dict:
         """The settings of one configuration, as ``server_args`` takes them and the report records them."""
         drafter = self.roles(types)["drafter"]

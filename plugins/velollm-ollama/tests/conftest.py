@@ -77,6 +77,10 @@ class FakeOllama:
         self.parameters: dict[str, dict[str, Any]] = {}
         self.draft_speedup = 1.6
         self.speed = {"tiny-draft": 4.0}  # decode speed against the target's, by model name
+        # None: drafting speeds decode by draft_speedup at any draft length; a rate: by what llama-server's
+        # step gives at draft_num_predict N (drafted_speedup), so the best N exists and can be searched.
+        self.acceptance: float | None = None
+        self.head_cost = 0.0  # an MTP head's time per drafted token, against a target token
         self.created: list[str] = []
         self.deleted: list[str] = []
         self.installed = {"tiny:latest": 1_321_098_329, "llama3.2:1b": 1_321_098_329}
@@ -87,6 +91,17 @@ class FakeOllama:
             "context_length": 4096,
         }]
         self.url = ""
+
+
+def drafted_speedup(fake: FakeOllama, draft_num_predict: int, with_draft: bool) -> float:
+    """Decode speedup of a drafting model: ``draft_speedup``; with ``acceptance`` a, llama-server's step
+    of N drafted tokens: (1 - a^(N+1)) / (1 - a) tokens a step, for one target step plus the drafter's
+    N decodes and its pass over the verified batch (at 1/speed of the draft model, or the head's cost)."""
+    if fake.acceptance is None:
+        return fake.draft_speedup
+    a, n = fake.acceptance, draft_num_predict
+    cost = 1 / fake.speed["tiny-draft"] if with_draft else fake.head_cost
+    return (1 - a ** (n + 1)) / (1 - a) / (1 + cost * (n + 1))
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
@@ -258,8 +273,9 @@ def _make_handler(fake: FakeOllama):
             cache_n, prompt_n = evaluate_prompt(fake, prompt_ids)
             options = {**fake.parameters.get(full, {}), **(body.get("options") or {})}
             # draft_num_predict: 4 by default with a draft layer; an MTP head drafts only when it is set.
-            drafting = int(options.get("draft_num_predict", 4 if full in fake.drafts else 0)) > 0
-            token_delay = fake.token_delay / (fake.draft_speedup if drafting else 1.0) / fake.speed.get(name, 1.0)
+            drafted = int(options.get("draft_num_predict", 4 if full in fake.drafts else 0))
+            speedup = drafted_speedup(fake, drafted, full in fake.drafts) if drafted > 0 else 1.0
+            token_delay = fake.token_delay / speedup / fake.speed.get(name, 1.0)
             time.sleep(first_delay)
             eval_ns = 0
             for i, token in enumerate([*thinking, *tokens]):

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import click
 
@@ -58,105 +62,83 @@ def models_command(as_json: bool) -> None:
     stdout_console().print(table)
 
 
-def _rate(value: float | None, spec: str = "{:.1f}") -> str:
-    return "-" if value is None else spec.format(value)
-
-
-def _print_draft_report(report: dict) -> None:
-    import shlex
-
-    from rich.markup import escape
-    from rich.table import Table
-
-    from velollm_core.api import stdout_console
-
-    console = stdout_console()
-    table = Table(title=f"{escape(report['target'])}: without and with {escape(str(report['draft']))}")
-    for column in ("prompt", "without tok/s", "with tok/s", "speedup"):
-        table.add_column(column, overflow="fold")
-    for label, row in report.get("per_prompt", {}).items():
-        table.add_row(escape(label), _rate(row["vanilla_decode_tokens_per_s"]),
-                      _rate(row["speculative_decode_tokens_per_s"]), _rate(row["speedup"], "{:.2f}x"))
-    console.print(table)
-    inferred = report.get("inferred") or {}
-    out = [f"speedup (median over prompts): {_rate(report.get('speedup'), '{:.2f}x')}",
-           "identical text: " + ("yes" if report.get("outputs_identical") else
-                                 f"no ({len(report.get('differences') or [])} run(s) differ)"),
-           (f"accepted share of drafted tokens, inferred from timings: at least "
-           f"{_rate(inferred.get('acceptance_rate_min'), '{:.0%}')} (Ollama reports none)"),
-           report.get("verdict") or ""]
-    if report.get("modelfile_path"):
-        out += [f"Modelfile written to {report['modelfile_path']}:",
-                *("  " + line for line in report["modelfile"].splitlines()),
-                "create the model with: " + shlex.join(report["create_command"])]
-    for line in out:
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
-
-
 @ollama_group.command("draft-bench")
 @click.option("--model", "model", required=True, help="The Ollama model to speed up (e.g. llama3.1:8b).")
 @click.option("--draft", "draft", default=None, help="An installed smaller model with the same vocabulary.")
 @click.option("--mtp", is_flag=True, help="Measure the model's own multi-token-prediction head instead.")
 @click.option("--draft-num-predict", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Tokens drafted per step (Ollama's draft_num_predict).")
+@click.option("--suite", "suites", multiple=True,
+              help="Suites (default: the three standard ones and the input-grounded ones).")
 @click.option("--iterations", type=click.IntRange(1, 50), default=3, show_default=True)
 @click.option("--warmup", type=click.IntRange(0, 10), default=1, show_default=True)
-@click.option("--max-tokens", type=click.IntRange(8, 4096), default=128, show_default=True)
+@click.option("--max-tokens", type=click.IntRange(8, 4096), default=None, help="Override each suite's output length.")
 @click.option("--host", default=None, help="Ollama's URL (default $OLLAMA_HOST or http://127.0.0.1:11434).")
-@click.option("--keep", is_flag=True, help="Keep the temporary model with the draft.")
+@click.option("--no-check", "no_check", is_flag=True,
+              help="Do not measure the advisor's recommended draft_num_predict (only measured settings get a "
+                   "Modelfile).")
 @click.option("--output", type=click.Path(dir_okay=False), default=None, help="Write the report (JSON) here.")
 @click.option("--force", is_flag=True, help="Replace an --output file that is not VeloLLM's.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def draft_bench_command(model: str, draft: str | None, mtp: bool, draft_num_predict: int, iterations: int,
-                        warmup: int, max_tokens: int, host: str | None, keep: bool, output: str | None,
-                        force: bool, as_json: bool) -> None:
+def draft_bench_command(model: str, draft: str | None, mtp: bool, draft_num_predict: int, suites: tuple[str, ...],
+                        iterations: int, warmup: int, max_tokens: int | None, host: str | None, no_check: bool,
+                        output: str | None, force: bool, as_json: bool) -> None:
     """Measure Ollama's speculative decoding: MODEL without and with a draft (or its MTP head),
-    interleaved on the same prompts; speedup, identical text, acceptance inferred from timings.
+    interleaved per suite; speedup with its interval and per-suite verdict, acceptance inferred from
+    timings, the advisor's draft_num_predict measured before it is proposed. The same comparison as
+    `velollm speculative bench --backend ollama` (`velollm speculative search --backend ollama` searches).
 
-    When it pays, a Modelfile (FROM + DRAFT + PARAMETER draft_num_predict) is written beside the
-    measurement and `velollm optimize --backend ollama --model MODEL` proposes it.
+    When the best measured setting pays, its Modelfile (FROM + DRAFT + PARAMETER draft_num_predict) is
+    written beside the measurement and `velollm optimize --backend ollama --model MODEL` proposes it.
     """
-    import shlex
-
-    from velollm_core.api import UserInputError, atomic_write_text, prepare_output, print_json, stderr_console
-    from velollm_ollama.client import OllamaClient
-    from velollm_ollama.drafts import DraftComparison, DraftPlan, create_command, measurement_path
+    from velollm_core.api import UserInputError, atomic_write_text, prepare_output, stdout_console
+    from velollm_ollama.drafts import kept_measurement, measurement_path
 
     if bool(draft) == mtp:
         raise UserInputError("name a draft model with --draft NAME, or pass --mtp (not both)")
-    plan = DraftPlan(model=model, draft=draft, mtp=mtp, draft_num_predict=draft_num_predict,
-                     iterations=iterations, warmup=warmup, max_tokens=max_tokens, keep=keep)
-    out_file = prepare_output(output, force=force)
-    kept = measurement_path(model)
-    client = OllamaClient(host)
-    console = stderr_console()
-    try:
-        comparison = DraftComparison(plan, client)
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        def write(report: dict) -> None:
-            if out_file is not None:
-                out_file.write_json(report)
-
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, transient=True) as progress:
-            task = progress.add_task("creating the model with the draft", total=comparison.total_runs())
-            comparison.on_run = lambda label: progress.update(task, advance=1, description=label)
-            report = comparison.run(write)
-    finally:
-        client.close()
-        if out_file is not None:
-            out_file.release()
-    if report.get("modelfile"):
-        modelfile = kept.with_suffix(".Modelfile")
-        atomic_write_text(modelfile, report["modelfile"])
-        report["modelfile_path"] = str(modelfile)
-        report["create_command"] = create_command(report["proposed_model"], modelfile)
-        report["create_shell"] = shlex.join(report["create_command"])
-        if out_file is not None:
-            out_file.write_json(report)
-    atomic_write_text(kept, json.dumps(report, indent=2) + "\n")  # what `velollm optimize` reads
+    prepare_output(output, force=force, lock=False)  # refused before any work; the comparison locks it
+    context = click.get_current_context()
+    root = context.find_root()
+    # The core's command itself (the documented CLI), so both measure with one feature: suites, the
+    # advisor and its check, per-suite verdicts, the result file and the history.
+    bench = root.command.get_command(root, "speculative").get_command(root, "bench")
+    with _ollama_host(host):
+        report = context.invoke(bench, target=model, draft=draft, spec_types=("mtp",) if mtp else ("draft",),
+                                draft_max=draft_num_predict, suites=suites, iterations=iterations, warmup=warmup,
+                                max_tokens=max_tokens, no_check=no_check, output=Path(output) if output else None,
+                                force=force, backend_name="ollama", as_json=as_json)
+    kept = kept_measurement(report, draft)
+    atomic_write_text(measurement_path(model), json.dumps(kept, indent=2) + "\n")  # what `velollm optimize` reads
     if as_json:
-        print_json(report)
+        return
+    console = stdout_console()
+    if kept["pays"]:
+        lines = [(f"Modelfile of the best measured setting (draft_num_predict {kept['draft_num_predict']}, "
+                  f"{kept['speedup']:.2f}x measured in {kept['measured_in']}), written to {kept['modelfile_path']}:"),
+                 *("  " + line for line in kept["modelfile"].splitlines()),
+                 f"velollm optimize --backend ollama --model {model} proposes it"]
     else:
-        _print_draft_report(report)
+        lines = ["no Modelfile: no measured setting pays (speculation off for this model)"]
+    for line in lines:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def _ollama_host(host: str | None) -> Iterator[None]:
+    """``--host`` as ``$OLLAMA_HOST`` while the comparison runs (every Ollama client of it reads that),
+    checked first so a bad URL is named as the flag."""
+    if host is None:
+        yield
+        return
+    from velollm_ollama.client import server_url
+
+    server_url(host)
+    before = os.environ.get("OLLAMA_HOST")
+    os.environ["OLLAMA_HOST"] = host
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("OLLAMA_HOST", None)
+        else:
+            os.environ["OLLAMA_HOST"] = before

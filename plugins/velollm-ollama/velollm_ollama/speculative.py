@@ -7,7 +7,9 @@ Ollama has two speculation types: ``draft`` (a smaller model of its store loaded
 ``draft_num_predict`` tokens a step. A configuration is switched on by Modelfile lines (its "server
 args": ``DRAFT "<blob>"``, ``PARAMETER draft_num_predict "N"``), not by server flags: the draft needs a
 temporary model (``/api/create``, deleted when the comparison ends), the head only the option. Ollama
-counts no accepted tokens: acceptance is inferred from the measured speedup (``drafts.infer_acceptance``).
+counts no accepted tokens: acceptance is inferred from the measured speedup (``drafts.infer_acceptance``
+for its lower bounds; the core's advisor fits it to the speedup with the costs ``measure_costs`` times on
+the server). Its one knob is the draft length, so a search varies type and draft_num_predict alone.
 """
 
 from __future__ import annotations
@@ -22,6 +24,15 @@ from velollm_ollama.drafts import DEFAULT_DRAFT_NUM_PREDICT, PROBE_SUFFIX, model
 TYPES = ("draft", "mtp")
 # The one CLI setting Ollama has (draft_num_predict); p_min is llama.cpp's and Ollama sets its own.
 SETTINGS = ("draft_max", "p_min")
+# What the costs are timed on: prose of a few hundred tokens (a batch the prompt rate is read from),
+# after a nonce so no earlier request's cache answers it, and the decode tokens timed per model.
+COST_PROMPT = ("Continue this report in plain sentences. The survey covered rivers, lakes and coastal waters over "
+               "four seasons; samples were taken at dawn and at noon, filtered, weighed and logged with their "
+               "temperature, depth and the weather of the day. ") * 4
+COST_TOKENS = 48
+COST_RUNS = 3  # per model: the first has no prompt rate (its cache state is unknown), the median of the rest
+# Batch sizes (drafted tokens + 1) whose verification cost is estimated from the prompt rate.
+VERIFY_SIZES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
 
 
 def parse_lines(args: list[str]) -> tuple[str | None, dict[str, Any]]:
@@ -70,6 +81,7 @@ class OllamaSpeculative:
     backend = "ollama"
     runtime = "Ollama"
     default_draft_max = DEFAULT_DRAFT_NUM_PREDICT
+    host: str | None = None  # the server of the comparison (``prepare``), which ``measure_costs`` times
 
     # --- what the commands ask before anything starts ----------------------------------------------
 
@@ -162,7 +174,7 @@ class OllamaSpeculative:
         if not configs:
             problems.append("no speculation type runs for this target" + (" and draft" if draft_path else ""))
         if problems:
-            raise UserInputError("cannot speculate so:\n  " + "\n  ".join(problems))
+            raise UserInputError("cannot speculate so: " + "; ".join(problems))
         compatibility = check_pair(target_path, draft_path).to_json() if draft_path is not None else None
         return {"target": target, "draft": draft_path, "support": support, "configs": configs,
                 "compatibility": compatibility}
@@ -181,6 +193,11 @@ class OllamaSpeculative:
     def roles(types: list[str]) -> dict[str, bool]:
         """``draft`` drafts with a separate model, ``mtp`` with a head on the target."""
         return {"drafter": True, "draft_model": types == ["draft"], "head": types == ["mtp"]}
+
+    @staticmethod
+    def knobs(types: list[str]) -> tuple[str, ...]:
+        """None beside the draft length: Ollama sets the draft's confidence floor itself."""
+        return ()
 
     def settings(self, types: list[str], **settings: Any) -> dict:
         """``draft_max`` as draft_num_predict (Ollama's default 4); settings Ollama has not are refused."""
@@ -215,16 +232,20 @@ class OllamaSpeculative:
 
     def configure(self, target: str, options: dict[str, Any], args: list[str]) -> tuple[str, dict]:
         """The plain server: the target with draft_num_predict 0 (an MTP head then stays off). A draft:
-        the temporary model ``prepare`` makes. A head: the target. Both with the PARAMETERs as options."""
+        the temporary model ``prepare`` makes, one per draft length (the configurations of a search
+        each make and delete their own). A head: the target. Both with the PARAMETERs as options."""
         from velollm_ollama.drafts import drafted_name
 
         draft, parameters = parse_lines(args)
-        model = drafted_name(target, PROBE_SUFFIX) if draft is not None else target
+        length = parameters.get("draft_num_predict")
+        suffix = PROBE_SUFFIX + (f"-{length}" if isinstance(length, int) else "")
+        model = drafted_name(target, suffix) if draft is not None else target
         return model, {**options, "draft_num_predict": 0, **parameters}
 
     def prepare(self, context, target: str, args: list[str]) -> None:
         """Check the server drafts at all; with a DRAFT line, make the temporary model (deleted when the
         comparison's resources close)."""
+        self.host = context.host
         if not args:
             return
         from velollm_ollama.backend import client_for
@@ -263,25 +284,74 @@ class OllamaSpeculative:
 
         return infer_acceptance(speedup, draft_max or DEFAULT_DRAFT_NUM_PREDICT, None)
 
-    def measure_costs(self, target, draft, *, threads: int | None = None, exact: bool = False,
+    def measure_costs(self, target: str, draft: Path | None, *, threads: int | None = None, exact: bool = False,
                       options: dict[str, Any] | None = None) -> dict:
-        """Never asked (Ollama counts no acceptance, so the advisor does not run): Ollama cannot time a
-        batch of the target or the draft alone."""
-        raise BackendError("Ollama cannot time its target and draft apart (no per-batch costs)")
+        """Per-token costs timed on the server the comparison ran on: the target's decode (draft_num_predict
+        0) and prompt rates, the draft model's decode alone. Ollama cannot time a batch of k+1 tokens
+        alone: its verification is estimated as max(one decode step, k+1 tokens at the prompt rate), the
+        roofline of a batch. An MTP head cannot run alone either: its cost is taken as 0, so the
+        acceptance the advisor fits to the speedup is a lower bound."""
+        from velollm_ollama.client import OllamaClient
+
+        base = self.base_options(options or {}, threads=threads)
+        draft_name = _store_names().get(draft) if draft is not None else None
+        if draft is not None and draft_name is None:
+            raise BackendError(f"the draft {draft} is no model of Ollama's store, so it cannot be timed alone")
+        client = OllamaClient(self.host)
+        try:
+            version = client.version()
+            target_decode, target_prompt = _time_model(client, target, {**base, "draft_num_predict": 0}, version)
+            draft_decode = _time_model(client, draft_name, base, version)[0] if draft_name else None
+        finally:
+            client.close()
+        if not target_decode or (draft_name and not draft_decode):
+            raise BackendError("Ollama reported no decode rate for the cost runs")
+        target_ms = 1000.0 / target_decode
+        prompt_ms = 1000.0 / target_prompt if target_prompt else None
+        return {
+            "target_token_ms": target_ms,
+            "draft_token_ms": 1000.0 / draft_decode if draft_decode else 0.0,
+            "verify_ms": {k: max(target_ms, (k + 1) * prompt_ms) for k in VERIFY_SIZES} if prompt_ms else {},
+            "timed_by": ("Ollama's decode rates (target with draft_num_predict 0"
+                         + (", the draft alone" if draft_name else "; an MTP head taken as free")
+                         + "); verification of k drafted tokens: max(one step, k+1 tokens at the prompt rate)"
+                         + ("" if prompt_ms else ", no prompt rate reported: one step")),
+        }
 
     def ready_command(self, target: str, spec_args: list[str], *, threads: int | None = None,
                       options: dict[str, Any] | None = None) -> list[str]:
         """``ollama create <target>-draft -f <Modelfile>``; the Modelfile (FROM the target, the
-        configuration's lines, num_thread) is written beside ``velollm ollama draft-bench``'s."""
+        configuration's lines, num_thread) is written beside the measurement ``velollm optimize`` reads."""
         from velollm_core.api import atomic_write_text
-        from velollm_ollama.drafts import create_command, drafted_name, measurement_path
+        from velollm_ollama.drafts import create_command, drafted_name, measurement_path, render_modelfile
 
-        lines = [f"FROM {modelfile_value(target, 'model name')}", *spec_args]
-        if threads:
-            lines.append(f"PARAMETER num_thread {modelfile_value(int(threads))}")
         modelfile = measurement_path(target).with_suffix(".Modelfile")
-        atomic_write_text(modelfile, "\n".join(lines) + "\n")
+        atomic_write_text(modelfile, render_modelfile(target, spec_args, threads))
         return create_command(drafted_name(target), modelfile)
+
+
+def _time_model(client, model: str, options: dict[str, Any], version: str | None) -> tuple[float | None, float | None]:
+    """(decode, prompt) tokens/s of ``model``: medians of COST_RUNS greedy runs of COST_PROMPT."""
+    import statistics
+    import uuid
+
+    from velollm_core.api import GenerationRequest
+    from velollm_ollama.runner import run_generation
+
+    state: dict[str, Any] = {}
+    decode, prompt = [], []
+    for _ in range(COST_RUNS):
+        request = GenerationRequest(benchmark="costs", prompt=f"[{uuid.uuid4().hex}] {COST_PROMPT}",
+                                    max_tokens=COST_TOKENS, temperature=0.0)
+        timing = run_generation(client, model, request, options, state, version=version)
+        decode.append(timing.decode_tokens_per_s)
+        prompt.append(timing.prompt_tokens_per_s)
+
+    def median(values: list[float | None]) -> float | None:
+        found = [v for v in values if v]
+        return statistics.median(found) if found else None
+
+    return median(decode), median(prompt)
 
 
 def _store_names() -> dict[Path, str]:
