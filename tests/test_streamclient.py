@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 
 import pytest
@@ -204,3 +205,51 @@ def test_a_level_stream_is_cut_by_silence_not_by_its_length(gaps, cut):
         assert 0.65 <= took < 1.3  # two events 0.1 s apart, then 0.5 s of silence
     else:
         assert outcome == len(gaps) and took >= 1.2
+
+
+def _threaded_server(answer_parts: list[tuple[float, bytes]]):
+    """A server on its own thread (so it runs while the client's loop is blocked): after the request
+    it sends each part after its delay, then closes; returns (url, thread)."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def serve_one():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            for delay, part in answer_parts:
+                time.sleep(delay)
+                conn.sendall(part)
+        listener.close()
+
+    thread = threading.Thread(target=serve_one, daemon=True)
+    thread.start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}", thread
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="kernel receive times are Linux's (SO_TIMESTAMPNS)")
+def test_on_linux_a_chunk_keeps_the_kernels_receive_time_while_the_whole_loop_is_blocked():
+    """Even a loop blocked outright (0.3 s of work in one callback) does not move a chunk's stamp:
+    on plain HTTP the time is the kernel's, taken when the bytes reached the socket."""
+    parts = [(0.0, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"2\r\nA\n\r\n"),
+             (0.05, b"2\r\nB\n\r\n"), (0.01, b"0\r\n\r\n")]
+
+    async def main(kernel_stamps):
+        url, thread = _threaded_server(parts)
+        client = StreamClient(kernel_stamps=kernel_stamps)
+        stamps = []
+        async with client.post_json(f"{url}/completion", {}) as response:
+            async for _, stamp in response.chunks():
+                stamps.append(stamp)
+                if len(stamps) == 1:
+                    time.sleep(0.3)  # noqa: ASYNC251 - blocks the event loop itself: nothing is read meanwhile
+        await client.aclose()
+        thread.join(5)
+        return stamps[1] - stamps[0]
+
+    assert 0.03 <= run(main(True)) <= 0.2  # the kernel's times: ~50 ms apart
+    assert run(main(False)) >= 0.25  # read by the loop after its block: the stamp moved with it

@@ -9,19 +9,25 @@ headers, a chunked (or length-delimited, or read-to-close) body, keep-alive. Thi
 and nothing else: no redirects, no cookies, no compression (``Accept-Encoding: identity``), no
 proxies. Each network chunk is handed over with its arrival time, before any parsing.
 
-The arrival time is when the event loop read the bytes off the socket (``_StampedReader.feed_data``),
-not when the stream's task got round to them. When a batched server emits one token on every stream
-at once, the loop reads all the sockets first and then runs the tasks one after another; stamping
-in the task put the last of 1,000 streams ~100 ms late (a 2-core Xeon, 1,000 streams at 100 ms
-ITL: TTFT p50 175 ms against the mock's 50), stamping at the read leaves only the reads themselves.
+The arrival time is when the bytes reached this machine, not when the stream's task got round to
+them. When a batched server emits one token on every stream at once, the client handles them one
+after another, and a stamp taken in the task put the last of 1,000 streams ~100 ms late (a 2-core
+Xeon, 1,000 streams at 100 ms ITL: TTFT p50 175 ms against the mock's 50). On Linux, plain-HTTP
+connections read with ``recvmsg`` and take the kernel's receive time of each piece
+(``SO_TIMESTAMPNS``), which no amount of work in this process delays (``_KernelConn``); elsewhere,
+and over TLS, a piece is stamped when the event loop reads it off the socket (``_StreamConn``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import json
+import socket
 import ssl
+import struct
+import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -132,10 +138,12 @@ class _StampedReader(asyncio.StreamReader):
         self._fed = 0  # bytes fed in all
         self._stamps: deque[tuple[int, float]] = deque()  # (bytes fed up to and with this piece, its time)
 
-    def feed_data(self, data: bytes) -> None:
+    def feed_data(self, data: bytes, stamp: float | None = None) -> None:
+        """``data`` as it arrived; ``stamp`` (``perf_counter`` time) when it reached the machine, where
+        the kernel said, else now."""
         if data:
             self._fed += len(data)
-            self._stamps.append((self._fed, time.perf_counter()))
+            self._stamps.append((self._fed, time.perf_counter() if stamp is None else stamp))
         super().feed_data(data)
 
     def arrival(self) -> float:
@@ -205,10 +213,142 @@ class Response:
         return b"".join(pieces)
 
 
-@dataclass
-class _Conn:
-    reader: _StampedReader
-    writer: asyncio.StreamWriter
+class _StreamConn:
+    """A connection through asyncio's own transport (TLS, or where kernel stamps are not to be had)."""
+
+    def __init__(self, reader: _StampedReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, host: str, port: int, ssl_context: ssl.SSLContext | None) -> _StreamConn:
+        loop = asyncio.get_running_loop()  # asyncio.open_connection's steps, with a stamping reader
+        reader = _StampedReader(MAX_HEADER_BYTES, loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        transport, _ = await loop.create_connection(lambda: protocol, host, port, ssl=ssl_context)
+        return cls(reader, asyncio.StreamWriter(transport, protocol, reader, loop))
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    def is_closing(self) -> bool:
+        return self.writer.is_closing()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+# Linux's socket option and control message for receive times in nanoseconds (asm-generic values:
+# x86, ARM, RISC-V); Python's socket module does not name it. A kernel that does not know it refuses
+# the option, and a control message that does not decode to a time near now is not used (_KernelConn).
+SO_TIMESTAMPNS = 35
+_TIMESPEC = struct.Struct("@qq")
+_ANCILLARY_SIZE = socket.CMSG_SPACE(_TIMESPEC.size) if hasattr(socket, "CMSG_SPACE") else 0
+
+
+class _KernelConn:
+    """A plain-TCP connection read with ``recvmsg``: every piece is stamped with the kernel's receive
+    time, turned into ``perf_counter`` time by the wall clock's offset taken at each request.
+
+    Reading is the event loop's ``add_reader`` callback; the reader's own flow control pauses it (the
+    StreamReader calls ``pause_reading`` / ``resume_reading`` on its transport, which this is)."""
+
+    def __init__(self, sock: socket.socket, reader: _StampedReader) -> None:
+        self.sock, self.reader = sock, reader
+        self.loop = asyncio.get_running_loop()
+        self.closed = False
+        self.offset = 0.0
+        self.kernel_stamps = 0  # pieces the kernel's time was used for (the rest: read time)
+        reader.set_transport(self)  # type: ignore[arg-type]  # pause_reading / resume_reading
+        self.loop.add_reader(sock.fileno(), self._readable)
+
+    @staticmethod
+    def usable() -> bool:
+        return sys.platform.startswith("linux") and _ANCILLARY_SIZE > 0
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> _KernelConn | None:
+        """A connected socket with receive times on, or None where the kernel refuses the option."""
+        loop = asyncio.get_running_loop()
+        try:
+            family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+            address: tuple = (host, port)
+        except ValueError:  # a name: resolved as create_connection would
+            family, _, _, _, address = (await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        except OSError:
+            sock.close()
+            return None
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await loop.sock_connect(sock, address)
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock, _StampedReader(MAX_HEADER_BYTES, loop))
+
+    def _readable(self) -> None:
+        try:
+            data, ancillary, _, _ = self.sock.recvmsg(READ_SIZE, _ANCILLARY_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._stop()
+            self.reader.set_exception(exc)
+            return
+        if not data:
+            self._stop()
+            self.reader.feed_eof()
+            return
+        now = time.perf_counter()
+        stamp = None
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(payload) >= _TIMESPEC.size:
+                seconds, nanoseconds = _TIMESPEC.unpack_from(payload)
+                kernel = seconds + nanoseconds * 1e-9 - self.offset
+                if now - 5.0 < kernel <= now + 0.001:  # a time near now, or the message is not what we think
+                    stamp = min(kernel, now)
+                    self.kernel_stamps += 1
+        self.reader.feed_data(data, stamp)
+
+    def mark_clock(self) -> None:
+        """The wall clock's offset from ``perf_counter``, taken now (a request is about to go)."""
+        before = time.perf_counter()
+        wall = time.time()
+        self.offset = wall - (before + time.perf_counter()) / 2
+
+    async def send(self, data: bytes) -> None:
+        self.mark_clock()
+        await self.loop.sock_sendall(self.sock, data)
+
+    def pause_reading(self) -> None:
+        if not self.closed:
+            self.loop.remove_reader(self.sock.fileno())
+
+    def resume_reading(self) -> None:
+        if not self.closed:
+            self.loop.add_reader(self.sock.fileno(), self._readable)
+
+    def _stop(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.loop.remove_reader(self.sock.fileno())
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        if not self.closed:
+            self._stop()
+            self.sock.close()
+        elif self.sock.fileno() >= 0:
+            self.sock.close()
+
+
+_Conn = _StreamConn | _KernelConn
 
 
 @dataclass
@@ -216,6 +356,7 @@ class StreamClient:
     """Keep-alive connections per (scheme, host, port), reused one request at a time."""
 
     connect_timeout_s: float = 10.0
+    kernel_stamps: bool = True  # plain HTTP on Linux: the kernel's receive times (_KernelConn)
     idle: dict[tuple[str, str, int], list[_Conn]] = field(default_factory=dict)
     _ssl: ssl.SSLContext | None = None
 
@@ -224,27 +365,26 @@ class StreamClient:
         pool = self.idle.get((scheme, host, port))
         while pool:
             conn = pool.pop()
-            if not conn.writer.is_closing() and not conn.reader.at_eof():
+            if not conn.is_closing() and not conn.reader.at_eof():
                 return conn, True
         if scheme == "https" and self._ssl is None:
             self._ssl = ssl.create_default_context()
         try:
             async with asyncio.timeout(self.connect_timeout_s):
-                loop = asyncio.get_running_loop()  # asyncio.open_connection's steps, with a stamping reader
-                reader = _StampedReader(MAX_HEADER_BYTES, loop)
-                protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-                transport, _ = await loop.create_connection(lambda: protocol, host, port,
-                                                            ssl=self._ssl if scheme == "https" else None)
-                writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+                conn = None
+                if scheme != "https" and self.kernel_stamps and _KernelConn.usable():
+                    conn = await _KernelConn.open(host, port)
+                if conn is None:
+                    conn = await _StreamConn.open(host, port, self._ssl if scheme == "https" else None)
         except (OSError, TimeoutError) as exc:
             raise ConnectFailed(f"{type(exc).__name__}: {exc}") from None
-        return _Conn(reader, writer), False
+        return conn, False
 
     def _release(self, key: tuple[str, str, int], conn: _Conn, response: Response | None) -> None:
-        if response is not None and response.done and response.keep_alive and not conn.writer.is_closing():
+        if response is not None and response.done and response.keep_alive and not conn.is_closing():
             self.idle.setdefault(key, []).append(conn)
         else:
-            conn.writer.close()
+            conn.close()
 
     def post_json(self, url: str, body: object, *, headers: dict[str, str] | None = None,
                         auth: tuple[str, str] | None = None,
@@ -255,7 +395,7 @@ class StreamClient:
     async def aclose(self) -> None:
         for pool in self.idle.values():
             for conn in pool:
-                conn.writer.close()
+                conn.close()
         self.idle.clear()
 
 
@@ -292,12 +432,11 @@ class _Exchange:
         for _ in (1, 2):  # a kept-alive connection the server closed meanwhile: once more, fresh
             self.conn, reused = await self.client._connect(*self.key)
             try:
-                self.conn.writer.write(request)
-                await self.conn.writer.drain()
+                await self.conn.send(request)
                 self.response = await _read_head(self.conn.reader)
                 return self.response
             except (ConnectionError, asyncio.IncompleteReadError, ProtocolError) as exc:
-                self.conn.writer.close()
+                self.conn.close()
                 if not reused or isinstance(exc, ProtocolError):
                     raise
         raise AssertionError("unreachable")
