@@ -250,6 +250,8 @@ def render_report(report: dict, console) -> None:
             if advice.get("acceptance_inferred"):
                 console.print(f"  advisor's acceptance: {advice['per_token_acceptance']:.0%} per drafted token, "
                               f"{advice['acceptance_source']}", highlight=False)
+            if advice.get("costs_ms", {}).get("timed_by"):  # how a backend timed what it cannot time alone
+                console.print(f"  costs: {advice['costs_ms']['timed_by']}", highlight=False, markup=False)
             console.print("  predicted speedup by draft max (* = the fitted one): " + ", ".join(
                 f"{row['draft_max']}{'*' if row.get('basis') == 'fit' else ''}: {row['predicted_speedup']:.2f}x"
                 for row in advice["curve"]))
