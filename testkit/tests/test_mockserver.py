@@ -335,6 +335,23 @@ def test_lateness_and_cpu_are_accounted(mock_llm_server):
     assert stats["cpu_s"] > 0 and stats["config"]["itl_ms"] == 5
 
 
+def test_the_gaps_the_mock_sent_are_its_own_account_and_merge_across_processes():
+    """Per stream, one gap per token after the first, as the mock sent them (the truth a client's ITL is
+    checked against); two processes' histograms merge into one account of every gap."""
+    with mock_llm(processes=2, ttft_ms=1, itl_ms=15, output_tokens=8) as mock:
+        mock.reset()
+        with httpx.Client() as http:  # new connections: the kernel spreads them over both processes
+            for _ in range(6):
+                body = {"prompt": "hi", "n_predict": 8, "stream": True, "ignore_eos": True}
+                with http.stream("POST", f"{mock.url}/completion", json=body, headers={"Connection": "close"}) as r:
+                    r.read()
+        stats = mock.stats()
+    assert stats["processes"] == 2 and stats["tokens"] == 48
+    # 15 ms apart by the mock's clock; the histogram's upper bucket edge may add 0.1 ms
+    assert 15.0 <= stats["gap_ms"]["p50"] <= stats["gap_ms"]["p99"] < 40
+    assert 15.0 <= stats["gap_ms"]["mean"] < 25
+
+
 # --- the command line ---------------------------------------------------------------------------------------
 
 

@@ -166,7 +166,7 @@ def metrics(server: MockServer, conn: Connection, body: dict[str, Any]) -> None:
               "# TYPE velollm_mock_token_lateness_seconds summary"]
     for q in (0.5, 0.99):
         lines.append(f'velollm_mock_token_lateness_seconds{{quantile="{q}"}} {stats.lag_quantile(q)}')
-    lines += [f"velollm_mock_token_lateness_seconds_sum {stats.lag_sum}",
+    lines += [f"velollm_mock_token_lateness_seconds_sum {stats.lag.sum}",
               f"velollm_mock_token_lateness_seconds_count {stats.tokens}",
               "# HELP velollm_mock_cpu_seconds_total CPU time of the mock process since start or reset",
               "# TYPE velollm_mock_cpu_seconds_total counter", f"velollm_mock_cpu_seconds_total {snap['cpu_s']}",

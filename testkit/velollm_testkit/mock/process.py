@@ -61,32 +61,38 @@ _SUMMED = ("tokens", "started", "completed", "cancelled", "failed", "active", "w
 
 def merge_stats(accounts: list[dict[str, Any]]) -> dict[str, Any]:
     """Several mock processes' ``/mock/stats`` as one: counters and CPU summed (the most at once: the sum
-    of each process's most, an upper bound), lateness quantiles from the merged histograms."""
+    of each process's most, an upper bound), lateness and gap quantiles from the merged histograms."""
     merged: dict[str, Any] = {"config": accounts[0]["config"], "processes": len(accounts)}
     for key in _SUMMED:
         merged[key] = sum(account[key] for account in accounts)
     merged["wall_s"] = max(account["wall_s"] for account in accounts)
     merged["cpu_per_token_ms"] = merged["cpu_s"] / merged["tokens"] * 1000 if merged["tokens"] else None
-    bucket_ms = accounts[0]["lag_histogram"]["bucket_ms"]
-    counts: dict[int, int] = {}
-    for account in accounts:
-        for index, count in account["lag_histogram"]["counts"].items():
-            counts[int(index)] = counts.get(int(index), 0) + count
-    lag_max = max(account["lag_histogram"]["max_ms"] for account in accounts)
-    tokens = merged["tokens"]
+    for name in ("lag", "gap"):
+        merged[f"{name}_ms"] = _merged_quantiles([account[f"{name}_histogram"] for account in accounts])
+    return merged
 
-    def quantile(q: float) -> float:  # as the mock's own: the upper edge of the bucket that holds it
+
+def _merged_quantiles(histograms: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean, p50, p99 and max of several processes' histograms added bucket by bucket (quantiles as
+    each mock's own: the upper edge of the bucket that holds it)."""
+    bucket_ms = histograms[0]["bucket_ms"]
+    counts: dict[int, int] = {}
+    for histogram in histograms:
+        for index, count in histogram["counts"].items():
+            counts[int(index)] = counts.get(int(index), 0) + count
+    n = sum(counts.values())
+    top = max(histogram["max_ms"] for histogram in histograms)
+
+    def quantile(q: float) -> float:
         seen = 0
         for index in sorted(counts):
             seen += counts[index]
-            if seen >= q * tokens:
+            if seen >= q * n:
                 return (index + 1) * bucket_ms
-        return lag_max
+        return top
 
-    merged["lag_ms"] = {"mean": sum(a["lag_histogram"]["sum_ms"] for a in accounts) / tokens if tokens else 0.0,
-                        "p50": quantile(0.5) if tokens else 0.0, "p99": quantile(0.99) if tokens else 0.0,
-                        "max": lag_max}
-    return merged
+    return {"mean": sum(h["sum_ms"] for h in histograms) / n if n else 0.0,
+            "p50": quantile(0.5) if n else 0.0, "p99": quantile(0.99) if n else 0.0, "max": top}
 
 
 def _mock_args(config: dict[str, Any]) -> list[str]:

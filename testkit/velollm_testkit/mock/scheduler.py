@@ -80,6 +80,8 @@ class Generation:
         index = self.emitted
         if index == 0:
             self.t_first = now
+        else:
+            server.stats.gaps.add(now - self.t_last)
         self.t_last = now
         self.emitted += 1
         if self.plan.stream:
@@ -168,17 +170,54 @@ class PrefixCache:
         self.prompts.append(tuple(prompt))
 
 
+class Histogram:
+    """Times in 0.1 ms buckets up to 2 s (later ones in the last): cheap to add on the hot path (one
+    list index), mergeable across mock processes, quantiles as bucket upper edges."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * (LAG_BUCKETS + 1)
+        self.n = 0
+        self.sum = 0.0
+        self.max = 0.0
+
+    def add(self, seconds: float) -> None:
+        seconds = max(seconds, 0.0)
+        self.n += 1
+        self.sum += seconds
+        self.max = max(self.max, seconds)
+        self.counts[min(int(seconds / LAG_BUCKET_S), LAG_BUCKETS)] += 1
+
+    def quantile(self, q: float) -> float:
+        if not self.n:
+            return 0.0
+        wanted = q * self.n
+        seen = 0
+        for index, count in enumerate(self.counts):
+            seen += count
+            if seen >= wanted:
+                return (index + 1) * LAG_BUCKET_S  # the bucket's upper edge: never flatters the mock
+        return self.max
+
+    def account(self) -> dict[str, Any]:
+        """In milliseconds: the sparse histogram (what merges) and its summary."""
+        return {"histogram": {"bucket_ms": LAG_BUCKET_S * 1000, "n": self.n,
+                              "counts": {str(i): c for i, c in enumerate(self.counts) if c},  # merge exactly
+                              "max_ms": self.max * 1000, "sum_ms": self.sum * 1000},
+                "ms": {"mean": self.sum / self.n * 1000 if self.n else 0.0, "p50": self.quantile(0.5) * 1000,
+                       "p99": self.quantile(0.99) * 1000, "max": self.max * 1000}}
+
+
 class Stats:
-    """Counters for /metrics and /mock/stats; ``late`` is on the hot path (one list index)."""
+    """Counters for /metrics and /mock/stats. ``lag``: how late each token left against its due time;
+    ``gaps``: the time between a stream's consecutive tokens as the mock sent them (the truth a
+    client's inter-token latencies are checked against)."""
 
     def __init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
-        self.lag = [0] * (LAG_BUCKETS + 1)
-        self.lag_sum = 0.0
-        self.lag_max = 0.0
-        self.tokens = 0
+        self.lag = Histogram()
+        self.gaps = Histogram()
         self.started = self.completed = self.cancelled = self.failed = self.queued_max = self.active_max = 0
         self.accepted = 0  # connections opened: a client that reuses its connections opens few
         self.prompt_tokens = self.prompt_cached = 0
@@ -187,12 +226,12 @@ class Stats:
         self.cpu_start = time.process_time()
         self.wall_start = time.monotonic()
 
+    @property
+    def tokens(self) -> int:
+        return self.lag.n
+
     def late(self, seconds: float) -> None:
-        seconds = max(seconds, 0.0)
-        self.tokens += 1
-        self.lag_sum += seconds
-        self.lag_max = max(self.lag_max, seconds)
-        self.lag[min(int(seconds / LAG_BUCKET_S), LAG_BUCKETS)] += 1
+        self.lag.add(seconds)
 
     def finished(self, gen: Generation) -> None:
         self.completed += 1
@@ -204,15 +243,7 @@ class Stats:
         self.n_tokens_max = max(self.n_tokens_max, len(gen.plan.prompt) + gen.emitted)
 
     def lag_quantile(self, q: float) -> float:
-        if not self.tokens:
-            return 0.0
-        wanted = q * self.tokens
-        seen = 0
-        for index, count in enumerate(self.lag):
-            seen += count
-            if seen >= wanted:
-                return (index + 1) * LAG_BUCKET_S  # the bucket's upper edge: never flatters the mock
-        return self.lag_max
+        return self.lag.quantile(q)
 
 
 class Scheduler:

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from velollm_testkit.mock import llamacpp, ollama, openai, tgi
 from velollm_testkit.mock.config import MOCK_VERSION, MockConfig
-from velollm_testkit.mock.scheduler import LAG_BUCKET_S, Generation, Scheduler
+from velollm_testkit.mock.scheduler import Generation, Scheduler
 from velollm_testkit.mock.tokenizer import Tokenizer
 from velollm_testkit.mock.wire import BadRequest, Format, Plan
 
@@ -135,11 +135,8 @@ class MockServer(Scheduler):
             "cancelled": stats.cancelled, "failed": stats.failed, "active": len(self.active),
             "waiting": len(self.waiting), "queued_max": stats.queued_max, "active_max": stats.active_max,
             "connections": self.connections, "accepted": stats.accepted,
-            "lag_histogram": {"bucket_ms": LAG_BUCKET_S * 1000, "counts": _sparse(stats.lag), "max_ms": stats.lag_max * 1000,
-                              "sum_ms": stats.lag_sum * 1000},
-            "lag_ms": {"mean": stats.lag_sum / stats.tokens * 1000 if stats.tokens else 0.0,
-                       "p50": stats.lag_quantile(0.5) * 1000, "p99": stats.lag_quantile(0.99) * 1000,
-                       "max": stats.lag_max * 1000},
+            **{f"{name}_{part}": value for name, histogram in (("lag", stats.lag), ("gap", stats.gaps))
+               for part, value in histogram.account().items()},
             "cpu_s": cpu, "wall_s": wall, "cpu_per_token_ms": cpu / stats.tokens * 1000 if stats.tokens else None,
         }
 
@@ -148,11 +145,6 @@ def _url(server: asyncio.base_events.Server) -> str:
     bound_host, bound_port = server.sockets[0].getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     return f"http://{shown}:{bound_port}"
-
-
-def _sparse(counts: list[int]) -> dict[str, int]:
-    """The lateness histogram's non-empty buckets (bucket index -> tokens): several processes' merge exactly."""
-    return {str(index): count for index, count in enumerate(counts) if count}
 
 
 # --- HTTP/1.1 over one asyncio Protocol per connection -----------------------------------------------------
