@@ -110,6 +110,25 @@ def test_the_client_flags_itself_when_its_loop_lags_or_its_requests_leave_late()
     assert "used only 0.30 cores: other work held this machine's 2 cores" in starved["why"]
 
 
+def test_with_the_kernels_receive_times_loop_lag_counts_only_once_it_outlasts_a_token_gap():
+    """Pieces stamped by the kernel keep their times however late the loop is, until a stream's next
+    token comes before the loop reads the last: then its tokens share one read and one time."""
+    def run(lag_ms: float, stamps: dict[str, int]) -> LevelRun:
+        outcomes = [Outcome(i, True, 0.0, 1.0, scheduled=0.0, sent=0.0,
+                            token_times=[0.05 + 0.1 * k for k in range(8)]) for i in range(50)]
+        return LevelRun(LevelSpec("c50", "concurrent", concurrency=50), 0.0, outcomes, 50, 0, "requests",
+                        [lag_ms] * 50, stamps)
+
+    kernel = {"kernel": 400, "read": 0}
+    shallow = client_check(run(60.0, kernel), cpu_s=0.5, wall_s=1.0, workers=1, cores=2)
+    assert not shallow["limited"] and shallow["lag_limit_ms"] == 100.0  # the tokens' 100 ms gap
+    deep = client_check(run(150.0, kernel), cpu_s=0.9, wall_s=1.0, workers=1, cores=2)
+    assert deep["limited"] and "longer than the 100 ms token gap" in deep["why"]
+    # The same lag where the loop stamps each piece as it reads it: every timestamp 60 ms late.
+    read = client_check(run(60.0, {"kernel": 0, "read": 400}), cpu_s=0.9, wall_s=1.0, workers=1, cores=2)
+    assert read["limited"] and read["lag_limit_ms"] == CLIENT_LATE_MS
+
+
 # --- worker processes against the mock ----------------------------------------------------------------
 
 

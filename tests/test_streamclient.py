@@ -249,7 +249,9 @@ def test_on_linux_a_chunk_keeps_the_kernels_receive_time_while_the_whole_loop_is
                     time.sleep(0.3)  # noqa: ASYNC251 - blocks the event loop itself: nothing is read meanwhile
         await client.aclose()
         thread.join(5)
-        return stamps[1] - stamps[0]
+        return stamps[1] - stamps[0], client.stamps
 
-    assert 0.03 <= run(main(True)) <= 0.2  # the kernel's times: ~50 ms apart
-    assert run(main(False)) >= 0.25  # read by the loop after its block: the stamp moved with it
+    apart, counted = run(main(True))
+    assert 0.03 <= apart <= 0.2 and counted["read"] == 0 < counted["kernel"]  # the kernel's times: ~50 ms apart
+    apart, counted = run(main(False))
+    assert apart >= 0.25 and counted["kernel"] == 0 < counted["read"]  # read after the block: the stamp moved

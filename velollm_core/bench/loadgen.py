@@ -72,6 +72,9 @@ class LevelRun:
     queued: int  # open-loop arrivals that waited because max_concurrency requests were in flight
     stopped_by: str  # "requests" | "duration" | "exhausted"
     loop_lag_ms: list[float] = field(default_factory=list)  # how late the event loop woke, sampled
+    # stream pieces by where their arrival time came from ("kernel": the socket's receive time, which
+    # the client's own lag does not move; "read": when the event loop read them)
+    stamps: dict[str, int] = field(default_factory=dict)
 
     @property
     def measured(self) -> list[Outcome]:
@@ -285,6 +288,7 @@ class LevelDriver:
         self.began = time.perf_counter()
         self._calls: dict[int, StreamCall | None] = {}
         self.loop_lag_ms: list[float] = []
+        self.stamps: dict[str, int] = {}
 
     # -- one request ------------------------------------------------------------------------------
     def _is_measured(self, index: int) -> bool:
@@ -427,6 +431,7 @@ class LevelDriver:
             return began
         finally:
             sampler.cancel()
+            self.stamps = dict(client.stamps)
             await client.aclose()
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
@@ -455,4 +460,4 @@ class LevelDriver:
         if self.fatal is not None:
             raise self.fatal
         return LevelRun(self.spec, began, self.outcomes, self.peak_concurrency, self.queued, self.stopped_by,
-                        self.loop_lag_ms)
+                        self.loop_lag_ms, self.stamps)

@@ -261,7 +261,7 @@ def run_share(share: WorkerShare, emit: Callable[[tuple], None], wait_go: Callab
     flush()
     emit(("done", {"cpu_s": time.process_time() - cpu_before, "wall_s": time.perf_counter() - wall_before,
                    "peak_concurrency": driver.peak_concurrency, "queued": driver.queued,
-                   "stopped_by": driver.stopped_by, "loop_lag_ms": driver.loop_lag_ms,
+                   "stopped_by": driver.stopped_by, "loop_lag_ms": driver.loop_lag_ms, "stamps": driver.stamps,
                    "fatal": str(driver.fatal) if driver.fatal is not None else None, "error": error}))
 
 
@@ -489,7 +489,8 @@ class LevelWorkers:
                        sum(d["queued"] for d in done),
                        "worker lost" if any(r.lost for r in self.reports)
                        else next((s for s in stopped if s != "requests"), "requests"),
-                       [lag for d in done for lag in d["loop_lag_ms"]])
+                       [lag for d in done for lag in d["loop_lag_ms"]],
+                       {kind: sum((d.get("stamps") or {}).get(kind, 0) for d in done) for kind in ("kernel", "read")})
         return run
 
     @property
@@ -518,29 +519,39 @@ def client_check(run: LevelRun, *, cpu_s: float, wall_s: float, workers: int, co
     """Whether the client was the limit of a level, from its own measurements.
 
     Send lateness: how long after it was due each request was taken up (open-loop arrivals that
-    waited for a free slot are the server's queue, not the client's, and are left out). Loop lag:
-    how late each worker's event loop woke for a timer. Either over ``CLIENT_LATE_MS`` at p99 means
-    every timestamp of the level may be that late. The advice sizes the workers so each is busy at
-    most ``WORKER_BUSY_SHARE`` of a core."""
+    waited for a free slot are the server's queue, not the client's, and are left out); over
+    ``CLIENT_LATE_MS`` at p99, the client set the level's pace. Loop lag: how late each worker's
+    event loop woke for a timer. Where the stream pieces carry the kernel's receive times
+    (``LevelRun.stamps``), lag moves no timestamp until it outlasts a token gap, when a stream's
+    tokens come in one read and its gaps merge; so the lag is judged against the level's median gap
+    there, and against ``CLIENT_LATE_MS`` where pieces are stamped when the loop reads them. The advice
+    sizes the workers so each is busy at most ``WORKER_BUSY_SHARE`` of a core."""
     late = [(o.sent - o.scheduled) * 1000 for o in run.outcomes
             if o.measured and o.sent is not None and o.scheduled is not None and not o.queued]
     lag = run.loop_lag_ms
     late_p99, lag_p99 = _p99(late), _p99(lag)
     busy = cpu_s / wall_s if wall_s else 0.0
-    limited = any(v is not None and v > CLIENT_LATE_MS for v in (late_p99, lag_p99))
+    kernel, read = run.stamps.get("kernel", 0), run.stamps.get("read", 0)
+    kernel_stamped = kernel + read > 0 and kernel >= 0.99 * (kernel + read)
+    gap = _median_gap_ms(run) if kernel_stamped else None
+    lag_limit = max(CLIENT_LATE_MS, gap) if gap is not None else CLIENT_LATE_MS
+    limited = any(v is not None and v > limit for v, limit in ((late_p99, CLIENT_LATE_MS), (lag_p99, lag_limit)))
     check: dict[str, Any] = {
         "workers": workers,
         "send_late_ms": {"median": round(statistics.median(late), 2) if late else None, "p99": late_p99,
                          "n": len(late)},
         "loop_lag_ms": {"median": round(statistics.median(lag), 2) if lag else None, "p99": lag_p99,
                         "max": round(max(lag), 2) if lag else None, "n": len(lag)},
+        "stamps": {"kernel": kernel, "read": read}, "lag_limit_ms": round(lag_limit, 2),
         "cores_busy": round(busy, 3), "limited": limited, "workers_needed": None, "why": None,
     }
     if limited:
         cores = cores or os.cpu_count() or 1
         parts = []
-        if lag_p99 is not None and lag_p99 > CLIENT_LATE_MS:
-            parts.append(f"event loop woke {lag_p99:g} ms late (p99)")
+        if lag_p99 is not None and lag_p99 > lag_limit:
+            parts.append(f"event loop woke {lag_p99:g} ms late (p99)"
+                         + (f", longer than the {gap:g} ms token gap" if gap is not None and gap > CLIENT_LATE_MS
+                            else ""))
         if late_p99 is not None and late_p99 > CLIENT_LATE_MS:
             parts.append(f"requests left {late_p99:g} ms after they were due (p99)")
         if busy < WORKER_BUSY_SHARE * workers:  # late without being busy: it waited for a core
@@ -554,6 +565,13 @@ def client_check(run: LevelRun, *, cpu_s: float, wall_s: float, workers: int, co
         check["workers_needed"] = needed
         check["why"] = f"the client was the limit: {', '.join(parts)}; it needed about {where}"
     return check
+
+
+def _median_gap_ms(run: LevelRun, sample: int = 200) -> float | None:
+    """The median gap between a stream's consecutive token arrivals, over the first measured requests."""
+    gaps = [(b - a) * 1000 for o in run.measured[:sample] for a, b in zip(o.token_times, o.token_times[1:])
+            if b > a]
+    return round(statistics.median(gaps), 2) if gaps else None
 
 
 def _load_average() -> str:

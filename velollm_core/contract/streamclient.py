@@ -133,8 +133,9 @@ class ProtocolError(Exception):
 class _StampedReader(asyncio.StreamReader):
     """A StreamReader that remembers when each piece was read off the socket (``perf_counter``)."""
 
-    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop, counts: dict[str, int]) -> None:
         super().__init__(limit=limit, loop=loop)
+        self._counts = counts  # the client's: pieces stamped by the kernel and by the read
         self._fed = 0  # bytes fed in all
         self._stamps: deque[tuple[int, float]] = deque()  # (bytes fed up to and with this piece, its time)
 
@@ -143,7 +144,12 @@ class _StampedReader(asyncio.StreamReader):
         the kernel said, else now."""
         if data:
             self._fed += len(data)
-            self._stamps.append((self._fed, time.perf_counter() if stamp is None else stamp))
+            if stamp is None:
+                stamp = time.perf_counter()
+                self._counts["read"] += 1
+            else:
+                self._counts["kernel"] += 1
+            self._stamps.append((self._fed, stamp))
         super().feed_data(data)
 
     def arrival(self) -> float:
@@ -220,9 +226,10 @@ class _StreamConn:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def open(cls, host: str, port: int, ssl_context: ssl.SSLContext | None) -> _StreamConn:
+    async def open(cls, host: str, port: int, ssl_context: ssl.SSLContext | None,
+                   counts: dict[str, int]) -> _StreamConn:
         loop = asyncio.get_running_loop()  # asyncio.open_connection's steps, with a stamping reader
-        reader = _StampedReader(MAX_HEADER_BYTES, loop)
+        reader = _StampedReader(MAX_HEADER_BYTES, loop, counts)
         protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
         transport, _ = await loop.create_connection(lambda: protocol, host, port, ssl=ssl_context)
         return cls(reader, asyncio.StreamWriter(transport, protocol, reader, loop))
@@ -258,7 +265,6 @@ class _KernelConn:
         self.loop = asyncio.get_running_loop()
         self.closed = False
         self.offset = 0.0
-        self.kernel_stamps = 0  # pieces the kernel's time was used for (the rest: read time)
         reader.set_transport(self)  # type: ignore[arg-type]  # pause_reading / resume_reading
         self.loop.add_reader(sock.fileno(), self._readable)
 
@@ -267,7 +273,7 @@ class _KernelConn:
         return sys.platform.startswith("linux") and _ANCILLARY_SIZE > 0
 
     @classmethod
-    async def open(cls, host: str, port: int) -> _KernelConn | None:
+    async def open(cls, host: str, port: int, counts: dict[str, int]) -> _KernelConn | None:
         """A connected socket with receive times on, or None where the kernel refuses the option."""
         loop = asyncio.get_running_loop()
         try:
@@ -288,7 +294,7 @@ class _KernelConn:
         except BaseException:
             sock.close()
             raise
-        return cls(sock, _StampedReader(MAX_HEADER_BYTES, loop))
+        return cls(sock, _StampedReader(MAX_HEADER_BYTES, loop, counts))
 
     def _readable(self) -> None:
         try:
@@ -311,7 +317,6 @@ class _KernelConn:
                 kernel = seconds + nanoseconds * 1e-9 - self.offset
                 if now - 5.0 < kernel <= now + 0.001:  # a time near now, or the message is not what we think
                     stamp = min(kernel, now)
-                    self.kernel_stamps += 1
         self.reader.feed_data(data, stamp)
 
     def mark_clock(self) -> None:
@@ -357,6 +362,8 @@ class StreamClient:
 
     connect_timeout_s: float = 10.0
     kernel_stamps: bool = True  # plain HTTP on Linux: the kernel's receive times (_KernelConn)
+    # pieces read, by where their time came from: the kernel's receive time, or the loop's read
+    stamps: dict[str, int] = field(default_factory=lambda: {"kernel": 0, "read": 0})
     idle: dict[tuple[str, str, int], list[_Conn]] = field(default_factory=dict)
     _ssl: ssl.SSLContext | None = None
 
@@ -373,9 +380,9 @@ class StreamClient:
             async with asyncio.timeout(self.connect_timeout_s):
                 conn = None
                 if scheme != "https" and self.kernel_stamps and _KernelConn.usable():
-                    conn = await _KernelConn.open(host, port)
+                    conn = await _KernelConn.open(host, port, self.stamps)
                 if conn is None:
-                    conn = await _StreamConn.open(host, port, self._ssl if scheme == "https" else None)
+                    conn = await _StreamConn.open(host, port, self._ssl if scheme == "https" else None, self.stamps)
         except (OSError, TimeoutError) as exc:
             raise ConnectFailed(f"{type(exc).__name__}: {exc}") from None
         return conn, False
