@@ -3,7 +3,7 @@ JSON that follows a requested schema, a tool call whose arguments follow the too
 the prompt tokens of attached images. Each wire format reads the request's own fields (``think``,
 ``format``, ``images`` for Ollama; ``response_format``, ``tools``, ``image_url``,
 ``chat_template_kwargs`` for OpenAI chat; ``json_schema`` for llama-server) into ``Features`` and
-writes the ``script`` in its own events.
+writes the ``script`` in its own events; ``plan_request`` plans a llama-server or OpenAI-style request whole.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from velollm_testkit.mock.config import MockConfig
-from velollm_testkit.mock.wire import BadRequest, Plan
+from velollm_testkit.mock.wire import BadRequest, Plan, check_context, output_cap, output_length
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 IMAGE_TOKEN = 3  # the id every image's prompt tokens carry (a special id of the mock's vocabulary)
@@ -145,6 +145,18 @@ class Scripted:
     answer: list[str] = field(default_factory=list)
     reasoning: list[str] = field(default_factory=list)
     tool: list[str] = field(default_factory=list)
+
+
+def plan_request(config: MockConfig, prompt: list[int], body: dict[str, Any], limit: int | None, features: Features,
+                 min_tokens: int = 0) -> Plan:
+    """The plan of a llama-server ``/completion`` or OpenAI-style request, whose bodies share ``ignore_eos``,
+    ``cache_prompt`` (on unless false) and ``stream`` (off unless asked): ``prompt`` checked against the
+    context, the output length under ``limit`` (at least ``min_tokens``), the answer ``features`` ask."""
+    check_context(config, len(prompt))
+    ignore_eos = bool(body.get("ignore_eos"))
+    n_out, stop = output_length(config, len(prompt), limit, ignore_eos, min_tokens)
+    plan = Plan(prompt, n_out, stop, body.get("cache_prompt", True) is not False, bool(body.get("stream", False)))
+    return apply(plan, features, config, ignore_eos, output_cap(config, len(prompt), limit))
 
 
 def emitted(plan: Plan, count: int) -> Scripted:

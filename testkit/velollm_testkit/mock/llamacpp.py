@@ -9,15 +9,7 @@ from typing import TYPE_CHECKING, Any
 from velollm_testkit.mock import answers
 from velollm_testkit.mock.config import MOCK_VERSION, MockConfig
 from velollm_testkit.mock.tokenizer import BOS_ID, EOS_ID, SPECIAL, Tokenizer, prompt_tokens
-from velollm_testkit.mock.wire import (
-    BadRequest,
-    Format,
-    Plan,
-    check_context,
-    int_field,
-    output_cap,
-    output_length,
-)
+from velollm_testkit.mock.wire import BadRequest, Format, Plan, int_field
 
 if TYPE_CHECKING:
     from velollm_testkit.mock.scheduler import Generation
@@ -28,16 +20,12 @@ def plan_llama(config: MockConfig, tokenizer: Tokenizer, body: dict[str, Any]) -
     if "prompt" not in body:
         raise BadRequest('"prompt" must be provided')
     prompt = prompt_tokens(tokenizer, body["prompt"], add_special=True)
-    check_context(config, len(prompt))
-    n_out, stop = output_length(config, len(prompt), int_field(body, "n_predict", "max_tokens", default=-1),
-                                bool(body.get("ignore_eos")))
-    plan = Plan(prompt, n_out, stop, body.get("cache_prompt", True) is not False, bool(body.get("stream", False)))
     schema = body.get("json_schema")
     if schema is not None and not isinstance(schema, dict):
         raise BadRequest("'json_schema' must be a JSON Schema object")
     # /completion is a raw completion: no reasoning split, the schema's JSON as plain content.
-    return answers.apply(plan, answers.Features(schema=schema), config, bool(body.get("ignore_eos")),
-                         output_cap(config, len(prompt), int_field(body, "n_predict", "max_tokens", default=-1)))
+    return answers.plan_request(config, prompt, body, int_field(body, "n_predict", "max_tokens", default=-1),
+                                answers.Features(schema=schema))
 
 
 def llama_timings(gen: Generation) -> dict[str, Any]:

@@ -17,10 +17,7 @@ from velollm_testkit.mock.wire import (
     BadRequest,
     Format,
     Plan,
-    check_context,
     int_field,
-    output_cap,
-    output_length,
     render_chat,
 )
 
@@ -38,11 +35,6 @@ def plan_openai(config: MockConfig, tokenizer: Tokenizer, body: dict[str, Any], 
         prompt = prompt_tokens(tokenizer, body["prompt"], add_special=True)
     else:
         raise BadRequest('"prompt" must be provided')
-    check_context(config, len(prompt))
-    limit = int_field(body, "max_completion_tokens", "max_tokens")
-    n_out, stop = output_length(config, len(prompt), limit, bool(body.get("ignore_eos")),
-                                int_field(body, "min_tokens", default=0) or 0)
-    plan = Plan(prompt, n_out, stop, body.get("cache_prompt", True) is not False, bool(body.get("stream", False)))
     features = answers.Features()
     if chat:
         features.images = answers.chat_images(body.get("messages"))
@@ -53,8 +45,8 @@ def plan_openai(config: MockConfig, tokenizer: Tokenizer, body: dict[str, Any], 
     if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
         spec = response_format.get("json_schema")
         features.schema = spec.get("schema", {}) if isinstance(spec, dict) else {}
-    return answers.apply(plan, features, config, bool(body.get("ignore_eos")),
-                         output_cap(config, len(prompt), limit))
+    return answers.plan_request(config, prompt, body, int_field(body, "max_completion_tokens", "max_tokens"),
+                                features, int_field(body, "min_tokens", default=0) or 0)
 
 
 class OpenAIFormat(Format):
