@@ -48,7 +48,7 @@ def test_published_schema_is_what_the_model_generates(kind):
         f"changes: bump SCHEMA_VERSIONS[{kind!r}] in velollm_core/history/schemas.py (unless this version "
         f"was never released), then run `{schemas.REGENERATE}` and commit the new file"
     )
-    assert published["$id"].endswith(f"/{kind}/v{schemas.SCHEMA_VERSIONS[kind]}.json")
+    assert published["$id"] == f"urn:velollm:schema:{kind}:{schemas.SCHEMA_VERSIONS[kind]}"
 
 
 def test_every_kind_documents_validates_has_a_schema():
@@ -121,7 +121,7 @@ def test_the_package_data_is_declared_for_the_wheel():
 
 def test_schema_command_prints_an_older_version_and_refuses_an_unknown_one(tmp_path):
     older = CliRunner().invoke(cli, ["schema", "benchmark", "--version", "1"])
-    assert older.exit_code == 0 and json.loads(older.output)["$id"].endswith("/benchmark/v1.json")
+    assert older.exit_code == 0 and json.loads(older.output)["$id"] == "urn:velollm:schema:benchmark:1"
     unknown = velollm("schema", "benchmark", "--version", "99", history=tmp_path / "h.db")
     assert unknown.returncode == 2 and "v99" in unknown.stderr and "Traceback" not in unknown.stderr
 

@@ -5,7 +5,7 @@ with the package (``velollm_core/history/published/``, every version ever publis
 can be checked against the schema it was written for) and copied in ``docs/schemas/``; ``velollm
 schema KIND [--version N]`` prints it. The models stay the one truth (``history.documents`` validates
 through them, in pydantic's strict JSON mode); a schema file is their ``model_json_schema()`` plus a
-versioned ``$id``. A published version never changes: a model change that changes the schema bumps
+versioned ``$id`` (``urn:velollm:schema:<kind>:<version>``). A published version never changes: a model change that changes the schema bumps
 that kind's version in ``contract.schemas.SCHEMA_VERSIONS`` and writes a new file beside the old one.
 
 Regenerate after a model change: ``python -m velollm_core.history.schemas --write``.
@@ -39,9 +39,10 @@ SCHEMA_DIRECTORY = Path(__file__).resolve().parents[2] / "docs" / "schemas"
 REGENERATE = "python -m velollm_core.history.schemas --write"
 
 
-def schema_id(kind: str) -> str:
-    """The schema's ``$id``: where it is published, its version in the name."""
-    return f"https://velollm.dev/schemas/{kind}/v{SCHEMA_VERSIONS[kind]}.json"
+def schema_id(kind: str, version: int | None = None) -> str:
+    """The ``$id`` of ``kind``'s schema ``version`` (default: the current one): a URN, since the schemas are
+    published with the package and in docs/schemas/, at no web address (``velollm schema`` prints them)."""
+    return f"urn:velollm:schema:{kind}:{version or SCHEMA_VERSIONS[kind]}"
 
 
 def schema_file(kind: str, directory: Path | None = None, version: int | None = None) -> Path:

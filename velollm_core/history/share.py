@@ -192,7 +192,7 @@ def share_text(ref: str) -> str:
     lines, digest = fingerprint(_hardware(clean, kind))
     written = document.get("schema_version")
     schema = (f"schema v{written}" if written else f"written before results carried a schema version; read as "
-              f"v{SCHEMA_VERSIONS[kind]}") + f", {schema_id(kind).rsplit('/v', 1)[0]}/v{written or SCHEMA_VERSIONS[kind]}.json"
+              f"v{SCHEMA_VERSIONS[kind]}") + f", {schema_id(kind, written)}"
     parts = [MARKER, f"### VeloLLM result: {_cell(_headline(clean, kind))}", ""]
     if kind != "detect":
         started = clean.get("started_at") or (clean.get("vanilla") or {}).get("started_at")

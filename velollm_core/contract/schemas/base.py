@@ -14,4 +14,5 @@ def schema_version_field(kind: str):
     files written before results carried one, which still validate)."""
     return Field(SCHEMA_VERSIONS[kind], ge=1, description=(
         f"The version of the published JSON Schema this {kind} result follows "
-        f"(https://velollm.dev/schemas/{kind}/v<N>.json); absent in results written before versioning."))
+        f"(urn:velollm:schema:{kind}:<N>, printed by `velollm schema {kind} --version N`); absent in results "
+        "written before versioning."))
