@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from velollm_core.contract.errors import UserInputError
 from velollm_core.contract.schemas import BenchmarkResult
 from velollm_core.contract.stats import bootstrap_ratio_interval, summarize
-from velollm_core.history.documents import benchmark_result, parse_document, read_document
+from velollm_core.history.documents import benchmark_result, parse_document
 from velollm_core.history.summary import METRICS, summary_key
+
+if TYPE_CHECKING:
+    from velollm_core.history.store import ResultDocument
 
 # For these, smaller is better; for every other metric, larger is better.
 LOWER_IS_BETTER = {"ttft_ms", "total_ms"}
@@ -24,30 +27,26 @@ def load_result(path: Path) -> BenchmarkResult:
     """Read a result file (VeloLLM's, or another tool's that one result of it imports from), with a
     one-sentence UserInputError when it is missing, malformed, nested too deep, not a benchmark
     result, or holds numbers no benchmark measured."""
-    from velollm_core.history.peers import peer_documents
+    from velollm_core.history.store import result_documents
 
-    imported = peer_documents(Path(path))
-    if imported is not None:
-        if len(imported) != 1:
-            raise UserInputError(f"{path} holds {len(imported)} results: `velollm history import` it and compare "
-                                 "their history ids")
-        name, document = imported[0]
-        return benchmark_result(document, name)
-    return benchmark_result(read_document(path)[1], path)
+    return _one_result(result_documents(str(path), history=False), path)[1]
 
 
 def load_source(source: str | Path) -> tuple[str, BenchmarkResult]:
     """(name, result) of a result file or a history id ('12', '#12', 'latest'); a file wins over an id."""
-    path = Path(source)
-    if path.exists() or not isinstance(source, str):
-        return str(source), load_result(path)
-    from velollm_core.history.store import load_ref
+    from velollm_core.history.store import result_documents
 
-    found = load_ref(source)
-    if found is None:
-        raise UserInputError(f"result file not found: {source}")
-    name, text = found
-    return name, benchmark_result(parse_document(text, name), name)
+    return _one_result(result_documents(str(source), history=isinstance(source, str)), source)
+
+
+def _one_result(documents: list[ResultDocument], source: str | Path) -> tuple[str, BenchmarkResult]:
+    """The one benchmark result of ``source``'s documents, named as compare shows it."""
+    if len(documents) != 1:
+        raise UserInputError(f"{source} holds {len(documents)} results: `velollm history import` it and compare "
+                             "their history ids")
+    found = documents[0]
+    # Another tool's file is named by its path, as the user gave it.
+    return (str(source) if found.imported else found.name), benchmark_result(found.data, found.name)
 
 
 def _values(result: BenchmarkResult, key: str, metric: str) -> list[float]:

@@ -449,17 +449,17 @@ class ResultDocument:
     imported: bool = False
 
 
-def result_documents(ref: str) -> list[ResultDocument]:
+def result_documents(ref: str, *, history: bool = True) -> list[ResultDocument]:
     """The results ``ref`` names: a result file (VeloLLM's: one document; another tool's that an importer
-    reads: one per result) or a history id ('12', '#12', 'latest'); a file wins over an id. One
-    UserInputError sentence when it is neither, or cannot be read."""
+    reads: one per result) or, with ``history``, a history id ('12', '#12', 'latest'); a file wins over an
+    id. One UserInputError sentence when it is neither, or cannot be read."""
     from velollm_core.history.peers import peer_documents
 
     path = Path(ref)
     imported = peer_documents(path) if path.is_file() else None
     if imported is not None:
         return [ResultDocument(name, data, imported=True) for name, data in imported]
-    if path.exists():
+    if path.exists() or not history:
         return [ResultDocument(ref, read_document(path)[1])]
     found = load_ref(ref)
     if found is None:
