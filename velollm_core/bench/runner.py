@@ -473,6 +473,14 @@ class BenchmarkRunner:
                 self._final_save()
         return self.result
 
+    def close_result(self, status: str, error: str | None = None) -> None:
+        """The result ended by a caller that drove ``measure`` itself (speculative bench): its final
+        status, why where it stopped early, and its end time, as ``run`` records its own."""
+        self.result.status = status
+        if error:
+            self.result.error = error
+        self.result.finished_at = _now()
+
     def _forced_exit(self, why: str) -> None:
         """A second signal or a stuck cleanup ends the process now: the file still says why."""
         self.result.status, self.result.error = "interrupted", why

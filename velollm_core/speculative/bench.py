@@ -273,6 +273,8 @@ class SpeculativeComparison:
             self.report["error"] = str(exc)
             raise
         finally:
+            for runner in self.runners.values():  # each side's own result says how the comparison ended
+                runner.close_result(self.report["status"], self.report.get("error"))
             self._update()
         return self.report
 

@@ -191,6 +191,9 @@ def test_ngram_bench_on_the_standard_build_measures_explains_and_checks_its_advi
     assert row["drafted"] > 0 and 0 < report["acceptance_rate"] <= 1
     assert report["speedup"] == pytest.approx(row["speedup"]) and row["speedup"] > 0
     assert report["vanilla"]["runs"][0]["completion_tokens"] == 96
+    # each side's own result ended with the comparison (they had said "running" for ever)
+    assert report["vanilla"]["status"] == report["speculative"]["status"] == "complete"
+    assert report["vanilla"]["finished_at"] and report["speculative"]["finished_at"]
     assert len(row["paired_ratios"]) == 2 and row["advice"] in ("on", "off", "unsure")
     interval = report["speedup_interval"]
     assert interval["n"] == 2 and interval["low"] <= interval["geomean"] <= interval["high"]
