@@ -43,17 +43,26 @@ def run(coro):
     return asyncio.run(coro)
 
 
+def sse_handler(events, gaps):
+    """A handler answering every request with a chunked stream: each of ``events`` (bytes, or a function
+    of the request's body giving them) in its own chunk, each followed by its gap in ``gaps`` (seconds;
+    one number: the same after each)."""
+    async def handler(head, body, writer):
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunks = events(body) if callable(events) else events
+        for event, gap in zip(chunks, [gaps] * len(chunks) if isinstance(gaps, float) else gaps, strict=True):
+            writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+            await writer.drain()
+            await asyncio.sleep(gap)
+        writer.write(b"0\r\n\r\n")
+        return True
+
+    return handler
+
+
 def test_chunked_stream_arrives_in_pieces_and_the_connection_is_reused():
     async def main():
-        async def handler(head, body, writer):
-            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-            for i in range(body["n"]):
-                writer.write(b"%x\r\ndata: %d\n\n\r\n" % (len(b"data: %d\n\n" % i), i))
-                await writer.drain()
-                await asyncio.sleep(0.01)
-            writer.write(b"0\r\n\r\n")
-            return True
-
+        handler = sse_handler(lambda body: [b"data: %d\n\n" % i for i in range(body["n"])], 0.01)
         server, url, connections = await serve(handler)
         client = StreamClient()
         got = []
@@ -123,16 +132,7 @@ def test_a_chunk_is_stamped_when_the_loop_read_it_not_when_its_task_got_to_it():
     """A stream's task busy elsewhere (here: asleep 0.3 s) while its next chunk arrives still gets
     the chunk's arrival time, as the event loop read it off the socket."""
     async def main():
-        async def handler(head, body, writer):
-            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-            for i in range(2):
-                writer.write(b"%x\r\ndata: %d\n\n\r\n" % (len(b"data: %d\n\n" % i), i))
-                await writer.drain()
-                await asyncio.sleep(0.05)
-            writer.write(b"0\r\n\r\n")
-            return True
-
-        server, url, _ = await serve(handler)
+        server, url, _ = await serve(sse_handler([b"data: 0\n\n", b"data: 1\n\n"], [0.05, 0.05]))
         client = StreamClient()
         seen = []
         async with client.post_json(f"{url}/completion", {}) as response:
@@ -176,17 +176,7 @@ def test_a_level_stream_is_cut_by_silence_not_by_its_length(gaps, cut):
     from velollm_core.contract.streamclient import StreamCall
 
     async def main():
-        async def handler(head, body, writer):
-            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-            for i, gap in enumerate(gaps):
-                event = b'data: {"n": %d}\n\n' % i
-                writer.write(b"%x\r\n%s\r\n" % (len(event), event))
-                await writer.drain()
-                await asyncio.sleep(gap)
-            writer.write(b"0\r\n\r\n")
-            return True
-
-        server, url, _ = await serve(handler)
+        server, url, _ = await serve(sse_handler([b'data: {"n": %d}\n\n' % i for i in range(len(gaps))], gaps))
         client = StreamClient()
         call = StreamCall(url=f"{url}/completion", body={}, accumulator=_Events(), server="test server")
         began = time.perf_counter()
