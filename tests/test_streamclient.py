@@ -245,3 +245,30 @@ def test_on_linux_a_chunk_keeps_the_kernels_receive_time_while_the_whole_loop_is
     assert 0.03 <= apart <= 0.2 and counted["read"] == 0 < counted["kernel"]  # the kernel's times: ~50 ms apart
     apart, counted = run(main(False))
     assert apart >= 0.25 and counted["kernel"] == 0 < counted["read"]  # read after the block: the stamp moved
+
+
+def test_a_name_is_tried_at_each_address_it_resolves_to(monkeypatch):
+    """``localhost`` may resolve to ::1 before 127.0.0.1 (the resolver's answer is set here, the
+    connections are real): a server on 127.0.0.1 alone is still reached, as the second address."""
+    import socket
+
+    async def main():
+        server, url, _ = await serve(sse_handler([b"data: 0\n\n"], 0.0))
+        port = int(url.rsplit(":", 1)[1])
+        loop = asyncio.get_running_loop()
+
+        async def resolve(host, port_, **kwargs):
+            assert host == "localhost" and port_ == port
+            return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0)),
+                    (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+        monkeypatch.setattr(loop, "getaddrinfo", resolve)
+        client = StreamClient()
+        async with client.post_json(f"http://localhost:{port}/completion", {}) as response:
+            got = [data async for data, _ in response.chunks()]
+        await client.aclose()
+        server.close()
+        return got, client.stamps
+
+    got, stamps = run(main())
+    assert got == [b"data: 0\n\n"] and sum(stamps.values()) > 0

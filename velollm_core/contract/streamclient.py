@@ -278,23 +278,30 @@ class _KernelConn:
         loop = asyncio.get_running_loop()
         try:
             family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-            address: tuple = (host, port)
-        except ValueError:  # a name: resolved as create_connection would
-            family, _, _, _, address = (await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))[0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setblocking(False)
-            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        except OSError:
-            sock.close()
-            return None
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            await loop.sock_connect(sock, address)
-        except BaseException:
-            sock.close()
-            raise
-        return cls(sock, _StampedReader(MAX_HEADER_BYTES, loop, counts))
+            addresses: list[tuple[int, tuple]] = [(family, (host, port))]
+        except ValueError:  # a name: every address it resolves to, in order, as create_connection tries them
+            addresses = [(info[0], info[4]) for info in await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+        error: OSError | None = None
+        for family, address in addresses:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            except OSError:
+                sock.close()
+                return None
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                await loop.sock_connect(sock, address)
+            except OSError as exc:  # refused on this address (localhost's ::1, say): the next one
+                sock.close()
+                error = exc
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            return cls(sock, _StampedReader(MAX_HEADER_BYTES, loop, counts))
+        raise error or OSError(f"{host} resolved to no address")
 
     def _readable(self) -> None:
         try:
