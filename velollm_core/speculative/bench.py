@@ -184,6 +184,7 @@ class SpeculativeComparison:
         first = next(iter(self.configs))
         from velollm_core.contract.schemas import SCHEMA_VERSIONS
 
+        self.measured_costs: dict[str, dict] = {}  # _costs: what the backend timed, by kind
         self.report: dict[str, Any] = {
             "schema_version": SCHEMA_VERSIONS["speculative"],
             "status": "running",
@@ -396,13 +397,14 @@ class SpeculativeComparison:
             self.output.write_json(self.report)
 
     def _costs(self, with_draft: bool) -> dict:
-        """The backend's measured costs of the target (and the draft model), once per comparison."""
+        """The backend's measured costs of the target (and the draft model), once per comparison, or once
+        for several where they share ``measured_costs`` (a search's rounds)."""
         key = "costs_draft" if with_draft else "costs"
-        if key not in self.__dict__:
-            self.__dict__[key] = self.backend.measure_costs(
+        if key not in self.measured_costs:
+            self.measured_costs[key] = self.backend.measure_costs(
                 self.target, self.draft_path if with_draft else None, threads=self.plan.threads,
                 exact=self.plan.exact, options=self.plan.options)
-        return self.__dict__[key]
+        return self.measured_costs[key]
 
     def _advise(self, name: str, types: list[str]) -> None:
         """The advisor of configuration ``name``: its costs fitted to these runs, other draft lengths predicted."""

@@ -400,9 +400,9 @@ def render_search(report: dict, console) -> None:
     advisor = report.get("advisor")
     if advisor:
         fitted = advisor["fitted_at"]
-        console.print(f"advisor fitted at {fitted['name']} (fit {_fmt(fitted['fit_speedup'], '{:.2f}x')}, measured "
-                      f"{_fmt(fitted['measured_speedup'], '{:.2f}x')}); predicted on held-out draft lengths:",
-                      highlight=False)
+        console.print(f"advisor fitted at {fitted['name']} in round {fitted.get('round', 1)} (fit "
+                      f"{_fmt(fitted['fit_speedup'], '{:.2f}x')}, measured {_fmt(fitted['measured_speedup'], '{:.2f}x')});"
+                      " predicted on held-out draft lengths:", highlight=False)
         if advisor.get("acceptance_inferred"):
             console.print(f"  its acceptance: {_fmt(advisor['per_token_acceptance'], '{:.0%}')} per drafted token, "
                           f"{advisor['acceptance_source']}", highlight=False)

@@ -7,10 +7,12 @@ every candidate once per suite, interleaved with plain runs on one comparison; e
 the best third (at least one) and doubles the runs, so most runs go to the settings that could win.
 
 The advisor is checked on the way, on points it was not fitted to: it is fitted at the reference
-setting (the backend's defaults for the first type) in round one and predicts every other draft max
-of that type and knob; each prediction is set beside that candidate's own measurement in round one
-(the same plain runs the fit saw). Its pick (the draft max it predicts fastest) is then compared with
-the best setting the search measured.
+setting (the backend's defaults for the first type) in the last round the reference is measured in
+(the most runs: one run per suite in round one was no point to fit a model to on a busy machine) and
+predicts every other draft max of that type and knob; each prediction is set beside that candidate's
+own measurement in the fit's round (the same plain runs), or, for a candidate dropped before it, its
+last one. The backend's costs are timed once for the whole search. The advisor's pick (the draft max
+it predicts fastest) is then compared with the best setting the search measured.
 """
 
 from __future__ import annotations
@@ -105,18 +107,21 @@ class SpeculativeSearch:
         latest: dict[str, dict] = {}
         reference = self.candidates[0]
         advisor = None
+        costs: dict[str, dict] = {}  # timed by the first round that advises, kept for the others
         while True:
             number = len(self.rounds) + 1
+            advising = self.plan.advise and reference in alive
             comparison = _comparison(self.plan, alive, iterations=iterations, predict_draft_lengths=lengths,
-                                     advise=self.plan.advise and number == 1)
+                                     advise=advising)
+            comparison.measured_costs = costs
             comparison.on_run = lambda label, record, n=number: self.on_run(f"round {n}: {label}", record)
             report = comparison.run()
             measured = {c.name: self._measured(report["configs"][c.name], number, iterations) for c in alive}
             latest.update(measured)
             self.rounds.append({"round": number, "iterations": iterations, "candidates": measured,
                                 "identity": report["identity"]})
-            if number == 1 and self.plan.advise:
-                advisor = report["configs"][reference.name].get("advisor")
+            if advising and report["configs"][reference.name].get("advisor"):
+                advisor = {**report["configs"][reference.name]["advisor"], "round": number}
             ranked = sorted(alive, key=lambda c: measured[c.name]["speedup"] or 0, reverse=True)
             done = len(alive) <= 1
             self.on_round(self._report("complete" if done else "running", latest, ranked[0].name, advisor))
@@ -198,8 +203,9 @@ class SpeculativeSearch:
                     or draft_max not in curve or any(settings.get(k) != v for k, v in knobs.items())
                     or set(settings) - {"draft_max", *knobs}):
                 continue
-            # Set beside round one, the comparison the advisor was fitted in (the same plain runs).
-            measured = self.rounds[0]["candidates"][candidate.name]
+            # Beside the round the advisor was fitted in (the same plain runs), where it was measured there.
+            measured = (self.rounds[advisor["round"] - 1]["candidates"].get(candidate.name)
+                        or latest[candidate.name])
             held_out.append({"name": candidate.name, "draft_max": draft_max, "basis": "predicted",
                              "predicted_speedup": curve[draft_max], "measured_speedup": measured["speedup"],
                              "measured_in_round": measured["round"],
@@ -210,9 +216,10 @@ class SpeculativeSearch:
         best = latest[best_name]["speedup"]
         pick_measured = latest[pick["name"]]["speedup"]
         return {
-            "fitted_at": {"name": reference.name, "draft_max": fitted_at, "basis": "fit",
+            "fitted_at": {"name": reference.name, "draft_max": fitted_at, "basis": "fit", "round": advisor["round"],
+                          "iterations": self.rounds[advisor["round"] - 1]["iterations"],
                           "fit_speedup": advisor.get("fit_speedup_measured_config"),
-                          "measured_speedup": latest[reference.name]["speedup"]},
+                          "measured_speedup": self.rounds[advisor["round"] - 1]["candidates"][reference.name]["speedup"]},
             "acceptance_inferred": bool(advisor.get("acceptance_inferred")),
             "acceptance_source": advisor.get("acceptance_source"),
             "per_token_acceptance": advisor.get("per_token_acceptance"),

@@ -566,6 +566,9 @@ def test_search_grid_measures_each_setting_once_and_checks_the_advisor_on_held_o
     assert report["best"]["speedup"] > 0 and report["per_suite"]["quote_answer"]["advice"] in ("on", "off", "unsure")
     advisor = report["advisor"]
     assert advisor["fitted_at"]["basis"] == "fit" and advisor["fitted_at"]["draft_max"] == 8
+    # Fitted where the defaults had the most runs: round 2 if they survived round 1, else round 1.
+    survived = "ngram-mod defaults" in report["rounds"][1]["candidates"]
+    assert (advisor["fitted_at"]["round"], advisor["fitted_at"]["iterations"]) == ((2, 2) if survived else (1, 1))
     (held_out,) = advisor["held_out"]
     assert held_out["basis"] == "predicted" and held_out["draft_max"] == 4 and held_out["measured_speedup"] > 0
     assert held_out["error"] == pytest.approx(held_out["predicted_speedup"] / held_out["measured_speedup"] - 1)
