@@ -353,11 +353,8 @@ class _KernelConn:
         return self.closed
 
     def close(self) -> None:
-        if not self.closed:
-            self._stop()
-            self.sock.close()
-        elif self.sock.fileno() >= 0:
-            self.sock.close()
+        self._stop()
+        self.sock.close()  # a closed socket's close does nothing
 
 
 _Conn = _StreamConn | _KernelConn

@@ -91,6 +91,10 @@ def _conformed(value: Any, kind: Any, where: str, server: str) -> Any:
     return value if _fits(value, kind) else _WRONG
 
 
+# Each schema's plan, by the schema's id (the schema kept beside it, so a reused id is noticed).
+_PLANS: dict[int, tuple[Schema, tuple[tuple[str, Any, frozenset[type] | None, bool], ...]]] = {}
+
+
 def _plan(schema: Schema) -> tuple[tuple[str, Any, frozenset[type] | None, bool], ...]:
     """Per field of ``schema``: (key, kind, the exact types a plain value of it may have or None for a
     nested kind, whether it is numeric); built once per schema, since every stream event walks it."""
@@ -105,9 +109,6 @@ def _plan(schema: Schema) -> tuple[tuple[str, Any, frozenset[type] | None, bool]
                 steps.append((key, kind, frozenset(kinds), _numeric(kind)))
         entry = _PLANS[id(schema)] = (schema, tuple(steps))
     return entry[1]
-
-
-_PLANS: dict[int, tuple[Schema, tuple[tuple[str, Any, frozenset[type] | None, bool], ...]]] = {}
 
 
 def _conform(document: dict[str, Any], schema: Schema, prefix: str, server: str) -> dict[str, Any]:

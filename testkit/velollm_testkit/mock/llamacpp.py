@@ -153,7 +153,7 @@ def metrics(server: MockServer, conn: Connection, body: dict[str, Any]) -> None:
     lines += ["# HELP velollm_mock_token_lateness_seconds How long after its scheduled time each token left",
               "# TYPE velollm_mock_token_lateness_seconds summary"]
     for q in (0.5, 0.99):
-        lines.append(f'velollm_mock_token_lateness_seconds{{quantile="{q}"}} {stats.lag_quantile(q)}')
+        lines.append(f'velollm_mock_token_lateness_seconds{{quantile="{q}"}} {stats.lag.quantile(q)}')
     lines += [f"velollm_mock_token_lateness_seconds_sum {stats.lag.sum}",
               f"velollm_mock_token_lateness_seconds_count {stats.tokens}",
               "# HELP velollm_mock_cpu_seconds_total CPU time of the mock process since start or reset",

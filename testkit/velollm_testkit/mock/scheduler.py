@@ -20,8 +20,8 @@ from velollm_testkit.mock.config import MockConfig
 from velollm_testkit.mock.tokenizer import ANSWER, Tokenizer
 from velollm_testkit.mock.wire import Format, Plan
 
-LAG_BUCKET_S = 1e-4  # the lateness histogram's resolution: 0.1 ms
-LAG_BUCKETS = 20_000  # up to 2 s; later tokens all count in the last bucket
+BUCKET_S = 1e-4  # the time histograms' resolution (lateness, gaps): 0.1 ms
+BUCKETS = 20_000  # up to 2 s; later times all count in the last bucket
 
 
 class Stream(Protocol):
@@ -76,7 +76,7 @@ class Generation:
     def emit(self) -> None:
         server = self.server
         now = server.loop.time()
-        server.stats.late(now - self.due)
+        server.stats.lag.add(now - self.due)
         index = self.emitted
         if index == 0:
             self.t_first = now
@@ -175,7 +175,7 @@ class Histogram:
     list index), mergeable across mock processes, quantiles as bucket upper edges."""
 
     def __init__(self) -> None:
-        self.counts = [0] * (LAG_BUCKETS + 1)
+        self.counts = [0] * (BUCKETS + 1)
         self.n = 0
         self.sum = 0.0
         self.max = 0.0
@@ -185,7 +185,7 @@ class Histogram:
         self.n += 1
         self.sum += seconds
         self.max = max(self.max, seconds)
-        self.counts[min(int(seconds / LAG_BUCKET_S), LAG_BUCKETS)] += 1
+        self.counts[min(int(seconds / BUCKET_S), BUCKETS)] += 1
 
     def quantile(self, q: float) -> float:
         if not self.n:
@@ -195,12 +195,12 @@ class Histogram:
         for index, count in enumerate(self.counts):
             seen += count
             if seen >= wanted:
-                return (index + 1) * LAG_BUCKET_S  # the bucket's upper edge: never flatters the mock
+                return (index + 1) * BUCKET_S  # the bucket's upper edge: never flatters the mock
         return self.max
 
     def account(self) -> dict[str, Any]:
         """In milliseconds: the sparse histogram (what merges) and its summary."""
-        return {"histogram": {"bucket_ms": LAG_BUCKET_S * 1000, "n": self.n,
+        return {"histogram": {"bucket_ms": BUCKET_S * 1000, "n": self.n,
                               "counts": {str(i): c for i, c in enumerate(self.counts) if c},  # merge exactly
                               "max_ms": self.max * 1000, "sum_ms": self.sum * 1000},
                 "ms": {"mean": self.sum / self.n * 1000 if self.n else 0.0, "p50": self.quantile(0.5) * 1000,
@@ -230,9 +230,6 @@ class Stats:
     def tokens(self) -> int:
         return self.lag.n
 
-    def late(self, seconds: float) -> None:
-        self.lag.add(seconds)
-
     def finished(self, gen: Generation) -> None:
         self.completed += 1
         self.prompt_tokens += len(gen.plan.prompt) - gen.cache_n
@@ -241,9 +238,6 @@ class Stats:
             self.prompt_seconds += gen.t_first - gen.t_slot
             self.predicted_seconds += gen.t_last - gen.t_first
         self.n_tokens_max = max(self.n_tokens_max, len(gen.plan.prompt) + gen.emitted)
-
-    def lag_quantile(self, q: float) -> float:
-        return self.lag.quantile(q)
 
 
 class Scheduler:
