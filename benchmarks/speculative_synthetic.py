@@ -78,6 +78,8 @@ def main() -> None:
     parser.add_argument("--predict", action="store_true", help="Measure llama-bench costs, print predictions.")
     parser.add_argument("--calibrate-at", default="0.5",
                         help="Acceptance of the run the advisor is fitted to (added if not listed); 'none'.")
+    parser.add_argument("--one-at-a-time", action="store_true",
+                        help="One server up at a time (a target too large for two copies in memory).")
     parser.add_argument("--label", default="")
     parser.add_argument("--output", type=Path, default=Path("speculative-synthetic.json"))
     args = parser.parse_args()
@@ -115,7 +117,7 @@ def main() -> None:
         plan = SpeculativePlan(
             target=args.target, draft=draft, suites=suites, iterations=args.iterations, settings=settings,
             options=options, advise=False, exact=False, speculative_args=list(args.spec_arg),
-            types=[variant_types], backend="llamacpp",
+            types=[variant_types], backend="llamacpp", one_at_a_time=args.one_at_a_time,
         )
         plan.variants = [(f"a={a:.2f}", variant_types, ["--spec-synth-rates", rates(a, draft_max)]) for a in acceptances]
         report = SpeculativeComparison(plan).run()

@@ -51,6 +51,9 @@ class SpeculativePlan:
     confirm: bool = True
     # Draft lengths the advisor predicts beside its own list (a search's candidates).
     predict_draft_lengths: tuple[int, ...] = ()
+    # One server up at a time (a target too large for two copies in memory): each configuration's runs
+    # in one block, the plain server's last, so runs are paired by iteration but not interleaved.
+    one_at_a_time: bool = False
     # The backend that speculates (--backend); None: the one installed backend that can, or among
     # several the one whose speculative object handles the target.
     backend: str | None = None
@@ -243,22 +246,33 @@ class SpeculativeComparison:
         from velollm_core.contract import interrupt
 
         names = list(self.configs)
+        # Together: every server up at once, runs interleaved A B A B. One at a time: each server's block
+        # of runs, the plain one last so it is still up to explain where the texts differ.
+        groups = [names + ["vanilla"]] if not self.plan.one_at_a_time else [[name] for name in [*names, "vanilla"]]
+        self.report["order"] = "one server at a time" if self.plan.one_at_a_time else "interleaved"
         try:
-            with interrupt.last_words(self._forced_exit), ExitStack() as stack:
-                for runner in self.runners.values():
-                    stack.enter_context(runner.context.resources)
-                for name, runner in self.runners.items():
-                    runner.start()
-                    self.backend.prepare(runner.context, self.target, self.spec_args.get(name, []))
-                for suite in self.plan.suites:
-                    for runner in self.runners.values():
-                        runner.warm_up(suite)
-                    for iteration in range(1, self.plan.iterations + 1):
-                        self.runners["vanilla"].measure(suite, iteration)
-                        for name in names:
-                            self._measure_speculative(self.runners[name], suite, iteration)
-                        self._update()
-                self._explain_differences()  # while the plain server is still up to be asked
+            with interrupt.last_words(self._forced_exit):
+                for group in groups:
+                    with ExitStack() as stack:
+                        for name in group:
+                            runner = self.runners[name]
+                            stack.enter_context(runner.context.resources)
+                            runner.start()
+                            self.backend.prepare(runner.context, self.target, self.spec_args.get(name, []))
+                        for suite in self.plan.suites:
+                            for name in group:
+                                self.runners[name].warm_up(suite)
+                            for iteration in range(1, self.plan.iterations + 1):
+                                for name in ["vanilla", *names]:
+                                    if name not in group:
+                                        continue
+                                    if name == "vanilla":
+                                        self.runners[name].measure(suite, iteration)
+                                    else:
+                                        self._measure_speculative(self.runners[name], suite, iteration)
+                                self._update()
+                        if "vanilla" in group:
+                            self._explain_differences()  # while the plain server is still up to be asked
             if self.plan.advise:
                 for name, (types, _) in self.configs.items():
                     self._advise(name, types)

@@ -105,6 +105,9 @@ def _print_check(report: dict, runtime: str) -> None:
                    "no tiled matmul, no flash attention), so the text must match vanilla token for token (exit 1 "
                    "where it does not). Default (--fast-kernels): the standard build and kernels you run; text "
                    "differences are explained (near-tie or real) and the exit code stays 0.")
+@click.option("--one-at-a-time", is_flag=True,
+              help="One server up at a time (a target too large for two copies in memory); runs are then "
+                   "paired by iteration, not interleaved.")
 @click.option("--no-check", "no_check", is_flag=True,
               help="Do not measure the advisor's recommended draft max (its command is then not printed).")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path))
@@ -113,7 +116,7 @@ def _print_check(report: dict, runtime: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def bench_command(target, draft, spec_types, draft_max, draft_min, p_min, draft_ctx, draft_gpu_layers, draft_threads,
                   ngram_match, spec_args, threads, suites, iterations, warmup, max_tokens, options, no_advise, exact,
-                  no_check, output, force, backend_name, as_json) -> dict:
+                  one_at_a_time, no_check, output, force, backend_name, as_json) -> dict:
     """Vanilla vs speculative, interleaved, same prompts and seed: speedup with its interval, acceptance,
     and whether the text is the same (where not: the first differing token, near-tie or real)."""
 
@@ -139,7 +142,7 @@ def bench_command(target, draft, spec_types, draft_max, draft_min, p_min, draft_
     plan = SpeculativePlan(target=target, draft=draft, types=types, suites=chosen, iterations=iterations, warmup=warmup,
                            threads=threads, settings=settings, options=parse_options(options),
                            advise=not no_advise, exact=exact, speculative_args=list(spec_args),
-                           backend=backend_name, confirm=not no_check)
+                           backend=backend_name, confirm=not no_check, one_at_a_time=one_at_a_time)
     from velollm_core.bench.commands import record_busy, warn_if_busy
     from velollm_core.contract.files import prepare_output
 
@@ -194,6 +197,10 @@ def _interval(interval: dict | None) -> str:
     return f" (95%: {interval['low']:.2f}-{interval['high']:.2f}x, n {interval['n']})"
 
 
+def _order(report: dict) -> str:
+    return "one server at a time" if report.get("order") == "one server at a time" else "interleaved runs"
+
+
 def _report_table(report: dict, config: dict, with_ttft: bool):
     """One row per suite; without ``with_ttft`` the TTFT and run-count columns are left to ``--json`` (80
     columns; the count is also in the interval's "n")."""
@@ -201,7 +208,7 @@ def _report_table(report: dict, config: dict, with_ttft: bool):
 
     drafter = f" · draft {Path(report['draft']).name}" if config.get("uses_draft_file") and report.get("draft") else ""
     table = Table(title=f"vanilla vs {','.join(config['types'])}{drafter}",
-                  caption="median decode tok/s; interleaved runs, same seed, temperature 0")
+                  caption=f"median decode tok/s; {_order(report)}, same seed, temperature 0")
     wide_columns = ["TTFT ms (v / s)", "n"] if with_ttft else []
     for col in ("suite", "vanilla", "speculative", "speedup", "acceptance", *wide_columns, "advice"):
         table.add_column(col, justify="left" if col == "suite" else "right", no_wrap=True)
@@ -309,12 +316,15 @@ def _ints(values: tuple[str, ...], default: tuple[int, ...], what: str) -> tuple
 @click.option("--option", "options", multiple=True, help="Backend option KEY=VALUE for every server.")
 @click.option("--no-advise", is_flag=True, help="Skip the advisor and its held-out check.")
 @click.option("--exact/--fast-kernels", default=False, help="Batch-invariant kernels (see speculative bench).")
+@click.option("--one-at-a-time", is_flag=True,
+              help="One server up at a time (a target too large for two copies in memory); runs are then "
+                   "paired by iteration, not interleaved.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Replace --output even when it is not a VeloLLM result.")
 @click.option("--backend", "backend_name", help=BACKEND_HELP)
 @click.option("--json", "as_json", is_flag=True)
 def search_command(target, draft, spec_types, draft_maxes, ngram_matches, p_mins, threads, suites, iterations, warmup,
-                   max_tokens, options, no_advise, exact, output, force, backend_name, as_json) -> None:
+                   max_tokens, options, no_advise, exact, one_at_a_time, output, force, backend_name, as_json) -> None:
     """The best speculation setting by successive halving: type x draft max x the type's knob, few runs,
     each round against plain decoding; the advisor's pick beside the best measured, per suite."""
     from velollm_core.bench.commands import parse_options, warn_if_busy
@@ -331,7 +341,7 @@ def search_command(target, draft, spec_types, draft_maxes, ngram_matches, p_mins
     plan = SpeculativePlan(target=target, draft=draft, types=types, suites=_chosen_suites(suites or INPUT_GROUNDED_SUITES,
                                                                                            max_tokens),
                            iterations=iterations, warmup=warmup, threads=threads, options=parse_options(options),
-                           advise=not no_advise, exact=exact, backend=backend_name)
+                           advise=not no_advise, exact=exact, backend=backend_name, one_at_a_time=one_at_a_time)
     resolved = backend.resolve(target, draft, types)
     unused = [f"--{knob.replace('_', '-')}" for knob, given in (("ngram_match", ngram_matches), ("p_min", p_mins))
               if given and not any(knob in backend.knobs(config) for config in resolved["configs"])]
@@ -382,7 +392,8 @@ def render_search(report: dict, console) -> None:
     for round_ in report["rounds"]:
         latest.update(round_["candidates"])
     table = Table(title=f"speculation settings, {len(report['rounds'])} rounds of successive halving",
-                  caption="speedup: median decode tok/s over plain, per suite then median; interleaved runs")
+                  caption="speedup: median decode tok/s over plain, per suite then median; "
+                          + _order(report["settings"]))
     for col in ("setting", "round", "speedup", "95% interval", "accepted"):
         table.add_column(col, justify="left" if col == "setting" else "right")
     for name, row in sorted(latest.items(), key=lambda item: item[1]["speedup"] or 0, reverse=True):

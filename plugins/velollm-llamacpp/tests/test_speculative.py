@@ -219,6 +219,35 @@ def test_ngram_bench_on_the_standard_build_measures_explains_and_checks_its_advi
         assert ready["measured_speedup"] == measured and "run it with:" in proc.stdout
 
 
+def test_one_server_at_a_time_runs_each_block_alone_and_pairs_runs_by_iteration(spec_backend):
+    """For a target too large for two copies in memory: each configuration's runs in a block with its
+    server alone, the plain server last (still up to explain differences); runs paired by iteration."""
+    import psutil
+
+    from velollm_core.bench.suites import get_suites
+    from velollm_core.speculative.bench import SpeculativeComparison, SpeculativePlan
+
+    servers_up, labels = [], []
+
+    def on_run(label, record):
+        labels.append(label.split(":")[0])
+        servers_up.append(sum(1 for child in psutil.Process().children(recursive=True)
+                              if "llama-server" in child.name()))
+
+    from dataclasses import replace
+
+    suite = replace(get_suites(["quote_answer"])[0], max_tokens=32)
+    plan = SpeculativePlan(target="gemma3-270m", draft="ngram", suites=[suite], iterations=2, warmup=0,
+                           threads=2, types=[["ngram-mod"], ["ngram-simple"]], advise=False, one_at_a_time=True)
+    report = SpeculativeComparison(plan, on_run=on_run).run()
+    assert report["status"] == "complete" and report["order"] == "one server at a time"
+    assert servers_up == [1] * 6, servers_up  # every run with its own server alone
+    assert labels == ["ngram-mod"] * 2 + ["ngram-simple"] * 2 + ["vanilla"] * 2  # blocks, plain last
+    for config in report["configs"].values():
+        row = config["per_suite"]["quote_answer"]
+        assert len(row["paired_ratios"]) == 2 and row["speedup"] > 0
+
+
 def test_explain_difference_names_the_token_and_the_plain_servers_candidates(llama_server_url):
     """A speculative text that takes the plain server's second candidate at one position: the first
     differing token is found there, the two are its top two, their real log-probabilities decide."""
