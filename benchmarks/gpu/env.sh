@@ -2,6 +2,6 @@
 export PYTHONPATH=/tmp/site
 export VELOLLM_LLAMACPP_SDIST=/tmp/llsrc
 export PYTHONUNBUFFERED=1
-MODELS=/tmp/models
+MODELS=${MODELS:-/tmp/models}
 VELOLLM="python3 -m velollm_core"
 mkdir -p "$OUT/r"
