@@ -492,12 +492,13 @@ class LlamaCppSpeculative:
         return int(extra.get("draft_n") or 0), int(extra.get("draft_n_accepted") or 0)
 
     def measure_costs(self, target: Path, draft: Path | None, *, threads: int | None = None,
-                      draft_lengths: tuple[int, ...] = (1, 2, 4, 8, 16), n_gen: int = 32,
+                      draft_lengths: tuple[int, ...] = (1, 2, 4, 8, 12, 16, 24, 32), n_gen: int = 32,
                       exact: bool = False, n_gpu_layers: int | None = None,
                       options: dict[str, Any] | None = None) -> dict:
         """Per-token decode time of target and draft, and the time each takes for a batch of k+1
         tokens (the target verifies it, the draft re-evaluates it), from llama-bench (ms), with the
-        kernels the comparison used. Draftless drafting costs nothing."""
+        kernels the comparison used. Draftless drafting costs nothing. The batches span the draft lengths
+        the advisor recommends from (up to 32), so no verify cost it relies on is extrapolated."""
         import json
         import os
         import subprocess
