@@ -115,7 +115,10 @@ def step_ms(costs: dict, drafted: float, tokens_per_step: float, *, early_stop: 
         if costs.get("draft_token_ms") else 0.0
     verify = share * verify_ms(costs, drafted) + (1 - share) * verify_ms(costs, 0)
     modelled = verify + share * draft + tokens_per_step * sampling
-    return costs.get("step_scale", 1.0) * modelled + costs.get("step_overhead_ms", 0.0)
+    # The server's work that grows with the draft (logits and checks of every verified position),
+    # fitted where two draft lengths were measured.
+    per_drafted = costs.get("drafted_overhead_ms", 0.0) * share * drafted
+    return costs.get("step_scale", 1.0) * modelled + costs.get("step_overhead_ms", 0.0) + per_drafted
 
 
 def plain_ms(costs: dict) -> float:
@@ -175,24 +178,47 @@ def curve_tokens(rates: list[float], k: float) -> float:
 
 
 def calibrate(costs: dict, step_ms_measured: float, drafted: float, tokens_per_step: float, *,
-              head: bool = False, early_stop: bool = False) -> dict:
+              head: bool = False, early_stop: bool = False, second: dict | None = None) -> dict:
     """The costs fitted to one measured step, so other draft lengths are predicted from it.
 
     ``head``: the drafter is a head llama-bench cannot run alone (MTP, EAGLE-3, DFlash read the
     target's hidden states): its cost per drafted token is solved from the step (the step model is
     linear in it), its pass over the verified batch taken as the same share of the target's. What the
     model still misses (the server's per-step work: batch set-up, synchronisation, the HTTP stream)
-    is kept as ``step_overhead_ms``; a step faster than its modelled parts scales them (``step_scale``)."""
+    is kept as ``step_overhead_ms``; a step faster than its modelled parts scales them (``step_scale``).
+
+    ``second``: the same configuration measured at another draft length, {step_ms, drafted,
+    tokens_per_step, drafting_share}. What the model misses is then split into a part per step and a
+    part per drafted token (``drafted_overhead_ms``: the server computes and checks the logits of every
+    verified position, which llama-bench's batch, timed for its last token alone, does not), so long
+    drafts are priced from two measured steps, not one."""
     fitted = {k: v for k, v in costs.items() if not (head and k == "draft_verify_ms")}
     fitted["step_overhead_ms"] = 0.0
+    fitted.pop("drafted_overhead_ms", None)
 
-    def modelled(draft_ms: float) -> float:
-        return step_ms({**fitted, "draft_token_ms": draft_ms}, drafted, tokens_per_step, early_stop=early_stop)
+    def modelled(draft_ms: float, point_costs: dict | None = None, point=(drafted, tokens_per_step)) -> float:
+        return step_ms({**(point_costs or fitted), "draft_token_ms": draft_ms}, point[0], point[1],
+                       early_stop=early_stop)
 
     if head:
         slope = modelled(2.0) - modelled(1.0)
         fitted["draft_token_ms"] = max(0.0, 1.0 + (step_ms_measured - modelled(1.0)) / slope) if slope > 0 else 0.0
-    gap = step_ms_measured - modelled(fitted.get("draft_token_ms", 0.0))
+    draft_ms = fitted.get("draft_token_ms", 0.0)
+    gap = step_ms_measured - modelled(draft_ms)
+    calibrated = {"step_ms": step_ms_measured, "drafted": drafted, "tokens_per_step": tokens_per_step, "head": head}
+    if second is not None:
+        share2 = second.get("drafting_share", fitted.get("drafting_share", 1.0))
+        gap2 = second["step_ms"] - modelled(draft_ms, {**fitted, "drafting_share": share2},
+                                             (second["drafted"], second["tokens_per_step"]))
+        x1, x2 = fitted.get("drafting_share", 1.0) * drafted, share2 * second["drafted"]
+        if gap >= 0 and gap2 >= 0 and abs(x2 - x1) > 1e-9:
+            per_drafted = max(0.0, (gap2 - gap) / (x2 - x1))
+            overhead = gap - per_drafted * x1
+            if overhead < 0:  # the line through both points crosses zero: all of it grows with the draft
+                per_drafted, overhead = (gap + gap2) / (x1 + x2), 0.0
+            fitted.update(step_overhead_ms=overhead, drafted_overhead_ms=per_drafted)
+            fitted["calibrated"] = {**calibrated, "second": dict(second)}
+            return fitted
     if gap >= 0:
         fitted["step_overhead_ms"] = gap
     else:
@@ -200,13 +226,12 @@ def calibrate(costs: dict, step_ms_measured: float, drafted: float, tokens_per_s
         # other load): scale the parts, since a negative per-step overhead would make short drafts cost
         # less than nothing.
         fitted["step_scale"] = step_ms_measured / (step_ms_measured - gap)
-    fitted["calibrated"] = {"step_ms": step_ms_measured, "drafted": drafted, "tokens_per_step": tokens_per_step,
-                            "head": head}
+    fitted["calibrated"] = calibrated
     return fitted
 
 
 def advise(costs: dict, observed: Observation, *, early_stop: bool = False, draft_max: int | None = None,
-           draft_lengths=DRAFT_LENGTHS, rates: list[float] | None = None) -> dict:
+           draft_lengths=DRAFT_LENGTHS, rates: list[float] | None = None, fitted_lengths: tuple[int, ...] = ()) -> dict:
     """The model's speedup for the measured configuration (a fit) and for each draft length (predicted
     where it is not ``draft_max``, the measured one); a recommendation.
 
@@ -215,7 +240,8 @@ def advise(costs: dict, observed: Observation, *, early_stop: bool = False, draf
     confidence ended them), a larger draft max would not draft more: the curve holds the draft length
     at what was measured from there on. ``rates``: the unconditional acceptance per draft position
     (server metrics); where given, a step's tokens come from that curve instead of one per-token
-    probability fitted to the totals."""
+    probability fitted to the totals. ``fitted_lengths``: other draft lengths the costs were fitted
+    at (a second measured length): their figures are fits too."""
     share = costs.get("drafting_share", 1.0)
     mean_drafted = observed.drafted / observed.steps / share  # per drafting step
     mean_accepted = observed.accepted / observed.steps  # per step
@@ -227,7 +253,8 @@ def advise(costs: dict, observed: Observation, *, early_stop: bool = False, draf
         accepted = curve_tokens(rates, drafted) - 1 if rates else expected_accepted(alpha, drafted)
         tokens = 1 + share * accepted
         # The measured draft length is where the costs were fitted: its figure is a fit, not a prediction.
-        curve.append({"draft_max": k, "tokens_per_step": tokens, "basis": "fit" if k == draft_max else "predicted",
+        fit = k == draft_max or k in fitted_lengths
+        curve.append({"draft_max": k, "tokens_per_step": tokens, "basis": "fit" if fit else "predicted",
                       "predicted_speedup": predicted_speedup(costs, drafted, tokens, early_stop=early_stop)})
     best = max(curve, key=lambda row: row["predicted_speedup"])
     draft_ratio = (costs["draft_token_ms"] + costs.get("sampling_ms", 0.0)) / (

@@ -54,6 +54,10 @@ class SpeculativePlan:
     # One server up at a time (a target too large for two copies in memory): each configuration's runs
     # in one block, the plain server's last, so runs are paired by iteration but not interleaved.
     one_at_a_time: bool = False
+    # Fit the advisor at two draft lengths: the first configuration's own and twice it, measured as one
+    # more configuration of the same comparison (one more server), so long drafts are priced from two
+    # measured steps.
+    second_length: bool = True
     # The backend that speculates (--backend); None: the one installed backend that can, or among
     # several the one whose speculative object handles the target.
     backend: str | None = None
@@ -168,9 +172,12 @@ class SpeculativeComparison:
         self.configs = {name: (list(types), list(extra)) for name, types, extra in plan.variants} or {
             config_name(c): (c, []) for c in resolved["configs"]}
         base = self.backend.base_options(plan.options, threads=plan.threads, exact=plan.exact)
-        self.spec_args = {name: [*self._server_args(types, **plan.variant_settings.get(name, {})),
-                                 *plan.speculative_args, *extra]
-                          for name, (types, extra) in self.configs.items()}
+        self.variant_settings = {name: dict(values) for name, values in plan.variant_settings.items()}
+        self.spec_args = {name: self._variant_args(name) for name in self.configs}
+        # configuration -> its second draft length's configuration, measured for the advisor's fit
+        self.second_length: dict[str, str] = {}
+        if plan.advise and plan.second_length and not plan.variants:
+            self._add_second_length(next(iter(self.configs)))
         # (config, suite, iteration) -> why its text parts from vanilla's (explain_difference), once asked
         self.explained: dict[tuple[str, str, int], dict | None] = {}
         # name -> (model, options) of its server; the plain server runs without speculation args.
@@ -203,12 +210,31 @@ class SpeculativeComparison:
             "compatibility": resolved["compatibility"],
         }
 
+    def _variant_args(self, name: str) -> list[str]:
+        types, extra = self.configs[name]
+        return [*self._server_args(types, **self.variant_settings.get(name, {})), *self.plan.speculative_args, *extra]
+
+    def _add_second_length(self, name: str) -> None:
+        """Configuration ``name`` again at twice its draft length, where the backend's flags carry it."""
+        draft_max = self.config_draft_max(name)
+        if not draft_max or draft_max * 2 > 256:
+            return
+        second = f"{name} draft max {draft_max * 2}"
+        self.configs[second] = self.configs[name]
+        self.variant_settings[second] = {**self.variant_settings.get(name, {}), "draft_max": draft_max * 2}
+        self.spec_args[second] = self._variant_args(second)
+        if self.config_draft_max(second) != draft_max * 2 or self.spec_args[second] == self.spec_args[name]:
+            for table in (self.configs, self.variant_settings, self.spec_args):  # a flag fixes the length
+                table.pop(second)
+            return
+        self.second_length[name] = second
+
     def _settings(self, types: list[str], **overrides) -> dict:
         return self.backend.settings(types, **{**self.plan.settings, **overrides})
 
     def config_settings(self, name: str) -> dict:
         """The settings configuration ``name`` runs with (a variant's over the plan's)."""
-        return self._settings(self.configs[name][0], **self.plan.variant_settings.get(name, {}))
+        return self._settings(self.configs[name][0], **self.variant_settings.get(name, {}))
 
     def config_draft_max(self, name: str) -> int | None:
         """Tokens configuration ``name`` drafts per step at most, as its backend reads its settings and flags."""
@@ -275,7 +301,8 @@ class SpeculativeComparison:
                             self._explain_differences()  # while the plain server is still up to be asked
             if self.plan.advise:
                 for name, (types, _) in self.configs.items():
-                    self._advise(name, types)
+                    if name not in self.second_length.values():  # a second length is its config's fit
+                        self._advise(name, types)
                 self._confirm()
                 self._ready_command()
             self.report["status"] = "complete"
@@ -431,15 +458,25 @@ class SpeculativeComparison:
         with_draft = roles["draft_model"] and self.draft_path is not None
         measured_draft_max = summary["draft_max"]
         counted = self._acceptance(spec_runs)
-        fitted = (self._fit_counted(summary, spec_runs, counted, with_draft, roles["head"], early_stop)
+        second = self.second_length.get(name)
+        second_point = self._step_point(second) if second and counted is not None else None
+        fitted = (self._fit_counted(summary, spec_runs, counted, with_draft, roles["head"], early_stop, second_point)
                   if counted is not None else self._fit_inferred(summary, spec_runs, with_draft, early_stop))
         if fitted is None:
             return
         costs, observed, rates = fitted
-        lengths = sorted({*DRAFT_LENGTHS, *self.plan.predict_draft_lengths,
+        fitted_lengths = ()
+        if second_point is not None and "second" in costs.get("calibrated", {}):
+            # The longer draft's acceptance per position reaches further before the curve extrapolates.
+            rates = second_point["rates"] or rates
+            fitted_lengths = (second_point["draft_max"],)
+        lengths = sorted({*DRAFT_LENGTHS, *self.plan.predict_draft_lengths, *fitted_lengths,
                           *([measured_draft_max] if measured_draft_max else [])})
         advice = advise(costs, observed, early_stop=early_stop, rates=rates, draft_max=measured_draft_max,
-                        draft_lengths=lengths)
+                        draft_lengths=lengths, fitted_lengths=fitted_lengths)
+        if fitted_lengths:
+            advice["second_length"] = {"name": second, "draft_max": second_point["draft_max"],
+                                       "measured_speedup": self.report["configs"][second]["speedup"]}
         advice["acceptance_inferred"] = counted is None
         if counted is None:
             advice["acceptance_source"] = (f"inferred from the measured speedup through the cost model "
@@ -455,10 +492,30 @@ class SpeculativeComparison:
         vanilla = _median(r.decode_tokens_per_s for r in self.runners["vanilla"].result.runs)
         return with_sampling(self._costs(with_draft), vanilla)
 
+    def _step_point(self, name: str) -> dict | None:
+        """Configuration ``name``'s measured step: {step_ms, drafted (per drafting step), tokens_per_step,
+        drafting_share, draft_max, rates}; None where it drafted nothing or has no speed."""
+        from velollm_core.speculative.advisor import Observation
+
+        summary, runs = self.report["configs"][name], self.runners[name].result.runs
+        counted = self._acceptance(runs)
+        tps = _median(r.decode_tokens_per_s for r in runs)
+        if not counted or not counted[0] or not tps:
+            return None
+        observed = Observation(generated=sum(r.completion_tokens or 0 for r in runs), drafted=counted[0],
+                               accepted=counted[1])
+        by_position = summary.get("acceptance_by_position")
+        share = min(1.0, by_position["steps"] / observed.steps) if by_position and by_position["steps"] else 1.0
+        tokens = observed.generated / observed.steps
+        return {"step_ms": 1000 * tokens / tps, "drafted": observed.drafted / observed.steps / share,
+                "tokens_per_step": tokens, "drafting_share": share, "draft_max": summary["draft_max"],
+                "rates": by_position["rates"] if by_position else None}
+
     def _fit_counted(self, summary: dict, spec_runs, counted: tuple[int, int], with_draft: bool, head: bool,
-                     early_stop: bool) -> tuple[dict, Any, list[float] | None] | None:
-        """(costs fitted to the measured step, the counted acceptance, per-position rates); None (advice
-        recorded) where nothing was drafted."""
+                     early_stop: bool, second: dict | None = None) -> tuple[dict, Any, list[float] | None] | None:
+        """(costs fitted to the measured step, and to ``second``'s where given (the same configuration at
+        another draft length), the counted acceptance, per-position rates); None (advice recorded) where
+        nothing was drafted."""
         from velollm_core.speculative.advisor import Observation, calibrate
 
         drafted, accepted = counted
@@ -480,7 +537,9 @@ class SpeculativeComparison:
             tokens = observed.generated / observed.steps
             drafted_per_step = observed.drafted / observed.steps / costs.get("drafting_share", 1.0)
             costs = calibrate(costs, 1000 * tokens / spec_tps, drafted_per_step, tokens, head=head,
-                              early_stop=early_stop)
+                              early_stop=early_stop,
+                              second={k: second[k] for k in ("step_ms", "drafted", "tokens_per_step", "drafting_share")}
+                              if second else None)
         return costs, observed, (by_position["rates"] if by_position else None)
 
     def _fit_inferred(self, summary: dict, spec_runs, with_draft: bool,
@@ -528,14 +587,18 @@ class SpeculativeComparison:
         from dataclasses import replace
 
         configs = self.report["configs"]
-        name = max(configs, key=lambda n: configs[n]["speedup"] or 0)
-        advice = configs[name].get("advisor") or {}
+        advised = [n for n in configs if configs[n].get("advisor")]
+        if not advised:
+            return
+        name = max(advised, key=lambda n: configs[n]["speedup"] or 0)
+        advice = configs[name]["advisor"]
         recommended = advice.get("recommended_draft_max")
-        if not self.plan.confirm or recommended is None or recommended == configs[name]["draft_max"]:
+        measured = {configs[name]["draft_max"], (advice.get("second_length") or {}).get("draft_max")}
+        if not self.plan.confirm or recommended is None or recommended in measured:
             return
         types, extra = self.configs[name]
         plan = replace(self.plan, types=[], variants=[(name, types, extra)], advise=False, confirm=False,
-                       variant_settings={name: {**self.plan.variant_settings.get(name, {}), "draft_max": recommended}})
+                       variant_settings={name: {**self.variant_settings.get(name, {}), "draft_max": recommended}})
         check = SpeculativeComparison(plan, on_run=lambda label, record: self.on_run(
             f"check draft max {recommended}: {label}", record), hardware=self.hardware)
         try:
@@ -562,14 +625,20 @@ class SpeculativeComparison:
         configs = self.report["configs"]
         best_name = max(configs, key=lambda n: configs[n]["speedup"] or 0)
         best = configs[best_name]
-        check = (best.get("advisor") or {}).get("check")
         measured = {"speedup": best["speedup"], "speedup_interval": best["speedup_interval"],
                     "draft_max": best["draft_max"], "measured_in": "the comparison"}
-        overrides = dict(self.plan.variant_settings.get(best_name, {}))
-        if check and (check["measured_speedup"] or 0) > (best["speedup"] or 0):
-            measured = {"speedup": check["measured_speedup"], "speedup_interval": check["speedup_interval"],
-                        "draft_max": check["draft_max"], "measured_in": "the advisor's check"}
-            overrides["draft_max"] = check["draft_max"]
+        overrides = dict(self.variant_settings.get(best_name, {}))
+        # A check measured faster than every configuration compared (it checks an advised configuration,
+        # which need not be the fastest one compared: a second draft length may be).
+        checks = [(name, c["advisor"]["check"]) for name, c in configs.items()
+                  if (c.get("advisor") or {}).get("check") and c["advisor"]["check"].get("measured_speedup")]
+        if checks:
+            name, check = max(checks, key=lambda item: item[1]["measured_speedup"])
+            if check["measured_speedup"] > (best["speedup"] or 0):
+                best_name, best = name, configs[name]
+                measured = {"speedup": check["measured_speedup"], "speedup_interval": check["speedup_interval"],
+                            "draft_max": check["draft_max"], "measured_in": "the advisor's check"}
+                overrides = {**self.variant_settings.get(name, {}), "draft_max": check["draft_max"]}
         if not measured["speedup"] or measured["speedup"] < WORTH_IT:
             self.report["ready"] = {"types": None, "command": None,
                                     "why": "no configuration measured faster than plain decoding: leave speculation off"}

@@ -201,13 +201,13 @@ def _order(report: dict) -> str:
     return "one server at a time" if report.get("order") == "one server at a time" else "interleaved runs"
 
 
-def _report_table(report: dict, config: dict, with_ttft: bool):
+def _report_table(report: dict, config: dict, with_ttft: bool, name: str | None = None):
     """One row per suite; without ``with_ttft`` the TTFT and run-count columns are left to ``--json`` (80
     columns; the count is also in the interval's "n")."""
     from rich.table import Table
 
     drafter = f" · draft {Path(report['draft']).name}" if config.get("uses_draft_file") and report.get("draft") else ""
-    table = Table(title=f"vanilla vs {','.join(config['types'])}{drafter}",
+    table = Table(title=f"vanilla vs {name or ','.join(config['types'])}{drafter}",
                   caption=f"median decode tok/s; {_order(report)}, same seed, temperature 0")
     wide_columns = ["TTFT ms (v / s)", "n"] if with_ttft else []
     for col in ("suite", "vanilla", "speculative", "speedup", "acceptance", *wide_columns, "advice"):
@@ -226,8 +226,8 @@ def render_report(report: dict, console) -> None:
     configs = report.get("configs") or {  # a report from before several configurations: the one it had
         "speculative": {"types": ["speculative"], "acceptance_source": "per-request totals", **report}}
     for name, config in configs.items():
-        console.print(fitting(console, lambda c=config: _report_table(report, c, with_ttft=True),
-                              lambda c=config: _report_table(report, c, with_ttft=False)))
+        console.print(fitting(console, lambda c=config, n=name: _report_table(report, c, with_ttft=True, name=n),
+                              lambda c=config, n=name: _report_table(report, c, with_ttft=False, name=n)))
         console.print(f"{name}: speedup (median over suites) {_fmt(config.get('speedup'), '{:.2f}x')}"
                       f"{_interval(config.get('speedup_interval'))}   "
                       f"acceptance {_fmt(config.get('acceptance_rate'), '{:.0%}')}")
@@ -259,7 +259,11 @@ def render_report(report: dict, console) -> None:
                               f"{advice['acceptance_source']}", highlight=False)
             if advice.get("costs_ms", {}).get("timed_by"):  # how a backend timed what it cannot time alone
                 console.print(f"  costs: {advice['costs_ms']['timed_by']}", highlight=False, markup=False)
-            console.print("  predicted speedup by draft max (* = the fitted one): " + ", ".join(
+            second = advice.get("second_length")
+            if second:
+                console.print(f"  fitted at two measured draft lengths: {advice.get('measured_draft_max')} and "
+                              f"{second['draft_max']} ({_fmt(second['measured_speedup'], '{:.2f}x')} measured there)")
+            console.print("  predicted speedup by draft max (* = fitted): " + ", ".join(
                 f"{row['draft_max']}{'*' if row.get('basis') == 'fit' else ''}: {row['predicted_speedup']:.2f}x"
                 for row in advice["curve"]))
         if advice:

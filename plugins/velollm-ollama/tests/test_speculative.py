@@ -187,7 +187,7 @@ def test_without_the_check_the_printed_modelfile_is_the_measured_setting(velollm
                              "--max-tokens", "16", "--no-check")
     assert code == 0, err
     assert created(accepting) == [2]
-    assert "predicted speedup by draft max (* = the fitted one): 1: " in out and ", 2*: " in out
+    assert "predicted speedup by draft max (* = fitted): 1: " in out and ", 2*: " in out
     assert "best measured: draft draft max 2 " in out and "run it with:\nollama create tiny-draft:latest" in out
 
 
