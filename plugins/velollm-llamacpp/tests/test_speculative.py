@@ -206,17 +206,26 @@ def test_ngram_bench_on_the_standard_build_measures_explains_and_checks_its_advi
         assert difference["why"].startswith(("near-tie", "real difference"))
     advice = report["configs"]["ngram-mod"]["advisor"]
     assert "prediction_error" not in advice and advice["measured_draft_max"] == 8
-    assert [r["draft_max"] for r in advice["curve"] if r["basis"] == "fit"] == [8]
+    # Fitted at two measured draft lengths: the default and twice it, one more configuration compared
+    second = report["configs"]["ngram-mod draft max 16"]
+    assert second["draft_max"] == 16 and second["per_suite"]["quote_answer"]["drafted"] > 0
+    assert "--spec-ngram-mod-n-max" in second["server_args"] and "advisor" not in second
+    assert advice["second_length"] == {"name": "ngram-mod draft max 16", "draft_max": 16,
+                                       "measured_speedup": second["speedup"]}
+    assert advice["costs_ms"]["calibrated"]["second"]["drafted"] > 0
+    assert advice["costs_ms"]["drafted_overhead_ms"] >= 0 and advice["costs_ms"]["step_overhead_ms"] >= 0
+    assert [r["draft_max"] for r in advice["curve"] if r["basis"] == "fit"] == [8, 16]
+    assert "fitted at two measured draft lengths: 8 and 16" in proc.stdout
     check = advice.get("check")
-    if advice["recommended_draft_max"] not in (None, 8):  # measured before its command is printed
+    if advice["recommended_draft_max"] not in (None, 8, 16):  # measured before its command is printed
         assert check["basis"] == "held-out" and check["draft_max"] == advice["recommended_draft_max"]
         assert check["measured_speedup"] > 0 and f"measured at draft max {check['draft_max']}" in proc.stdout
     else:
         assert check is None
     ready = report["ready"]
-    if ready["command"]:
-        measured = check["measured_speedup"] if ready["measured_in"] == "the advisor's check" else report["speedup"]
-        assert ready["measured_speedup"] == measured and "run it with:" in proc.stdout
+    if ready["command"]:  # the fastest measured: a configuration compared or the check
+        fastest = max([c["speedup"] for c in report["configs"].values()] + [(check or {}).get("measured_speedup") or 0])
+        assert ready["measured_speedup"] == fastest and "run it with:" in proc.stdout
 
 
 def test_one_server_at_a_time_runs_each_block_alone_and_pairs_runs_by_iteration(spec_backend):
@@ -636,3 +645,30 @@ def test_a_step_faster_than_its_parts_scales_them_and_never_predicts_below_zero(
     assert all(row["predicted_speedup"] > 0 for row in advice["curve"])
     slower = calibrate(costs, modelled + 2.0, 8, 4.0)
     assert slower["step_overhead_ms"] == pytest.approx(2.0) and "step_scale" not in slower
+
+
+def test_two_measured_draft_lengths_split_the_unexplained_time_per_step_and_per_drafted_token():
+    """A server whose step costs llama-bench's batch plus 5 ms per step plus 0.5 ms per drafted token (the
+    logits of every verified position): one measured length cannot tell those apart and misprices a long
+    draft; two recover both, and the third length is predicted from them."""
+    from velollm_core.speculative.advisor import calibrate
+
+    costs = {"target_token_ms": 10.0, "draft_token_ms": 0.0, "sampling_ms": 1.0, "plain_ms": 11.0,
+             "drafting_share": 0.8, "verify_ms": {1: 11.0, 8: 18.0, 16: 26.0, 32: 42.0}}
+
+    def server_step(drafted, tokens, share=0.8):
+        return step_ms({**costs, "drafting_share": share}, drafted, tokens) + 5.0 + 0.5 * share * drafted
+
+    one = calibrate(costs, server_step(7.5, 6.0), 7.5, 6.0)
+    two = calibrate(costs, server_step(7.5, 6.0), 7.5, 6.0,
+                    second={"step_ms": server_step(14.0, 9.0, 0.75), "drafted": 14.0, "tokens_per_step": 9.0,
+                            "drafting_share": 0.75})
+    assert two["step_overhead_ms"] == pytest.approx(5.0) and two["drafted_overhead_ms"] == pytest.approx(0.5)
+    assert two["calibrated"]["second"]["drafted"] == 14.0 and "drafted_overhead_ms" not in one
+    truth = server_step(30.0, 12.0)
+    assert step_ms(two, 30.0, 12.0) == pytest.approx(truth)
+    assert step_ms(one, 30.0, 12.0) < truth - 5  # one length prices the long draft too cheap
+    # a second step no slower than the model's parts falls back to the one-length fit
+    fallback = calibrate(costs, server_step(7.5, 6.0), 7.5, 6.0,
+                         second={"step_ms": 1.0, "drafted": 14.0, "tokens_per_step": 9.0, "drafting_share": 0.75})
+    assert "drafted_overhead_ms" not in fallback and "second" not in fallback["calibrated"]
