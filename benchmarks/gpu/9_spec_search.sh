@@ -4,8 +4,9 @@
 # machine cannot install the PyPI package; default: the name, where it is installed). PARTS selects:
 #   cpu     the host's own CPU (the second CPU type): `velollm speculative bench` n-gram, code_edit and
 #           quote_answer, 3 interleaved iterations, RUNS times (default 3), with the GPU hidden
-#           (CUDA_VISIBLE_DEVICES=""), so the CUDA build runs its CPU kernels: exit 0 with speed, the
-#           text verdict, and the advisor's recommended draft max measured before its command.
+#           (CUDA_VISIBLE_DEVICES=""), on the CPU build in CPU_BIN (else the CUDA build's CPU kernels):
+#           exit 0 with speed, the text verdict, and the advisor's recommended draft max measured
+#           before its command.
 #   bench   the same on the GPU, 5 iterations.
 #   search  `velollm speculative search` on the GPU: ngram-mod, ngram-map-k, ngram-simple x draft max
 #           4,8,16,32 x match 4,8,12, successive halving; the advisor's pick against the best measured.
@@ -26,9 +27,10 @@ NGRAM="--target $GEMMA --draft ngram --suite code_edit --suite quote_answer"
 for part in ${PARTS:-cpu bench search mtp}; do case $part in
 cpu)
   grep -m1 "model name" /proc/cpuinfo; nproc
+  # CPU_BIN: a CPU build's bin folder (velollm llamacpp install, no --cuda); else the CUDA build's CPU kernels
   for r in $(seq 1 "${RUNS:-3}"); do
-    CUDA_VISIBLE_DEVICES="" run spec9-cpu-r$r $VELOLLM speculative bench $NGRAM --iterations 3 \
-      --output "$OUT/r/spec9-cpu-r$r.json"
+    CUDA_VISIBLE_DEVICES="" VELOLLM_LLAMACPP_DIR=${CPU_BIN:-} run spec9-cpu-r$r $VELOLLM speculative bench $NGRAM \
+      --iterations 3 --output "$OUT/r/spec9-cpu-r$r.json"
   done ;;
 bench)
   run spec9-bench $VELOLLM speculative bench $NGRAM --iterations 5 $GPU --output "$OUT/r/spec9-bench.json" ;;
