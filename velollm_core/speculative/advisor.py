@@ -230,6 +230,31 @@ def calibrate(costs: dict, step_ms_measured: float, drafted: float, tokens_per_s
     return fitted
 
 
+def undrafted_share(costs: dict, k: float) -> float | None:
+    """u(k): the share of generated tokens that came from steps which drafted nothing (n-gram drafting
+    finds no match there), as measured at the fitted draft lengths (``costs["undrafted_share"]``): one
+    length holds it for all; two draw the line through both (longer n-gram drafts leave more of the text
+    to plain steps), held within [0, 0.95]. None where not measured."""
+    points = sorted((int(k0), u) for k0, u in (costs.get("undrafted_share") or {}).items())
+    if not points:
+        return None
+    (k0, u0), (k1, u1) = points[0], points[-1]
+    u = u0 if k1 == k0 else u0 + (u1 - u0) * (k - k0) / (k1 - k0)
+    return min(0.95, max(0.0, u))
+
+
+def per_step(costs: dict, accepted: float, k: float) -> tuple[float, float]:
+    """(tokens per step, share of steps that draft) at draft length ``k`` with ``accepted`` tokens per
+    drafting step: from u(k) where measured (a drafting step yields 1 + accepted tokens, a plain one 1),
+    else the measured share of steps held."""
+    u = undrafted_share(costs, k)
+    if u is None:
+        share = costs.get("drafting_share", 1.0)
+        return 1 + share * accepted, share
+    drafting = (1 - u) / (1 + accepted)  # drafting steps per generated token
+    return 1 / (u + drafting), drafting / (u + drafting)
+
+
 def advise(costs: dict, observed: Observation, *, early_stop: bool = False, draft_max: int | None = None,
            draft_lengths=DRAFT_LENGTHS, rates: list[float] | None = None, fitted_lengths: tuple[int, ...] = ()) -> dict:
     """The model's speedup for the measured configuration (a fit) and for each draft length (predicted
@@ -251,11 +276,13 @@ def advise(costs: dict, observed: Observation, *, early_stop: bool = False, draf
     for k in draft_lengths:
         drafted = min(k, mean_drafted) if confidence_limited else k
         accepted = curve_tokens(rates, drafted) - 1 if rates else expected_accepted(alpha, drafted)
-        tokens = 1 + share * accepted
+        tokens, share_k = per_step(costs, accepted, k)
         # The measured draft length is where the costs were fitted: its figure is a fit, not a prediction.
         fit = k == draft_max or k in fitted_lengths
-        curve.append({"draft_max": k, "tokens_per_step": tokens, "basis": "fit" if fit else "predicted",
-                      "predicted_speedup": predicted_speedup(costs, drafted, tokens, early_stop=early_stop)})
+        curve.append({"draft_max": k, "tokens_per_step": tokens, "drafting_share": share_k,
+                      "basis": "fit" if fit else "predicted",
+                      "predicted_speedup": predicted_speedup({**costs, "drafting_share": share_k}, drafted, tokens,
+                                                             early_stop=early_stop)})
     best = max(curve, key=lambda row: row["predicted_speedup"])
     draft_ratio = (costs["draft_token_ms"] + costs.get("sampling_ms", 0.0)) / (
         costs["target_token_ms"] + costs.get("sampling_ms", 0.0))

@@ -531,6 +531,13 @@ class SpeculativeComparison:
         if by_position and by_position["steps"]:
             # Steps that drafted at all, of every step: n-gram drafting skips those its context misses.
             costs["drafting_share"] = min(1.0, by_position["steps"] / observed.steps)
+            # Of every generated token, the share from steps that drafted nothing: a property of the text
+            # more than of the draft length (the advisor's u(k)).
+            if summary["draft_max"]:
+                costs["undrafted_share"] = {summary["draft_max"]: (1 - costs["drafting_share"]) * observed.steps
+                                            / max(observed.generated, 1)}
+            if second and second.get("draft_max") and summary["draft_max"]:
+                costs["undrafted_share"][second["draft_max"]] = (1 - second["drafting_share"]) / second["tokens_per_step"]
         if spec_tps:
             # Fitted to the measured step: a head's cost (llama-bench cannot run one alone) and the
             # server's per-step work; the curve then predicts the other draft lengths.
