@@ -672,3 +672,19 @@ def test_two_measured_draft_lengths_split_the_unexplained_time_per_step_and_per_
     fallback = calibrate(costs, server_step(7.5, 6.0), 7.5, 6.0,
                          second={"step_ms": 1.0, "drafted": 14.0, "tokens_per_step": 9.0, "drafting_share": 0.75})
     assert "drafted_overhead_ms" not in fallback and "second" not in fallback["calibrated"]
+
+
+def test_the_share_of_text_left_to_plain_steps_sets_how_many_steps_draft_at_each_length():
+    """n-gram drafting drafts only where the context matches: the share of tokens from plain steps, u,
+    is measured; the share of *steps* that draft then falls as drafts grow (each covers more text)."""
+    from velollm_core.speculative.advisor import per_step, undrafted_share
+
+    one = {"drafting_share": 0.7, "undrafted_share": {8: 0.05}}
+    assert undrafted_share(one, 32) == 0.05 and undrafted_share({"drafting_share": 0.7}, 8) is None
+    tokens, share = per_step(one, 7.0, 8)  # 8 tokens per drafting step
+    assert tokens == pytest.approx(1 / (0.05 + 0.95 / 8)) and share == pytest.approx((0.95 / 8) / (0.05 + 0.95 / 8))
+    assert per_step(one, 14.0, 16)[1] < share  # longer drafts: fewer of the steps draft
+    assert per_step({"drafting_share": 0.7}, 7.0, 8) == (pytest.approx(1 + 0.7 * 7.0), 0.7)  # u not measured
+    two = {"undrafted_share": {"8": 0.05, "16": 0.10}}  # as a stored report holds it (text keys)
+    assert undrafted_share(two, 24) == pytest.approx(0.15) and undrafted_share(two, 400) == 0.95
+    assert undrafted_share({"undrafted_share": {8: 0.3, 16: 0.1}}, 40) == 0.0
