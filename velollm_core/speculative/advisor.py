@@ -230,24 +230,17 @@ def calibrate(costs: dict, step_ms_measured: float, drafted: float, tokens_per_s
     return fitted
 
 
-def undrafted_share(costs: dict, k: float) -> float | None:
-    """u(k): the share of generated tokens that came from steps which drafted nothing (n-gram drafting
-    finds no match there), as measured at the fitted draft lengths (``costs["undrafted_share"]``): one
-    length holds it for all; two draw the line through both (longer n-gram drafts leave more of the text
-    to plain steps), held within [0, 0.95]. None where not measured."""
-    points = sorted((int(k0), u) for k0, u in (costs.get("undrafted_share") or {}).items())
-    if not points:
-        return None
-    (k0, u0), (k1, u1) = points[0], points[-1]
-    u = u0 if k1 == k0 else u0 + (u1 - u0) * (k - k0) / (k1 - k0)
-    return min(0.95, max(0.0, u))
+def per_step(costs: dict, accepted: float) -> tuple[float, float]:
+    """(tokens per step, share of steps that draft) with ``accepted`` tokens per drafting step.
 
-
-def per_step(costs: dict, accepted: float, k: float) -> tuple[float, float]:
-    """(tokens per step, share of steps that draft) at draft length ``k`` with ``accepted`` tokens per
-    drafting step: from u(k) where measured (a drafting step yields 1 + accepted tokens, a plain one 1),
-    else the measured share of steps held."""
-    u = undrafted_share(costs, k)
+    ``costs["undrafted_share"]``, u: the share of generated tokens that came from steps which drafted
+    nothing (n-gram drafting finds no match there), measured at the fitted draft length and held for
+    every other: a drafting step yields 1 + accepted tokens, a plain one 1, so the share of *steps* that
+    draft falls as drafts grow (each covers more of the text). Refitted on ten stored CPU runs (docs/
+    BENCHMARKS.md), holding the share of steps instead was -4 to +43% off at the draft max checked (five
+    within 10%), holding u -15 to +23% (seven); a line through u at two lengths, -24 to -27%. Without
+    u: the measured share of steps, held."""
+    u = costs.get("undrafted_share")
     if u is None:
         share = costs.get("drafting_share", 1.0)
         return 1 + share * accepted, share
@@ -276,7 +269,7 @@ def advise(costs: dict, observed: Observation, *, early_stop: bool = False, draf
     for k in draft_lengths:
         drafted = min(k, mean_drafted) if confidence_limited else k
         accepted = curve_tokens(rates, drafted) - 1 if rates else expected_accepted(alpha, drafted)
-        tokens, share_k = per_step(costs, accepted, k)
+        tokens, share_k = per_step(costs, accepted)
         # The measured draft length is where the costs were fitted: its figure is a fit, not a prediction.
         fit = k == draft_max or k in fitted_lengths
         curve.append({"draft_max": k, "tokens_per_step": tokens, "drafting_share": share_k,

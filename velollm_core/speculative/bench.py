@@ -56,8 +56,9 @@ class SpeculativePlan:
     one_at_a_time: bool = False
     # Fit the advisor at two draft lengths: the first configuration's own and twice it, measured as one
     # more configuration of the same comparison (one more server), so long drafts are priced from two
-    # measured steps.
-    second_length: bool = True
+    # measured steps (a cost per step and one per drafted token). Opt-in: on this CPU it did not beat
+    # one length (docs/BENCHMARKS.md) and costs a third more time.
+    second_length: bool = False
     # The backend that speculates (--backend); None: the one installed backend that can, or among
     # several the one whose speculative object handles the target.
     backend: str | None = None
@@ -531,13 +532,9 @@ class SpeculativeComparison:
         if by_position and by_position["steps"]:
             # Steps that drafted at all, of every step: n-gram drafting skips those its context misses.
             costs["drafting_share"] = min(1.0, by_position["steps"] / observed.steps)
-            # Of every generated token, the share from steps that drafted nothing: a property of the text
-            # more than of the draft length (the advisor's u(k)).
-            if summary["draft_max"]:
-                costs["undrafted_share"] = {summary["draft_max"]: (1 - costs["drafting_share"]) * observed.steps
-                                            / max(observed.generated, 1)}
-            if second and second.get("draft_max") and summary["draft_max"]:
-                costs["undrafted_share"][second["draft_max"]] = (1 - second["drafting_share"]) / second["tokens_per_step"]
+            # Of every generated token, the share from steps that drafted nothing (the advisor's u): a
+            # property of the text, held for other draft lengths.
+            costs["undrafted_share"] = (1 - costs["drafting_share"]) * observed.steps / max(observed.generated, 1)
         if spec_tps:
             # Fitted to the measured step: a head's cost (llama-bench cannot run one alone) and the
             # server's per-step work; the curve then predicts the other draft lengths.

@@ -105,6 +105,8 @@ def _print_check(report: dict, runtime: str) -> None:
                    "no tiled matmul, no flash attention), so the text must match vanilla token for token (exit 1 "
                    "where it does not). Default (--fast-kernels): the standard build and kernels you run; text "
                    "differences are explained (near-tie or real) and the exit code stays 0.")
+@click.option("--two-lengths", is_flag=True,
+              help="Fit the advisor at two measured draft lengths: also run the draft max at twice its value.")
 @click.option("--one-at-a-time", is_flag=True,
               help="One server up at a time (a target too large for two copies in memory); runs are then "
                    "paired by iteration, not interleaved.")
@@ -116,7 +118,7 @@ def _print_check(report: dict, runtime: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def bench_command(target, draft, spec_types, draft_max, draft_min, p_min, draft_ctx, draft_gpu_layers, draft_threads,
                   ngram_match, spec_args, threads, suites, iterations, warmup, max_tokens, options, no_advise, exact,
-                  one_at_a_time, no_check, output, force, backend_name, as_json) -> dict:
+                  two_lengths, one_at_a_time, no_check, output, force, backend_name, as_json) -> dict:
     """Vanilla vs speculative, interleaved, same prompts and seed: speedup with its interval, acceptance,
     and whether the text is the same (where not: the first differing token, near-tie or real)."""
 
@@ -142,7 +144,8 @@ def bench_command(target, draft, spec_types, draft_max, draft_min, p_min, draft_
     plan = SpeculativePlan(target=target, draft=draft, types=types, suites=chosen, iterations=iterations, warmup=warmup,
                            threads=threads, settings=settings, options=parse_options(options),
                            advise=not no_advise, exact=exact, speculative_args=list(spec_args),
-                           backend=backend_name, confirm=not no_check, one_at_a_time=one_at_a_time)
+                           backend=backend_name, confirm=not no_check, one_at_a_time=one_at_a_time,
+                           second_length=two_lengths)
     from velollm_core.bench.commands import record_busy, warn_if_busy
     from velollm_core.contract.files import prepare_output
 

@@ -183,7 +183,7 @@ def test_ngram_bench_on_the_standard_build_measures_explains_and_checks_its_advi
     out = tmp_path / "spec.json"
     proc = velollm("speculative", "bench", "--target", "gemma3-270m", "--draft", "ngram", "--suite",
                    "quote_answer", "--iterations", "2", "--warmup", "0", "--max-tokens", "96", "--threads", "2",
-                   "--output", str(out))
+                   "--two-lengths", "--output", str(out))
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert report["status"] == "complete" and report["settings"]["exact"] is False
@@ -206,7 +206,8 @@ def test_ngram_bench_on_the_standard_build_measures_explains_and_checks_its_advi
         assert difference["why"].startswith(("near-tie", "real difference"))
     advice = report["configs"]["ngram-mod"]["advisor"]
     assert "prediction_error" not in advice and advice["measured_draft_max"] == 8
-    # Fitted at two measured draft lengths: the default and twice it, one more configuration compared
+    assert 0 <= advice["costs_ms"]["undrafted_share"] < 1  # u, the text left to plain steps
+    # --two-lengths: fitted at two measured draft lengths, the default and twice it, one more configuration
     second = report["configs"]["ngram-mod draft max 16"]
     assert second["draft_max"] == 16 and second["per_suite"]["quote_answer"]["drafted"] > 0
     assert "--spec-ngram-mod-n-max" in second["server_args"] and "advisor" not in second
@@ -676,15 +677,14 @@ def test_two_measured_draft_lengths_split_the_unexplained_time_per_step_and_per_
 
 def test_the_share_of_text_left_to_plain_steps_sets_how_many_steps_draft_at_each_length():
     """n-gram drafting drafts only where the context matches: the share of tokens from plain steps, u,
-    is measured; the share of *steps* that draft then falls as drafts grow (each covers more text)."""
-    from velollm_core.speculative.advisor import per_step, undrafted_share
+    is measured and held; the share of *steps* that draft then falls as drafts grow (each covers more
+    text)."""
+    from velollm_core.speculative.advisor import per_step
 
-    one = {"drafting_share": 0.7, "undrafted_share": {8: 0.05}}
-    assert undrafted_share(one, 32) == 0.05 and undrafted_share({"drafting_share": 0.7}, 8) is None
-    tokens, share = per_step(one, 7.0, 8)  # 8 tokens per drafting step
+    held = {"drafting_share": 0.7, "undrafted_share": 0.05}
+    tokens, share = per_step(held, 7.0)  # 8 tokens per drafting step
     assert tokens == pytest.approx(1 / (0.05 + 0.95 / 8)) and share == pytest.approx((0.95 / 8) / (0.05 + 0.95 / 8))
-    assert per_step(one, 14.0, 16)[1] < share  # longer drafts: fewer of the steps draft
-    assert per_step({"drafting_share": 0.7}, 7.0, 8) == (pytest.approx(1 + 0.7 * 7.0), 0.7)  # u not measured
-    two = {"undrafted_share": {"8": 0.05, "16": 0.10}}  # as a stored report holds it (text keys)
-    assert undrafted_share(two, 24) == pytest.approx(0.15) and undrafted_share(two, 400) == 0.95
-    assert undrafted_share({"undrafted_share": {8: 0.3, 16: 0.1}}, 40) == 0.0
+    longer_tokens, longer_share = per_step(held, 14.0)
+    assert longer_share < share and longer_tokens > tokens  # longer drafts: fewer of the steps draft
+    assert per_step({"drafting_share": 0.7}, 7.0) == (pytest.approx(1 + 0.7 * 7.0), 0.7)  # u not measured
+    assert per_step({"undrafted_share": 0.0}, 7.0) == (8.0, 1.0)  # every step drafts (a model draft, MTP)
