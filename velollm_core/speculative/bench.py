@@ -275,7 +275,7 @@ class SpeculativeComparison:
         names = list(self.configs)
         # Together: every server up at once, runs interleaved A B A B. One at a time: each server's block
         # of runs, the plain one last so it is still up to explain where the texts differ.
-        groups = [names + ["vanilla"]] if not self.plan.one_at_a_time else [[name] for name in [*names, "vanilla"]]
+        groups = [["vanilla", *names]] if not self.plan.one_at_a_time else [[name] for name in [*names, "vanilla"]]
         self.report["order"] = "one server at a time" if self.plan.one_at_a_time else "interleaved"
         try:
             with interrupt.last_words(self._forced_exit):
