@@ -584,7 +584,11 @@ def test_the_draft_length_a_configuration_runs_with():
     assert spec.draft_max(["ngram-mod"], {}, ["--spec-ngram-mod-n-max=24"]) == 24
     assert spec.draft_max(["draft-simple"], {}, ["--draft-max", "16"]) == 16
     assert spec.draft_max(["draft-simple"], {}, []) == spec.default_draft_max  # a model draft's default
-    assert spec.draft_max(["ngram-mod"], {}, ["--metrics", "--draft-max", "²"]) is None
+    # No length among the flags (a GPU build keeps llama.cpp's ngram-mod defaults): llama.cpp's own 64, so
+    # the advisor is fitted at the length the server drafted (the H100 run had fitted at none)
+    assert spec.draft_max(["ngram-mod"], {}, ["--spec-type", "ngram-mod", "--metrics"]) == 64
+    assert spec.draft_max(["ngram-mod"], {}, ["--metrics", "--draft-max", "²"]) == 64
+    assert spec.draft_max(["ngram-simple"], {}, ["--spec-type", "ngram-simple"]) is None
 
 
 def test_search_grid_measures_each_setting_once_and_checks_the_advisor_on_held_out_points(spec_backend, tmp_path):

@@ -24,6 +24,9 @@ NGRAM_KINDS = ("ngram-mod", "ngram-simple", "ngram-map-k", "ngram-map-k4v", "ngr
 # (docs/BENCHMARKS.md, Gemma 3 270M, 2 cores, exact mode): code_edit 1.62x -> 2.2x, quote_answer
 # 2.97x -> 2.29x, identical text.
 CPU_NGRAM_MOD = {"ngram_match": 8, "draft_min": 2, "draft_max": 8}
+# llama.cpp's own ngram-mod draft length (common.h, common_params_speculative_ngram_mod.n_max): what a
+# GPU build drafts when no flag sets it.
+LLAMA_NGRAM_MOD_N_MAX = 64
 
 
 DRAFTERS = ("draft-simple", "draft-eagle3", "draft-mtp", "draft-dflash", "draft-dspark")
@@ -251,7 +254,8 @@ class LlamaCppSpeculative:
 
     def draft_max(self, types: list[str], settings: dict[str, Any], spec_args: list[str]) -> int | None:
         """The draft length: the setting, else the last ``--draft-max``/``--draft`` (model drafts) or
-        ``--spec-<kind>-n-max`` (n-gram drafts) among the flags, else a model draft's default."""
+        ``--spec-<kind>-n-max`` (n-gram drafts) among the flags, else a model draft's default, or
+        ngram-mod's (llama.cpp's 64; unknown for the other n-gram kinds: None)."""
         if isinstance(settings.get("draft_max"), int):
             return settings["draft_max"]
         found = None
@@ -263,6 +267,8 @@ class LlamaCppSpeculative:
                     found = int(value)
         if found is None and self.roles(types)["drafter"]:
             return self.default_draft_max
+        if found is None and "ngram-mod" in types:  # no flag (a GPU build): llama.cpp's own default
+            return LLAMA_NGRAM_MOD_N_MAX
         return found
 
     def uses_draft_file(self, types: list[str], draft_path: Path | None) -> bool:
@@ -492,13 +498,14 @@ class LlamaCppSpeculative:
         return int(extra.get("draft_n") or 0), int(extra.get("draft_n_accepted") or 0)
 
     def measure_costs(self, target: Path, draft: Path | None, *, threads: int | None = None,
-                      draft_lengths: tuple[int, ...] = (1, 2, 4, 8, 12, 16, 24, 32), n_gen: int = 32,
+                      draft_lengths: tuple[int, ...] = (1, 2, 4, 8, 12, 16, 24, 32, 64), n_gen: int = 32,
                       exact: bool = False, n_gpu_layers: int | None = None,
                       options: dict[str, Any] | None = None) -> dict:
         """Per-token decode time of target and draft, and the time each takes for a batch of k+1
         tokens (the target verifies it, the draft re-evaluates it), from llama-bench (ms), with the
         kernels the comparison used. Draftless drafting costs nothing. The batches span the draft lengths
-        the advisor recommends from (up to 32), so no verify cost it relies on is extrapolated."""
+        the advisor recommends from (up to 32) and llama.cpp's ngram-mod default (64), so no verify cost it
+        relies on is extrapolated."""
         import json
         import os
         import subprocess
