@@ -236,10 +236,10 @@ def per_step(costs: dict, accepted: float) -> tuple[float, float]:
     ``costs["undrafted_share"]``, u: the share of generated tokens that came from steps which drafted
     nothing (n-gram drafting finds no match there), measured at the fitted draft length and held for
     every other: a drafting step yields 1 + accepted tokens, a plain one 1, so the share of *steps* that
-    draft falls as drafts grow (each covers more of the text). Refitted on ten stored CPU runs (docs/
-    BENCHMARKS.md), holding the share of steps instead was -4 to +43% off at the draft max checked (five
-    within 10%), holding u -15 to +23% (seven); a line through u at two lengths, -24 to -27%. Without
-    u: the measured share of steps, held."""
+    draft falls as drafts grow (each covers more of the text). Refitted on fourteen stored CPU runs
+    (docs/BENCHMARKS.md), holding the share of steps instead was -4 to +43% off at the draft max checked
+    (six within 10%), holding u -15 to +23% (ten); a line through u at two lengths, -24 to -27%.
+    Without u: the measured share of steps, held."""
     u = costs.get("undrafted_share")
     if u is None:
         share = costs.get("drafting_share", 1.0)
