@@ -461,7 +461,7 @@ class SpeculativeComparison:
         counted = self._acceptance(spec_runs)
         second = self.second_length.get(name)
         second_point = self._step_point(second) if second and counted is not None else None
-        fitted = (self._fit_counted(summary, spec_runs, counted, with_draft, roles["head"], early_stop, second_point)
+        fitted = (self._fit_counted(name, with_draft, roles["head"], early_stop, second_point)
                   if counted is not None else self._fit_inferred(summary, spec_runs, with_draft, early_stop))
         if fitted is None:
             return
@@ -494,57 +494,55 @@ class SpeculativeComparison:
         return with_sampling(self._costs(with_draft), vanilla)
 
     def _step_point(self, name: str) -> dict | None:
-        """Configuration ``name``'s measured step: {step_ms, drafted (per drafting step), tokens_per_step,
-        drafting_share, draft_max, rates}; None where it drafted nothing or has no speed."""
+        """Configuration ``name``'s measured step: {observed (the counted acceptance), step_ms (None without
+        a speed), drafted (per drafting step), tokens_per_step, drafting_share (None where the server
+        counts no drafting steps), draft_max, rates}; None where the runtime counted nothing drafted."""
         from velollm_core.speculative.advisor import Observation
 
         summary, runs = self.report["configs"][name], self.runners[name].result.runs
         counted = self._acceptance(runs)
-        tps = _median(r.decode_tokens_per_s for r in runs)
-        if not counted or not counted[0] or not tps:
+        if not counted or not counted[0]:
             return None
         observed = Observation(generated=sum(r.completion_tokens or 0 for r in runs), drafted=counted[0],
                                accepted=counted[1])
         by_position = summary.get("acceptance_by_position")
-        share = min(1.0, by_position["steps"] / observed.steps) if by_position and by_position["steps"] else 1.0
+        # Steps that drafted at all, of every step: n-gram drafting skips those its context misses.
+        share = min(1.0, by_position["steps"] / observed.steps) if by_position and by_position["steps"] else None
         tokens = observed.generated / observed.steps
-        return {"step_ms": 1000 * tokens / tps, "drafted": observed.drafted / observed.steps / share,
-                "tokens_per_step": tokens, "drafting_share": share, "draft_max": summary["draft_max"],
+        tps = _median(r.decode_tokens_per_s for r in runs)
+        return {"observed": observed, "step_ms": 1000 * tokens / tps if tps else None,
+                "drafted": observed.drafted / observed.steps / (share or 1.0), "tokens_per_step": tokens,
+                "drafting_share": share, "draft_max": summary["draft_max"],
                 "rates": by_position["rates"] if by_position else None}
 
-    def _fit_counted(self, summary: dict, spec_runs, counted: tuple[int, int], with_draft: bool, head: bool,
-                     early_stop: bool, second: dict | None = None) -> tuple[dict, Any, list[float] | None] | None:
-        """(costs fitted to the measured step, and to ``second``'s where given (the same configuration at
-        another draft length), the counted acceptance, per-position rates); None (advice recorded) where
-        nothing was drafted."""
-        from velollm_core.speculative.advisor import Observation, calibrate
+    def _fit_counted(self, name: str, with_draft: bool, head: bool, early_stop: bool,
+                     second: dict | None = None) -> tuple[dict, Any, list[float] | None] | None:
+        """(costs fitted to configuration ``name``'s measured step, and to ``second``'s where given (the
+        same configuration at another draft length), the counted acceptance, per-position rates); None
+        (advice recorded) where nothing was drafted."""
+        from velollm_core.speculative.advisor import calibrate
 
-        drafted, accepted = counted
-        observed = Observation(generated=sum(r.completion_tokens or 0 for r in spec_runs), drafted=drafted,
-                               accepted=accepted)
-        if not observed.drafted:
+        summary, point = self.report["configs"][name], self._step_point(name)
+        if point is None:
             summary["advisor"] = {"recommended_draft_max": None, "curve": [], "recommendation":
                                   "off: nothing was drafted in these runs", "measured_speedup": summary["speedup"]}
             return None
         costs = self._vanilla_costs(with_draft)
-        spec_tps = _median(r.decode_tokens_per_s for r in spec_runs)
-        by_position = summary.get("acceptance_by_position")
-        if by_position and by_position["steps"]:
-            # Steps that drafted at all, of every step: n-gram drafting skips those its context misses.
-            costs["drafting_share"] = min(1.0, by_position["steps"] / observed.steps)
+        if point["drafting_share"] is not None:
+            costs["drafting_share"] = point["drafting_share"]
             # Of every generated token, the share from steps that drafted nothing (the advisor's u): a
             # property of the text, held for other draft lengths.
-            costs["undrafted_share"] = (1 - costs["drafting_share"]) * observed.steps / max(observed.generated, 1)
-        if spec_tps:
+            costs["undrafted_share"] = (1 - point["drafting_share"]) / point["tokens_per_step"]
+        if point["step_ms"]:
             # Fitted to the measured step: a head's cost (llama-bench cannot run one alone) and the
             # server's per-step work; the curve then predicts the other draft lengths.
-            tokens = observed.generated / observed.steps
-            drafted_per_step = observed.drafted / observed.steps / costs.get("drafting_share", 1.0)
-            costs = calibrate(costs, 1000 * tokens / spec_tps, drafted_per_step, tokens, head=head,
+            costs = calibrate(costs, point["step_ms"], point["drafted"], point["tokens_per_step"], head=head,
                               early_stop=early_stop,
-                              second={k: second[k] for k in ("step_ms", "drafted", "tokens_per_step", "drafting_share")}
-                              if second else None)
-        return costs, observed, (by_position["rates"] if by_position else None)
+                              second={"step_ms": second["step_ms"], "drafted": second["drafted"],
+                                      "tokens_per_step": second["tokens_per_step"],
+                                      "drafting_share": second["drafting_share"] or 1.0}
+                              if second and second["step_ms"] else None)
+        return costs, point["observed"], point["rates"]
 
     def _fit_inferred(self, summary: dict, spec_runs, with_draft: bool,
                       early_stop: bool) -> tuple[dict, Any, None] | None:
