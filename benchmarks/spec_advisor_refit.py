@@ -27,7 +27,7 @@ import argparse
 import json
 from pathlib import Path
 
-from velollm_core.speculative.advisor import calibrate, curve_tokens, predicted_speedup
+from velollm_core.speculative.advisor import calibrate, curve_tokens, per_step, predicted_speedup
 
 FITTED = ("calibrated", "step_overhead_ms", "drafted_overhead_ms", "step_scale", "undrafted_share")
 
@@ -45,17 +45,13 @@ def refit(report: dict, variant: str, k: int) -> float:
     longer = next((c for n, c in report["configs"].items() if n.startswith("ngram-mod draft max")), None)
     rates = (longer if second and longer else config)["acceptance_by_position"]["rates"]
     accepted = curve_tokens(rates, k) - 1
-    if variant == "steps held":
-        share = base.get("drafting_share", 1.0)
-        tokens = 1 + share * accepted
-    else:
-        u = u_first
-        if variant == "u line":
-            u_second = (1 - second["drafting_share"]) / second["tokens_per_step"]
-            first_k, second_k = advice["measured_draft_max"], advice["measured_draft_max"] * 2
-            u = min(0.95, max(0.0, u_first + (u_second - u_first) * (k - first_k) / (second_k - first_k)))
-        drafting = (1 - u) / (1 + accepted)
-        tokens, share = 1 / (u + drafting), drafting / (u + drafting)
+    u = None if variant == "steps held" else u_first
+    if variant == "u line":
+        u_second = (1 - second["drafting_share"]) / second["tokens_per_step"]
+        first_k, second_k = advice["measured_draft_max"], advice["measured_draft_max"] * 2
+        u = min(0.95, max(0.0, u_first + (u_second - u_first) * (k - first_k) / (second_k - first_k)))
+    tokens, share = per_step({**fitted, "drafting_share": base.get("drafting_share", 1.0), "undrafted_share": u},
+                             accepted)
     return predicted_speedup({**fitted, "drafting_share": share}, k, tokens)
 
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from velollm_core.bench.commands import parse_options
 from velollm_core.bench.suites import get_suites
-from velollm_core.speculative.bench import SpeculativeComparison, SpeculativePlan, require_speculative_backend
-from velollm_core.speculative.search import distinct, grid
+from velollm_core.speculative.bench import SpeculativePlan, require_speculative_backend
+from velollm_core.speculative.search import _comparison, distinct, grid
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -82,12 +82,12 @@ def main() -> None:
     names = {c.name for c in kept}
     if names != {c["name"] for c in search["candidates"]}:
         sys.exit("the sweep's grid is not the search's: compare like with like")
-    sweep_plan = replace(plan, types=[], variants=[(c.name, list(c.types), []) for c in kept],
-                         variant_settings={c.name: dict(c.settings) for c in kept})
     print(f"sweep: {len(kept)} settings x {len(chosen)} suites x {args.sweep_iterations} runs, one plain server",
           flush=True)
     started = time.perf_counter()
-    sweep = SpeculativeComparison(sweep_plan, on_run=lambda label, record: print(" ", label, flush=True)).run()
+    comparison = _comparison(plan, kept)  # every setting on one comparison, as a search round sets them
+    comparison.on_run = lambda label, record: print(" ", label, flush=True)
+    sweep = comparison.run()
     sweep_s = time.perf_counter() - started
     measured = {name: {"speedup": c["speedup"], "speedup_interval": c["speedup_interval"],
                        "acceptance_rate": c["acceptance_rate"]} for name, c in sweep["configs"].items()}
@@ -102,8 +102,9 @@ def main() -> None:
 
     print(f"\nsweep ({sweep_s:.0f} s) against search ({search_s:.0f} s, {search['servers']} servers):")
     for name in sorted(measured, key=lambda n: measured[n]["speedup"] or 0, reverse=True):
-        i = measured[name]["speedup_interval"] or {}
-        print(f"  {name:<38} {measured[name]['speedup']:.2f}x  (95%: {i.get('low', 0):.2f}-{i.get('high', 0):.2f}x)")
+        i = measured[name]["speedup_interval"]
+        interval = f"95%: {i['low']:.2f}-{i['high']:.2f}x" if i else "one run: no interval"
+        print(f"  {name:<38} {measured[name]['speedup']:.2f}x  ({interval})")
     for label, row in rows.items():
         print(f"{label}: {row['name']}, {row['sweep_speedup']:.2f}x in the sweep = "
               f"{row['share_of_sweep_best']:.0%} of the sweep's best ({best}, {best_speedup:.2f}x)")

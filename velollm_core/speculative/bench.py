@@ -59,6 +59,11 @@ class SpeculativePlan:
     # measured steps (a cost per step and one per drafted token). Opt-in: on this CPU it did not beat
     # one length (docs/BENCHMARKS.md) and costs a third more time.
     second_length: bool = False
+
+    @property
+    def order(self) -> str:
+        """How the runs are scheduled, as reports say it."""
+        return "one server at a time" if self.one_at_a_time else "interleaved"
     # The backend that speculates (--backend); None: the one installed backend that can, or among
     # several the one whose speculative object handles the target.
     backend: str | None = None
@@ -276,7 +281,7 @@ class SpeculativeComparison:
         # Together: every server up at once, runs interleaved A B A B. One at a time: each server's block
         # of runs, the plain one last so it is still up to explain where the texts differ.
         groups = [["vanilla", *names]] if not self.plan.one_at_a_time else [[name] for name in [*names, "vanilla"]]
-        self.report["order"] = "one server at a time" if self.plan.one_at_a_time else "interleaved"
+        self.report["order"] = self.plan.order
         try:
             with interrupt.last_words(self._forced_exit):
                 for group in groups:
@@ -290,9 +295,7 @@ class SpeculativeComparison:
                             for name in group:
                                 self.runners[name].warm_up(suite)
                             for iteration in range(1, self.plan.iterations + 1):
-                                for name in ["vanilla", *names]:
-                                    if name not in group:
-                                        continue
+                                for name in group:  # plain first where it is up: A B A B
                                     if name == "vanilla":
                                         self.runners[name].measure(suite, iteration)
                                     else:

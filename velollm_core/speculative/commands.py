@@ -72,6 +72,12 @@ def _print_check(report: dict, runtime: str) -> None:
             click.echo(f"  - {problem}")
 
 
+ONE_AT_A_TIME = click.option(
+    "--one-at-a-time", is_flag=True,
+    help="One server up at a time (a target too large for two copies in memory); runs are then paired by "
+         "iteration, not interleaved.")
+
+
 @speculative_group.command("bench")
 @click.option("--target", required=True, help="Target model: GGUF path or name (an Ollama model name: Ollama).")
 @click.option("--draft", help="Draft model or head (GGUF path or name), or ngram / ngram-<kind> (llama.cpp).")
@@ -107,9 +113,7 @@ def _print_check(report: dict, runtime: str) -> None:
                    "differences are explained (near-tie or real) and the exit code stays 0.")
 @click.option("--two-lengths", is_flag=True,
               help="Fit the advisor at two measured draft lengths: also run the draft max at twice its value.")
-@click.option("--one-at-a-time", is_flag=True,
-              help="One server up at a time (a target too large for two copies in memory); runs are then "
-                   "paired by iteration, not interleaved.")
+@ONE_AT_A_TIME
 @click.option("--no-check", "no_check", is_flag=True,
               help="Do not measure the advisor's recommended draft max (its command is then not printed).")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path))
@@ -323,9 +327,7 @@ def _ints(values: tuple[str, ...], default: tuple[int, ...], what: str) -> tuple
 @click.option("--option", "options", multiple=True, help="Backend option KEY=VALUE for every server.")
 @click.option("--no-advise", is_flag=True, help="Skip the advisor and its held-out check.")
 @click.option("--exact/--fast-kernels", default=False, help="Batch-invariant kernels (see speculative bench).")
-@click.option("--one-at-a-time", is_flag=True,
-              help="One server up at a time (a target too large for two copies in memory); runs are then "
-                   "paired by iteration, not interleaved.")
+@ONE_AT_A_TIME
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Replace --output even when it is not a VeloLLM result.")
 @click.option("--backend", "backend_name", help=BACKEND_HELP)

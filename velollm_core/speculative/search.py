@@ -154,7 +154,7 @@ class SpeculativeSearch:
             "target": self.plan.target, "draft": self.plan.draft,
             "settings": {"suites": [s.name for s in self.plan.suites], "first_iterations": self.plan.iterations,
                          "warmup": self.plan.warmup, "threads": self.plan.threads, "exact": self.plan.exact,
-                         "order": "one server at a time" if self.plan.one_at_a_time else "interleaved",
+                         "order": self.plan.order,
                          "keep_fraction": KEEP_FRACTION, "max_tokens": [s.max_tokens for s in self.plan.suites]},
             "candidates": [{"name": c.name, "types": list(c.types), "settings": dict(c.settings)}
                            for c in self.candidates],
